@@ -1,0 +1,57 @@
+"""``harness``: one command, a subcommand per job.
+
+Each subcommand lives in the module that owns it and exposes
+``main(argv: list[str]) -> int``; this file only dispatches, so modules stay
+independent and import cost is paid only for the command that runs.
+Exit codes: 0 all valid, 1 a violation / regression, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module:function, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fake-sglang": ("harness.fake_sglang.cli:main", "run the deterministic, fault-injecting fake SGLang"),
+    "serve": ("reference_impl.__main__:main", "run the reference session server (N processes)"),
+    "demo": ("harness.demo:main", "start the fake + reference server in-process and drive a short conversation"),
+    "run": ("harness.runner.cli:main", "run scenarios and check invariants"),
+    "report": ("harness.report.cli:report_main", "regenerate a run folder's report from its history"),
+    "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: harness COMMAND [ARGS...]", "", "commands:"]
+    for name, (_, help_) in COMMANDS.items():
+        lines.append(f"  {name:<12} {help_}")
+    lines.append("")
+    lines.append("`harness COMMAND --help` for a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"harness: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target = COMMANDS[name][0]
+    mod_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and mod_name.startswith(exc.name):
+            print(f"harness: command {name!r} is not available in this build ({exc})", file=sys.stderr)
+            return 2
+        raise
+    result = getattr(module, func_name)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
