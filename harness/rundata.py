@@ -1,0 +1,72 @@
+"""What one scenario run leaves behind, and what checkers and reports read.
+
+The history is the single source of truth (DESIGN.md); next to it a run keeps
+only what the servers themselves say: their final session states, the
+backend's execution log and the servers' JSON log lines. Checkers and reports
+read a :class:`RunData` and nothing else, so a run folder can be re-checked
+and re-reported long after the processes are gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RUN_FILES", "RunData"]
+
+# File names inside one scenario's run folder.
+RUN_FILES = {
+    "scenario": "scenario.json",  # the validated scenario as plain data (+ "source": path)
+    "history": "history.jsonl",  # docs/contracts.md "History"
+    "final_states": "final_states.json",  # {session_id: GET body or null (404)}
+    "owners": "owners.json",  # {session_id: server url}
+    "backend_executions": "backend_executions.json",  # fake /stats "executions" ({} if external)
+    "server_logs": "server_logs.jsonl",  # every server process's JSON log lines, merged
+    "verdicts": "verdicts.json",  # checker results
+}
+
+
+@dataclass
+class RunData:
+    scenario: dict[str, Any]
+    history: list[dict[str, Any]]
+    final_states: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    backend_executions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    server_logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(self.scenario, indent=2, sort_keys=True, default=str))
+        with (run_dir / RUN_FILES["history"]).open("w") as fh:
+            for ev in self.history:
+                fh.write(json.dumps(ev, sort_keys=True) + "\n")
+        (run_dir / RUN_FILES["final_states"]).write_text(json.dumps(self.final_states, sort_keys=True))
+        (run_dir / RUN_FILES["owners"]).write_text(json.dumps(self.owners, indent=1, sort_keys=True))
+        (run_dir / RUN_FILES["backend_executions"]).write_text(json.dumps(self.backend_executions, sort_keys=True))
+        with (run_dir / RUN_FILES["server_logs"]).open("w") as fh:
+            for line in self.server_logs:
+                fh.write(json.dumps(line, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunData:
+        def jsonl(name: str) -> list[dict[str, Any]]:
+            p = run_dir / RUN_FILES[name]
+            if not p.exists():
+                return []
+            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+        def js(name: str, default: Any) -> Any:
+            p = run_dir / RUN_FILES[name]
+            return json.loads(p.read_text()) if p.exists() else default
+
+        return cls(
+            scenario=js("scenario", {}),
+            history=jsonl("history"),
+            final_states=js("final_states", {}),
+            owners=js("owners", {}),
+            backend_executions=js("backend_executions", {}),
+            server_logs=jsonl("server_logs"),
+        )
