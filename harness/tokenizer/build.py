@@ -116,7 +116,8 @@ def write(out_dir: Path) -> None:
     cfg = json.dumps(tokenizer_config(), indent=2, sort_keys=True) + "\n"
     (out_dir / "tokenizer_config.json").write_text(cfg, encoding="utf-8")
     smap = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "additional_special_tokens": SPECIAL_TOKENS[1:]}
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(smap, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    smap_text = json.dumps(smap, indent=2, sort_keys=True) + "\n"
+    (out_dir / "special_tokens_map.json").write_text(smap_text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
