@@ -1,0 +1,841 @@
+"""The fake SGLang ASGI app: OpenAI chat completions, native /generate, aborts, stats, faults.
+
+Why a fake: a session server's races only show under load and faults, and a
+real SGLang needs a GPU, is slow to start and cannot be told to fail on turn 3
+of session X. This app answers like SGLang does where the session server
+looks (``choices[0].meta_info.output_token_logprobs``, ``completion_tokens``,
+``finish_reason``, the end-of-turn token) and fails on purpose where told to.
+
+Determinism: an answer, its latency and its fault are a pure function of
+(seed, ``X-SMG-Routing-Key``, turn, attempt, prompt ids). Turn and attempt come
+from the ``x-turn`` / ``x-attempt`` headers when present; else the turn is the
+number of assistant turns in the prompt and the attempt is how many times this
+session already sent this exact prompt. Nothing reads wall-clock time except
+``created`` (through the injected Clock); waits use ``asyncio.sleep``.
+
+Exactly-once evidence: every generation is written to a per-session execution
+log (``GET /stats``) when it starts and updated when it ends, so a checker can
+see that a turn ran once, or twice, or was still running when the client gave up.
+
+Why a hand-written ASGI router instead of Starlette: transport faults need the
+server's ``send`` callable itself (see respond.py), and the fake must serve
+thousands of requests per second on one core; a dict lookup on (method, path)
+is all the routing it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from array import array
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.seams import Clock, LoopClock
+from harness.tokenizer import load_tokenizer
+
+from . import respond
+from .generate import Answer, Identity, TokenModel
+from .latency import ZERO, Delay, draw_delay, tokens_at
+from .plan import FaultPlan, FaultSpec, PlanError, parse_fault_header, plan_from_text
+
+__all__ = ["FakeSGLang", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY = 64 * 1024 * 1024
+NO_KEY = "-"
+CHAT = "/v1/chat/completions"
+GENERATE = "/generate"
+_MALFORMED = frozenset({"no_meta_info", "null_content", "logprob_mismatch", "invalid_json"})
+_DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
+_SSE_CT = (b"content-type", b"text/event-stream")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.message, self.status, self.type = message, status, type_
+
+
+@dataclass(slots=True)
+class _Flight:
+    """An in-flight generation that /abort_request can end early."""
+
+    rid: str
+    aborted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class _Req:
+    """One parsed generation request."""
+
+    path: str
+    ids: array[int]
+    prompt_tokens: int
+    max_tokens: int | None
+    stream: bool
+    model: str
+    rid: str | None
+    key: str
+    turn: int | None
+    attempt: int | None
+    request_id: str | None
+    fault: FaultSpec | None
+
+
+def _error(status: int, type_: str, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"type": type_, "message": message}}
+
+
+def _nonneg_header(value: str, name: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise BadRequest(f"header {name}: expected a non-negative integer, got {value!r}") from None
+    if v < 0:
+        raise BadRequest(f"header {name}: expected a non-negative integer, got {value!r}")
+    return v
+
+
+def _opt_int(body: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        v = body.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BadRequest(f"{name}: expected a positive integer, got {v!r}")
+        return v
+    return None
+
+
+def _text_of(content: Any, i: int) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise BadRequest(f"messages[{i}].content: list parts must be {{'type': 'text', 'text': str}}")
+            parts.append(p["text"])
+        return "".join(parts)
+    raise BadRequest(f"messages[{i}].content: expected a string, null or a list of text parts")
+
+
+class FakeSGLang:
+    """The ASGI app. Construct through :func:`create_app`."""
+
+    def __init__(self, *, seed: int, plan: FaultPlan, model: TokenModel, clock: Clock) -> None:
+        self.seed = seed
+        self.plan = plan
+        self.model = model
+        self.clock = clock
+        self._flights: dict[str, list[_Flight]] = {}
+        self.reset_state()
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("POST", CHAT): self._chat,
+            ("POST", GENERATE): self._generate,
+            ("POST", "/abort_request"): self._abort,
+            ("GET", "/health"): self._health,
+            ("GET", "/health_generate"): self._health,
+            ("GET", "/stats"): self._stats,
+            ("GET", "/get_model_info"): self._model_info,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/admin/plan"): self._get_plan,
+            ("PUT", "/admin/plan"): self._put_plan,
+            ("POST", "/admin/reset"): self._admin_reset,
+        }
+        self._paths = {p for _, p in self._routes}
+
+    def reset_state(self) -> None:
+        """Forget counters, the execution log and the prompt history (``POST /admin/reset``)."""
+        self.counters: dict[str, Any] = {
+            "requests": 0,
+            "generations": 0,
+            "inflight": 0,
+            "completed": 0,
+            "aborted": 0,
+            "errors": 0,
+            "dropped": 0,
+            "malformed": 0,
+            "bad_requests": 0,
+            "abort_requests": 0,
+            "faults": {},
+        }
+        self.executions: dict[str, list[dict[str, Any]]] = {}
+        self._seen: dict[str, dict[bytes, int]] = {}
+        self._ordinals: dict[str, int] = {}
+        self._global_ordinal = 0
+
+    # ------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            self.counters["requests"] += 1
+            if handler is None:
+                if scope["path"] in self._paths:
+                    await respond.send_json(send, *_error(405, "method_not_allowed", f"{scope['method']} not allowed"))
+                else:
+                    await respond.send_json(send, *_error(404, "not_found", f"no route {scope['path']}"))
+                return
+            try:
+                await handler(scope, receive, send)
+            except BadRequest as exc:
+                self.counters["bad_requests"] += 1
+                await respond.send_json(send, *_error(exc.status, exc.type, exc.message))
+        elif kind == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    # ------------------------------------------------------------ small endpoints
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond.send_json(send, 200, {"status": "ok"})
+
+    async def _stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond.send_json(
+            send,
+            200,
+            {"counters": self.counters, "executions": self.executions, "seed": self.seed, "plan": self.plan.source},
+        )
+
+    async def _model_info(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond.send_json(send, 200, {"model_path": "fake-sglang", "is_generation": True})
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond.send_json(send, 200, {"object": "list", "data": [{"id": "fake-sglang", "object": "model"}]})
+
+    async def _get_plan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond.send_json(send, 200, self.plan.describe())
+
+    async def _put_plan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = await _read_body(receive)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("plan body is not UTF-8") from None
+        ctype = _header(scope, b"content-type") or ""
+        fmt = "json" if "json" in ctype or text.lstrip().startswith("{") else "toml"
+        try:
+            plan = plan_from_text(text, "<admin PUT /admin/plan>", fmt=fmt)
+        except PlanError as exc:
+            raise BadRequest(str(exc), type_="plan_error") from None
+        self.plan = plan
+        await respond.send_json(send, 200, {"ok": True, "plan": plan.describe()})
+
+    async def _admin_reset(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _read_body(receive)
+        self.reset_state()
+        await respond.send_json(send, 200, {"ok": True})
+
+    async def _abort(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = _parse_json(await _read_body(receive))
+        if not isinstance(body, dict):
+            raise BadRequest("abort_request: expected a JSON object with 'rid' or 'abort_all'")
+        self.counters["abort_requests"] += 1
+        if body.get("abort_all") is True:
+            flights = [f for fs in self._flights.values() for f in fs]
+        elif isinstance(body.get("rid"), str):
+            flights = list(self._flights.get(body["rid"], ()))
+        else:
+            raise BadRequest("abort_request: expected {'rid': str} or {'abort_all': true}")
+        for f in flights:
+            f.aborted.set()
+        await respond.send_json(send, 200, {"aborted": len(flights)})
+
+    # ------------------------------------------------------------ generation
+
+    def _parse(self, scope: Scope, body: Any, path: str) -> _Req:
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        ids: array[int] | None = None
+        raw_ids = body.get("input_ids")
+        if raw_ids is not None:
+            if not isinstance(raw_ids, list) or not raw_ids:
+                raise BadRequest("input_ids: expected a non-empty list of token ids")
+            try:
+                ids = array("i", raw_ids)
+            except (TypeError, OverflowError):
+                raise BadRequest("input_ids: every element must be an integer token id") from None
+            if min(ids) < 0:
+                raise BadRequest("input_ids: token ids must be non-negative")
+        elif path == CHAT:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise BadRequest("expected 'input_ids' (list of ints) or 'messages' (non-empty list)")
+            clean: list[dict[str, Any]] = []
+            for i, m in enumerate(msgs):
+                if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                    raise BadRequest(f"messages[{i}]: expected an object with a string 'role'")
+                mm = dict(m)
+                mm["content"] = _text_of(m.get("content"), i)
+                clean.append(mm)
+            try:
+                ids = array("i", self.model.render_prompt(clean))
+            except Exception as exc:  # a template error is the caller's malformed message
+                raise BadRequest(f"messages: the chat template cannot render them: {exc}") from None
+        else:
+            text = body.get("text")
+            if not isinstance(text, str) or not text:
+                raise BadRequest("expected 'input_ids' (list of ints) or 'text' (non-empty string)")
+            ids = array("i", self.model.encode(text))
+        if path == CHAT:
+            max_tokens = _opt_int(body, "max_tokens", "max_completion_tokens")
+        else:
+            sp = body.get("sampling_params", {})
+            if sp is None:
+                sp = {}
+            if not isinstance(sp, dict):
+                raise BadRequest("sampling_params: expected an object")
+            max_tokens = _opt_int(sp, "max_new_tokens")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest(f"stream: expected a boolean, got {stream!r}")
+        model = body.get("model", "fake-sglang")
+        if not isinstance(model, str):
+            raise BadRequest("model: expected a string")
+        rid = body.get("rid")
+        if rid is not None and not isinstance(rid, str):
+            raise BadRequest("rid: expected a string")
+        key, turn, attempt, request_id, fault = NO_KEY, None, None, None, None
+        for name, value in scope["headers"]:
+            if name == b"x-smg-routing-key":
+                key = value.decode("latin-1")
+            elif name == b"x-turn":
+                turn = _nonneg_header(value.decode("latin-1"), "x-turn")
+            elif name == b"x-attempt":
+                attempt = _nonneg_header(value.decode("latin-1"), "x-attempt")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"x-fake-fault":
+                try:
+                    fault = parse_fault_header(value.decode("latin-1"))
+                except PlanError as exc:
+                    raise BadRequest(str(exc), type_="fault_header_error") from None
+        return _Req(path, ids, len(ids), max_tokens, stream, model, rid, key, turn, attempt, request_id, fault)
+
+    def _identify(self, req: _Req) -> tuple[Identity, int, int]:
+        prompt_digest = hashlib.sha256(req.ids.tobytes()).digest()
+        seen = self._seen.setdefault(req.key, {})
+        nth = seen.get(prompt_digest, 0)
+        seen[prompt_digest] = nth + 1
+        ordinal = self._ordinals.get(req.key, 0)
+        self._ordinals[req.key] = ordinal + 1
+        global_ordinal = self._global_ordinal
+        self._global_ordinal += 1
+        turn = req.turn if req.turn is not None else self.model.count_turns(req.ids)
+        attempt = req.attempt if req.attempt is not None else nth
+        return Identity(self.seed, req.key, turn, attempt, prompt_digest.hex()[:32]), ordinal, global_ordinal
+
+    def _choose_fault(self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int) -> FaultSpec | None:
+        if req.fault is not None:
+            return None if req.fault.name == "none" else req.fault
+        for i, rule in enumerate(self.plan.rules):
+            if not rule.matches(
+                session=req.key,
+                turn=ident.turn,
+                attempt=ident.attempt,
+                ordinal=ordinal,
+                global_ordinal=global_ordinal,
+                path=req.path,
+            ):
+                continue
+            if rule.probability < 1.0 and ident.rng(f"rule{i}").random() >= rule.probability:
+                continue
+            return None if rule.fault.name == "none" else rule.fault
+        return None
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(scope, receive, send, CHAT)
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(scope, receive, send, GENERATE)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        req = self._parse(scope, _parse_json(await _read_body(receive)), path)
+        ident, ordinal, global_ordinal = self._identify(req)
+        fault = self._choose_fault(req, ident, ordinal, global_ordinal)
+        gen = self.plan.generation
+        if req.prompt_tokens >= gen.context_length:
+            raise BadRequest(
+                f"The input ({req.prompt_tokens} tokens) is longer than the model's context length "
+                f"({gen.context_length} tokens).",
+                type_="context_length_exceeded",
+            )
+        fname = fault.name if fault is not None else None
+        forced_calls = int(fault.get("count")) if fault is not None and fname == "tool_calls" else None
+        answer = self.model.answer(ident, gen, tool_calls=forced_calls)
+        spike: float | None = None
+        if fault is not None and fname == "spike":
+            ms = fault.get("ms")
+            spike = float(ms) if ms is not None else (self.plan.latency.spike_ms or 2000.0)
+        delay = draw_delay(self.plan.latency, ident.rng("latency"), spike_ms=spike)
+        rid = req.rid or _rid(ident, req.request_id)
+        self.counters["generations"] += 1
+        self.counters["inflight"] += 1
+        if fname is not None:
+            faults = self.counters["faults"]
+            faults[fname] = faults.get(fname, 0) + 1
+        entry: dict[str, Any] = {
+            "rid": rid,
+            "request_id": req.request_id,
+            "path": path,
+            "turn": ident.turn,
+            "attempt": ident.attempt,
+            "ordinal": ordinal,
+            "prompt_tokens": req.prompt_tokens,
+            "completion_tokens": None,
+            "finish_reason": None,
+            "outcome": "inflight",
+            "status": None,
+            "fault": fault.to_json() if fault is not None else None,
+            "content_sha": None,
+            "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
+        }
+        self.executions.setdefault(req.key, []).append(entry)
+        flight = _Flight(rid)
+        self._flights.setdefault(rid, []).append(flight)
+        try:
+            run = _Run(self, req, ident, answer, delay, fault, rid, flight, entry)
+            await run.execute(receive, send)
+        except BaseException:
+            if entry["outcome"] == "inflight":
+                entry["outcome"] = "dropped"
+            raise
+        finally:
+            self.counters["inflight"] -= 1
+            outcome = entry["outcome"]
+            if outcome in ("completed", "aborted", "dropped", "malformed"):
+                self.counters[outcome] += 1
+            elif outcome == "error":
+                self.counters["errors"] += 1
+            fs = self._flights.get(rid)
+            if fs is not None:
+                fs.remove(flight)
+                if not fs:
+                    del self._flights[rid]
+
+
+class _Run:
+    """Carry out one generation: wait, decide how it ends, send it (or break it)."""
+
+    def __init__(
+        self,
+        app: FakeSGLang,
+        req: _Req,
+        ident: Identity,
+        answer: Answer,
+        delay: Delay,
+        fault: FaultSpec | None,
+        rid: str,
+        flight: _Flight,
+        entry: dict[str, Any],
+    ) -> None:
+        self.app, self.req, self.ident, self.answer, self.delay = app, req, ident, answer, delay
+        self.fault, self.fname = fault, (fault.name if fault is not None else None)
+        self.rid, self.flight, self.entry = rid, flight, entry
+        self.model = app.model
+        self.full_len = len(answer.body_ids) + 1
+        self.start = app.clock.monotonic() if not delay.is_zero or self.fname == "hang" else 0.0
+        hdrs = [(b"x-fake-fault-applied", self.fname.encode())] if self.fname else []
+        self.headers: list[tuple[bytes, bytes]] = hdrs
+
+    # -- timing
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless aborted first; True if aborted."""
+        ev = self.flight.aborted
+        if ev.is_set():
+            return True
+        if seconds <= 0:
+            return False
+        try:
+            async with asyncio.timeout(seconds):
+                await ev.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _elapsed(self) -> float:
+        return self.app.clock.monotonic() - self.start
+
+    # -- outcome
+
+    def _plan_end(self) -> tuple[str, int]:
+        """Finish reason and completion length before any abort: stop, or length (max_tokens / fault)."""
+        n = self.full_len
+        if self.fname == "length":
+            t = self.fault.get("tokens") if self.fault is not None else None
+            k = t if t is not None else n // 2
+            return "length", min(k, n - 1)
+        mt = self.req.max_tokens
+        if mt is not None and mt < n:
+            return "length", mt
+        return "stop", n
+
+    def _abort_tokens(self, n: int) -> int:
+        f = self.fault
+        assert f is not None
+        if f.get("tokens") is not None:
+            return int(min(f.get("tokens"), max(0, n - 1)))
+        frac = f.get("fraction")
+        if frac is None:
+            frac = self.ident.rng("fault").uniform(0.1, 0.9)
+        return min(int(n * frac), max(0, n - 1))
+
+    async def execute(self, receive: Receive, send: Send) -> None:
+        f = self.fname
+        if f == "reset":
+            self.entry["outcome"] = "dropped"
+            await respond.drop_connection(send)
+            return
+        if f is not None and f.startswith("http_"):
+            await self._http_error(send)
+            return
+        if f == "hang":
+            await self._hang(receive, send)
+            return
+        if self.req.stream:
+            await self._stream(send)
+            return
+        finish, k = self._plan_end()
+        if f == "abort":
+            k = self._abort_tokens(k)
+            aborted = await self._wait(self.delay.total(self.full_len) * (k / max(1, self.full_len)))
+            if aborted:
+                k = min(k, tokens_at(self.delay, self._elapsed(), self.full_len))
+            finish = "abort"
+        elif self.delay is not ZERO:
+            if await self._wait(self.delay.total(k)):
+                finish, k = "abort", min(k, tokens_at(self.delay, self._elapsed(), self.full_len))
+        elif self.flight.aborted.is_set():
+            finish, k = "abort", 0
+        obj = self._body(finish, k)
+        await self._send_body(send, obj)
+
+    async def _http_error(self, send: Send) -> None:
+        assert self.fault is not None
+        status = self.fault.status or 500
+        msg = self.fault.get("message")
+        if msg is None:
+            msg = {
+                400: "The input is longer than the model's context length (fake_sglang: forced).",
+                429: "Too many requests: the scheduler queue is full (fake_sglang: forced).",
+                503: "Service unavailable: the engine is updating weights (fake_sglang: forced).",
+            }.get(status, f"Internal server error (fake_sglang: forced http_{status}).")
+        typ = {400: "context_length_exceeded", 429: "rate_limit_exceeded", 503: "service_unavailable"}.get(
+            status, "server_error"
+        )
+        self.entry.update(outcome="error", status=status)
+        await respond.send_json(send, status, {"error": {"type": typ, "message": msg}}, self.headers)
+
+    async def _hang(self, receive: Receive, send: Send) -> None:
+        """Answer nothing until the client leaves, an abort arrives or the bound passes (then drop)."""
+        assert self.fault is not None
+        bound = float(self.fault.get("seconds"))
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        gone = asyncio.ensure_future(client_gone())
+        aborted = asyncio.ensure_future(self.flight.aborted.wait())
+        try:
+            done, _ = await asyncio.wait({gone, aborted}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (gone, aborted):
+                t.cancel()
+        if aborted in done:
+            await self._send_body(send, self._body("abort", 0))
+            return
+        self.entry["outcome"] = "dropped"
+        if gone in done:
+            return
+        await respond.drop_connection(send)
+
+    # -- bodies
+
+    def _completion(self, finish: str, k: int) -> tuple[list[int], str | None, list[dict[str, Any]]]:
+        a = self.answer
+        if finish == "stop":
+            return a.completion_ids(True), a.content, a.tool_calls
+        ids = a.completion_ids(True)[:k]
+        return ids, self.model.decode(ids), []
+
+    def _meta(self, finish: str, ids: list[int]) -> dict[str, Any]:
+        if finish == "stop":
+            fr: dict[str, Any] = {"type": "stop", "matched": self.answer.end_id}
+        elif finish == "length":
+            fr = {"type": "length", "length": len(ids)}
+        else:
+            fr = {"type": "abort", "message": "Abort request (fake_sglang)"}
+        lps = self.answer.logprobs
+        return {
+            "id": self.rid,
+            "finish_reason": fr,
+            "prompt_tokens": self.req.prompt_tokens,
+            "completion_tokens": len(ids),
+            "cached_tokens": 0,
+            "output_token_logprobs": [[lps[i], t] for i, t in enumerate(ids)],
+        }
+
+    def _body(self, finish: str, k: int) -> dict[str, Any]:
+        ids, content, calls = self._completion(finish, k)
+        meta = self._meta(finish, ids)
+        self.entry.update(
+            completion_tokens=len(ids),
+            finish_reason=finish,
+            outcome="aborted" if finish == "abort" else "completed",
+            status=200,
+            content_sha=hashlib.sha1(content.encode()).hexdigest() if content is not None else None,
+        )
+        if self.req.path == GENERATE:
+            meta["output_token_logprobs"] = [[lp, t, None] for lp, t in meta["output_token_logprobs"]]
+            text = self.answer._body_text if finish == "stop" else content
+            return {"text": text, "output_ids": ids, "meta_info": meta}
+        oai_finish = "tool_calls" if finish == "stop" and calls else finish
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = calls
+        return {
+            "id": self.rid,
+            "object": "chat.completion",
+            "created": int(self.app.clock.wall()),
+            "model": self.req.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": oai_finish,
+                    "matched_stop": self.answer.end_id if finish == "stop" else None,
+                    "meta_info": meta,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": self.req.prompt_tokens,
+                "completion_tokens": len(ids),
+                "total_tokens": self.req.prompt_tokens + len(ids),
+            },
+        }
+
+    def _malform(self, obj: dict[str, Any]) -> None:
+        f = self.fname
+        if f not in _MALFORMED:
+            return
+        self.entry["outcome"] = "malformed"
+        holder = obj["choices"][0] if "choices" in obj else obj
+        if f == "no_meta_info":
+            holder.pop("meta_info", None)
+        elif f == "null_content":
+            if "message" in holder:
+                holder["message"]["content"] = None
+            else:
+                holder["text"] = None
+        elif f == "logprob_mismatch":
+            lps = holder["meta_info"]["output_token_logprobs"]
+            if lps:
+                lps.pop()
+            else:
+                lps.append([-0.5, self.answer.end_id])
+
+    async def _send_body(self, send: Send, obj: dict[str, Any]) -> None:
+        self._malform(obj)
+        body = respond.dumps(obj)
+        f = self.fname
+        if f == "invalid_json":
+            await respond.send_bytes(send, 200, body[: max(1, len(body) // 2)], self.headers)
+        elif f in ("close_mid_body", "sse_cut"):
+            self.entry["outcome"] = "dropped"
+            frac = float(self.fault.get("fraction")) if self.fault is not None else 0.5
+            head = body[: int(len(body) * frac)]
+            await respond.close_mid_body(send, 200, head, len(body), [respond.JSON_CT, *self.headers])
+        elif f == "slow_drip":
+            await self._drip(send, body)
+        else:
+            await respond.send_bytes(send, 200, body, self.headers)
+
+    async def _drip(self, send: Send, body: bytes) -> None:
+        assert self.fault is not None
+        chunks = max(1, min(int(self.fault.get("chunks")), len(body)))
+        pause = float(self.fault.get("seconds")) / chunks
+        hdrs = [respond.JSON_CT, (b"content-length", str(len(body)).encode()), *self.headers]
+        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+        step = -(-len(body) // chunks)
+        for i in range(0, len(body), step):
+            await asyncio.sleep(pause)
+            last = i + step >= len(body)
+            await send({"type": "http.response.body", "body": body[i : i + step], "more_body": not last})
+
+    # -- SSE
+
+    async def _stream(self, send: Send) -> None:
+        """Server-sent events: a role chunk, one chunk per decoded token, a final chunk, usage, [DONE].
+
+        Tokens arrive on the latency model's schedule (ttft, then itl each), so
+        an abort mid-stream ends it with the tokens sent so far.
+        """
+        finish, k = self._plan_end()
+        if self.fname == "abort":
+            k, finish = self._abort_tokens(k), "abort"
+        if self.req.path == GENERATE:
+            if await self._wait(self.delay.total(k)):
+                finish, k = "abort", min(k, tokens_at(self.delay, self._elapsed(), self.full_len))
+            await self._sse_start(send)
+            await self._flush(send, [respond.dumps(self._body(finish, k))], done=True)
+            return
+        ids_all = self.answer.completion_ids(True)
+        content = self.answer.content
+        created = int(self.app.clock.wall())
+
+        def chunk(delta: dict[str, Any], fr: str | None = None, **extra: Any) -> bytes:
+            c = {
+                "id": self.rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.req.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fr, **extra}],
+            }
+            return respond.dumps(c)
+
+        cut_after: int | None = None
+        if self.fname in ("sse_cut", "close_mid_body"):
+            frac = float(self.fault.get("fraction")) if self.fault is not None else 0.5
+            cut_after = int(k * frac)
+        await self._sse_start(send)
+        frames = [chunk({"role": "assistant", "content": ""})]
+        sent_text, produced = "", 0
+        if await self._wait(self.delay.ttft_s):
+            finish, k = "abort", 0
+        last_token = k if finish != "stop" else len(ids_all) - 1  # the end token has no text
+        for i in range(1, last_token + 1):
+            if cut_after is not None and produced >= cut_after:
+                break
+            if i > 1 and await self._wait(self.delay.itl_s):
+                finish, k = "abort", i - 1
+                break
+            produced = i
+            text = self.model.decode(ids_all[:i])
+            if finish == "stop":
+                text = text[: len(content)]
+            if len(text) > len(sent_text) and not text.endswith("\ufffd"):
+                frames.append(chunk({"content": text[len(sent_text) :]}))
+                sent_text = text
+            await self._flush(send, frames)
+        if cut_after is not None:
+            await self._flush(send, frames)
+            self.entry.update(outcome="dropped", completion_tokens=produced, status=200)
+            await respond.close_now(send)
+            return
+        obj = self._body(finish, k)
+        final_text = obj["choices"][0]["message"]["content"]
+        if finish != "stop" and final_text and len(final_text) > len(sent_text):
+            frames.append(chunk({"content": final_text[len(sent_text) :]}))
+        if finish == "stop" and self.answer.tool_calls:
+            frames.append(chunk({"tool_calls": [{"index": j, **tc} for j, tc in enumerate(self.answer.tool_calls)]}))
+        self._malform(obj)
+        ch = obj["choices"][0]
+        extra = {"meta_info": ch["meta_info"]} if "meta_info" in ch else {}
+        delta: dict[str, Any] = {"content": None} if self.fname == "null_content" else {}
+        frames.append(chunk(delta, ch["finish_reason"], **extra))
+        usage = {"id": self.rid, "object": "chat.completion.chunk", "choices": [], "usage": obj["usage"]}
+        frames.append(respond.dumps(usage))
+        if self.fname == "invalid_json":
+            frames[-2] = frames[-2][: len(frames[-2]) // 2]
+        await self._flush(send, frames, done=True)
+
+    async def _sse_start(self, send: Send) -> None:
+        hdrs = [_SSE_CT, (b"cache-control", b"no-cache"), *self.headers]
+        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+
+    async def _flush(self, send: Send, frames: list[bytes], done: bool = False) -> None:
+        if not frames and not done:
+            return
+        data = b"".join(b"data: " + f + b"\n\n" for f in frames)
+        frames.clear()
+        if done:
+            data += b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": data, "more_body": not done})
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _rid(ident: Identity, request_id: str | None) -> str:
+    raw = f"{ident.seed}\x1f{ident.key}\x1f{ident.turn}\x1f{ident.attempt}\x1f{ident.prompt_sha}\x1f{request_id}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body", False):
+        return body
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body", False):
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            break
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(f"request body larger than {MAX_BODY} bytes", status=413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def create_app(
+    *,
+    seed: int = 0,
+    plan: FaultPlan | None = None,
+    tokenizer: Any = None,
+    clock: Clock | None = None,
+) -> FakeSGLang:
+    """Build the fake SGLang ASGI app.
+
+    ``tokenizer`` is a loaded HF tokenizer, a path to a tokenizer directory, or
+    None for the shipped one. ``clock`` stamps ``created`` and measures elapsed
+    time for aborts (default: the event loop's clock).
+    """
+    tok = load_tokenizer(tokenizer) if tokenizer is None or isinstance(tokenizer, str | os.PathLike) else tokenizer
+    return FakeSGLang(seed=seed, plan=plan or FaultPlan(), model=_token_model(tok), clock=clock or LoopClock())
+
+
+_MODELS: dict[int, TokenModel] = {}
+
+
+def _token_model(tok: Any) -> TokenModel:
+    """One TokenModel per tokenizer object: building it encodes the word list (a few ms)."""
+    m = _MODELS.get(id(tok))
+    if m is None or m.tok is not tok:
+        m = TokenModel(tok)
+        _MODELS[id(tok)] = m
+    return m

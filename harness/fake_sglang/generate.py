@@ -1,0 +1,200 @@
+"""Deterministic answers: text, tool calls, token ids and log-probs from (seed, request identity).
+
+Why it matters: the session server under test checks that the backend's
+completion token ids, appended to the prompt ids, are a prefix of what the
+chat template renders for the next turn (TITO). So the fake's completion must
+be *exactly* the template's rendering of the assistant message body (content,
+then the tool-call blocks) followed by the end-of-turn token, encoded by the
+same tokenizer. A fake that returned arbitrary ids would make every correct
+server look broken.
+
+Why a pure function: races are found by replaying a seed, so an answer may
+depend only on the request's identity (seed, routing key, turn, attempt, a
+hash of the prompt ids), never on arrival order or time. Each purpose (answer,
+latency, fault draw) gets its own ``random.Random`` seeded from a SHA-256 of
+the identity, so changing e.g. the latency model does not change answers.
+
+Speed: the fake must never limit a run. Words of the word list encode to fixed
+token ids and the shipped tokenizer's pre-tokenizer splits on word
+boundaries, so content ids are concatenated from a cache instead of re-encoding;
+this shortcut is verified at start-up for the tokenizer in use and switched
+off (falling back to encoding the text) when it does not hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.tokenizer import DEFAULT_TOKENIZER_DIR
+
+from .plan import GenerationSpec
+
+__all__ = ["Answer", "Identity", "TokenModel"]
+
+WORDS_FILE = DEFAULT_TOKENIZER_DIR.parent / "words.txt"
+TOOL_NAMES = ("search", "read_file", "run_python", "calculator", "list_dir")
+_PROBE = "Probe words 123, with punctuation; and a tail"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a request *is*, for determinism: everything its answer may depend on."""
+
+    seed: int
+    key: str
+    turn: int
+    attempt: int
+    prompt_sha: str
+
+    def rng(self, purpose: str) -> random.Random:
+        raw = f"{self.seed}\x1f{self.key}\x1f{self.turn}\x1f{self.attempt}\x1f{self.prompt_sha}\x1f{purpose}"
+        return random.Random(int.from_bytes(hashlib.sha256(raw.encode()).digest()[:16], "big"))
+
+
+@dataclass(slots=True)
+class Answer:
+    """One generated answer before truncation. ``body_ids`` exclude the end-of-turn token."""
+
+    content: str
+    tool_calls: list[dict[str, Any]]
+    body_ids: list[int]
+    logprobs: list[float]  # one per completion token, the end-of-turn token included
+    end_id: int
+    _body_text: str | None = field(default=None, repr=False)
+
+    def completion_ids(self, complete: bool) -> list[int]:
+        return [*self.body_ids, self.end_id] if complete else list(self.body_ids)
+
+
+class TokenModel:
+    """The tokenizer-facing half of the fake: prompts in, answer token ids out."""
+
+    def __init__(self, tokenizer: Any, words: Sequence[str] | None = None) -> None:
+        self.tok = tokenizer
+        self._raw = getattr(tokenizer, "_tokenizer", None)  # the Rust tokenizer, when there is one
+        words = list(words) if words is not None else WORDS_FILE.read_text(encoding="utf-8").split()
+        self.words = words
+        self.end_id = self._end_id()
+        # The assistant header the template emits for add_generation_prompt, as ids.
+        base = [{"role": "user", "content": "x"}]
+        with_gen = self.render_text(base, add_generation_prompt=True)
+        without = self.render_text(base, add_generation_prompt=False)
+        if not with_gen.startswith(without):
+            raise ValueError("chat template: add_generation_prompt does not append a suffix; cannot derive turns")
+        self.header_ids = self.encode(with_gen[len(without) :])
+        self._header_bytes = array("i", self.header_ids).tobytes()
+        self._gen_prefix = with_gen
+        self._end_text = self.tok.convert_ids_to_tokens(self.end_id)
+        self._first = [self.encode(w) for w in words]
+        self._rest = [self.encode(" " + w) for w in words]
+        self._plain_body = self._render_body_slow(_PROBE, []) == _PROBE
+        self._concat_ok = self._plain_body and self._check_concat()
+
+    # -- tokenizer primitives
+
+    def _end_id(self) -> int:
+        vocab = self.tok.get_vocab()
+        if "<|im_end|>" in vocab:
+            return int(vocab["<|im_end|>"])
+        if self.tok.eos_token_id is None:
+            raise ValueError("tokenizer has neither <|im_end|> nor an eos token; cannot end a turn")
+        return int(self.tok.eos_token_id)
+
+    def encode(self, text: str) -> list[int]:
+        if self._raw is not None:
+            return list(self._raw.encode(text, add_special_tokens=False).ids)
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = False) -> str:
+        return str(self.tok.decode(list(ids), skip_special_tokens=skip_special))
+
+    def render_text(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+        return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+
+    def render_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        return self.encode(self.render_text(messages, add_generation_prompt=True))
+
+    def count_turns(self, ids: array[int]) -> int:
+        """Prior assistant turns in a prompt: assistant headers, less the generation prompt's own."""
+        hb = self._header_bytes
+        if not hb:
+            return 0
+        data = ids.tobytes()
+        n, pos = 0, data.find(hb)
+        while pos >= 0:
+            if pos % 4 == 0:
+                n += 1
+            pos = data.find(hb, pos + 1)
+        return max(0, n - 1) if data.endswith(hb) else n
+
+    # -- the assistant body, exactly as the template renders it
+
+    def _render_body_slow(self, content: str, tool_calls: list[dict[str, Any]]) -> str:
+        msg: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        full = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
+        if not full.startswith(self._gen_prefix):
+            raise ValueError("chat template renders an assistant turn that does not extend the generation prompt")
+        body = full[len(self._gen_prefix) :]
+        cut = body.rfind(self._end_text)
+        return body[:cut] if cut >= 0 else body
+
+    def body_text(self, content: str, tool_calls: list[dict[str, Any]]) -> str:
+        if not tool_calls and self._plain_body:
+            return content
+        return self._render_body_slow(content, tool_calls)
+
+    def _check_concat(self) -> bool:
+        rng = random.Random(0)
+        n = len(self.words)
+        for k in (1, 2, 5, 17, 40):
+            idx = [rng.randrange(n) for _ in range(k)]
+            text = " ".join(self.words[i] for i in idx)
+            if self.encode(text) != self._ids_for(idx):
+                return False
+        return True
+
+    def _ids_for(self, idx: Sequence[int]) -> list[int]:
+        out = list(self._first[idx[0]])
+        rest = self._rest
+        for i in idx[1:]:
+            out += rest[i]
+        return out
+
+    # -- answers
+
+    def answer(self, ident: Identity, gen: GenerationSpec, *, tool_calls: int | None = None) -> Answer:
+        """The full answer for this identity. ``tool_calls`` forces that many calls (the fault)."""
+        rng = ident.rng("answer")
+        n = len(self.words)
+        k = rng.randint(gen.min_words, gen.max_words)
+        idx = [int(rng.random() * n) for _ in range(k)]
+        content = " ".join([self.words[i] for i in idx])
+        want_tools = rng.random() < gen.tool_call_probability
+        count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
+        calls = [self._tool_call(rng) for _ in range(count)]
+        if not calls and self._concat_ok:
+            body_ids = self._ids_for(idx) if idx else []
+            body = content
+        else:
+            body = self.body_text(content, calls)
+            body_ids = self.encode(body)
+        lp_rng = ident.rng("logprobs")
+        logprobs = [round(-lp_rng.expovariate(4.0), 5) for _ in range(len(body_ids) + 1)]
+        return Answer(content, calls, body_ids, logprobs, self.end_id, body)
+
+    def _tool_call(self, rng: random.Random) -> dict[str, Any]:
+        name = TOOL_NAMES[int(rng.random() * len(TOOL_NAMES))]
+        query = " ".join(self.words[int(rng.random() * len(self.words))] for _ in range(3))
+        return {
+            "id": f"call_{rng.getrandbits(64):016x}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps({"query": query})},
+        }
