@@ -1,0 +1,674 @@
+"""The session server: an ASGI app that proxies chat turns to SGLang and keeps their exact tokens.
+
+The race this module is built around. A chat turn takes seconds in the
+backend, so the session lock is *not* held while the backend generates
+(CONTEXT.md, "The three-phase chat protocol"):
+
+1. Phase 1, under the lock: re-check ``closing``, plan the tokens (TITO,
+   rollback included), remember ``num_assistant`` (and ``version``);
+2. Phase 2, no lock: the backend call; DELETE and other turns proceed;
+3. Phase 3, under the lock: if the session is closing, or another turn
+   committed meanwhile, the answer is returned but *not* written; an aborted
+   answer becomes the single provisional record at the tail (with
+   ``x-sglang-aborted: 1``, no token commit); else the prefix invariant is
+   checked and the turn is committed, superseding a tail provisional.
+
+DELETE sets ``closing`` *first* and only then waits for the lock, so a Phase 1
+or 3 that holds the lock finishes, and everything after it sees ``closing``
+and answers 404 / skips its write. A removed session never comes back.
+
+Each rule can be switched off by a named variant (config.py) so the harness
+can show that its checkers catch the resulting bug; every switch is a
+``self._bad``/``self._has`` test at the exact line the bug lives on.
+
+Observability: exactly one ``chat_start`` and one ``chat_done`` per chat
+request, whatever its outcome (``try``/``finally``), with the timing buckets
+``lock_wait_ms, tokenize_in_ms, proxy_elapsed_ms, tokenize_out_ms, total_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from harness.seams import Clock, Executor, IdSource, InlineExecutor, LoopClock, ThreadExecutor
+from harness.tokenizer import load_tokenizer
+
+from .config import ServerConfig
+from .logs import Counters, EventLog, JsonLineSink, LogSink, heartbeat_loop
+from .proxy import Backend, forward_headers
+from .sessions import Session, SessionStore
+from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages
+
+__all__ = ["SessionServer", "create_app"]
+
+CHAT_PATH = "v1/chat/completions"
+ABORT_HEADER = "x-sglang-aborted"
+FRAMING_HEADERS = (b"server", b"date", b"content-length")
+
+
+def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+
+
+class BadGateway(Exception):
+    """The backend answered 200 with a body the server cannot use."""
+
+
+@dataclass
+class BackendAnswer:
+    data: dict[str, Any]
+    message: dict[str, Any]
+    finish_reason: str | None
+    prompt_ids: list[int] | None
+    completion_ids: list[int]
+
+    @property
+    def aborted(self) -> bool:
+        return self.finish_reason == "abort"
+
+
+def parse_answer(raw: bytes) -> BackendAnswer:
+    """Validate a backend chat answer (CONTEXT.md): any violation is a 502."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadGateway(f"backend body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadGateway("backend body is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise BadGateway("backend answer has no choices[0]")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise BadGateway("backend answer has no choices[0].message")
+    if message.get("content") is None:
+        raise BadGateway("backend answer has null assistant content")
+    try:
+        normalize_messages([{**message, "role": message.get("role") or "assistant"}])
+    except MessageError as exc:
+        raise BadGateway(f"backend assistant message is malformed: {exc}") from None
+    meta = choice.get("meta_info")
+    if not isinstance(meta, dict):
+        meta = data.get("meta_info")
+    if not isinstance(meta, dict):
+        raise BadGateway("backend answer has no meta_info")
+    pairs = meta.get("output_token_logprobs")
+    if not isinstance(pairs, list):
+        raise BadGateway("backend answer has no meta_info.output_token_logprobs")
+    if meta.get("completion_tokens") != len(pairs):
+        raise BadGateway(
+            f"meta_info.output_token_logprobs has {len(pairs)} entries but completion_tokens is "
+            f"{meta.get('completion_tokens')!r}"
+        )
+    try:
+        completion_ids = [int(p[1]) for p in pairs]
+    except (TypeError, ValueError, IndexError):
+        raise BadGateway("meta_info.output_token_logprobs entries must be [logprob, token_id]") from None
+    finish = choice.get("finish_reason")
+    if finish is None and isinstance(meta.get("finish_reason"), dict):
+        finish = meta["finish_reason"].get("type")
+    prompt_ids = meta.get("prompt_token_ids")
+    if prompt_ids is not None and not (isinstance(prompt_ids, list) and all(isinstance(t, int) for t in prompt_ids)):
+        raise BadGateway("meta_info.prompt_token_ids must be a list of ints")
+    return BackendAnswer(data, message, finish if isinstance(finish, str) else None, prompt_ids, completion_ids)
+
+
+def sse_body(data: dict[str, Any]) -> bytes:
+    """A finished answer as one ``chat.completion.chunk`` SSE event plus ``[DONE]`` (fake streaming)."""
+    choices = []
+    for ch in data.get("choices") or []:
+        msg = dict(ch.get("message") or {})
+        if msg.get("tool_calls"):
+            msg["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(msg["tool_calls"])]
+        out = {"index": ch.get("index", 0), "delta": msg, "finish_reason": ch.get("finish_reason")}
+        if "meta_info" in ch:
+            out["meta_info"] = ch["meta_info"]
+        choices.append(out)
+    chunk = {
+        "id": data.get("id"),
+        "object": "chat.completion.chunk",
+        "created": data.get("created"),
+        "model": data.get("model"),
+        "choices": choices,
+        "usage": data.get("usage"),
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class _Chat:
+    """Per-request bookkeeping for the ``chat_done`` line."""
+
+    __slots__ = (
+        "caller",
+        "completion_tokens",
+        "lock_wait_ms",
+        "outcome",
+        "prompt_tokens",
+        "proxy_elapsed_ms",
+        "req_id",
+        "session_id",
+        "status",
+        "t0",
+        "tokenize_in_ms",
+        "tokenize_out_ms",
+    )
+
+    def __init__(self, req_id: str, session_id: str, caller: str | None, t0: float) -> None:
+        self.req_id = req_id
+        self.session_id = session_id
+        self.caller = caller
+        self.t0 = t0
+        self.status = 500
+        self.outcome = "internal_error"
+        self.lock_wait_ms = 0.0
+        self.tokenize_in_ms = 0.0
+        self.proxy_elapsed_ms = 0.0
+        self.tokenize_out_ms = 0.0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class SessionServer:
+    """The server's state and handlers; ``create_app`` wires it into Starlette."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        clock: Clock,
+        ids: IdSource,
+        executor: Executor,
+        backend_transport: httpx.AsyncBaseTransport | None,
+        log_sink: LogSink | None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.ids = ids
+        self.executor = executor
+        self.tito = Tito(load_tokenizer(config.tokenizer), config.max_trim_tokens)
+        self.store = SessionStore()
+        self.counters = Counters()
+        self.pid = os.getpid()
+        self.log = EventLog(log_sink, clock, pid=self.pid, worker_port=config.worker_port)
+        self.backend = Backend(config.backend_url, backend_transport, config.backend_timeout)
+        self._has = config.has
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            loop = heartbeat_loop(self.log, self.counters, lambda: len(self.store), self.config.heartbeat_interval)
+            self._heartbeat = asyncio.create_task(loop)
+
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await self.backend.aclose()
+
+    # -- small routes ---------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "pid": self.pid, "worker_port": self.config.worker_port, "sessions": len(self.store)}
+        )
+
+    async def stats(self, request: Request) -> Response:
+        c = self.counters
+        return JSONResponse(
+            {
+                "pid": self.pid,
+                "worker_port": self.config.worker_port,
+                "reqs_total": c.reqs_total,
+                "turns_completed": c.turns_completed,
+                "inflight": c.inflight,
+                "sessions": len(self.store),
+                "variants": sorted(self.config.variants),
+            }
+        )
+
+    def _live(self, session_id: str) -> Session | None:
+        session = self.store.get(session_id)
+        return None if session is None or session.closing else session
+
+    async def create_session(self, request: Request) -> Response:
+        session = self.store.add(Session(self.ids.session_id(), created_ts=self.clock.wall()))
+        self.log.info("session_created", session_id=session.session_id)
+        return JSONResponse({"session_id": session.session_id})
+
+    async def get_session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        session = self._live(session_id)
+        if session is None:
+            return error_response(404, "SessionNotFound", f"session {session_id} not found")
+        messages, token_ids = list(session.messages), list(session.token_ids)
+        meta = session.metadata()
+        meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        return JSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
+
+    async def delete_session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        session = self._live(session_id)
+        if session is None:
+            return error_response(404, "SessionNotFound", f"session {session_id} not found or already closing")
+        session.closing = True  # before waiting: everything queued behind the lock now sees it
+        if self._has("delete_cancel"):
+            await self._cancel_inflight(session)
+        async with session.lock:
+            if not self._has("leak_deleted"):
+                self.store.remove(session)
+        self.log.info("session_deleted", session_id=session_id)
+        return Response(status_code=204)
+
+    async def _cancel_inflight(self, session: Session) -> None:
+        for task, rid in list(session.inflight.items()):
+            task.cancel()
+            try:
+                await self.backend.request(
+                    "POST",
+                    "/abort_request",
+                    content=json.dumps({"rid": rid}).encode(),
+                    headers=[("content-type", "application/json"), ("x-smg-routing-key", session.session_id)],
+                    timeout_s=min(5.0, self.config.backend_timeout),
+                )
+            except httpx.HTTPError as exc:
+                self.log.warning(
+                    "proxy_transport_error",
+                    session_id=session.session_id,
+                    url=self.backend.url("/abort_request"),
+                    elapsed_ms=0.0,
+                    error=repr(exc),
+                )
+
+    # -- pass-through ---------------------------------------------------------------
+    async def passthrough(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if self._live(session_id) is None:
+            return error_response(404, "SessionNotFound", f"session {session_id} not found")
+        path = request.path_params["path"]
+        body = await request.body()
+        headers = forward_headers(request.headers.raw, session_id)
+        t = self.clock.monotonic()
+        try:
+            resp = await self.backend.request(
+                request.method, "/" + path, content=body, headers=headers, params=request.query_params.multi_items()
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            elapsed = _ms(self.clock.monotonic() - t)
+            self.log.warning(
+                "proxy_transport_error",
+                req_id=None,
+                session_id=session_id,
+                url=self.backend.url(path),
+                elapsed_ms=elapsed,
+                error=repr(exc),
+            )
+            return error_response(502, "BackendUnavailable", f"backend transport error: {exc!r}")
+        return self._relay(resp, resp.content)
+
+    def _relay(self, resp: httpx.Response, content: bytes, headers: dict[str, str] | None = None) -> Response:
+        out = Response(content, status_code=resp.status_code, media_type=None, headers=headers)
+        ctype = resp.headers.get("content-type")
+        if ctype:
+            out.headers["content-type"] = ctype
+        self._echo_framing(resp, out)
+        return out
+
+    def _echo_framing(self, resp: httpx.Response, out: Response) -> None:
+        if self._has("echo_upstream_framing"):
+            for k, v in resp.headers.raw:
+                if k.lower() in FRAMING_HEADERS:
+                    out.raw_headers.append((k.lower(), v))
+
+    # -- chat -----------------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        t0 = self.clock.monotonic()
+        st = _Chat(self.ids.request_id(), request.path_params["session_id"], request.headers.get("x-request-id"), t0)
+        c = self.counters
+        c.reqs_total += 1
+        c.inflight += 1
+        self.log.info(
+            "chat_start",
+            req_id=st.req_id,
+            session_id=st.session_id,
+            caller_request_id=st.caller,
+            inflight_now=c.inflight,
+        )
+        try:
+            response = await self._chat(request, st)
+            st.status = response.status_code
+        except asyncio.CancelledError:
+            st.outcome, st.status = "cancelled", 499
+            raise
+        except Exception as exc:  # a bug must still answer JSON and log its chat_done
+            st.outcome, st.status = "internal_error", 500
+            response = error_response(500, "InternalError", repr(exc))
+        finally:
+            if st.outcome == "committed" or not self._has("inflight_leak"):
+                c.inflight -= 1
+            self.log.info(
+                "chat_done",
+                req_id=st.req_id,
+                session_id=st.session_id,
+                caller_request_id=st.caller,
+                status=st.status,
+                outcome=st.outcome,
+                lock_wait_ms=st.lock_wait_ms,
+                tokenize_in_ms=st.tokenize_in_ms,
+                proxy_elapsed_ms=st.proxy_elapsed_ms,
+                tokenize_out_ms=st.tokenize_out_ms,
+                total_ms=_ms(self.clock.monotonic() - st.t0),
+                inflight_now=c.inflight,
+                prompt_tokens=st.prompt_tokens,
+                completion_tokens=st.completion_tokens,
+            )
+        response.headers["x-req-id"] = st.req_id
+        return response
+
+    def _fail(self, st: _Chat, outcome: str, status: int, type_: str, message: str) -> Response:
+        st.outcome = outcome
+        return error_response(status, type_, message)
+
+    async def _timed_lock(self, session: Session, st: _Chat) -> None:
+        t = self.clock.monotonic()
+        await session.lock.acquire()
+        st.lock_wait_ms = round(st.lock_wait_ms + _ms(self.clock.monotonic() - t), 3)
+
+    async def _chat(self, request: Request, st: _Chat) -> Response:
+        sid = st.session_id
+        no_recheck = self._has("no_closing_recheck")
+        session = self.store.get(sid)
+        if session is None and self._has("auto_create"):
+            session = self.store.add(Session(sid, created_ts=self.clock.wall()))
+            self.log.info("session_created", session_id=sid, auto_created=True)
+        if session is None or (session.closing and not no_recheck):
+            return self._fail(st, "not_found", 404, "SessionNotFound", f"session {sid} not found")
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return self._fail(st, "bad_request", 400, "InvalidRequest", f"request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return self._fail(st, "bad_request", 400, "InvalidRequest", "request body must be a JSON object")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            return self._fail(st, "bad_request", 400, "InvalidRequest", "'stream' must be a boolean")
+        if "messages" not in body:
+            return self._fail(st, "bad_request", 400, "InvalidRequest", "'messages' is required")
+
+        hold = self._has("lock_restore")
+        await self._timed_lock(session, st)
+        held = True
+        try:
+            # ---- Phase 1 (under the lock) ----
+            if session.closing and not no_recheck:
+                return self._fail(st, "not_found", 404, "SessionNotFound", f"session {sid} is closing")
+            view = session.view()
+            expected_n, expected_v = session.num_assistant, session.version
+            t = self.clock.monotonic()
+            try:
+                plan = await self.executor.run(self.tito.plan, view, body["messages"])
+            except MessageError as exc:
+                return self._fail(st, "bad_request", 400, "InvalidRequest", str(exc))
+            except RollbackError as exc:
+                return self._fail(st, "bad_request", 400, "RollbackError", str(exc))
+            except TitoError as exc:
+                return self._fail(st, "tokenization_error", 500, "TokenizationError", str(exc))
+            finally:
+                st.tokenize_in_ms = _ms(self.clock.monotonic() - t)
+            st.prompt_tokens = len(plan.input_ids)
+            if not hold:
+                session.lock.release()
+                held = False
+
+            # ---- Phase 2 (no lock, unless lock_restore) ----
+            backend_body = dict(body)
+            backend_body.update(
+                input_ids=plan.input_ids, logprobs=True, return_meta_info=True, no_stop_trim=False, stream=False
+            )
+            rid = backend_body.get("rid")
+            if self._has("delete_cancel") and not isinstance(rid, str):
+                rid = backend_body["rid"] = f"{sid}-{st.req_id}"
+            start_ts = self.clock.wall()
+            outcome_resp = await self._proxy(request, session, st, backend_body, rid)
+            if isinstance(outcome_resp, Response):
+                return outcome_resp
+            resp = outcome_resp
+            if resp.status_code != 200:
+                st.outcome = "upstream_error"
+                return self._relay(resp, resp.content)
+            try:
+                answer = parse_answer(resp.content)
+            except BadGateway as exc:
+                return self._fail(st, "bad_gateway", 502, "BadGateway", str(exc))
+            st.completion_tokens = len(answer.completion_ids)
+            aborted = answer.aborted and not self._has("commit_aborted")
+
+            commit: Commit | None = None
+            tito_error: TitoError | None = None
+            if not aborted:
+                t = self.clock.monotonic()
+                prompt_ids = answer.prompt_ids if answer.prompt_ids is not None else plan.input_ids
+                try:
+                    commit = await self.executor.run(
+                        self.tito.commit, plan, prompt_ids, answer.completion_ids, answer.message
+                    )
+                except TitoError as exc:
+                    tito_error = exc
+                finally:
+                    st.tokenize_out_ms = _ms(self.clock.monotonic() - t)
+
+            # ---- Phase 3 (under the lock) ----
+            if not held:
+                await self._timed_lock(session, st)
+                held = True
+            return self._phase3(
+                request, session, st, body, backend_body, resp, answer, plan, commit, tito_error,
+                expected_n, expected_v, start_ts, aborted,
+            )  # fmt: skip
+        finally:
+            if held:
+                session.lock.release()
+
+    async def _proxy(
+        self, request: Request, session: Session, st: _Chat, backend_body: dict[str, Any], rid: Any
+    ) -> httpx.Response | Response:
+        """Phase 2: the backend call; a transport failure is a 502 and a ``proxy_transport_error`` line."""
+        headers = forward_headers(request.headers.raw, st.session_id)
+        content = json.dumps(backend_body, separators=(",", ":")).encode()
+        t = self.clock.monotonic()
+        call: Awaitable[httpx.Response] = self.backend.request(
+            "POST", "/" + CHAT_PATH, content=content, headers=headers
+        )
+        try:
+            if self._has("delete_cancel"):
+                task: asyncio.Task[httpx.Response] = asyncio.ensure_future(call)
+                session.inflight[task] = str(rid)
+                try:
+                    return await task
+                finally:
+                    session.inflight.pop(task, None)
+            return await call
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the request itself was cancelled, not just its backend call
+            return self._fail(st, "cancelled", 404, "SessionNotFound", f"session {st.session_id} was deleted")
+        except (httpx.HTTPError, OSError) as exc:
+            st.proxy_elapsed_ms = _ms(self.clock.monotonic() - t)
+            self.log.warning(
+                "proxy_transport_error",
+                req_id=st.req_id,
+                session_id=st.session_id,
+                url=self.backend.url(CHAT_PATH),
+                elapsed_ms=st.proxy_elapsed_ms,
+                error=repr(exc),
+            )
+            return self._fail(st, "transport_error", 502, "BackendUnavailable", f"backend transport error: {exc!r}")
+        finally:
+            if not st.proxy_elapsed_ms:
+                st.proxy_elapsed_ms = _ms(self.clock.monotonic() - t)
+
+    def _phase3(
+        self,
+        request: Request,
+        session: Session,
+        st: _Chat,
+        body: dict[str, Any],
+        backend_body: dict[str, Any],
+        resp: httpx.Response,
+        answer: BackendAnswer,
+        plan: TurnPlan,
+        commit: Commit | None,
+        tito_error: TitoError | None,
+        expected_n: int,
+        expected_v: int,
+        start_ts: float,
+        aborted: bool,
+    ) -> Response:
+        reply = self._answer(resp, answer, bool(body.get("stream")), aborted)
+        if session.closing and not self._has("no_closing_recheck"):
+            st.outcome = "closing_skip"
+            return reply
+        if not self._has("no_num_assistant_guard") and (
+            session.num_assistant != expected_n or session.version != expected_v
+        ):
+            self.log.warning(
+                "state_changed_during_proxy",
+                req_id=st.req_id,
+                session_id=st.session_id,
+                inflight_chat_count=self.counters.inflight,
+                caller_request_id=st.caller,
+                proxy_elapsed_ms=st.proxy_elapsed_ms,
+                expected_num_assistant=expected_n,
+                actual_num_assistant=session.num_assistant,
+            )
+            if self._has("conflict_409"):
+                return self._fail(
+                    st,
+                    "conflict",
+                    409,
+                    "SessionStateConflictError",
+                    f"session {st.session_id} changed during the backend call "
+                    f"(num_assistant {expected_n} -> {session.num_assistant}); the answer was not recorded",
+                )
+            st.outcome = "state_changed_skip"
+            return reply
+        record = {
+            "kind": "provisional" if aborted else "committed",
+            "start_ts": start_ts,
+            "end_ts": self.clock.wall(),
+            "method": request.method,
+            "path": request.url.path,
+            "caller_request_id": st.caller,
+            "req_id": st.req_id,
+            "turn": _int_header(request.headers.get("x-turn")),
+            "attempt": _int_header(request.headers.get("x-attempt")),
+            "request": backend_body,
+            "response": answer.data,
+            "status_code": resp.status_code,
+        }
+        if aborted:
+            session.add_provisional(record)
+            st.outcome = "aborted"
+            return reply
+        if tito_error is not None or commit is None:
+            return self._fail(st, "tokenization_error", 500, "TokenizationError", str(tito_error))
+        session.apply(commit, plan.base_assistant)
+        session.add_committed(record, supersede=not self._has("provisional_never_superseded"))
+        self.counters.turns_completed += 1
+        st.outcome = "committed"
+        return reply
+
+    def _answer(self, resp: httpx.Response, answer: BackendAnswer, stream: bool, aborted: bool) -> Response:
+        headers = {ABORT_HEADER: "1"} if aborted else None
+        if stream:
+            out: Response = Response(sse_body(answer.data), media_type="text/event-stream", headers=headers)
+            out.headers["cache-control"] = "no-cache"
+        else:
+            out = Response(resp.content, media_type="application/json", headers=headers)
+        self._echo_framing(resp, out)
+        return out
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    clock: Clock | None = None,
+    ids: IdSource | None = None,
+    executor: Executor | None = None,
+    backend_transport: httpx.AsyncBaseTransport | None = None,
+    log_sink: LogSink | None = None,
+) -> Starlette:
+    """The ASGI app. ``None`` seams get their live defaults (loop clock, OS-seeded ids, thread executor).
+
+    ``log_sink=None`` writes JSON lines to stderr. The heartbeat starts with the
+    ASGI lifespan (uvicorn runs it; in-process tests may call
+    ``app.state.server.start_heartbeat()``).
+    """
+    if executor is None:
+        executor = ThreadExecutor() if config.tokenize_in_thread else InlineExecutor()
+    if log_sink is None:
+        import sys
+
+        log_sink = JsonLineSink(sys.stderr)
+    server = SessionServer(
+        config,
+        clock=clock if clock is not None else LoopClock(),
+        ids=ids if ids is not None else IdSource(),
+        executor=executor,
+        backend_transport=backend_transport,
+        log_sink=log_sink,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        server.start_heartbeat()
+        try:
+            yield
+        finally:
+            await server.aclose()
+
+    def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
+        return Route(path, endpoint, methods=methods)
+
+    all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    routes = [
+        route("/health", server.health, ["GET"]),
+        route("/stats", server.stats, ["GET"]),
+        route("/sessions", server.create_session, ["POST"]),
+        route("/sessions/{session_id}", server.get_session, ["GET"]),
+        route("/sessions/{session_id}", server.delete_session, ["DELETE"]),
+        route("/sessions/{session_id}/" + CHAT_PATH, server.chat, ["POST"]),
+        route("/sessions/{session_id}/{path:path}", server.passthrough, all_methods),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.server = server
+    return app
