@@ -1,0 +1,346 @@
+"""The CI latency gate: did a percentile of a bucket regress against a baseline?
+
+A single p99 against a single number is noise on a shared 2-core CI box, so
+the gate is built to be honest rather than twitchy:
+
+- **Refuse below a minimum sample count.** A p99 needs samples beyond it; by
+  default a side needs ``10 / (1 - p)`` samples (1000 for p99, 20 for p50).
+  Fewer, and the answer is "cannot judge" (exit 3), never a pass or a fail.
+- **Bootstrap the difference.** The statistic is the relative change
+  ``current / baseline - 1`` of the percentile. Its confidence interval comes
+  from resampling both sides (seeded). A regression is called only when the
+  interval's *lower* bound exceeds the threshold; a point estimate over the
+  threshold with an interval that reaches below it is "inconclusive" (exit 0,
+  said loudly).
+- **Repeated runs.** Each side may be several run folders. ``pooled`` treats
+  all their samples as one set; ``per-run`` resamples runs first and then
+  samples within them (a hierarchical bootstrap), so between-run variance (a
+  noisy neighbour during one run) widens the interval instead of hiding.
+- **A/B on one machine.** ``ab`` mode pairs baseline run i with current run i
+  (run them interleaved: A1 B1 A2 B2 ...). Each pair's ratio cancels the
+  machine's drift; the statistic is the geometric mean of the pair ratios.
+  Against a baseline recorded elsewhere, use a generous threshold; to gate on
+  small effects, run both builds here with ``ab``.
+
+Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
+2 bad input, 3 refused (too few samples).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.report.buckets import SERIES, extract
+from harness.report.build import find_runs, is_run_dir
+from harness.report.stats import HIGHEST_US, nearest_rank
+from harness.rundata import RunData
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_REGRESSION",
+    "MODES",
+    "CompareError",
+    "Comparison",
+    "compare",
+    "compare_samples",
+    "default_min_samples",
+    "exit_code",
+    "load_samples",
+    "resolve_runs",
+]
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_BAD_INPUT = 2
+EXIT_REFUSED = 3
+MODES = ("pooled", "per-run", "ab")
+_FLOOR_MS = 1e-3  # 1 us: a percentile of 0 compares as 1 us, not as a division by zero
+
+
+class CompareError(ValueError):
+    """Bad input: missing folders, unknown bucket, unpaired A/B runs."""
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    bucket: str
+    percentile: float
+    threshold: float
+    mode: str
+    verdict: str  # pass | improved | inconclusive | regression | refused
+    message: str
+    baseline_runs: list[str]
+    current_runs: list[str]
+    baseline_n: int
+    current_n: int
+    min_samples: int
+    baseline_ms: float | None = None
+    current_ms: float | None = None
+    change: float | None = None  # current / baseline - 1
+    ci: tuple[float, float] | None = None
+    level: float = 0.95
+    resamples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"regression": EXIT_REGRESSION, "refused": EXIT_REFUSED}.get(self.verdict, EXIT_OK)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ci"] = list(self.ci) if self.ci else None
+        out["exit_code"] = self.exit_code
+        return out
+
+    def line(self) -> str:
+        head = f"[{self.verdict.upper()}] {self.scenario} {self.bucket} p{self.percentile:g} ({self.mode})"
+        return f"{head}: {self.message}"
+
+
+def default_min_samples(percentile: float) -> int:
+    """Enough samples that about 10 of them lie beyond the percentile."""
+    tail = max(1e-9, 1.0 - percentile / 100.0)
+    return max(20, math.ceil(10.0 / tail - 1e-9))
+
+
+def load_samples(run_dir: Path, bucket: str, *, outcome: str | None = None) -> list[float]:
+    """One run's samples of a bucket (ms), in range, missing values dropped."""
+    if bucket not in SERIES:
+        raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
+    data = extract(RunData.load(run_dir))
+    limit = HIGHEST_US / 1000.0
+    return [float(v) for v in data.values(bucket, outcome=outcome) if v is not None and 0 <= v <= limit]
+
+
+def _scenario_name(run_dir: Path) -> str:
+    try:
+        name = RunData.load(run_dir).scenario.get("name")
+    except (OSError, ValueError):
+        name = None
+    return str(name or run_dir.name)
+
+
+def resolve_runs(dirs: Sequence[Path]) -> dict[str, list[Path]]:
+    """Group run folders by scenario name; a folder may be a run or hold runs (a suite, repeats)."""
+    groups: dict[str, list[Path]] = {}
+    for d in dirs:
+        if not d.is_dir():
+            raise CompareError(f"{d}: no such folder")
+        runs = [d] if is_run_dir(d) else find_runs(d)
+        if not runs:
+            raise CompareError(f"{d}: neither a run folder nor a folder of runs (no history.jsonl found)")
+        for r in runs:
+            groups.setdefault(_scenario_name(r), []).append(r)
+    return groups
+
+
+def _pct(sorted_values: np.ndarray, p: float) -> float:
+    return max(nearest_rank(sorted_values, p), _FLOOR_MS)
+
+
+def _boot_pooled(samples: list[np.ndarray], p: float, b: int, rng: np.random.Generator) -> np.ndarray:
+    data = np.concatenate(samples)
+    n = data.size
+    rank = min(max(int(p * n / 100.0 + 0.5), 1), n) - 1
+    out = np.empty(b)
+    chunk = max(1, 4_000_000 // n)
+    for start in range(0, b, chunk):
+        k = min(chunk, b - start)
+        res = data[rng.integers(0, n, size=(k, n))]
+        out[start : start + k] = np.partition(res, rank, axis=1)[:, rank]
+    return np.maximum(out, _FLOOR_MS)
+
+
+def _boot_hier(samples: list[np.ndarray], p: float, b: int, rng: np.random.Generator) -> np.ndarray:
+    """Resample runs, then samples within each chosen run; pooled percentile."""
+    out = np.empty(b)
+    k = len(samples)
+    for i in range(b):
+        picks = rng.integers(0, k, size=k)
+        pooled = np.concatenate([samples[j][rng.integers(0, samples[j].size, size=samples[j].size)] for j in picks])
+        out[i] = _pct(np.sort(pooled), p)
+    return out
+
+
+def _boot_run(sample: np.ndarray, p: float, b: int, rng: np.random.Generator) -> np.ndarray:
+    return _boot_pooled([sample], p, b, rng)
+
+
+def compare_samples(
+    baseline: Sequence[Sequence[float]],
+    current: Sequence[Sequence[float]],
+    *,
+    scenario: str = "",
+    bucket: str = "total_ms",
+    percentile: float = 99.0,
+    threshold: float = 0.10,
+    min_samples: int | None = None,
+    mode: str = "pooled",
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    baseline_runs: Sequence[str] = (),
+    current_runs: Sequence[str] = (),
+) -> Comparison:
+    """Compare per-run sample lists (ms) of two sides; see the module docstring."""
+    if mode not in MODES:
+        raise CompareError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+    if not 0 < percentile < 100:
+        raise CompareError(f"percentile must be in (0, 100), got {percentile}")
+    if not baseline or not current:
+        raise CompareError("each side needs at least one run")
+    if mode == "ab" and len(baseline) != len(current):
+        raise CompareError(f"ab mode pairs runs: {len(baseline)} baseline vs {len(current)} current runs")
+    need = default_min_samples(percentile) if min_samples is None else min_samples
+    base = [np.asarray(s, dtype=float) for s in baseline]
+    cur = [np.asarray(s, dtype=float) for s in current]
+    nb, nc = sum(s.size for s in base), sum(s.size for s in cur)
+    cmp = Comparison(
+        scenario=scenario,
+        bucket=bucket,
+        percentile=percentile,
+        threshold=threshold,
+        mode=mode,
+        verdict="refused",
+        message="",
+        baseline_runs=list(baseline_runs),
+        current_runs=list(current_runs),
+        baseline_n=nb,
+        current_n=nc,
+        min_samples=need,
+        level=level,
+    )
+    per_run_min = min(s.size for s in [*base, *cur])
+    if nb < need or nc < need or (mode == "ab" and per_run_min < need):
+        where = "each A/B run" if mode == "ab" else "each side"
+        cmp.message = (
+            f"too few samples to judge p{percentile:g}: baseline n={nb}, current n={nc}"
+            + (f", smallest run n={per_run_min}" if mode == "ab" else "")
+            + f"; {where} needs >= {need}. Run longer or repeat runs; not a pass, not a fail."
+        )
+        return cmp
+
+    rng = np.random.default_rng(seed)
+    if mode == "ab":
+        ratios = np.array(
+            [_pct(np.sort(c), percentile) / _pct(np.sort(b), percentile) for b, c in zip(base, cur, strict=True)]
+        )
+        point = float(np.exp(np.mean(np.log(ratios)))) - 1.0
+        logr = np.empty((resamples, len(base)))
+        for j, (b, c) in enumerate(zip(base, cur, strict=True)):
+            logr[:, j] = np.log(_boot_run(c, percentile, resamples, rng)) - np.log(
+                _boot_run(b, percentile, resamples, rng)
+            )
+        if len(base) > 1:  # resample the pairs too: between-pair variance counts
+            picks = rng.integers(0, len(base), size=(resamples, len(base)))
+            logr = np.take_along_axis(logr, picks, axis=1)
+        dist = np.exp(logr.mean(axis=1)) - 1.0
+        cmp.baseline_ms = float(np.median([_pct(np.sort(b), percentile) for b in base]))
+        cmp.current_ms = float(np.median([_pct(np.sort(c), percentile) for c in cur]))
+    else:
+        pb = _pct(np.sort(np.concatenate(base)), percentile)
+        pc = _pct(np.sort(np.concatenate(cur)), percentile)
+        point = pc / pb - 1.0
+        boot = _boot_hier if mode == "per-run" and (len(base) > 1 or len(cur) > 1) else _boot_pooled
+        dist = boot(cur, percentile, resamples, rng) / boot(base, percentile, resamples, rng) - 1.0
+        cmp.baseline_ms, cmp.current_ms = pb, pc
+        if mode == "per-run" and len(base) == 1 and len(cur) == 1:
+            cmp.notes.append("per-run mode with one run per side is the pooled bootstrap")
+    alpha = (1.0 - level) / 2.0
+    lo, hi = float(np.quantile(dist, alpha)), float(np.quantile(dist, 1.0 - alpha))
+    cmp.change, cmp.ci, cmp.resamples = point, (lo, hi), resamples
+    desc = (
+        f"baseline {cmp.baseline_ms:.3f} ms (n={nb}, {len(base)} run(s)) -> current {cmp.current_ms:.3f} ms "
+        f"(n={nc}, {len(cur)} run(s)): change {point:+.1%}, {level:.0%} CI [{lo:+.1%}, {hi:+.1%}], "
+        f"threshold +{threshold:.0%}"
+    )
+    if lo > threshold:
+        cmp.verdict, cmp.message = "regression", desc + ": the whole interval is above the threshold"
+    elif point > threshold:
+        cmp.verdict = "inconclusive"
+        cmp.message = desc + ": the estimate is above the threshold but the interval reaches below it (noise?)"
+    elif hi < -threshold:
+        cmp.verdict, cmp.message = "improved", desc
+    else:
+        cmp.verdict, cmp.message = "pass", desc
+    return cmp
+
+
+def compare(
+    baseline: Sequence[Path | str] | Path | str,
+    current: Sequence[Path | str] | Path | str,
+    *,
+    bucket: str = "total_ms",
+    percentile: float = 99.0,
+    threshold: float = 0.10,
+    min_samples: int | None = None,
+    mode: str = "pooled",
+    outcome: str | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[Comparison]:
+    """Compare run folders (or folders of runs) scenario by scenario.
+
+    Runs are grouped by scenario name on each side; scenarios present on both
+    sides are compared. With exactly one scenario per side, they are compared
+    whatever their names.
+    """
+    bdirs = [Path(baseline)] if isinstance(baseline, str | Path) else [Path(p) for p in baseline]
+    cdirs = [Path(current)] if isinstance(current, str | Path) else [Path(p) for p in current]
+    bgroups, cgroups = resolve_runs(bdirs), resolve_runs(cdirs)
+    pairs: list[tuple[str, list[Path], list[Path]]]
+    notes: list[str] = []
+    if len(bgroups) == 1 and len(cgroups) == 1:
+        (bname, bruns), (cname, cruns) = next(iter(bgroups.items())), next(iter(cgroups.items()))
+        if bname != cname:
+            notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
+        pairs = [(cname, bruns, cruns)]
+    else:
+        common = sorted(set(bgroups) & set(cgroups))
+        if not common:
+            raise CompareError(f"no scenario in common: baseline {sorted(bgroups)}, current {sorted(cgroups)}")
+        pairs = [(name, bgroups[name], cgroups[name]) for name in common]
+        for name in sorted(set(cgroups) - set(bgroups)):
+            notes.append(f"{name}: no baseline, not compared")
+        for name in sorted(set(bgroups) - set(cgroups)):
+            notes.append(f"{name}: in the baseline only, not compared")
+    out = []
+    for name, bruns, cruns in pairs:
+        result = compare_samples(
+            [load_samples(r, bucket, outcome=outcome) for r in bruns],
+            [load_samples(r, bucket, outcome=outcome) for r in cruns],
+            scenario=name,
+            bucket=bucket,
+            percentile=percentile,
+            threshold=threshold,
+            min_samples=min_samples,
+            mode=mode,
+            resamples=resamples,
+            seed=seed,
+            level=level,
+            baseline_runs=[str(r) for r in bruns],
+            current_runs=[str(r) for r in cruns],
+        )
+        result.notes = notes + result.notes
+        out.append(result)
+    return out
+
+
+def exit_code(results: Sequence[Comparison]) -> int:
+    """Regression beats refusal beats pass."""
+    codes = {r.exit_code for r in results}
+    if EXIT_REGRESSION in codes:
+        return EXIT_REGRESSION
+    if EXIT_REFUSED in codes:
+        return EXIT_REFUSED
+    return EXIT_OK

@@ -1,0 +1,247 @@
+"""PNG plots for a run report (matplotlib, Agg, no pyplot global state).
+
+Each function draws one figure and writes it to ``path``; with no data it
+still writes a figure that says so, so a report never has a broken image.
+Figures are built with ``matplotlib.figure.Figure`` directly: no GUI backend,
+no global figure registry to leak between reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from harness.report.buckets import SERVER_BUCKETS, SERVER_PARTS, LatencyData
+
+__all__ = [
+    "PLOT_FILES",
+    "plot_breakdown",
+    "plot_cdfs",
+    "plot_load",
+    "plot_run",
+    "plot_timeline",
+    "plot_variants",
+]
+
+PLOT_FILES = {
+    "breakdown": "breakdown.png",
+    "cdf": "cdf.png",
+    "timeline": "timeline.png",
+    "variants": "variants.png",
+    "load": "load.png",
+}
+_COLORS = {
+    "lock_wait_ms": "#d62728",
+    "tokenize_in_ms": "#ff7f0e",
+    "proxy_elapsed_ms": "#1f77b4",
+    "tokenize_out_ms": "#2ca02c",
+    "other_ms": "#7f7f7f",
+    "total_ms": "#000000",
+    "client_request_ms": "#9467bd",
+    "client_turn_ms": "#8c564b",
+}
+_FLOOR_MS = 1e-3  # 1 us: the histogram's floor, and where a log axis must stop
+DPI = 90
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def _no_data(ax: Axes, what: str) -> None:
+    ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", transform=ax.transAxes, color="#777")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
+    """Stacked bars: the buckets of the requests at p50 and at p99 of total_ms."""
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot()
+    labels = [k for k, v in breakdown.items() if v.get("n")]
+    if not labels:
+        _no_data(ax, "no chat_done lines")
+    else:
+        x = np.arange(len(labels))
+        bottom = np.zeros(len(labels))
+        for part in (*SERVER_PARTS, "other_ms"):
+            vals = np.array([max(0.0, float(breakdown[k].get(part) or 0.0)) for k in labels])
+            ax.bar(x, vals, bottom=bottom, color=_COLORS[part], label=part, width=0.55)
+            bottom += vals
+        totals = [float(breakdown[k]["total_ms"]) for k in labels]
+        ax.scatter(x, totals, marker="_", s=900, color="black", label="total_ms", zorder=3)
+        ax.set_xticks(x, [f"{k} of total\n(n={breakdown[k]['n']} around it)" for k in labels])
+        ax.set_ylabel("ms (mean over the requests at that percentile)")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title or "Server time breakdown at p50 and p99", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title: str = "") -> Path:
+    """One empirical CDF per series on a log latency axis; the tail is marked."""
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.add_subplot()
+    drawn = 0
+    for name, raw in series.items():
+        vals = np.sort(np.array([v for v in raw if v is not None and not math.isnan(v) and v >= 0], dtype=float))
+        if vals.size == 0:
+            continue
+        vals = np.maximum(vals, _FLOOR_MS)
+        y = np.arange(1, vals.size + 1) / vals.size
+        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", color=_COLORS.get(name))
+        drawn += 1
+    if not drawn:
+        _no_data(ax, "no latency samples")
+    else:
+        ax.set_xscale("log")
+        for q in (0.5, 0.99):
+            ax.axhline(q, color="#bbb", lw=0.8, ls="--")
+        ax.set_xlabel("latency, ms (log; values below 1 us drawn at 1 us)")
+        ax.set_ylabel("fraction of requests <= x")
+        ax.set_ylim(0, 1.01)
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "Per-bucket latency CDFs", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
+    """Client latency (from intended start) over time, in-flight count, and chaos/fault marks."""
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    if not data.requests:
+        _no_data(ax, "no chat requests in the history")
+    else:
+        by_outcome: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for r in data.requests:
+            by_outcome[r.outcome].append((r.end, max(r.latency_ms, _FLOOR_MS)))
+        for outcome, pts in sorted(by_outcome.items()):
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, s=6, alpha=0.6, label=f"{outcome} (n={len(pts)})")
+        ax.set_yscale("log")
+        ax.set_xlabel("run time, s (request end)")
+        ax.set_ylabel("request latency from intended start, ms")
+        twin = ax.twinx()
+        if data.inflight:
+            ts, levels = zip(*data.inflight, strict=True)
+            twin.step(ts, levels, where="post", color="#444", lw=0.8, alpha=0.7, label="in flight")
+        twin.set_ylabel("chats in flight (client)")
+        twin.set_ylim(bottom=0)
+        marked: set[str] = set()
+        for ev in data.events:
+            color = "#d62728" if ev.kind == "chaos" else "#ff7f0e"
+            label = ev.kind if ev.kind not in marked else None
+            marked.add(ev.kind)
+            ax.axvline(ev.time, color=color, lw=0.8, ls=":", label=label)
+        ax.legend(fontsize=7, loc="upper left", markerscale=2)
+    ax.set_title(title or "Latency and load over time (chaos in red, backend faults in orange)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_variants(
+    groups: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    *,
+    percentiles: Sequence[str] = ("p50", "p99"),
+    title: str = "",
+) -> Path:
+    """Grouped bars per label (variant or scenario) at p50 and p99, with bootstrap CI whiskers.
+
+    ``groups`` maps a label to a stats dict from summary.json (``p99_ms``, ``n``, ``ci``).
+    """
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.5))
+    ax = fig.add_subplot()
+    labels = [k for k, v in groups.items() if v.get("n")]
+    if not labels:
+        _no_data(ax, "no samples")
+    else:
+        x = np.arange(len(labels))
+        width = 0.8 / len(percentiles)
+        for i, p in enumerate(percentiles):
+            vals = np.array([float(groups[k].get(f"{p}_ms") or 0.0) for k in labels])
+            lo_err, hi_err = [], []
+            for k, v in zip(labels, vals, strict=True):
+                ci = (groups[k].get("ci") or {}).get(f"{p}_ms")
+                lo, hi = ci if ci and None not in ci else (v, v)
+                lo_err.append(max(0.0, v - lo))
+                hi_err.append(max(0.0, hi - v))
+            ax.bar(x + (i - (len(percentiles) - 1) / 2) * width, vals, width, yerr=[lo_err, hi_err], capsize=3, label=p)
+        ax.set_xticks(x, [f"{k}\n(n={groups[k]['n']})" for k in labels], fontsize=7)
+        ax.set_ylabel("ms (whiskers: 95% bootstrap CI)")
+        ax.legend(fontsize=7)
+    ax.set_title(title or "Variant comparison", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
+    """Per server process: chat requests by outcome (bars) and p99 total_ms (dots)."""
+    fig = Figure(figsize=(max(6.0, 0.9 * len({r.process for r in data.server}) + 3), 4.5))
+    ax = fig.add_subplot()
+    if not data.server:
+        _no_data(ax, "no chat_done lines")
+    else:
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        totals: dict[str, list[float]] = defaultdict(list)
+        for r in data.server:
+            counts[r.process][r.outcome] += 1
+            if r.buckets.get("total_ms") is not None:
+                totals[r.process].append(float(r.buckets["total_ms"] or 0.0))
+        procs = sorted(counts)
+        outcomes = sorted({o for c in counts.values() for o in c})
+        x = np.arange(len(procs))
+        bottom = np.zeros(len(procs))
+        for o in outcomes:
+            vals = np.array([counts[p].get(o, 0) for p in procs], dtype=float)
+            ax.bar(x, vals, bottom=bottom, label=o, width=0.6)
+            bottom += vals
+        ax.set_xticks(x, procs, fontsize=7, rotation=20)
+        ax.set_ylabel("chat requests (chat_done lines)")
+        ax.set_xlabel("server process (pid@port)")
+        ax.legend(fontsize=7, loc="upper left", title="outcome", title_fontsize=7)
+        twin = ax.twinx()
+        p99 = [float(np.quantile(totals[p], 0.99, method="inverted_cdf")) if totals[p] else 0.0 for p in procs]
+        twin.plot(x, p99, "kD", label="p99 total_ms")
+        twin.set_ylabel("p99 total_ms")
+        twin.set_ylim(bottom=0)
+    ax.set_title(title or "Load per server process", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_run(
+    data: LatencyData, summary_latency: Mapping[str, Any], breakdown: Mapping[str, Any], plots_dir: Path
+) -> list[Path]:
+    """Every run plot; returns the written paths in report order."""
+    server = summary_latency["server"]
+    client = summary_latency["client"]
+    variant_groups: dict[str, Mapping[str, Any]] = {}
+    for v, st in server["total_ms"]["by_variant"].items():
+        variant_groups[f"{v}\nserver total_ms"] = st
+    for v, st in client["client_request_ms"]["by_variant"].items():
+        variant_groups[f"{v}\nclient request"] = st
+    cdf_series = {b: data.values(b) for b in SERVER_BUCKETS}
+    cdf_series["client_request_ms"] = data.values("client_request_ms")
+    cdf_series["client_turn_ms"] = data.values("client_turn_ms")
+    return [
+        plot_breakdown(breakdown, plots_dir / PLOT_FILES["breakdown"]),
+        plot_cdfs(cdf_series, plots_dir / PLOT_FILES["cdf"]),
+        plot_timeline(data, plots_dir / PLOT_FILES["timeline"]),
+        plot_variants(variant_groups, plots_dir / PLOT_FILES["variants"]),
+        plot_load(data, plots_dir / PLOT_FILES["load"]),
+    ]
