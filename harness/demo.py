@@ -52,7 +52,7 @@ async def _conversation(seed: int, tokenizer: str | None, console: Console) -> i
             if fault:
                 headers["x-fake-fault"] = fault
             r = await client.post(f"/sessions/{sid}/v1/chat/completions", json={"messages": messages}, headers=headers)
-            body = r.json()
+            body: dict[str, Any] = r.json()
             state = (await client.get(f"/sessions/{sid}")).json()
             kinds = ",".join(rec["kind"][0] for rec in state["records"]) or "-"
             finish = body.get("choices", [{}])[0].get("finish_reason", "-") if r.status_code == 200 else "-"
