@@ -168,7 +168,6 @@ class GenerationSpec:
     max_words: int = 24
     tool_call_probability: float = 0.0
     context_length: int = 32768
-    default_max_tokens: int = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,11 +358,11 @@ def _parse_latency(raw: Any, source: str) -> LatencySpec:
 def _parse_generation(raw: Any, source: str) -> GenerationSpec:
     if not isinstance(raw, dict):
         raise _err(source, "generation", "expected a table")
-    allowed = ("min_words", "max_words", "tool_call_probability", "context_length", "default_max_tokens")
+    allowed = ("min_words", "max_words", "tool_call_probability", "context_length")
     _check_keys(raw, allowed, "generation", source)
     d = GenerationSpec()
     ints = {}
-    for k in ("min_words", "max_words", "context_length", "default_max_tokens"):
+    for k in ("min_words", "max_words", "context_length"):
         v = raw.get(k, getattr(d, k))
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "min_words" else 1):
             raise _err(source, f"generation.{k}", f"expected a positive integer, got {v!r}")
