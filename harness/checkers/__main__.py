@@ -1,0 +1,62 @@
+"""Re-check a run folder: ``python -m harness.checkers RUN_DIR [--checker NAME ...] [--json]``.
+
+Loads the folder with :meth:`RunData.load`, runs the checkers and prints one
+line per checker (and its violations). Exit codes: 0 nothing invalid
+(``--strict``: nothing unknown either), 1 a violation, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.checkers import CHECKERS, Verdict, check_all, compose
+from harness.rundata import RUN_FILES, RunData
+
+
+def format_table(verdicts: list[Verdict], max_violations: int = 5) -> str:
+    width = max([len(v.checker) for v in verdicts] + [7])
+    lines = [f"{'checker':<{width}}  {'status':<8}  violations  notes"]
+    for v in verdicts:
+        lines.append(f"{v.checker:<{width}}  {v.status:<8}  {len(v.violations):>10}  {v.notes}")
+        for x in v.violations[:max_violations]:
+            where = f" session={x.session}" if x.session else ""
+            lines.append(f"{'':<{width}}    - {x.message} (ops {x.ops}{where})")
+        if len(v.violations) > max_violations:
+            lines.append(f"{'':<{width}}    ... {len(v.violations) - max_violations} more")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.checkers", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a scenario's run folder (holds history.jsonl)")
+    p.add_argument("--checker", action="append", default=None, help=f"one of {sorted(CHECKERS)} (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 on unknown verdicts too")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not (args.run_dir / RUN_FILES["history"]).is_file():
+        print(f"{args.run_dir}: no {RUN_FILES['history']} here; expected a run folder", file=sys.stderr)
+        return 2
+    try:
+        run = RunData.load(args.run_dir)
+        verdicts = check_all(run, args.checker)
+    except (ValueError, OSError) as exc:
+        print(f"{args.run_dir}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    else:
+        print(format_table(verdicts))
+    overall = compose(verdicts)
+    if overall.status == "invalid" or (args.strict and overall.status == "unknown"):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

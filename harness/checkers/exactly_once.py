@@ -1,0 +1,91 @@
+"""exactly_once: the backend ran each client request at most once, and only those.
+
+Generation is the expensive, side-effecting step (it burns GPU time, and under
+RL it is sampled: running a turn twice gives two different answers, one of
+which the agent never saw). The fake SGLang's execution log
+(``backend_executions``: routing key -> executions with the client's
+``request_id``) lets the run compare what the backend executed with what the
+agents sent:
+
+- every execution belongs to a chat request the history knows, on the same
+  session (the server invents no requests and retries none on its own);
+- no client request is executed twice;
+- a chat acknowledged with 200 was executed exactly once (a 200 with no
+  execution is an answer the backend never produced).
+
+A turn legitimately runs more than once only through distinct client attempts
+(abort retries, timeout retries, duplicates), each with its own request id.
+Without an execution log (external backend) the verdict is unknown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import Op, pair_ops
+from harness.rundata import RunData
+
+
+class ExactlyOnce:
+    name = "exactly_once"
+
+    def check(self, run: RunData) -> Verdict:
+        if not run.backend_executions:
+            return verdict(self.name, [], unknown=["no backend execution log (external backend?)"])
+        ops = pair_ops(run.history)
+        chats: dict[str, Op] = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
+        violations: list[Violation] = []
+        executed: Counter[str] = Counter()
+        n = 0
+        for key, execs in sorted(run.backend_executions.items()):
+            for ex in execs:
+                n += 1
+                rid = ex.get("request_id")
+                if rid is None:
+                    violations.append(
+                        Violation(
+                            f"backend execution {ex.get('rid')} carries no x-request-id (not forwarded?)",
+                            [],
+                            key,
+                            "unattributed_execution",
+                        )
+                    )
+                    continue
+                executed[str(rid)] += 1
+                o = chats.get(str(rid))
+                if o is None:
+                    violations.append(
+                        Violation(f"backend executed request {rid} that no agent sent", [], key, "unknown_execution")
+                    )
+                elif o.session is not None and o.session != key:
+                    violations.append(
+                        Violation(
+                            f"request {rid} of session {o.session} executed under routing key {key}",
+                            o.indices,
+                            o.session,
+                            "wrong_routing_key",
+                        )
+                    )
+        for rid, k in sorted(executed.items()):
+            if k > 1:
+                o = chats.get(rid)
+                violations.append(
+                    Violation(
+                        f"request {rid} executed {k} times by the backend",
+                        o.indices if o else [],
+                        o.session if o else None,
+                        "executed_twice",
+                    )
+                )
+        for rid, o in chats.items():
+            if o.acknowledged and executed[rid] == 0:
+                violations.append(
+                    Violation(
+                        "chat acknowledged (200) but never executed by the backend",
+                        o.indices,
+                        o.session,
+                        "ack_without_execution",
+                    )
+                )
+        return verdict(self.name, violations, notes=f"{n} backend executions, {len(chats)} chat requests")

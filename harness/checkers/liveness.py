@@ -1,0 +1,104 @@
+"""liveness: every request ends, within its bound; DELETE never deadlocks.
+
+The split lock exists so that nothing waits behind a multi-second proxy call.
+A DELETE that takes the lock while a Phase 3 is blocked, a lock never released
+on an error path, an in-flight counter awaited forever: each shows up as a
+request that never returns. The bound is ``scenario.checks.liveness_bound_s``.
+
+Rules (times are the history's, from invoke to completion):
+
+- an operation with no completion at all is indeterminate; if it was invoked
+  more than the bound before the end of the history it hung (violation), else
+  it is only noted;
+- a completed chat slower than the bound is a violation unless a backend
+  fault (hang, drip, latency spike) or chaos (outage, process kill) explains it;
+- a client-side timeout (``info``) of a chat is unknown outcome, not a failure:
+  counted in the notes, never a violation;
+- a DELETE, GET or create must complete within the bound, and a DELETE that
+  timed out (``info``) is a deadlock, unless a process kill overlaps it.
+
+Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
+"""
+
+from __future__ import annotations
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import INF, chaos_events, checks_cfg, fault_kinds, is_kill, is_outage, pair_ops, run_end
+from harness.rundata import RunData
+
+SLOW_FAULTS = ("hang", "drip", "latency", "slow", "spike", "timeout", "outage", "unparsed")
+JUDGED = ("chat", "get", "delete", "create", "probe")
+
+
+class Liveness:
+    name = "liveness"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        cfg = checks_cfg(run)
+        raw = cfg.get("liveness_bound_s")
+        bound = float(raw) if isinstance(raw, (int, float)) else None
+        end_of_run = run_end(ops)
+        kinds = fault_kinds(run)
+        slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
+        exec_fault: dict[str, str] = {}
+        for execs in run.backend_executions.values():
+            for ex in execs:
+                if ex.get("fault") and ex.get("request_id") is not None:
+                    exec_fault[str(ex["request_id"])] = str(ex["fault"])
+        chaos = chaos_events(ops)
+        kills = [c for c in chaos if is_kill(c)]
+        outages = [c for c in chaos if is_outage(c)]
+        violations: list[Violation] = []
+        open_ops = 0
+        timeouts = 0
+        for o in ops:
+            if o.f not in JUDGED:
+                continue
+            t1 = o.seen_end
+            killed = any(c.covers(o.start, t1 if t1 is not None else INF, margin=1.0) for c in kills)
+            if o.completion is None:
+                open_ops += 1
+                if bound is not None and end_of_run - o.start > bound and not killed:
+                    violations.append(
+                        Violation(
+                            f"{o.f} invoked at t={o.start:.3f} never completed "
+                            f"(history ends at t={end_of_run:.3f}, bound {bound}s)",
+                            o.indices,
+                            o.session,
+                            "never_completed",
+                        )
+                    )
+                continue
+            assert t1 is not None
+            dur = t1 - o.start
+            if o.type == "info":
+                timeouts += 1
+                if o.f == "delete" and not killed:
+                    violations.append(
+                        Violation(
+                            f"DELETE timed out after {dur:.3f}s: deadlock?", o.indices, o.session, "delete_timeout"
+                        )
+                    )
+                continue
+            if bound is None or dur <= bound or killed:
+                continue
+            if o.f == "chat":
+                fault = exec_fault.get(o.request_id or "")
+                if fault and any(w in fault.lower() for w in SLOW_FAULTS):
+                    continue
+                if slow_plan and not run.backend_executions:
+                    continue
+                if any(c.covers(o.start, t1) for c in outages):
+                    continue
+            violations.append(
+                Violation(
+                    f"{o.f} took {dur:.3f}s > liveness bound {bound}s",
+                    o.indices,
+                    o.session,
+                    "delete_slow" if o.f == "delete" else "slow",
+                )
+            )
+        notes = f"bound={bound}s, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
+        unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
+        return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -1,0 +1,326 @@
+"""log_consistency and leaks: the server's own account of itself adds up.
+
+Production incidents arrive as log lines, and latency reports are built from the
+``chat_done`` timing buckets, so the lines must be trustworthy:
+
+log_consistency
+
+- one ``chat_start`` and one ``chat_done`` per server request id (``req_id``),
+  whatever the outcome (errors and short-circuits included);
+- one ``chat_done`` per chat the history saw answered (joined by the
+  ``x-req-id`` response header, else by ``caller_request_id`` = ``x-request-id``),
+  with the same status;
+- the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
+  <= total_ms`` (+ 1 ms + 1 %), and what they leave unexplained is small
+  (``checks.log_overhead_ms``, default 250 ms, or half the total);
+- in-flight returns to 0: per process, ``inflight_now`` tracks the number of
+  chats started and not yet done, with one constant offset (whether a line
+  counts itself is the server's convention); a counter that is only decremented
+  on the happy path (``inflight_leak``) drifts upward after the first error. The
+  last heartbeat and the final ``stats`` snapshot of each process say 0.
+
+leaks
+
+- a deleted session is gone from memory: each ``heartbeat``'s ``sessions``
+  equals ``session_created`` minus ``session_deleted`` so far on that process,
+  and the final ``stats`` snapshot per server (history op ``f: "stats"``,
+  completion ``body`` = ``GET /stats``) counts exactly the sessions the run left
+  alive there (``leak_deleted`` keeps deleted sessions and fails both).
+
+Processes killed by chaos lose their tail of log lines; requests on them are not
+judged. Without server logs (an external target) log_consistency is unknown.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import (
+    Op,
+    chaos_events,
+    checks_cfg,
+    is_kill,
+    pair_ops,
+    port_of,
+    process_key,
+)
+from harness.rundata import RunData
+
+BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _by_process(run: RunData) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in run.server_logs:
+        out[process_key(ln)].append(ln)
+    for lines in out.values():
+        lines.sort(key=lambda ln: float(ln.get("ts", 0.0)))  # stable: file order within one timestamp
+    return out
+
+
+def _ops_by_join(ops: list[Op]) -> tuple[dict[str, Op], dict[str, Op]]:
+    by_req: dict[str, Op] = {}
+    by_rid: dict[str, Op] = {}
+    for o in ops:
+        if o.f != "chat":
+            continue
+        if o.req_id:
+            by_req[o.req_id] = o
+        if o.request_id:
+            by_rid[o.request_id] = o
+    return by_req, by_rid
+
+
+class LogConsistency:
+    name = "log_consistency"
+
+    def check(self, run: RunData) -> Verdict:
+        if not run.server_logs:
+            return verdict(self.name, [], unknown=["no server logs (external target?)"])
+        ops = pair_ops(run.history)
+        killed = any(is_kill(c) for c in chaos_events(ops))
+        by_req_op, by_rid_op = _ops_by_join(ops)
+        cfg = checks_cfg(run)
+        overhead_ms = float(cfg.get("log_overhead_ms", 250.0))
+        violations: list[Violation] = []
+
+        def op_idx(ln: dict[str, Any]) -> list[int]:
+            o = by_req_op.get(str(ln.get("req_id"))) or by_rid_op.get(str(ln.get("caller_request_id")))
+            return o.indices if o else []
+
+        starts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        dones: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for ln in run.server_logs:
+            rid = ln.get("req_id")
+            if rid is None:
+                continue
+            if ln.get("event") == "chat_start":
+                starts[str(rid)].append(ln)
+            elif ln.get("event") == "chat_done":
+                dones[str(rid)].append(ln)
+        for rid in sorted(set(starts) | set(dones)):
+            s, d = starts.get(rid, []), dones.get(rid, [])
+            sample = (d or s)[0]
+            sid = sample.get("session_id")
+            if len(d) > 1:
+                violations.append(
+                    Violation(f"{len(d)} chat_done lines for req_id {rid}", op_idx(sample), sid, "many_chat_done")
+                )
+            if len(s) > 1:
+                violations.append(
+                    Violation(f"{len(s)} chat_start lines for req_id {rid}", op_idx(sample), sid, "many_chat_start")
+                )
+            if s and not d and not killed:
+                violations.append(
+                    Violation(f"chat_start without chat_done (req_id {rid})", op_idx(sample), sid, "missing_chat_done")
+                )
+            if d and not s:
+                violations.append(
+                    Violation(f"chat_done without chat_start (req_id {rid})", op_idx(sample), sid, "missing_chat_start")
+                )
+        # history join
+        by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for lst in dones.values():
+            for ln in lst:
+                if ln.get("caller_request_id") is not None:
+                    by_caller[str(ln["caller_request_id"])].append(ln)
+        joined = 0
+        for o in ops:
+            if o.f != "chat" or o.status is None or o.type not in ("ok", "fail"):
+                continue
+            lines = dones.get(o.req_id, []) if o.req_id else by_caller.get(o.request_id or "", [])
+            if not lines and o.req_id is None and o.request_id is None:
+                continue
+            if not lines:
+                if killed:
+                    continue
+                violations.append(
+                    Violation(
+                        f"chat answered {o.status} has no chat_done line (req {o.req_id or o.request_id})",
+                        o.indices,
+                        o.session,
+                        "unlogged_request",
+                    )
+                )
+                continue
+            joined += 1
+            st = _num(lines[-1].get("status"))
+            if st is not None and int(st) != o.status:
+                violations.append(
+                    Violation(
+                        f"chat_done says status {int(st)} but the client got {o.status}",
+                        o.indices,
+                        o.session,
+                        "status_mismatch",
+                    )
+                )
+        # buckets
+        for lst in dones.values():
+            for ln in lst:
+                total = _num(ln.get("total_ms"))
+                parts = [_num(ln.get(b)) for b in BUCKETS]
+                if total is None or any(p is None for p in parts):
+                    violations.append(
+                        Violation(
+                            f"chat_done {ln.get('req_id')} lacks a timing bucket",
+                            op_idx(ln),
+                            ln.get("session_id"),
+                            "missing_bucket",
+                        )
+                    )
+                    continue
+                acc = sum(p for p in parts if p is not None)
+                if acc > total + 1.0 + 0.01 * total:
+                    violations.append(
+                        Violation(
+                            f"chat_done {ln.get('req_id')}: buckets sum to {acc:.1f} ms > total_ms {total:.1f}",
+                            op_idx(ln),
+                            ln.get("session_id"),
+                            "buckets_exceed_total",
+                        )
+                    )
+                elif total - acc > max(overhead_ms, 0.5 * total):
+                    violations.append(
+                        Violation(
+                            f"chat_done {ln.get('req_id')}: {total - acc:.1f} ms of total_ms {total:.1f} in no bucket",
+                            op_idx(ln),
+                            ln.get("session_id"),
+                            "unexplained_time",
+                        )
+                    )
+        # inflight
+        violations.extend(self._inflight(run, ops, op_idx, killed))
+        return verdict(
+            self.name,
+            violations,
+            notes=f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history",
+        )
+
+    @staticmethod
+    def _inflight(run: RunData, ops: list[Op], op_idx: Any, killed: bool) -> list[Violation]:
+        out: list[Violation] = []
+        for proc, lines in sorted(_by_process(run).items()):
+            open_ = 0
+            excess: list[tuple[float, dict[str, Any]]] = []
+            for ln in lines:
+                ev = ln.get("event")
+                if ev == "chat_start":
+                    open_ += 1
+                    v = _num(ln.get("inflight_now"))
+                    if v is not None:
+                        excess.append((v - open_, ln))
+                elif ev == "chat_done":
+                    v = _num(ln.get("inflight_now"))
+                    if v is not None:
+                        excess.append((v - (open_ - 1), ln))
+                    open_ = max(0, open_ - 1)
+                elif ev == "heartbeat":
+                    v = _num(ln.get("inflight"))
+                    if v is not None and v != open_ and not killed:
+                        out.append(
+                            Violation(
+                                f"process {proc}: heartbeat inflight={int(v)} while {open_} chats were in flight",
+                                [],
+                                None,
+                                "inflight_heartbeat",
+                            )
+                        )
+            if excess:
+                base = min(e for e, _ in excess)
+                drift = [(e, ln) for e, ln in excess if e > base]
+                if drift:
+                    e, ln = drift[0]
+                    out.append(
+                        Violation(
+                            f"process {proc}: inflight_now drifts {int(e - base)} above the chats actually in flight "
+                            f"from req_id {ln.get('req_id')} on (counter not decremented on some path)",
+                            op_idx(ln),
+                            ln.get("session_id"),
+                            "inflight_drift",
+                        )
+                    )
+        for o in ops:
+            if o.f == "stats" and o.type == "ok" and isinstance(o.body, dict):
+                v = _num(o.body.get("inflight"))
+                if v is not None and v != 0:
+                    out.append(
+                        Violation(
+                            f"final stats of {o.server}: inflight={int(v)} after every request completed",
+                            o.indices,
+                            None,
+                            "inflight_not_zero",
+                        )
+                    )
+        return out
+
+
+class Leaks:
+    name = "leaks"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        violations: list[Violation] = []
+        unknown: list[str] = []
+        evidence = 0
+        killed = any(is_kill(c) for c in chaos_events(ops))
+        # heartbeats against created - deleted, per process
+        for proc, lines in sorted(_by_process(run).items()):
+            live = 0
+            for ln in lines:
+                ev = ln.get("event")
+                if ev == "session_created":
+                    live += 1
+                elif ev == "session_deleted":
+                    live -= 1
+                elif ev == "heartbeat":
+                    v = _num(ln.get("sessions"))
+                    if v is None:
+                        continue
+                    evidence += 1
+                    if int(v) != live:
+                        violations.append(
+                            Violation(
+                                f"process {proc}: heartbeat sessions={int(v)} but {live} created and not deleted",
+                                [],
+                                None,
+                                "sessions_leak_heartbeat",
+                            )
+                        )
+        # final stats snapshots against the sessions the run left alive
+        last_stats: dict[str, Op] = {}
+        for o in ops:
+            if o.f == "stats" and o.type == "ok" and isinstance(o.body, dict) and o.server:
+                last_stats[o.server.rstrip("/")] = o
+        owners = {sid: url.rstrip("/") for sid, url in run.owners.items()}
+        for o in ops:
+            if o.f == "create" and o.type == "ok" and o.session and o.server:
+                owners.setdefault(o.session, o.server.rstrip("/"))
+        for server, o in sorted(last_stats.items()):
+            assert isinstance(o.body, dict)
+            v = _num(o.body.get("sessions"))
+            if v is None:
+                continue
+            mine = [sid for sid, url in owners.items() if url == server or port_of(url) == port_of(server)]
+            if any(sid not in run.final_states for sid in mine):
+                unknown.append(f"final states missing for sessions of {server}")
+                continue
+            alive = sum(1 for sid in mine if run.final_states.get(sid) is not None)
+            evidence += 1
+            if int(v) != alive and not (killed and int(v) < alive):
+                violations.append(
+                    Violation(
+                        f"final stats of {server}: sessions={int(v)} but the run left {alive} alive there",
+                        o.indices,
+                        None,
+                        "sessions_leak",
+                    )
+                )
+        if not evidence and not violations:
+            unknown.append("no heartbeat with sessions and no final stats snapshot (history f='stats')")
+        return verdict(self.name, violations, unknown=unknown, notes=f"{evidence} session counts compared")

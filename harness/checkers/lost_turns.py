@@ -1,0 +1,185 @@
+"""lost_turns: every turn the server acknowledged is in the session's records, once, in order.
+
+An RL trainer reads a session's records as the episode. A 200 that the agent
+took as a committed turn but that never made it into the records (a stale
+writer overwrote it, a commit was skipped, a rollback went one step too far, a
+session vanished) is a silently truncated episode; a record stored twice is a
+duplicated one.
+
+What counts as acknowledged: a chat answered 200 without ``x-sglang-aborted``
+(aborted turns are the provisional checker's business). What may legitimately
+be missing:
+
+- a turn *superseded* by a later acknowledged (or indeterminate) chat of the
+  same or an earlier turn on that session (a tool-call retry rolls it back);
+- all but one of a group of concurrent duplicates of one turn (overlapping in
+  time): exactly one of them commits, the others get ``state_changed`` (200, no
+  commit) by design; the group needs one record, and stale_writers judges the rest;
+- turns acknowledged after the state snapshot was taken.
+
+State comes from ``final_states`` or, for sessions the agent deleted at the end
+of its episode, the collect ``GET`` body in the history (completion field
+``body``). A session deleted without a collected body is skipped (chaos deleted
+it by design); a session that simply vanished (final state 404, no 204 DELETE,
+no process kill) lost all its turns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import (
+    Op,
+    by_session,
+    chaos_events,
+    deletes_204,
+    is_kill,
+    pair_ops,
+    record_kind,
+    record_rid,
+    snapshots,
+)
+from harness.rundata import RunData
+
+
+def duplicate_groups(chats: list[Op]) -> list[list[Op]]:
+    """Connected components of chats of the same turn that overlap in time."""
+    groups: list[list[Op]] = []
+    by_turn: dict[int | None, list[Op]] = {}
+    for o in chats:
+        by_turn.setdefault(o.turn, []).append(o)
+    for turn, lst in by_turn.items():
+        if turn is None:
+            groups.extend([o] for o in lst)
+            continue
+        lst = sorted(lst, key=lambda o: o.start)
+        cur: list[Op] = []
+        cur_end = -1.0
+        for o in lst:
+            if cur and o.start < cur_end:
+                cur.append(o)
+                cur_end = max(cur_end, o.end)
+            else:
+                if cur:
+                    groups.append(cur)
+                cur = [o]
+                cur_end = o.end
+        if cur:
+            groups.append(cur)
+    return groups
+
+
+def superseded(op: Op, chats: list[Op]) -> bool:
+    """A later chat of the same or an earlier turn, acknowledged or indeterminate, rolled it back."""
+    if op.turn is None:
+        return False
+    for b in chats:
+        if b is op or b.turn is None or b.turn > op.turn or b.start < op.end:
+            continue
+        if b.acknowledged or b.type == "info" or b.completion is None:
+            return True
+    return False
+
+
+class LostTurns:
+    name = "lost_turns"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        snaps, missing = snapshots(run, ops)
+        chats_by_session = by_session(ops, "chat")
+        deleted = deletes_204(ops)
+        kills = [c for c in chaos_events(ops) if is_kill(c)]
+        violations: list[Violation] = []
+        unknown: list[str] = []
+        skipped_deleted = 0
+        checked = 0
+        for sid in missing:
+            acked = [o for o in chats_by_session[sid] if o.acknowledged]
+            if not acked:
+                continue
+            if sid in deleted:
+                skipped_deleted += 1
+                continue
+            if sid in run.final_states and run.final_states[sid] is None:
+                if kills:
+                    skipped_deleted += 1
+                    continue
+                violations.append(
+                    Violation(
+                        f"session vanished (final GET 404, never deleted) with {len(acked)} acknowledged turns",
+                        [i for o in acked for i in o.indices],
+                        sid,
+                        "session_vanished",
+                    )
+                )
+            else:
+                unknown.append(f"no state for session {sid} (neither final state nor collect GET body)")
+        for sid, snap in sorted(snaps.items()):
+            chats = sorted(chats_by_session.get(sid, []), key=lambda o: o.start)
+            if not chats:
+                continue
+            checked += 1
+            records = snap.records
+            rids = [record_rid(r) for r in records]
+            if records and all(r is None for r in rids):
+                unknown.append(f"records of {sid} carry no caller_request_id")
+                continue
+            counts = Counter(r for r in rids if r is not None)
+            for rid, n in counts.items():
+                if n > 1:
+                    ops_ = [i for o in chats if o.request_id == rid for i in o.indices]
+                    violations.append(
+                        Violation(f"request {rid} stored {n} times in the records", ops_, sid, "duplicate_record")
+                    )
+            position = {rid: i for i, rid in enumerate(rids) if rid is not None}
+            required: list[tuple[float, list[Op], int]] = []
+            for group in duplicate_groups(chats):
+                acked = [o for o in group if o.acknowledged and o.end < snap.time]
+                if not acked:
+                    continue
+                if all(superseded(o, chats) for o in acked):
+                    continue
+                present = [position[o.request_id] for o in group if o.request_id in position]
+                committed = [p for p in present if record_kind(records[p]) == "committed"]
+                idx = [i for o in acked for i in o.indices] + snap.indices
+                if not present:
+                    violations.append(
+                        Violation(
+                            f"turn {acked[0].turn} acknowledged (200) by request(s) "
+                            f"{[o.request_id for o in acked]} is missing from the {snap.source} records",
+                            idx,
+                            sid,
+                            "lost_turn",
+                        )
+                    )
+                    continue
+                if not committed:
+                    violations.append(
+                        Violation(
+                            f"turn {acked[0].turn} acknowledged (200, not aborted) is stored only as provisional",
+                            idx,
+                            sid,
+                            "acked_provisional",
+                        )
+                    )
+                    continue
+                required.append((min(o.end for o in acked), acked, min(committed)))
+            required.sort(key=lambda x: x[0])
+            for (_, a_ops, a_pos), (_, b_ops, b_pos) in itertools.pairwise(required):
+                if b_pos < a_pos:
+                    violations.append(
+                        Violation(
+                            f"records out of order: turn {b_ops[0].turn} (acknowledged later) stored before "
+                            f"turn {a_ops[0].turn}",
+                            [i for o in a_ops + b_ops for i in o.indices],
+                            sid,
+                            "out_of_order",
+                        )
+                    )
+        notes = f"{checked} sessions checked"
+        if skipped_deleted:
+            notes += f", {skipped_deleted} deleted/killed without a collected body skipped"
+        return verdict(self.name, violations, unknown=unknown[:5], notes=notes)

@@ -1,0 +1,519 @@
+"""A read-only view of a run shared by the checkers: operations, snapshots, logs.
+
+The history is a flat list of events (docs/contracts.md): an ``invoke`` and
+later exactly one completion (``ok`` / ``fail`` / ``info``) per operation. The
+checkers reason about operations, so this module pairs the two halves into an
+:class:`Op` and keeps both history indices, which is what a violation points at.
+
+An operation whose completion never arrived is treated as Jepsen treats an
+indeterminate one: it may have happened at any time after its invoke, so its
+interval extends to infinity. That is what makes overlap tests honest for
+client timeouts: the server goes on processing a request whose client gave up.
+
+Session state comes from two places: ``final_states`` (GET by the runner after
+the workload) and, for sessions the agents deleted at the end of their episode,
+the body of the agents' collect ``GET`` recorded in the completion event's
+``body`` field. :func:`snapshots` returns whichever exists, with the time it was
+taken, so rules apply only to what happened before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.rundata import RunData
+
+INF = math.inf
+COMPLETION_TYPES = ("ok", "fail", "info")
+
+
+@dataclass
+class Op:
+    """One operation: its invoke event and (if any) its completion event."""
+
+    op: Any
+    f: str
+    invoke_index: int
+    invoke: dict[str, Any]
+    completion_index: int | None = None
+    completion: dict[str, Any] | None = None
+
+    # identity -----------------------------------------------------------
+    def _get(self, key: str) -> Any:
+        if self.completion is not None and self.completion.get(key) is not None:
+            return self.completion[key]
+        return self.invoke.get(key)
+
+    @property
+    def session(self) -> str | None:
+        s = self.invoke.get("session")
+        if s is None and self.completion is not None:
+            s = self.completion.get("session")
+        return None if s is None else str(s)
+
+    @property
+    def process(self) -> Any:
+        return self.invoke.get("process")
+
+    @property
+    def server(self) -> str | None:
+        s = self._get("server")
+        return None if s is None else str(s)
+
+    @property
+    def turn(self) -> int | None:
+        t = self._get("turn")
+        return None if t is None else int(t)
+
+    @property
+    def attempt(self) -> int | None:
+        a = self._get("attempt")
+        return None if a is None else int(a)
+
+    @property
+    def request_id(self) -> str | None:
+        r = self._get("request_id")
+        return None if r is None else str(r)
+
+    @property
+    def value(self) -> Any:
+        return self._get("value")
+
+    # time ---------------------------------------------------------------
+    @property
+    def start(self) -> float:
+        return float(self.invoke.get("time", 0.0))
+
+    @property
+    def end(self) -> float:
+        """Completion time; +inf when the outcome is indeterminate (info or missing)."""
+        if self.completion is None or self.type == "info":
+            return INF
+        return float(self.completion.get("time", self.start))
+
+    @property
+    def seen_end(self) -> float | None:
+        """When the client stopped waiting (also for info), None if never."""
+        if self.completion is None:
+            return None
+        return float(self.completion.get("time", self.start))
+
+    @property
+    def intended(self) -> float:
+        return float(self.invoke.get("intended", self.start))
+
+    def overlaps(self, other: Op) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    # outcome ------------------------------------------------------------
+    @property
+    def type(self) -> str | None:
+        return None if self.completion is None else str(self.completion.get("type"))
+
+    @property
+    def status(self) -> int | None:
+        if self.completion is None:
+            return None
+        s = self.completion.get("status")
+        return None if s is None else int(s)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        if self.completion is None:
+            return {}
+        h = self.completion.get("headers") or {}
+        return {str(k).lower(): v for k, v in h.items()} if isinstance(h, dict) else {}
+
+    @property
+    def req_id(self) -> str | None:
+        """The server's own request id (``x-req-id`` response header)."""
+        r = self.headers.get("x-req-id")
+        return None if r is None else str(r)
+
+    @property
+    def aborted(self) -> bool:
+        """The server said the backend aborted this generation (or the agent concluded so)."""
+        if self.completion is None:
+            return False
+        if str(self.headers.get("x-sglang-aborted", "")).strip() == "1":
+            return True
+        return bool(self.completion.get("aborted"))
+
+    @property
+    def acknowledged(self) -> bool:
+        """200 and not aborted: the server promised this turn is part of the session."""
+        return self.type == "ok" and self.status == 200 and not self.aborted
+
+    @property
+    def body(self) -> Any:
+        return None if self.completion is None else self.completion.get("body")
+
+    @property
+    def indices(self) -> list[int]:
+        return [self.invoke_index] + ([self.completion_index] if self.completion_index is not None else [])
+
+    def __repr__(self) -> str:  # short, for messages
+        return f"Op({self.f} {self.session} t={self.turn} a={self.attempt} rid={self.request_id} -> {self.status})"
+
+
+def _index(ev: dict[str, Any], pos: int) -> int:
+    i = ev.get("index")
+    return int(i) if isinstance(i, int) else pos
+
+
+def pair_ops(history: list[dict[str, Any]]) -> list[Op]:
+    """Pair invokes with completions by ``op`` id (or by process when ``op`` is absent).
+
+    Returns operations in invoke order. A completion without an invoke is kept as
+    an operation whose invoke is the completion itself (so it is not lost).
+    """
+    ops: list[Op] = []
+    open_by_op: dict[Any, Op] = {}
+    open_by_process: dict[Any, Op] = {}
+    for pos, ev in enumerate(history):
+        idx = _index(ev, pos)
+        typ = ev.get("type")
+        if typ == "invoke":
+            o = Op(op=ev.get("op"), f=str(ev.get("f")), invoke_index=idx, invoke=ev)
+            ops.append(o)
+            if ev.get("op") is not None:
+                open_by_op[ev["op"]] = o
+            else:
+                open_by_process[ev.get("process")] = o
+        elif typ in COMPLETION_TYPES:
+            key = ev.get("op")
+            found = open_by_op.pop(key, None) if key is not None else open_by_process.pop(ev.get("process"), None)
+            if found is None:
+                found = Op(op=key, f=str(ev.get("f")), invoke_index=idx, invoke=ev)
+                ops.append(found)
+            found.completion_index = idx
+            found.completion = ev
+    return ops
+
+
+def run_end(ops: Iterable[Op]) -> float:
+    """The last time any event of the history carries."""
+    t = 0.0
+    for o in ops:
+        t = max(t, o.start)
+        if o.seen_end is not None:
+            t = max(t, o.seen_end)
+    return t
+
+
+def by_session(ops: Iterable[Op], f: str | tuple[str, ...] | None = None) -> dict[str, list[Op]]:
+    fs = (f,) if isinstance(f, str) else f
+    out: dict[str, list[Op]] = defaultdict(list)
+    for o in ops:
+        if o.session is None or (fs is not None and o.f not in fs):
+            continue
+        out[o.session].append(o)
+    return out
+
+
+# --- session state snapshots --------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """A session's ``GET /sessions/{id}`` body and when it was taken."""
+
+    session: str
+    body: dict[str, Any]
+    time: float  # +inf for the final state (taken after every operation)
+    source: str  # "final" or "collect"
+    op: Op | None = None
+
+    @property
+    def indices(self) -> list[int]:
+        return self.op.indices if self.op is not None else []
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        r = self.body.get("records")
+        return [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        m = self.body.get("metadata")
+        return m if isinstance(m, dict) else {}
+
+
+def deletes_204(ops: Iterable[Op]) -> dict[str, Op]:
+    """The first DELETE per session that the server acknowledged with 204."""
+    out: dict[str, Op] = {}
+    for o in ops:
+        if o.f == "delete" and o.status == 204 and o.session is not None:
+            prev = out.get(o.session)
+            if prev is None or (o.seen_end or INF) < (prev.seen_end or INF):
+                out[o.session] = o
+    return out
+
+
+def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[str]]:
+    """Best state per session: the final state if the session still exists, else
+    the last collect ``GET`` body recorded before its DELETE.
+
+    Returns (snapshots, sessions_without_state) where the second list names
+    sessions that have chat operations but neither source of state.
+    """
+    out: dict[str, Snapshot] = {}
+    for sid, body in run.final_states.items():
+        if isinstance(body, dict):
+            out[sid] = Snapshot(sid, body, INF, "final")
+    gets = by_session(ops, "get")
+    for sid, glist in gets.items():
+        if sid in out:
+            continue
+        best: Op | None = None
+        for g in glist:
+            if (
+                g.type == "ok"
+                and g.status == 200
+                and isinstance(g.body, dict)
+                and (best is None or g.start > best.start)
+            ):
+                best = g
+        if best is not None:
+            body = best.body
+            assert isinstance(body, dict)
+            out[sid] = Snapshot(sid, body, best.start, "collect", best)
+    missing = sorted(sid for sid in by_session(ops, "chat") if sid not in out)
+    return out, missing
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+def record_kind(rec: dict[str, Any]) -> str:
+    return str(rec.get("kind", "committed"))
+
+
+def record_rid(rec: dict[str, Any]) -> str | None:
+    r = rec.get("caller_request_id")
+    if r is None:
+        hdrs = (rec.get("request") or {}).get("headers") if isinstance(rec.get("request"), dict) else None
+        if isinstance(hdrs, dict):
+            r = {str(k).lower(): v for k, v in hdrs.items()}.get("x-request-id")
+    return None if r is None else str(r)
+
+
+def record_input_ids(rec: dict[str, Any]) -> list[int] | None:
+    req = rec.get("request")
+    if isinstance(req, dict) and isinstance(req.get("input_ids"), list):
+        return [int(x) for x in req["input_ids"]]
+    return None
+
+
+def _choice0(rec: dict[str, Any]) -> dict[str, Any]:
+    resp = rec.get("response")
+    if not isinstance(resp, dict):
+        return {}
+    ch = resp.get("choices")
+    if isinstance(ch, list) and ch and isinstance(ch[0], dict):
+        return ch[0]
+    return {}
+
+
+def record_output_ids(rec: dict[str, Any]) -> list[int] | None:
+    """Completion token ids from ``meta_info.output_token_logprobs`` ([logprob, id] pairs)."""
+    c0 = _choice0(rec)
+    mi = c0.get("meta_info")
+    if not isinstance(mi, dict):
+        resp = rec.get("response")
+        mi = resp.get("meta_info") if isinstance(resp, dict) else None
+    if not isinstance(mi, dict) or not isinstance(mi.get("output_token_logprobs"), list):
+        return None
+    out: list[int] = []
+    for pair in mi["output_token_logprobs"]:
+        if isinstance(pair, (list, tuple)) and len(pair) >= 2:
+            out.append(int(pair[1]))
+        else:
+            return None
+    return out
+
+
+def record_finish_reason(rec: dict[str, Any]) -> str | None:
+    fr = _choice0(rec).get("finish_reason")
+    if isinstance(fr, dict):
+        fr = fr.get("type")
+    return None if fr is None else str(fr)
+
+
+def record_checkpoint(rec: dict[str, Any]) -> list[int] | None:
+    i, o = record_input_ids(rec), record_output_ids(rec)
+    return None if i is None or o is None else i + o
+
+
+# --- server logs --------------------------------------------------------------------------
+
+
+def log_events(run: RunData, event: str | tuple[str, ...]) -> list[dict[str, Any]]:
+    names = (event,) if isinstance(event, str) else event
+    return [ln for ln in run.server_logs if ln.get("event") in names]
+
+
+def chat_done_by_req(run: RunData) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in log_events(run, "chat_done"):
+        if ln.get("req_id") is not None:
+            out[str(ln["req_id"])].append(ln)
+    return out
+
+
+def chat_done_by_caller(run: RunData) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in log_events(run, "chat_done"):
+        if ln.get("caller_request_id") is not None:
+            out[str(ln["caller_request_id"])].append(ln)
+    return out
+
+
+def done_for(
+    op: Op, by_req: dict[str, list[dict[str, Any]]], by_caller: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The ``chat_done`` lines of one chat operation (by x-req-id, else by x-request-id)."""
+    if op.req_id is not None and op.req_id in by_req:
+        return by_req[op.req_id]
+    if op.request_id is not None:
+        return by_caller.get(op.request_id, [])
+    return []
+
+
+def process_key(line: dict[str, Any]) -> str:
+    """Which server process wrote a log line: pid (a restarted process gets a new one)."""
+    return f"{line.get('worker_port', '?')}/{line.get('pid', '?')}"
+
+
+def port_of(url: str | None) -> int | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+# --- scenario plain data --------------------------------------------------------------------
+
+
+def variants(run: RunData) -> set[str]:
+    t = run.scenario.get("target")
+    v = t.get("variants") if isinstance(t, dict) else None
+    if isinstance(v, str):
+        return {v}
+    return {str(x) for x in v} if isinstance(v, list) else set()
+
+
+def checks_cfg(run: RunData) -> dict[str, Any]:
+    c = run.scenario.get("checks")
+    return c if isinstance(c, dict) else {}
+
+
+def max_trim_tokens(run: RunData, default: int = 2) -> int:
+    for src in (run.scenario.get("target"), checks_cfg(run), run.scenario.get("server")):
+        if isinstance(src, dict) and isinstance(src.get("max_trim_tokens"), int):
+            return int(src["max_trim_tokens"])
+    return default
+
+
+def fault_kinds(run: RunData) -> set[str]:
+    """Names of the backend fault classes the scenario injects (lower case).
+
+    Accepts a list of names, a list of rule tables (``kind`` / ``type`` /
+    ``fault`` / ``name`` keys, plus ``status`` giving ``status_<n>``) or a table
+    of name -> settings. Unknown shapes yield ``{"unparsed"}`` so that callers
+    can be lenient and say why.
+    """
+    b = run.scenario.get("backend")
+    faults = b.get("faults") if isinstance(b, dict) else None
+    if faults is None and isinstance(b, dict) and isinstance(b.get("plan"), dict):
+        faults = b["plan"].get("rules") or b["plan"].get("faults")
+    kinds: set[str] = set()
+
+    def one(x: Any) -> None:
+        if isinstance(x, str):
+            kinds.add(x.lower())
+        elif isinstance(x, dict):
+            for k in ("kind", "type", "fault", "name", "action"):
+                if isinstance(x.get(k), str):
+                    kinds.add(str(x[k]).lower())
+            if isinstance(x.get("status"), int):
+                kinds.add(f"status_{x['status']}")
+        elif x is not None:
+            kinds.add("unparsed")
+
+    if isinstance(faults, list):
+        for x in faults:
+            one(x)
+    elif isinstance(faults, dict):
+        for k, v in faults.items():
+            if v in (None, False, 0, 0.0):
+                continue
+            kinds.add(str(k).lower())
+            one(v) if isinstance(v, dict) else None
+    elif faults:
+        kinds.add("unparsed")
+    return kinds
+
+
+@dataclass
+class Chaos:
+    kind: str
+    start: float
+    end: float
+    server: str | None
+    session: str | None
+    indices: list[int] = field(default_factory=list)
+
+    def covers(self, t0: float, t1: float, margin: float = 0.0) -> bool:
+        return t0 <= self.end + margin and self.start - margin <= t1
+
+
+def chaos_events(ops: Iterable[Op]) -> list[Chaos]:
+    """Client chaos and backend-fault events (``f: chaos`` / ``fault``) as windows.
+
+    ``value`` is a string naming the action or a table with ``kind``/``action``,
+    optionally ``duration_s`` (an outage window) and ``server``.
+    """
+    out: list[Chaos] = []
+    for o in ops:
+        if o.f not in ("chaos", "fault"):
+            continue
+        v = o.value
+        kind = ""
+        server = o.server
+        dur = 0.0
+        if isinstance(v, str):
+            kind = v
+        elif isinstance(v, dict):
+            for k in ("kind", "action", "type", "name", "fault"):
+                if isinstance(v.get(k), str):
+                    kind = str(v[k])
+                    break
+            if isinstance(v.get("server"), str):
+                server = v["server"]
+            for k in ("duration_s", "duration", "window_s"):
+                if isinstance(v.get(k), (int, float)):
+                    dur = float(v[k])
+        end = o.seen_end if o.seen_end is not None else INF
+        end = max(end, o.start + dur)
+        out.append(Chaos(kind.lower(), o.start, end, server, o.session, o.indices))
+    return out
+
+
+KILL_WORDS = ("kill", "restart", "sigkill", "crash")
+OUTAGE_WORDS = ("outage", "backend_down", "backend-down", "stop_backend", "blackhole")
+
+
+def is_kill(c: Chaos) -> bool:
+    return any(w in c.kind for w in KILL_WORDS)
+
+
+def is_outage(c: Chaos) -> bool:
+    return any(w in c.kind for w in OUTAGE_WORDS)

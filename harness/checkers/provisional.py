@@ -1,0 +1,196 @@
+"""provisional: aborted turns are recorded honestly and never become training data.
+
+SGLang aborts generations (weight updates, preemption); the partial tokens must
+not be committed, because the agent retries the turn from the prior checkpoint
+and a committed partial answer would leave a half-sentence in the episode. The
+server keeps an aborted answer as a *provisional* record instead. Rules, per
+session state snapshot (final state, or the collect GET body before DELETE):
+
+1. at most one provisional record, and only at the tail of ``records``;
+2. a provisional never commits tokens: ``metadata.token_ids`` is not the
+   provisional's prompt + completion, and no *committed* record carries a
+   backend answer whose ``finish_reason`` is ``abort`` (``commit_aborted``);
+3. a successful retry supersedes it: a provisional whose turn was later
+   acknowledged (200, not aborted) must be gone (``provisional_never_superseded``);
+4. when retries run out (the session's last chat was an aborted attempt, no
+   concurrent chat, the snapshot taken after it), the provisional of that
+   request stays as the final ABORTED turn.
+
+From the history alone: an answer whose ``finish_reason`` the client saw as
+``abort`` must carry ``x-sglang-aborted: 1`` (the only signal that survives
+litellm's remap); and, when the backend's execution log is there, an
+execution the backend finished with ``abort`` must not reach the client as a
+plain 200 without the header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import (
+    Op,
+    by_session,
+    chat_done_by_caller,
+    chat_done_by_req,
+    done_for,
+    pair_ops,
+    record_checkpoint,
+    record_finish_reason,
+    record_kind,
+    record_rid,
+    snapshots,
+)
+from harness.rundata import RunData
+
+
+def _rid(rec: dict[str, Any]) -> str:
+    return record_rid(rec) or ""
+
+
+def _header_aborted(o: Op) -> bool:
+    return str(o.headers.get("x-sglang-aborted", "")).strip() == "1"
+
+
+class Provisional:
+    name = "provisional"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        snaps, _ = snapshots(run, ops)
+        chats_by_session = by_session(ops, "chat")
+        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
+        violations: list[Violation] = []
+
+        # history: an abort the client can see must carry the header
+        for o in ops:
+            if o.f != "chat" or o.type != "ok" or o.status != 200 or o.completion is None:
+                continue
+            if str(o.completion.get("finish_reason")) == "abort" and not _header_aborted(o):
+                violations.append(
+                    Violation(
+                        "answer with finish_reason 'abort' lacks x-sglang-aborted: 1 (abort committed as a turn?)",
+                        o.indices,
+                        o.session,
+                        "abort_without_header",
+                    )
+                )
+        # backend execution log: an abort executed by the backend reached the client unmarked
+        by_rid = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
+        for sid, execs in run.backend_executions.items():
+            for ex in execs:
+                if str(ex.get("finish_reason")) != "abort":
+                    continue
+                eo = by_rid.get(str(ex.get("request_id")))
+                if eo is None or eo.type != "ok" or eo.status != 200 or _header_aborted(eo):
+                    continue
+                if str(eo.completion.get("finish_reason") if eo.completion else "") == "abort":
+                    continue  # already reported above
+                violations.append(
+                    Violation(
+                        "backend aborted this generation but the client got a plain 200 without x-sglang-aborted",
+                        eo.indices,
+                        sid,
+                        "abort_unmarked",
+                    )
+                )
+
+        checked = 0
+        for sid, snap in sorted(snaps.items()):
+            records = snap.records
+            chats = sorted(chats_by_session.get(sid, []), key=lambda o: o.start)
+            ops_by_rid: dict[str, Op] = {o.request_id: o for o in chats if o.request_id}
+            checked += 1
+            prov = [i for i, r in enumerate(records) if record_kind(r) == "provisional"]
+            sidx = snap.indices
+            if len(prov) > 1:
+                violations.append(
+                    Violation(f"{len(prov)} provisional records (at most one)", sidx, sid, "many_provisional")
+                )
+            for i in prov:
+                if i != len(records) - 1:
+                    po = ops_by_rid.get(_rid(records[i]))
+                    violations.append(
+                        Violation(
+                            f"provisional record at position {i} of {len(records)}, not at the tail",
+                            sidx + (po.indices if po else []),
+                            sid,
+                            "provisional_not_tail",
+                        )
+                    )
+            # 2. never commits tokens
+            token_ids = snap.metadata.get("token_ids")
+            for i in prov:
+                cp = record_checkpoint(records[i])
+                committed_before = [r for r in records[:i] if record_kind(r) == "committed"]
+                last_cp = record_checkpoint(committed_before[-1]) if committed_before else []
+                if cp and isinstance(token_ids, list) and token_ids == cp and cp != last_cp:
+                    violations.append(
+                        Violation(
+                            "metadata.token_ids equal the provisional record's prompt + completion: "
+                            "an aborted turn committed tokens",
+                            sidx,
+                            sid,
+                            "provisional_committed_tokens",
+                        )
+                    )
+            for i, r in enumerate(records):
+                if record_kind(r) == "committed" and record_finish_reason(r) == "abort":
+                    po = ops_by_rid.get(_rid(r))
+                    violations.append(
+                        Violation(
+                            f"committed record {i} holds a backend answer with finish_reason 'abort'",
+                            sidx + (po.indices if po else []),
+                            sid,
+                            "aborted_committed",
+                        )
+                    )
+            # 3. superseded by a successful retry
+            for i in prov:
+                po = ops_by_rid.get(_rid(records[i]))
+                turn = records[i].get("turn", po.turn if po else None)
+                t0 = po.start if po else None
+                if turn is None or t0 is None:
+                    continue
+                later = [b for b in chats if b.acknowledged and b.turn == turn and b.start > t0 and b.end < snap.time]
+                if later:
+                    violations.append(
+                        Violation(
+                            f"provisional record of turn {turn} survived a successful retry",
+                            sidx + (po.indices if po else []) + [j for b in later for j in b.indices],
+                            sid,
+                            "provisional_not_superseded",
+                        )
+                    )
+            # 4. kept when retries run out
+            if not chats:
+                continue
+            last = chats[-1]
+            before_snap = [c for c in chats if c.start < snap.time]
+            if not before_snap or before_snap[-1] is not last:
+                continue
+            if not (last.type == "ok" and last.status == 200 and last.aborted and last.end < snap.time):
+                continue
+            if any(c is not last and c.overlaps(last) for c in chats):
+                continue  # a concurrent duplicate may have won: state_changed, no provisional by design
+            done = done_for(last, by_req, by_caller)
+            if done and all(str(d.get("outcome")) not in ("aborted", "provisional") for d in done):
+                continue  # the server says it skipped (closing / state changed): no provisional expected
+            tail = records[-1] if records else None
+            if (
+                tail is None
+                or record_kind(tail) != "provisional"
+                or (
+                    record_rid(tail) is not None and last.request_id is not None and record_rid(tail) != last.request_id
+                )
+            ):
+                violations.append(
+                    Violation(
+                        f"retries ran out on turn {last.turn} (last attempt aborted) but the {snap.source} state "
+                        "has no provisional record for it at the tail",
+                        last.indices + sidx,
+                        sid,
+                        "provisional_missing",
+                    )
+                )
+        return verdict(self.name, violations, notes=f"{checked} session states checked")

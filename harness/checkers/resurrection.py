@@ -1,0 +1,84 @@
+"""no_resurrection: a session that was deleted never comes back.
+
+The race: a chat that reaches a server *after* the DELETE was acknowledged must
+get 404. A server that auto-creates unknown sessions on chat (the
+``auto_create`` bug class, present in real deployments) answers 200 instead,
+silently starting a fresh episode under the old id; its records then mix into
+training data as if they belonged to the deleted episode.
+
+Rule: after a DELETE answered 204 (the client saw the 204 at time T), every
+operation on that session invoked after T (chat, get, probe, delete) gets 404,
+and the session's final state is 404 (``final_states[sid] is None``). A server
+log showing ``session_created`` twice for one id is also a resurrection.
+
+Operations concurrent with the DELETE are not judged here (they may
+legitimately win the lock first). 5xx answers are left to no_unexpected_5xx.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import deletes_204, log_events, pair_ops
+from harness.rundata import RunData
+
+JUDGED = ("chat", "get", "probe", "delete")
+
+
+class NoResurrection:
+    name = "no_resurrection"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        deleted = deletes_204(ops)
+        violations: list[Violation] = []
+        unknown: list[str] = []
+        for o in ops:
+            sid = o.session
+            if sid is None or sid not in deleted or o.f not in JUDGED or o is deleted[sid]:
+                continue
+            d = deleted[sid]
+            t_del = d.seen_end
+            if t_del is None or o.start <= t_del:
+                continue
+            st = o.status
+            if st is None or st == 404 or st >= 500:
+                continue
+            violations.append(
+                Violation(
+                    f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
+                    f"not 404: the session came back",
+                    d.indices + o.indices,
+                    sid,
+                    "resurrected",
+                )
+            )
+        for sid, d in sorted(deleted.items()):
+            if sid not in run.final_states:
+                if run.final_states:
+                    unknown.append(f"no final state recorded for deleted session {sid}")
+                continue
+            if run.final_states[sid] is not None:
+                violations.append(
+                    Violation(
+                        "final GET of a deleted session returned a body, not 404", d.indices, sid, "resurrected_final"
+                    )
+                )
+        created = Counter(str(ln.get("session_id")) for ln in log_events(run, "session_created"))
+        for sid, n in sorted(created.items()):
+            if n > 1 and sid in deleted:
+                violations.append(
+                    Violation(
+                        f"server logged session_created {n} times for one session id",
+                        deleted[sid].indices,
+                        sid,
+                        "recreated",
+                    )
+                )
+        if deleted and not run.final_states:
+            unknown.append("final_states missing: only the history after each DELETE was checked")
+        notes = f"{len(deleted)} sessions deleted with 204"
+        if unknown and violations:
+            return verdict(self.name, violations, notes=notes + "; " + "; ".join(unknown))
+        return verdict(self.name, violations, unknown=unknown[:3], notes=notes)

@@ -1,0 +1,112 @@
+"""stale_writers: of concurrent duplicates of one turn, exactly one commits.
+
+The split lock releases the session during the proxy (Phase 2), so two copies
+of the same turn (a client-side timeout retry while the first is still being
+served, or a deliberate duplicate) both build their prompt from the same
+checkpoint. Without the ``num_assistant`` guard in Phase 3 both commit: the
+second writer stores its answer on top of a state it never read (a stale
+write), doubling the turn in the episode. With the guard the loser gets its
+answer back without a commit (``state_changed``: 200, logged as
+``state_changed_skip``) or, under the ``conflict_409`` variant, a 409.
+
+Duplicates are chats of one session and one turn whose intervals overlap
+(an indeterminate one extends to the end of the run). Per group:
+
+- at most one of its requests is a committed record in the session's state
+  that survives in the checkpoint chain; with server logs, at most one
+  ``chat_done`` says ``committed`` (under ``lock_restore`` the copies are
+  serialized and the later one is a legitimate rollback, so only the state rule
+  applies);
+- a request answered 409 is never committed;
+- under ``conflict_409`` a loser that skipped because state changed gets 409,
+  never a silent 200 (by log outcome ``state_changed_skip`` when logs exist).
+"""
+
+from __future__ import annotations
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.lost_turns import duplicate_groups
+from harness.checkers.ops import (
+    by_session,
+    chat_done_by_caller,
+    chat_done_by_req,
+    done_for,
+    pair_ops,
+    record_kind,
+    record_rid,
+    snapshots,
+    variants,
+)
+from harness.rundata import RunData
+
+
+class StaleWriters:
+    name = "stale_writers"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        snaps, _ = snapshots(run, ops)
+        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
+        vs = variants(run)
+        serialized = "lock_restore" in vs
+        conflict = "conflict_409" in vs
+        violations: list[Violation] = []
+        n_groups = 0
+        for sid, chats in sorted(by_session(ops, "chat").items()):
+            snap = snaps.get(sid)
+            records = snap.records if snap else []
+            committed_rids = [record_rid(r) for r in records if record_kind(r) == "committed"]
+            for group in duplicate_groups(chats):
+                if len(group) < 2:
+                    continue
+                n_groups += 1
+                rids = {o.request_id for o in group if o.request_id}
+                idx = [i for o in group for i in o.indices]
+                # the state: more than one committed record from this group, with the same prompt
+                in_state = [r for r in records if record_kind(r) == "committed" and record_rid(r) in rids]
+                if len(in_state) > 1 and not serialized:
+                    violations.append(
+                        Violation(
+                            f"{len(in_state)} concurrent duplicates of turn {group[0].turn} were all committed",
+                            idx + (snap.indices if snap else []),
+                            sid,
+                            "double_commit",
+                        )
+                    )
+                # the logs: committed outcomes
+                if not serialized:
+                    committed_logged = [
+                        o for o in group if any(d.get("outcome") == "committed" for d in done_for(o, by_req, by_caller))
+                    ]
+                    if len(committed_logged) > 1 and len(in_state) <= 1:
+                        violations.append(
+                            Violation(
+                                f"server logged {len(committed_logged)} commits for concurrent duplicates of turn "
+                                f"{group[0].turn}",
+                                [i for o in committed_logged for i in o.indices],
+                                sid,
+                                "double_commit_logged",
+                            )
+                        )
+                for o in group:
+                    if o.status == 409 and o.request_id in committed_rids:
+                        violations.append(
+                            Violation("request answered 409 was committed anyway", o.indices, sid, "conflict_committed")
+                        )
+                    if not conflict or not o.acknowledged:
+                        continue
+                    done = done_for(o, by_req, by_caller)
+                    if done:
+                        skipped = any(d.get("outcome") == "state_changed_skip" for d in done)
+                    else:
+                        skipped = snap is not None and o.request_id not in committed_rids and o.end < snap.time
+                    if skipped:
+                        violations.append(
+                            Violation(
+                                "conflict_409: a duplicate skipped because state changed but got a silent 200",
+                                o.indices,
+                                sid,
+                                "silent_state_changed",
+                            )
+                        )
+        return verdict(self.name, violations, notes=f"{n_groups} duplicate groups checked")

@@ -1,0 +1,160 @@
+"""token_state: the stored token ids are exactly what the model saw and produced.
+
+Token-in, token-out is the whole point of the session server: training reads
+``metadata.token_ids`` and must get the real prompt and completion tokens, not a
+re-tokenization. Per session snapshot:
+
+1. ``metadata.token_ids`` == the last committed record's ``request.input_ids``
+   + its completion ids (``meta_info.output_token_logprobs`` [logprob, id]);
+   ``[]`` (or absent) when nothing was committed;
+2. walking the committed records in order, each record's prompt extends the
+   current checkpoint (prompt + completion of the previous commit), allowing
+   ``max_trim_tokens`` trailing tokens of it to be dropped; otherwise it must be
+   a *rollback*: it extends an earlier checkpoint (or starts afresh on turn 0)
+   and its turn is not after the previous record's turn. A record that extends
+   nothing is a corrupted history (a stale writer's tokens, a wrong rollback);
+3. ``metadata.num_assistant`` equals the depth of that checkpoint chain
+   (commits minus rolled-back steps) and ``metadata.checkpoints`` (lengths),
+   when present, equals the chain's lengths. A stale writer that commits on top
+   of a state it never read (``no_num_assistant_guard``) bumps ``num_assistant``
+   without a checkpoint to show for it.
+
+A record without ``input_ids`` or without ``output_token_logprobs`` makes the
+session unknown (the server did not keep what TITO needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import (
+    Op,
+    Snapshot,
+    by_session,
+    max_trim_tokens,
+    pair_ops,
+    record_checkpoint,
+    record_input_ids,
+    record_kind,
+    record_rid,
+    snapshots,
+)
+from harness.rundata import RunData
+
+
+def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
+    """``prefix`` minus up to ``trim`` trailing tokens is a prefix of ``ids``."""
+    for k in range(0, min(trim, len(prefix)) + 1):
+        p = prefix[: len(prefix) - k]
+        if ids[: len(p)] == p:
+            return True
+    return False
+
+
+def _turn(rec: dict[str, Any]) -> int | None:
+    t = rec.get("turn")
+    return int(t) if isinstance(t, int) else None
+
+
+class TokenState:
+    name = "token_state"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        snaps, _ = snapshots(run, ops)
+        chats = by_session(ops, "chat")
+        trim = max_trim_tokens(run)
+        violations: list[Violation] = []
+        unknown: list[str] = []
+        for sid, snap in sorted(snaps.items()):
+            by_rid = {o.request_id: o for o in chats.get(sid, []) if o.request_id}
+            problem = self._check_one(snap, trim, violations, by_rid)
+            if problem:
+                unknown.append(problem)
+        return verdict(
+            self.name,
+            violations,
+            unknown=unknown[:5],
+            notes=f"{len(snaps)} session states checked, max_trim_tokens={trim}",
+        )
+
+    def _check_one(self, snap: Snapshot, trim: int, out: list[Violation], by_rid: dict[str, Op]) -> str:
+        sid = snap.session
+        committed = [r for r in snap.records if record_kind(r) == "committed"]
+        cps: list[list[int]] = []
+        for r in committed:
+            cp = record_checkpoint(r)
+            if cp is None or record_input_ids(r) is None:
+                return f"a committed record of {sid} lacks input_ids or output_token_logprobs"
+            cps.append(cp)
+
+        def idx(r: dict[str, Any]) -> list[int]:
+            o = by_rid.get(record_rid(r) or "")
+            return snap.indices + (list(o.indices) if o is not None else [])
+
+        meta = snap.metadata
+        token_ids = meta.get("token_ids")
+        expect = cps[-1] if cps else []
+        if token_ids is None and not cps:
+            pass
+        elif not isinstance(token_ids, list) or [int(x) for x in token_ids] != expect:
+            got = len(token_ids) if isinstance(token_ids, list) else token_ids
+            out.append(
+                Violation(
+                    f"metadata.token_ids ({got} tokens) != last committed prompt + completion ({len(expect)} tokens)",
+                    idx(committed[-1]) if committed else snap.indices,
+                    sid,
+                    "token_ids_mismatch",
+                )
+            )
+        # the checkpoint chain
+        chain: list[list[int]] = []
+        prev_turn: int | None = None
+        for r, cp in zip(committed, cps, strict=True):
+            ids = record_input_ids(r) or []
+            turn = _turn(r)
+            if not chain or extends(chain[-1], ids, trim):
+                chain.append(cp)
+            else:
+                back = next((j for j in range(len(chain) - 2, -1, -1) if extends(chain[j], ids, trim)), None)
+                # a retry of the very first turn starts from the empty checkpoint
+                target = back + 1 if back is not None else (0 if (turn == 0 or turn is None) else None)
+                later_turn = turn is not None and prev_turn is not None and turn > prev_turn
+                if target is None or later_turn:
+                    out.append(
+                        Violation(
+                            f"committed record of turn {turn} does not extend the previous checkpoint "
+                            f"({len(chain[-1])} tokens, trim {trim}) nor roll back to an earlier one",
+                            idx(r),
+                            sid,
+                            "prefix_broken",
+                        )
+                    )
+                    chain.append(cp)
+                else:
+                    del chain[target:]
+                    chain.append(cp)
+            prev_turn = turn
+        na = meta.get("num_assistant")
+        if isinstance(na, int) and na != len(chain):
+            out.append(
+                Violation(
+                    f"metadata.num_assistant={na} but the committed records form {len(chain)} checkpoints "
+                    f"({len(committed)} committed records)",
+                    snap.indices + [i for r in committed[-2:] for i in idx(r)[len(snap.indices) :]],
+                    sid,
+                    "num_assistant_mismatch",
+                )
+            )
+        cpl = meta.get("checkpoints")
+        if isinstance(cpl, list) and all(isinstance(x, int) for x in cpl) and cpl != [len(c) for c in chain]:
+            out.append(
+                Violation(
+                    f"metadata.checkpoints {cpl} != lengths of the committed chain {[len(c) for c in chain]}",
+                    snap.indices,
+                    sid,
+                    "checkpoints_mismatch",
+                )
+            )
+        return ""
