@@ -1,0 +1,31 @@
+"""Simulated RL agents: multi-turn episodes driven through real HTTP clients.
+
+``Agent`` runs one planned session (harness.workload.SessionPlan) against a
+session server; ``make_client`` builds one of the three clients (httpx, the
+official openai SDK, aiohttp) that real rollout code uses. See the modules'
+docstrings for why each behaviour exists.
+"""
+
+from harness.agents._clients import (
+    AiohttpClient,
+    ClientFailure,
+    HttpClient,
+    HttpxClient,
+    OpenAIClient,
+    Reply,
+    make_client,
+)
+from harness.agents._episode import Agent, ChatOutcome, framing_facts
+
+__all__ = [
+    "Agent",
+    "AiohttpClient",
+    "ChatOutcome",
+    "ClientFailure",
+    "HttpClient",
+    "HttpxClient",
+    "OpenAIClient",
+    "Reply",
+    "framing_facts",
+    "make_client",
+]

@@ -1,0 +1,296 @@
+"""Three real HTTP clients behind one small interface.
+
+Real RL agents talk to a session server through whatever client their
+framework ships: raw ``httpx``, the official ``openai`` SDK (which hides
+response headers unless asked, and which a litellm layer wraps), or
+``aiohttp`` (whose C parser, llhttp, rejects framing that ``h11`` tolerates:
+duplicate ``Content-Length``, a length that does not match the body). A
+server bug that only one of them notices is still a production bug, so the
+agents drive the server through all three.
+
+Every client returns a :class:`Reply` (status, raw header pairs, parsed
+body) or raises :class:`ClientFailure` whose ``outcome`` is ``"fail"`` when
+the request surely never reached the server (connection refused) and
+``"info"`` when the outcome is unknown (dropped connection, unparseable
+response, timeout): the history's Jepsen vocabulary.
+
+Timeouts are not the libraries' business: the agent wraps each call in
+``asyncio.timeout`` so the same code runs under a virtual-time loop. An
+injected ``httpx`` transport (ASGI in simulation) replaces the sockets; aiohttp
+cannot take one, so with a transport it is served by httpx and says so in
+its ``kind``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+__all__ = [
+    "AiohttpClient",
+    "ClientFailure",
+    "HttpClient",
+    "HttpxClient",
+    "OpenAIClient",
+    "Reply",
+    "make_client",
+]
+
+_LIB_TIMEOUT_S = 3600.0  # the agent's asyncio.timeout is the real bound
+
+
+@dataclass
+class Reply:
+    status: int
+    header_pairs: list[tuple[str, str]]  # lower-case names, in wire order, duplicates kept
+    body: Any  # parsed JSON, or None
+    text: str
+    body_bytes: int
+    error: str | None = None  # a client-side complaint about a response it still got
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.header_pairs:
+            if k == name:
+                return v
+        return None
+
+
+class ClientFailure(Exception):
+    """The call produced no usable response. ``outcome``: "fail" (never happened) or "info" (unknown)."""
+
+    def __init__(self, outcome: str, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.outcome = outcome
+        self.kind = kind
+
+
+class HttpClient(Protocol):
+    kind: str
+
+    async def send(
+        self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply: ...
+
+    async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _chat_url(server: str, session_id: str) -> str:
+    return f"{server}/sessions/{session_id}/v1/chat/completions"
+
+
+def _from_httpx(resp: httpx.Response) -> Reply:
+    raw = resp.content
+    return Reply(
+        status=resp.status_code,
+        header_pairs=[(k.lower(), v) for k, v in resp.headers.multi_items()],
+        body=_parse_json(raw),
+        text=raw.decode("utf-8", "replace"),
+        body_bytes=len(raw),
+    )
+
+
+def _httpx_failure(exc: Exception) -> ClientFailure:
+    if isinstance(exc, httpx.ConnectError):
+        return ClientFailure("fail", "refused", str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.TimeoutException):
+        return ClientFailure("info", "timeout", str(exc) or type(exc).__name__)
+    return ClientFailure("info", "disconnected", f"{type(exc).__name__}: {exc}")
+
+
+class HttpxClient:
+    kind = "httpx"
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, client: httpx.AsyncClient | None = None):
+        self.http = client or httpx.AsyncClient(
+            transport=transport,
+            timeout=_LIB_TIMEOUT_S,
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+        )
+
+    async def send(
+        self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        try:
+            resp = await self.http.request(method, url, json=json_body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from exc
+        return _from_httpx(resp)
+
+    async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class _Httpx2Bridge:
+    """An httpx2 transport that forwards to an httpx transport (the openai SDK ships on httpx2).
+
+    Simulation injects one httpx transport (ASGI); this lets the SDK use it too.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: Any) -> Any:
+        import httpx2
+
+        body = await request.aread()
+        req = httpx.Request(request.method, str(request.url), headers=list(request.headers.multi_items()), content=body)
+        resp = await self.inner.handle_async_request(req)
+        content = await resp.aread()
+        await resp.aclose()
+        return httpx2.Response(resp.status_code, headers=list(resp.headers.multi_items()), content=content)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _from_httpx2(resp: Any) -> Reply:
+    raw: bytes = resp.content
+    return Reply(
+        status=int(resp.status_code),
+        header_pairs=[(str(k).lower(), str(v)) for k, v in resp.headers.multi_items()],
+        body=_parse_json(raw),
+        text=raw.decode("utf-8", "replace"),
+        body_bytes=len(raw),
+    )
+
+
+class OpenAIClient(HttpxClient):
+    """Chat through ``AsyncOpenAI(base_url=server/sessions/{id}/v1)``; lifecycle calls through httpx.
+
+    ``with_raw_response`` is how an SDK user reads ``x-sglang-aborted``; the
+    SDK's own retries are off (the agent's retry policy is under test). The
+    SDK runs on ``httpx2`` (its own fork of httpx), so it gets its own
+    connection pool, bridged to the injected transport when there is one.
+    """
+
+    kind = "openai"
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        import httpx2
+
+        super().__init__(transport)
+        bridge: Any = _Httpx2Bridge(transport) if transport is not None else None
+        self.http2 = httpx2.AsyncClient(
+            transport=bridge,
+            timeout=_LIB_TIMEOUT_S,
+            limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
+        )
+
+    async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        import httpx2
+        import openai
+
+        oc = openai.AsyncOpenAI(
+            api_key="harness",
+            base_url=f"{server}/sessions/{session_id}/v1",
+            http_client=self.http2,
+            max_retries=0,
+            timeout=_LIB_TIMEOUT_S,
+        )
+        kwargs = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        try:
+            raw = await oc.chat.completions.with_raw_response.create(
+                model=body.get("model", "fake"),
+                messages=body["messages"],
+                extra_headers=headers,
+                extra_body=kwargs or None,
+            )
+        except openai.APIStatusError as exc:
+            return _from_httpx2(exc.response)
+        except openai.APITimeoutError as exc:
+            raise ClientFailure("info", "timeout", str(exc)) from exc
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx2.ConnectError | httpx.ConnectError):
+                raise ClientFailure("fail", "refused", str(cause)) from exc
+            raise ClientFailure("info", "disconnected", f"{type(exc).__name__}: {exc}: {cause!r}") from exc
+        reply = _from_httpx2(raw.http_response)
+        try:
+            parsed = raw.parse()
+            reply.extra["sdk_finish_reason"] = parsed.choices[0].finish_reason if parsed.choices else None
+        except Exception as exc:  # the SDK refusing a 200 is a client-visible failure
+            reply.error = f"openai SDK could not parse the response: {type(exc).__name__}: {exc}"
+        return reply
+
+    async def aclose(self) -> None:
+        await self.http2.aclose()
+        await super().aclose()
+
+
+class AiohttpClient:
+    """aiohttp with its strict (llhttp) response parser: framing errors surface here."""
+
+    kind = "aiohttp"
+
+    def __init__(self) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=2000),
+            timeout=aiohttp.ClientTimeout(total=_LIB_TIMEOUT_S),
+        )
+
+    async def send(
+        self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        aiohttp = self._aiohttp
+        try:
+            async with self.http.request(method, url, json=json_body, headers=headers) as resp:
+                raw = await resp.read()
+                pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in resp.raw_headers]
+                status = resp.status
+        except aiohttp.ClientConnectorError as exc:
+            raise ClientFailure("fail", "refused", str(exc)) from exc
+        except aiohttp.ServerTimeoutError as exc:
+            raise ClientFailure("info", "timeout", str(exc)) from exc
+        except aiohttp.ClientResponseError as exc:  # includes the parser's framing complaints
+            raise ClientFailure("info", "protocol", f"{type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ClientFailure("info", "disconnected", f"{type(exc).__name__}: {exc}") from exc
+        return Reply(
+            status=status,
+            header_pairs=pairs,
+            body=_parse_json(raw),
+            text=raw.decode("utf-8", "replace"),
+            body_bytes=len(raw),
+        )
+
+    async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
+
+    async def aclose(self) -> None:
+        await self.http.close()
+
+
+def make_client(kind: str, transport: httpx.AsyncBaseTransport | None = None) -> HttpClient:
+    """A client of ``kind``; with an injected transport, aiohttp is replaced by httpx (kind says so)."""
+    if kind == "httpx":
+        return HttpxClient(transport)
+    if kind == "openai":
+        return OpenAIClient(transport)
+    if kind == "aiohttp":
+        if transport is not None:
+            c = HttpxClient(transport)
+            c.kind = "aiohttp->httpx"
+            return c
+        return AiohttpClient()
+    raise ValueError(f"unknown client kind {kind!r}; allowed: httpx, openai, aiohttp")

@@ -1,0 +1,461 @@
+"""One RL agent episode, as a rollout worker runs it against a session server.
+
+create -> turns -> collect -> delete. Each turn sends the whole message
+history; the server must recognise the stored prefix (TITO) and tokenize only
+what was appended. The behaviours that stress the server are the ones real
+rollout code has:
+
+- **abort retry**: SGLang aborted the generation (header
+  ``x-sglang-aborted: 1``; or ``finish_reason == "abort"`` unless the agent
+  runs behind litellm, which remaps it to ``stop`` so only the header tells);
+  the agent resends the same messages, ``x-attempt`` + 1, up to
+  ``max_retries``. If the retries run out the episode ends, and the server's
+  provisional record is the honest final ABORTED turn.
+- **timeouts**: the agent gives up on a request after ``timeout_s`` and
+  retries it; the abandoned request may still run server-side, so the retry
+  is a duplicate in flight. Its outcome is unknown (``info``).
+- **tool-call retry**: the tool step is redone with a different tool result:
+  the history is resent without the last assistant + tool messages, which
+  forces the server to roll back one assistant checkpoint; the first turn can
+  be redone the same way with a different user message.
+- **chaos** hooks (see harness.chaos): duplicate in-flight copies, a
+  disconnect followed by DELETE, a DELETE fired by the nemesis while the chat
+  is in its proxy phase, a probe of a process that does not own the session.
+
+Every HTTP call is one history operation. The agent never reads a clock or a
+global random generator: times come from the history's clock, ids and draws
+from the agent's own seeded :class:`IdSource`, waits from ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.agents._clients import ClientFailure, HttpClient, Reply
+from harness.chaos import Nemesis
+from harness.history import History
+from harness.scenario import AgentSpec, WorkloadSpec
+from harness.seams import IdSource
+from harness.workload import SessionPlan
+
+__all__ = ["Agent", "ChatOutcome", "framing_facts"]
+
+_RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
+_RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+_SYSTEM = "You are a careful assistant in a reinforcement-learning rollout."
+
+
+def framing_facts(reply: Reply) -> dict[str, Any]:
+    """The headers that matter to checkers (repeated ones as lists) and the wire framing.
+
+    ``framing`` is what the http_framing checker reads: how often each header
+    appeared, the declared ``content-length`` and the body length received.
+    """
+    seen: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    for k, v in reply.header_pairs:
+        counts[k] = counts.get(k, 0) + 1
+        if k in _RECORDED_HEADERS:
+            seen.setdefault(k, []).append(v)
+    headers: dict[str, Any] = {k: (vs[0] if len(vs) == 1 else vs) for k, vs in seen.items()}
+    cls = seen.get("content-length") or []
+    try:
+        content_length: int | None = int(cls[0]) if len(cls) == 1 else None
+    except ValueError:
+        content_length = None
+    return {
+        "headers": headers,
+        "framing": {"header_counts": counts, "content_length": content_length, "body_bytes": reply.body_bytes},
+    }
+
+
+@dataclass
+class ChatOutcome:
+    op: int
+    type: str  # "ok" | "fail" | "info"
+    status: int | None = None
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    aborted: bool = False
+    error: str | None = None
+    kind: str | None = None  # ClientFailure kind
+
+    @property
+    def good(self) -> bool:
+        return self.type == "ok" and not self.aborted and self.message is not None
+
+
+class Agent:
+    """Runs one :class:`SessionPlan`. ``servers`` are session-server base URLs."""
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        *,
+        servers: Sequence[str],
+        client: HttpClient,
+        history: History,
+        spec: AgentSpec,
+        workload: WorkloadSpec,
+        nemesis: Nemesis,
+        model: str = "fake-sglang",
+    ) -> None:
+        self.plan = plan
+        self.servers = list(servers)
+        self.server = self.servers[plan.server]
+        self.client = client
+        self.history = history
+        self.spec = spec
+        self.workload = workload
+        self.nemesis = nemesis
+        self.model = model
+        self.ids = IdSource(plan.seed)
+        self.session: str | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.turns_done = 0
+        self.end_reason = ""
+        self._attempts_used = 0  # attempts of the last turn run: a redo of it continues the count
+
+    # -- the episode -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._episode()
+        finally:
+            if not self.end_reason:
+                self.end_reason = "cancelled"
+
+    async def _episode(self) -> None:
+        p = self.plan
+        sid = await self.create(intended=p.intended_start)
+        if sid is None:
+            self.end_reason = "create_failed"
+            return
+        self.messages = [{"role": "system", "content": _SYSTEM}, self._user(0, 0)]
+        intended = self.history.now()
+        turn = 0
+        redo_first = p.first_turn_retry
+        next_attempt = 0
+        while turn < p.turns:
+            if turn > 0:
+                think = p.think_times[turn]
+                if think > 0:
+                    await asyncio.sleep(think)
+                intended = self.history.now() if think <= 0 else intended + think
+            if p.chaos.wrong_process_turn == turn:
+                await self.nemesis.probe_wrong_process(sid, p.server, p.chaos.wrong_process, turn)
+            result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt)
+            next_attempt = 0
+            if result is None:
+                return await self._finish(sid)
+            self.messages.append(result)
+            self.turns_done = turn + 1
+            if turn == 0 and redo_first:
+                # Redo turn 0 with another user message: the server rolls back past its only checkpoint.
+                redo_first = False
+                self.messages = [self.messages[0], self._user(0, 1)]
+                next_attempt = self._attempts_used
+                intended = self.history.now()
+                continue
+            tool_calls = result.get("tool_calls") or []
+            if tool_calls and self._draw() < self.workload.tool_retry_probability and turn + 1 < p.turns:
+                # Take the tool step again after the next answer: remember to roll back.
+                self.messages.extend(self._tool_results(tool_calls, turn, 0))
+                answer = await self.run_turn(sid, turn + 1, self.history.now(), first_attempt=0)
+                if answer is None:
+                    return await self._finish(sid)
+                self.messages.append(answer)
+                # Rollback: drop that answer and the tool results, send a different tool result.
+                del self.messages[-1 - len(tool_calls) :]
+                self.messages.extend(self._tool_results(tool_calls, turn, 1))
+                next_attempt = self._attempts_used
+                turn += 1
+                intended = self.history.now()
+                continue
+            if tool_calls:
+                self.messages.extend(self._tool_results(tool_calls, turn, 0))
+            else:
+                self.messages.append(self._user(turn + 1, 0))
+            turn += 1
+        await self._finish(sid)
+
+    async def _finish(self, sid: str) -> None:
+        if self.end_reason in ("session_gone", "disconnected"):
+            return
+        await self.get(sid, reason="collect")
+        if self.workload.delete_at_end:
+            await self.delete(sid, reason="episode_end")
+        if not self.end_reason:
+            self.end_reason = "done"
+
+    # -- one turn ------------------------------------------------------------------
+
+    async def run_turn(self, sid: str, turn: int, intended: float, *, first_attempt: int = 0) -> dict[str, Any] | None:
+        """Send the current messages until an unaborted answer (returned) or a reason to stop (None)."""
+        chaos = self.plan.chaos
+        attempt = first_attempt
+        retries = 0
+        timeouts = 0
+        while True:
+            body = self._body()
+            if chaos.disconnect_turn == turn and attempt == first_attempt:
+                await self._disconnect(sid, turn, attempt, body, intended)
+                return None
+            if turn in chaos.duplicate_turns and attempt == first_attempt:
+                outcome = await self._duplicate(sid, turn, attempt, body, intended)
+                attempt += 2
+            else:
+                outcome = await self.chat(sid, turn, attempt, body, intended)
+                attempt += 1
+            self._attempts_used = attempt
+            if outcome.good:
+                return outcome.message
+            if outcome.type == "info":
+                timeouts += 1
+                if timeouts > self.spec.timeout_retries:
+                    self.end_reason = "timeouts_exhausted"
+                    return None
+                continue
+            if outcome.status == 404:
+                self.end_reason = "session_gone"
+                return None
+            if outcome.aborted or outcome.status in _RETRY_STATUSES or outcome.kind == "refused":
+                retries += 1
+                if retries > self.spec.max_retries:
+                    self.end_reason = "aborts_exhausted" if outcome.aborted else "retries_exhausted"
+                    return None
+                if outcome.kind == "refused":
+                    await asyncio.sleep(0.05 * retries)
+                continue
+            self.end_reason = f"status_{outcome.status}"
+            return None
+
+    async def _duplicate(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> ChatOutcome:
+        """Two copies of one turn in flight: the second is a client retry sent before the first returned."""
+        delay = self.plan.chaos.duplicate_delay_s
+        self.history.event(
+            process="nemesis",
+            f="chaos",
+            session=sid,
+            server=self.server,
+            value={"action": "duplicate_inflight", "turn": turn, "attempts": [attempt, attempt + 1], "delay_s": delay},
+        )
+
+        async def second() -> ChatOutcome:
+            await asyncio.sleep(delay)
+            return await self.chat(sid, turn, attempt + 1, body, intended)
+
+        first, dup = await asyncio.gather(self.chat(sid, turn, attempt, body, intended), second())
+        # Like a real client, trust the retry's answer when it has one.
+        for o in (dup, first):
+            if o.good:
+                return o
+        return dup if dup.type != "info" else first
+
+    async def _disconnect(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> None:
+        """The agent's process 'dies' mid-request (the connection drops), then the session is deleted."""
+        after = self.plan.chaos.disconnect_after_s
+        self.history.event(
+            process="nemesis",
+            f="chaos",
+            session=sid,
+            server=self.server,
+            value={"action": "disconnect", "turn": turn, "after_s": after},
+        )
+        await self.chat(sid, turn, attempt, body, intended, cancel_after=after)
+        self.end_reason = "disconnected"
+        await self.delete(sid, reason="after_disconnect")
+
+    # -- HTTP operations -----------------------------------------------------------
+
+    def _headers(self, rid: str, turn: int | None, attempt: int | None) -> dict[str, str]:
+        h = {"x-request-id": rid}
+        if turn is not None:
+            h["x-turn"] = str(turn)
+        if attempt is not None:
+            h["x-attempt"] = str(attempt)
+        return h
+
+    async def _call(self, op: int, coro: Any, cancel_after: float | None = None) -> Reply | ChatOutcome:
+        limit = self.spec.timeout_s if cancel_after is None else min(cancel_after, self.spec.timeout_s)
+        try:
+            async with asyncio.timeout(limit):
+                reply: Reply = await coro
+        except TimeoutError:
+            err = "client disconnected (chaos)" if cancel_after is not None else f"timeout after {limit:g} s"
+            self.history.info(op, error=err)
+            return ChatOutcome(op, "info", error=err, kind="disconnected" if cancel_after is not None else "timeout")
+        except ClientFailure as exc:
+            self.history.complete(op, "fail" if exc.outcome == "fail" else "info", error=str(exc))
+            return ChatOutcome(op, exc.outcome, error=str(exc), kind=exc.kind)
+        except asyncio.CancelledError:
+            self.history.info(op, error="cancelled (run ended)")
+            raise
+        return reply
+
+    async def create(self, intended: float | None = None) -> str | None:
+        rid = self.ids.request_id()
+        op = self.history.invoke(
+            process=self.plan.process,
+            f="create",
+            server=self.server,
+            request_id=rid,
+            intended=intended,
+            client=self.client.kind,
+        )
+        r = await self._call(
+            op, self.client.send("POST", f"{self.server}/sessions", headers=self._headers(rid, None, None))
+        )
+        if isinstance(r, ChatOutcome):
+            return None
+        sid = r.body.get("session_id") if isinstance(r.body, dict) else None
+        facts = framing_facts(r)
+        if 200 <= r.status < 300 and isinstance(sid, str):
+            self.history.ok(op, status=r.status, session=sid, **facts)
+            self.session = sid
+            return sid
+        self.history.fail(op, status=r.status, error=r.text[:500], **facts)
+        return None
+
+    async def chat(
+        self,
+        sid: str,
+        turn: int,
+        attempt: int,
+        body: dict[str, Any],
+        intended: float,
+        *,
+        cancel_after: float | None = None,
+    ) -> ChatOutcome:
+        rid = self.ids.request_id()
+        headers = self._headers(rid, turn, attempt)
+        forced = self.plan.chaos.forced_fault(turn) if attempt == 0 else None
+        if forced:
+            headers["x-fake-fault"] = forced
+        now = self.history.now()
+        op = self.history.invoke(
+            process=self.plan.process,
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=turn,
+            attempt=attempt,
+            request_id=rid,
+            intended=now if attempt > 0 else max(intended, 0.0),
+            turn_intended=round(intended, 6),
+            client=self.client.kind,
+            messages=len(body["messages"]),
+            forced_fault=forced,
+        )
+        self.nemesis.chat_sent(session=sid, server=self.server, turn=turn, chaos=self.plan.chaos)
+        r = await self._call(op, self.client.chat(self.server, sid, body, headers), cancel_after)
+        if isinstance(r, ChatOutcome):
+            return r
+        return self._chat_reply(op, r)
+
+    def _chat_reply(self, op: int, r: Reply) -> ChatOutcome:
+        facts = framing_facts(r)
+        if r.status != 200:
+            err = r.body.get("error") if isinstance(r.body, dict) else None
+            self.history.fail(op, status=r.status, error=err if err is not None else r.text[:500], **facts)
+            return ChatOutcome(op, "fail", status=r.status)
+        choice: dict[str, Any] = {}
+        if isinstance(r.body, dict) and isinstance(r.body.get("choices"), list) and r.body["choices"]:
+            choice = r.body["choices"][0]
+        msg = choice.get("message") if isinstance(choice.get("message"), dict) else None
+        finish = choice.get("finish_reason")
+        if self.spec.litellm_remap and finish == "abort":
+            finish = "stop"
+        header_abort = r.header("x-sglang-aborted") == "1"
+        aborted = header_abort or finish == "abort"
+        usage = r.body.get("usage") if isinstance(r.body, dict) else None
+        content = msg.get("content") if msg else None
+        fields: dict[str, Any] = {
+            "status": r.status,
+            "finish_reason": finish,
+            "aborted": aborted,
+            "prompt_tokens": usage.get("prompt_tokens") if isinstance(usage, dict) else None,
+            "completion_tokens": usage.get("completion_tokens") if isinstance(usage, dict) else None,
+            "content_sha": hashlib.sha1(content.encode()).hexdigest() if isinstance(content, str) else None,
+            "tool_calls": len(msg.get("tool_calls") or []) if msg else 0,
+            **facts,
+        }
+        if r.error or msg is None:
+            # The server answered 200 but the client cannot use it: the outcome is unknown to the agent.
+            err = r.error or "200 without choices[0].message"
+            self.history.info(op, error=err, **fields)
+            return ChatOutcome(op, "info", status=r.status, error=err, kind="protocol")
+        self.history.ok(op, **fields)
+        assistant = {"role": "assistant", "content": content}
+        if msg.get("tool_calls"):
+            assistant["tool_calls"] = msg["tool_calls"]
+        return ChatOutcome(op, "ok", status=r.status, message=assistant, finish_reason=finish, aborted=aborted)
+
+    async def get(self, sid: str, *, reason: str) -> Reply | None:
+        rid = self.ids.request_id()
+        op = self.history.invoke(
+            process=self.plan.process,
+            f="get",
+            session=sid,
+            server=self.server,
+            request_id=rid,
+            reason=reason,
+            client=self.client.kind,
+        )
+        r = await self._call(
+            op, self.client.send("GET", f"{self.server}/sessions/{sid}", headers=self._headers(rid, None, None))
+        )
+        if isinstance(r, ChatOutcome):
+            return None
+        facts = framing_facts(r)
+        if r.status == 200:
+            self.history.ok(op, status=r.status, body=r.body, **facts)
+        else:
+            self.history.fail(op, status=r.status, **facts)
+        return r
+
+    async def delete(self, sid: str, *, reason: str) -> int | None:
+        rid = self.ids.request_id()
+        op = self.history.invoke(
+            process=self.plan.process,
+            f="delete",
+            session=sid,
+            server=self.server,
+            request_id=rid,
+            reason=reason,
+            client=self.client.kind,
+        )
+        r = await self._call(
+            op, self.client.send("DELETE", f"{self.server}/sessions/{sid}", headers=self._headers(rid, None, None))
+        )
+        if isinstance(r, ChatOutcome):
+            return None
+        facts = framing_facts(r)
+        self.history.complete(op, "ok" if 200 <= r.status < 300 else "fail", status=r.status, **facts)
+        return r.status
+
+    # -- message content -----------------------------------------------------------
+
+    def _draw(self) -> float:
+        return self.ids.rng.random()
+
+    def _body(self) -> dict[str, Any]:
+        return {"model": self.model, "messages": [dict(m) for m in self.messages]}
+
+    def _user(self, turn: int, variant: int) -> dict[str, Any]:
+        words = ("plan", "step", "check", "reward", "rollout", "state", "action", "policy", "value", "token")
+        pick = " ".join(words[(self.plan.index + turn * 3 + variant + i) % len(words)] for i in range(4))
+        alt = " (rephrased)" if variant else ""
+        return {"role": "user", "content": f"Turn {turn}{alt}: {pick}."}
+
+    def _tool_results(self, calls: list[dict[str, Any]], turn: int, variant: int) -> list[dict[str, Any]]:
+        out = []
+        for i, c in enumerate(calls):
+            name = (c.get("function") or {}).get("name", "tool")
+            result = f"{name} result {turn}.{i}" + (" (retried, different)" if variant else "")
+            out.append({"role": "tool", "tool_call_id": c.get("id", f"call_{i}"), "content": result})
+        return out

@@ -1,0 +1,328 @@
+"""Live mode: real processes, real loopback sockets, wall-clock time.
+
+One run: start the fake SGLang and N reference-server processes on free
+loopback ports (or use the user's URLs), wait for ``/health``, run the
+workload with its agents and the nemesis, then collect what the servers say
+(final session states, deleted-session probes, the backend's execution log,
+the servers' JSON log lines), stop every process whatever happened, save the
+run folder, run the checkers and build the report.
+
+The collection comes before the stop because state lives only in the
+processes; the stop is in a ``finally`` (and process groups are also swept at
+interpreter exit) because an orphaned server on a loopback port poisons the
+next run on a shared machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from harness.agents import Agent, HttpClient, make_client
+from harness.chaos import Nemesis
+from harness.history import History
+from harness.rundata import RUN_FILES, RunData
+from harness.runner._procs import ProcessGroup
+from harness.scenario import DEFAULT_VARIANT, Scenario
+from harness.seams import LoopClock
+from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
+
+__all__ = ["RunResult", "run_dir_name", "run_scenario"]
+
+Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
+
+
+@dataclass
+class RunResult:
+    name: str
+    variant: str
+    seed: int
+    run_dir: Path
+    status: str = "unknown"  # composed verdict: valid | invalid | unknown | error
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    duration_s: float = 0.0
+    sessions: int = 0
+    events: int = 0
+    workload: WorkloadResult | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_dir_name(sc: Scenario, expanded: bool) -> str:
+    return f"{sc.name}@{sc.variant_label}" if expanded else sc.name
+
+
+def _apply_overrides(sc: Scenario, variant_override: str | None, seed_override: int | None) -> Scenario:
+    import dataclasses
+
+    if seed_override is not None:
+        sc = dataclasses.replace(sc, seed=seed_override, backend=dataclasses.replace(sc.backend, seed=seed_override))
+    if variant_override is not None:
+        vs = [] if variant_override == DEFAULT_VARIANT else [v for v in variant_override.split("+") if v]
+        sc = sc.with_variants(vs)
+    return sc
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: Path,
+    variant_override: str | None = None,
+    seed_override: int | None = None,
+    *,
+    run_name: str | None = None,
+    progress: Progress | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind."""
+    sc = _apply_overrides(scenario, variant_override, seed_override)
+    run_dir = Path(out_dir) / (run_name or sc.name)
+    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir)
+    t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
+    run_dir.mkdir(parents=True, exist_ok=True)
+    procs: ProcessGroup | None = None
+    try:
+        if sc.target.kind == "reference":
+            plan_file = run_dir / "backend_plan.json"
+            plan_file.write_text(json.dumps(sc.backend.plan(), indent=1))
+            procs = ProcessGroup.plan(
+                run_dir / "logs",
+                processes=sc.target.processes,
+                seed=sc.backend.seed,
+                plan_file=plan_file,
+                variants=sc.target.variants,
+                tokenizer=sc.target.tokenizer,
+                server_args=sc.target.server_args,
+                startup_timeout_s=sc.target.startup_timeout_s,
+            )
+        data = asyncio.run(_run_async(sc, procs, res, progress))
+        data.save(run_dir)
+        res.events = len(data.history)
+    except KeyboardInterrupt:
+        res.status, res.error = "error", "interrupted"
+        raise
+    except Exception as exc:
+        res.status = "error"
+        res.error = f"{type(exc).__name__}: {exc}"
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+    finally:
+        if procs is not None:
+            procs.stop()
+        res.duration_s = time.perf_counter() - t0  # seam-ok: see above
+    if res.status != "error":
+        _check(res, sc)
+        if report:
+            _report(res)
+    return res
+
+
+async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None) -> RunData:
+    try:
+        if procs is not None:
+            await procs.start()
+            servers = [s.url for s in procs.servers]
+            backend_url: str | None = procs.backend.url if procs.backend else None
+        else:
+            servers = list(sc.target.urls)
+            backend_url = sc.target.backend_url
+        return await _drive(sc, servers, backend_url, procs, res, progress)
+    finally:
+        if procs is not None:
+            procs.stop()
+
+
+async def _drive(
+    sc: Scenario,
+    servers: list[str],
+    backend_url: str | None,
+    procs: ProcessGroup | None,
+    res: RunResult,
+    progress: Progress | None,
+) -> RunData:
+    clock = LoopClock()
+    history = History(clock)
+    history.now()  # t = 0: the run starts now
+    plans = plan_sessions(sc, len(servers))
+    res.sessions = len(plans)
+    control = httpx.AsyncClient(timeout=10.0)
+    clients: dict[str, HttpClient] = {}
+    try:
+
+        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+            try:
+                r = await control.request(method, url, json=body)
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"
+            return r.status_code, None
+
+        nemesis = Nemesis(
+            sc.chaos,
+            history,
+            servers,
+            request,
+            backend_url=backend_url,
+            base_plan=sc.backend.plan(),
+            processes=procs,
+        )
+        finished = 0
+
+        def on_done(_: SessionPlan) -> None:
+            nonlocal finished
+            finished += 1
+            if progress is not None:
+                progress(finished, len(plans))
+
+        async def run_session(p: SessionPlan) -> None:
+            client = clients.get(p.client)
+            if client is None:
+                client = clients[p.client] = make_client(p.client)
+            agent = Agent(
+                p, servers=servers, client=client, history=history, spec=sc.agent, workload=sc.workload, nemesis=nemesis
+            )
+            await agent.run()
+
+        timeline = asyncio.create_task(nemesis.timeline())
+        res.workload = await run_workload(
+            plans,
+            run_session,
+            now=history.now,
+            concurrency=sc.workload.concurrency,
+            duration_s=sc.workload.duration_s,
+            on_done=on_done,
+        )
+        # A restart or an outage end must happen before collection, or the final state lies.
+        try:
+            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
+        except TimeoutError:
+            timeline.cancel()
+            res.notes.append("chaos timeline cut at the end of the workload")
+        with contextlib.suppress(asyncio.CancelledError):
+            await timeline
+        await nemesis.drain()
+        if res.workload.errors:
+            res.notes.extend(res.workload.errors[:5])
+        history.close_open("run ended (duration bound)")
+        return await _collect(sc, history, servers, backend_url, control, procs)
+    finally:
+        for c in clients.values():
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        await control.aclose()
+
+
+async def _collect(
+    sc: Scenario,
+    history: History,
+    servers: list[str],
+    backend_url: str | None,
+    control: httpx.AsyncClient,
+    procs: ProcessGroup | None,
+) -> RunData:
+    owners: dict[str, str] = {}
+    deleted: set[str] = set()
+    for ev in history.events:
+        if ev["type"] == "ok" and ev["f"] == "create" and ev.get("session"):
+            owners[ev["session"]] = ev["server"]
+        if ev["type"] == "ok" and ev["f"] == "delete" and ev.get("session"):
+            deleted.add(ev["session"])
+    final: dict[str, dict[str, Any] | None] = {}
+    sem = asyncio.Semaphore(32)
+
+    async def final_get(sid: str, url: str) -> None:
+        value = "after_delete" if sid in deleted else "final_state"
+        async with sem:
+            op = history.invoke(process="runner", f="probe", session=sid, server=url, value=value)
+            try:
+                r = await control.get(f"{url}/sessions/{sid}")
+            except httpx.HTTPError as exc:
+                history.info(op, value=value, error=f"{type(exc).__name__}: {exc}")
+                return
+        if r.status_code == 200:
+            final[sid] = r.json()
+            history.ok(op, value=value, status=200)
+        else:
+            if r.status_code == 404:
+                final[sid] = None
+            history.complete(op, "ok" if r.status_code == 404 else "fail", value=value, status=r.status_code)
+
+    await asyncio.gather(*(final_get(sid, url) for sid, url in sorted(owners.items())))
+    executions: dict[str, list[dict[str, Any]]] = {}
+    if backend_url:
+        try:
+            r = await control.get(f"{backend_url}/stats")
+            if r.status_code == 200:
+                executions = r.json().get("executions", {}) or {}
+        except (httpx.HTTPError, ValueError):
+            pass
+    if procs is not None:
+        procs.stop()  # flush the servers' logs before reading them
+    logs = read_server_logs(procs.server_log_files()) if procs is not None else []
+    return RunData(
+        scenario={**sc.to_plain(), "servers": servers, "backend_url": backend_url},
+        history=history.events,
+        final_states=final,
+        owners=owners,
+        backend_executions=executions,
+        server_logs=logs,
+    )
+
+
+def read_server_logs(files: list[Path]) -> list[dict[str, Any]]:
+    """Every JSON log line of every server process, merged by timestamp; malformed lines skipped."""
+    lines: list[dict[str, Any]] = []
+    for f in files:
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        for raw in text.splitlines():
+            raw = raw.strip()
+            if not raw.startswith("{"):
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                lines.append(obj)
+    lines.sort(key=lambda x: float(x.get("ts", 0.0)) if isinstance(x.get("ts"), int | float) else 0.0)
+    return lines
+
+
+def _check(res: RunResult, sc: Scenario) -> None:
+    try:
+        from harness.checkers import check_all
+    except ImportError:
+        res.notes.append("harness.checkers not available: no verdicts")
+        return
+    run = RunData.load(res.run_dir)
+    names = None if "all" in sc.checks.enabled else list(sc.checks.enabled)
+    verdicts = [v.to_dict() for v in check_all(run, names)]
+    (res.run_dir / RUN_FILES["verdicts"]).write_text(json.dumps(verdicts, indent=1, sort_keys=True))
+    res.verdicts = verdicts
+    statuses = [str(v.get("status")) for v in verdicts]
+    if "invalid" in statuses:
+        res.status = "invalid"
+    elif "unknown" in statuses or not statuses:
+        res.status = "unknown"
+    else:
+        res.status = "valid"
+
+
+def _report(res: RunResult) -> None:
+    try:
+        from harness.report import build_run_report
+    except ImportError:
+        return
+    try:
+        build_run_report(res.run_dir)
+    except Exception as exc:  # a report bug must not hide the verdicts
+        res.notes.append(f"report failed: {type(exc).__name__}: {exc}")

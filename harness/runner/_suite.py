@@ -1,0 +1,87 @@
+"""A suite: several scenario files, each possibly expanded into one run per variant.
+
+Every file is validated before the first process starts, so a typo in the
+tenth scenario fails the command in a second rather than after nine runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness.runner._live import Progress, RunResult, run_dir_name, run_scenario
+from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
+
+__all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "run_suite"]
+
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def find_scenarios(args: Sequence[str], suite: str | None = None, root: Path | None = None) -> list[Path]:
+    """Paths named on the command line (files or folders of ``*.toml``), plus a named suite.
+
+    ``suite="default"`` is every scenario with ``default = true`` under ``root``
+    (default: the project's scenarios/ folder); ``suite="all"`` is all of them.
+    """
+    root = root or (Path("scenarios") if Path("scenarios").is_dir() else SCENARIO_DIR)
+    out: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.toml")))
+        elif p.exists():
+            out.append(p)
+        elif (root / f"{a}.toml").exists():
+            out.append(root / f"{a}.toml")
+        else:
+            raise ScenarioError(a, "", "no such scenario file (give a path, a folder, or a name under scenarios/)")
+    if suite is not None:
+        files = sorted(root.glob("*.toml"))
+        if suite == "all":
+            out.extend(files)
+        elif suite == "default":
+            out.extend(f for f in files if load_scenario(f).default)
+        else:
+            raise ScenarioError(f"--suite {suite}", "", "unknown suite; allowed: default, all")
+    return list(dict.fromkeys(out))
+
+
+def expand(sc: Scenario, variant_override: str | None = None) -> list[tuple[Scenario, str]]:
+    """(scenario, run folder name) per run: ``target.compare`` gives one run per variant."""
+    if variant_override is not None:
+        return [(sc, sc.name)]
+    runs = expand_variants(sc)
+    expanded = len(runs) > 1 or bool(sc.target.compare)
+    return [(r, run_dir_name(r, expanded)) for r in runs]
+
+
+def run_suite(
+    paths: Sequence[Path],
+    out_dir: Path,
+    *,
+    variant: str | None = None,
+    seed: int | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    on_progress: Progress | None = None,
+    on_done: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    scenarios = [load_scenario(p) for p in paths]  # validate everything first
+    results = []
+    for sc in scenarios:
+        for one, name in expand(sc, variant):
+            if on_start is not None:
+                on_start(name, one.workload.sessions)
+            r = run_scenario(one, out_dir, variant, seed, run_name=name, progress=on_progress)
+            results.append(r)
+            if on_done is not None:
+                on_done(r)
+    try:
+        from harness.report import build_suite_report
+    except ImportError:
+        return results
+    try:
+        build_suite_report(out_dir)
+    except Exception as exc:
+        if results:
+            results[-1].notes.append(f"suite report failed: {type(exc).__name__}: {exc}")
+    return results

@@ -1,0 +1,148 @@
+"""``harness run``: run scenarios, check them, report; exit 0 all valid, 1 a violation, 2 bad input.
+
+A bad scenario is the user's input error, not a crash: it is printed as one
+line naming the file, the key and the fix, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.runner._live import RunResult
+from harness.runner._suite import find_scenarios, run_suite
+from harness.scenario import ScenarioError
+
+__all__ = ["main"]
+
+_STYLE = {"valid": "green", "invalid": "bold red", "unknown": "yellow", "error": "bold magenta"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness run", description="Run scenarios against a session server.")
+    p.add_argument("scenarios", nargs="*", help="scenario files, folders, or names under scenarios/")
+    p.add_argument("--suite", choices=("default", "all"), help="add a named suite of scenarios/")
+    p.add_argument("--variant", help="run every scenario against this server variant (a+b for several; default)")
+    p.add_argument("--seed", type=int, help="override every scenario's seed")
+    p.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
+    p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
+    """Runs as rows, checkers as numbered columns (a legend follows: names are long)."""
+    checkers: list[str] = []
+    for r in results:
+        for v in r.verdicts:
+            if v["checker"] not in checkers:
+                checkers.append(v["checker"])
+    t = Table(title="scenario x checker (v valid, X invalid (violations), ? unknown)")
+    t.add_column("run")
+    t.add_column("status")
+    t.add_column("s", justify="right")
+    for i, _ in enumerate(checkers, 1):
+        t.add_column(str(i), justify="center")
+    marks = {"valid": "v", "invalid": "X", "unknown": "?"}
+    for r in results:
+        by = {v["checker"]: v for v in r.verdicts}
+        cells = []
+        for c in checkers:
+            cell = by.get(c)
+            if cell is None:
+                cells.append("-")
+                continue
+            st = str(cell["status"])
+            n = len(cell.get("violations") or [])
+            cells.append(f"[{_STYLE.get(st, '')}]{marks.get(st, st)}{n if n else ''}[/]")
+        t.add_row(r.run_dir.name, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", f"{r.duration_s:.1f}", *cells)
+    legend = [f"{i}={c}" for i, c in enumerate(checkers, 1)]
+    return t, legend
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False)
+    if args.mode != "live":
+        try:
+            from harness.sim import runner as sim_runner  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            print(f"harness run: --mode {args.mode} is not available in this build", file=sys.stderr)
+            return 2
+        return int(sim_runner.main(argv or []))
+    try:
+        paths = find_scenarios(args.scenarios, args.suite)
+        if not paths:
+            print("harness run: no scenarios given (name files, or --suite default)", file=sys.stderr)
+            return 2
+        from harness.scenario import load_scenario
+
+        for p in paths:
+            load_scenario(p)
+    except ScenarioError as exc:
+        print(f"harness run: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    results: list[RunResult] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.quiet,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def on_start(name: str, sessions: int) -> None:
+            bar.reset(task, total=sessions, description=name)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        def on_done(r: RunResult) -> None:
+            line = f"{r.run_dir.name}: {r.status} in {r.duration_s:.1f} s"
+            if r.error:
+                line += f" ({r.error})"
+            bar.console.print(line)
+
+        try:
+            results = run_suite(
+                paths,
+                out,
+                variant=args.variant,
+                seed=args.seed,
+                on_start=on_start,
+                on_progress=on_progress,
+                on_done=on_done,
+            )
+        except ScenarioError as exc:
+            print(f"harness run: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]: every server process was stopped")
+            return 130
+    table, legend = _table(results)
+    console.print(table)
+    if legend:
+        console.print("  ".join(legend))
+    for r in results:
+        for v in r.verdicts:
+            if v["status"] != "valid":
+                first = (v.get("violations") or [{}])[0].get("message") or v.get("notes", "")
+                console.print(f"[{_STYLE.get(str(v['status']), '')}]{r.run_dir.name} {v['checker']}[/]: {first}")
+    for r in results:
+        for n in r.notes:
+            console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
+    console.print(f"run folders under {out}/")
+    if any(r.status == "invalid" for r in results):
+        return 1
+    if any(r.status == "error" for r in results):
+        return 1
+    return 0

@@ -1,0 +1,646 @@
+"""Scenarios are data: a TOML file, validated completely before anything starts.
+
+A scenario names the target (our reference server with a variant, or the
+user's own deployment), the fake backend and its fault plan, the workload,
+how the agents behave, the client chaos, the checks and the latency SLOs.
+One ``seed`` drives every random choice, so a run is named by (file, seed).
+
+Why validate up front: a typo such as ``delete_durng_proxy = 0.2`` that is
+silently ignored yields a green run that tested nothing. Every error names
+the file, the dotted key and what was expected or allowed (with a
+did-you-mean for unknown keys), in the style of Hypothesis' misuse errors.
+
+The schema is documented in ``docs/scenarios.md``; :meth:`Scenario.to_plain`
+is what checkers see as ``RunData.scenario`` (docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SLO_BUCKETS",
+    "AgentSpec",
+    "BackendSpec",
+    "ChaosSpec",
+    "ChecksSpec",
+    "KillRestart",
+    "Outage",
+    "Scenario",
+    "ScenarioError",
+    "TargetSpec",
+    "WorkloadSpec",
+    "expand_variants",
+    "load_scenario",
+    "parse_scenario",
+]
+
+CLIENT_KINDS = ("httpx", "openai", "aiohttp")
+SLO_BUCKETS = (
+    "lock_wait_ms",
+    "tokenize_in_ms",
+    "proxy_elapsed_ms",
+    "tokenize_out_ms",
+    "total_ms",
+    "client_request_ms",
+    "client_turn_ms",
+)
+DEFAULT_VARIANT = "default"
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run: names the file, the key and the fix."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        where = f"{file}: key {key!r}" if key else file
+        super().__init__(f"{where}: {message}")
+
+
+# ---------------------------------------------------------------- the schema
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    kind: str = "reference"  # "reference" | "urls"
+    processes: int = 1
+    variants: tuple[str, ...] = ()  # applied together to every process
+    compare: tuple[str, ...] = ()  # one run per entry ("default", "lock_restore", "a+b")
+    tokenizer: str | None = None
+    server_args: tuple[str, ...] = ()  # extra CLI args for every server process
+    urls: tuple[str, ...] = ()
+    backend_url: str | None = None
+    startup_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    seed: int = 0
+    latency: Mapping[str, Any] = field(default_factory=dict)  # fake plan "latency" table
+    generation: Mapping[str, Any] = field(default_factory=dict)  # fake plan "generation" table
+    rules: tuple[Mapping[str, Any], ...] = ()  # fake plan [[rules]]
+
+    def plan(self) -> dict[str, Any]:
+        """The fake SGLang's plan (harness/fake_sglang/plan.py format)."""
+        out: dict[str, Any] = {"rules": [dict(r) for r in self.rules]}
+        if self.latency:
+            out["latency"] = dict(self.latency)
+        if self.generation:
+            out["generation"] = dict(self.generation)
+        return out
+
+    def fault_classes(self) -> list[str]:
+        return sorted({str(r["fault"]) for r in self.rules if r.get("fault") not in (None, "none")})
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    sessions: int = 10
+    concurrency: int = 10
+    turns: tuple[int, int] = (2, 4)  # inclusive range per session
+    arrival_rate: float = 0.0  # sessions/s, Poisson; 0 = all intended at t=0
+    think_time_s: tuple[float, float] = (0.0, 0.0)
+    duration_s: float = 30.0  # hard bound on the whole workload
+    tool_call_probability: float = 0.0  # the backend answers with tool_calls
+    tool_retry_probability: float = 0.0  # per tool step: redo it with another result (rollback)
+    first_turn_retry_probability: float = 0.0  # per session: redo turn 0 with another user message
+    delete_at_end: bool = True
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    clients: Mapping[str, float] = field(default_factory=lambda: {"httpx": 1.0})  # kind -> weight
+    litellm_remap: bool = False
+    max_retries: int = 3  # abort / 5xx retries of one turn
+    timeout_s: float = 10.0
+    timeout_retries: int = 1
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class KillRestart:
+    process: int
+    at_s: float
+    restart_after_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Outage:
+    at_s: float
+    duration_s: float
+    fault: str = "http_503"
+
+
+@dataclass(frozen=True)
+class ChaosSpec:
+    delete_during_proxy: float = 0.0  # per session
+    delete_delay_ms: tuple[float, float] = (2.0, 20.0)  # after the chat was sent
+    disconnect: float = 0.0  # per session: abandon a chat mid-request, then DELETE
+    disconnect_after_ms: tuple[float, float] = (2.0, 20.0)
+    duplicate_inflight: float = 0.0  # per turn: a second copy of the request while the first is in flight
+    duplicate_delay_ms: tuple[float, float] = (0.0, 10.0)
+    wrong_process_probes: float = 0.0  # per session (needs processes >= 2 or urls >= 2)
+    forced_faults: Mapping[str, float] = field(default_factory=dict)  # x-fake-fault name -> per-request probability
+    kill_restart: tuple[KillRestart, ...] = ()
+    backend_outage: tuple[Outage, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChecksSpec:
+    enabled: tuple[str, ...] = ("all",)
+    liveness_bound_s: float = 30.0
+    options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    seed: int = 0
+    default: bool = False  # part of the default suite (`make run`)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    backend: BackendSpec = field(default_factory=BackendSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    agent: AgentSpec = field(default_factory=AgentSpec)
+    chaos: ChaosSpec = field(default_factory=ChaosSpec)
+    checks: ChecksSpec = field(default_factory=ChecksSpec)
+    slo: Mapping[str, float] = field(default_factory=dict)  # bucket -> p99 bound (ms)
+    source: str = "<memory>"
+
+    @property
+    def variant_label(self) -> str:
+        return "+".join(self.target.variants) or DEFAULT_VARIANT
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain JSON data for ``RunData.scenario`` (what checkers and reports read)."""
+        d: dict[str, Any] = _plain(dataclasses.asdict(self))
+        d["backend"]["faults"] = self.fault_classes()
+        d["backend"]["plan"] = self.backend.plan()
+        d["target"]["variant"] = self.variant_label
+        d["checks"]["enabled"] = list(self.checks.enabled)
+        return d
+
+    def fault_classes(self) -> list[str]:
+        """Every fault class this run may inject: plan rules, forced headers, outages."""
+        out = set(self.backend.fault_classes())
+        out.update(k for k, p in self.chaos.forced_faults.items() if p > 0)
+        out.update(o.fault for o in self.chaos.backend_outage)
+        return sorted(out)
+
+    def with_variants(self, variants: Sequence[str]) -> Scenario:
+        t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
+        return dataclasses.replace(self, target=t)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def expand_variants(sc: Scenario) -> list[Scenario]:
+    """One scenario per ``target.compare`` entry ("a+b" = both variants), or the scenario itself."""
+    if not sc.target.compare:
+        return [sc]
+    out = []
+    for entry in sc.target.compare:
+        vs = [] if entry == DEFAULT_VARIANT else [v for v in entry.split("+") if v]
+        out.append(sc.with_variants(vs))
+    return out
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+class _Table:
+    """Typed reads from one TOML table; unknown keys are errors at ``done()``."""
+
+    def __init__(self, file: str, data: Mapping[str, Any], path: str) -> None:
+        self.file = file
+        self.data = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def err(self, k: str, msg: str) -> ScenarioError:
+        return ScenarioError(self.file, self.key(k), msg)
+
+    def has(self, k: str) -> bool:
+        return k in self.data
+
+    def raw(self, k: str, default: Any = None) -> Any:
+        self.seen.add(k)
+        return self.data.get(k, default)
+
+    def str_(self, k: str, default: str | None, choices: Sequence[str] | None = None) -> Any:
+        v = self.raw(k, default)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise self.err(k, f"expected a string, got {v!r}")
+        if choices is not None and v not in choices:
+            raise self.err(k, f"{v!r} is not allowed; {_did_you_mean(v, choices)}allowed: {', '.join(choices)}")
+        return v
+
+    def bool_(self, k: str, default: bool) -> bool:
+        v = self.raw(k, default)
+        if not isinstance(v, bool):
+            raise self.err(k, f"expected true or false, got {v!r}")
+        return v
+
+    def int_(self, k: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        v = self.raw(k, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err(k, f"expected an integer, got {v!r}")
+        self._bounds(k, v, lo, hi)
+        return v
+
+    def float_(self, k: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+        return self._num(k, self.raw(k, default), lo, hi)
+
+    def prob(self, k: str, default: float = 0.0) -> float:
+        return self.float_(k, default, 0.0, 1.0)
+
+    def _num(self, k: str, v: Any, lo: float | None, hi: float | None) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.err(k, f"expected a number, got {v!r}")
+        self._bounds(k, v, lo, hi)
+        return float(v)
+
+    def _bounds(self, k: str, v: float, lo: float | None, hi: float | None) -> None:
+        if lo is not None and v < lo:
+            raise self.err(k, f"must be >= {lo:g}, got {v!r}")
+        if hi is not None and v > hi:
+            raise self.err(k, f"must be <= {hi:g}, got {v!r}")
+
+    def frange(self, k: str, default: tuple[float, float], lo: float = 0.0) -> tuple[float, float]:
+        """A number, or ``[min, max]``."""
+        v = self.raw(k, list(default))
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            x = self._num(k, v, lo, None)
+            return (x, x)
+        if not isinstance(v, list) or len(v) != 2:
+            raise self.err(k, f"expected a number or [min, max], got {v!r}")
+        a, b = (self._num(k, x, lo, None) for x in v)
+        if a > b:
+            raise self.err(k, f"[min, max] with min <= max, got {v!r}")
+        return (a, b)
+
+    def irange(self, k: str, default: tuple[int, int], lo: int = 0) -> tuple[int, int]:
+        v = self.raw(k, list(default))
+        if isinstance(v, int) and not isinstance(v, bool):
+            self._bounds(k, v, lo, None)
+            return (v, v)
+        if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise self.err(k, f"expected an integer or [min, max] of integers, got {v!r}")
+        for x in v:
+            self._bounds(k, x, lo, None)
+        if v[0] > v[1]:
+            raise self.err(k, f"[min, max] with min <= max, got {v!r}")
+        return (v[0], v[1])
+
+    def strs(self, k: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        v = self.raw(k, list(default))
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.err(k, f"expected a list of strings, got {v!r}")
+        return tuple(v)
+
+    def table(self, k: str) -> _Table:
+        v = self.raw(k, {})
+        if not isinstance(v, Mapping):
+            raise self.err(k, f"expected a table ([{self.key(k)}]), got {v!r}")
+        return _Table(self.file, v, self.key(k))
+
+    def tables(self, k: str) -> list[_Table]:
+        v = self.raw(k, [])
+        if not isinstance(v, list) or not all(isinstance(x, Mapping) for x in v):
+            raise self.err(k, f"expected an array of tables ([[{self.key(k)}]]), got {v!r}")
+        return [_Table(self.file, x, f"{self.key(k)}[{i}]") for i, x in enumerate(v)]
+
+    def done(self) -> None:
+        for k in self.data:
+            if k not in self.seen:
+                allowed = sorted(self.seen)
+                raise self.err(k, f"unknown key; {_did_you_mean(k, allowed)}allowed here: {', '.join(allowed)}")
+
+
+def _known_variants() -> tuple[str, ...] | None:
+    try:
+        from reference_impl.config import VARIANTS
+    except ImportError:  # pragma: no cover - reference server not built yet
+        return None
+    return tuple(sorted(VARIANTS))
+
+
+def _known_checkers() -> tuple[str, ...] | None:
+    try:
+        from harness.checkers import CHECKERS  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    return tuple(CHECKERS)
+
+
+def _parse_target(t: _Table) -> TargetSpec:
+    kind = t.str_("kind", "reference", ("reference", "urls"))
+    variants = t.strs("variants")
+    compare = t.strs("compare")
+    known = _known_variants()
+    if known is not None:
+        for key, names in (("variants", variants), ("compare", compare)):
+            for entry in names:
+                for v in entry.split("+"):
+                    if v != DEFAULT_VARIANT and v not in known:
+                        raise t.err(key, f"unknown variant {v!r}; {_did_you_mean(v, known)}allowed: {', '.join(known)}")
+    if kind == "reference":
+        spec = TargetSpec(
+            kind=kind,
+            processes=t.int_("processes", 1, 1, 64),
+            variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
+            compare=compare,
+            tokenizer=t.str_("tokenizer", None),
+            server_args=t.strs("server_args"),
+            startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
+        )
+    else:
+        urls = t.strs("urls")
+        if not urls:
+            raise t.err("urls", 'kind = "urls" needs urls = ["http://127.0.0.1:PORT", ...]')
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise t.err("urls", f"{u!r} is not an http(s) URL")
+        if compare:
+            raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch an external server)')
+        spec = TargetSpec(
+            kind=kind,
+            processes=len(urls),
+            urls=tuple(u.rstrip("/") for u in urls),
+            backend_url=t.str_("backend_url", None),
+            variants=variants,
+        )
+    t.done()
+    return spec
+
+
+def _parse_backend(t: _Table, seed: int) -> BackendSpec:
+    latency = t.raw("latency", {})
+    generation = t.raw("generation", {})
+    rules = t.raw("rules", [])
+    if not isinstance(latency, Mapping):
+        raise t.err("latency", 'expected a table, e.g. latency = { model = "uniform", min_ms = 20, max_ms = 80 }')
+    if not isinstance(generation, Mapping):
+        raise t.err("generation", "expected a table, e.g. generation = { max_words = 24 }")
+    if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
+        raise t.err("rules", "expected an array of tables ([[backend.rules]])")
+    spec = BackendSpec(
+        seed=t.int_("seed", seed, 0),
+        latency=dict(latency),
+        generation=dict(generation),
+        rules=tuple(dict(r) for r in rules),
+    )
+    t.done()
+    _validate_plan(t.file, spec)
+    return spec
+
+
+def _validate_plan(file: str, spec: BackendSpec) -> None:
+    """The fake's own plan validation, its errors re-anchored under ``backend.``."""
+    try:
+        from harness.fake_sglang.plan import PlanError, parse_plan
+    except ImportError:  # pragma: no cover - fake not built yet
+        return
+    try:
+        parse_plan(spec.plan(), "@")
+    except PlanError as exc:
+        msg = str(exc)
+        key = ""
+        if msg.startswith("@: key '"):
+            key, _, rest = msg[len("@: key '") :].partition("': ")
+            msg = rest
+        elif msg.startswith("@: "):
+            msg = msg[3:]
+        raise ScenarioError(file, f"backend.{key}" if key else "backend", msg) from None
+
+
+def _parse_workload(t: _Table, tool_default: float) -> WorkloadSpec:
+    spec = WorkloadSpec(
+        sessions=t.int_("sessions", 10, 1, 100_000),
+        concurrency=t.int_("concurrency", 10, 1, 10_000),
+        turns=t.irange("turns", (2, 4), lo=1),
+        arrival_rate=t.float_("arrival_rate", 0.0, 0.0),
+        think_time_s=t.frange("think_time_s", (0.0, 0.0)),
+        duration_s=t.float_("duration_s", 30.0, 0.1, 3600.0),
+        tool_call_probability=t.prob("tool_call_probability", tool_default),
+        tool_retry_probability=t.prob("tool_retry_probability"),
+        first_turn_retry_probability=t.prob("first_turn_retry_probability"),
+        delete_at_end=t.bool_("delete_at_end", True),
+    )
+    t.done()
+    return spec
+
+
+def _parse_agent(t: _Table) -> AgentSpec:
+    raw = t.raw("client", "httpx")
+    clients: dict[str, float]
+    if isinstance(raw, str):
+        if raw not in CLIENT_KINDS:
+            raise t.err("client", f"{raw!r}: {_did_you_mean(raw, CLIENT_KINDS)}allowed: {', '.join(CLIENT_KINDS)}")
+        clients = {raw: 1.0}
+    elif isinstance(raw, Mapping):
+        clients = {}
+        for k, w in raw.items():
+            if k not in CLIENT_KINDS:
+                raise t.err(
+                    f"client.{k}", f"unknown client; {_did_you_mean(k, CLIENT_KINDS)}allowed: {', '.join(CLIENT_KINDS)}"
+                )
+            if isinstance(w, bool) or not isinstance(w, int | float) or w < 0:
+                raise t.err(f"client.{k}", f"expected a non-negative weight, got {w!r}")
+            clients[k] = float(w)
+        if not any(w > 0 for w in clients.values()):
+            raise t.err("client", "at least one client needs a positive weight")
+    else:
+        raise t.err("client", 'expected "httpx" | "openai" | "aiohttp", or weights such as { httpx = 2, openai = 1 }')
+    spec = AgentSpec(
+        clients=clients,
+        litellm_remap=t.bool_("litellm_remap", False),
+        max_retries=t.int_("max_retries", 3, 0, 100),
+        timeout_s=t.float_("timeout_s", 10.0, 0.01, 600.0),
+        timeout_retries=t.int_("timeout_retries", 1, 0, 100),
+        stream=t.bool_("stream", False),
+    )
+    t.done()
+    return spec
+
+
+def _parse_chaos(t: _Table, target: TargetSpec) -> ChaosSpec:
+    forced_t = t.table("forced_faults")
+    forced = {k: forced_t.prob(k) for k in forced_t.data}
+    forced_t.done()
+    _validate_fault_names(forced_t, list(forced))
+    kills = []
+    for kt in t.tables("kill_restart"):
+        if target.kind != "reference":
+            raise kt.err("process", 'kill_restart needs target.kind = "reference" (the runner owns the processes)')
+        k = KillRestart(
+            process=kt.int_("process", 0, 0, target.processes - 1),
+            at_s=kt.float_("at_s", 1.0, 0.0),
+            restart_after_s=kt.float_("restart_after_s", 0.5, 0.0),
+        )
+        kt.done()
+        kills.append(k)
+    outages = []
+    for ot in t.tables("backend_outage"):
+        o = Outage(
+            at_s=ot.float_("at_s", 1.0, 0.0),
+            duration_s=ot.float_("duration_s", 1.0, 0.0),
+            fault=ot.str_("fault", "http_503"),
+        )
+        _validate_fault_names(ot, [o.fault], key="fault")
+        ot.done()
+        outages.append(o)
+    spec = ChaosSpec(
+        delete_during_proxy=t.prob("delete_during_proxy"),
+        delete_delay_ms=t.frange("delete_delay_ms", (2.0, 20.0)),
+        disconnect=t.prob("disconnect"),
+        disconnect_after_ms=t.frange("disconnect_after_ms", (2.0, 20.0)),
+        duplicate_inflight=t.prob("duplicate_inflight"),
+        duplicate_delay_ms=t.frange("duplicate_delay_ms", (0.0, 10.0)),
+        wrong_process_probes=t.prob("wrong_process_probes"),
+        forced_faults=forced,
+        kill_restart=tuple(kills),
+        backend_outage=tuple(outages),
+    )
+    if spec.wrong_process_probes > 0 and target.processes < 2:
+        raise t.err("wrong_process_probes", "needs at least 2 server processes (target.processes >= 2)")
+    t.done()
+    return spec
+
+
+def _validate_fault_names(t: _Table, names: list[str], key: str | None = None) -> None:
+    try:
+        from harness.fake_sglang.plan import PlanError, parse_fault_header
+    except ImportError:  # pragma: no cover
+        return
+    for n in names:
+        try:
+            parse_fault_header(n)
+        except PlanError as exc:
+            raise t.err(key or n, str(exc).split(": ", 2)[-1]) from None
+
+
+def _parse_checks(t: _Table) -> ChecksSpec:
+    enabled = t.strs("enabled", ("all",))
+    known = _known_checkers()
+    if known is not None:
+        for n in enabled:
+            if n != "all" and n not in known:
+                raise t.err(
+                    "enabled", f"unknown checker {n!r}; {_did_you_mean(n, known)}allowed: all, {', '.join(known)}"
+                )
+    opts = t.raw("options", {})
+    if not isinstance(opts, Mapping):
+        raise t.err("options", "expected a table")
+    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    t.done()
+    return spec
+
+
+def _parse_slo(t: _Table) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in list(t.data):
+        if k.removeprefix("p99_") not in SLO_BUCKETS:
+            allowed = [f"p99_{b}" for b in SLO_BUCKETS]
+            raise t.err(k, f"unknown SLO; {_did_you_mean(k, allowed)}allowed: {', '.join(allowed)}")
+        out[k.removeprefix("p99_")] = t.float_(k, 0.0, 0.0)
+    return out
+
+
+_TOP = ("name", "description", "seed", "default", "target", "backend", "workload", "agent", "chaos", "checks", "slo")
+
+
+def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
+    """Validate parsed TOML; raises ScenarioError naming file, key and fix."""
+    top = _Table(file, data, "")
+    name = top.str_("name", None)
+    if not name:
+        name = Path(file).stem if file != "<memory>" else None
+        if not name:
+            raise top.err("name", 'required: a short identifier such as name = "delete_during_proxy"')
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise top.err("name", f"{name!r}: use letters, digits, '-', '_' or '.' (it names the run folder)")
+    seed = top.int_("seed", 0, 0)
+    target = _parse_target(top.table("target"))
+    backend_t = top.table("backend")
+    backend = _parse_backend(backend_t, seed)
+    gen_tool = backend.generation.get("tool_call_probability", 0.0)
+    workload = _parse_workload(top.table("workload"), float(gen_tool) if isinstance(gen_tool, int | float) else 0.0)
+    if workload.tool_call_probability and "tool_call_probability" not in backend.generation:
+        backend = dataclasses.replace(
+            backend, generation={**backend.generation, "tool_call_probability": workload.tool_call_probability}
+        )
+    sc = Scenario(
+        name=name,
+        description=top.str_("description", "") or "",
+        seed=seed,
+        default=top.bool_("default", False),
+        target=target,
+        backend=backend,
+        workload=workload,
+        agent=_parse_agent(top.table("agent")),
+        chaos=_parse_chaos(top.table("chaos"), target),
+        checks=_parse_checks(top.table("checks")),
+        slo=_parse_slo(top.table("slo")),
+        source=file,
+    )
+    top.done()
+    return sc
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any, file: str) -> None:
+    parts = dotted.split(".")
+    if parts[0] not in _TOP:
+        raise ScenarioError(
+            file, dotted, f"override of an unknown key; {_did_you_mean(parts[0], _TOP)}allowed: {', '.join(_TOP)}"
+        )
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ScenarioError(file, dotted, f"override goes through {p!r}, which is not a table")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file; ``overrides`` maps dotted keys to values (``{"seed": 3}``)."""
+    p = Path(path)
+    file = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(file, "", f"cannot read the scenario file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(file, "", f"not valid TOML: {exc}") from None
+    for k, v in (overrides or {}).items():
+        _apply_override(data, k, v, file)
+    return parse_scenario(data, file)
