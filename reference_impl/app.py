@@ -47,7 +47,7 @@ from harness.tokenizer import load_tokenizer
 
 from .config import ServerConfig
 from .logs import Counters, EventLog, JsonLineSink, LogSink, heartbeat_loop
-from .proxy import Backend, forward_headers
+from .proxy import HOP_BY_HOP, Backend, forward_headers
 from .sessions import Session, SessionStore
 from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages
 
@@ -56,6 +56,8 @@ __all__ = ["SessionServer", "create_app"]
 CHAT_PATH = "v1/chat/completions"
 ABORT_HEADER = "x-sglang-aborted"
 FRAMING_HEADERS = (b"server", b"date", b"content-length")
+# Never relayed from the backend: they describe the backend's connection and body encoding, not ours.
+RELAY_DROP = frozenset(h.encode() for h in HOP_BY_HOP) | {b"server", b"date", b"content-length", b"content-encoding"}
 
 
 def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -333,11 +335,12 @@ class SessionServer:
             return error_response(502, "BackendUnavailable", f"backend transport error: {exc!r}")
         return self._relay(resp, resp.content)
 
-    def _relay(self, resp: httpx.Response, content: bytes, headers: dict[str, str] | None = None) -> Response:
-        out = Response(content, status_code=resp.status_code, media_type=None, headers=headers)
-        ctype = resp.headers.get("content-type")
-        if ctype:
-            out.headers["content-type"] = ctype
+    def _relay(self, resp: httpx.Response, content: bytes) -> Response:
+        """The backend's answer as is (status, body, end-to-end headers such as retry-after)."""
+        out = Response(content, status_code=resp.status_code)
+        for k, v in resp.headers.raw:
+            if k.lower() not in RELAY_DROP:
+                out.raw_headers.append((k.lower(), v))
         self._echo_framing(resp, out)
         return out
 
@@ -602,7 +605,7 @@ class SessionServer:
         if tito_error is not None or commit is None:
             return self._fail(st, "tokenization_error", 500, "TokenizationError", str(tito_error))
         session.apply(commit, plan.base_assistant)
-        session.add_committed(record, supersede=not self._has("provisional_never_superseded"))
+        session.add_committed(record, discarded=plan.discarded, supersede=not self._has("provisional_never_superseded"))
         self.counters.turns_completed += 1
         st.outcome = "committed"
         return reply

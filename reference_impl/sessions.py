@@ -15,7 +15,8 @@ honest:
   rollback-and-commit leaves ``num_assistant`` where it was;
 - ``records``: committed turns, plus at most one *provisional* record (an
   aborted turn) and only at the tail, replaced by a newer one and removed
-  when a retry of that turn commits;
+  when a retry of that turn commits; a retry rollback also drops the record
+  of the discarded step, so committed records always match ``num_assistant``;
 - ``inflight``: the backend calls in flight, so the ``delete_cancel`` variant
   can cancel them and name their ``rid`` to the backend.
 
@@ -74,9 +75,20 @@ class Session:
         self.num_assistant = base_assistant + 1
         self.version += 1
 
-    def add_committed(self, record: dict[str, Any], *, supersede: bool = True) -> None:
-        if supersede and self.records and self.records[-1]["kind"] == "provisional":
-            self.records.pop()
+    def add_committed(self, record: dict[str, Any], *, discarded: int = 0, supersede: bool = True) -> None:
+        """Append a committed record; drop a tail provisional and the record of a rolled-back step.
+
+        On the correct server the committed records are exactly the current branch:
+        ``len(committed records) == num_assistant``.
+        """
+        provisional = self.records.pop() if self.records and self.records[-1]["kind"] == "provisional" else None
+        for _ in range(discarded):
+            for i in range(len(self.records) - 1, -1, -1):
+                if self.records[i]["kind"] == "committed":
+                    del self.records[i]
+                    break
+        if provisional is not None and not supersede:
+            self.records.append(provisional)
         self.records.append(record)
 
     def add_provisional(self, record: dict[str, Any]) -> None:
