@@ -109,7 +109,7 @@ class Comparison:
 def default_min_samples(percentile: float) -> int:
     """Enough samples that about 10 of them lie beyond the percentile."""
     tail = max(1e-9, 1.0 - percentile / 100.0)
-    return max(20, math.ceil(10.0 / tail - 1e-9))
+    return max(20, math.ceil(round(10.0 / tail, 6)))
 
 
 def load_samples(run_dir: Path, bucket: str, *, outcome: str | None = None) -> list[float]:
