@@ -44,7 +44,6 @@ PARSE_ERRORS = (
     "transferencodingerror",
     "invalid header",
     "invalid http",
-    "remoteprotocolerror",
     "too much data",
     "data after",
     "localprotocolerror",

@@ -24,7 +24,7 @@ leaks
 - a deleted session is gone from memory: each ``heartbeat``'s ``sessions``
   equals ``session_created`` minus ``session_deleted`` so far on that process,
   and the final ``stats`` snapshot per server (history op ``f: "stats"``,
-  completion ``body`` = ``GET /stats``) counts exactly the sessions the run left
+  or ``f: "probe"`` with ``value: "stats"``; completion ``body`` = ``GET /stats``) counts exactly the sessions the run left
   alive there (``leak_deleted`` keeps deleted sessions and fails both).
 
 Processes killed by chaos lose their tail of log lines; requests on them are not
@@ -42,6 +42,7 @@ from harness.checkers.ops import (
     chaos_events,
     checks_cfg,
     is_kill,
+    is_stats,
     pair_ops,
     port_of,
     process_key,
@@ -246,7 +247,8 @@ class LogConsistency:
                         )
                     )
         for o in ops:
-            if o.f == "stats" and o.type == "ok" and isinstance(o.body, dict):
+            if is_stats(o):
+                assert isinstance(o.body, dict)
                 v = _num(o.body.get("inflight"))
                 if v is not None and v != 0:
                     out.append(
@@ -295,7 +297,7 @@ class Leaks:
         # final stats snapshots against the sessions the run left alive
         last_stats: dict[str, Op] = {}
         for o in ops:
-            if o.f == "stats" and o.type == "ok" and isinstance(o.body, dict) and o.server:
+            if is_stats(o) and o.server:
                 last_stats[o.server.rstrip("/")] = o
         owners = {sid: url.rstrip("/") for sid, url in run.owners.items()}
         for o in ops:

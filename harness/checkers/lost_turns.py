@@ -104,7 +104,8 @@ class LostTurns:
                 skipped_deleted += 1
                 continue
             if sid in run.final_states and run.final_states[sid] is None:
-                if kills:
+                owner = (run.owners.get(sid) or "").rstrip("/")
+                if any(c.server is None or c.server.rstrip("/") == owner for c in kills):
                     skipped_deleted += 1
                     continue
                 violations.append(

@@ -196,6 +196,11 @@ def pair_ops(history: list[dict[str, Any]]) -> list[Op]:
     return ops
 
 
+def is_stats(o: Op) -> bool:
+    """A final ``GET /stats`` snapshot of one server: ``f: "stats"`` or ``f: "probe"`` with value "stats"."""
+    return (o.f == "stats" or (o.f == "probe" and o.value == "stats")) and o.type == "ok" and isinstance(o.body, dict)
+
+
 def run_end(ops: Iterable[Op]) -> float:
     """The last time any event of the history carries."""
     t = 0.0
@@ -478,8 +483,9 @@ class Chaos:
 def chaos_events(ops: Iterable[Op]) -> list[Chaos]:
     """Client chaos and backend-fault events (``f: chaos`` / ``fault``) as windows.
 
-    ``value`` is a string naming the action or a table with ``kind``/``action``,
-    optionally ``duration_s`` (an outage window) and ``server``.
+    ``value`` is a string naming the action or a table with ``action`` (or
+    ``kind``), optionally ``duration_s`` (an outage window) and ``server``. A
+    ``kill`` lasts until the next ``restart`` of the same server (or forever).
     """
     out: list[Chaos] = []
     for o in ops:
@@ -492,7 +498,7 @@ def chaos_events(ops: Iterable[Op]) -> list[Chaos]:
         if isinstance(v, str):
             kind = v
         elif isinstance(v, dict):
-            for k in ("kind", "action", "type", "name", "fault"):
+            for k in ("action", "kind", "type", "name", "fault"):
                 if isinstance(v.get(k), str):
                     kind = str(v[k])
                     break
@@ -504,6 +510,12 @@ def chaos_events(ops: Iterable[Op]) -> list[Chaos]:
         end = o.seen_end if o.seen_end is not None else INF
         end = max(end, o.start + dur)
         out.append(Chaos(kind.lower(), o.start, end, server, o.session, o.indices))
+    for i, c in enumerate(out):
+        if "kill" in c.kind or "crash" in c.kind:
+            restart = next(
+                (r for r in out[i + 1 :] if "restart" in r.kind and r.server == c.server and r.start >= c.start), None
+            )
+            c.end = restart.end if restart is not None else INF
     return out
 
 

@@ -9,7 +9,10 @@ training data as if they belonged to the deleted episode.
 Rule: after a DELETE answered 204 (the client saw the 204 at time T), every
 operation on that session invoked after T (chat, get, probe, delete) gets 404,
 and the session's final state is 404 (``final_states[sid] is None``). A server
-log showing ``session_created`` twice for one id is also a resurrection.
+log showing ``session_created`` twice for one id is also a resurrection, and
+so is a ``chat_done`` that committed (or kept a provisional) after that
+process logged ``session_deleted`` for the session: the write went into a
+session that no longer exists (``no_closing_recheck``).
 
 Operations concurrent with the DELETE are not judged here (they may
 legitimately win the lock first). 5xx answers are left to no_unexpected_5xx.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import deletes_204, log_events, pair_ops
+from harness.checkers.ops import Op, deletes_204, log_events, pair_ops, process_key
 from harness.rundata import RunData
 
 JUDGED = ("chat", "get", "probe", "delete")
@@ -76,9 +79,42 @@ class NoResurrection:
                         "recreated",
                     )
                 )
+        violations.extend(self._writes_after_delete(run, deleted))
         if deleted and not run.final_states:
             unknown.append("final_states missing: only the history after each DELETE was checked")
         notes = f"{len(deleted)} sessions deleted with 204"
         if unknown and violations:
             return verdict(self.name, violations, notes=notes + "; " + "; ".join(unknown))
         return verdict(self.name, violations, unknown=unknown[:3], notes=notes)
+
+    @staticmethod
+    def _writes_after_delete(run: RunData, deleted: dict[str, Op]) -> list[Violation]:
+        """Per process, in log order: no commit (or provisional) after ``session_deleted``.
+
+        DELETE sets ``closing`` before it waits for the lock, so a Phase 3 that
+        runs after the removal must skip its write (``closing_skip``). A server
+        without that re-check (``no_closing_recheck``) commits into the dead
+        session and answers 200: the turn is acknowledged and silently lost.
+        """
+        out: list[Violation] = []
+        gone: dict[str, set[str]] = {}
+        for ln in run.server_logs:
+            ev = ln.get("event")
+            sid = str(ln.get("session_id"))
+            proc = process_key(ln)
+            if ev == "session_deleted":
+                gone.setdefault(proc, set()).add(sid)
+            elif ev == "session_created":
+                gone.get(proc, set()).discard(sid)
+            elif ev == "chat_done" and ln.get("outcome") in ("committed", "aborted") and sid in gone.get(proc, set()):
+                d = deleted.get(sid)
+                out.append(
+                    Violation(
+                        f"req_id {ln.get('req_id')} logged outcome {ln.get('outcome')!r} after the session was "
+                        "deleted: a write into a dead session (closing not re-checked)",
+                        d.indices if d is not None else [],
+                        sid,
+                        "write_after_delete",
+                    )
+                )
+        return out

@@ -13,10 +13,10 @@ Duplicates are chats of one session and one turn whose intervals overlap
 (an indeterminate one extends to the end of the run). Per group:
 
 - at most one of its requests is a committed record in the session's state
-  that survives in the checkpoint chain; with server logs, at most one
-  ``chat_done`` says ``committed`` (under ``lock_restore`` the copies are
-  serialized and the later one is a legitimate rollback, so only the state rule
-  applies);
+  (under ``lock_restore`` the copies are serialized, the later one rolls the
+  earlier back and its record replaces it); with server logs, at most one
+  ``chat_done`` says ``committed`` (not under ``lock_restore``, where both
+  legitimately commit in turn);
 - a request answered 409 is never committed;
 - under ``conflict_409`` a loser that skipped because state changed gets 409,
   never a silent 200 (by log outcome ``state_changed_skip`` when logs exist).
@@ -64,7 +64,7 @@ class StaleWriters:
                 idx = [i for o in group for i in o.indices]
                 # the state: more than one committed record from this group, with the same prompt
                 in_state = [r for r in records if record_kind(r) == "committed" and record_rid(r) in rids]
-                if len(in_state) > 1 and not serialized:
+                if len(in_state) > 1:
                     violations.append(
                         Violation(
                             f"{len(in_state)} concurrent duplicates of turn {group[0].turn} were all committed",

@@ -13,7 +13,10 @@ re-tokenization. Per session snapshot:
    a *rollback*: it extends an earlier checkpoint (or starts afresh on turn 0)
    and its turn is not after the previous record's turn. A record that extends
    nothing is a corrupted history (a stale writer's tokens, a wrong rollback);
-3. ``metadata.num_assistant`` equals the depth of that checkpoint chain
+3. the committed records are the current branch: their number equals
+   ``metadata.num_assistant`` (a server that keeps rolled-back steps in
+   ``records`` sets ``checks.options.records_keep_rollbacks``);
+4. ``metadata.num_assistant`` equals the depth of that checkpoint chain
    (commits minus rolled-back steps) and ``metadata.checkpoints`` (lengths),
    when present, equals the chain's lengths. A stale writer that commits on top
    of a state it never read (``no_num_assistant_guard``) bumps ``num_assistant``
@@ -32,6 +35,7 @@ from harness.checkers.ops import (
     Op,
     Snapshot,
     by_session,
+    checks_cfg,
     max_trim_tokens,
     pair_ops,
     record_checkpoint,
@@ -61,6 +65,8 @@ class TokenState:
     name = "token_state"
 
     def check(self, run: RunData) -> Verdict:
+        opts = checks_cfg(run).get("options")
+        keep_rollbacks = bool(isinstance(opts, dict) and opts.get("records_keep_rollbacks"))
         ops = pair_ops(run.history)
         snaps, _ = snapshots(run, ops)
         chats = by_session(ops, "chat")
@@ -69,7 +75,7 @@ class TokenState:
         unknown: list[str] = []
         for sid, snap in sorted(snaps.items()):
             by_rid = {o.request_id: o for o in chats.get(sid, []) if o.request_id}
-            problem = self._check_one(snap, trim, violations, by_rid)
+            problem = self._check_one(snap, trim, violations, by_rid, keep_rollbacks)
             if problem:
                 unknown.append(problem)
         return verdict(
@@ -79,7 +85,9 @@ class TokenState:
             notes=f"{len(snaps)} session states checked, max_trim_tokens={trim}",
         )
 
-    def _check_one(self, snap: Snapshot, trim: int, out: list[Violation], by_rid: dict[str, Op]) -> str:
+    def _check_one(
+        self, snap: Snapshot, trim: int, out: list[Violation], by_rid: dict[str, Op], keep_rollbacks: bool
+    ) -> str:
         sid = snap.session
         committed = [r for r in snap.records if record_kind(r) == "committed"]
         cps: list[list[int]] = []
@@ -145,6 +153,16 @@ class TokenState:
                     snap.indices + [i for r in committed[-2:] for i in idx(r)[len(snap.indices) :]],
                     sid,
                     "num_assistant_mismatch",
+                )
+            )
+        if isinstance(na, int) and na != len(committed) and not keep_rollbacks:
+            out.append(
+                Violation(
+                    f"{len(committed)} committed records but num_assistant={na}: the records are not the "
+                    "current branch (a stale writer's extra record, or a rolled-back step kept)",
+                    snap.indices + [i for r in committed[-2:] for i in idx(r)[len(snap.indices) :]],
+                    sid,
+                    "records_not_branch",
                 )
             )
         cpl = meta.get("checkpoints")
