@@ -23,9 +23,9 @@ leaks
 
 - a deleted session is gone from memory: each ``heartbeat``'s ``sessions``
   equals ``session_created`` minus ``session_deleted`` so far on that process,
-  and the final ``stats`` snapshot per server (history op ``f: "stats"``,
-  or ``f: "probe"`` with ``value: "stats"``; completion ``body`` = ``GET /stats``) counts exactly the sessions the run left
-  alive there (``leak_deleted`` keeps deleted sessions and fails both).
+  and the final ``stats`` snapshot per server (history op ``f: "stats"``, or
+  ``f: "probe"`` with ``value: "stats"``; completion ``body`` = ``GET /stats``)
+  counts exactly the sessions the run left alive there (``leak_deleted`` keeps deleted sessions and fails both).
 
 Processes killed by chaos lose their tail of log lines; requests on them are not
 judged. Without server logs (an external target) log_consistency is unknown.
