@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+from server_backend import ControlBackend
 
 from harness.seams import IdSource
 from reference_impl import ServerConfig, create_app
 from reference_impl.app import SessionServer
 from reference_impl.logs import ListSink
-
-from server_backend import ControlBackend
 
 T = TypeVar("T")
 
@@ -50,7 +49,7 @@ class GateExecutor:
         return fn(*args)
 
     async def wait_parked(self, n: int = 1) -> None:
-        while self.waiting < n:
+        while self.waiting < n:  # noqa: ASYNC110 - polling a counter the test owns
             await asyncio.sleep(0)
 
 

@@ -10,13 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from server_fixtures import SYSTEM, make_rig, user
 
 from harness.seams import InlineExecutor, ThreadExecutor
 from harness.tokenizer import load_tokenizer
 from reference_impl import VARIANTS, ServerConfig, VariantError, create_app
 from reference_impl.logs import ListSink
-
-from server_fixtures import SYSTEM, make_rig, user
 
 TOK = load_tokenizer(None)
 
@@ -75,7 +74,7 @@ async def test_unknown_session_is_404_everywhere() -> None:
 
 
 def test_config_rejects_unknown_variant_and_documents_each() -> None:
-    with pytest.raises(VariantError, match="allowed: .*auto_create.*lock_restore"):
+    with pytest.raises(VariantError, match=r"allowed: .*auto_create.*lock_restore"):
         ServerConfig(variants=frozenset({"lock_restor"}))
     assert len(VARIANTS) == 11 and all(doc and "\n" not in doc for doc in VARIANTS.values())
     with pytest.raises(ValueError, match="heartbeat_interval"):
@@ -191,7 +190,7 @@ async def test_tool_retry_rolls_back_one_step() -> None:
     async with make_rig() as r:
         assert r.backend is not None
         sid = await r.new_session()
-        history, (a1, _) = await tool_turns(r, sid)
+        history, _ = await tool_turns(r, sid)
         before = (await r.state(sid))["metadata"]
         # the agent re-runs the tool call: same prefix up to the tool call, a different result
         retry = [*history[:3], {"role": "tool", "tool_call_id": "call_0", "content": "result B"}]
@@ -438,7 +437,7 @@ async def _lifespan(app: Any, body: Any) -> None:
 
     task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
     await queue.put({"type": "lifespan.startup"})
-    while not sent:
+    while not sent:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     assert sent[0]["type"] == "lifespan.startup.complete"
     await body()

@@ -11,10 +11,9 @@ import asyncio
 from typing import Any
 
 import httpx
+from server_fixtures import SYSTEM, Rig, make_rig, user
 
 from reference_impl.app import SessionServer
-
-from server_fixtures import SYSTEM, Rig, make_rig, user
 
 
 def reply(r: httpx.Response) -> dict[str, Any]:
@@ -26,7 +25,7 @@ async def lock_queue(server: SessionServer, sid: str, n: int) -> None:
     """Until ``n`` coroutines wait on the session lock."""
     session = server.store.get(sid)
     assert session is not None
-    while len(getattr(session.lock, "_waiters", None) or ()) < n:
+    while len(getattr(session.lock, "_waiters", None) or ()) < n:  # noqa: ASYNC110 - no event for lock waiters
         await asyncio.sleep(0)
 
 
