@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--path", choices=["chat", "generate"], default="chat")
     ap.add_argument("--http", default="auto", help="uvicorn protocol for the fake (auto, h11, httptools)")
-    ap.add_argument("--profile", default=None, help="write a py-spy flame graph (svg) of the server to this path")
+    ap.add_argument("--profile", default=None, help="py-spy profile of the server: .svg flame graph, or .txt collapsed stacks")
     args = ap.parse_args(argv)
 
     port = free_port()
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         sp = psutil.Process(proc.pid)
         if args.profile:
             spy_bin = Path(sys.executable).with_name("py-spy")
+            fmt = ["--format", "raw"] if args.profile.endswith((".txt", ".folded")) else []
             spy = subprocess.Popen(
                 [str(spy_bin), "record", "-p", str(proc.pid), "-o", args.profile, "-d", str(int(args.seconds) + 1)]
+                + fmt
             )
             time.sleep(1.0)
         cpu0 = sp.cpu_times()

@@ -41,6 +41,20 @@ WORDS_FILE = DEFAULT_TOKENIZER_DIR.parent / "words.txt"
 TOOL_NAMES = ("search", "read_file", "run_python", "calculator", "list_dir")
 _PROBE = "Probe words 123, with punctuation; and a tail"
 
+# Log-probs are a window into a fixed table of exponential draws (mean -0.25):
+# one random offset per answer instead of one draw per token.
+_LP_TABLE_SIZE = 4096
+_lp_rng = random.Random(0)
+_LP_TABLE = [round(-_lp_rng.expovariate(4.0), 5) for _ in range(_LP_TABLE_SIZE)]
+_LP_TABLE2 = _LP_TABLE + _LP_TABLE
+
+
+def _logprobs(rng: random.Random, n: int) -> list[float]:
+    off = int(rng.random() * _LP_TABLE_SIZE)
+    if n <= _LP_TABLE_SIZE:
+        return _LP_TABLE2[off : off + n]
+    return [_LP_TABLE[(off + i) % _LP_TABLE_SIZE] for i in range(n)]
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -88,7 +102,7 @@ class TokenModel:
         if not with_gen.startswith(without):
             raise ValueError("chat template: add_generation_prompt does not append a suffix; cannot derive turns")
         self.header_ids = self.encode(with_gen[len(without) :])
-        self._header_bytes = array("i", self.header_ids).tobytes()
+        self._header_bytes = array("I", self.header_ids).tobytes()
         self._gen_prefix = with_gen
         self._end_text = self.tok.convert_ids_to_tokens(self.end_id)
         self._first = [self.encode(w) for w in words]
@@ -186,9 +200,7 @@ class TokenModel:
         else:
             body = self.body_text(content, calls)
             body_ids = self.encode(body)
-        lp_rng = ident.rng("logprobs")
-        logprobs = [round(-lp_rng.expovariate(4.0), 5) for _ in range(len(body_ids) + 1)]
-        return Answer(content, calls, body_ids, logprobs, self.end_id, body)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body)
 
     def _tool_call(self, rng: random.Random) -> dict[str, Any]:
         name = TOOL_NAMES[int(rng.random() * len(TOOL_NAMES))]

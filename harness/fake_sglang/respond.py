@@ -59,8 +59,12 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_CT = (b"content-type", b"application/json")
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON; one shared encoder (``json.dumps`` with options builds a new one per call)."""
+    return _ENCODE(obj).encode()
 
 
 async def send_bytes(
