@@ -1,5 +1,6 @@
 """Deterministic simulation: one process, virtual time, seeded interleavings."""
 
+from harness.sim.executor import VirtualCostExecutor
 from harness.sim.loop import BoundaryError, Deadlock, SimLoop, run
 from harness.sim.strategies import FifoStrategy, PctStrategy, RandomStrategy, Strategy, make_strategy
 
@@ -11,6 +12,7 @@ __all__ = [
     "RandomStrategy",
     "SimLoop",
     "Strategy",
+    "VirtualCostExecutor",
     "make_strategy",
     "run",
 ]
