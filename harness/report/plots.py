@@ -2,36 +2,37 @@
 
 Each function draws one figure and writes it to ``path``; with no data it
 still writes a figure that says so, so a report never has a broken image.
-Figures are built with ``matplotlib.figure.Figure`` directly: no GUI backend,
-no global figure registry to leak between reports.
+Figures are built with ``matplotlib.figure.Figure`` on an explicit Agg
+canvas: no pyplot, no global backend switch (a notebook importing this keeps
+its own backend), no global figure registry to leak between reports.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.report.buckets import SERVER_BUCKETS, SERVER_PARTS, LatencyData
 
 __all__ = [
     "PLOT_FILES",
+    "new_figure",
     "plot_breakdown",
     "plot_cdfs",
     "plot_load",
     "plot_run",
     "plot_timeline",
     "plot_variants",
+    "png_bytes",
 ]
 
 PLOT_FILES = {
@@ -55,9 +56,22 @@ _FLOOR_MS = 1e-3  # 1 us: the histogram's floor, and where a log axis must stop
 DPI = 90
 
 
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure drawn by Agg, whatever backend the process has chosen."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI)
+    path.write_bytes(png_bytes(fig))
     return path
 
 
@@ -69,7 +83,7 @@ def _no_data(ax: Axes, what: str) -> None:
 
 def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, title: str = "") -> Path:
     """Stacked bars: the buckets of the requests at p50 and at p99 of total_ms."""
-    fig = Figure(figsize=(6.5, 4.2))
+    fig = new_figure(6.5, 4.2)
     ax = fig.add_subplot()
     labels = [k for k, v in breakdown.items() if v.get("n")]
     if not labels:
@@ -85,7 +99,8 @@ def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, ti
         ax.scatter(x, totals, marker="_", s=900, color="black", label="total_ms", zorder=3)
         ax.set_xticks(x, [f"{k} of total\n(n={breakdown[k]['n']} around it)" for k in labels])
         ax.set_ylabel("ms (mean over the requests at that percentile)")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylim(0, max(max(totals), 1e-3) * 1.45)  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper left", ncol=3, markerscale=0.3)
     ax.set_title(title or "Server time breakdown at p50 and p99", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
@@ -93,7 +108,7 @@ def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, ti
 
 def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title: str = "") -> Path:
     """One empirical CDF per series on a log latency axis; the tail is marked."""
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = new_figure(7.5, 4.5)
     ax = fig.add_subplot()
     drawn = 0
     for name, raw in series.items():
@@ -121,7 +136,7 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
 
 def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
     """Client latency (from intended start) over time, in-flight count, and chaos/fault marks."""
-    fig = Figure(figsize=(9, 4.5))
+    fig = new_figure(9, 4.5)
     ax = fig.add_subplot()
     if not data.requests:
         _no_data(ax, "no chat requests in the history")
@@ -164,7 +179,7 @@ def plot_variants(
 
     ``groups`` maps a label to a stats dict from summary.json (``p99_ms``, ``n``, ``ci``).
     """
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.5))
+    fig = new_figure(max(6.0, 1.2 * len(groups) + 3), 4.5)
     ax = fig.add_subplot()
     labels = [k for k, v in groups.items() if v.get("n")]
     if not labels:
@@ -191,7 +206,7 @@ def plot_variants(
 
 def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
     """Per server process: chat requests by outcome (bars) and p99 total_ms (dots)."""
-    fig = Figure(figsize=(max(6.0, 0.9 * len({r.process for r in data.server}) + 3), 4.5))
+    fig = new_figure(max(6.0, 0.9 * len({r.process for r in data.server}) + 3), 4.5)
     ax = fig.add_subplot()
     if not data.server:
         _no_data(ax, "no chat_done lines")
