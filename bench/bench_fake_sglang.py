@@ -89,6 +89,21 @@ def _client(url: str, seconds: float, concurrency: int, prompt_tokens: int, path
     out.put(asyncio.run(run()))
 
 
+_FLOOR_BODY = b'{"choices":[{"message":{"content":"' + b"x" * 560 + b'"}}]}'
+
+
+async def _floor_app(scope: Any, receive: Any, send: Any) -> None:
+    """The floor: a raw ASGI app that reads the body and returns a fixed ~600-byte JSON (no work)."""
+    if scope["type"] != "http":
+        return
+    msg = await receive()
+    while msg.get("more_body"):
+        msg = await receive()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(_FLOOR_BODY)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+    await send({"type": "http.response.body", "body": _FLOOR_BODY})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -96,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--path", choices=["chat", "generate"], default="chat")
     ap.add_argument("--http", default="auto", help="uvicorn protocol for the fake (auto, h11, httptools)")
-    ap.add_argument("--profile", default=None, help="py-spy profile of the server: .svg flame graph, or .txt collapsed stacks")
+    ap.add_argument("--profile", default=None, help="py-spy profile of the server: .svg flame graph, .txt stacks")
+    ap.add_argument("--floor", action="store_true", help="serve a no-op ASGI app instead: uvicorn's own cost")
+    ap.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.serve_floor is not None:
+        import uvicorn
+
+        uvicorn.run(_floor_app, host="127.0.0.1", port=args.serve_floor, log_level="warning", lifespan="off")
+        return 0
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "harness.cli", "fake-sglang", "--port", str(port), "--seed", "1", "--http", args.http]
+    if args.floor:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     spy: subprocess.Popen[bytes] | None = None
     try:
@@ -115,20 +139,21 @@ def main(argv: list[str] | None = None) -> int:
             spy_bin = Path(sys.executable).with_name("py-spy")
             fmt = ["--format", "raw"] if args.profile.endswith((".txt", ".folded")) else []
             spy = subprocess.Popen(
-                [str(spy_bin), "record", "-p", str(proc.pid), "-o", args.profile, "-d", str(int(args.seconds) + 1)]
-                + fmt
+                [str(spy_bin), "record", "-p", str(proc.pid), "-o", args.profile, "-d", str(int(args.seconds) + 1), *fmt]
             )
             time.sleep(1.0)
         cpu0 = sp.cpu_times()
         q: mp.Queue[Any] = mp.Queue()
-        client = mp.Process(target=_client, args=(url, args.seconds, args.concurrency, args.prompt_tokens, args.path, q))
+        load = (url, args.seconds, args.concurrency, args.prompt_tokens, args.path, q)
+        client = mp.Process(target=_client, args=load)
         client.start()
         res = q.get()
         client.join()
         cpu1 = sp.cpu_times()
         cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         n = res["ok"] + res["err"]
-        print(f"fake SGLang bench: path={args.path} concurrency={args.concurrency} prompt_tokens={args.prompt_tokens}")
+        what = "FLOOR (no-op ASGI app)" if args.floor else "fake SGLang"
+        print(f"{what} bench: path={args.path} concurrency={args.concurrency} prompt_tokens={args.prompt_tokens}")
         print(f"  requests          {n} ({res['err']} non-200) in {res['wall']:.2f} s")
         print(f"  throughput        {n / res['wall']:.0f} req/s over loopback")
         print(f"  client latency    p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")

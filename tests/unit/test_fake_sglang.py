@@ -438,3 +438,21 @@ async def test_tokenizer_path_argument(tmp_path: Any) -> None:
     app = create_app(tokenizer=str(DEFAULT_TOKENIZER_DIR))
     async with client(app) as c:
         assert (await chat(c)).status_code == 200
+
+
+async def test_generic_tokenizer_path_gives_the_same_tokens() -> None:
+    """With the word-id cache switched off (a foreign tokenizer), answers are rendered and encoded: same result."""
+    from harness.fake_sglang.app import FakeSGLang
+    from harness.fake_sglang.generate import TokenModel
+    from harness.seams import LoopClock
+
+    slow_model = TokenModel(TOK)
+    slow_model._concat_ok = False
+    slow_model._plain_body = False
+    slow = FakeSGLang(seed=3, plan=FaultPlan(), model=slow_model, clock=LoopClock())
+    fast = create_app(seed=3)
+    for hdr in ({}, {"x_fake_fault": "tool_calls;count=2"}):
+        async with client(slow) as s, client(fast) as f:
+            a = (await chat(s, x_smg_routing_key="g", **hdr)).json()
+            b = (await chat(f, x_smg_routing_key="g", **hdr)).json()
+        assert out_ids(a) == out_ids(b) and a["choices"][0]["message"] == b["choices"][0]["message"]
