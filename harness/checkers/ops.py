@@ -261,26 +261,31 @@ def deletes_204(ops: Iterable[Op]) -> dict[str, Op]:
 
 
 def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[str]]:
-    """Best state per session: the final state if the session still exists, else
-    the last collect ``GET`` body recorded before its DELETE.
+    """Best state per session: the final state if the session was never deleted,
+    else the last collect ``GET`` body recorded before its (first 204) DELETE. A
+    body in the final state of a deleted session is a resurrection
+    (no_resurrection's business), not the episode.
 
     Returns (snapshots, sessions_without_state) where the second list names
     sessions that have chat operations but neither source of state.
     """
     out: dict[str, Snapshot] = {}
+    deleted = deletes_204(ops)
     for sid, body in run.final_states.items():
-        if isinstance(body, dict):
+        if isinstance(body, dict) and sid not in deleted:
             out[sid] = Snapshot(sid, body, INF, "final")
     gets = by_session(ops, "get")
     for sid, glist in gets.items():
         if sid in out:
             continue
+        d = deleted.get(sid)
         best: Op | None = None
         for g in glist:
             if (
                 g.type == "ok"
                 and g.status == 200
                 and isinstance(g.body, dict)
+                and (d is None or g.start < d.start)
                 and (best is None or g.start > best.start)
             ):
                 best = g
