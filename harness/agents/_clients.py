@@ -193,18 +193,20 @@ class OpenAIClient(HttpxClient):
             timeout=_LIB_TIMEOUT_S,
             limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
         )
+        self._sdk: dict[str, Any] = {}
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         import httpx2
         import openai
 
-        oc = openai.AsyncOpenAI(
-            api_key="harness",
-            base_url=f"{server}/sessions/{session_id}/v1",
-            http_client=self.http2,
-            max_retries=0,
-            timeout=_LIB_TIMEOUT_S,
-        )
+        base_url = f"{server}/sessions/{session_id}/v1"
+        oc = self._sdk.get(base_url)
+        if oc is None:
+            if len(self._sdk) > 256:  # one per live session is plenty; building one costs ~1 ms
+                self._sdk.clear()
+            oc = self._sdk[base_url] = openai.AsyncOpenAI(
+                api_key="harness", base_url=base_url, http_client=self.http2, max_retries=0, timeout=_LIB_TIMEOUT_S
+            )
         kwargs = {k: v for k, v in body.items() if k not in ("model", "messages")}
         try:
             raw = await oc.chat.completions.with_raw_response.create(

@@ -208,6 +208,8 @@ class Agent:
             if turn in chaos.duplicate_turns and attempt == first_attempt:
                 outcome = await self._duplicate(sid, turn, attempt, body, intended)
                 attempt += 2
+                if outcome.good:
+                    outcome.message = await self._reconcile(sid, outcome.message)
             else:
                 outcome = await self.chat(sid, turn, attempt, body, intended)
                 attempt += 1
@@ -235,7 +237,7 @@ class Agent:
             return None
 
     async def _duplicate(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> ChatOutcome:
-        """Two copies of one turn in flight: the second is a client retry sent before the first returned."""
+        """Two copies of one turn in flight (a hedged retry): the second is sent before the first returned."""
         delay = self.plan.chaos.duplicate_delay_s
         self.history.event(
             process="nemesis",
@@ -249,12 +251,39 @@ class Agent:
             await asyncio.sleep(delay)
             return await self.chat(sid, turn, attempt + 1, body, intended)
 
-        first, dup = await asyncio.gather(self.chat(sid, turn, attempt, body, intended), second())
-        # Like a real client, trust the retry's answer when it has one.
-        for o in (dup, first):
-            if o.good:
-                return o
-        return dup if dup.type != "info" else first
+        tasks = [asyncio.create_task(self.chat(sid, turn, attempt, body, intended)), asyncio.create_task(second())]
+        # A hedging client takes the first good answer to arrive. When the server saw both copies at
+        # once, that is the one that reached Phase 3 first, i.e. the one it committed.
+        winner: ChatOutcome | None = None
+        last: ChatOutcome | None = None
+        for fut in asyncio.as_completed(tasks):
+            o = await fut
+            last = o
+            if winner is None and o.good:
+                winner = o
+        assert last is not None
+        return winner or last
+
+    async def _reconcile(self, sid: str, answer: dict[str, Any] | None) -> dict[str, Any] | None:
+        """After a hedged request, adopt the answer the server stored (it may be the other copy's).
+
+        Which copy committed depends on the server's design (split lock: first to
+        Phase 3; lock held across the call: the last one), so a careful rollout
+        worker asks instead of guessing. Keeps ``answer`` if the stored history
+        is not this turn's (e.g. the session is gone).
+        """
+        r = await self.get(sid, reason="reconcile")
+        meta = r.body.get("metadata") if r is not None and isinstance(r.body, dict) else None
+        stored = meta.get("messages") if isinstance(meta, dict) else None
+        if not isinstance(stored, list) or len(stored) != len(self.messages) + 1:
+            return answer
+        last = stored[-1]
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            return answer
+        adopted = {"role": "assistant", "content": last.get("content")}
+        if last.get("tool_calls"):
+            adopted["tool_calls"] = last["tool_calls"]
+        return adopted
 
     async def _disconnect(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> None:
         """The agent's process 'dies' mid-request (the connection drops), then the session is deleted."""

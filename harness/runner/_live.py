@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -87,7 +88,9 @@ def run_scenario(
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir)
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a stale log or verdict from an earlier run must not mix into this one
+    run_dir.mkdir(parents=True)
     procs: ProcessGroup | None = None
     try:
         if sc.target.kind == "reference":

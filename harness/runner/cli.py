@@ -43,7 +43,7 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
             if v["checker"] not in checkers:
                 checkers.append(v["checker"])
     t = Table(title="scenario x checker (v valid, X invalid (violations), ? unknown)")
-    t.add_column("run")
+    t.add_column("run", no_wrap=True)
     t.add_column("status")
     t.add_column("s", justify="right")
     for i, _ in enumerate(checkers, 1):
