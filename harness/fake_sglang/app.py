@@ -64,7 +64,7 @@ class BadRequest(Exception):
         self.message, self.status, self.type = message, status, type_
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Flight:
     """An in-flight generation that /abort_request can end early."""
 
@@ -606,7 +606,7 @@ class _Run:
         )
         if self.req.path == GENERATE:
             meta["output_token_logprobs"] = [[lp, t, None] for lp, t in meta["output_token_logprobs"]]
-            text = self.answer._body_text if finish == "stop" else content
+            text = self.answer.body_text if finish == "stop" else content
             return {"text": text, "output_ids": ids, "meta_info": meta}
         oai_finish = "tool_calls" if finish == "stop" and calls else finish
         message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -723,10 +723,13 @@ class _Run:
         if await self._wait(self.delay.ttft_s):
             finish, k = "abort", 0
         last_token = k if finish != "stop" else len(ids_all) - 1  # the end token has no text
+        gap = self.delay.itl_s
+        if self.fname == "slow_drip" and self.fault is not None:  # the drip spreads over the tokens
+            gap += float(self.fault.get("seconds")) / max(1, last_token)
         for i in range(1, last_token + 1):
             if cut_after is not None and produced >= cut_after:
                 break
-            if i > 1 and await self._wait(self.delay.itl_s):
+            if i > 1 and await self._wait(gap):
                 finish, k = "abort", i - 1
                 break
             produced = i

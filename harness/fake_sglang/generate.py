@@ -80,7 +80,7 @@ class Answer:
     body_ids: list[int]
     logprobs: list[float]  # one per completion token, the end-of-turn token included
     end_id: int
-    _body_text: str | None = field(default=None, repr=False)
+    body_text: str = field(default="", repr=False)  # content + tool-call blocks, as the template renders them
 
     def completion_ids(self, complete: bool) -> list[int]:
         return [*self.body_ids, self.end_id] if complete else list(self.body_ids)

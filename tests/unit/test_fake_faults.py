@@ -227,3 +227,11 @@ async def test_rule_probability_is_seeded() -> None:
     a, b, other = await hits(1), await hits(1), await hits(2)
     assert a == b and a != other
     assert 15 <= a.count(503) <= 45
+
+
+async def test_slow_drip_stream_spreads_over_tokens() -> None:
+    t0 = await now()
+    r, _ = await fault("slow_drip;seconds=0.3", stream=True)
+    assert await now() - t0 >= 0.25
+    frames = [ln[6:] for ln in r.text.split("\n\n") if ln.startswith("data: ")]
+    assert frames[-1] == "[DONE]" and json.loads(frames[-3])["choices"][0]["finish_reason"] == "stop"
