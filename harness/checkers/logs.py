@@ -274,17 +274,20 @@ class Leaks:
         # heartbeats against created - deleted, per process
         for proc, lines in sorted(_by_process(run).items()):
             live = 0
+            deleted = 0
             for ln in lines:
                 ev = ln.get("event")
                 if ev == "session_created":
                     live += 1
                 elif ev == "session_deleted":
                     live -= 1
+                    deleted += 1
                 elif ev == "heartbeat":
                     v = _num(ln.get("sessions"))
                     if v is None:
                         continue
-                    evidence += 1
+                    if deleted:  # a heartbeat before any DELETE cannot show a leak
+                        evidence += 1
                     if int(v) != live:
                         violations.append(
                             Violation(
@@ -324,5 +327,8 @@ class Leaks:
                     )
                 )
         if not evidence and not violations:
-            unknown.append("no heartbeat with sessions and no final stats snapshot (history f='stats')")
+            unknown.append(
+                "no heartbeat after a DELETE and no final stats snapshot (history probe value='stats'): "
+                "a leak of deleted sessions could not be seen"
+            )
         return verdict(self.name, violations, unknown=unknown, notes=f"{evidence} session counts compared")
