@@ -13,6 +13,7 @@ from harness.agents._clients import (
     HttpxClient,
     OpenAIClient,
     Reply,
+    RouteByHost,
     make_client,
 )
 from harness.agents._episode import Agent, ChatOutcome, framing_facts
@@ -26,6 +27,7 @@ __all__ = [
     "HttpxClient",
     "OpenAIClient",
     "Reply",
+    "RouteByHost",
     "framing_facts",
     "make_client",
 ]

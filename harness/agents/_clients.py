@@ -36,6 +36,7 @@ __all__ = [
     "HttpxClient",
     "OpenAIClient",
     "Reply",
+    "RouteByHost",
     "make_client",
 ]
 
@@ -281,6 +282,29 @@ class AiohttpClient:
 
     async def aclose(self) -> None:
         await self.http.close()
+
+
+class RouteByHost(httpx.AsyncBaseTransport):
+    """One transport for many in-process servers: picks the transport by the URL's ``host:port``.
+
+    Agents address servers by URL; in-process (tests, simulation) each URL's
+    host maps to an ASGI transport of its own app, so multi-process routing,
+    wrong-process probes and ownership behave as over sockets.
+    """
+
+    def __init__(self, routes: dict[str, httpx.AsyncBaseTransport]) -> None:
+        self.routes = routes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host if request.url.port is None else f"{request.url.host}:{request.url.port}"
+        t = self.routes.get(host)
+        if t is None:
+            raise httpx.ConnectError(f"no route to {host}", request=request)
+        return await t.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for t in self.routes.values():
+            await t.aclose()
 
 
 def make_client(kind: str, transport: httpx.AsyncBaseTransport | None = None) -> HttpClient:

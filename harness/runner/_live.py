@@ -16,30 +16,21 @@ next run on a shared machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from harness.agents import Agent, HttpClient, make_client
-from harness.chaos import Nemesis
-from harness.history import History
 from harness.rundata import RUN_FILES, RunData
+from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
 from harness.scenario import DEFAULT_VARIANT, Scenario
-from harness.seams import LoopClock
-from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
+from harness.workload import WorkloadResult
 
 __all__ = ["RunResult", "run_dir_name", "run_scenario"]
-
-Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
 
 
 @dataclass
@@ -136,146 +127,16 @@ async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, p
         else:
             servers = list(sc.target.urls)
             backend_url = sc.target.backend_url
-        return await _drive(sc, servers, backend_url, procs, res, progress)
+        out = await drive(sc, servers, backend_url=backend_url, processes=procs, progress=progress)
+        res.sessions, res.workload = out.sessions, out.workload
+        res.notes.extend(out.notes)
+        if procs is not None:
+            procs.stop()  # flush the servers' logs before reading them
+            out.data.server_logs = read_server_logs(procs.server_log_files())
+        return out.data
     finally:
         if procs is not None:
             procs.stop()
-
-
-async def _drive(
-    sc: Scenario,
-    servers: list[str],
-    backend_url: str | None,
-    procs: ProcessGroup | None,
-    res: RunResult,
-    progress: Progress | None,
-) -> RunData:
-    clock = LoopClock()
-    history = History(clock)
-    history.now()  # t = 0: the run starts now
-    plans = plan_sessions(sc, len(servers))
-    res.sessions = len(plans)
-    control = httpx.AsyncClient(timeout=10.0)
-    clients: dict[str, HttpClient] = {}
-    try:
-
-        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
-            try:
-                r = await control.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}"
-            return r.status_code, None
-
-        nemesis = Nemesis(
-            sc.chaos,
-            history,
-            servers,
-            request,
-            backend_url=backend_url,
-            base_plan=sc.backend.plan(),
-            processes=procs,
-        )
-        finished = 0
-
-        def on_done(_: SessionPlan) -> None:
-            nonlocal finished
-            finished += 1
-            if progress is not None:
-                progress(finished, len(plans))
-
-        async def run_session(p: SessionPlan) -> None:
-            client = clients.get(p.client)
-            if client is None:
-                client = clients[p.client] = make_client(p.client)
-            agent = Agent(
-                p, servers=servers, client=client, history=history, spec=sc.agent, workload=sc.workload, nemesis=nemesis
-            )
-            await agent.run()
-
-        timeline = asyncio.create_task(nemesis.timeline())
-        res.workload = await run_workload(
-            plans,
-            run_session,
-            now=history.now,
-            concurrency=sc.workload.concurrency,
-            duration_s=sc.workload.duration_s,
-            on_done=on_done,
-        )
-        # A restart or an outage end must happen before collection, or the final state lies.
-        try:
-            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
-        except TimeoutError:
-            timeline.cancel()
-            res.notes.append("chaos timeline cut at the end of the workload")
-        with contextlib.suppress(asyncio.CancelledError):
-            await timeline
-        await nemesis.drain()
-        if res.workload.errors:
-            res.notes.extend(res.workload.errors[:5])
-        history.close_open("run ended (duration bound)")
-        return await _collect(sc, history, servers, backend_url, control, procs)
-    finally:
-        for c in clients.values():
-            with contextlib.suppress(Exception):
-                await c.aclose()
-        await control.aclose()
-
-
-async def _collect(
-    sc: Scenario,
-    history: History,
-    servers: list[str],
-    backend_url: str | None,
-    control: httpx.AsyncClient,
-    procs: ProcessGroup | None,
-) -> RunData:
-    owners: dict[str, str] = {}
-    deleted: set[str] = set()
-    for ev in history.events:
-        if ev["type"] == "ok" and ev["f"] == "create" and ev.get("session"):
-            owners[ev["session"]] = ev["server"]
-        if ev["type"] == "ok" and ev["f"] == "delete" and ev.get("session"):
-            deleted.add(ev["session"])
-    final: dict[str, dict[str, Any] | None] = {}
-    sem = asyncio.Semaphore(32)
-
-    async def final_get(sid: str, url: str) -> None:
-        value = "after_delete" if sid in deleted else "final_state"
-        async with sem:
-            op = history.invoke(process="runner", f="probe", session=sid, server=url, value=value)
-            try:
-                r = await control.get(f"{url}/sessions/{sid}")
-            except httpx.HTTPError as exc:
-                history.info(op, value=value, error=f"{type(exc).__name__}: {exc}")
-                return
-        if r.status_code == 200:
-            final[sid] = r.json()
-            history.ok(op, value=value, status=200)
-        else:
-            if r.status_code == 404:
-                final[sid] = None
-            history.complete(op, "ok" if r.status_code == 404 else "fail", value=value, status=r.status_code)
-
-    await asyncio.gather(*(final_get(sid, url) for sid, url in sorted(owners.items())))
-    executions: dict[str, list[dict[str, Any]]] = {}
-    if backend_url:
-        try:
-            r = await control.get(f"{backend_url}/stats")
-            if r.status_code == 200:
-                executions = r.json().get("executions", {}) or {}
-        except (httpx.HTTPError, ValueError):
-            pass
-    if procs is not None:
-        procs.stop()  # flush the servers' logs before reading them
-    logs = read_server_logs(procs.server_log_files()) if procs is not None else []
-    return RunData(
-        scenario={**sc.to_plain(), "servers": servers, "backend_url": backend_url},
-        history=history.events,
-        final_states=final,
-        owners=owners,
-        backend_executions=executions,
-        server_logs=logs,
-    )
 
 
 def read_server_logs(files: list[Path]) -> list[dict[str, Any]]:

@@ -162,7 +162,7 @@ class ProcessGroup:
         for i in range(processes):
             port = free_port()
             argv = [py, "-m", "reference_impl", "--host", "127.0.0.1", "--port", str(port), "--backend-url", burl]
-            argv += ["--log-file", str(log_dir / f"server-{i}.jsonl"), *tok]
+            argv += ["--log-file", str(log_dir / f"server-{i}.jsonl"), "--heartbeat-interval", "1.0", *tok]
             for v in variants:
                 argv += ["--variant", v]
             argv += list(server_args)

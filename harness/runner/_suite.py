@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.runner._live import Progress, RunResult, run_dir_name, run_scenario
+from harness.runner._drive import Progress
+from harness.runner._live import RunResult, run_dir_name, run_scenario
 from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
 
 __all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "run_suite"]

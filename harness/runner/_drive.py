@@ -1,0 +1,177 @@
+"""Drive one scenario's workload and chaos against servers that already run, then collect.
+
+Separated from process management so the same code runs over loopback
+sockets (live mode), over in-process ASGI transports (tests) and, later, on
+a virtual-time loop (simulation): everything that differs is injected, the
+HTTP transport and the clock. Collection (final session states, deleted
+session probes, the backend's execution log) happens here because it needs
+the servers still up; the caller adds the servers' log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from harness.agents import Agent, HttpClient, make_client
+from harness.chaos import Nemesis, ProcessControl
+from harness.history import History
+from harness.rundata import RunData
+from harness.scenario import Scenario
+from harness.seams import Clock, LoopClock
+from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
+
+__all__ = ["DriveResult", "Progress", "drive"]
+
+Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
+
+
+@dataclass
+class DriveResult:
+    data: RunData
+    workload: WorkloadResult
+    sessions: int
+    notes: list[str] = field(default_factory=list)
+
+
+async def drive(
+    sc: Scenario,
+    servers: list[str],
+    *,
+    backend_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
+    processes: ProcessControl | None = None,
+    progress: Progress | None = None,
+) -> DriveResult:
+    """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state."""
+    history = History(clock or LoopClock())
+    history.now()  # t = 0: the run starts now
+    plans = plan_sessions(sc, len(servers))
+    control = httpx.AsyncClient(transport=transport, timeout=10.0)
+    clients: dict[str, HttpClient] = {}
+    notes: list[str] = []
+    try:
+
+        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+            try:
+                r = await control.request(method, url, json=body)
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"
+            return r.status_code, None
+
+        nemesis = Nemesis(
+            sc.chaos,
+            history,
+            servers,
+            request,
+            backend_url=backend_url,
+            base_plan=sc.backend.plan(),
+            processes=processes,
+        )
+        finished = 0
+
+        def on_done(_: SessionPlan) -> None:
+            nonlocal finished
+            finished += 1
+            if progress is not None:
+                progress(finished, len(plans))
+
+        async def run_session(p: SessionPlan) -> None:
+            client = clients.get(p.client)
+            if client is None:
+                client = clients[p.client] = make_client(p.client, transport)
+            agent = Agent(
+                p, servers=servers, client=client, history=history, spec=sc.agent, workload=sc.workload, nemesis=nemesis
+            )
+            await agent.run()
+
+        timeline = asyncio.create_task(nemesis.timeline())
+        workload = await run_workload(
+            plans,
+            run_session,
+            now=history.now,
+            concurrency=sc.workload.concurrency,
+            duration_s=sc.workload.duration_s,
+            on_done=on_done,
+        )
+        # A restart or an outage's end must happen before collection, or the final state lies.
+        try:
+            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
+        except TimeoutError:
+            timeline.cancel()
+            notes.append("chaos timeline cut at the end of the workload")
+        with contextlib.suppress(asyncio.CancelledError):
+            await timeline
+        await nemesis.drain()
+        notes.extend(workload.errors[:5])
+        history.close_open("run ended (duration bound)")
+        data = await _collect(sc, history, servers, backend_url, control)
+        return DriveResult(data, workload, len(plans), notes)
+    finally:
+        for c in clients.values():
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        await control.aclose()
+
+
+async def _collect(
+    sc: Scenario, history: History, servers: list[str], backend_url: str | None, control: httpx.AsyncClient
+) -> RunData:
+    owners: dict[str, str] = {}
+    deleted: set[str] = set()
+    for ev in history.events:
+        if ev["type"] == "ok" and ev["f"] == "create" and ev.get("session"):
+            owners[ev["session"]] = ev["server"]
+        if ev["type"] == "ok" and ev["f"] == "delete" and ev.get("session"):
+            deleted.add(ev["session"])
+    final: dict[str, dict[str, Any] | None] = {}
+    sem = asyncio.Semaphore(32)
+
+    async def final_get(sid: str, url: str) -> None:
+        value = "after_delete" if sid in deleted else "final_state"
+        async with sem:
+            op = history.invoke(process="runner", f="probe", session=sid, server=url, value=value)
+            try:
+                r = await control.get(f"{url}/sessions/{sid}")
+            except httpx.HTTPError as exc:
+                history.info(op, value=value, error=f"{type(exc).__name__}: {exc}")
+                return
+        if r.status_code == 200:
+            final[sid] = r.json()
+            history.ok(op, value=value, status=200)
+        else:
+            if r.status_code == 404:
+                final[sid] = None
+            history.complete(op, "ok" if r.status_code == 404 else "fail", value=value, status=r.status_code)
+
+    await asyncio.gather(*(final_get(sid, url) for sid, url in sorted(owners.items())))
+    for url in servers:  # what each process says it still holds: the leak check's final snapshot
+        op = history.invoke(process="runner", f="probe", server=url, value="stats")
+        try:
+            r = await control.get(f"{url}/stats")
+            body = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            history.info(op, value="stats", error=f"{type(exc).__name__}: {exc}")
+            continue
+        history.complete(op, "ok" if r.status_code == 200 else "fail", value="stats", status=r.status_code, body=body)
+    executions: dict[str, list[dict[str, Any]]] = {}
+    if backend_url:
+        try:
+            r = await control.get(f"{backend_url}/stats")
+            if r.status_code == 200:
+                executions = r.json().get("executions", {}) or {}
+        except (httpx.HTTPError, ValueError):
+            pass
+    return RunData(
+        scenario={**sc.to_plain(), "servers": servers, "backend_url": backend_url},
+        history=history.events,
+        final_states=final,
+        owners=owners,
+        backend_executions=executions,
+    )
