@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             spy_bin = Path(sys.executable).with_name("py-spy")
             fmt = ["--format", "raw"] if args.profile.endswith((".txt", ".folded")) else []
-            spy = subprocess.Popen(
-                [str(spy_bin), "record", "-p", str(proc.pid), "-o", args.profile, "-d", str(int(args.seconds) + 1), *fmt]
-            )
+            duration = str(int(args.seconds) + 1)
+            spy_cmd = [str(spy_bin), "record", "-p", str(proc.pid), "-o", args.profile, "-d", duration, *fmt]
+            spy = subprocess.Popen(spy_cmd)
             time.sleep(1.0)
         cpu0 = sp.cpu_times()
         q: mp.Queue[Any] = mp.Queue()
