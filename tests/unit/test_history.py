@@ -1,0 +1,100 @@
+"""The history recorder: op ids, exactly one completion, times from the injected clock."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.history import History, HistoryError, completions, operations, read_history, write_history
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1e9 + self.t
+
+
+def test_invoke_complete_pairs_and_relative_times() -> None:
+    clock = FakeClock()
+    h = History(clock)
+    op = h.invoke(process="agent-0", f="chat", session="s", server="http://x", turn=0, attempt=0, request_id="r1")
+    clock.t += 0.25
+    done = h.ok(op, status=200)
+    assert [e["index"] for e in h.events] == [0, 1]
+    assert h.events[0]["time"] == 0.0 and done["time"] == 0.25
+    assert done["type"] == "ok" and done["op"] == op and done["request_id"] == "r1" and done["turn"] == 0
+    assert done["intended"] == 0.0
+
+
+def test_intended_defaults_to_invoke_time_and_can_be_earlier() -> None:
+    clock = FakeClock()
+    h = History(clock)
+    h.now()  # the run starts
+    clock.t += 2
+    op = h.invoke(process="p", f="create", intended=0.5)
+    assert h.events[0]["intended"] == 0.5 and h.events[0]["time"] == 2.0
+    op2 = h.invoke(process="p", f="get")
+    assert h.events[-1]["intended"] == h.events[-1]["time"]
+    h.ok(op2)
+    h.info(op, error="timeout")
+
+
+def test_exactly_one_completion() -> None:
+    h = History(FakeClock())
+    op = h.invoke(process="p", f="get")
+    h.fail(op, status=404)
+    with pytest.raises(HistoryError):
+        h.ok(op)
+    with pytest.raises(HistoryError):
+        h.complete(99, "ok")
+
+
+def test_unknown_function_and_type_rejected() -> None:
+    h = History(FakeClock())
+    with pytest.raises(HistoryError):
+        h.invoke(process="p", f="launch")
+    op = h.invoke(process="p", f="get")
+    with pytest.raises(HistoryError):
+        h.complete(op, "maybe")  # type: ignore[arg-type]
+
+
+def test_close_open_marks_unknown() -> None:
+    h = History(FakeClock())
+    a = h.invoke(process="p", f="chat")
+    b = h.invoke(process="q", f="chat")
+    h.ok(a)
+    assert h.open_ops == [b]
+    assert h.close_open("run ended") == 1
+    assert h.events[-1]["type"] == "info" and h.events[-1]["error"] == "run ended"
+
+
+def test_event_is_invoke_plus_ok() -> None:
+    h = History(FakeClock())
+    h.event(process="nemesis", f="chaos", value={"action": "kill"})
+    assert [e["type"] for e in h.events] == ["invoke", "ok"]
+    assert h.events[1]["value"] == {"action": "kill"}
+
+
+def test_sink_streams_and_reader_round_trips(tmp_path: Path) -> None:
+    sink = io.StringIO()
+    h = History(FakeClock(), sink=sink)
+    op = h.invoke(process="p", f="delete", session="s")
+    h.ok(op, status=204)
+    lines = [json.loads(x) for x in sink.getvalue().splitlines()]
+    assert lines == h.events
+    path = tmp_path / "history.jsonl"
+    write_history(h.events, path)
+    path.write_text(path.read_text() + '{"torn": ')  # a crashed run's last line
+    back = read_history(path)
+    assert back == h.events
+    pairs = list(operations(back))
+    assert len(pairs) == 1 and pairs[0][1] is not None and pairs[0][1]["status"] == 204
+    assert completions(back, "delete")[0]["type"] == "ok"
