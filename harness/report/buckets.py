@@ -303,7 +303,10 @@ def extract(run: RunData) -> LatencyData:
         seen.add(op)
         value = ev.get("value")
         if isinstance(value, dict):
-            label = value.get("kind") or value.get("name") or value.get("type") or json.dumps(value, sort_keys=True)
+            label = next(
+                (value[k] for k in ("action", "kind", "fault", "name", "type") if value.get(k)),
+                json.dumps(value, sort_keys=True),
+            )
         else:
             label = value
         data.events.append(MarkedEvent(time=_float(ev.get("time")) or 0.0, kind=str(kind), label=str(label)[:40]))

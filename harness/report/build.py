@@ -67,14 +67,14 @@ def build_run_report(run_dir: Path | str) -> dict[str, Any]:
     data = extract(run)
     name = str(run.scenario.get("name") or run_dir.name)
     plots_dir = run_dir / "plots"
-    summary = run_summary(run, data, verdicts, name=name, plots=[], seed=_seed(run.scenario))
+    summary = run_summary(run, data, verdicts, name=name, run_name=run_dir.name, plots=[], seed=_seed(run.scenario))
     paths = plot_run(data, summary["latency"], summary["breakdown"], plots_dir)
     summary["plots"] = [p.relative_to(run_dir).as_posix() for p in paths]
     summary = _clean_summary(summary)
     _write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(markdown_run(summary))
     (run_dir / "report.html").write_text(run_html(summary, run_dir))
-    (run_dir / "junit.xml").write_text(junit_xml([summary], name=name))
+    (run_dir / "junit.xml").write_text(junit_xml([summary], name=run_dir.name))
     return summary
 
 
@@ -96,7 +96,10 @@ def build_suite_report(suite_dir: Path | str, *, rebuild: bool = False) -> dict[
     suite_dir = Path(suite_dir)
     runs = [_load_or_build(d, rebuild) for d in find_runs(suite_dir)]
     summary = suite_summary(runs)
-    groups = {f"{r['name']}\n{r['variant']}": r["total_ms"] for r in summary["scenarios"]}
+    groups = {
+        r["name"] if r["variant"] in r["name"] else f"{r['name']}\n{r['variant']}": r["total_ms"]
+        for r in summary["scenarios"]
+    }
     plot = plot_variants(
         groups,
         suite_dir / "plots" / "suite_variants.png",

@@ -11,7 +11,7 @@ from harness.report.build import build_run_report, build_suite_report, find_runs
 from harness.report.compare import EXIT_BAD_INPUT, MODES, CompareError, compare, exit_code
 from harness.report.stats import HIGHEST_US
 
-__all__ = ["compare_main", "report_main"]
+__all__ = ["compare_main", "compare_parser", "report_main"]
 
 
 def report_main(argv: list[str]) -> int:
@@ -48,7 +48,7 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
-def compare_main(argv: list[str]) -> int:
+def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness compare",
         description="Gate on latency: exit 1 when a percentile of a bucket regressed beyond a threshold, judged "
@@ -100,6 +100,11 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")
+    return parser
+
+
+def compare_main(argv: list[str]) -> int:
+    parser = compare_parser()
     args = parser.parse_args(argv)
     baselines = ([args.baseline] if args.baseline else []) + args.baselines
     currents = ([args.current] if args.current else []) + args.currents

@@ -28,6 +28,7 @@ Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.buckets import SERIES, extract
+from harness.report.buckets import SERIES, extract, run_variant
 from harness.report.build import find_runs, is_run_dir
 from harness.report.stats import HIGHEST_US, nearest_rank
 from harness.rundata import RunData
@@ -121,25 +122,42 @@ def load_samples(run_dir: Path, bucket: str, *, outcome: str | None = None) -> l
     return [float(v) for v in data.values(bucket, outcome=outcome) if v is not None and 0 <= v <= limit]
 
 
-def _scenario_name(run_dir: Path) -> str:
+def _identity(run_dir: Path) -> tuple[str, str]:
+    """(scenario name, variant) from the run's scenario.json."""
+    path = run_dir / "scenario.json"
     try:
-        name = RunData.load(run_dir).scenario.get("name")
+        scenario = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
-        name = None
-    return str(name or run_dir.name)
+        scenario = {}
+    return str(scenario.get("name") or run_dir.name), run_variant(scenario)
 
 
 def resolve_runs(dirs: Sequence[Path]) -> dict[str, list[Path]]:
-    """Group run folders by scenario name; a folder may be a run or hold runs (a suite, repeats)."""
+    """Group run folders by run name; each folder is a run, a folder of repeats, or a suite.
+
+    - a run folder is one run, named by its folder;
+    - a folder whose runs are all the same scenario and variant (``run-1/``,
+      ``run-2/`` ...) is repeated runs of one, named by that folder;
+    - any other folder of runs is a suite: each run is named by its folder
+      (unique in a suite, unlike scenario names: one scenario, several variants).
+
+    The same name given in several folders (``--baseline suite1 suite2``) pools.
+    """
     groups: dict[str, list[Path]] = {}
     for d in dirs:
         if not d.is_dir():
             raise CompareError(f"{d}: no such folder")
-        runs = [d] if is_run_dir(d) else find_runs(d)
+        if is_run_dir(d):
+            groups.setdefault(d.name, []).append(d)
+            continue
+        runs = find_runs(d)
         if not runs:
             raise CompareError(f"{d}: neither a run folder nor a folder of runs (no history.jsonl found)")
-        for r in runs:
-            groups.setdefault(_scenario_name(r), []).append(r)
+        if len({_identity(r) for r in runs}) == 1:
+            groups.setdefault(d.name, []).extend(runs)
+        else:
+            for r in runs:
+                groups.setdefault(r.name, []).append(r)
     return groups
 
 
@@ -291,9 +309,9 @@ def compare(
 ) -> list[Comparison]:
     """Compare run folders (or folders of runs) scenario by scenario.
 
-    Runs are grouped by scenario name on each side; scenarios present on both
-    sides are compared. With exactly one scenario per side, they are compared
-    whatever their names.
+    Runs are grouped by name on each side (:func:`resolve_runs`); names present
+    on both sides are compared. With exactly one group per side, they are
+    compared whatever their names.
     """
     bdirs = [Path(baseline)] if isinstance(baseline, str | Path) else [Path(p) for p in baseline]
     cdirs = [Path(current)] if isinstance(current, str | Path) else [Path(p) for p in current]

@@ -40,6 +40,12 @@ _PLOT_CAPTIONS = {
 }
 
 
+def _run_name(summary: Mapping[str, Any]) -> str:
+    """The run folder's name: unique in a suite, unlike the scenario name (one scenario, several variants)."""
+    sc = summary["scenario"]
+    return str(sc.get("run") or sc["name"])
+
+
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
@@ -89,9 +95,10 @@ def _split_rows(summary: Mapping[str, Any], split: str) -> list[list[Any]]:
 def markdown_run(summary: Mapping[str, Any]) -> str:
     sc = summary["scenario"]
     lines = [
-        f"# Scenario `{sc['name']}`: {summary['status'].upper()}",
+        f"# Run `{_run_name(summary)}`: {summary['status'].upper()}",
         "",
-        f"variant `{sc['variant']}`, seed {_fmt(sc.get('seed'))}, mode {_fmt(sc.get('mode'))}; "
+        f"scenario `{sc['name']}`, variant `{sc['variant']}`, "
+        f"seed {_fmt(sc.get('seed'))}, mode {_fmt(sc.get('mode'))}; "
         f"SLO: **{summary['slo']['status']}**; values out of histogram range: {summary['out_of_range']}.",
         "",
         "## Checkers",
@@ -167,7 +174,7 @@ def _suite_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
 
 
 _SUITE_HEADER = (
-    "scenario",
+    "run",
     "variant",
     "status",
     "violations",
@@ -245,8 +252,9 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
     sc = summary["scenario"]
     status = summary["status"]
     parts = [
-        f'<h1>Scenario <code>{html.escape(sc["name"])}</code>: <span class="{status}">{status.upper()}</span></h1>',
-        f"<p>variant <code>{html.escape(str(sc['variant']))}</code>, seed {html.escape(_fmt(sc.get('seed')))}; "
+        f'<h1>Run <code>{html.escape(_run_name(summary))}</code>: <span class="{status}">{status.upper()}</span></h1>',
+        f"<p>scenario <code>{html.escape(str(sc['name']))}</code>, "
+        f"variant <code>{html.escape(str(sc['variant']))}</code>, seed {html.escape(_fmt(sc.get('seed')))}; "
         f'SLO <span class="{summary["slo"]["status"]}">{summary["slo"]["status"]}</span>; '
         f"values out of histogram range: {summary['out_of_range']}.</p>",
         "<h2>Checkers</h2>",
@@ -292,7 +300,7 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
         parts.append(_html_table(("series", title, "n", "p50", "p99", "max"), _split_rows(summary, split)))
     parts.append("<h2>Plots</h2>")
     parts.append(_figures(summary, run_dir))
-    return html_page(f"{sc['name']}: {status}", "".join(parts))
+    return html_page(f"{_run_name(summary)}: {status}", "".join(parts))
 
 
 def suite_html(summary: Mapping[str, Any], suite_dir: Path) -> str:
@@ -313,7 +321,7 @@ def suite_html(summary: Mapping[str, Any], suite_dir: Path) -> str:
 
 
 def _testsuite(summary: Mapping[str, Any]) -> ET.Element:
-    name = summary["scenario"]["name"]
+    name = _run_name(summary)
     suite = ET.Element("testsuite", name=name)
     failures = skipped = 0
     cases: list[ET.Element] = []

@@ -179,6 +179,7 @@ def run_summary(
     verdicts: list[dict[str, Any]],
     *,
     name: str,
+    run_name: str | None = None,
     plots: list[str],
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -201,6 +202,7 @@ def run_summary(
         "kind": "run",
         "scenario": {
             "name": name,
+            "run": run_name or name,
             "source": run.scenario.get("source"),
             "seed": run.scenario.get("seed"),
             "mode": run.scenario.get("mode"),
@@ -236,7 +238,8 @@ def suite_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         request = s["latency"]["client"]["client_request_ms"]["all"]
         rows.append(
             {
-                "name": s["scenario"]["name"],
+                "name": s["scenario"].get("run") or s["scenario"]["name"],
+                "scenario": s["scenario"]["name"],
                 "variant": s["scenario"]["variant"],
                 "status": s["status"],
                 "slo": s["slo"]["status"],

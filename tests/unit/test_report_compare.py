@@ -151,6 +151,22 @@ def test_compare_cli_exit_codes(runs: dict[str, Path], tmp_path: Path, capsys: p
     assert compare_main([base]) == EXIT_BAD_INPUT
 
 
+def test_repeated_runs_folder_and_variant_suite_grouping(tmp_path: Path) -> None:
+    from harness.report.compare import resolve_runs
+
+    for i in (1, 2, 3):  # reports/baselines/s/run-N: repeats of one scenario
+        write_run(tmp_path / "baselines" / "s" / f"run-{i}", seed=i, name="s", sessions=3)
+    for v in ("default", "lock_restore"):  # one scenario, one run per variant: different runs
+        write_run(tmp_path / "latest" / f"s@{v}", seed=7, name="s", sessions=3,
+                  variants=[] if v == "default" else [v])  # fmt: skip
+    repeats = resolve_runs([tmp_path / "baselines" / "s"])
+    assert list(repeats) == ["s"] and len(repeats["s"]) == 3
+    suite = resolve_runs([tmp_path / "latest"])
+    assert sorted(suite) == ["s@default", "s@lock_restore"]
+    pooled = resolve_runs([tmp_path / "latest" / "s@default", tmp_path / "latest" / "s@default"])
+    assert len(pooled["s@default"]) == 2
+
+
 def test_compare_suites_scenario_by_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_suite(tmp_path / "baseline", seed=1, sessions=15)
     write_suite(tmp_path / "latest", seed=2, sessions=15)

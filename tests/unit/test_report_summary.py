@@ -112,7 +112,7 @@ def test_report_is_deterministic(run_dir: Path, summary: dict) -> None:
     again = build_run_report(run_dir)
     assert again == summary
     assert (run_dir / "report.md").read_text() == md
-    assert "# Scenario `abort_retry`: INVALID" in md
+    assert "# Run `abort_retry`: INVALID" in md
     for plot in summary["plots"]:
         assert f"]({plot})" in md
 
