@@ -154,6 +154,7 @@ class SessionView:
     checkpoints: tuple[int, ...] = ()  # token length after each committed assistant turn
     assistant_at: tuple[int, ...] = ()  # message index of each committed assistant turn
     trails: tuple[str, ...] = ()  # template text that closes each committed assistant turn
+    rendered: str = ""  # the template's rendering of ``messages`` (cached: one render per turn saved)
 
 
 @dataclass
@@ -164,8 +165,9 @@ class TurnPlan:
     base_len: int  # tokens of the checkpoint this turn extends
     base_assistant: int  # committed assistant turns kept (after rollback)
     discarded: int  # assistant steps rolled back (0 or 1)
-    messages: list[Message]
+    messages: list[Message]  # stored versions of the kept prefix + the appended request messages
     base_ids: tuple[int, ...] = field(default=(), repr=False)
+    prompt_text: str = field(default="", repr=False)  # render(messages, generation_prompt=True)
 
 
 @dataclass
@@ -177,6 +179,23 @@ class Commit:
     keys: list[tuple[Any, ...]]
     trail: str
     completion_text: str
+    rendered: str
+
+
+_PROBE: list[Message] = [
+    {"role": "system", "content": "probe system"},
+    {"role": "user", "content": [{"type": "text", "text": "probe user"}]},
+    {
+        "role": "assistant",
+        "content": "calling",
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "probe result"},
+    {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "g", "arguments": {"b": [2]}}}]},
+    {"role": "tool", "tool_call_id": "c2", "content": ""},
+    {"role": "assistant", "content": "done"},
+    {"role": "user", "content": "again"},
+]
 
 
 class Tito:
@@ -188,11 +207,50 @@ class Tito:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._fast = backend if backend is not None and hasattr(backend, "encode") else None
         self.eos_text: str = getattr(tokenizer, "eos_token", None) or ""
+        self._compiled: Any = None
+        self._template_kwargs: dict[str, Any] = {}
+        self._enable_fast_render()
 
     # -- primitives -----------------------------------------------------------------
     def render(self, messages: list[Message] | tuple[Message, ...], *, generation_prompt: bool) -> str:
+        if self._compiled is not None:
+            return str(
+                self._compiled.render(
+                    messages=list(messages), add_generation_prompt=generation_prompt, **self._template_kwargs
+                )
+            )
+        return self._render_slow(messages, generation_prompt)
+
+    def _render_slow(self, messages: list[Message] | tuple[Message, ...], generation_prompt: bool) -> str:
         text = self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
         return str(text)
+
+    def _enable_fast_render(self) -> None:
+        """Render with the tokenizer's compiled template directly, if that is provably the same.
+
+        ``apply_chat_template`` spends about as long copying and normalizing the
+        messages as the template itself takes. Our messages are already plain
+        normalized dicts, so the compiled template (transformers' own, same
+        sandbox and filters) is called directly, but only after a probe
+        conversation renders identically both ways; otherwise the slow path stays.
+        """
+        template = getattr(self.tok, "chat_template", None)
+        if not isinstance(template, str):
+            return
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            compiled = _compile_jinja_template(template)
+            kwargs = {k: v for k, v in dict(self.tok.special_tokens_map).items() if isinstance(k, str)}
+            kwargs.update(tools=None, documents=None)
+            probe = normalize_messages(_PROBE)
+            for gen in (False, True):
+                fast = compiled.render(messages=probe, add_generation_prompt=gen, **kwargs)
+                if fast != self._render_slow(probe, gen):
+                    return
+        except Exception:  # any doubt: keep the reference path
+            return
+        self._compiled, self._template_kwargs = compiled, kwargs
 
     def encode(self, text: str) -> list[int]:
         if not text:
@@ -210,7 +268,7 @@ class Tito:
         msgs = normalize_messages(raw_messages)
         n = len(view.assistant_at)
         if n == 0:
-            return TurnPlan(self.encode(self.render(msgs, generation_prompt=True)), 0, 0, 0, msgs)
+            return self._first_turn(msgs, 0)
         keys = [message_key(m) for m in msgs]
         p = 0
         for a, b in zip(keys, view.keys, strict=False):
@@ -226,17 +284,23 @@ class Tito:
                 "steps, at most one may be rolled back"
             )
         if k == 0:
-            return TurnPlan(self.encode(self.render(msgs, generation_prompt=True)), 0, 0, discarded, msgs)
+            return self._first_turn(msgs, discarded)
         cut = view.assistant_at[k - 1] + 1
-        base_msgs = list(view.messages[:cut])
+        messages = [*view.messages[:cut], *msgs[cut:]]  # the stored versions are what the tokens came from
         base_len = view.checkpoints[k - 1]
         base_ids = view.token_ids[:base_len]
-        stored_text = self.render(base_msgs, generation_prompt=False)
-        full_text = self.render(base_msgs + msgs[cut:], generation_prompt=True)
+        stored_text = (
+            view.rendered if k == n and view.rendered else self.render(messages[:cut], generation_prompt=False)
+        )
+        full_text = self.render(messages, generation_prompt=True)
         if not full_text.startswith(stored_text):
             raise TitoError("the chat template does not render the stored history as a prefix of the new request")
         suffix = view.trails[k - 1] + full_text[len(stored_text) :]
-        return TurnPlan([*base_ids, *self.encode(suffix)], base_len, k, discarded, msgs, base_ids)
+        return TurnPlan([*base_ids, *self.encode(suffix)], base_len, k, discarded, messages, base_ids, full_text)
+
+    def _first_turn(self, msgs: list[Message], discarded: int) -> TurnPlan:
+        text = self.render(msgs, generation_prompt=True)
+        return TurnPlan(self.encode(text), 0, 0, discarded, msgs, (), text)
 
     # -- Phase 3 --------------------------------------------------------------------
     def check_prefix(self, base_ids: tuple[int, ...] | list[int], new_ids: list[int]) -> None:
@@ -262,13 +326,18 @@ class Tito:
         (reply,) = normalize_messages([assistant])
         messages = [*plan.messages, reply]
         completion_text = self.decode(completion_ids)
-        trail = self._trail(plan.messages, messages, completion_text)
-        return Commit(new_ids, messages, [message_key(m) for m in messages], trail, completion_text)
+        opened = plan.prompt_text or self.render(plan.messages, generation_prompt=True)
+        closed = self.render(messages, generation_prompt=False)
+        trail = self._trail(opened, closed, completion_text)
+        return Commit(new_ids, messages, [message_key(m) for m in messages], trail, completion_text, closed)
 
-    def _trail(self, before: list[Message], after: list[Message], completion_text: str) -> str:
-        """Template text after what the model generated (e.g. the newline after ``<|im_end|>``)."""
-        opened = self.render(before, generation_prompt=True)
-        closed = self.render(after, generation_prompt=False)
+    def _trail(self, opened: str, closed: str, completion_text: str) -> str:
+        """Template text after what the model generated (e.g. the newline after ``<|im_end|>``).
+
+        ``opened`` renders the prompt (ending with the generation prompt), ``closed``
+        the same history with the answer appended: the assistant block is their
+        difference, and the trail is what of it the model did not generate.
+        """
         if closed.startswith(opened):
             block = closed[len(opened) :]
             if block.startswith(completion_text):

@@ -457,3 +457,25 @@ async def test_heartbeat_reports_memory_and_counters_at_its_interval() -> None:
     n = len(beats)
     await asyncio.sleep(0.05)
     assert len(logs.events("heartbeat")) == n  # stopped with the lifespan
+
+
+def test_fast_render_is_the_tokenizers_own_rendering() -> None:
+    from reference_impl.tito import Tito, normalize_messages
+
+    tito = Tito(TOK)
+    assert tito._compiled is not None  # the probe matched, the fast path is on
+    convs = [
+        [user("a")],
+        [SYSTEM, user("ünïcode ✓"), {"role": "assistant", "content": "x\n<think>y</think>"}],
+        [
+            user("t"),
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "n", "arguments": {"k": "v"}}}]},
+            {"role": "tool", "content": None},
+        ],
+    ]
+    for conv in convs:
+        msgs = normalize_messages(conv)
+        for gen in (False, True):
+            assert tito.render(msgs, generation_prompt=gen) == TOK.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=gen
+            )
