@@ -106,6 +106,7 @@ class Agent:
     ) -> None:
         self.plan = plan
         self.servers = list(servers)
+        self.server_index = plan.server
         self.server = self.servers[plan.server]
         self.client = client
         self.history = history
@@ -118,6 +119,7 @@ class Agent:
         self.messages: list[dict[str, Any]] = []
         self.turns_done = 0
         self.end_reason = ""
+        self._last_create_kind: str | None = None  # ClientFailure kind of the last create
         self._attempts_used = 0  # attempts of the last turn run: a redo of it continues the count
 
     # -- the episode -------------------------------------------------------------
@@ -147,7 +149,7 @@ class Agent:
                     await asyncio.sleep(think)
                 intended = self.history.now() if think <= 0 else intended + think
             if p.chaos.wrong_process_turn == turn:
-                await self.nemesis.probe_wrong_process(sid, p.server, p.chaos.wrong_process, turn)
+                await self.nemesis.probe_wrong_process(sid, self.server_index, p.chaos.wrong_process, turn)
             result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt)
             next_attempt = 0
             if result is None:
@@ -327,6 +329,21 @@ class Agent:
         return reply
 
     async def create(self, intended: float | None = None) -> str | None:
+        """POST /sessions on the chosen process; if it refuses connections (dead), fail over to the next.
+
+        The process that answers owns the session from then on.
+        """
+        for _ in range(len(self.servers)):
+            sid = await self._create_once(intended)
+            if sid is not None or self._last_create_kind != "refused":
+                return sid
+            self.server_index = (self.server_index + 1) % len(self.servers)
+            self.server = self.servers[self.server_index]
+            intended = None
+        return None
+
+    async def _create_once(self, intended: float | None) -> str | None:
+        self._last_create_kind = None
         rid = self.ids.request_id()
         op = self.history.invoke(
             process=self.plan.process,
@@ -340,6 +357,7 @@ class Agent:
             op, self.client.send("POST", f"{self.server}/sessions", headers=self._headers(rid, None, None))
         )
         if isinstance(r, ChatOutcome):
+            self._last_create_kind = r.kind
             return None
         sid = r.body.get("session_id") if isinstance(r.body, dict) else None
         facts = framing_facts(r)

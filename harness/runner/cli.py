@@ -44,8 +44,8 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
                 checkers.append(v["checker"])
     t = Table(title="scenario x checker (v valid, X invalid (violations), ? unknown)")
     t.add_column("run", no_wrap=True)
-    t.add_column("status")
-    t.add_column("s", justify="right")
+    t.add_column("status", no_wrap=True)
+    t.add_column("s", justify="right", no_wrap=True)
     for i, _ in enumerate(checkers, 1):
         t.add_column(str(i), justify="center")
     marks = {"valid": "v", "invalid": "X", "unknown": "?"}
