@@ -117,37 +117,50 @@ def _slo_percentile(key: str) -> float | None:
         return None
 
 
+def _slo_bounds(slo: Any) -> list[tuple[str, str, Any]]:
+    """(series, key, bound) from either spelling of the scenario's ``slo``.
+
+    ``{series: {"p99_ms": bound, ...}}`` (explicit percentiles), or the
+    scenario loader's ``{series: bound}`` / ``{"p99_series": bound}`` (a p99 bound).
+    """
+    out: list[tuple[str, str, Any]] = []
+    if not isinstance(slo, dict):
+        return out
+    for series, bounds in sorted(slo.items()):
+        if isinstance(bounds, dict):
+            out += [(series, key, bound) for key, bound in sorted(bounds.items())]
+        else:
+            out.append((series.removeprefix("p99_"), "p99_ms", bounds))
+    return out
+
+
 def evaluate_slos(scenario: dict[str, Any], data: LatencyData) -> dict[str, Any]:
-    """The scenario's ``slo`` table, ``{series: {"p99_ms": bound}}``, against the run.
+    """The scenario's ``slo`` table, ``{series: {"p99_ms": bound}}`` or ``{series: p99 bound}``, against the run.
 
     A bound passes when the observed percentile is at or below it. Values the
     histogram could not hold (out of range) fail the check: they are the
     tail the bound is about. No samples is ``no_data``, never a pass.
     """
-    slo = scenario.get("slo") or {}
     checks: list[dict[str, Any]] = []
-    if isinstance(slo, dict):
-        for series, bounds in sorted(slo.items()):
-            if not isinstance(bounds, dict):
-                continue
-            for key, bound in sorted(bounds.items()):
-                p = _slo_percentile(key)
-                check: dict[str, Any] = {"series": series, "key": key, "threshold_ms": bound}
-                if p is None or series not in SERVER_BUCKETS + CLIENT_SERIES or not isinstance(bound, int | float):
-                    check.update(status="error", note=f"unknown SLO {series}.{key} (expected <series>.pNN_ms)")
-                    checks.append(check)
-                    continue
-                st = latency_stats(data.values(series), percentiles=(p,))
-                observed = st.max_ms if key == "max_ms" else st.get(p)
-                check.update(percentile=p, n=st.n, out_of_range=st.out_of_range)
-                if st.n == 0:
-                    check.update(status="no_data", observed_ms=None, note="no samples")
-                elif st.out_of_range:
-                    check.update(status="fail", observed_ms=round(observed, 3), note=f"{st.out_of_range} out of range")
-                else:
-                    ok = observed <= float(bound)
-                    check.update(status="pass" if ok else "fail", observed_ms=round(observed, 3))
-                checks.append(check)
+    for series, key, bound in _slo_bounds(scenario.get("slo") or {}):
+        p = _slo_percentile(key)
+        check: dict[str, Any] = {"series": series, "key": key, "threshold_ms": bound}
+        valid_bound = isinstance(bound, int | float) and not isinstance(bound, bool)
+        if p is None or series not in SERVER_BUCKETS + CLIENT_SERIES or not valid_bound:
+            check.update(status="error", note=f"unknown SLO {series}.{key} (expected <series>.pNN_ms)")
+            checks.append(check)
+            continue
+        st = latency_stats(data.values(series), percentiles=(p,))
+        observed = st.max_ms if key == "max_ms" else st.get(p)
+        check.update(percentile=p, n=st.n, out_of_range=st.out_of_range)
+        if st.n == 0:
+            check.update(status="no_data", observed_ms=None, note="no samples")
+        elif st.out_of_range:
+            check.update(status="fail", observed_ms=round(observed, 3), note=f"{st.out_of_range} out of range")
+        else:
+            ok = observed <= float(bound)
+            check.update(status="pass" if ok else "fail", observed_ms=round(observed, 3))
+        checks.append(check)
     statuses = [c["status"] for c in checks]
     if not checks:
         overall = "none"

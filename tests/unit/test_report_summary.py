@@ -99,6 +99,17 @@ def test_slo_pass_no_data_and_bad_keys() -> None:
     assert evaluate_slos({}, data)["status"] == "none"
 
 
+def test_slo_in_the_scenario_loaders_spelling() -> None:
+    """harness.scenario stores ``[slo] p99_total_ms = 2000`` as ``{"total_ms": 2000.0}``."""
+    run, _ = make_run(seed=1, sessions=5)
+    data = extract(run)
+    result = evaluate_slos({"slo": {"total_ms": 1e7, "p99_client_request_ms": 0.001}}, data)
+    by_series = {c["series"]: c for c in result["checks"]}
+    assert by_series["total_ms"]["key"] == "p99_ms" and by_series["total_ms"]["status"] == "pass"
+    assert by_series["client_request_ms"]["status"] == "fail"
+    assert result["status"] == "fail"
+
+
 def test_breakdown_parts_add_up_to_total(summary: dict) -> None:
     for key in ("p50", "p99"):
         row = summary["breakdown"][key]
