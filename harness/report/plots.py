@@ -153,9 +153,11 @@ def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
         twin = ax.twinx()
         if data.inflight:
             ts, levels = zip(*data.inflight, strict=True)
-            twin.step(ts, levels, where="post", color="#444", lw=0.8, alpha=0.7, label="in flight")
-        twin.set_ylabel("chats in flight (client)")
-        twin.set_ylim(bottom=0)
+            twin.fill_between(ts, levels, step="post", color="#999", alpha=0.25, lw=0, label="in flight")
+            twin.set_ylim(0, max(max(levels), 1) * 1.1)
+        twin.set_ylabel("chats in flight (client, shaded)")
+        ax.set_zorder(twin.get_zorder() + 1)  # the points above the shading
+        ax.patch.set_visible(False)
         marked: set[str] = set()
         for ev in data.events:
             color = "#d62728" if ev.kind == "chaos" else "#ff7f0e"
@@ -228,12 +230,13 @@ def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
         ax.set_xticks(x, procs, fontsize=7, rotation=20)
         ax.set_ylabel("chat requests (chat_done lines)")
         ax.set_xlabel("server process (pid@port)")
-        ax.legend(fontsize=7, loc="upper left", title="outcome", title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", title="outcome", title_fontsize=7, ncol=3)
+        ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.5)  # room for the legend above the bars
         twin = ax.twinx()
         p99 = [float(np.quantile(totals[p], 0.99, method="inverted_cdf")) if totals[p] else 0.0 for p in procs]
         twin.plot(x, p99, "kD", label="p99 total_ms")
-        twin.set_ylabel("p99 total_ms")
-        twin.set_ylim(bottom=0)
+        twin.set_ylabel("p99 total_ms (diamonds)")
+        twin.set_ylim(0, max(max(p99), 1e-3) * 1.2)
     ax.set_title(title or "Load per server process", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
