@@ -139,7 +139,9 @@ class HttpFraming:
                         "duplicate_header",
                     )
                 )
-            err = str(c.get("error") or "")
+            raw_err = c.get("error")
+            # only the client's own exception text: a 5xx body naming the *backend's* framing is not ours
+            err = raw_err if isinstance(raw_err, str) and (o.status is None or 200 <= o.status < 300) else ""
             if err and any(p in err.lower() for p in PARSE_ERRORS):
                 t1 = o.seen_end if o.seen_end is not None else o.start
                 if any(k.covers(o.start, t1, margin=1.0) for k in killed):

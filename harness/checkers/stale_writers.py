@@ -12,11 +12,13 @@ answer back without a commit (``state_changed``: 200, logged as
 Duplicates are chats of one session and one turn whose intervals overlap
 (an indeterminate one extends to the end of the run). Per group:
 
-- at most one of its requests is a committed record in the session's state
-  (under ``lock_restore`` the copies are serialized, the later one rolls the
-  earlier back and its record replaces it); with server logs, at most one
-  ``chat_done`` says ``committed`` (not under ``lock_restore``, where both
-  legitimately commit in turn);
+- at most one of its requests is a committed record in the session's state.
+  Two ``committed`` log lines are *not* evidence: copies that overlap at the
+  client may reach the server one after the other (or be serialized by
+  ``lock_restore``), and then the later one legitimately rolls the earlier
+  back and its record replaces it; only the surviving records tell a stale
+  write from a rollback, so a deleted session without a collected body is not
+  judged;
 - a request answered 409 is never committed;
 - under ``conflict_409`` a loser that skipped because state changed gets 409,
   never a silent 200 (by log outcome ``state_changed_skip`` when logs exist).
@@ -46,12 +48,12 @@ class StaleWriters:
     def check(self, run: RunData) -> Verdict:
         ops = pair_ops(run.history)
         snaps, _ = snapshots(run, ops)
-        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
+        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)  # conflict_409 outcomes
         vs = variants(run)
-        serialized = "lock_restore" in vs
         conflict = "conflict_409" in vs
         violations: list[Violation] = []
         n_groups = 0
+        unjudged = 0
         for sid, chats in sorted(by_session(ops, "chat").items()):
             snap = snaps.get(sid)
             records = snap.records if snap else []
@@ -60,6 +62,8 @@ class StaleWriters:
                 if len(group) < 2:
                     continue
                 n_groups += 1
+                if snap is None:
+                    unjudged += 1
                 rids = {o.request_id for o in group if o.request_id}
                 idx = [i for o in group for i in o.indices]
                 # the state: more than one committed record from this group, with the same prompt
@@ -73,21 +77,6 @@ class StaleWriters:
                             "double_commit",
                         )
                     )
-                # the logs: committed outcomes
-                if not serialized:
-                    committed_logged = [
-                        o for o in group if any(d.get("outcome") == "committed" for d in done_for(o, by_req, by_caller))
-                    ]
-                    if len(committed_logged) > 1 and len(in_state) <= 1:
-                        violations.append(
-                            Violation(
-                                f"server logged {len(committed_logged)} commits for concurrent duplicates of turn "
-                                f"{group[0].turn}",
-                                [i for o in committed_logged for i in o.indices],
-                                sid,
-                                "double_commit_logged",
-                            )
-                        )
                 for o in group:
                     if o.status == 409 and o.request_id in committed_rids:
                         violations.append(
@@ -109,4 +98,7 @@ class StaleWriters:
                                 "silent_state_changed",
                             )
                         )
-        return verdict(self.name, violations, notes=f"{n_groups} duplicate groups checked")
+        notes = f"{n_groups} duplicate groups checked"
+        if unjudged:
+            notes += f", {unjudged} on sessions without state (deleted, nothing collected) not judged"
+        return verdict(self.name, violations, notes=notes)
