@@ -134,10 +134,10 @@ def run_config(
     fake_url: str, processes: int, thread: bool, args: argparse.Namespace, profile: str | None
 ) -> dict[str, Any]:
     port = free_port(processes)
-    log = tempfile.NamedTemporaryFile(prefix="bench_server_", suffix=".jsonl", delete=False)
-    log.close()
+    fd, log_path = tempfile.mkstemp(prefix="bench_server_", suffix=".jsonl")
+    os.close(fd)
     cmd = [sys.executable, "-m", "reference_impl", "--port", str(port), "--processes", str(processes)]
-    cmd += ["--backend-url", fake_url, "--log-file", log.name]
+    cmd += ["--backend-url", fake_url, "--log-file", log_path]
     if not thread:
         cmd.append("--no-tokenize-thread")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
@@ -160,7 +160,7 @@ def run_config(
         res: dict[str, Any] = q.get()
         client.join()
         res["server_cpu"] = _cpu(servers) - cpu0
-        with open(log.name) as f:
+        with open(log_path) as f:
             done = [json.loads(line) for line in f if '"chat_done"' in line]
         done = done[-res["turns"] :]
         for bucket in ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "total_ms"):
@@ -178,7 +178,7 @@ def run_config(
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        os.unlink(log.name)
+        os.unlink(log_path)
     return res
 
 
