@@ -181,7 +181,7 @@ def plot_variants(
 
     ``groups`` maps a label to a stats dict from summary.json (``p99_ms``, ``n``, ``ci``).
     """
-    fig = new_figure(max(6.0, 1.2 * len(groups) + 3), 4.5)
+    fig = new_figure(max(6.0, 1.6 * len(groups) + 2), 4.8)
     ax = fig.add_subplot()
     labels = [k for k, v in groups.items() if v.get("n")]
     if not labels:
@@ -198,7 +198,8 @@ def plot_variants(
                 lo_err.append(max(0.0, v - lo))
                 hi_err.append(max(0.0, hi - v))
             ax.bar(x + (i - (len(percentiles) - 1) / 2) * width, vals, width, yerr=[lo_err, hi_err], capsize=3, label=p)
-        ax.set_xticks(x, [f"{k}\n(n={groups[k]['n']})" for k in labels], fontsize=7)
+        ticks = [f"{k.replace('@', chr(10) + '@')}\n(n={groups[k]['n']})" for k in labels]
+        ax.set_xticks(x, ticks, fontsize=7)
         ax.set_ylabel("ms (whiskers: 95% bootstrap CI)")
         ax.legend(fontsize=7)
     ax.set_title(title or "Variant comparison", fontsize=10)

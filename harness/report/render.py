@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from harness.report.buckets import CLIENT_SERIES, SERVER_BUCKETS
 
@@ -197,7 +198,7 @@ def markdown_suite(summary: Mapping[str, Any]) -> str:
         "",
     ]
     lines += _md_table(_SUITE_HEADER, _suite_rows(summary))
-    lines += ["", "Each scenario's own report: `<scenario>/report.md`.", ""]
+    lines += ["", "Each run's own report: `<run>/report.md`.", ""]
     for p in summary["plots"]:
         lines.append(f"![{_PLOT_CAPTIONS.get(Path(p).name, p)}]({p})")
     return "\n".join(lines) + "\n"
@@ -217,7 +218,13 @@ code{background:#f5f5f5;padding:0 3px}
 """
 
 
+class _Html(str):
+    """Markup built here from escaped parts: a table cell puts it in as is."""
+
+
 def _cell(x: Any) -> str:
+    if isinstance(x, _Html):
+        return f"<td>{x}</td>"
     text = html.escape(_fmt(x))
     if isinstance(x, str) and x in ("valid", "invalid", "unknown", "pass", "fail", "no_data", "none"):
         return f'<td class="{x}">{text}</td>'
@@ -305,13 +312,18 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
 
 def suite_html(summary: Mapping[str, Any], suite_dir: Path) -> str:
     c = summary["counts"]
+    rows = _suite_rows(summary)
+    for row in rows:
+        name = str(row[0])
+        href = html.escape(quote(f"{name}/report.html"), quote=True)
+        row[0] = _Html(f'<a href="{href}">{html.escape(name)}</a>')
     status = summary["status"]
     body = (
         f'<h1>Scenario suite: <span class="{status}">{status.upper()}</span></h1>'
         f"<p>{c['scenarios']} scenarios: {c['valid']} valid, {c['invalid']} invalid, {c['unknown']} unknown; "
         f"{summary['slo_failed']} with a failed SLO.</p>"
-        + _html_table(_SUITE_HEADER, _suite_rows(summary))
-        + "<p>Each scenario's own report: <code>&lt;scenario&gt;/report.html</code>.</p>"
+        + _html_table(_SUITE_HEADER, rows)
+        + "<p>Each run's own report: follow its name (<code>&lt;run&gt;/report.html</code>, a relative link).</p>"
         + _figures(summary, suite_dir)
     )
     return html_page(f"suite: {status}", body)

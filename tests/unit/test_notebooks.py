@@ -42,6 +42,7 @@ def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
 
 
+@pytest.mark.slow  # a kernel start: ~3 s alone, over 10 s on a loaded 2-core box
 def test_latency_buckets_notebook_runs_on_a_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = write_run(tmp_path / "abort_retry", seed=9, name="abort_retry", sessions=20, processes=3)
     nb = _execute(NOTEBOOKS / "latency_buckets.ipynb", run_dir, monkeypatch, tmp_path)
@@ -55,6 +56,7 @@ def test_latency_buckets_notebook_runs_on_a_run_folder(tmp_path: Path, monkeypat
     assert list(run_dir.glob("summary.json")) == []  # the notebook only reads the run folder
 
 
+@pytest.mark.slow
 def test_latency_buckets_notebook_takes_a_suite_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     suite = write_suite(tmp_path / "latest", seed=1, sessions=8)
     nb = _execute(NOTEBOOKS / "latency_buckets.ipynb", suite, monkeypatch, tmp_path)

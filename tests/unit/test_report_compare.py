@@ -168,8 +168,8 @@ def test_repeated_runs_folder_and_variant_suite_grouping(tmp_path: Path) -> None
 
 
 def test_compare_suites_scenario_by_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_suite(tmp_path / "baseline", seed=1, sessions=15)
-    write_suite(tmp_path / "latest", seed=2, sessions=15)
+    write_suite(tmp_path / "baseline", seed=1, sessions=6)
+    write_suite(tmp_path / "latest", seed=2, sessions=6)
     results = compare(tmp_path / "baseline", tmp_path / "latest", percentile=50, min_samples=20, resamples=200)
     assert [r.scenario for r in results] == ["abort_retry", "clean", "lock_restore"]
     assert report_main([str(tmp_path / "latest")]) == 0

@@ -110,3 +110,14 @@ def test_suite_summary(suite_dir: Path) -> None:
     assert rows["abort_retry"]["total_ms"]["n"] > 0
     md = (suite_dir / "report.md").read_text()
     assert "| lock_restore | lock_restoration | invalid |" in md
+
+
+def test_suite_page_links_every_run_report_relatively(suite_dir: Path) -> None:
+    from urllib.parse import unquote
+
+    parser = _Collect()
+    parser.feed((suite_dir / "report.html").read_text())
+    hrefs = [attrs["href"] or "" for tag, attrs in parser.tags if tag == "a"]
+    assert len(hrefs) == 3
+    for href in hrefs:
+        assert (suite_dir / unquote(href)).is_file(), href
