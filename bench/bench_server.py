@@ -136,10 +136,14 @@ def run_config(
     port = free_port(processes)
     fd, log_path = tempfile.mkstemp(prefix="bench_server_", suffix=".jsonl")
     os.close(fd)
-    cmd = [sys.executable, "-m", "reference_impl", "--port", str(port), "--processes", str(processes)]
-    cmd += ["--backend-url", fake_url, "--log-file", log_path]
+    opts = ["--port", str(port), "--processes", str(processes), "--backend-url", fake_url, "--log-file", log_path]
     if not thread:
-        cmd.append("--no-tokenize-thread")
+        opts.append("--no-tokenize-thread")
+    cmd = [sys.executable, "-m", "reference_impl", *opts]
+    if args.switch_interval is not None:  # experiment: GIL hand-off latency to the tokenizer thread (1 process)
+        code = f"import sys; sys.setswitchinterval({args.switch_interval}); from reference_impl.launcher import main; "
+        code += f"sys.exit(main({opts!r}))"
+        cmd = [sys.executable, "-c", code]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
     urls = [f"http://127.0.0.1:{port + i}" for i in range(processes)]
     spy: subprocess.Popen[bytes] | None = None
@@ -188,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=8, help="repetitions of the sessions x turns workload")
     ap.add_argument("--configs", default="1:thread,1:inline,2:thread,2:inline", help="processes:thread|inline,...")
+    ap.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval in the server")
     ap.add_argument("--profile", default=None, help="py-spy output (.svg, or .txt collapsed) for the first config")
     args = ap.parse_args(argv)
 
