@@ -39,7 +39,7 @@ import numpy as np
 
 from harness.report.buckets import SERIES, extract, run_variant
 from harness.report.build import find_runs, is_run_dir
-from harness.report.stats import HIGHEST_US, nearest_rank
+from harness.report.stats import HIGHEST_US, bootstrap_order_statistic, nearest_rank
 from harness.rundata import RunData
 
 __all__ = [
@@ -166,16 +166,12 @@ def _pct(sorted_values: np.ndarray, p: float) -> float:
 
 
 def _boot_pooled(samples: list[np.ndarray], p: float, b: int, rng: np.random.Generator) -> np.ndarray:
-    data = np.concatenate(samples)
+    """Pooled samples, resampled: the exact order-statistic bootstrap."""
+    data = np.sort(np.concatenate(samples))
     n = data.size
     rank = min(max(int(p * n / 100.0 + 0.5), 1), n) - 1
-    out = np.empty(b)
-    chunk = max(1, 4_000_000 // n)
-    for start in range(0, b, chunk):
-        k = min(chunk, b - start)
-        res = data[rng.integers(0, n, size=(k, n))]
-        out[start : start + k] = np.partition(res, rank, axis=1)[:, rank]
-    return np.maximum(out, _FLOOR_MS)
+    out: np.ndarray = np.maximum(bootstrap_order_statistic(data, rank, b, rng), _FLOOR_MS)
+    return out
 
 
 def _boot_hier(samples: list[np.ndarray], p: float, b: int, rng: np.random.Generator) -> np.ndarray:
@@ -185,7 +181,8 @@ def _boot_hier(samples: list[np.ndarray], p: float, b: int, rng: np.random.Gener
     for i in range(b):
         picks = rng.integers(0, k, size=k)
         pooled = np.concatenate([samples[j][rng.integers(0, samples[j].size, size=samples[j].size)] for j in picks])
-        out[i] = _pct(np.sort(pooled), p)
+        rank = min(max(int(p * pooled.size / 100.0 + 0.5), 1), pooled.size) - 1
+        out[i] = max(float(np.partition(pooled, rank)[rank]), _FLOOR_MS)
     return out
 
 

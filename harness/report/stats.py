@@ -11,7 +11,10 @@ a p99.9 over 40 samples is the max, and the reader must be able to see that.
 
 Confidence intervals come from a percentile bootstrap on the raw samples with
 a seeded generator, using the same nearest-rank definition as HdrHistogram so
-the interval brackets the point estimate it belongs to.
+the interval brackets the point estimate it belongs to. The bootstrap of one
+order statistic has a closed form (a Beta-distributed rank), so it costs
+O(resamples) rather than O(resamples x n): a 10^5-request run reports in
+seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "SIGNIFICANT_DIGITS",
     "LatencyStats",
     "bootstrap_distribution",
+    "bootstrap_order_statistic",
     "bootstrap_percentile_ci",
     "latency_stats",
     "nearest_rank",
@@ -43,7 +47,6 @@ SIGNIFICANT_DIGITS = 3
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_SEED = 20240601
-_MAX_CELLS = 4_000_000  # resamples x n held in memory at once
 
 
 def percentile_key(p: float) -> str:
@@ -152,6 +155,24 @@ def latency_stats(
     return stats
 
 
+def bootstrap_order_statistic(
+    sorted_values: np.ndarray, rank: int, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The bootstrap distribution of the ``rank``-th (0-based) order statistic, exactly, in O(resamples).
+
+    A resample is n draws with replacement, i.e. ``x[ceil(n * U_i) - 1]`` for
+    uniform ``U_i``; the map is monotone, so the resample's ``rank``-th value is
+    ``x[ceil(n * U_(rank+1)) - 1]``, and that uniform order statistic is
+    ``Beta(rank + 1, n - rank)``. Same distribution as resampling n values
+    B times and sorting each, without the O(B n log n).
+    """
+    n = sorted_values.size
+    u = rng.beta(rank + 1, n - rank, size=resamples)
+    idx = np.clip(np.ceil(n * u).astype(np.int64) - 1, 0, n - 1)
+    out: np.ndarray = sorted_values[idx]
+    return out
+
+
 def bootstrap_distribution(
     values: Sequence[float] | np.ndarray,
     percentiles: Sequence[float],
@@ -159,21 +180,20 @@ def bootstrap_distribution(
     resamples: int = DEFAULT_BOOTSTRAP,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Shape (resamples, len(percentiles)): the nearest-rank percentiles of each resample."""
-    data = np.asarray(values, dtype=float)
+    """Shape (resamples, len(percentiles)): each percentile's bootstrap distribution (nearest rank).
+
+    Columns are exact marginals (:func:`bootstrap_order_statistic`); use them
+    one percentile at a time, not jointly.
+    """
+    data = np.sort(np.asarray(values, dtype=float))
     n = data.size
     out = np.empty((resamples, len(percentiles)))
     if n == 0:
         out.fill(np.nan)
         return out
-    ranks = np.array([min(max(int(p * n / 100.0 + 0.5), 1), n) - 1 for p in percentiles])
-    chunk = max(1, _MAX_CELLS // n)
-    done = 0
-    while done < resamples:
-        k = min(chunk, resamples - done)
-        sample = np.sort(data[rng.integers(0, n, size=(k, n))], axis=1)
-        out[done : done + k] = sample[:, ranks]
-        done += k
+    for j, p in enumerate(percentiles):
+        rank = min(max(int(p * n / 100.0 + 0.5), 1), n) - 1
+        out[:, j] = bootstrap_order_statistic(data, rank, resamples, rng)
     return out
 
 

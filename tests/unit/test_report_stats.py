@@ -91,3 +91,18 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate() -> None:
     lo, hi = stats.ci_ms["p99"]
     assert lo <= stats.get(99) * 1.001 and stats.get(99) <= hi * 1.001
     assert stats.to_json()["ci"]["level"] == 0.95
+
+
+def test_closed_form_order_statistic_bootstrap_matches_explicit_resampling() -> None:
+    from harness.report.stats import bootstrap_order_statistic
+
+    rng = np.random.default_rng(5)
+    data = np.sort(rng.lognormal(3.0, 0.7, size=400))
+    rank = int(0.99 * data.size + 0.5) - 1
+    closed = bootstrap_order_statistic(data, rank, 20_000, np.random.default_rng(1))
+    explicit = np.sort(data[np.random.default_rng(2).integers(0, data.size, size=(20_000, data.size))], axis=1)[:, rank]
+    for q in (0.025, 0.5, 0.975):
+        # same distribution: quantiles agree up to Monte Carlo noise (ranks differ by at most one or two)
+        a, b = np.quantile(closed, q), np.quantile(explicit, q)
+        assert abs(np.searchsorted(data, a) - np.searchsorted(data, b)) <= 2, (q, a, b)
+    assert set(np.unique(closed)) <= set(data)
