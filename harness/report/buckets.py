@@ -92,6 +92,7 @@ class ClientRequest:
     status: int | None
     variant: str
     req_id: str | None
+    request_id: str | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -260,6 +261,7 @@ def extract(run: RunData) -> LatencyData:
                 status=_int(done.get("status")),
                 variant=str(inv.get("variant") or variant),
                 req_id=headers.get("x-req-id") if isinstance(headers, dict) else None,
+                request_id=inv.get("request_id"),
             )
         )
 
@@ -294,6 +296,17 @@ def extract(run: RunData) -> LatencyData:
         level += d
         data.inflight.append((t, level))
 
+    _mark_events(run, data)
+    data.events.sort(key=lambda e: e.time)
+    return data
+
+
+def _mark_events(run: RunData, data: LatencyData) -> None:
+    """Chaos and fault events from the history, plus backend faults from the fake's execution log.
+
+    The backend's log has no run-clock times, but each execution carries the
+    client's ``x-request-id``: the fault is marked when that request completed.
+    """
     seen: set[Any] = set()
     for ev in run.history:
         kind = ev.get("f")
@@ -310,4 +323,9 @@ def extract(run: RunData) -> LatencyData:
         else:
             label = value
         data.events.append(MarkedEvent(time=_float(ev.get("time")) or 0.0, kind=str(kind), label=str(label)[:40]))
-    return data
+    ends = {r.request_id: r.end for r in data.requests if r.request_id}
+    for executions in run.backend_executions.values():
+        for ex in executions if isinstance(executions, list) else []:
+            fault = ex.get("fault") if isinstance(ex, dict) else None
+            if fault and ex.get("request_id") in ends:
+                data.events.append(MarkedEvent(time=ends[ex["request_id"]], kind="fault", label=str(fault)[:40]))

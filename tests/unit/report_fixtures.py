@@ -45,6 +45,7 @@ def make_run(
     logs: list[dict[str, Any]] = []
     owners: dict[str, str] = {}
     final_states: dict[str, Any] = {}
+    executions: dict[str, list[dict[str, Any]]] = {}
     op_counter = 0
     wall0 = 1_700_000_000.0
 
@@ -138,6 +139,10 @@ def make_run(
                 else:
                     comp.update(error="ReadTimeout")
                 events += [inv, comp]
+                executions.setdefault(sid, []).append(
+                    {"turn": turn, "attempt": attempt, "request_id": inv["request_id"],
+                     "fault": "http_502" if status == 502 else None, "status": status}
+                )  # fmt: skip
                 if aborted:
                     events.append(
                         {
@@ -234,7 +239,7 @@ def make_run(
         history=events,
         final_states=final_states,
         owners=owners,
-        backend_executions={},
+        backend_executions=executions,
         server_logs=logs,
     )
     if verdicts is None:

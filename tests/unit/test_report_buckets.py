@@ -141,6 +141,14 @@ def test_in_flight_count_and_marked_events() -> None:
     assert [r.outcome for r in data.requests] == ["ok", "fail"]
 
 
+def test_backend_faults_are_marked_when_their_request_completed() -> None:
+    history = [_ev(0, "invoke", 1, 0.0, request_id="abc"), _ev(1, "ok", 1, 0.25, request_id="abc", status=502)]
+    executions = {"s1": [{"turn": 0, "attempt": 0, "request_id": "abc", "fault": "http_502"},
+                         {"turn": 1, "attempt": 0, "request_id": "zzz", "fault": None}]}  # fmt: skip
+    data = extract(RunData(scenario={}, history=history, backend_executions=executions))
+    assert [(e.time, e.kind, e.label) for e in data.events] == [(0.25, "fault", "http_502")]
+
+
 def test_unmatched_invokes_are_counted() -> None:
     data = extract(RunData(scenario={}, history=[_ev(0, "invoke", 1, 0.0)]))
     assert data.unmatched_invokes == 1 and data.requests == []
