@@ -15,7 +15,8 @@ Rules (times are the history's, from invoke to completion):
 - a client-side timeout (``info``) of a chat is unknown outcome, not a failure:
   counted in the notes, never a violation;
 - a DELETE, GET or create must complete within the bound, and a DELETE that
-  timed out (``info``) is a deadlock, unless a process kill overlaps it.
+  timed out (``info``) is a deadlock, unless a process kill overlaps it or the
+  run itself ended under it (error "run ended" / "cancelled": indeterminate).
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
 """
@@ -74,7 +75,9 @@ class Liveness:
             dur = t1 - o.start
             if o.type == "info":
                 timeouts += 1
-                if o.f == "delete" and not killed:
+                err = str((o.completion or {}).get("error") or "")
+                cut = "run ended" in err or "cancelled" in err  # the run stopped waiting, not the server
+                if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
                             f"DELETE timed out after {dur:.3f}s: deadlock?", o.indices, o.session, "delete_timeout"

@@ -79,7 +79,9 @@ class NoResurrection:
                         "recreated",
                     )
                 )
-        violations.extend(self._writes_after_delete(run, deleted))
+        chats = {o.req_id: o for o in ops if o.f == "chat" and o.req_id}
+        chats.update({f"caller:{o.request_id}": o for o in ops if o.f == "chat" and o.request_id})
+        violations.extend(self._writes_after_delete(run, deleted, chats))
         if deleted and not run.final_states:
             unknown.append("final_states missing: only the history after each DELETE was checked")
         notes = f"{len(deleted)} sessions deleted with 204"
@@ -88,7 +90,7 @@ class NoResurrection:
         return verdict(self.name, violations, unknown=unknown[:3], notes=notes)
 
     @staticmethod
-    def _writes_after_delete(run: RunData, deleted: dict[str, Op]) -> list[Violation]:
+    def _writes_after_delete(run: RunData, deleted: dict[str, Op], chats: dict[str, Op]) -> list[Violation]:
         """Per process, in log order: no commit (or provisional) after ``session_deleted``.
 
         DELETE sets ``closing`` before it waits for the lock, so a Phase 3 that
@@ -108,11 +110,12 @@ class NoResurrection:
                 gone.get(proc, set()).discard(sid)
             elif ev == "chat_done" and ln.get("outcome") in ("committed", "aborted") and sid in gone.get(proc, set()):
                 d = deleted.get(sid)
+                o = chats.get(str(ln.get("req_id"))) or chats.get(f"caller:{ln.get('caller_request_id')}")
                 out.append(
                     Violation(
                         f"req_id {ln.get('req_id')} logged outcome {ln.get('outcome')!r} after the session was "
                         "deleted: a write into a dead session (closing not re-checked)",
-                        d.indices if d is not None else [],
+                        (d.indices if d is not None else []) + (o.indices if o is not None else []),
                         sid,
                         "write_after_delete",
                     )

@@ -227,6 +227,8 @@ def test_no_closing_recheck_commits_after_session_deleted() -> None:
     run = b.build()
     v = run_one(run, "no_resurrection")
     assert kinds(v) == {"write_after_delete"}
+    chat = next(e["op"] for e in run.history if e["f"] == "chat")
+    assert set(op_indices(run, chat)) <= set(v.ops)
 
 
 def test_double_delete_answered_204_twice() -> None:
@@ -474,6 +476,14 @@ def test_request_that_never_completed_and_a_deleted_that_timed_out() -> None:
     v = run_one(run, "liveness")
     assert kinds(v) == {"never_completed", "delete_timeout"}
     assert set(op_indices(run, hung)) <= set(v.ops)
+
+
+def test_a_delete_cut_by_the_end_of_the_run_is_indeterminate() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    d = b.invoke("delete", session=sid)
+    b.complete(d, "info", at=b.t + 0.2, error="run ended (duration bound)")
+    assert run_one(b.build(), "liveness").status == "valid"
 
 
 def test_slow_chat_is_a_violation_unless_a_fault_explains_it() -> None:
