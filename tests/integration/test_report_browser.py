@@ -203,3 +203,13 @@ async def test_the_browser_check_catches_a_broken_page(page: Page, tmp_path: Pat
     images = await _check_page(page, bad)
     assert images[0]["width"] == 0
     assert any("boom" in e for e in page.errors)
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(f"{__name__}.CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"browser_setup\.sh"):
+        _chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"browser_setup\.sh"):
+        _chromium()
