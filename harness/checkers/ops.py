@@ -466,7 +466,8 @@ def fault_kinds(run: RunData) -> set[str]:
             if v in (None, False, 0, 0.0):
                 continue
             kinds.add(str(k).lower())
-            one(v) if isinstance(v, dict) else None
+            if isinstance(v, dict):
+                one(v)
     elif faults:
         kinds.add("unparsed")
     return kinds

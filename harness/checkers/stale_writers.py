@@ -21,7 +21,9 @@ Duplicates are chats of one session and one turn whose intervals overlap
   judged;
 - a request answered 409 is never committed;
 - under ``conflict_409`` a loser that skipped because state changed gets 409,
-  never a silent 200 (by log outcome ``state_changed_skip`` when logs exist).
+  never a silent 200 (its ``chat_done`` outcome ``state_changed_skip``; without
+  the log line it is not judged, since a copy whose record a later copy rolled
+  back looks the same from outside).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class StaleWriters:
         violations: list[Violation] = []
         n_groups = 0
         unjudged = 0
+        unlogged = 0
         for sid, chats in sorted(by_session(ops, "chat").items()):
             snap = snaps.get(sid)
             records = snap.records if snap else []
@@ -66,7 +69,7 @@ class StaleWriters:
                     unjudged += 1
                 rids = {o.request_id for o in group if o.request_id}
                 idx = [i for o in group for i in o.indices]
-                # the state: more than one committed record from this group, with the same prompt
+                # the state: more than one committed record from this group
                 in_state = [r for r in records if record_kind(r) == "committed" and record_rid(r) in rids]
                 if len(in_state) > 1:
                     violations.append(
@@ -78,18 +81,12 @@ class StaleWriters:
                         )
                     )
                 for o in group:
-                    if o.status == 409 and o.request_id in committed_rids:
-                        violations.append(
-                            Violation("request answered 409 was committed anyway", o.indices, sid, "conflict_committed")
-                        )
                     if not conflict or not o.acknowledged:
                         continue
                     done = done_for(o, by_req, by_caller)
-                    if done:
-                        skipped = any(d.get("outcome") == "state_changed_skip" for d in done)
-                    else:
-                        skipped = snap is not None and o.request_id not in committed_rids and o.end < snap.time
-                    if skipped:
+                    if not done:
+                        unlogged += 1  # without the outcome a silent skip and a rolled-back commit look alike
+                    elif any(d.get("outcome") == "state_changed_skip" for d in done):
                         violations.append(
                             Violation(
                                 "conflict_409: a duplicate skipped because state changed but got a silent 200",
@@ -98,7 +95,14 @@ class StaleWriters:
                                 "silent_state_changed",
                             )
                         )
+            for o in chats:
+                if o.status == 409 and o.request_id in committed_rids:
+                    violations.append(
+                        Violation("request answered 409 was committed anyway", o.indices, sid, "conflict_committed")
+                    )
         notes = f"{n_groups} duplicate groups checked"
         if unjudged:
             notes += f", {unjudged} on sessions without state (deleted, nothing collected) not judged"
+        if unlogged:
+            notes += f", {unlogged} conflict_409 answers without a chat_done line not judged"
         return verdict(self.name, violations, notes=notes)
