@@ -266,6 +266,14 @@ class Tito:
     def plan(self, view: SessionView, raw_messages: Any) -> TurnPlan:
         """Build ``input_ids`` for a request: first-turn render, suffix, or rollback + suffix."""
         msgs = normalize_messages(raw_messages)
+        try:
+            return self._plan(view, msgs)
+        except (TitoError, RollbackError):
+            raise
+        except Exception as exc:  # e.g. a template's raise_exception("roles must alternate"): the client's input
+            raise MessageError(f"the chat template cannot render these messages: {exc}") from exc
+
+    def _plan(self, view: SessionView, msgs: list[Message]) -> TurnPlan:
         n = len(view.assistant_at)
         if n == 0:
             return self._first_turn(msgs, 0)
