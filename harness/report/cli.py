@@ -27,6 +27,14 @@ def report_main(argv: list[str]) -> int:
     if not run_dir.is_dir():
         print(f"harness report: {run_dir}: no such folder", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        return _report(run_dir)
+    except (OSError, ValueError) as exc:  # ValueError: a run folder with broken JSON
+        print(f"harness report: {run_dir}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _report(run_dir: Path) -> int:
     if is_run_dir(run_dir):
         summary = build_run_report(run_dir)
         print(
@@ -134,7 +142,7 @@ def compare_main(argv: list[str]) -> int:
             seed=args.seed,
             level=args.confidence,
         )
-    except CompareError as exc:
+    except (CompareError, OSError, ValueError) as exc:  # ValueError: a run folder with broken JSON
         print(f"harness compare: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for r in results:

@@ -176,3 +176,12 @@ def test_compare_suites_scenario_by_scenario(tmp_path: Path, capsys: pytest.Capt
     assert (tmp_path / "latest" / "report.html").exists()
     assert (tmp_path / "latest" / "clean" / "summary.json").exists()
     assert report_main([str(tmp_path / "nowhere")]) == EXIT_BAD_INPUT
+
+
+def test_broken_run_folder_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "r"
+    bad.mkdir()
+    (bad / "scenario.json").write_text('{"name": "r"}')
+    (bad / "history.jsonl").write_text("{not json\n")
+    assert report_main([str(bad)]) == EXIT_BAD_INPUT
+    assert compare_main([str(bad), str(bad)]) == EXIT_BAD_INPUT
