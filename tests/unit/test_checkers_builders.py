@@ -469,3 +469,69 @@ def test_clean_run_survives_a_save_and_load(tmp_path: Any) -> None:
     run.save(tmp_path)
     again = RunData.load(tmp_path)
     assert [v.status for v in check_all(again)] == [v.status for v in check_all(run)]
+
+
+def random_clean_run(seed: int) -> RunBuilder:
+    """A seeded, correct-server run: the behaviours of clean_run() mixed at random."""
+    import random
+
+    rng = random.Random(seed)
+    b = RunBuilder()
+    servers = [S0, S1][: rng.choice([1, 2])]
+    sids = [b.create(rng.choice(servers)) for _ in range(rng.randint(2, 6))]
+    for sid in sids:
+        turns = rng.randint(1, 4)
+        for t in range(turns):
+            attempt = 0
+            while rng.random() < 0.25 and attempt < 2:
+                b.chat(sid, t, attempt, outcome="aborted")
+                attempt += 1
+            if t == turns - 1 and rng.random() < 0.2:
+                b.chat(sid, t, attempt, outcome="aborted")  # retries exhausted: the provisional stays
+                break
+            if rng.random() < 0.15:
+                t0 = b.tick()
+                b.chat(sid, t, attempt, t0=t0, t1=t0 + 0.4)
+                b.chat(sid, t, attempt + 1, outcome="state_changed_skip", t0=t0 + 0.1, t1=t0 + 0.5)
+                b.t = t0 + 0.6
+            else:
+                b.chat(sid, t, attempt)
+            if t > 0 and rng.random() < 0.15:
+                b.chat(sid, t, attempt + 2, back=1)  # a tool-call retry of this turn
+        if len(servers) > 1 and rng.random() < 0.3:
+            other = next(s for s in servers if s != b.owners[sid])
+            b.probe(sid, server=other, value="wrong_process")
+        if rng.random() < 0.7:
+            b.collect_and_delete(sid)
+            b.probe(sid)
+    for s in servers:
+        b.heartbeat(s)
+        b.stats(s)
+    return b
+
+
+def test_random_clean_runs_are_valid_under_every_checker() -> None:
+    for seed in range(25):
+        run = random_clean_run(seed).build()
+        bad = [(v.checker, [x.message for x in v.violations], v.notes) for v in check_all(run) if not v.valid]
+        assert bad == [], (seed, bad)
+
+
+def test_random_runs_with_one_dropped_record_are_invalid() -> None:
+    flagged = 0
+    for seed in range(25):
+        run = random_clean_run(seed).build()
+        victims = [
+            (sid, st)
+            for sid, st in sorted(run.final_states.items())
+            if st and any(r["kind"] == "committed" for r in st["records"])
+        ]
+        if not victims:
+            continue
+        _, st = victims[0]
+        i = max(i for i, r in enumerate(st["records"]) if r["kind"] == "committed")
+        del st["records"][i]
+        bad = {v.checker for v in check_all(run, ["lost_turns", "token_state"]) if v.status == "invalid"}
+        assert bad, seed
+        flagged += 1
+    assert flagged >= 10
