@@ -120,3 +120,32 @@ async def test_delete_cancel_aborts_the_hanging_generation_on_the_fake() -> None
         assert stats["counters"]["abort_requests"] == 1 and stats["counters"]["inflight"] == 0
         (execution,) = stats["executions"][sid]
         assert execution["rid"] == f"{sid}-{resp.headers['x-req-id']}" and execution["outcome"] == "dropped"
+
+
+async def test_concurrent_sessions_with_tokenization_in_threads() -> None:
+    """The thread executor path: many sessions tokenizing at once in worker threads."""
+    from harness.seams import ThreadExecutor
+    from reference_impl import ServerConfig, create_app
+    from reference_impl.logs import ListSink
+
+    logs = ListSink()
+    cfg = ServerConfig(backend_url="http://fake", worker_port=1)
+    transport = httpx.ASGITransport(app=create_fake(seed=9))
+    app = create_app(cfg, executor=ThreadExecutor(), backend_transport=transport, log_sink=logs)
+
+    async def episode(c: httpx.AsyncClient, i: int) -> dict[str, Any]:
+        sid = (await c.post("/sessions")).json()["session_id"]
+        msgs: list[dict[str, Any]] = [SYSTEM, user(f"episode {i}")]
+        for turn in range(4):
+            r = await c.post(f"/sessions/{sid}/v1/chat/completions", json={"messages": msgs}, headers=hdr(turn))
+            assert r.status_code == 200, r.text
+            msgs += [reply(r), user(f"more {turn}")]
+        state: dict[str, Any] = (await c.get(f"/sessions/{sid}")).json()
+        return state
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        states = await asyncio.gather(*(episode(c, i) for i in range(16)))
+    await app.state.server.aclose()
+    for st in states:
+        assert st["metadata"]["num_assistant"] == 4 and st["metadata"]["token_mismatch"] is None
+    assert len(logs.events("chat_done")) == 64 and {e["outcome"] for e in logs.events("chat_done")} == {"committed"}
