@@ -426,9 +426,23 @@ def checks_cfg(run: RunData) -> dict[str, Any]:
 
 
 def max_trim_tokens(run: RunData, default: int = 2) -> int:
-    for src in (run.scenario.get("target"), checks_cfg(run), run.scenario.get("server")):
+    """The server's prefix tolerance: ``checks.options.max_trim_tokens``, ``target.max_trim_tokens``,
+    ``--max-trim-tokens N`` in ``target.server_args``, else the reference default (2)."""
+    opts = checks_cfg(run).get("options")
+    target = run.scenario.get("target")
+    for src in (opts, target, checks_cfg(run)):
         if isinstance(src, dict) and isinstance(src.get("max_trim_tokens"), int):
             return int(src["max_trim_tokens"])
+    args = target.get("server_args") if isinstance(target, dict) else None
+    if isinstance(args, list):
+        for i, a in enumerate(args):
+            a = str(a)
+            if a.startswith("--max-trim-tokens="):
+                a, nxt = "--max-trim-tokens", a.split("=", 1)[1]
+            else:
+                nxt = str(args[i + 1]) if i + 1 < len(args) else ""
+            if a == "--max-trim-tokens" and nxt.isdigit():
+                return int(nxt)
     return default
 
 

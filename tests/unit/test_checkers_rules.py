@@ -679,3 +679,17 @@ def test_clean_run_with_two_servers_is_still_clean_under_multi_server_rules() ->
     for name in ("ownership", "leaks", "exactly_once", "lost_turns"):
         assert run_one(run, name).status == "valid", name
     assert {S0, S1} == set(run.owners.values())
+
+
+def test_max_trim_tokens_comes_from_the_scenario() -> None:
+    from harness.checkers.ops import max_trim_tokens
+
+    b = RunBuilder()
+    del b.scenario["target"]["max_trim_tokens"]
+    assert max_trim_tokens(b.build()) == 2
+    b.scenario["target"]["server_args"] = ["--max-trim-tokens", "5"]
+    assert max_trim_tokens(b.build()) == 5
+    b.scenario["target"]["server_args"] = ["--max-trim-tokens=0"]
+    assert max_trim_tokens(b.build()) == 0
+    b.scenario["checks"]["options"] = {"max_trim_tokens": 3}
+    assert max_trim_tokens(b.build()) == 3
