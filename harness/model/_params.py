@@ -91,7 +91,7 @@ class Deployment:
     threads: int = 6  # asyncio's default executor: min(32, cpu_count + 4)
     lock_restore: bool = False  # the lock_restore variant: the session lock held across Phase 2
     backend_concurrency: int = 0  # generations the backend runs at once; 0 = unbounded (the fake)
-    backend_loops: int = 1  # event loops serving the backend's CPU work (the fake: one)
+    backend_loops: int = 0  # loops serving the backend's CPU share (the fake: one); 0 = a delay, no queue
     client_loops: int = 0  # event loops running the agents (the live runner: one); 0 = agents cost nothing
     machine_cores: int = 0  # all loops share this many cores (one test machine); 0 = a core per loop
     machine_background: float = 0.0  # other busy processes on that machine
@@ -157,6 +157,11 @@ class ModelParams:
                 top[s] = dataclasses.replace(top.get(s, getattr(self, s)), **kv)
         return dataclasses.replace(self, **top)
 
+    def as_live(self, cores: int, background: float = 0.0) -> ModelParams:
+        """As ``harness run`` deploys it on one machine: every agent on one loop, the fake on one loop,
+        all loops sharing ``cores``."""
+        return self.replace(client_loops=1, backend_loops=1, machine_cores=cores, machine_background=background)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -217,7 +222,6 @@ def from_plain(d: Mapping[str, Any], source: str = "<scenario>") -> ModelParams:
             processes=int(target.get("processes", da.processes) or 1),
             tokenize_in_thread="--no-tokenize-thread" not in (target.get("server_args") or ()),
             lock_restore="lock_restore" in (target.get("variants") or ()),
-            client_loops=1,  # the live runner drives every agent from one event loop
         ),
         workload=Workload(
             sessions=int(w.get("sessions", dw.sessions)),

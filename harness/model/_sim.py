@@ -192,7 +192,7 @@ class _Model:
         self.cores = d.machine_cores
         self.background = d.machine_background
         self.servers = [_Server(d.threads) for _ in range(max(1, d.processes))]
-        self.backend_loops = [0.0] * max(1, d.backend_loops)
+        self.backend_loops = [0.0] * d.backend_loops
         self.backend_slots: list[float] | None = [0.0] * d.backend_concurrency if d.backend_concurrency > 0 else None
         self.plan = params.plan
         self.rules = params.plan.rules
@@ -318,10 +318,13 @@ class _Model:
         sess.ordinal = ordinal + 1
         fault = self._fault(sess, turn, attempt, ordinal) if self.rules else None
         loops = self.backend_loops
-        i = loops.index(min(loops)) if len(loops) > 1 else 0
-        b0 = now if loops[i] < now else loops[i]
-        bend = b0 + (self.bcpu_a + self.bcpu_b * prompt) * (self._stretch(loops[i]) if self.cores else 1.0)
-        loops[i] = bend
+        if loops:
+            i = loops.index(min(loops)) if len(loops) > 1 else 0
+            b0 = now if loops[i] < now else loops[i]
+            bend = b0 + (self.bcpu_a + self.bcpu_b * prompt) * (self._stretch(loops[i]) if self.cores else 1.0)
+            loops[i] = bend
+        else:
+            bend = now + self.bcpu_a + self.bcpu_b * prompt
         bend += self.pdelay_a + self.pdelay_b * prompt
         name = fault.name if fault is not None else None
         get = fault.get if fault is not None else _no_param
