@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m harness.cli demo
+	$(PY) -m harness.cli run --suite default --out reports/latest
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -67,7 +67,9 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and CI: room for one column per checker
     if args.mode != "live":
         try:
             from harness.sim import runner as sim_runner  # type: ignore[attr-defined,unused-ignore]
