@@ -102,6 +102,7 @@ class Liveness:
                     "delete_slow" if o.f == "delete" else "slow",
                 )
             )
-        notes = f"bound={bound}s, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
+        shown = "none" if bound is None else f"{bound:g}s"
+        notes = f"bound={shown}, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
         return verdict(self.name, violations, unknown=unknown, notes=notes)
