@@ -107,9 +107,14 @@ def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, ti
 
 
 def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title: str = "") -> Path:
-    """One empirical CDF per series on a log latency axis; the tail is marked."""
-    fig = new_figure(7.5, 4.5)
-    ax = fig.add_subplot()
+    """Per series: the CDF on a log latency axis (left) and the tail, 1 - CDF on log-log (right).
+
+    The left panel shows the body; p99 and p99.9 are invisible there, so the
+    right panel plots the fraction of requests slower than x on a log scale,
+    where each decade down is one more "nine".
+    """
+    fig = new_figure(11, 4.5)
+    ax, tail = fig.subplots(1, 2)
     drawn = 0
     for name, raw in series.items():
         vals = np.sort(np.array([v for v in raw if v is not None and not math.isnan(v) and v >= 0], dtype=float))
@@ -117,19 +122,31 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
             continue
         vals = np.maximum(vals, _FLOOR_MS)
         y = np.arange(1, vals.size + 1) / vals.size
-        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", color=_COLORS.get(name))
+        color = _COLORS.get(name)
+        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", color=color)
+        exceed = 1.0 - y + 1.0 / vals.size  # fraction >= x, never 0 on a log axis
+        tail.step(vals, exceed, where="post", color=color)
         drawn += 1
     if not drawn:
         _no_data(ax, "no latency samples")
+        _no_data(tail, "no latency samples")
     else:
         ax.set_xscale("log")
         for q in (0.5, 0.99):
             ax.axhline(q, color="#bbb", lw=0.8, ls="--")
-        ax.set_xlabel("latency, ms (log; values below 1 us drawn at 1 us)")
+        ax.set_xlabel("latency, ms (log; below 1 us drawn at 1 us)")
         ax.set_ylabel("fraction of requests <= x")
         ax.set_ylim(0, 1.01)
         ax.legend(fontsize=7, loc="lower right")
+        tail.set_xscale("log")
+        tail.set_yscale("log")
+        for q, label in ((0.5, "p50"), (0.01, "p99"), (0.001, "p99.9")):
+            tail.axhline(q, color="#bbb", lw=0.8, ls="--")
+            tail.text(1.0, q, f" {label}", transform=tail.get_yaxis_transform(), fontsize=7, va="center")
+        tail.set_xlabel("latency, ms (log)")
+        tail.set_ylabel("fraction of requests >= x (log)")
     ax.set_title(title or "Per-bucket latency CDFs", fontsize=10)
+    tail.set_title("Tail: 1 - CDF", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
