@@ -81,6 +81,23 @@ class BackendAnswer:
         return self.finish_reason == "abort"
 
 
+@dataclass
+class _Turn:
+    """What Phases 1 and 2 hand to Phase 3."""
+
+    plan: TurnPlan
+    expected_n: int  # num_assistant seen in Phase 1
+    expected_v: int  # commit version seen in Phase 1
+    stream: bool
+    backend_body: dict[str, Any]
+    start_ts: float
+    resp: httpx.Response
+    answer: BackendAnswer
+    aborted: bool
+    commit: Commit | None = None
+    tito_error: TitoError | None = None
+
+
 def parse_answer(raw: bytes) -> BackendAnswer:
     """Validate a backend chat answer (CONTEXT.md): any violation is a 502."""
     try:
@@ -473,18 +490,16 @@ class SessionServer:
                 return self._fail(st, "bad_gateway", 502, "BadGateway", str(exc))
             st.completion_tokens = len(answer.completion_ids)
             aborted = answer.aborted and not self._has("commit_aborted")
-
-            commit: Commit | None = None
-            tito_error: TitoError | None = None
-            if not aborted:
+            turn = _Turn(plan, expected_n, expected_v, bool(stream), backend_body, start_ts, resp, answer, aborted)
+            if not aborted:  # the state-update tokenization needs no session state: outside the lock
                 t = self.clock.monotonic()
                 prompt_ids = answer.prompt_ids if answer.prompt_ids is not None else plan.input_ids
                 try:
-                    commit = await self.executor.run(
+                    turn.commit = await self.executor.run(
                         self.tito.commit, plan, prompt_ids, answer.completion_ids, answer.message
                     )
                 except TitoError as exc:
-                    tito_error = exc
+                    turn.tito_error = exc
                 finally:
                     st.tokenize_out_ms = _ms(self.clock.monotonic() - t)
 
@@ -492,10 +507,7 @@ class SessionServer:
             if not held:
                 await self._timed_lock(session, st)
                 held = True
-            return self._phase3(
-                request, session, st, body, backend_body, resp, answer, plan, commit, tito_error,
-                expected_n, expected_v, start_ts, aborted,
-            )  # fmt: skip
+            return self._phase3(request, session, st, turn)
         finally:
             if held:
                 session.lock.release()
@@ -539,29 +551,14 @@ class SessionServer:
             if not st.proxy_elapsed_ms:
                 st.proxy_elapsed_ms = _ms(self.clock.monotonic() - t)
 
-    def _phase3(
-        self,
-        request: Request,
-        session: Session,
-        st: _Chat,
-        body: dict[str, Any],
-        backend_body: dict[str, Any],
-        resp: httpx.Response,
-        answer: BackendAnswer,
-        plan: TurnPlan,
-        commit: Commit | None,
-        tito_error: TitoError | None,
-        expected_n: int,
-        expected_v: int,
-        start_ts: float,
-        aborted: bool,
-    ) -> Response:
-        reply = self._answer(resp, answer, bool(body.get("stream")), aborted)
+    def _phase3(self, request: Request, session: Session, st: _Chat, turn: _Turn) -> Response:
+        """Under the lock: skip if closing or changed, provisional if aborted, else check and commit."""
+        reply = self._answer(turn.resp, turn.answer, turn.stream, turn.aborted)
         if session.closing and not self._has("no_closing_recheck"):
             st.outcome = "closing_skip"
             return reply
         if not self._has("no_num_assistant_guard") and (
-            session.num_assistant != expected_n or session.version != expected_v
+            session.num_assistant != turn.expected_n or session.version != turn.expected_v
         ):
             self.log.warning(
                 "state_changed_during_proxy",
@@ -570,7 +567,7 @@ class SessionServer:
                 inflight_chat_count=self.counters.inflight,
                 caller_request_id=st.caller,
                 proxy_elapsed_ms=st.proxy_elapsed_ms,
-                expected_num_assistant=expected_n,
+                expected_num_assistant=turn.expected_n,
                 actual_num_assistant=session.num_assistant,
             )
             if self._has("conflict_409"):
@@ -580,13 +577,13 @@ class SessionServer:
                     409,
                     "SessionStateConflictError",
                     f"session {st.session_id} changed during the backend call "
-                    f"(num_assistant {expected_n} -> {session.num_assistant}); the answer was not recorded",
+                    f"(num_assistant {turn.expected_n} -> {session.num_assistant}); the answer was not recorded",
                 )
             st.outcome = "state_changed_skip"
             return reply
         record = {
-            "kind": "provisional" if aborted else "committed",
-            "start_ts": start_ts,
+            "kind": "provisional" if turn.aborted else "committed",
+            "start_ts": turn.start_ts,
             "end_ts": self.clock.wall(),
             "method": request.method,
             "path": request.url.path,
@@ -594,18 +591,20 @@ class SessionServer:
             "req_id": st.req_id,
             "turn": _int_header(request.headers.get("x-turn")),
             "attempt": _int_header(request.headers.get("x-attempt")),
-            "request": backend_body,
-            "response": answer.data,
-            "status_code": resp.status_code,
+            "request": turn.backend_body,
+            "response": turn.answer.data,
+            "status_code": turn.resp.status_code,
         }
-        if aborted:
+        if turn.aborted:
             session.add_provisional(record)
             st.outcome = "aborted"
             return reply
-        if tito_error is not None or commit is None:
-            return self._fail(st, "tokenization_error", 500, "TokenizationError", str(tito_error))
-        session.apply(commit, plan.base_assistant)
-        session.add_committed(record, discarded=plan.discarded, supersede=not self._has("provisional_never_superseded"))
+        if turn.tito_error is not None or turn.commit is None:
+            return self._fail(st, "tokenization_error", 500, "TokenizationError", str(turn.tito_error))
+        session.apply(turn.commit, turn.plan.base_assistant)
+        session.add_committed(
+            record, discarded=turn.plan.discarded, supersede=not self._has("provisional_never_superseded")
+        )
         self.counters.turns_completed += 1
         st.outcome = "committed"
         return reply
