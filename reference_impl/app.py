@@ -19,7 +19,7 @@ and answers 404 / skips its write. A removed session never comes back.
 
 Each rule can be switched off by a named variant (config.py) so the harness
 can show that its checkers catch the resulting bug; every switch is a
-``self._bad``/``self._has`` test at the exact line the bug lives on.
+``self._has(name)`` test at the exact line the bug lives on.
 
 Observability: exactly one ``chat_start`` and one ``chat_done`` per chat
 request, whatever its outcome (``try``/``finally``), with the timing buckets
