@@ -12,7 +12,7 @@ log_consistency
   with the same status;
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
   <= total_ms`` (+ 1 ms + 1 %), and what they leave unexplained is small
-  (``checks.log_overhead_ms``, default 250 ms, or half the total);
+  (``checks.options.log_overhead_ms``, default 250 ms, or half the total);
 - in-flight returns to 0: per process, ``inflight_now`` tracks the number of
   chats started and not yet done, with one constant offset (whether a line
   counts itself is the server's convention); a counter that is only decremented
@@ -40,9 +40,9 @@ from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
     Op,
     chaos_events,
-    checks_cfg,
     is_kill,
     is_stats,
+    option,
     pair_ops,
     port_of,
     process_key,
@@ -87,8 +87,8 @@ class LogConsistency:
         ops = pair_ops(run.history)
         killed = any(is_kill(c) for c in chaos_events(ops))
         by_req_op, by_rid_op = _ops_by_join(ops)
-        cfg = checks_cfg(run)
-        overhead_ms = float(cfg.get("log_overhead_ms", 250.0))
+        raw = option(run, "log_overhead_ms", 250.0)
+        overhead_ms = float(raw) if isinstance(raw, (int, float)) else 250.0
         violations: list[Violation] = []
 
         def op_idx(ln: dict[str, Any]) -> list[int]:

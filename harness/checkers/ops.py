@@ -425,6 +425,15 @@ def checks_cfg(run: RunData) -> dict[str, Any]:
     return c if isinstance(c, dict) else {}
 
 
+def option(run: RunData, name: str, default: Any = None) -> Any:
+    """A checker option: ``checks.options.<name>``, else ``checks.<name>``, else ``default``."""
+    cfg = checks_cfg(run)
+    opts = cfg.get("options")
+    if isinstance(opts, dict) and name in opts:
+        return opts[name]
+    return cfg.get(name, default)
+
+
 def max_trim_tokens(run: RunData, default: int = 2) -> int:
     """The server's prefix tolerance: ``checks.options.max_trim_tokens``, ``target.max_trim_tokens``,
     ``--max-trim-tokens N`` in ``target.server_args``, else the reference default (2)."""

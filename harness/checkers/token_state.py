@@ -35,8 +35,8 @@ from harness.checkers.ops import (
     Op,
     Snapshot,
     by_session,
-    checks_cfg,
     max_trim_tokens,
+    option,
     pair_ops,
     record_checkpoint,
     record_input_ids,
@@ -65,8 +65,7 @@ class TokenState:
     name = "token_state"
 
     def check(self, run: RunData) -> Verdict:
-        opts = checks_cfg(run).get("options")
-        keep_rollbacks = bool(isinstance(opts, dict) and opts.get("records_keep_rollbacks"))
+        keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
         ops = pair_ops(run.history)
         snaps, _ = snapshots(run, ops)
         chats = by_session(ops, "chat")

@@ -693,3 +693,27 @@ def test_max_trim_tokens_comes_from_the_scenario() -> None:
     assert max_trim_tokens(b.build()) == 0
     b.scenario["checks"]["options"] = {"max_trim_tokens": 3}
     assert max_trim_tokens(b.build()) == 3
+
+
+def test_checker_options_come_from_checks_options() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    t = b.tick()
+    b.chat(sid, 0, t0=t, t1=t + 2.0)
+    run = b.build()
+    done = next(ln for ln in run.server_logs if ln["event"] == "chat_done")
+    done["proxy_elapsed_ms"] = 1.0
+    assert "unexplained_time" in kinds(run_one(run, "log_consistency"))
+    run.scenario["checks"]["options"] = {"log_overhead_ms": 5000}
+    assert run_one(run, "log_consistency").status == "valid"
+    # a server that keeps rolled-back steps in its records
+    b2 = RunBuilder()
+    s2 = b2.create()
+    b2.chat(s2, 0)
+    b2.chat(s2, 0, 1, back=1)
+    run2 = b2.build()
+    st = body(run2, s2)
+    st["records"].insert(0, dict(st["records"][0], caller_request_id="rolled-back"))
+    assert "records_not_branch" in kinds(run_one(run2, "token_state"))
+    run2.scenario["checks"]["options"] = {"records_keep_rollbacks": True}
+    assert run_one(run2, "token_state").status == "valid"
