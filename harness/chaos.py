@@ -166,7 +166,11 @@ class Nemesis:
         return status
 
     async def probe_wrong_process(self, session: str, owner: int, offset: int, turn: int) -> None:
-        """GET a session on a process that does not own it: the answer must be 404."""
+        """GET, then chat, for a session on a process that does not own it: both must answer 404.
+
+        A server that auto-creates unknown sessions answers the chat with 200 and
+        starts a second, divergent copy of the episode on the wrong process.
+        """
         if len(self.servers) < 2 or offset == 0:
             return
         other = self.servers[(owner + offset) % len(self.servers)]
@@ -177,12 +181,19 @@ class Nemesis:
             server=other,
             value={"action": "wrong_process_probe", "turn": turn, "owner": self.servers[owner]},
         )
-        op = self.history.invoke(process=self.process, f="probe", session=session, server=other, value="wrong_process")
-        status, err = await self.request("GET", f"{other}/sessions/{session}", None)
-        if status is None:
-            self.history.info(op, error=err, value="wrong_process")
-        else:
-            self.history.complete(op, "ok" if status == 404 else "fail", status=status, value="wrong_process")
+        probe_chat = {"model": "fake-sglang", "messages": [{"role": "user", "content": "wrong-process probe"}]}
+        for method, url, body in (
+            ("GET", f"{other}/sessions/{session}", None),
+            ("POST", f"{other}/sessions/{session}/v1/chat/completions", probe_chat),
+        ):
+            op = self.history.invoke(
+                process=self.process, f="probe", session=session, server=other, value="wrong_process", method=method
+            )
+            status, err = await self.request(method, url, body)
+            if status is None:
+                self.history.info(op, error=err, value="wrong_process")
+            else:
+                self.history.complete(op, "ok" if status == 404 else "fail", status=status, value="wrong_process")
 
     # -- time-triggered ------------------------------------------------------
 

@@ -221,9 +221,16 @@ async def test_wrong_process_probes_get_404() -> None:
         {"workload": {"sessions": 4, "turns": 2}, "chaos": {"wrong_process_probes": 1.0}}, processes=2
     )
     probes = [p for p in ops(run, "probe") if p["value"] == "wrong_process"]
-    assert len(probes) == 4 and {p["status"] for p in probes} == {404}
+    assert len(probes) == 8 and {p["status"] for p in probes} == {404}
     assert {p["server"] for p in probes} == {"http://server0", "http://server1"}
     assert_all_valid(run)
+
+
+async def test_auto_create_on_wrong_process_is_flagged() -> None:
+    run = await run_inproc(
+        {"workload": {"sessions": 4, "turns": 2}, "chaos": {"wrong_process_probes": 1.0}}, "auto_create", processes=2
+    )
+    assert verdicts(run)["ownership"] == "invalid"
 
 
 async def test_disconnect_then_delete() -> None:

@@ -63,8 +63,9 @@ async def test_wrong_process_probe_expects_404() -> None:
     h = History(LoopClock())
     n = Nemesis(ChaosSpec(), h, ["http://a", "http://b"], Recorder(404))
     await n.probe_wrong_process("s", 0, 1, 2)
-    probe = h.events[-1]
-    assert probe["f"] == "probe" and probe["type"] == "ok" and probe["server"] == "http://b"
+    invokes = [e for e in h.events if e["f"] == "probe" and e["type"] == "invoke"]
+    assert [p["method"] for p in invokes] == ["GET", "POST"] and {p["server"] for p in invokes} == {"http://b"}
+    assert [e["type"] for e in h.events if e["f"] == "probe" and e["type"] != "invoke"] == ["ok", "ok"]
     n2 = Nemesis(ChaosSpec(), h, ["http://a", "http://b"], Recorder(200))
     await n2.probe_wrong_process("s", 0, 1, 2)
     assert h.events[-1]["type"] == "fail" and h.events[-1]["status"] == 200
