@@ -93,6 +93,12 @@ def compare_parser() -> argparse.ArgumentParser:
         help="refuse (exit 3) below this many samples per side; default 10/(1-p): 1000 for p99",
     )
     parser.add_argument(
+        "--min-runs",
+        type=int,
+        default=1,
+        help="refuse (exit 3) with fewer runs per side (default 1; 3 makes machine noise between runs visible)",
+    )
+    parser.add_argument(
         "--runs",
         choices=("pooled", "per-run"),
         default="pooled",
@@ -141,6 +147,7 @@ def compare_main(argv: list[str]) -> int:
             resamples=args.bootstrap,
             seed=args.seed,
             level=args.confidence,
+            min_runs=args.min_runs,
         )
     except (CompareError, OSError, ValueError) as exc:  # ValueError: a run folder with broken JSON
         print(f"harness compare: {exc}", file=sys.stderr)
@@ -161,6 +168,6 @@ def compare_main(argv: list[str]) -> int:
                 indent=2,
             )
         )
-    summary = {0: "no regression", 1: "REGRESSION", 3: "refused to judge (too few samples)"}[code]
+    summary = {0: "no regression", 1: "REGRESSION", 3: "refused to judge (too few samples or runs)"}[code]
     print(f"harness compare: {summary}")
     return code

@@ -22,8 +22,15 @@ the gate is built to be honest rather than twitchy:
   Against a baseline recorded elsewhere, use a generous threshold; to gate on
   small effects, run both builds here with ``ab``.
 
+- **Say when the machine moved.** With one run per side the interval only
+  covers sampling noise within a run, and the result says so (``--min-runs``
+  refuses outright). The backend's own latency is seeded, so its median
+  (``proxy_elapsed_ms`` p50) is a control: when it moved beyond the threshold
+  between the sides, a ``control:`` note warns that the machine was not
+  equally loaded.
+
 Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
-2 bad input, 3 refused (too few samples).
+2 bad input, 3 refused (too few samples or runs).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.buckets import SERIES, extract, run_variant
+from harness.report.buckets import SERIES, LatencyData, extract, run_variant
 from harness.report.build import find_runs, is_run_dir
 from harness.report.stats import HIGHEST_US, bootstrap_order_statistic, nearest_rank
 from harness.rundata import RunData
@@ -64,6 +71,7 @@ EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
 MODES = ("pooled", "per-run", "ab")
 _FLOOR_MS = 1e-3  # 1 us: a percentile of 0 compares as 1 us, not as a division by zero
+CONTROL_BUCKET = "proxy_elapsed_ms"
 
 
 class CompareError(ValueError):
@@ -90,6 +98,8 @@ class Comparison:
     ci: tuple[float, float] | None = None
     level: float = 0.95
     resamples: int = 0
+    runs: tuple[int, int] = (0, 0)  # runs on each side
+    control: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -117,9 +127,36 @@ def load_samples(run_dir: Path, bucket: str, *, outcome: str | None = None) -> l
     """One run's samples of a bucket (ms), in range, missing values dropped."""
     if bucket not in SERIES:
         raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
-    data = extract(RunData.load(run_dir))
+    return _in_range(extract(RunData.load(run_dir)), bucket, outcome)
+
+
+def _in_range(data: LatencyData, bucket: str, outcome: str | None) -> list[float]:
     limit = HIGHEST_US / 1000.0
     return [float(v) for v in data.values(bucket, outcome=outcome) if v is not None and 0 <= v <= limit]
+
+
+def _control(base: list[LatencyData], cur: list[LatencyData], threshold: float) -> tuple[dict[str, Any], str | None]:
+    """How much the backend call's median moved: a yardstick for machine noise.
+
+    The fake backend's latency is a pure function of the seed, so on an equally
+    loaded machine ``proxy_elapsed_ms`` p50 barely moves between runs of one
+    scenario. When it moves by more than the threshold, the machine (or the
+    event loop timing the call) was not the same on both sides, and any
+    other bucket's change is suspect. A note, never a verdict.
+    """
+    b = [v for d in base for v in _in_range(d, CONTROL_BUCKET, None)]
+    c = [v for d in cur for v in _in_range(d, CONTROL_BUCKET, None)]
+    if not b or not c:
+        return {}, None
+    pb, pc = _pct(np.sort(b), 50.0), _pct(np.sort(c), 50.0)
+    change = pc / pb - 1.0
+    info = {"bucket": CONTROL_BUCKET, "percentile": 50.0, "baseline_ms": pb, "current_ms": pc, "change": change}
+    if abs(change) <= threshold:
+        return info, None
+    return info, (
+        f"control: {CONTROL_BUCKET} p50 moved {change:+.1%} ({pb:.3f} -> {pc:.3f} ms) although the backend's "
+        "latency is seeded: the two sides ran under different machine load; repeat runs or run A/B interleaved"
+    )
 
 
 def _identity(run_dir: Path) -> tuple[str, str]:
@@ -205,6 +242,7 @@ def compare_samples(
     level: float = 0.95,
     baseline_runs: Sequence[str] = (),
     current_runs: Sequence[str] = (),
+    min_runs: int = 1,
 ) -> Comparison:
     """Compare per-run sample lists (ms) of two sides; see the module docstring."""
     if mode not in MODES:
@@ -234,6 +272,13 @@ def compare_samples(
         min_samples=need,
         level=level,
     )
+    cmp.runs = (len(base), len(cur))
+    if min(cmp.runs) < min_runs:
+        cmp.message = (
+            f"too few runs to judge: baseline {len(base)}, current {len(cur)}; each side needs >= {min_runs} "
+            "(between-run noise is only measurable across runs). Not a pass, not a fail."
+        )
+        return cmp
     per_run_min = min(s.size for s in [*base, *cur])
     if nb < need or nc < need or (mode == "ab" and per_run_min < need):
         where = "each A/B run" if mode == "ab" else "each side"
@@ -273,6 +318,10 @@ def compare_samples(
     alpha = (1.0 - level) / 2.0
     lo, hi = float(np.quantile(dist, alpha)), float(np.quantile(dist, 1.0 - alpha))
     cmp.change, cmp.ci, cmp.resamples = point, (lo, hi), resamples
+    if len(base) == 1 or len(cur) == 1:
+        cmp.notes.append(
+            "one run on a side: the interval covers sampling noise within a run, not machine noise between runs"
+        )
     desc = (
         f"baseline {cmp.baseline_ms:.3f} ms (n={nb}, {len(base)} run(s)) -> current {cmp.current_ms:.3f} ms "
         f"(n={nc}, {len(cur)} run(s)): change {point:+.1%}, {level:.0%} CI [{lo:+.1%}, {hi:+.1%}], "
@@ -303,6 +352,7 @@ def compare(
     resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    min_runs: int = 1,
 ) -> list[Comparison]:
     """Compare run folders (or folders of runs) scenario by scenario.
 
@@ -329,11 +379,15 @@ def compare(
             notes.append(f"{name}: no baseline, not compared")
         for name in sorted(set(bgroups) - set(cgroups)):
             notes.append(f"{name}: in the baseline only, not compared")
+    if bucket not in SERIES:
+        raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
     out = []
     for name, bruns, cruns in pairs:
+        bdata = [extract(RunData.load(r)) for r in bruns]
+        cdata = [extract(RunData.load(r)) for r in cruns]
         result = compare_samples(
-            [load_samples(r, bucket, outcome=outcome) for r in bruns],
-            [load_samples(r, bucket, outcome=outcome) for r in cruns],
+            [_in_range(d, bucket, outcome) for d in bdata],
+            [_in_range(d, bucket, outcome) for d in cdata],
             scenario=name,
             bucket=bucket,
             percentile=percentile,
@@ -345,7 +399,12 @@ def compare(
             level=level,
             baseline_runs=[str(r) for r in bruns],
             current_runs=[str(r) for r in cruns],
+            min_runs=min_runs,
         )
+        if bucket != CONTROL_BUCKET:
+            result.control, warning = _control(bdata, cdata, threshold)
+            if warning:
+                result.notes.append(warning)
         result.notes = notes + result.notes
         out.append(result)
     return out

@@ -77,6 +77,23 @@ def test_refuses_below_the_minimum_sample_count() -> None:
     assert ok.verdict == "regression"
 
 
+def test_refuses_below_the_minimum_number_of_runs() -> None:
+    res = compare_samples([_lat(1, 2000)], [_lat(2, 2000, scale=2.0)], min_runs=2, resamples=200)
+    assert res.verdict == "refused" and "too few runs" in res.message
+    res = compare_samples([_lat(1, 2000)], [_lat(2, 2000, scale=2.0)], resamples=200)
+    assert res.verdict == "regression" and any("one run on a side" in n for n in res.notes)
+
+
+def test_control_bucket_flags_unequal_machine_load(runs: dict[str, Path]) -> None:
+    # "slow" has a slower backend: for the gate that is indistinguishable from a loaded machine, and it says so
+    (res,) = compare(runs["base"], runs["slow"], bucket="client_request_ms", percentile=50, min_samples=50,
+                     resamples=200)  # fmt: skip
+    assert res.control["bucket"] == "proxy_elapsed_ms" and res.control["change"] > 0.5
+    assert any(n.startswith("control:") for n in res.notes)
+    (same,) = compare(runs["base"], runs["base"], percentile=50, min_samples=50, resamples=200)
+    assert same.control["change"] == 0.0 and not any(n.startswith("control:") for n in same.notes)
+
+
 def test_repeated_runs_pooled_and_per_run() -> None:
     base = [_lat(s, 800) for s in (1, 2, 3)]
     same = [_lat(s, 800) for s in (4, 5, 6)]
@@ -148,6 +165,7 @@ def test_compare_cli_exit_codes(runs: dict[str, Path], tmp_path: Path, capsys: p
     assert data["exit_code"] == 1 and data["comparisons"][0]["mode"] == "ab"
     assert compare_main([base, slow, "--bucket", "nope_ms", *args]) == EXIT_BAD_INPUT
     assert compare_main([base, str(tmp_path / "missing")]) == EXIT_BAD_INPUT
+    assert compare_main([base, slow, *args, "--min-runs", "2"]) == EXIT_REFUSED
     assert compare_main([base]) == EXIT_BAD_INPUT
 
 
