@@ -122,7 +122,7 @@ class AgentSpec:
     max_retries: int = 3  # abort / 5xx retries of one turn
     timeout_s: float = 10.0
     timeout_retries: int = 1
-    stream: bool = False
+    stream_probability: float = 0.0  # per chat: ask for SSE (httpx and aiohttp agents)
 
 
 @dataclass(frozen=True)
@@ -484,7 +484,7 @@ def _parse_agent(t: _Table) -> AgentSpec:
         max_retries=t.int_("max_retries", 3, 0, 100),
         timeout_s=t.float_("timeout_s", 10.0, 0.01, 600.0),
         timeout_retries=t.int_("timeout_retries", 1, 0, 100),
-        stream=t.bool_("stream", False),
+        stream_probability=t.prob("stream_probability"),
     )
     t.done()
     return spec

@@ -16,7 +16,7 @@ from harness.agents._clients import (
     RouteByHost,
     make_client,
 )
-from harness.agents._episode import Agent, ChatOutcome, framing_facts
+from harness.agents._episode import Agent, ChatOutcome, framing_facts, sse_completion
 
 __all__ = [
     "Agent",
@@ -30,4 +30,5 @@ __all__ = [
     "RouteByHost",
     "framing_facts",
     "make_client",
+    "sse_completion",
 ]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,7 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "framing_facts"]
+__all__ = ["Agent", "ChatOutcome", "framing_facts", "sse_completion"]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -71,6 +72,40 @@ def framing_facts(reply: Reply) -> dict[str, Any]:
         "headers": headers,
         "framing": {"header_counts": counts, "content_length": content_length, "body_bytes": reply.body_bytes},
     }
+
+
+def sse_completion(text: str) -> dict[str, Any] | None:
+    """A ``stream=true`` answer (``data: {chunk}`` events, then ``data: [DONE]``) folded into one completion."""
+    content: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    finish: Any = None
+    usage: Any = None
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return None
+        seen = True
+        usage = chunk.get("usage") or usage
+        for ch in chunk.get("choices") or []:
+            delta = ch.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                content.append(delta["content"])
+            for tc in delta.get("tool_calls") or []:
+                tool_calls.append({k: v for k, v in tc.items() if k != "index"})
+            finish = ch.get("finish_reason") or finish
+    if not seen:
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage, "streamed": True}
 
 
 @dataclass
@@ -396,6 +431,7 @@ class Agent:
             turn_intended=round(intended, 6),
             client=self.client.kind,
             messages=len(body["messages"]),
+            stream=bool(body.get("stream")),
             forced_fault=forced,
         )
         self.nemesis.chat_sent(session=sid, server=self.server, turn=turn, chaos=self.plan.chaos)
@@ -410,16 +446,17 @@ class Agent:
             err = r.body.get("error") if isinstance(r.body, dict) else None
             self.history.fail(op, status=r.status, error=err if err is not None else r.text[:500], **facts)
             return ChatOutcome(op, "fail", status=r.status)
+        data = r.body if r.body is not None else sse_completion(r.text)
         choice: dict[str, Any] = {}
-        if isinstance(r.body, dict) and isinstance(r.body.get("choices"), list) and r.body["choices"]:
-            choice = r.body["choices"][0]
+        if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
+            choice = data["choices"][0]
         msg = choice.get("message") if isinstance(choice.get("message"), dict) else None
         finish = choice.get("finish_reason")
         if self.spec.litellm_remap and finish == "abort":
             finish = "stop"
         header_abort = r.header("x-sglang-aborted") == "1"
         aborted = header_abort or finish == "abort"
-        usage = r.body.get("usage") if isinstance(r.body, dict) else None
+        usage = data.get("usage") if isinstance(data, dict) else None
         content = msg.get("content") if msg else None
         fields: dict[str, Any] = {
             "status": r.status,
@@ -491,7 +528,12 @@ class Agent:
         return self.ids.rng.random()
 
     def _body(self) -> dict[str, Any]:
-        return {"model": self.model, "messages": [dict(m) for m in self.messages]}
+        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
+        # The SDK agent never streams here: its streaming API hides the one SSE chunk's meta fields.
+        wants = self.spec.stream_probability > 0 and self.client.kind != "openai"
+        if wants and self._draw() < self.spec.stream_probability:
+            body["stream"] = True
+        return body
 
     def _user(self, turn: int, variant: int) -> dict[str, Any]:
         words = ("plan", "step", "check", "reward", "rollout", "state", "action", "policy", "value", "token")

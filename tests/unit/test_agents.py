@@ -267,3 +267,36 @@ def test_framing_facts_count_duplicates_and_length() -> None:
         "content_length": 5,
         "body_bytes": 5,
     }
+
+
+async def test_streamed_answers_are_folded_and_committed() -> None:
+    run = await run_inproc(
+        {
+            "workload": {"sessions": 2, "turns": 3, "tool_call_probability": 0.5},
+            "agent": {"stream_probability": 1.0, "client": "aiohttp"},
+        }
+    )
+    invokes = [e for e in run.history if e["type"] == "invoke" and e["f"] == "chat"]
+    assert invokes and all(e["stream"] for e in invokes)
+    assert len(ops(run, "chat", "ok")) == 6
+    assert_all_valid(run)
+
+
+def test_sse_completion_folds_chunks() -> None:
+    from harness.agents import sse_completion
+
+    text = (
+        'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi", '
+        '"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, '
+        '"finish_reason": "tool_calls"}], "usage": {"completion_tokens": 3}}\n\ndata: [DONE]\n\n'
+    )
+    done = sse_completion(text)
+    assert done is not None
+    msg = done["choices"][0]["message"]
+    assert msg["content"] == "hi" and msg["tool_calls"][0] == {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+    }
+    assert done["choices"][0]["finish_reason"] == "tool_calls" and done["usage"]["completion_tokens"] == 3
+    assert sse_completion("not sse") is None
