@@ -6,6 +6,7 @@ tenth scenario fails the command in a second rather than after nine runs.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,14 +66,23 @@ def run_suite(
     on_start: Callable[[str, int], None] | None = None,
     on_progress: Progress | None = None,
     on_done: Callable[[RunResult], None] | None = None,
+    mode: str = "live",
 ) -> list[RunResult]:
+    """Run every scenario (each variant of a ``compare`` list), then build the suite report.
+
+    ``mode="sim"`` uses ``harness.sim.runner.run_scenario``, which takes the same
+    arguments as the live ``run_scenario`` and writes the same run folder.
+    """
     scenarios = [load_scenario(p) for p in paths]  # validate everything first
+    runner: Callable[..., RunResult] = run_scenario
+    if mode == "sim":
+        runner = importlib.import_module("harness.sim.runner").run_scenario
     results = []
     for sc in scenarios:
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            r = run_scenario(one, out_dir, variant, seed, run_name=name, progress=on_progress)
+            r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress)
             results.append(r)
             if on_done is not None:
                 on_done(r)

@@ -7,8 +7,13 @@ line naming the file, the key and the fix, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,18 +70,29 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
     return t, legend
 
 
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """SIGTERM (a CI job cancelled, ``kill``) takes the Ctrl-C path: every server process is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # logs and CI: room for one column per checker
-    if args.mode != "live":
+    if args.mode == "sim":
         try:
-            from harness.sim import runner as sim_runner  # type: ignore[attr-defined,unused-ignore]
+            importlib.import_module("harness.sim.runner")
         except ImportError:
-            print(f"harness run: --mode {args.mode} is not available in this build", file=sys.stderr)
+            print("harness run: --mode sim is not available in this build (harness.sim.runner)", file=sys.stderr)
             return 2
-        return int(sim_runner.main(argv or []))
     try:
         paths = find_scenarios(args.scenarios, args.suite)
         if not paths:
@@ -91,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     results: list[RunResult] = []
+    restore = _sigterm_as_interrupt()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -118,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_suite(
                 paths,
                 out,
+                mode=args.mode,
                 variant=args.variant,
                 seed=args.seed,
                 on_start=on_start,
@@ -130,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: every server process was stopped")
             return 130
+        finally:
+            restore()
     table, legend = _table(results)
     console.print(table)
     if legend:
