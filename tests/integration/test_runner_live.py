@@ -213,3 +213,20 @@ def test_pytest_plugin_collects_and_runs_a_scenario(tmp_path: Path) -> None:
 def test_library_default_suite_is_marked() -> None:
     defaults = [p.stem for p in sorted((ROOT / "scenarios").glob("*.toml")) if load_scenario(p).default]
     assert "delete_during_proxy" in defaults and "mixed_production" not in defaults
+
+
+def test_urls_target_runs_against_external_servers(reference_server: str, fake_sglang: str, tmp_path: Path) -> None:
+    """A user's own deployment: nothing is started or stopped; the backend's /stats is still read."""
+    sc = parse_scenario(
+        {
+            "name": "external",
+            "target": {"kind": "urls", "urls": [reference_server], "backend_url": fake_sglang},
+            "workload": {"sessions": 3, "turns": 2},
+        },
+        "external.toml",
+    )
+    res = run_scenario(sc, tmp_path)
+    assert res.status in ("valid", "unknown"), [v for v in res.verdicts if v["status"] == "invalid"]
+    run = RunData.load(tmp_path / "external")
+    assert run.backend_executions and not run.server_logs
+    assert httpx.get(f"{reference_server}/health", timeout=5).status_code == 200  # left running
