@@ -47,6 +47,7 @@ class RunResult:
     workload: WorkloadResult | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    slo: str = "none"  # the report's SLO verdict: none | pass | fail
 
 
 def run_dir_name(sc: Scenario, expanded: bool) -> str:
@@ -187,6 +188,14 @@ def _report(res: RunResult) -> None:
     except ImportError:
         return
     try:
-        build_run_report(res.run_dir)
+        summary = build_run_report(res.run_dir)
     except Exception as exc:  # a report bug must not hide the verdicts
         res.notes.append(f"report failed: {type(exc).__name__}: {exc}")
+        return
+    slo = summary.get("slo") if isinstance(summary, dict) else None
+    if isinstance(slo, dict) and slo.get("status") in ("pass", "fail"):
+        res.slo = str(slo["status"])
+        for c in slo.get("checks") or []:
+            if c.get("status") == "fail":
+                bound, seen = c.get("threshold_ms"), c.get("observed_ms")
+                res.notes.append(f"SLO {c.get('series')} {c.get('key')} <= {bound} ms: observed {seen} ms")

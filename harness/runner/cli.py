@@ -51,6 +51,7 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
     t.add_column("run", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("s", justify="right", no_wrap=True)
+    t.add_column("slo", no_wrap=True)
     for i, _ in enumerate(checkers, 1):
         t.add_column(str(i), justify="center")
     marks = {"valid": "v", "invalid": "X", "unknown": "?"}
@@ -65,7 +66,8 @@ def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
             st = str(cell["status"])
             n = len(cell.get("violations") or [])
             cells.append(f"[{_STYLE.get(st, '')}]{marks.get(st, st)}{n if n else ''}[/]")
-        t.add_row(r.run_dir.name, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", f"{r.duration_s:.1f}", *cells)
+        slo = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]"}.get(r.slo, "-")
+        t.add_row(r.run_dir.name, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", f"{r.duration_s:.1f}", slo, *cells)
     legend = [f"{i}={c}" for i, c in enumerate(checkers, 1)]
     return t, legend
 
@@ -169,6 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"run folders under {out}/")
     if any(r.status == "invalid" for r in results):
         return 1
-    if any(r.status == "error" for r in results):
+    if any(r.status == "error" or r.slo == "fail" for r in results):
         return 1
     return 0
