@@ -111,3 +111,19 @@ async def make_rig(
             yield Rig(app.state.server, client, logs, backend, executor)
         finally:
             await app.state.server.aclose()
+
+
+async def lock_queue(server: SessionServer, sid: str, n: int) -> None:
+    """Until ``n`` coroutines wait on the session lock."""
+    session = server.store.get(sid)
+    assert session is not None
+    while len(getattr(session.lock, "_waiters", None) or ()) < n:  # noqa: ASYNC110 - no event for lock waiters
+        await asyncio.sleep(0)
+
+
+async def hold_in_proxy(r: Rig, sid: str, messages: list[dict[str, Any]], **kw: Any) -> asyncio.Task[httpx.Response]:
+    assert r.backend is not None
+    r.backend.hold = True
+    task = asyncio.create_task(r.chat(sid, messages, **kw))
+    await r.backend.wait_entered(1)
+    return task

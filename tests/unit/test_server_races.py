@@ -11,30 +11,12 @@ import asyncio
 from typing import Any
 
 import httpx
-from server_fixtures import SYSTEM, Rig, make_rig, user
-
-from reference_impl.app import SessionServer
+from server_fixtures import SYSTEM, hold_in_proxy, lock_queue, make_rig, user
 
 
 def reply(r: httpx.Response) -> dict[str, Any]:
     msg: dict[str, Any] = r.json()["choices"][0]["message"]
     return msg
-
-
-async def lock_queue(server: SessionServer, sid: str, n: int) -> None:
-    """Until ``n`` coroutines wait on the session lock."""
-    session = server.store.get(sid)
-    assert session is not None
-    while len(getattr(session.lock, "_waiters", None) or ()) < n:  # noqa: ASYNC110 - no event for lock waiters
-        await asyncio.sleep(0)
-
-
-async def hold_in_proxy(r: Rig, sid: str, messages: list[dict[str, Any]], **kw: Any) -> asyncio.Task[httpx.Response]:
-    assert r.backend is not None
-    r.backend.hold = True
-    task = asyncio.create_task(r.chat(sid, messages, **kw))
-    await r.backend.wait_entered(1)
-    return task
 
 
 # -- DELETE ------------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ import asyncio
 from typing import Any
 
 import httpx
-from server_fixtures import SYSTEM, Rig, make_rig, user
-from test_server_races import hold_in_proxy, lock_queue
+from server_fixtures import SYSTEM, Rig, hold_in_proxy, lock_queue, make_rig, user
 
 
 def reply(r: httpx.Response) -> dict[str, Any]:
