@@ -225,6 +225,7 @@ class SessionServer:
         executor: Executor,
         backend_transport: httpx.AsyncBaseTransport | None,
         log_sink: LogSink | None,
+        pid: int | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -233,7 +234,7 @@ class SessionServer:
         self.tito = Tito(load_tokenizer(config.tokenizer), config.max_trim_tokens)
         self.store = SessionStore()
         self.counters = Counters()
-        self.pid = os.getpid()
+        self.pid = pid if pid is not None else os.getpid()  # simulation names its processes itself
         self.log = EventLog(log_sink, clock, pid=self.pid, worker_port=config.worker_port)
         self.backend = Backend(config.backend_url, backend_transport, config.backend_timeout)
         self._has = config.has
@@ -628,11 +629,13 @@ def create_app(
     executor: Executor | None = None,
     backend_transport: httpx.AsyncBaseTransport | None = None,
     log_sink: LogSink | None = None,
+    pid: int | None = None,
 ) -> Starlette:
     """The ASGI app. ``None`` seams get their live defaults (loop clock, OS-seeded ids, thread executor).
 
-    ``log_sink=None`` writes JSON lines to stderr. The heartbeat starts with the
-    ASGI lifespan (uvicorn runs it; in-process tests may call
+    ``log_sink=None`` writes JSON lines to stderr. ``pid`` replaces ``os.getpid()`` in log
+    lines and ``/stats`` (simulation runs N "processes" in one, deterministically). The
+    heartbeat starts with the ASGI lifespan (uvicorn runs it; in-process tests may call
     ``app.state.server.start_heartbeat()``).
     """
     if executor is None:
@@ -648,6 +651,7 @@ def create_app(
         executor=executor,
         backend_transport=backend_transport,
         log_sink=log_sink,
+        pid=pid,
     )
 
     @contextlib.asynccontextmanager
