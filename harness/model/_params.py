@@ -11,6 +11,7 @@ docs/model.md), and the CPU costs come from :func:`harness.model.calibrate`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,7 @@ class Workload:
     arrival_rate: float = 0.0  # sessions/s, Poisson; 0 = all intended at t=0
     think_time_s: tuple[float, float] = (0.0, 0.0)
     delete_at_end: bool = True
+    create: bool = True  # POST /sessions first; False models sessions that already exist (steady state)
     collect_at_end: bool = True  # GET before DELETE, as the agents do
     max_retries: int = 3
     timeout_s: float = 10.0
@@ -255,7 +257,9 @@ def _section(cls: type, data: Any, key: str, source: str) -> Any:
     out: dict[str, Any] = {}
     for k, v in data.items():
         if k not in fields:
-            raise ParamsError(f"{source}: key '{key}.{k}': unknown; allowed: {', '.join(fields)}")
+            close = difflib.get_close_matches(k, list(fields), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ParamsError(f"{source}: key '{key}.{k}': unknown; {hint}allowed: {', '.join(fields)}")
         want = getattr(default, k)
         if isinstance(want, bool):
             ok = isinstance(v, bool)

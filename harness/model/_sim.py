@@ -630,7 +630,8 @@ class _Model:
         turns = rng.randint(*w.turns)
         delete_turn = rng.randrange(turns) if rng.random() < w.delete_during_proxy else -1
         cl = index % len(self.clients) if self.clients else -1
-        yield from self._call(cl, self._control(srv, self.control + self.untimed))
+        if w.create:
+            yield from self._call(cl, self._control(srv, self.control + self.untimed))
         sess = _Session(srv, f"{index:032x}")
         prompt = self.p.tokens.first_prompt_tokens
         gone = False
