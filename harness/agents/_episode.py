@@ -179,10 +179,11 @@ class Agent:
         next_attempt = 0
         while turn < p.turns:
             if turn > 0:
+                # Intended start: the previous turn's end plus the think time, whatever the sleep overshoots.
                 think = p.think_times[turn]
+                intended = self.history.now() + think
                 if think > 0:
                     await asyncio.sleep(think)
-                intended = self.history.now() if think <= 0 else intended + think
             if p.chaos.wrong_process_turn == turn:
                 await self.nemesis.probe_wrong_process(sid, self.server_index, p.chaos.wrong_process, turn)
             result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt)

@@ -126,6 +126,11 @@ def test_cli_exit_codes_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "tiny" in out and "valid" in out
     assert (tmp_path / "o" / "tiny" / "verdicts.json").exists()
 
+    slo = tmp_path / "slo.toml"
+    slo.write_text("[workload]\nsessions = 2\nturns = 1\n[slo]\np99_total_ms = 0.001\n")
+    assert run_main([str(slo), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    assert "SLO total_ms" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_known_bad_variant_flagged_via_cli(tmp_path: Path) -> None:
