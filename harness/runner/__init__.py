@@ -7,6 +7,7 @@ in one process on a virtual-time loop. Both write the same run folder
 """
 
 from harness.runner._drive import DriveResult, drive
+from harness.runner._inproc import run_inprocess
 from harness.runner._live import RunResult, read_server_logs, run_dir_name, run_scenario
 from harness.runner._suite import expand, find_scenarios, run_suite
 
@@ -18,6 +19,7 @@ __all__ = [
     "find_scenarios",
     "read_server_logs",
     "run_dir_name",
+    "run_inprocess",
     "run_scenario",
     "run_suite",
 ]

@@ -10,46 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from harness.agents import Reply, RouteByHost, framing_facts
-from harness.fake_sglang import create_app as fake_app
-from harness.fake_sglang import parse_plan
+from harness.agents import Reply, framing_facts
 from harness.rundata import RunData
-from harness.runner import drive
+from harness.runner import run_inprocess
 from harness.scenario import parse_scenario
-from harness.seams import IdSource, InlineExecutor
-from reference_impl import ServerConfig, create_app
-from reference_impl.logs import ListSink
 
 
 async def run_inproc(spec: dict[str, Any], *variants: str, processes: int = 1) -> RunData:
-    spec = {"seed": 5, **spec, "target": {"processes": processes, **spec.get("target", {})}}
-    sc = parse_scenario(spec, "inproc.toml")
-    fake = fake_app(seed=sc.backend.seed, plan=parse_plan(sc.backend.plan()))
-    fake_t = httpx.ASGITransport(app=fake)
-    sinks: list[ListSink] = []
-    apps = []
-    routes: dict[str, httpx.AsyncBaseTransport] = {"backend": fake_t}
-    for i in range(processes):
-        sink = ListSink()
-        cfg = ServerConfig(backend_url="http://backend", variants=frozenset(variants), worker_port=9000 + i)
-        app = create_app(cfg, ids=IdSource(100 + i), executor=InlineExecutor(), backend_transport=fake_t, log_sink=sink)
-        routes[f"server{i}"] = httpx.ASGITransport(app=app)
-        apps.append(app)
-        sinks.append(sink)
-    try:
-        out = await drive(
-            sc,
-            [f"http://server{i}" for i in range(processes)],
-            backend_url="http://backend",
-            transport=RouteByHost(routes),
-        )
-    finally:
-        for app in apps:
-            await app.state.server.aclose()
-    out.data.server_logs = [e for s in sinks for e in s]
+    spec = {"seed": 5, **spec, "target": {"processes": processes, "variants": list(variants), **spec.get("target", {})}}
+    out = await run_inprocess(parse_scenario(spec, "inproc.toml"))
     assert not out.workload.errors, out.workload.errors
     return out.data
 
