@@ -124,10 +124,11 @@ async def run_workload(
     tasks = [asyncio.create_task(one(p), name=p.process) for p in plans]
     remaining = duration_s - now()
     _done, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining)) if tasks else (set(), set())
-    for t in pending:
+    cut = [t for t in tasks if t in pending]  # plan order: a set's order differs between same-seed replays
+    for t in cut:
         t.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    if cut:
+        await asyncio.gather(*cut, return_exceptions=True)
     res.cut_by_bound = res.started - res.finished
     res.not_started = len(plans) - res.started
     return res
