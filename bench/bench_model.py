@@ -1,26 +1,189 @@
-"""Benchmark: how long the capacity model takes for 10^5 sessions x 10 turns (target: under a minute).
+"""Benchmark and validation of the capacity model.
+
+Speed (target: 10^5 sessions x 10 turns in under a minute)::
 
     .venv/bin/python bench/bench_model.py [--sessions 100000] [--turns 10] [--processes 64]
         [--concurrency 2000] [--inline] [--profile]
 
-Prints the wall time of the simulation alone (and of the percentile
-summary separately), the number of chat requests and the simulated time.
-A benchmark, not a test: it prints figures and asserts nothing.
+prints the wall time of the simulation alone (and of the percentile summary
+separately), the number of chat requests and the simulated time.
+
+Validation against live runs::
+
+    .venv/bin/python bench/bench_model.py --validate [--repeats 2] [--out reports/model_validation]
+        [--markdown bench/results_model.md]
+
+runs a low-load calibration workload and three workloads (different
+concurrency, latency models, process counts, tokenization modes) live with
+``harness run``, calibrates the model on the calibration run only, models
+each workload as the live runner deployed it (``--as-live``: one agent loop,
+the fake's loop, this machine's cores) and prints p50 / p99 errors per
+bucket; each workload runs ``--repeats`` times live so the live-vs-live
+spread is printed next to the model's error. A benchmark, not a test: it
+prints figures and asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import math
+import os
 import pstats
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from harness.fake_sglang.plan import parse_plan
 from harness.model import Deployment, ModelParams, Workload, run_model
 
+# The validation workloads: scenario TOML bodies (name and seed are added per run).
+CALIBRATION = """
+[target]
+processes = 1
+[backend]
+latency = { model = "uniform", min_ms = 10, max_ms = 30 }
+[workload]
+sessions = 50
+concurrency = 2
+turns = 6
+[checks]
+enabled = ["lost_turns"]
+"""
+WORKLOADS = {
+    "A_thread_uniform_c8_p1": """
+[target]
+processes = 1
+[backend]
+latency = { model = "uniform", min_ms = 20, max_ms = 80 }
+[workload]
+sessions = 100
+concurrency = 8
+turns = 5
+[checks]
+enabled = ["lost_turns"]
+""",
+    "B_inline_lognormal_c16_p2_poisson": """
+[target]
+processes = 2
+server_args = ["--no-tokenize-thread"]
+[backend]
+latency = { model = "lognormal", median_ms = 30, p99_ms = 200, cap_ms = 600 }
+[workload]
+sessions = 150
+concurrency = 16
+turns = [3, 6]
+arrival_rate = 25
+think_time_s = [0.0, 0.02]
+[checks]
+enabled = ["lost_turns"]
+""",
+    "C_thread_per_token_c24_p1_faults": """
+[target]
+processes = 1
+[backend]
+latency = { model = "per_token", ttft_ms = 15, itl_ms = 2 }
+[[backend.rules]]
+fault = "abort"
+probability = 0.05
+[[backend.rules]]
+fault = "http_503"
+probability = 0.02
+[workload]
+sessions = 120
+concurrency = 24
+turns = 6
+[checks]
+enabled = ["lost_turns"]
+""",
+}
+
+
+def _live(name: str, body: str, seed: int, out: Path) -> Path:
+    toml = out / "scenarios" / f"{name}.toml"
+    toml.parent.mkdir(parents=True, exist_ok=True)
+    toml.write_text(f'name = "{name}"\nseed = {seed}\n{body}')
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(toml), "--out", str(out / "runs"), "--quiet"]
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    run = out / "runs" / name
+    if not (run / "server_logs.jsonl").exists():
+        raise SystemExit(f"live run {name} left no server_logs.jsonl in {run}")
+    return run
+
+
+def _pct(e: float) -> str:
+    return "n/a" if math.isnan(e) else f"{e * 100:+.0f}%"
+
+
+def validate(args: argparse.Namespace) -> None:
+    from harness.model import calibrate, run_model
+    from harness.model._compare import compare_live, live_buckets
+    from harness.model._params import from_plain
+    from harness.report.stats import latency_stats
+    from harness.rundata import RunData
+
+    out = Path(args.out)
+    cores = os.cpu_count() or 1
+    cal_run = _live("calibration", CALIBRATION, 1, out)
+    cal = calibrate(cal_run)
+    cal.save(out / "calibration.json")
+    cal.plot(out / "calibration.png")
+    lines = [
+        "## Calibration",
+        "",
+        f"From `{cal_run}` (1 process, thread mode, 2 agents):",
+        "",
+        "```",
+        cal.table(),
+        "```",
+    ]
+    rows: list[str] = []
+    for name, body in WORKLOADS.items():
+        runs = [_live(f"{name}_r{i}", body, 100 + i, out) for i in range(args.repeats)]
+        live = [live_buckets(r) for r in runs]
+        params = cal.apply(from_plain(RunData.load(runs[0]).scenario)).as_live(cores).replace(name=name)
+        result = run_model(params)
+        cmp = compare_live(result, live[0])
+        for b, row in cmp.items():
+            spread = ""
+            if len(live) > 1:
+                other = latency_stats(live[1][b], percentiles=(50.0, 99.0))
+                lp50, lp99 = row["p50_live"], row["p99_live"]
+                spread = f"{_pct((other.get(50) - lp50) / lp50 if lp50 else math.nan)} / "
+                spread += f"{_pct((other.get(99) - lp99) / lp99 if lp99 else math.nan)}"
+            rows.append(
+                f"| {name} | {b} | {row['n_live']} | {row['p50_live']:.2f} | {row['p50_model']:.2f} | "
+                f"{_pct(row['p50_err'])} | {row['p99_live']:.2f} | {row['p99_model']:.2f} | {_pct(row['p99_err'])} | "
+                f"{spread} |"
+            )
+        print(
+            f"{name}: total_ms p50 err {_pct(cmp['total_ms']['p50_err'])}, p99 err {_pct(cmp['total_ms']['p99_err'])}"
+        )
+    lines += [
+        "",
+        "## Model against live",
+        "",
+        "err = (model - live) / live; live run 1 vs run 0 is the live-vs-live spread (p50 / p99).",
+        "",
+        "| workload | bucket | n live | p50 live | p50 model | p50 err | p99 live | p99 model | p99 err "
+        "| live spread |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+    text = "\n".join(lines) + "\n"
+    (out / "validation.md").write_text(text)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--validate", action="store_true", help="model against live runs instead of the speed benchmark")
+    ap.add_argument("--repeats", type=int, default=2, help="--validate: live runs per workload")
+    ap.add_argument("--out", default="reports/model_validation", help="--validate: where runs and results go")
+    ap.add_argument("--markdown", help="--validate: also write the tables to this file")
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--processes", type=int, default=64)
@@ -29,6 +192,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true", help="cProfile the run, print the top 25 by tottime")
     args = ap.parse_args()
+    if args.validate:
+        validate(args)
+        return
     params = ModelParams(
         name="bench",
         seed=args.seed,

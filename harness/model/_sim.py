@@ -261,11 +261,12 @@ class _Model:
                 busy += 1
         return busy / self.cores if busy > self.cores else 1.0
 
-    def _thread_job(self, srv: _Server, cost: float, ready: float) -> float:
+    def _thread_job(self, srv: _Server, cost: float, ready: float, extra: float = 0.0) -> float:
         """A thread-pool job ready at ``ready``; returns when it finishes (FIFO pool; GIL share on the loop's CPU).
 
-        Evaluated when the burst that dispatches it is evaluated (a fraction of a millisecond early),
-        which saves one event per hop.
+        ``extra`` is a delay that holds neither the GIL nor the loop (a residual drawn from calibration:
+        the thread waiting to be scheduled). Evaluated when the burst that dispatches it is evaluated
+        (a fraction of a millisecond early), which saves one event per hop.
         """
         slot = heapq.heappop(srv.threads)
         start = ready if slot < ready else slot
@@ -273,10 +274,10 @@ class _Model:
         if g > 0.0:
             # the GIL: wait for the loop's backlog, but no longer than the switch interval
             s2 = start if srv.cpu_free < start else min(srv.cpu_free, start + self.switch)
-            end = s2 + cost + self.hop
+            end = s2 + cost + self.hop + extra
             srv.cpu_free = (srv.cpu_free if srv.cpu_free > s2 else s2) + g
         else:
-            end = start + cost + self.hop
+            end = start + cost + self.hop + extra
         heapq.heappush(srv.threads, end)
         return end
 
@@ -419,21 +420,19 @@ class _Model:
             yield env.timeout(t - env.now)
             self._record(lock_wait, 0.0, 0.0, 0.0, t - t0, "not_found", 0, 0)
             return 404, False, 0
-        cost = self.ti_a + self.ti_b * prompt
-        if self.nz_in:
-            cost = max(0.0, cost + self._nz(self.nz_in))
-        cost *= f
+        cost = (self.ti_a + self.ti_b * prompt) * f
+        noise = max(-cost, self._nz(self.nz_in)) if self.nz_in else 0.0
         if self.thread_mode:
             srv.cpu_free = t
-            end = self._thread_job(srv, cost, t)
+            end = self._thread_job(srv, cost, t, noise)
             yield env.timeout(end - env.now)
             now = env.now
             rs = now if srv.cpu_free < now else srv.cpu_free
             tok_in = rs - t
             t = rs + self.resume
         else:
-            tok_in = cost
-            t += cost
+            tok_in = cost + noise
+            t += tok_in
         expected = sess.num_assistant
         if not self.hold:
             self._release(sess)
@@ -487,21 +486,19 @@ class _Model:
         aborted = ans.finish == "abort"
         tok_out = 0.0
         if not aborted:
-            cost = self.to_a + self.to_b * ans.tokens
-            if self.nz_out:
-                cost = max(0.0, cost + self._nz(self.nz_out))
-            cost *= f
+            cost = (self.to_a + self.to_b * ans.tokens) * f
+            noise = max(-cost, self._nz(self.nz_out)) if self.nz_out else 0.0
             if self.thread_mode:
                 srv.cpu_free = t
-                end = self._thread_job(srv, cost, t)
+                end = self._thread_job(srv, cost, t, noise)
                 yield env.timeout(end - env.now)
                 now = env.now
                 rs = now if srv.cpu_free < now else srv.cpu_free
                 tok_out = rs - t
                 t = rs + self.resume
             else:
-                tok_out = cost
-                t += cost
+                tok_out = cost + noise
+                t += tok_out
         # ---- Phase 3 (under the lock)
         if not self.hold:
             if sess.held:
