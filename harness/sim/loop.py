@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import hashlib
 import heapq
 import weakref
@@ -108,6 +109,13 @@ class SimLoop(base_events.BaseEventLoop):
                 raise
             fut.set_exception(exc)
         return fut
+
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        # The stock hook wakes the loop through call_soon_threadsafe (a boundary error here);
+        # finalization runs on this thread, so a plain call_soon is the same thing, deterministically.
+        self._asyncgens.discard(agen)  # type: ignore[attr-defined]
+        if not self.is_closed():
+            self.call_soon(self.create_task, agen.aclose())
 
     def set_default_executor(self, executor: concurrent.futures.Executor) -> None:
         raise BoundaryError("the simulation runs executors inline; no thread pool may be installed")
@@ -199,21 +207,41 @@ class SimLoop(base_events.BaseEventLoop):
         """sha256 of the trace so far: equal digests mean identical interleavings."""
         return self._hasher.hexdigest()
 
+    def freeze_trace(self) -> None:
+        """Stop tracing: what runs after the main coroutine (cancelling leftovers, closing async
+        generators, both in weak-set order) is cleanup, not part of the run's interleaving."""
+        self._trace_on = False
 
-def run(main: Any, *, strategy: Strategy | None = None, max_steps: int = 10_000_000) -> tuple[Any, SimLoop]:
-    """Run a coroutine to completion on a fresh SimLoop; return (result, loop)."""
-    loop = SimLoop(strategy, max_steps=max_steps)
+
+def run(
+    main: Any, *, strategy: Strategy | None = None, max_steps: int = 10_000_000, trace: bool = True
+) -> tuple[Any, SimLoop]:
+    """Run a coroutine to completion on a fresh SimLoop; return (result, loop).
+
+    The cyclic garbage collector is paused for the run: it fires at points that
+    depend on every allocation the *process* made before (earlier runs
+    included), and collecting an async generator schedules its ``aclose()``,
+    so a collection mid-run would shift the interleaving of a same-seed replay.
+    Reference counting still frees everything acyclic at once; cycles are
+    collected after the run.
+    """
+    loop = SimLoop(strategy, max_steps=max_steps, trace=trace)
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         asyncio.set_event_loop(loop)
         result = loop.run_until_complete(main)
         return result, loop
     finally:
+        loop.freeze_trace()
         try:
             _cancel_all(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+            if was_enabled:
+                gc.enable()
 
 
 def _cancel_all(loop: SimLoop) -> None:

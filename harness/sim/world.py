@@ -1,0 +1,379 @@
+"""An in-process deployment for one scenario: fake SGLang, N session servers, one network.
+
+Why a "world": live mode gets its isolation from the operating system (one
+process per server, sockets between them, SIGKILL for a crash). Simulation
+must reproduce the same facts inside one event loop, or a race that depends
+on them cannot be found:
+
+- **independent processes**: every server is its own ASGI app with its own
+  state, ids, clock and log sink; nothing is shared but the network;
+- **a network that routes by host**: ``http://server-<i>.sim:<port>`` and
+  ``http://fake-sglang.sim:30000`` are dispatched by :class:`SimNetwork` to
+  the app behind them. Each request runs in a task of its own, as a server
+  connection does: a client that gives up (timeout, disconnect) does *not*
+  cancel the server's handler, which runs on and may still commit, exactly
+  as under uvicorn. A duplicate in-flight retry is only a race if that holds;
+- **crashes**: :meth:`SimProcesses.kill` makes the host refuse connections
+  (``httpx.ConnectError``, a "fail" in the history), ends its in-flight
+  requests with a dropped connection (``httpx.RemoteProtocolError``, an
+  "info") and throws its state away; its log lines stop mid-request, as
+  SIGKILL leaves them. ``restart`` builds a fresh app: empty, new pid;
+- **determinism**: each server gets ``IdSource`` seeded from (run seed,
+  index, restart count), ``LoopClock`` at a fixed epoch, a
+  :class:`~harness.sim.executor.VirtualCostExecutor` (tokenization costs
+  virtual time, so a DELETE can queue behind it as it does behind a worker
+  thread), and a pid and worker port derived from its index. Nothing reads
+  the wall clock, ``os.getpid()`` or global randomness.
+
+A user's own server (``--target asgi:module:factory``) is built by calling
+the factory with whichever of ``backend_url``, ``backend_transport``,
+``clock``, ``ids``, ``executor``, ``log_sink``, ``pid``, ``worker_port``,
+``variants`` and ``seed`` it accepts; whatever it does not accept it must not
+need (a factory that reads ``time.time()`` itself makes its own runs diverge,
+which the determinism check then reports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from harness.scenario import Scenario
+from harness.seams import IdSource, LoopClock
+from harness.sim.executor import VirtualCostExecutor
+from harness.workload import derive_seed
+
+__all__ = [
+    "BACKEND_URL",
+    "EPOCH",
+    "AppFactory",
+    "SimNetwork",
+    "SimProcesses",
+    "World",
+    "build_world",
+    "load_target",
+    "server_url",
+]
+
+EPOCH = 1_700_000_000.0  # every simulated wall clock starts here: logs and records replay byte for byte
+BACKEND_HOST = "fake-sglang.sim:30000"
+BACKEND_URL = f"http://{BACKEND_HOST}"
+BASE_PORT = 31000
+BASE_PID = 40000
+TOKENIZE_COST_S = 0.0005  # virtual seconds per tokenization (VirtualCostExecutor)
+
+# (index, generation, seed, backend transport, log sink) -> ASGI app
+AppFactory = Callable[[int, int, int, httpx.AsyncBaseTransport, Callable[[dict[str, Any]], None]], Any]
+
+
+def server_host(index: int) -> str:
+    return f"server-{index}.sim:{BASE_PORT + index}"
+
+
+def server_url(index: int) -> str:
+    return f"http://{server_host(index)}"
+
+
+class _Killed(Exception):
+    """Marks a request task that its process's kill ended."""
+
+
+@dataclass
+class _Host:
+    """One simulated process (or the backend): its app, liveness and requests in flight."""
+
+    name: str
+    app: Any
+    raise_app_exceptions: bool
+    alive: bool = True
+    generation: int = 0
+    # A dict, not a set: cancelling in insertion order keeps a kill replayable.
+    inflight: dict[asyncio.Task[httpx.Response], None] = field(default_factory=dict)
+    transport: httpx.ASGITransport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.set_app(self.app)
+
+    def set_app(self, app: Any) -> None:
+        self.app = app
+        self.transport = httpx.ASGITransport(app=app, raise_app_exceptions=self.raise_app_exceptions)
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    t = request.extensions.get("timeout")
+    if isinstance(t, dict):
+        v = t.get("read")
+        if isinstance(v, int | float) and v > 0:
+            return float(v)
+    return None
+
+
+def _settle(inflight: dict[asyncio.Task[httpx.Response], None]) -> Callable[[asyncio.Task[httpx.Response]], None]:
+    """Forget a finished request; retrieve its exception (an orphan's caller is gone, nobody else will)."""
+
+    def done(task: asyncio.Task[httpx.Response]) -> None:
+        inflight.pop(task, None)
+        if not task.cancelled():
+            task.exception()
+
+    return done
+
+
+class SimNetwork(httpx.AsyncBaseTransport):
+    """Routes requests by ``host:port`` to in-process ASGI apps, one task per request.
+
+    The task is shielded from the caller: cancelling the client (its timeout
+    fired, the agent "disconnected") leaves the server handler running. A
+    killed host refuses new requests and its in-flight ones end with a
+    dropped connection. The request's read timeout (httpx ``extensions``) is
+    honoured in virtual time, so a server's ``backend_timeout`` works here.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, _Host] = {}
+        self.requests = 0
+
+    def add(self, host: str, app: Any, *, raise_app_exceptions: bool = False) -> _Host:
+        h = self.hosts[host] = _Host(host, app, raise_app_exceptions)
+        return h
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        port = request.url.port
+        key = request.url.host if port is None else f"{request.url.host}:{port}"
+        host = self.hosts.get(key)
+        if host is None or not host.alive:
+            why = "no such host" if host is None else "process is down"
+            raise httpx.ConnectError(f"[sim] connection refused by {key} ({why})", request=request)
+        self.requests += 1
+        task = asyncio.get_running_loop().create_task(self._serve(host, request))
+        host.inflight[task] = None
+        task.add_done_callback(_settle(host.inflight))
+        timeout = _read_timeout(request)
+        try:
+            if timeout is None:
+                return await asyncio.shield(task)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"[sim] no response from {key} within {timeout:g} s", request=request) from None
+        except _Killed:
+            raise httpx.RemoteProtocolError(
+                f"[sim] {key} went away mid-request: server disconnected without sending a response",
+                request=request,
+            ) from None
+
+    async def _serve(self, host: _Host, request: httpx.Request) -> httpx.Response:
+        generation = host.generation
+        try:
+            response = await host.transport.handle_async_request(request)
+        except asyncio.CancelledError:
+            if host.generation != generation:
+                raise _Killed() from None
+            raise
+        if host.generation != generation:
+            raise _Killed()
+        return response
+
+    def kill(self, host_name: str) -> None:
+        host = self.hosts[host_name]
+        host.alive = False
+        host.generation += 1
+        for t in list(host.inflight):
+            t.cancel()
+
+    def revive(self, host_name: str, app: Any) -> None:
+        host = self.hosts[host_name]
+        host.set_app(app)
+        host.alive = True
+
+    async def drain(self) -> None:
+        """Cancel every request still running server-side (orphans of client timeouts); end of run."""
+        tasks = [t for h in self.hosts.values() for t in h.inflight if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _ProcessLog:
+    """A server process's log sink: appends to the shared list while that process instance lives.
+
+    SIGKILL leaves no last words: lines a killed instance emits while its
+    cancelled handlers unwind are dropped, as they are live.
+    """
+
+    def __init__(self, lines: list[dict[str, Any]], alive: Callable[[], bool]) -> None:
+        self._lines = lines
+        self._alive = alive
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self._alive():
+            self._lines.append(event)
+
+
+class SimProcesses:
+    """:class:`harness.chaos.ProcessControl` for simulated servers: kill drops state, restart is a fresh app."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def kill(self, index: int) -> None:
+        self.world.network.kill(server_host(index))
+        await asyncio.sleep(0)
+
+    async def restart(self, index: int) -> None:
+        self.world.generations[index] += 1
+        self.world.network.revive(server_host(index), self.world.make_server(index))
+        await asyncio.sleep(0)
+
+
+@dataclass
+class World:
+    """The deployment: URLs the drive loop talks to, the network, process control, log lines."""
+
+    seed: int
+    servers: list[str]
+    backend_url: str
+    network: SimNetwork
+    factory: AppFactory
+    logs: list[dict[str, Any]]  # every process's lines, in emission order
+    generations: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def processes(self) -> SimProcesses:
+        return SimProcesses(self)
+
+    def make_server(self, index: int) -> Any:
+        generation = self.generations[index]
+        host = server_host(index)
+
+        def alive() -> bool:
+            h = self.network.hosts.get(host)
+            return h is None or (h.alive and self.generations[index] == generation)
+
+        sink = _ProcessLog(self.logs, alive)
+        return self.factory(index, generation, self.seed, self.network, sink)
+
+    def server_logs(self) -> list[dict[str, Any]]:
+        """Every server's log lines in the order they were emitted (one loop: a true total order)."""
+        return list(self.logs)
+
+
+def reference_factory(sc: Scenario) -> AppFactory:
+    """The reference server, configured as ``harness serve`` would be from the scenario's target."""
+    from reference_impl import create_app
+    from reference_impl.launcher import _config, build_parser
+
+    argv = ["--backend-url", BACKEND_URL, *sc.target.server_args]
+    if sc.target.tokenizer:
+        argv += ["--tokenizer", sc.target.tokenizer]
+    for v in sc.target.variants:
+        argv += ["--variant", v]
+    args = build_parser().parse_args(argv)
+
+    def make(index: int, generation: int, seed: int, transport: httpx.AsyncBaseTransport, sink: Any) -> Any:
+        config = _config(args, BASE_PORT + index)
+        return create_app(
+            config,
+            clock=LoopClock(epoch=EPOCH),
+            ids=IdSource(derive_seed(seed, "server", index, generation)),
+            executor=VirtualCostExecutor(TOKENIZE_COST_S),
+            backend_transport=transport,
+            log_sink=sink,
+            pid=BASE_PID + 100 * index + generation,
+        )
+
+    return make
+
+
+def load_target(spec: str, sc: Scenario) -> AppFactory:
+    """``asgi:module:factory`` (or ``module:factory``): a user's ASGI session-server factory."""
+    ref = spec.removeprefix("asgi:")
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise ValueError(f"--target {spec!r}: expected asgi:module:factory, e.g. asgi:myserver.app:create_app")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--target {spec!r}: cannot import {mod_name}:{attr} ({exc})") from None
+    if not callable(factory):
+        raise ValueError(f"--target {spec!r}: {mod_name}:{attr} is not callable")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def make(index: int, generation: int, seed: int, transport: httpx.AsyncBaseTransport, sink: Any) -> Any:
+        offered: dict[str, Any] = {
+            "backend_url": BACKEND_URL,
+            "backend_transport": transport,
+            "clock": LoopClock(epoch=EPOCH),
+            "ids": IdSource(derive_seed(seed, "server", index, generation)),
+            "executor": VirtualCostExecutor(TOKENIZE_COST_S),
+            "log_sink": sink,
+            "pid": BASE_PID + 100 * index + generation,
+            "worker_port": BASE_PORT + index,
+            "variants": frozenset(sc.target.variants),
+            "seed": derive_seed(seed, "server", index, generation),
+        }
+        kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}
+        return factory(**kwargs)
+
+    return make
+
+
+def build_world(sc: Scenario, seed: int, *, target: str | None = None) -> World:
+    """The fake SGLang and ``sc.target.processes`` servers on one :class:`SimNetwork`."""
+    from harness.fake_sglang import create_app as create_fake
+    from harness.fake_sglang.plan import parse_plan
+    from harness.tokenizer import load_tokenizer
+
+    if sc.target.kind != "reference" and target is None:
+        raise ValueError(
+            f"{sc.source}: target.kind = {sc.target.kind!r} names live URLs; simulation needs the reference "
+            "server or --target asgi:module:factory"
+        )
+    network = SimNetwork()
+    fake = create_fake(
+        seed=sc.backend.seed,
+        plan=parse_plan(sc.backend.plan(), f"{sc.source} [backend]"),
+        tokenizer=load_tokenizer(sc.target.tokenizer),
+        clock=LoopClock(epoch=EPOCH),
+    )
+    # The fake raises httpx transport errors to model resets and cut bodies: let them through.
+    network.add(BACKEND_HOST, fake, raise_app_exceptions=True)
+    n = sc.target.processes
+    factory = load_target(target, sc) if target else reference_factory(sc)
+    world = World(
+        seed=seed,
+        servers=[server_url(i) for i in range(n)],
+        backend_url=BACKEND_URL,
+        network=network,
+        factory=factory,
+        logs=[],
+        generations=[0] * n,
+    )
+    for i in range(n):
+        network.add(server_host(i), world.make_server(i))
+    return world
+
+
+@contextlib.asynccontextmanager
+async def running(world: World) -> Any:
+    """Hold the world for one run; at the end, orphaned server-side requests are cancelled."""
+    try:
+        yield world
+    finally:
+        await world.network.drain()
