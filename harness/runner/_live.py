@@ -48,6 +48,12 @@ class RunResult:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     slo: str = "none"  # the report's SLO verdict: none | pass | fail
+    source: str = ""  # the scenario file
+
+    @property
+    def replay(self) -> str:
+        """The command that runs this exact run again (same file, seed and variant)."""
+        return f"harness run {self.source} --seed {self.seed} --variant {self.variant}"
 
 
 def run_dir_name(sc: Scenario, expanded: bool) -> str:
@@ -78,7 +84,7 @@ def run_scenario(
     """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind."""
     sc = _apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
-    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir)
+    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a stale log or verdict from an earlier run must not mix into this one

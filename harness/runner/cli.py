@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
     p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the scenarios (name, default suite, description) and exit")
     return p
 
 
@@ -88,6 +89,27 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return restore
 
 
+def _list(names: list[str], suite: str | None) -> int:
+    from harness.scenario import load_scenario
+
+    try:
+        paths = find_scenarios(names, suite or ("all" if not names else None))
+        scenarios = [load_scenario(p) for p in paths]
+    except ScenarioError as exc:
+        print(f"harness run: {exc}", file=sys.stderr)
+        return 2
+    t = Table(title="scenarios")
+    t.add_column("name", no_wrap=True)
+    t.add_column("default")
+    t.add_column("runs", justify="right")
+    t.add_column("description")
+    for sc in scenarios:
+        runs = len(sc.target.compare) or 1
+        t.add_row(sc.name, "yes" if sc.default else "", str(runs), " ".join(sc.description.split())[:160])
+    Console().print(t)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("harness run: --mode sim is not available in this build (harness.sim.runner)", file=sys.stderr)
             return 2
+    if args.list:
+        return _list(args.scenarios, args.suite)
     try:
         paths = find_scenarios(args.scenarios, args.suite)
         if not paths:
@@ -165,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             if v["status"] != "valid":
                 first = (v.get("violations") or [{}])[0].get("message") or v.get("notes", "")
                 console.print(f"[{_STYLE.get(str(v['status']), '')}]{r.run_dir.name} {v['checker']}[/]: {first}")
-    for r in results:
         for n in r.notes:
             console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
+        if r.status in ("invalid", "error") or r.slo == "fail":
+            console.print(f"  replay: {r.replay}  (history: {r.run_dir}/history.jsonl)")
     console.print(f"run folders under {out}/")
     if any(r.status == "invalid" for r in results):
         return 1
