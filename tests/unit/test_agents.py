@@ -271,3 +271,18 @@ def test_sse_completion_folds_chunks() -> None:
     }
     assert done["choices"][0]["finish_reason"] == "tool_calls" and done["usage"]["completion_tokens"] == 3
     assert sse_completion("not sse") is None
+
+
+async def test_duration_bound_cuts_sessions_and_closes_every_op() -> None:
+    run = await run_inproc(
+        {
+            "backend": {"latency": {"model": "fixed", "ms": 100}},
+            "workload": {"sessions": 4, "concurrency": 2, "turns": 10, "duration_s": 0.35},
+        }
+    )
+    opened = {e["op"] for e in run.history if e["type"] == "invoke"}
+    closed = {e["op"] for e in run.history if e["type"] != "invoke"}
+    assert opened == closed, "every invoke has exactly one completion"
+    cut = [e for e in run.history if e["type"] == "info" and "run ended" in str(e.get("error"))]
+    assert cut, "the bound cancelled in-flight requests as unknown outcomes"
+    assert max(e["time"] for e in run.history if e["f"] == "chat") < 2.0
