@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -256,11 +256,8 @@ class Nemesis:
 
     # -- bookkeeping --------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def wrap() -> None:
-            await coro
-
-        t = asyncio.create_task(wrap())
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
