@@ -16,6 +16,7 @@ next run on a shared machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import time
@@ -61,8 +62,6 @@ def run_dir_name(sc: Scenario, expanded: bool) -> str:
 
 
 def _apply_overrides(sc: Scenario, variant_override: str | None, seed_override: int | None) -> Scenario:
-    import dataclasses
-
     if seed_override is not None:
         sc = dataclasses.replace(sc, seed=seed_override, backend=dataclasses.replace(sc.backend, seed=seed_override))
     if variant_override is not None:

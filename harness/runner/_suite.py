@@ -7,8 +7,9 @@ tenth scenario fails the command in a second rather than after nine runs.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.runner._drive import Progress
 from harness.runner._live import RunResult, run_dir_name, run_scenario
@@ -67,11 +68,13 @@ def run_suite(
     on_progress: Progress | None = None,
     on_done: Callable[[RunResult], None] | None = None,
     mode: str = "live",
+    sim_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
     ``mode="sim"`` uses ``harness.sim.runner.run_scenario``, which takes the same
-    arguments as the live ``run_scenario`` and writes the same run folder.
+    arguments as the live ``run_scenario`` and writes the same run folder;
+    ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
     """
     scenarios = [load_scenario(p) for p in paths]  # validate everything first
     runner: Callable[..., RunResult] = run_scenario
@@ -82,7 +85,8 @@ def run_suite(
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress)
+            extra = dict(sim_options or {}) if mode == "sim" else {}
+            r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)
             results.append(r)
             if on_done is not None:
                 on_done(r)

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the scenarios (name, default suite, description) and exit")
+    sim = p.add_argument_group("sim mode (docs/sim.md)")
+    sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
+    sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
+    sim.add_argument("--target", help="asgi:module:factory: your own ASGI session server instead of the reference")
     return p
 
 
@@ -168,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 variant=args.variant,
                 seed=args.seed,
+                sim_options={"strategy": args.strategy, "depth": args.depth, "target": args.target}
+                if args.mode == "sim"
+                else None,
                 on_start=on_start,
                 on_progress=on_progress,
                 on_done=on_done,
@@ -192,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         for n in r.notes:
             console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
         if r.status in ("invalid", "error") or r.slo == "fail":
-            console.print(f"  replay: {r.replay}  (history: {r.run_dir}/history.jsonl)")
+            replay = r.replay + (f" --mode sim --strategy {args.strategy}" if args.mode == "sim" else "")
+            if args.mode == "sim" and args.strategy == "pct":
+                replay += f" --depth {args.depth}"
+            if args.mode == "sim" and args.target:
+                replay += f" --target {args.target}"
+            console.print(f"  replay: {replay}  (history: {r.run_dir}/history.jsonl)")
     console.print(f"run folders under {out}/")
     if any(r.status == "invalid" for r in results):
         return 1
