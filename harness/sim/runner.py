@@ -24,8 +24,8 @@ digest are the two fingerprints the determinism tests compare.
 
 ``pct`` needs a horizon k (the number of steps over which its change points
 fall). It is taken from the step count of a first ``fifo`` run of the
-scenario at its own file seed, so explore and replay agree on it without
-passing it around.
+scenario at seed 0, so explore and replay agree on it without passing it
+around.
 """
 
 from __future__ import annotations
@@ -125,15 +125,20 @@ def history_digest(data: RunData) -> str:
     return h.hexdigest()
 
 
-_HORIZONS: dict[tuple[str, str, str | None], int] = {}
+_HORIZONS: dict[tuple[str, str | None], int] = {}
 
 
 def pct_horizon(sc: Scenario, target: str | None = None) -> int:
-    """k for PCT: the step count of a ``fifo`` run of ``sc`` at its file seed (cached per process)."""
-    key = (json.dumps(sc.to_plain(), sort_keys=True, default=str), sc.variant_label, target)
+    """k for PCT: the step count of a ``fifo`` run of ``sc`` at seed 0 (cached per process).
+
+    A function of the scenario alone (not of the seed explored), so explore,
+    replay and ``harness run --mode sim`` agree on it without passing it around.
+    """
+    base = with_seed(sc, 0)
+    key = (json.dumps(base.to_plain(), sort_keys=True, default=str), target)
     k = _HORIZONS.get(key)
     if k is None:
-        out = simulate(sc, sc.seed, "fifo", target=target, trace=False)
+        out = simulate(base, 0, "fifo", target=target, trace=False)
         k = _HORIZONS[key] = max(1, out.steps)
     return k
 
@@ -292,7 +297,7 @@ def run_sim(
     """One simulated run into ``out_dir/<name>``: folder, trace, digests, verdicts and (optionally) the report."""
     sc = with_seed(scenario, seed, variant)
     run_dir = Path(out_dir) / (run_name or sc.name)
-    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir)
+    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
     t0 = time.perf_counter()  # seam-ok: wall-clock duration for the summary table, never in the history
     out = simulate(sc, sc.seed, strategy, depth=depth, horizon=horizon, target=target, progress=progress)
     save_outcome(out, run_dir)
