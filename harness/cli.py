@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("reference_impl.__main__:main", "run the reference session server (N processes)"),
     "demo": ("harness.demo:main", "start the fake + reference server in-process and drive a short conversation"),
     "run": ("harness.runner.cli:main", "run scenarios and check invariants"),
+    "explore": ("harness.sim.cli:explore_main", "simulation: many seeds until an invariant breaks; shrink it"),
+    "replay": ("harness.sim.cli:replay_main", "simulation: replay one seed exactly (prints the digests)"),
     "check": ("harness.checkers.__main__:main", "re-check a run folder's invariants"),
     "report": ("harness.report.cli:report_main", "regenerate a run folder's report from its history"),
     "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
