@@ -78,3 +78,23 @@ async def test_correct_server_passes_on_20_seeds(seed: int) -> None:
         v = await verdicts(scenario(name, seed=seed, sessions=6))
         bad = {c: msgs for c, (s, msgs) in v.items() if s == "invalid"}
         assert not bad, f"seed {seed}: correct server flagged on {name}: {bad}"
+
+
+@pytest.mark.slow
+async def test_variant_checker_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every known-bad variant over every scenario of the matrix: which checkers flag it (printed)."""
+    names = sorted({n for n, _ in TEETH.values()})
+    rows: dict[str, set[str]] = {}
+    for variant in sorted(TEETH):
+        flagged: set[str] = set()
+        for name in names:
+            v = await verdicts(scenario(name, variant=variant, sessions=8))
+            flagged |= {c for c, (s, _) in v.items() if s == "invalid"}
+        rows[variant] = flagged
+    checkers = sorted(set().union(*rows.values()))
+    with capsys.disabled():
+        print("\nvariant x checker (X = flagged by at least one scenario of", ", ".join(names) + ")")
+        print(f"{'':30}" + " ".join(f"{c[:12]:>12}" for c in checkers))
+        for variant, flagged in rows.items():
+            print(f"{variant:30}" + " ".join(f"{'X' if c in flagged else '.':>12}" for c in checkers))
+    assert all(rows.values()), {v: f for v, f in rows.items() if not f}
