@@ -1,0 +1,75 @@
+"""Shrinking: a known-bad variant's failure reduces to a small scenario file that still fails the same way."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from harness.scenario import load_scenario, parse_scenario
+from harness.sim.explore import run_seed
+from harness.sim.runner import run_sim, with_seed
+from harness.sim.shrink import dump_toml, shrink, write_found
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@pytest.mark.parametrize(
+    ("name", "variant", "checker"),
+    [
+        ("delete_during_proxy", "no_closing_recheck", "no_resurrection"),
+        ("duplicate_inflight_retry", "no_num_assistant_guard", "stale_writers"),
+    ],
+)
+def test_failure_shrinks_and_the_found_file_still_fails(tmp_path: Path, name: str, variant: str, checker: str) -> None:
+    path = SCENARIOS / f"{name}.toml"
+    original = load_scenario(path)
+    seed = next(
+        s
+        for s in range(5)
+        if checker in [v["checker"] for v in run_seed(with_seed(original, s, variant), s, "random").invalid]
+    )
+    res = shrink(tomllib.loads(path.read_text()), str(path), seed, "random", checker=checker, variant=variant)
+    assert res.removed, "something can always be removed from a library scenario"
+    shrunk = parse_scenario(res.data, "shrunk")
+    assert shrunk.workload.sessions < original.workload.sessions
+    found = write_found(res, str(path), tmp_path / "found")
+    assert found.name == f"{name}-{res.seed}.toml"
+    text = found.read_text()
+    assert text.startswith("# Found by `harness explore`")
+    for needle in (str(path), f"seed: {res.seed}", "strategy: random", f"checker: {checker}", "--mode sim"):
+        assert needle in text
+    sc = load_scenario(found)  # a valid scenario file
+    assert sc.target.variants == (variant,)
+    r = run_sim(sc, tmp_path / "runs", res.seed, "random", report=False)
+    assert checker in [v["checker"] for v in r.run.verdicts if v["status"] == "invalid"]
+
+
+def test_shrunk_file_fails_through_harness_run(tmp_path: Path) -> None:
+    from harness.runner.cli import main
+
+    path = SCENARIOS / "delete_during_proxy.toml"
+    res = shrink(
+        tomllib.loads(path.read_text()), str(path), 0, "random", checker="no_resurrection", variant="auto_create"
+    )
+    found = write_found(res, str(path), tmp_path)
+    argv = [str(found), "--mode", "sim", "--seed", str(res.seed), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 1
+    verdicts = json.loads(next((tmp_path / "out").glob("*/verdicts.json")).read_text())
+    assert any(v["checker"] == "no_resurrection" and v["status"] == "invalid" for v in verdicts)
+
+
+def test_nothing_to_shrink_is_a_clear_error() -> None:
+    path = SCENARIOS / "abort_retries_exhausted.toml"
+    with pytest.raises(ValueError, match="does not fail"):
+        shrink(tomllib.loads(path.read_text()), str(path), 0, "random", checker="no_resurrection")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS.glob("*.toml")))
+def test_dump_toml_round_trips_every_library_scenario(name: str) -> None:
+    raw = tomllib.loads((SCENARIOS / f"{name}.toml").read_text())
+    again = tomllib.loads(dump_toml(raw))
+    assert again == raw
+    parse_scenario(again, name)
