@@ -26,11 +26,11 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 def test_failure_shrinks_and_the_found_file_still_fails(tmp_path: Path, name: str, variant: str, checker: str) -> None:
     path = SCENARIOS / f"{name}.toml"
     original = load_scenario(path)
-    seed = next(
-        s
-        for s in range(5)
-        if checker in [v["checker"] for v in run_seed(with_seed(original, s, variant), s, "random").invalid]
-    )
+
+    def fails(s: int) -> bool:
+        return checker in [v["checker"] for v in run_seed(with_seed(original, s, variant), s, "random").invalid]
+
+    seed = next(s for s in range(5) if fails(s))
     res = shrink(tomllib.loads(path.read_text()), str(path), seed, "random", checker=checker, variant=variant)
     assert res.removed, "something can always be removed from a library scenario"
     shrunk = parse_scenario(res.data, "shrunk")
