@@ -139,7 +139,9 @@ def validate(args: argparse.Namespace) -> None:
         "```",
     ]
     rows: list[str] = []
+    loads: list[str] = []
     for name, body in WORKLOADS.items():
+        load = os.getloadavg()[0]  # context for the reader: the box is shared
         runs = [_live(f"{name}_r{i}", body, 100 + i, out) for i in range(args.repeats)]
         live = [live_buckets(r) for r in runs]
         params = cal.apply(from_plain(RunData.load(runs[0]).scenario)).as_live(cores).replace(name=name)
@@ -157,10 +159,16 @@ def validate(args: argparse.Namespace) -> None:
                 f"{_pct(row['p50_err'])} | {row['p99_live']:.2f} | {row['p99_model']:.2f} | {_pct(row['p99_err'])} | "
                 f"{spread} |"
             )
-        print(
-            f"{name}: total_ms p50 err {_pct(cmp['total_ms']['p50_err'])}, p99 err {_pct(cmp['total_ms']['p99_err'])}"
-        )
+        t = cmp["total_ms"]
+        loads.append(f"| {name} | {load:.1f} | {_pct(t['p50_err'])} | {_pct(t['p99_err'])} |")
+        print(f"{name}: total_ms p50 err {_pct(t['p50_err'])}, p99 err {_pct(t['p99_err'])} (load average {load:.1f})")
     lines += [
+        "",
+        "## total_ms in short",
+        "",
+        "| workload | 1-min load average before the live runs | p50 err | p99 err |",
+        "|---|---:|---:|---:|",
+        *loads,
         "",
         "## Model against live",
         "",
