@@ -151,7 +151,7 @@ def _calibration(args: argparse.Namespace, out: Path | None) -> Calibration | No
 def _sweep(params: ModelParams, args: argparse.Namespace, slo: float | None, out: Path | None) -> int:
     points: list[dict[str, Any]] = []
     for a in args.sweep_agents:
-        sessions = args.sessions if args.sessions is not None else 2 * a
+        sessions = args.sessions if args.sessions is not None else max(2 * a, 400)
         for n in args.sweep_processes:
             p = params.replace(processes=n, concurrency=a, sessions=sessions, arrival_rate=0.0)
             r = run_model(p)
