@@ -337,19 +337,29 @@ def run_scenario(
     depth: int = DEFAULT_DEPTH,
     target: str | None = None,
 ) -> RunResult:
-    """The live runner's signature, so ``harness run --mode sim`` (harness.runner._suite) can dispatch here."""
-    r = run_sim(
-        scenario,
-        out_dir,
-        seed_override,
-        strategy,
-        depth,
-        variant=variant_override,
-        target=target,
-        run_name=run_name,
-        progress=progress,
-        report=report,
-    )
+    """The live runner's signature, so ``harness run --mode sim`` (harness.runner._suite) can dispatch here.
+
+    A scenario or ``--target`` that simulation cannot build (live URLs, an
+    unimportable factory) is an ``error`` run naming the fix, not a traceback.
+    """
+    try:
+        r = run_sim(
+            scenario,
+            out_dir,
+            seed_override,
+            strategy,
+            depth,
+            variant=variant_override,
+            target=target,
+            run_name=run_name,
+            progress=progress,
+            report=report,
+        )
+    except ValueError as exc:
+        sc = with_seed(scenario, seed_override, variant_override)
+        res = RunResult(sc.name, sc.variant_label, sc.seed, Path(out_dir) / (run_name or sc.name), source=sc.source)
+        res.status, res.error = "error", str(exc)
+        return res
     r.run.notes.append(
         f"sim: seed {r.seed}, strategy {r.strategy}, {r.steps} steps, {r.virtual_s:.3f} virtual s, "
         f"history digest {r.history_digest[:16]}"

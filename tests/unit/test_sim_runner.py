@@ -95,3 +95,14 @@ def test_run_scenario_has_the_live_signature(tmp_path: Path) -> None:
     r = run_scenario(sc, tmp_path, None, 3, run_name="x", report=False, strategy="pct", depth=2)
     assert r.status == "valid" and r.run_dir == tmp_path / "x" and r.seed == 3
     assert json.loads((r.run_dir / "sim.json").read_text())["strategy"] == "pct"
+
+
+def test_unbuildable_target_is_an_error_run_not_a_traceback(tmp_path: Path) -> None:
+    from harness.scenario import parse_scenario
+    from harness.sim.runner import run_scenario
+
+    sc = parse_scenario({"name": "u", "target": {"kind": "urls", "urls": ["http://127.0.0.1:1"]}})
+    r = run_scenario(sc, tmp_path, None, 1)
+    assert r.status == "error" and "asgi:module:factory" in (r.error or "")
+    r = run_scenario(load_scenario(SCENARIOS / "abort_retries_exhausted.toml"), tmp_path, None, 1, target="asgi:x")
+    assert r.status == "error" and "--target" in (r.error or "")
