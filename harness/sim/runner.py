@@ -167,11 +167,17 @@ def simulate(
     trace: bool = True,
     progress: Progress | None = None,
 ) -> SimOutcome:
-    """Run ``sc`` once on a SimLoop; ``sc`` should already carry ``seed`` (see :func:`with_seed`)."""
+    """Run ``sc`` once on a SimLoop.
+
+    The world (workload, chaos plan, backend draws, server ids) follows
+    ``sc.seed``; ``seed`` seeds the strategy. The commands pass one number for
+    both (:func:`with_seed`); keeping ``sc`` fixed and varying ``seed``
+    explores the interleavings of one workload.
+    """
     if strategy == "pct" and horizon is None:
         horizon = pct_horizon(sc, target)
     strat = _strategy(strategy, seed, depth, horizon)
-    world = build_world(sc, seed, target=target)
+    world = build_world(sc, sc.seed, target=target)
     notes = list(world.notes)
     if any(k == "aiohttp" and w > 0 for k, w in sc.agent.clients.items()):
         notes.append("aiohttp agents run on httpx in simulation (aiohttp cannot take an in-process transport)")
