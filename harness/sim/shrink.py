@@ -207,9 +207,9 @@ def shrink(
             for s in (best.seed, best.seed + 1, best.seed + 2):
                 r = attempt(cand, s, dd)
                 if r is not None and _fails_same_way(r, checker):
+                    best.removed.append(what if s == best.seed else f"{what} (and seed {best.seed} -> {s})")
                     best.data, best.seed, best.depth = {**cand, "seed": s}, s, dd
                     best.message = _first_message(r, checker)
-                    best.removed.append(what if s == seed else f"{what} (seed {s})")
                     if on_step is not None:
                         on_step(what)
                     progress = True
