@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -73,3 +74,16 @@ def test_dump_toml_round_trips_every_library_scenario(name: str) -> None:
     again = tomllib.loads(dump_toml(raw))
     assert again == raw
     parse_scenario(again, name)
+
+
+FOUND = sorted((SCENARIOS / "found").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", FOUND, ids=[p.stem for p in FOUND])
+def test_committed_found_scenarios_still_fail_as_their_header_says(path: Path, tmp_path: Path) -> None:
+    header = path.read_text()
+    seed = int(re.search(r"^# seed: (\d+)", header, re.M).group(1))  # type: ignore[union-attr]
+    strategy = re.search(r"strategy: (\w+)", header).group(1)  # type: ignore[union-attr]
+    checker = re.search(r"^# checker: (\w+):", header, re.M).group(1)  # type: ignore[union-attr]
+    r = run_sim(load_scenario(path), tmp_path, seed, strategy, report=False)
+    assert checker in [v["checker"] for v in r.run.verdicts if v["status"] == "invalid"]
