@@ -134,7 +134,7 @@ def _candidates(d: Data, strategy: str, depth: int) -> Iterator[tuple[str, Data,
         yield "agent.stream_probability -> 0", put("agent", "stream_probability", 0.0), depth
     client = ag.get("client")
     if isinstance(client, dict) and len([k for k, v in client.items() if v]) > 1:
-        for kind in sorted(k for k, v in client.items() if v):
+        for kind in sorted((k for k, v in client.items() if v), key=lambda k: (k != "httpx", k)):  # httpx: simplest
             yield f"agent.client -> {kind}", put("agent", "client", kind), depth
     p = int(_tbl(d, "target").get("processes", 1))
     for m in sorted({1, p - 1}):
