@@ -77,6 +77,14 @@ def explore_main(argv: list[str] | None = None) -> int:
     for variant in variants:
         t0 = time.perf_counter()  # seam-ok: wall-clock speed of the search, printed for humans only
         label = f"{sc.name}@{variant}"
+        done = 0
+
+        def progress(_: SeedResult, label: str = label) -> None:
+            nonlocal done
+            done += 1
+            if sys.stderr.isatty() and done % 10 == 0:
+                print(f"\r{label}: {done}/{len(seeds)} seeds", end="", file=sys.stderr, flush=True)
+
         try:
             results = explore(
                 str(path),
@@ -86,11 +94,14 @@ def explore_main(argv: list[str] | None = None) -> int:
                 variant=variant,
                 target=args.target,
                 jobs=args.jobs,
+                on_result=progress,
             )
         except (ValueError, ScenarioError) as exc:
             print(f"harness explore: {exc}", file=sys.stderr)
             return 2
         dt = time.perf_counter() - t0  # seam-ok: see above
+        if sys.stderr.isatty() and done >= 10:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
         flagged = [r for r in results if r.flagged]
         rate = len(results) / dt if dt > 0 else 0.0
         if not flagged:
