@@ -480,11 +480,12 @@ class Agent:
             assistant["tool_calls"] = msg["tool_calls"]
         return ChatOutcome(op, "ok", status=r.status, message=assistant, finish_reason=finish, aborted=aborted)
 
-    async def get(self, sid: str, *, reason: str) -> Reply | None:
+    async def _session_request(self, method: str, f: str, sid: str, reason: str) -> tuple[int, Reply | None]:
+        """One GET or DELETE of a session, invoked in the history; (op, reply or None if it never answered)."""
         rid = self.ids.request_id()
         op = self.history.invoke(
             process=self.plan.process,
-            f="get",
+            f=f,
             session=sid,
             server=self.server,
             request_id=rid,
@@ -492,9 +493,13 @@ class Agent:
             client=self.client.kind,
         )
         r = await self._call(
-            op, self.client.send("GET", f"{self.server}/sessions/{sid}", headers=self._headers(rid, None, None))
+            op, self.client.send(method, f"{self.server}/sessions/{sid}", headers=self._headers(rid, None, None))
         )
-        if isinstance(r, ChatOutcome):
+        return op, (None if isinstance(r, ChatOutcome) else r)
+
+    async def get(self, sid: str, *, reason: str) -> Reply | None:
+        op, r = await self._session_request("GET", "get", sid, reason)
+        if r is None:
             return None
         facts = framing_facts(r)
         if r.status == 200:
@@ -504,23 +509,10 @@ class Agent:
         return r
 
     async def delete(self, sid: str, *, reason: str) -> int | None:
-        rid = self.ids.request_id()
-        op = self.history.invoke(
-            process=self.plan.process,
-            f="delete",
-            session=sid,
-            server=self.server,
-            request_id=rid,
-            reason=reason,
-            client=self.client.kind,
-        )
-        r = await self._call(
-            op, self.client.send("DELETE", f"{self.server}/sessions/{sid}", headers=self._headers(rid, None, None))
-        )
-        if isinstance(r, ChatOutcome):
+        op, r = await self._session_request("DELETE", "delete", sid, reason)
+        if r is None:
             return None
-        facts = framing_facts(r)
-        self.history.complete(op, "ok" if 200 <= r.status < 300 else "fail", status=r.status, **facts)
+        self.history.complete(op, "ok" if 200 <= r.status < 300 else "fail", status=r.status, **framing_facts(r))
         return r.status
 
     # -- message content -----------------------------------------------------------
