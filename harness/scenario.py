@@ -34,6 +34,7 @@ __all__ = [
     "Outage",
     "Scenario",
     "ScenarioError",
+    "ScriptStep",
     "TargetSpec",
     "WorkloadSpec",
     "expand_variants",
@@ -101,6 +102,33 @@ class BackendSpec:
         return sorted({str(r["fault"]) for r in self.rules if r.get("fault") not in (None, "none")})
 
 
+SCRIPT_KINDS = ("create", "chat", "delete")
+
+
+@dataclass(frozen=True)
+class ScriptStep:
+    """One request of a scripted workload (``[[workload.script]]``): who sends what, when.
+
+    A script replays an incident's requests as they happened (harness.incident
+    writes them from production log lines): each step starts at ``at_s``
+    seconds after the run start, whatever the steps before it did, so the
+    overlaps of the original survive. ``fault`` is the ``x-fake-fault`` header
+    sent with that one chat (a backend outcome pinned to the request itself, not
+    to a session id the server will only choose at run time); ``expect`` is the
+    outcome the original log recorded, for comparing a replay with it.
+    """
+
+    session: str  # a label; the session the server creates for its "create" step
+    kind: str = "chat"  # create | chat | delete
+    at_s: float = 0.0
+    turn: int = 0
+    attempt: int = 0
+    process: int = 0  # server index the request goes to
+    fault: str | None = None  # x-fake-fault value (chat only)
+    request_id: str | None = None  # x-request-id (the original caller_request_id)
+    expect: str | None = None  # chat_done outcome (chat) or status (delete) in the original
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     sessions: int = 10
@@ -113,6 +141,7 @@ class WorkloadSpec:
     tool_retry_probability: float = 0.0  # per tool step: redo it with another result (rollback)
     first_turn_retry_probability: float = 0.0  # per session: redo turn 0 with another user message
     delete_at_end: bool = True
+    script: tuple[ScriptStep, ...] = ()  # scripted sessions replace the generated ones
 
 
 @dataclass(frozen=True)
@@ -440,7 +469,43 @@ def _validate_plan(file: str, spec: BackendSpec) -> None:
         raise ScenarioError(file, f"backend.{key}" if key else "backend", msg) from None
 
 
-def _parse_workload(t: _Table, tool_default: float) -> WorkloadSpec:
+def _parse_script(t: _Table, processes: int) -> tuple[ScriptStep, ...]:
+    steps = []
+    for st in t.tables("script"):
+        session = st.str_("session", None)
+        if not session:
+            raise st.err("session", 'a label is required, e.g. session = "s1"')
+        kind = st.str_("kind", "chat", SCRIPT_KINDS)
+        fault = st.str_("fault", None)
+        if fault is not None:
+            if kind != "chat":
+                raise st.err("fault", "only a chat step sends a request to the backend")
+            _validate_fault_names(st, [fault], key="fault")
+        expect = st.raw("expect", None)
+        if expect is not None and not isinstance(expect, str | int):
+            raise st.err("expect", f"expected an outcome name or a status, got {expect!r}")
+        steps.append(
+            ScriptStep(
+                session=session,
+                kind=kind,
+                at_s=st.float_("at_s", 0.0, 0.0),
+                turn=st.int_("turn", 0, 0),
+                attempt=st.int_("attempt", 0, 0),
+                process=st.int_("process", 0, 0, processes - 1),
+                fault=fault,
+                request_id=st.str_("request_id", None),
+                expect=None if expect is None else str(expect),
+            )
+        )
+        st.done()
+    return tuple(steps)
+
+
+def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> WorkloadSpec:
+    script = _parse_script(t, processes)
+    n_script = len(dict.fromkeys(s.session for s in script))
+    if script and t.has("sessions") and t.data["sessions"] != n_script:
+        raise t.err("sessions", f"the script names {n_script} session(s); leave sessions out or set it to that")
     spec = WorkloadSpec(
         sessions=t.int_("sessions", 10, 1, 100_000),
         concurrency=t.int_("concurrency", 10, 1, 10_000),
@@ -452,7 +517,10 @@ def _parse_workload(t: _Table, tool_default: float) -> WorkloadSpec:
         tool_retry_probability=t.prob("tool_retry_probability"),
         first_turn_retry_probability=t.prob("first_turn_retry_probability"),
         delete_at_end=t.bool_("delete_at_end", True),
+        script=script,
     )
+    if script:  # the script is the workload: one agent per scripted session, all free to run at once
+        spec = dataclasses.replace(spec, sessions=n_script, concurrency=max(spec.concurrency, n_script))
     t.done()
     return spec
 
@@ -591,7 +659,9 @@ def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
     backend_t = top.table("backend")
     backend = _parse_backend(backend_t, seed)
     gen_tool = backend.generation.get("tool_call_probability", 0.0)
-    workload = _parse_workload(top.table("workload"), float(gen_tool) if isinstance(gen_tool, int | float) else 0.0)
+    workload = _parse_workload(
+        top.table("workload"), float(gen_tool) if isinstance(gen_tool, int | float) else 0.0, target.processes
+    )
     if workload.tool_call_probability and "tool_call_probability" not in backend.generation:
         backend = dataclasses.replace(
             backend, generation={**backend.generation, "tool_call_probability": workload.tool_call_probability}

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.chaos import SessionChaos, plan_session_chaos
-from harness.scenario import Scenario
+from harness.scenario import Scenario, ScriptStep
 
 __all__ = ["SessionPlan", "WorkloadResult", "derive_rng", "derive_seed", "plan_sessions", "run_workload"]
 
@@ -51,10 +51,13 @@ class SessionPlan:
     seed: int  # the agent's own IdSource seed
     first_turn_retry: bool
     chaos: SessionChaos = field(default_factory=SessionChaos)
+    script: tuple[ScriptStep, ...] = ()  # a scripted session (workload.script): these steps, nothing else
 
 
 def plan_sessions(sc: Scenario, n_servers: int) -> list[SessionPlan]:
     w = sc.workload
+    if w.script:
+        return _script_plans(sc, n_servers)
     arrivals = derive_rng(sc.seed, "arrivals")
     t = 0.0
     kinds = sorted(k for k, v in sc.agent.clients.items() if v > 0)
@@ -77,6 +80,32 @@ def plan_sessions(sc: Scenario, n_servers: int) -> list[SessionPlan]:
                 seed=derive_seed(sc.seed, "agent", i),
                 first_turn_retry=rng.random() < w.first_turn_retry_probability,
                 chaos=plan_session_chaos(sc.chaos, turns, n_servers, derive_rng(sc.seed, "chaos", i)),
+            )
+        )
+    return plans
+
+
+def _script_plans(sc: Scenario, n_servers: int) -> list[SessionPlan]:
+    """One plan per scripted session (first-appearance order), starting at its first step."""
+    by_session: dict[str, list[ScriptStep]] = {}
+    for step in sc.workload.script:
+        by_session.setdefault(step.session, []).append(step)
+    kinds = sorted(k for k, v in sc.agent.clients.items() if v > 0)
+    plans = []
+    for i, steps in enumerate(by_session.values()):
+        owner = next((s for s in steps if s.kind == "create"), steps[0])
+        plans.append(
+            SessionPlan(
+                index=i,
+                process=f"agent-{i}",
+                intended_start=round(min(s.at_s for s in steps), 6),
+                turns=len({s.turn for s in steps if s.kind == "chat"}),
+                think_times=(),
+                client=kinds[0] if kinds else "httpx",
+                server=min(owner.process, n_servers - 1),
+                seed=derive_seed(sc.seed, "agent", i),
+                first_turn_retry=False,
+                script=tuple(steps),
             )
         )
     return plans

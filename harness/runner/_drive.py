@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from harness.agents import Agent, HttpClient, make_client
+from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.history import History
 from harness.rundata import RunData
@@ -86,7 +87,7 @@ async def drive(
             client = clients.get(p.client)
             if client is None:
                 client = clients[p.client] = make_client(p.client, transport)
-            agent = Agent(
+            agent = (ScriptedAgent if p.script else Agent)(
                 p, servers=servers, client=client, history=history, spec=sc.agent, workload=sc.workload, nemesis=nemesis
             )
             await agent.run()

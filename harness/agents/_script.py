@@ -1,0 +1,126 @@
+"""A scripted agent: replays one session's requests at the times a script gives (``[[workload.script]]``).
+
+Why a second agent: the episode agent (``_episode``) *generates* a rollout
+(turns, retries, chaos) from a seed; an incident (harness.incident) is the
+opposite, a fixed sequence of requests reconstructed from production log
+lines, and its race lives in their timing. So each step runs at its own
+``at_s`` (seconds since the run start), in a task of its own: a duplicate
+sent 8 ms after the first copy overlaps it exactly as in the log, however
+long the first copy takes. Nothing is retried or invented: a step that
+failed in the original is replayed as a step, and its retry is the next step.
+
+Message contents are not in the logs. Before each chat the agent reads the
+session's stored messages (``GET``) and sends them up to the step's turn
+(the ``turn``-th assistant checkpoint) plus a fixed user message for that
+turn, so retries and duplicates of one turn send the same body and a later
+turn extends whatever the server committed, whichever copy that was.
+
+Per-request backend behaviour travels with the request as ``x-fake-fault``
+(``step.fault``): the session id is the server's choice at run time, so a
+backend rule keyed on it could not be written down in advance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from harness.agents._episode import _SYSTEM, Agent, ChatOutcome
+from harness.scenario import ScriptStep
+
+__all__ = ["ScriptedAgent"]
+
+
+class ScriptedAgent(Agent):
+    """Runs ``plan.script``: create, chats and deletes of one session, each at its ``at_s``."""
+
+    async def _episode(self) -> None:
+        steps = self.plan.script
+        created = asyncio.Event()
+        if not any(s.kind == "create" for s in steps):
+            # Never created in the window: the label is the id (a 404 incident, or a session born earlier
+            # on a server that auto-creates).
+            self.session = steps[0].session
+            created.set()
+        await asyncio.gather(*(self._step(s, created) for s in steps))
+        self.end_reason = self.end_reason or "done"
+
+    async def _until(self, at_s: float) -> None:
+        delay = at_s - self.history.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def _use_process(self, step: ScriptStep) -> None:
+        # Read synchronously by the request methods before their first await: safe across step tasks.
+        self.server_index = min(step.process, len(self.servers) - 1)
+        self.server = self.servers[self.server_index]
+
+    async def _step(self, step: ScriptStep, created: asyncio.Event) -> None:
+        await self._until(step.at_s)
+        self._use_process(step)
+        if step.kind == "create":
+            self.session = await self._create_once(step.at_s)
+            created.set()
+            if self.session is None:
+                self.end_reason = "create_failed"
+            return
+        await created.wait()
+        sid = self.session
+        if sid is None:
+            return
+        if step.kind == "delete":
+            await self.delete(sid, reason="script")
+            return
+        messages = await self._messages_for(sid, step)
+        self._use_process(step)
+        await self._chat_step(sid, step, {"model": self.model, "messages": messages})
+
+    async def _messages_for(self, sid: str, step: ScriptStep) -> list[dict[str, Any]]:
+        stored: list[dict[str, Any]] = []
+        if step.turn > 0:
+            r = await self.get(sid, reason="script")
+            meta = r.body.get("metadata") if r is not None and isinstance(r.body, dict) else None
+            raw = meta.get("messages") if isinstance(meta, dict) else None
+            if isinstance(raw, list):
+                stored = [m for m in raw if isinstance(m, dict)]
+        kept: list[dict[str, Any]] = []
+        assistants = 0
+        for m in stored:
+            if assistants >= step.turn:
+                break
+            kept.append(dict(m))
+            if m.get("role") == "assistant":
+                assistants += 1
+        if assistants < step.turn or not kept:
+            # Fewer checkpoints than the script expects (the replay diverged): send what exists, and say so
+            # through the outcome rather than by inventing history.
+            kept = kept or [{"role": "system", "content": _SYSTEM}, self._user(0, 0)]
+            if kept[-1].get("role") != "assistant":
+                return kept
+        return [*kept, self._user(step.turn, 0)]
+
+    async def _chat_step(self, sid: str, step: ScriptStep, body: dict[str, Any]) -> ChatOutcome:
+        rid = step.request_id or self.ids.request_id()
+        headers = self._headers(rid, step.turn, step.attempt)
+        if step.fault:
+            headers["x-fake-fault"] = step.fault
+        op = self.history.invoke(
+            process=self.plan.process,
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=step.turn,
+            attempt=step.attempt,
+            request_id=rid,
+            intended=step.at_s,
+            turn_intended=round(step.at_s, 6),
+            client=self.client.kind,
+            messages=len(body["messages"]),
+            stream=False,
+            forced_fault=step.fault,
+            script_session=step.session,
+        )
+        r = await self._call(op, self.client.chat(self.server, sid, body, headers))
+        if isinstance(r, ChatOutcome):
+            return r
+        return self._chat_reply(op, r)
