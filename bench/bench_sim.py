@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if args.markdown:
-        text = render(speed, flag_rows, args) + render_sched(sched_rows) + render_hard(hard_rows, args)
+        text = "\n".join((render(speed, flag_rows, args), render_sched(sched_rows), render_hard(hard_rows, args)))
         args.markdown.write_text(text)
         print(f"\nwrote {args.markdown}")
     return 0
@@ -285,8 +285,9 @@ def render_hard(rows: list, args: argparse.Namespace) -> str:  # type: ignore[ty
         "## Hard mode: the race's chaos made rare",
         "",
         "The library scenarios aim their chaos at each window, so every variant above falls on the first seed."
-        " Here the chaos that opens each race is cut to a few percent (overrides below), so finding the window"
-        f" is the strategy's job. {args.trials} trials per cell, at most {args.max_seeds} seeds each.",
+        " Here the chaos that opens each race is cut to a few percent (overrides below), so most seeds never open"
+        " the window and the search has to find one that does (random and pct take the same seeds: the seed's"
+        f" workload draw decides, see above). {args.trials} trials per cell, at most {args.max_seeds} seeds each.",
         "",
         "| variant | scenario + overrides | random: median s / worst s (median seeds, worst seeds) "
         "| pct: median s / worst s (median seeds, worst seeds) |",
