@@ -59,6 +59,9 @@ __all__ = [
     "World",
     "build_world",
     "load_target",
+    "reference_factory",
+    "running",
+    "server_host",
     "server_url",
 ]
 
