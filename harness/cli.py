@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("harness.report.cli:report_main", "regenerate a run folder's report from its history"),
     "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
     "model": ("harness.model.cli:main", "capacity model (simpy): predicted bucket percentiles, --sweep"),
+    "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),
 }
 
 

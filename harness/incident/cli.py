@@ -1,0 +1,119 @@
+"""``harness incident``: turn production log lines into a replayable scenario, and check the replay.
+
+    harness incident import LOGFILE [LOGFILE...] [--session ID ...] [--window FROM..TO]
+                            [--name NAME] [--note TEXT] [--variant V ...] -o scenarios/incidents/NAME.toml
+    harness incident replay SCENARIO [--seed S] [--strategy random|pct|fifo]
+
+``import`` prints what it read (lines used, skipped by reason), what it
+reconstructed and where it wrote the scenario; a log with nothing usable in
+the chosen sessions and window is an error (exit 2), a malformed line never
+is. ``replay`` simulates the scenario and compares each session's outcome
+sequence with the original's: exit 0 reproduced, 1 not reproduced, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.incident._parse import WindowError, filter_events, parse_window, read_logs
+from harness.incident._reconstruct import reconstruct
+from harness.incident._replay import replay
+from harness.incident._write import scenario_text
+
+__all__ = ["import_main", "main", "replay_main"]
+
+
+def _import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness incident import", description="log lines -> scenario")
+    p.add_argument("logs", nargs="+", metavar="LOGFILE", help="JSON log lines (several files are merged)")
+    p.add_argument("--session", action="append", default=[], metavar="ID", help="keep this session (id or prefix)")
+    p.add_argument("--window", metavar="FROM..TO", help="epoch seconds, ISO times, or +S offsets from the first line")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the scenario to write")
+    p.add_argument("--name", help="scenario name (default: the output file's stem)")
+    p.add_argument("--note", default="", help="the write-up: what happened, in your words")
+    p.add_argument("--variant", action="append", default=[], help="server variant the incident ran (repeatable)")
+    return p
+
+
+def import_main(argv: list[str]) -> int:
+    args = _import_parser().parse_args(argv)
+    try:
+        window = parse_window(args.window) if args.window else None
+    except WindowError as exc:
+        print(f"harness incident import: {exc}", file=sys.stderr)
+        return 2
+    missing = [p for p in args.logs if not Path(p).is_file()]
+    if missing:
+        print(f"harness incident import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    parsed = read_logs(args.logs)
+    events = filter_events(parsed.events, args.session, window)
+    inc = reconstruct(events)
+    print(f"read: {parsed.summary()}")
+    if not inc.sessions:
+        print("harness incident import: no session events in the chosen sessions and window", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    name = args.name or out.stem.removesuffix(".toml")
+    filters = " ".join(
+        [*(f"--session {s}" for s in args.session), *([f"--window {args.window}"] if args.window else [])]
+    )
+    text = scenario_text(
+        inc,
+        name=name,
+        sources=[Path(p).name for p in args.logs],
+        note=args.note,
+        filters=filters,
+        parse_summary=parsed.summary(),
+        variants=args.variant,
+    )
+    import tomllib
+
+    from harness.scenario import ScenarioError, parse_scenario
+
+    try:
+        parse_scenario(tomllib.loads(text), str(out))
+    except (ScenarioError, tomllib.TOMLDecodeError) as exc:  # a bug here, not the user's: say so
+        print(f"harness incident import: the written scenario does not load: {exc}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    reqs = inc.requests()
+    print(
+        f"reconstructed: {len(inc.sessions)} session(s), {len(reqs)} chat(s), "
+        f"{sum(len(s.deleted_ts) for s in inc.sessions)} delete(s), {len(inc.processes)} process(es)"
+    )
+    for note in inc.notes[:5]:
+        print(f"  note: {note}")
+    print(f"wrote {out}")
+    print(f"replay: harness incident replay {out}")
+    return 0
+
+
+def replay_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="harness incident replay", description="simulate an incident and compare")
+    p.add_argument("scenario")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"))
+    args = p.parse_args(argv)
+    from harness.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(args.scenario)
+        check = replay(sc, args.seed, args.strategy)
+    except (ScenarioError, ValueError) as exc:
+        print(f"harness incident replay: {exc}", file=sys.stderr)
+        return 2
+    print(f"{sc.name} (seed {args.seed}, {args.strategy}): {check.report()}")
+    return 0 if check.reproduced else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    subs = {"import": import_main, "replay": replay_main}
+    if not args or args[0] not in subs:
+        print(__doc__.strip().split("\n\n")[1] if __doc__ else "", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    return subs[args[0]](args[1:])
