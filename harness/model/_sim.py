@@ -420,19 +420,7 @@ class _Model:
             yield env.timeout(t - env.now)
             self._record(lock_wait, 0.0, 0.0, 0.0, t - t0, "not_found", 0, 0)
             return 404, False, 0
-        cost = (self.ti_a + self.ti_b * prompt) * f
-        noise = max(-cost, self._nz(self.nz_in)) if self.nz_in else 0.0
-        if self.thread_mode:
-            srv.cpu_free = t
-            end = self._thread_job(srv, cost, t, noise)
-            yield env.timeout(end - env.now)
-            now = env.now
-            rs = now if srv.cpu_free < now else srv.cpu_free
-            tok_in = rs - t
-            t = rs + self.resume
-        else:
-            tok_in = cost + noise
-            t += tok_in
+        tok_in, t = yield from self._tokenize(srv, (self.ti_a + self.ti_b * prompt) * f, self.nz_in, t)
         expected = sess.num_assistant
         if not self.hold:
             self._release(sess)
@@ -452,6 +440,23 @@ class _Model:
             return TIMEOUT, False, 0
         result = yield from rest
         return result
+
+    def _tokenize(self, srv: _Server, cost: float, noise_table: tuple[float, ...], t: float) -> Gen:
+        """Tokenization starting at ``t``: (time it took, when the loop resumes).
+
+        Inline it holds the loop for its cost; in a thread the loop is free
+        meanwhile and the request resumes once the job ends and the loop is idle.
+        """
+        noise = max(-cost, self._nz(noise_table)) if noise_table else 0.0
+        if not self.thread_mode:
+            return cost + noise, t + cost + noise
+        env = self.env
+        srv.cpu_free = t
+        end = self._thread_job(srv, cost, t, noise)
+        yield env.timeout(end - env.now)
+        now = env.now
+        rs = now if srv.cpu_free < now else srv.cpu_free
+        return rs - t, rs + self.resume
 
     def _after_backend(
         self,
@@ -486,19 +491,7 @@ class _Model:
         aborted = ans.finish == "abort"
         tok_out = 0.0
         if not aborted:
-            cost = (self.to_a + self.to_b * ans.tokens) * f
-            noise = max(-cost, self._nz(self.nz_out)) if self.nz_out else 0.0
-            if self.thread_mode:
-                srv.cpu_free = t
-                end = self._thread_job(srv, cost, t, noise)
-                yield env.timeout(end - env.now)
-                now = env.now
-                rs = now if srv.cpu_free < now else srv.cpu_free
-                tok_out = rs - t
-                t = rs + self.resume
-            else:
-                tok_out = cost + noise
-                t += tok_out
+            tok_out, t = yield from self._tokenize(srv, (self.to_a + self.to_b * ans.tokens) * f, self.nz_out, t)
         # ---- Phase 3 (under the lock)
         if not self.hold:
             if sess.held:
