@@ -110,6 +110,13 @@ def _json_part(line: str) -> str | None:
     return None if i < 0 else line[i:]
 
 
+def _cut_short(part: str, exc: json.JSONDecodeError) -> bool:
+    """A JSON object cut short (rotation, a crash mid-write, a size limit): valid up to where it ends."""
+    if part.rstrip().endswith("}"):
+        return False
+    return exc.pos >= len(part.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+
+
 def parse_lines(lines: Iterable[str], source: str, into: ParsedLogs | None = None) -> ParsedLogs:
     """Parse one file's lines into ``into`` (a new ParsedLogs by default); never raises on content."""
     out = into if into is not None else ParsedLogs()
@@ -125,9 +132,8 @@ def parse_lines(lines: Iterable[str], source: str, into: ParsedLogs | None = Non
             continue
         try:
             obj = json.loads(part)
-        except ValueError:
-            # A JSON object cut short (rotation, a crash mid-write, a size limit) never closes its brace.
-            out.skip("not_json" if part.rstrip().endswith("}") else "truncated", where)
+        except json.JSONDecodeError as exc:
+            out.skip("truncated" if _cut_short(part, exc) else "not_json", where)
             continue
         if not isinstance(obj, dict):
             out.skip("not_json", where)
