@@ -31,7 +31,7 @@ from harness.runner._procs import ProcessGroup
 from harness.scenario import DEFAULT_VARIANT, Scenario
 from harness.workload import WorkloadResult
 
-__all__ = ["RunResult", "run_dir_name", "run_scenario"]
+__all__ = ["RunResult", "apply_overrides", "finish_run", "run_dir_name", "run_scenario"]
 
 
 @dataclass
@@ -61,7 +61,7 @@ def run_dir_name(sc: Scenario, expanded: bool) -> str:
     return f"{sc.name}@{sc.variant_label}" if expanded else sc.name
 
 
-def _apply_overrides(sc: Scenario, variant_override: str | None, seed_override: int | None) -> Scenario:
+def apply_overrides(sc: Scenario, variant_override: str | None, seed_override: int | None) -> Scenario:
     if seed_override is not None:
         sc = dataclasses.replace(sc, seed=seed_override, backend=dataclasses.replace(sc.backend, seed=seed_override))
     if variant_override is not None:
@@ -81,7 +81,7 @@ def run_scenario(
     report: bool = True,
 ) -> RunResult:
     """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind."""
-    sc = _apply_overrides(scenario, variant_override, seed_override)
+    sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
@@ -117,11 +117,17 @@ def run_scenario(
         if procs is not None:
             procs.stop()
         res.duration_s = time.perf_counter() - t0  # seam-ok: see above
-    if res.status != "error":
-        _check(res, sc)
-        if report:
-            _report(res)
+    finish_run(res, sc, report=report)
     return res
+
+
+def finish_run(res: RunResult, sc: Scenario, *, report: bool) -> None:
+    """The tail every mode shares: verdicts into the run folder, then the report (unless the run errored)."""
+    if res.status == "error":
+        return
+    _check(res, sc)
+    if report:
+        _report(res)
 
 
 async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None) -> RunData:

@@ -41,7 +41,7 @@ from typing import Any
 
 from harness.rundata import RunData
 from harness.runner._drive import Progress, drive
-from harness.runner._live import RunResult, _apply_overrides, _check, _report
+from harness.runner._live import RunResult, apply_overrides, finish_run
 from harness.scenario import Scenario
 from harness.seams import LoopClock
 from harness.sim.loop import SimLoop, run
@@ -238,7 +238,7 @@ def _sim_meta(seed: int, strategy: str, depth: int, horizon: int | None) -> dict
 
 def with_seed(sc: Scenario, seed: int | None, variant: str | None = None) -> Scenario:
     """The scenario as run with ``seed`` (workload, chaos and backend all follow it) and a variant override."""
-    return _apply_overrides(sc, variant, seed)
+    return apply_overrides(sc, variant, seed)
 
 
 def check(out: SimOutcome) -> list[dict[str, Any]]:
@@ -312,10 +312,7 @@ def run_sim(
     res.events = len(out.data.history) if out.data is not None else 0
     if out.error is not None:
         res.status, res.error = "error", out.error
-    else:
-        _check(res, sc)
-        if report:
-            _report(res)
+    finish_run(res, sc, report=report)
     res.duration_s = time.perf_counter() - t0  # seam-ok: see above
     return SimResult(
         run=res,
