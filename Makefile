@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m harness.cli run --suite default --out reports/latest
 
-test: $(STAMP)
+test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
