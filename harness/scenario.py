@@ -116,11 +116,18 @@ class ScriptStep:
     sent with that one chat (a backend outcome pinned to the request itself, not
     to a session id the server will only choose at run time); ``expect`` is the
     outcome the original log recorded, for comparing a replay with it.
+
+    ``done_s`` keeps the original's causality: a step does not start before
+    every step of its session that had ended (``done_s``) when it started in
+    the original has ended in this run, plus the same gap. So a turn sent after
+    the previous answer still follows it when the replay's answer is late,
+    while requests that overlapped in the original still overlap.
     """
 
     session: str  # a label; the session the server creates for its "create" step
     kind: str = "chat"  # create | chat | delete
     at_s: float = 0.0
+    done_s: float | None = None  # when it ended in the original: later steps of the session wait for it
     turn: int = 0
     attempt: int = 0
     process: int = 0  # server index the request goes to
@@ -489,6 +496,7 @@ def _parse_script(t: _Table, processes: int) -> tuple[ScriptStep, ...]:
                 session=session,
                 kind=kind,
                 at_s=st.float_("at_s", 0.0, 0.0),
+                done_s=st.float_("done_s", 0.0, 0.0) if st.has("done_s") else None,
                 turn=st.int_("turn", 0, 0),
                 attempt=st.int_("attempt", 0, 0),
                 process=st.int_("process", 0, 0, processes - 1),

@@ -6,8 +6,12 @@ opposite, a fixed sequence of requests reconstructed from production log
 lines, and its race lives in their timing. So each step runs at its own
 ``at_s`` (seconds since the run start), in a task of its own: a duplicate
 sent 8 ms after the first copy overlaps it exactly as in the log, however
-long the first copy takes. Nothing is retried or invented: a step that
-failed in the original is replayed as a step, and its retry is the next step.
+long the first copy takes. Causality is kept too: a step waits for the steps
+of its session that had ended (``done_s``) before it started in the original,
+then for the same gap, so a turn never overtakes the answer it followed when
+the replay's backend or server is slower than production was. Nothing is
+retried or invented: a step that failed in the original is replayed as a
+step, and its retry is the next step.
 
 Message contents are not in the logs. Before each chat the agent reads the
 session's stored messages (``GET``) and sends them up to the step's turn
@@ -42,8 +46,32 @@ class ScriptedAgent(Agent):
             # on a server that auto-creates).
             self.session = steps[0].session
             created.set()
-        await asyncio.gather(*(self._step(s, created) for s in steps))
+        ended = [asyncio.Event() for _ in steps]
+        ended_at = [0.0] * len(steps)
+
+        async def one(i: int) -> None:
+            try:
+                await self._after(i, steps, ended, ended_at)
+                await self._step(steps[i], created)
+            finally:
+                ended_at[i] = self.history.now()
+                ended[i].set()
+
+        await asyncio.gather(*(one(i) for i in range(len(steps))))
         self.end_reason = self.end_reason or "done"
+
+    async def _after(
+        self, i: int, steps: tuple[ScriptStep, ...], ended: list[asyncio.Event], ended_at: list[float]
+    ) -> None:
+        """Wait for the steps that ended before step ``i`` started in the original, then for the same gap."""
+        me = steps[i]
+        start = me.at_s
+        for j, other in enumerate(steps):
+            if j == i or other.done_s is None or other.at_s >= me.at_s or other.done_s > me.at_s:
+                continue
+            await ended[j].wait()
+            start = max(start, ended_at[j] + (me.at_s - other.done_s))
+        await self._until(start)
 
     async def _until(self, at_s: float) -> None:
         delay = at_s - self.history.now()
