@@ -132,6 +132,7 @@ def scenario_text(
                 + (f", overlapped {', '.join(r.overlaps)}" if r.overlaps else ""),
                 f"session = {_q(s.session)}",
                 f"at_s = {_f(r.start_ts - inc.t0)}",
+                *([f"done_s = {_f(r.done_ts - inc.t0)}"] if r.done_ts is not None else []),
                 f"turn = {r.turn}",
                 f"attempt = {r.attempt}",
             ]
@@ -144,7 +145,14 @@ def scenario_text(
             body.append(f"expect = {_q(r.outcome)}")
             steps.append((r.start_ts - inc.t0, order, body))
         for d in s.deleted_ts:
-            body = [f"session = {_q(s.session)}", 'kind = "delete"', f"at_s = {_f(d - inc.t0)}", 'expect = "204"']
+            at_text = _f(d - inc.t0)
+            body = [
+                f"session = {_q(s.session)}",
+                'kind = "delete"',
+                f"at_s = {at_text}",
+                f"done_s = {at_text}",
+                'expect = "204"',
+            ]
             if proc:
                 body.append(f"process = {proc}")
             steps.append((d - inc.t0, order, body))

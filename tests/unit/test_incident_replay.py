@@ -16,7 +16,7 @@ import pytest
 
 from harness.incident import compare, filter_events, read_logs, reconstruct, replay, replay_outcomes
 from harness.incident.cli import main as incident_main
-from harness.scenario import load_scenario
+from harness.scenario import Scenario, load_scenario
 from harness.sim.runner import simulate
 
 INCIDENTS = Path(__file__).resolve().parents[2] / "scenarios" / "incidents"
@@ -110,3 +110,28 @@ def test_replay_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     changed = [dataclasses.replace(s, fault=None) if s.expect == "aborted" else s for s in sc.workload.script]
     no_abort = dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, script=tuple(changed)))
     assert not replay(no_abort, 0).reproduced  # without the pinned aborts the incident is gone
+
+
+def _slower(sc: Scenario, extra_ms: float) -> Scenario:
+    steps = []
+    for s in sc.workload.script:
+        if s.fault and s.fault.startswith("spike;ms="):
+            s = dataclasses.replace(s, fault=f"spike;ms={float(s.fault.split('=')[1]) + extra_ms:g}")
+        steps.append(s)
+    return dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, script=tuple(steps)))
+
+
+@pytest.mark.parametrize("name", ["delete_mid_proxy", "dup_retry_race"])
+def test_a_slower_replay_keeps_the_original_causality(name: str) -> None:
+    """Every answer 60 ms later than in production: each turn still follows the answer it followed
+    (done_s), so the incident still reproduces instead of turning into self-made races."""
+    sc = _slower(load_scenario(INCIDENTS / f"{name}.toml"), 60.0)
+    check = replay(sc, 0)
+    assert check.reproduced, check.report()
+    no_causality = dataclasses.replace(
+        sc,
+        workload=dataclasses.replace(
+            sc.workload, script=tuple(dataclasses.replace(s, done_s=None) for s in sc.workload.script)
+        ),
+    )
+    assert not replay(no_causality, 0).reproduced  # open loop alone overtakes the late answers
