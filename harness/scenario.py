@@ -132,6 +132,7 @@ class ScriptStep:
     attempt: int = 0
     process: int = 0  # server index the request goes to
     fault: str | None = None  # x-fake-fault value (chat only)
+    abort_after_ms: float | None = None  # the backend aborts this chat that long after it was sent (chat only)
     request_id: str | None = None  # x-request-id (the original caller_request_id)
     expect: str | None = None  # chat_done outcome (chat) or status (delete) in the original
 
@@ -488,6 +489,9 @@ def _parse_script(t: _Table, processes: int) -> tuple[ScriptStep, ...]:
             if kind != "chat":
                 raise st.err("fault", "only a chat step sends a request to the backend")
             _validate_fault_names(st, [fault], key="fault")
+        abort_after = st.float_("abort_after_ms", 0.0, 0.0) if st.has("abort_after_ms") else None
+        if abort_after is not None and kind != "chat":
+            raise st.err("abort_after_ms", "only a chat step has a generation to abort")
         expect = st.raw("expect", None)
         if expect is not None and not isinstance(expect, str | int):
             raise st.err("expect", f"expected an outcome name or a status, got {expect!r}")
@@ -501,6 +505,7 @@ def _parse_script(t: _Table, processes: int) -> tuple[ScriptStep, ...]:
                 attempt=st.int_("attempt", 0, 0),
                 process=st.int_("process", 0, 0, processes - 1),
                 fault=fault,
+                abort_after_ms=abort_after,
                 request_id=st.str_("request_id", None),
                 expect=None if expect is None else str(expect),
             )

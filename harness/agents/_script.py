@@ -21,7 +21,11 @@ turn extends whatever the server committed, whichever copy that was.
 
 Per-request backend behaviour travels with the request as ``x-fake-fault``
 (``step.fault``): the session id is the server's choice at run time, so a
-backend rule keyed on it could not be written down in advance.
+backend rule keyed on it could not be written down in advance. An abort that
+must land at a given moment (a weight update ``abort_after_ms`` into the
+generation) is sent as SGLang gets it: ``POST /abort_request`` with the
+request's ``rid``, which the agent puts in the chat body and the session
+server passes on.
 """
 
 from __future__ import annotations
@@ -148,7 +152,23 @@ class ScriptedAgent(Agent):
             forced_fault=step.fault,
             script_session=step.session,
         )
-        r = await self._call(op, self.client.chat(self.server, sid, body, headers))
+        aborter: asyncio.Task[None] | None = None
+        if step.abort_after_ms is not None and self.nemesis.backend_url:
+            body = {**body, "rid": f"script-{rid}"}
+            aborter = asyncio.create_task(self._abort_later(sid, body["rid"], step.abort_after_ms / 1000.0))
+        try:
+            r = await self._call(op, self.client.chat(self.server, sid, body, headers))
+        finally:
+            if aborter is not None:
+                aborter.cancel()  # the answer came first: nothing left to abort
+                await asyncio.gather(aborter, return_exceptions=True)
         if isinstance(r, ChatOutcome):
             return r
         return self._chat_reply(op, r)
+
+    async def _abort_later(self, sid: str, rid: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        backend = self.nemesis.backend_url
+        value = {"action": "backend_abort", "rid": rid}
+        self.history.event(process="nemesis", f="chaos", session=sid, server=backend or "", value=value)
+        await self.nemesis.request("POST", f"{backend}/abort_request", {"rid": rid})
