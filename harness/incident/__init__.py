@@ -24,7 +24,14 @@ from harness.incident._parse import (
     parse_window,
     read_logs,
 )
-from harness.incident._reconstruct import Incident, IncidentRequest, IncidentSession, backend_fault, reconstruct
+from harness.incident._reconstruct import (
+    Incident,
+    IncidentRequest,
+    IncidentSession,
+    abort_after_ms,
+    backend_fault,
+    reconstruct,
+)
 from harness.incident._replay import ReplayCheck, compare, expected_outcomes, replay, replay_outcomes
 from harness.incident._write import describe, scenario_text
 
@@ -39,6 +46,7 @@ __all__ = [
     "ReplayCheck",
     "Window",
     "WindowError",
+    "abort_after_ms",
     "backend_fault",
     "compare",
     "describe",

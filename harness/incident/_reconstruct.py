@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 
 from harness.incident._parse import LogEvent
 
-__all__ = ["Incident", "IncidentRequest", "IncidentSession", "backend_fault", "reconstruct"]
+__all__ = ["Incident", "IncidentRequest", "IncidentSession", "abort_after_ms", "backend_fault", "reconstruct"]
 
 _GOOD_ANSWER = frozenset({"committed", "state_changed_skip", "closing_skip", "conflict", "tokenization_error"})
 _NO_BACKEND = frozenset({"not_found", "bad_request", "internal_error", "unfinished"})
+TIMED_ABORT_MIN_MS = 5.0  # shorter aborts are answered at once (an abort_request could beat the request)
 CREATE_LEAD_S = 0.001  # a session seen without its creation is created this long before its first request
 
 
@@ -103,6 +104,8 @@ def backend_fault(r: IncidentRequest) -> str | None:
     if r.outcome in _GOOD_ANSWER or r.outcome == "cancelled":
         return f"spike;ms={r.proxy_ms:g}" if r.proxy_ms > 0 else "none"
     if r.outcome == "aborted":
+        if abort_after_ms(r) is not None:
+            return f"spike;ms={r.total_ms + 1000.0:g}"  # a long generation, cut by the timed abort
         return f"abort;tokens={max(0, r.completion_tokens)}"
     if r.outcome == "upstream_error" and r.status is not None and 400 <= r.status <= 599:
         return f"http_{r.status}"
@@ -115,6 +118,18 @@ def backend_fault(r: IncidentRequest) -> str | None:
         return f"hang;seconds={elapsed / 1000.0:g}" if elapsed >= 5.0 else "reset"
     if r.outcome == "bad_gateway":
         return "no_meta_info"
+    return None
+
+
+def abort_after_ms(r: IncidentRequest) -> float | None:
+    """When (ms after sending) an aborted request's generation is aborted in the replay, as it ended in production.
+
+    SGLang aborts a generation from outside (a weight update, preemption), at a
+    moment that matters for races: the replay sends ``/abort_request`` then,
+    rather than answering the abort at once.
+    """
+    if r.outcome == "aborted" and r.proxy_ms >= TIMED_ABORT_MIN_MS:
+        return r.total_ms
     return None
 
 

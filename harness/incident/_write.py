@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
-from harness.incident._reconstruct import Incident, backend_fault
+from harness.incident._reconstruct import Incident, abort_after_ms, backend_fault
 
 __all__ = ["describe", "scenario_text"]
 
@@ -140,6 +140,9 @@ def scenario_text(
                 body.append(f"process = {proc}")
             if fault:
                 body.append(f"fault = {_q(fault)}")
+            abort_at = abort_after_ms(r)
+            if abort_at is not None:
+                body.append(f"abort_after_ms = {_f(abort_at)}")
             if r.caller_request_id:
                 body.append(f"request_id = {_q(r.caller_request_id)}")
             body.append(f"expect = {_q(r.outcome)}")

@@ -51,8 +51,8 @@ def import_main(argv: list[str]) -> int:
     parsed = read_logs(args.logs)
     events = filter_events(parsed.events, args.session, window)
     inc = reconstruct(events)
-    print(f"read: {parsed.summary()}")
     if not inc.sessions:
+        print(f"read: {parsed.summary()}")
         print("harness incident import: no session events in the chosen sessions and window", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -89,6 +89,7 @@ def import_main(argv: list[str]) -> int:
         print(f"  note: {note}")
     print(f"wrote {out}")
     print(f"replay: harness incident replay {out}")
+    print(f"read: {parsed.summary()}")  # last, so a partial log is the last thing on the screen
     return 0
 
 

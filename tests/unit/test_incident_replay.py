@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.incident import compare, filter_events, read_logs, reconstruct, replay, replay_outcomes
+from harness.incident import (
+    compare,
+    expected_outcomes,
+    filter_events,
+    read_logs,
+    reconstruct,
+    replay,
+    replay_outcomes,
+)
 from harness.incident.cli import main as incident_main
 from harness.scenario import Scenario, load_scenario
 from harness.sim.runner import simulate
@@ -135,3 +143,17 @@ def test_a_slower_replay_keeps_the_original_causality(name: str) -> None:
         ),
     )
     assert not replay(no_causality, 0).reproduced  # open loop alone overtakes the late answers
+
+
+def test_aborts_land_when_they_did_in_production() -> None:
+    """The weight update's aborts are sent as /abort_request at the original moment, not answered at once:
+    the replay's chat_done order is the original's across sessions too."""
+    sc = load_scenario(INCIDENTS / "abort_weight_update.toml")
+    timed = [s for s in sc.workload.script if s.abort_after_ms is not None]
+    assert len(timed) == 2 and all(s.expect == "aborted" for s in timed)
+    out = simulate(sc, 0, "random", trace=False)
+    assert out.data is not None
+    aborts = [e for e in out.data.history if e["f"] == "chaos" and e["type"] == "invoke"]
+    assert [e["value"]["action"] for e in aborts] == ["backend_abort", "backend_abort"]
+    check = compare(expected_outcomes(sc), replay_outcomes(out.data.history, out.data.server_logs))
+    assert check.reproduced and check.same_global_order, check.report()

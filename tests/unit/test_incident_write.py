@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.incident import backend_fault, parse_lines, reconstruct, scenario_text
+from harness.incident import abort_after_ms, backend_fault, parse_lines, reconstruct, scenario_text
 from harness.incident.cli import main as incident_main
 from harness.scenario import ScenarioError, load_scenario, parse_scenario
 
@@ -83,7 +83,8 @@ def test_backend_fault_per_outcome() -> None:
     inc = reconstruct(sorted(parse_lines(incident_lines(), "x").events, key=lambda e: e.ts))
     faults = {r.req_id: backend_fault(r) for r in inc.requests()}
     assert faults["a1"] == "spike;ms=98"
-    assert faults["a3"] == "abort;tokens=3"
+    assert faults["a3"] == "spike;ms=1050"  # a long answer, aborted from outside at the original moment
+    assert abort_after_ms(next(r for r in inc.requests() if r.req_id == "a3")) == 50.0
     assert faults["b1"] == "reset"  # 1.5 ms: a reset, not a hang
     assert faults["b2"] == "http_503"
     assert faults["g1"] is None
@@ -120,6 +121,7 @@ def test_script_schema_errors_name_the_key() -> None:
         ({"kind": "chat"}, "workload.script[0].session"),
         ({"session": "a", "process": 1}, "workload.script[0].process"),
         ({"session": "a", "at": 1}, "workload.script[0].at"),
+        ({"session": "a", "kind": "delete", "abort_after_ms": 5}, "workload.script[0].abort_after_ms"),
     ]
     for step, key in cases:
         with pytest.raises(ScenarioError) as ei:
