@@ -40,7 +40,7 @@ def test_live_incident_log_imports_to_a_reproducing_scenario(tmp_path: Path) -> 
     assert check.reproduced, check.report()
 
 
-@pytest.mark.parametrize("name", ["delete_mid_proxy", "dup_retry_race"])
+@pytest.mark.parametrize("name", ["delete_mid_proxy", "dup_retry_race", "abort_weight_update"])
 def test_shipped_incident_reproduces_live(name: str, tmp_path: Path) -> None:
     sc = load_scenario(INCIDENTS / f"{name}.toml")
     res = run_scenario(sc, tmp_path, report=False)
