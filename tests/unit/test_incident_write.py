@@ -154,3 +154,22 @@ def test_cli_import_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert incident_main([]) == 2
     assert "no session events" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_partial_chats_are_dated_back_or_marked_unfinished(tmp_path: Path) -> None:
+    lines = [
+        ev("session_created", 0.0, session_id="s1"),
+        # chat_start lost (before the excerpt): dated back by total_ms
+        ev("chat_done", 0.5, req_id="z1", session_id="s1", outcome="committed", status=200, total_ms=200.0),
+        # still in flight when the log ends (process killed)
+        ev("chat_start", 0.6, req_id="z2", session_id="s1"),
+    ]
+    inc = reconstruct(sorted(parse_lines(lines, "x").events, key=lambda e: e.ts))
+    z1, z2 = inc.sessions[0].requests
+    assert z1.start_ts == pytest.approx(T0 + 0.3) and z2.outcome == "unfinished" and z2.turn == 1
+    assert any("chat_start missing" in n for n in inc.notes)
+    path = tmp_path / "partial.toml"
+    path.write_text(scenario_text(inc, name="partial", sources=["x"]))
+    sc = load_scenario(path)
+    assert [s.expect for s in sc.workload.script if s.kind == "chat"] == ["committed", "unfinished"]
+    assert sc.checks.options["incident"]["outcomes"] == ["s1:committed"]  # nothing to compare for z2
