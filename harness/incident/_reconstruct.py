@@ -93,10 +93,18 @@ class Incident:
         return sorted((r for s in self.sessions for r in s.requests), key=lambda r: r.start_ts)
 
     def outcome_sequence(self) -> list[tuple[str, str, str | None]]:
-        """(session, outcome, caller_request_id) of every finished chat, in ``chat_done`` order."""
-        done = [r for s in self.sessions for r in s.requests if r.done_ts is not None]
-        done.sort(key=lambda r: r.done_ts or 0.0)
-        return [(r.session, r.outcome, r.caller_request_id) for r in done]
+        """(session, outcome, caller_request_id) of every finished chat in ``chat_done`` order, with each
+        ``session_deleted`` in its place as (session, "deleted", None): a DELETE landing before a chat's
+        ``closing_skip`` is half of that story."""
+        items: list[tuple[float, str, str, str | None]] = [
+            (r.done_ts, r.session, r.outcome, r.caller_request_id)
+            for s in self.sessions
+            for r in s.requests
+            if r.done_ts is not None
+        ]
+        items += [(d, s.session, "deleted", None) for s in self.sessions for d in s.deleted_ts]
+        items.sort(key=lambda x: x[0])
+        return [(sid, outcome, caller) for _, sid, outcome, caller in items]
 
 
 def backend_fault(r: IncidentRequest) -> str | None:

@@ -11,7 +11,8 @@ simulated time is not production time).
 Sessions are joined by label: the replay's session ids are chosen by its
 server, and the scripted agent records which label each chat belongs to
 (``script_session`` on the history's chat invokes). Within a session the
-sequences are compared in ``chat_done`` order; across sessions the global
+sequences (``chat_done`` outcomes and ``session_deleted``) are compared in
+log order; across sessions the global
 order is reported but not required (independent sessions that finished a
 millisecond apart may swap without changing what happened to either).
 """
@@ -83,10 +84,11 @@ def replay_outcomes(history: Sequence[Mapping[str, Any]], server_logs: Sequence[
             label[str(ev["session"])] = str(ev["script_session"])
     out = []
     for ln in server_logs:
-        if ln.get("event") != "chat_done":
-            continue
         sid = str(ln.get("session_id"))
-        out.append(f"{label.get(sid, sid)}:{ln.get('outcome')}")
+        if ln.get("event") == "chat_done":
+            out.append(f"{label.get(sid, sid)}:{ln.get('outcome')}")
+        elif ln.get("event") == "session_deleted":
+            out.append(f"{label.get(sid, sid)}:deleted")
     return out
 
 

@@ -110,7 +110,7 @@ def scenario_text(
         f"liveness_bound_s = {_f(max(30.0, 2 * longest + 5.0))}",
         "",
         "[checks.options.incident]",
-        "# the original chat_done lines of these sessions, in order: what a faithful replay shows again",
+        "# the original chat_done outcomes and session_deleted lines, in order: what a faithful replay shows again",
         "outcomes = [" + ", ".join(_q(f"{sid}:{o}") for sid, o, _ in inc.outcome_sequence()) + "]",
         "requests = [" + ", ".join(_q(c or "") for _, _, c in inc.outcome_sequence()) + "]",
     ]

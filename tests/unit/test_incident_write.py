@@ -107,7 +107,7 @@ def test_written_scenario_round_trips_through_load_scenario(tmp_path: Path) -> N
     assert all(s.process == 1 for s in script if s.session == "s2")
     assert "A test incident." in sc.description
     outcomes = sc.checks.options["incident"]["outcomes"]
-    assert outcomes[0] == "s2:transport_error" and len(outcomes) == 8
+    assert outcomes[0] == "s2:transport_error" and len(outcomes) == 9 and "s1:deleted" in outcomes
     assert "# req a2: state_changed_skip 200" in text
 
 
