@@ -85,6 +85,8 @@ class Incident:
     processes: list[str]  # process keys; the index is the replay's server index
     heartbeats: int = 0
     notes: list[str] = field(default_factory=list)
+    # process -> {"count", "rss_mb", "inflight", "sessions"} (maxima): memory and load around the incident
+    heartbeat_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def process_index(self, key: str) -> int:
         return self.processes.index(key) if key in self.processes else 0
@@ -154,6 +156,7 @@ def reconstruct(events: Sequence[LogEvent]) -> Incident:
     transport: dict[tuple[str, str], LogEvent] = {}
     sessions: dict[str, IncidentSession] = {}
     heartbeats = 0
+    hb_stats: dict[str, dict[str, float]] = {}
     notes: list[str] = []
 
     def session(sid: str, process: str) -> IncidentSession:
@@ -167,6 +170,12 @@ def reconstruct(events: Sequence[LogEvent]) -> Incident:
         key = (ev.process, str(ev.get("req_id")))
         if ev.event == "heartbeat":
             heartbeats += 1
+            hb = hb_stats.setdefault(ev.process, {"count": 0.0})
+            hb["count"] += 1
+            for k in ("rss_mb", "inflight", "sessions"):
+                v = ev.get(k)
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    hb[k] = max(hb.get(k, float(v)), float(v))
         elif ev.event == "chat_start":
             starts.setdefault(key, ev)
         elif ev.event == "chat_done":
@@ -214,10 +223,18 @@ def reconstruct(events: Sequence[LogEvent]) -> Incident:
         s.requests.append(req)
     for s in sessions.values():
         _turns_and_overlaps(s)
-    t0 = min((e.ts for e in events), default=0.0)
+    # Offsets count from the first line about a session: a heartbeat ahead of it would only add idle time.
+    t0 = min((e.ts for e in events if e.event != "heartbeat"), default=min((e.ts for e in events), default=0.0))
     processes = sorted({s.process for s in sessions.values()}, key=_process_order)
     ordered = sorted(sessions.values(), key=lambda s: _first_ts(s))
-    return Incident(t0=t0, sessions=ordered, processes=processes or ["?"], heartbeats=heartbeats, notes=notes)
+    return Incident(
+        t0=t0,
+        sessions=ordered,
+        processes=processes or ["?"],
+        heartbeats=heartbeats,
+        notes=notes,
+        heartbeat_stats=hb_stats,
+    )
 
 
 def _process_order(key: str) -> tuple[int, int]:

@@ -77,6 +77,11 @@ def scenario_text(
         lines.append(f"# filters: {filters}")
     if parse_summary:
         lines.append(f"# log: {parse_summary}")
+    for pkey, hb in sorted(inc.heartbeat_stats.items()):
+        maxima = ", ".join(f"{k} max {hb[k]:g}" for k in ("rss_mb", "inflight", "sessions") if k in hb)
+        lines.append(f"# heartbeats {pkey}: {hb['count']:g}" + (f" ({maxima})" if maxima else ""))
+    if inc.processes != ["?"]:
+        lines.append("# processes (server index = position): " + ", ".join(inc.processes))
     lines += [
         "#",
         "# What happened (write-up):",
