@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     subs = {"import": import_main, "replay": replay_main}
     if not args or args[0] not in subs:
-        print(__doc__.strip().split("\n\n")[1] if __doc__ else "", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        usage = "usage:\n" + (__doc__ or "").strip().split("\n\n")[1]
+        wants_help = bool(args) and args[0] in ("-h", "--help")
+        print(usage, file=sys.stdout if wants_help else sys.stderr)
+        return 0 if wants_help else 2
     return subs[args[0]](args[1:])
