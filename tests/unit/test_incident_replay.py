@@ -111,6 +111,11 @@ def test_a_server_without_the_guard_does_not_reproduce_the_race() -> None:
 def test_replay_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert incident_main(["replay", str(INCIDENTS / "delete_mid_proxy.toml"), "--seed", "2"]) == 0
     assert "REPRODUCED" in capsys.readouterr().out
+    text = (INCIDENTS / "dup_retry_race.toml").read_text()
+    bad = tmp_path / "dup_bad.toml"
+    bad.write_text(text.replace("processes = 1\n", 'processes = 1\nvariants = ["no_num_assistant_guard"]\n', 1))
+    assert incident_main(["replay", str(bad)]) == 1
+    assert "NOT REPRODUCED" in capsys.readouterr().out
     plain = tmp_path / "plain.toml"
     plain.write_text('name = "plain"\n')
     assert incident_main(["replay", str(plain)]) == 2
