@@ -162,3 +162,10 @@ def test_aborts_land_when_they_did_in_production() -> None:
     assert [e["value"]["action"] for e in aborts] == ["backend_abort", "backend_abort"]
     check = compare(expected_outcomes(sc), replay_outcomes(out.data.history, out.data.server_logs))
     assert check.reproduced and check.same_global_order, check.report()
+
+
+def test_an_incident_replay_is_a_function_of_its_seed() -> None:
+    sc = load_scenario(INCIDENTS / "transport_storm.toml")
+    a, b = simulate(sc, 4, "pct", trace=False), simulate(sc, 4, "pct", trace=False)
+    assert a.history_digest == b.history_digest and a.trace_digest == b.trace_digest
+    assert simulate(sc, 5, "pct", trace=False).trace_digest != a.trace_digest
