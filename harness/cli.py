@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("harness.sim.cli:replay_main", "simulation: replay one seed exactly (prints the digests)"),
     "check": ("harness.checkers.__main__:main", "re-check a run folder's invariants"),
     "report": ("harness.report.cli:report_main", "regenerate a run folder's report from its history"),
+    "baseline": ("harness.report.baseline:baseline_main", "save green run folders as a committed latency baseline"),
     "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
     "model": ("harness.model.cli:main", "capacity model (simpy): predicted bucket percentiles, --sweep"),
     "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),

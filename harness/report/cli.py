@@ -109,6 +109,12 @@ def compare_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="A/B on one machine: pair baseline run i with current run i (interleaved runs)",
     )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="deterministic (simulation) runs: compare percentiles exactly, no interval "
+        "(the default whenever every run on both sides is a simulation run)",
+    )
     parser.add_argument("--outcome", default=None, help="only chat requests with this outcome (e.g. committed)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
@@ -132,7 +138,7 @@ def compare_main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    mode = "ab" if args.ab else args.runs
+    mode = "exact" if args.exact else "ab" if args.ab else args.runs
     assert mode in MODES
     try:
         results = compare(

@@ -29,6 +29,12 @@ the gate is built to be honest rather than twitchy:
   between the sides, a ``control:`` note warns that the machine was not
   equally loaded.
 
+- **Exact for deterministic runs.** Simulation runs (``sim.json`` in the run
+  folder) measure virtual time: the same code and seed give the same samples
+  on any machine, so there is no noise to bootstrap. When every run on both
+  sides is a simulation run the gate compares the percentiles exactly
+  (``exact`` mode): a regression is a change above the threshold, full stop.
+
 Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
 2 bad input, 3 refused (too few samples or runs).
 """
@@ -69,7 +75,7 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 EXIT_REFUSED = 3
-MODES = ("pooled", "per-run", "ab")
+MODES = ("pooled", "per-run", "ab", "exact")
 _FLOOR_MS = 1e-3  # 1 us: a percentile of 0 compares as 1 us, not as a division by zero
 CONTROL_BUCKET = "proxy_elapsed_ms"
 
@@ -289,6 +295,8 @@ def compare_samples(
         )
         return cmp
 
+    if mode == "exact":
+        return _exact(cmp, base, cur, percentile, threshold)
     rng = np.random.default_rng(seed)
     if mode == "ab":
         ratios = np.array(
@@ -339,6 +347,31 @@ def compare_samples(
     return cmp
 
 
+def _exact(
+    cmp: Comparison, base: list[np.ndarray], cur: list[np.ndarray], percentile: float, threshold: float
+) -> Comparison:
+    pb = _pct(np.sort(np.concatenate(base)), percentile)
+    pc = _pct(np.sort(np.concatenate(cur)), percentile)
+    point = pc / pb - 1.0
+    cmp.baseline_ms, cmp.current_ms, cmp.change = pb, pc, point
+    desc = (
+        f"baseline {pb:.3f} ms (n={cmp.baseline_n}) -> current {pc:.3f} ms (n={cmp.current_n}): "
+        f"change {point:+.1%}, threshold +{threshold:.0%} (deterministic runs: exact, no interval)"
+    )
+    if point > threshold:
+        cmp.verdict, cmp.message = "regression", desc
+    elif point < -threshold:
+        cmp.verdict, cmp.message = "improved", desc
+    else:
+        cmp.verdict, cmp.message = "pass", desc
+    return cmp
+
+
+def is_deterministic_run(run_dir: Path) -> bool:
+    """A simulation run folder: its samples are virtual time, a pure function of code and seed."""
+    return (run_dir / "sim.json").exists()
+
+
 def compare(
     baseline: Sequence[Path | str] | Path | str,
     current: Sequence[Path | str] | Path | str,
@@ -383,6 +416,12 @@ def compare(
         raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
     out = []
     for name, bruns, cruns in pairs:
+        deterministic = all(is_deterministic_run(r) for r in [*bruns, *cruns])
+        run_mode = mode
+        if mode == "exact" and not deterministic:
+            raise CompareError(f"{name}: exact mode needs simulation runs (sim.json) on both sides, not live runs")
+        if mode == "pooled" and deterministic:
+            run_mode = "exact"
         bdata = [extract(RunData.load(r)) for r in bruns]
         cdata = [extract(RunData.load(r)) for r in cruns]
         result = compare_samples(
@@ -393,7 +432,7 @@ def compare(
             percentile=percentile,
             threshold=threshold,
             min_samples=min_samples,
-            mode=mode,
+            mode=run_mode,
             resamples=resamples,
             seed=seed,
             level=level,
