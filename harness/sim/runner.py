@@ -15,7 +15,7 @@ and reports. Latency buckets are virtual time, so a p99 is deterministic and
 CI can gate on it exactly.
 
 What makes the history replayable (each was a real divergence):
-``time.time()`` and ``uuid4`` are never read (every clock is ``LoopClock``
+``time.time`` and ``uuid4`` are never read (every clock is ``LoopClock``
 at a fixed epoch, every id an ``IdSource`` seeded from the run seed),
 ``os.getpid()`` is replaced by a pid derived from the process index, and the
 trace labels tasks by coroutine name and first-seen order, never by asyncio's

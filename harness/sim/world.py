@@ -29,7 +29,7 @@ A user's own server (``--target asgi:module:factory``) is built by calling
 the factory with whichever of ``backend_url``, ``backend_transport``,
 ``clock``, ``ids``, ``executor``, ``log_sink``, ``pid``, ``worker_port``,
 ``variants`` and ``seed`` it accepts; whatever it does not accept it must not
-need (a factory that reads ``time.time()`` itself makes its own runs diverge,
+need (a factory that reads ``time.time`` itself makes its own runs diverge,
 which the determinism check then reports).
 """
 
