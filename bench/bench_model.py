@@ -3,7 +3,7 @@
 Speed (target: 10^5 sessions x 10 turns in under a minute)::
 
     .venv/bin/python bench/bench_model.py [--sessions 100000] [--turns 10] [--processes 64]
-        [--concurrency 2000] [--inline] [--profile]
+        [--concurrency 2000] [--inline] [--profile] [--stall-rate R --stall-ms MS]
 
 prints the wall time of the simulation alone (and of the percentile summary
 separately), the number of chat requests and the simulated time.
@@ -11,7 +11,7 @@ separately), the number of chat requests and the simulated time.
 Validation against live runs::
 
     .venv/bin/python bench/bench_model.py --validate [--repeats 2] [--out reports/model_validation]
-        [--markdown bench/results_model.md]
+        [--markdown bench/results_model.md] [--no-stalls] [--stall-variants] [--reuse]
 
 runs a low-load calibration workload and three workloads (different
 concurrency, latency models, process counts, tokenization modes) live with
@@ -19,8 +19,12 @@ concurrency, latency models, process counts, tokenization modes) live with
 each workload as the live runner deployed it (``--as-live``: one agent loop,
 the fake's loop, this machine's cores) and prints p50 / p99 errors per
 bucket; each workload runs ``--repeats`` times live so the live-vs-live
-spread is printed next to the model's error. A benchmark, not a test: it
-prints figures and asserts nothing.
+spread is printed next to the model's error. ``--stall-variants`` adds a
+table of total_ms errors without whole-process stalls, with the calibration
+run's, with another workload's live run's and (an oracle, not a prediction)
+with the same workload's other live run's; ``--reuse`` models live run
+folders already in ``--out`` instead of running them again. A benchmark, not
+a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.fake_sglang.plan import parse_plan
 from harness.model import Deployment, ModelParams, Workload, run_model
+from harness.model._params import Stalls
 
 # The validation workloads: scenario TOML bodies (name and seed are added per run).
 CALIBRATION = """
@@ -100,13 +106,15 @@ enabled = ["lost_turns"]
 }
 
 
-def _live(name: str, body: str, seed: int, out: Path) -> Path:
+def _live(name: str, body: str, seed: int, out: Path, reuse: bool = False) -> Path:
+    run = out / "runs" / name
+    if reuse and (run / "server_logs.jsonl").exists():
+        return run
     toml = out / "scenarios" / f"{name}.toml"
     toml.parent.mkdir(parents=True, exist_ok=True)
     toml.write_text(f'name = "{name}"\nseed = {seed}\n{body}')
     cmd = [sys.executable, "-m", "harness.cli", "run", str(toml), "--out", str(out / "runs"), "--quiet"]
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    run = out / "runs" / name
     if not (run / "server_logs.jsonl").exists():
         raise SystemExit(f"live run {name} left no server_logs.jsonl in {run}")
     return run
@@ -114,6 +122,50 @@ def _live(name: str, body: str, seed: int, out: Path) -> Path:
 
 def _pct(e: float) -> str:
     return "n/a" if math.isnan(e) else f"{e * 100:+.0f}%"
+
+
+VARIANT_SEEDS = range(5)
+
+
+def _stall_variants(
+    name: str, base: Any, cal: Any, cores: int, all_runs: dict[str, list[Path]], live: Any, args: argparse.Namespace
+) -> str:
+    """One row: total_ms p50 / p99 err without stalls, with the calibration run's, with another
+    workload's live run's (a prediction), and with the same workload's other live run's (an oracle:
+    what the stall component can do when the stall statistics are known). Stalls are few per run,
+    so each cell is the median over VARIANT_SEEDS model seeds, with the p99 range."""
+    from harness.model import calibrate, run_model
+    from harness.model._compare import compare_live
+
+    names = list(WORKLOADS)
+    other = names[1] if name == names[0] else names[0]
+    if other not in all_runs:
+        all_runs[other] = [_live(f"{other}_r0", WORKLOADS[other], 100, out=Path(args.out), reuse=args.reuse)]
+    loo = calibrate(all_runs[other][0]).stall_fit
+    p_no = cal.apply(base, stalls=False).as_live(cores).replace(name=name)
+    cells = []
+    fits = [None, cal.stall_fit, loo]
+    if len(all_runs[name]) > 1:
+        fits.append(calibrate(all_runs[name][1]).stall_fit)
+    for sf in fits:
+        p = p_no if sf is None else p_no.replace(stalls=sf.stalls)
+        e50, e99 = [], []
+        for seed in VARIANT_SEEDS:
+            t = compare_live(run_model(p.replace(seed=seed)), live)["total_ms"]
+            e50.append(t["p50_err"])
+            e99.append(t["p99_err"])
+        e50.sort()
+        e99.sort()
+        mid = len(e50) // 2
+        cells.append(f"{_pct(e50[mid])} / {_pct(e99[mid])} ({_pct(e99[0])}..{_pct(e99[-1])})")
+    while len(cells) < 4:
+        cells.append("n/a")
+
+    def fitted(sf: Any) -> str:
+        return f"{sf.events}, {sf.rate_per_s:.2f}/s, max {max(sf.durations_ms, default=0.0):.0f} ms"
+
+    oracle = fitted(fits[3]) if len(fits) > 3 else "n/a"
+    return f"| {name} | {cells[0]} | {cells[1]} | {other} r0: {fitted(loo)} | {cells[2]} | {oracle} | {cells[3]} |"
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -125,7 +177,7 @@ def validate(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     cores = os.cpu_count() or 1
-    cal_run = _live("calibration", CALIBRATION, 1, out)
+    cal_run = _live("calibration", CALIBRATION, 1, out, args.reuse)
     cal = calibrate(cal_run)
     cal.save(out / "calibration.json")
     cal.plot(out / "calibration.png")
@@ -140,12 +192,20 @@ def validate(args: argparse.Namespace) -> None:
     ]
     rows: list[str] = []
     loads: list[str] = []
+    variants: list[str] = []
+    all_runs: dict[str, list[Path]] = {}  # a workload's r0 may have been run already for a stall variant
     for name, body in WORKLOADS.items():
-        load = os.getloadavg()[0]  # context for the reader: the box is shared
-        runs = [_live(f"{name}_r{i}", body, 100 + i, out) for i in range(args.repeats)]
+        # context for the reader: the box is shared (meaningless for reused runs: they ran earlier)
+        load = "reused" if args.reuse else f"{os.getloadavg()[0]:.1f}"
+        again = args.reuse or name in all_runs
+        runs = [_live(f"{name}_r{i}", body, 100 + i, out, again) for i in range(args.repeats)]
+        all_runs[name] = runs
         live = [live_buckets(r) for r in runs]
-        params = cal.apply(from_plain(RunData.load(runs[0]).scenario)).as_live(cores).replace(name=name)
+        base = from_plain(RunData.load(runs[0]).scenario)
+        params = cal.apply(base, stalls=not args.no_stalls).as_live(cores).replace(name=name)
         result = run_model(params)
+        if args.stall_variants:
+            variants.append(_stall_variants(name, base, cal, cores, all_runs, live[0], args))
         cmp = compare_live(result, live[0])
         for b, row in cmp.items():
             spread = ""
@@ -160,8 +220,8 @@ def validate(args: argparse.Namespace) -> None:
                 f"{spread} |"
             )
         t = cmp["total_ms"]
-        loads.append(f"| {name} | {load:.1f} | {_pct(t['p50_err'])} | {_pct(t['p99_err'])} |")
-        print(f"{name}: total_ms p50 err {_pct(t['p50_err'])}, p99 err {_pct(t['p99_err'])} (load average {load:.1f})")
+        loads.append(f"| {name} | {load} | {_pct(t['p50_err'])} | {_pct(t['p99_err'])} |")
+        print(f"{name}: total_ms p50 err {_pct(t['p50_err'])}, p99 err {_pct(t['p99_err'])} (load average {load})")
     lines += [
         "",
         "## total_ms in short",
@@ -179,6 +239,19 @@ def validate(args: argparse.Namespace) -> None:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
+    if variants:
+        lines += [
+            "",
+            "## Stall variants, total_ms p50 / p99 err",
+            "",
+            f"Median over model seeds {VARIANT_SEEDS.start}..{VARIANT_SEEDS.stop - 1} (p99 err range in brackets); "
+            "against live run r0. Stalls fitted: count, rate per process-second, longest.",
+            "",
+            "| workload | no stalls | stalls of the calibration run | another workload's live run | with its stalls "
+            "| oracle: this workload's live run r1 | with its stalls |",
+            "|---|---:|---:|---|---:|---|---:|",
+            *variants,
+        ]
     text = "\n".join(lines) + "\n"
     (out / "validation.md").write_text(text)
     print(text)
@@ -192,12 +265,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="--validate: live runs per workload")
     ap.add_argument("--out", default="reports/model_validation", help="--validate: where runs and results go")
     ap.add_argument("--markdown", help="--validate: also write the tables to this file")
+    ap.add_argument("--reuse", action="store_true", help="--validate: reuse live run folders already in --out")
+    ap.add_argument("--no-stalls", action="store_true", help="--validate: model without whole-process stalls")
+    ap.add_argument(
+        "--stall-variants",
+        action="store_true",
+        help="--validate: also model each workload without stalls and with another workload's live-run stalls",
+    )
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--processes", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=2000)
     ap.add_argument("--inline", action="store_true", help="tokenize inline (fewer events per request)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stall-rate", type=float, default=0.0, help="whole-process stalls per second per process")
+    ap.add_argument("--stall-ms", type=float, default=50.0, help="duration of each stall")
     ap.add_argument("--profile", action="store_true", help="cProfile the run, print the top 25 by tottime")
     args = ap.parse_args()
     if args.validate:
@@ -220,6 +302,8 @@ def main() -> None:
             }
         ),
     )
+    if args.stall_rate > 0:
+        params = params.replace(stalls=Stalls(rate_per_s=args.stall_rate, durations_ms=(args.stall_ms,)))
     prof = cProfile.Profile() if args.profile else None
     t0 = time.perf_counter()
     if prof is not None:
@@ -241,6 +325,8 @@ def main() -> None:
     print(f"  simulated time     {result.sim_time_s:.1f} s")
     print(f"  wall time (model)  {sim_s:.1f} s  ({result.requests / sim_s:,.0f} requests/s)")
     print(f"  wall time (stats)  {stats_s:.1f} s  (HdrHistogram of total_ms)")
+    if result.stalls:
+        print(f"  stalls             {result.stalls} ({args.stall_rate:g}/s per process, {args.stall_ms:g} ms each)")
     print(f"  total_ms p50 {total.get(50):.1f}  p99 {total.get(99):.1f}  (n={total.n})")
     if prof is not None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)

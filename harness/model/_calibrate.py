@@ -41,9 +41,11 @@ import numpy as np
 
 from harness.rundata import RunData
 
-from ._params import Costs, ModelParams, ParamsError, Tokens
+from ._params import Costs, ModelParams, ParamsError, Stalls, Tokens
 
-__all__ = ["Calibration", "Fit", "calibrate", "load_calibration"]
+__all__ = ["Calibration", "Fit", "StallFit", "calibrate", "find_stalls", "load_calibration"]
+
+STALL_THRESHOLD_MS = 10.0
 
 METHODS = ("ols", "median")
 NOISE_LEVELS = np.linspace(0.0, 1.0, 201)
@@ -87,6 +89,48 @@ class Fit:
 
 
 @dataclass
+class StallFit:
+    """Whole-process stalls found in a run: requests on one process delayed together past a threshold.
+
+    A committed request's *excess* is ``total_ms`` minus the latency the backend drew for it (joined
+    on the caller's request id); its *extra* is the excess minus the median excess (the usual handler
+    and proxy overhead). Requests whose extra exceeds ``threshold_ms`` are stalled; stalled requests on
+    the same process whose [start, end] intervals overlap are one stall, whose duration is the median
+    extra of its requests. ``rate_per_s`` is stalls per second of each process's span of chat lines.
+    """
+
+    rate_per_s: float = 0.0
+    durations_ms: tuple[float, ...] = ()
+    events: int = 0
+    stalled_requests: int = 0
+    requests: int = 0
+    span_s: float = 0.0  # process-seconds observed
+    threshold_ms: float = STALL_THRESHOLD_MS
+
+    @property
+    def stalls(self) -> Stalls:
+        return Stalls(rate_per_s=self.rate_per_s, durations_ms=self.durations_ms)
+
+    def describe(self) -> str:
+        if not self.events:
+            return (
+                f"stalls: none (no requests delayed together by > {self.threshold_ms:g} ms over the median; "
+                f"{self.requests} requests, {self.span_s:.1f} process-s)"
+            )
+        d = np.asarray(self.durations_ms)
+        return (
+            f"stalls: {self.events} in {self.span_s:.1f} process-s = {self.rate_per_s:.3f}/s per process; "
+            f"duration ms p50 {float(np.median(d)):.1f} max {float(d.max()):.1f}; "
+            f"{self.stalled_requests} of {self.requests} requests delayed > {self.threshold_ms:g} ms over the median"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["durations_ms"] = [round(x, 4) for x in self.durations_ms]
+        return out
+
+
+@dataclass
 class Calibration:
     costs: Costs
     tokens: Tokens
@@ -94,14 +138,20 @@ class Calibration:
     source: str
     tokenize_in_thread: bool | None = None
     notes: list[str] = field(default_factory=list)
+    stall_fit: StallFit = field(default_factory=StallFit)
 
     def noise(self) -> dict[str, tuple[float, ...]]:
         """The residual tables for :attr:`ModelParams.noise`."""
         return {k: f.residuals for k, f in self.fits.items() if f.residuals}
 
-    def apply(self, params: ModelParams, *, noise: bool = True) -> ModelParams:
-        """``params`` with these costs, prompt sizes and (unless ``noise=False``) residual noise."""
-        return params.replace(costs=self.costs, tokens=self.tokens, noise=self.noise() if noise else {})
+    def apply(self, params: ModelParams, *, noise: bool = True, stalls: bool = True) -> ModelParams:
+        """``params`` with these costs, prompt sizes and (unless switched off) residual noise and stalls."""
+        return params.replace(
+            costs=self.costs,
+            tokens=self.tokens,
+            noise=self.noise() if noise else {},
+            stalls=self.stall_fit.stalls if stalls else Stalls(),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +160,7 @@ class Calibration:
             "costs": self.costs.to_json(),
             "tokens": dataclasses.asdict(self.tokens),
             "fits": {k: f.to_json() for k, f in self.fits.items()},
+            "stalls": self.stall_fit.to_json(),
             "notes": self.notes,
         }
 
@@ -124,6 +175,7 @@ class Calibration:
         for k, f in self.fits.items():
             r2 = "n/a" if math.isnan(f.r2) else f"{f.r2:.3f}"
             lines.append(f"{k:<14}{f.x:<19}{f.intercept_ms:>13.4f}{f.slope_ms:>12.6f}{r2:>8}{f.n:>7}")
+        lines.append(self.stall_fit.describe())
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
@@ -189,6 +241,68 @@ def load_calibration(path: str | Path) -> Calibration:
         source=str(data.get("source", p)),
         tokenize_in_thread=data.get("tokenize_in_thread"),
         notes=list(data.get("notes", [])),
+        stall_fit=_stall_fit_from_json(data.get("stalls")),
+    )
+
+
+def _stall_fit_from_json(d: Any) -> StallFit:
+    if not isinstance(d, Mapping):
+        return StallFit()
+    allowed = {f.name for f in dataclasses.fields(StallFit)}
+    kw = {k: v for k, v in d.items() if k in allowed}
+    kw["durations_ms"] = tuple(float(x) for x in kw.get("durations_ms", ()))
+    return StallFit(**kw)
+
+
+def find_stalls(
+    lines: Iterable[Mapping[str, Any]],
+    backend_latency_ms: Mapping[str, float],
+    threshold_ms: float = STALL_THRESHOLD_MS,
+) -> StallFit:
+    """Stalls in ``chat_done`` lines (see :class:`StallFit`); needs the backend's drawn latencies."""
+    rows: list[tuple[Any, float, float, float]] = []  # (pid, start s, end s, excess ms)
+    for ln in lines:
+        if ln.get("event") != "chat_done" or ln.get("outcome") != "committed":
+            continue
+        total, ts = _num(ln.get("total_ms")), _num(ln.get("ts"))
+        drawn = backend_latency_ms.get(str(ln.get("caller_request_id")))
+        if total is None or ts is None or drawn is None:
+            continue
+        rows.append((ln.get("pid", ln.get("worker_port")), ts - total / 1000.0, ts, total - drawn))
+    if not rows:
+        return StallFit(threshold_ms=threshold_ms)
+    med = float(np.median([r[3] for r in rows]))
+    by_pid: dict[Any, list[tuple[Any, float, float, float]]] = defaultdict(list)
+    for r in rows:
+        by_pid[r[0]].append(r)
+    span = 0.0
+    durations: list[float] = []
+    stalled = 0
+    for seq in by_pid.values():
+        span += max(r[2] for r in seq) - min(r[1] for r in seq)
+        big = sorted((r for r in seq if r[3] - med > threshold_ms), key=lambda r: r[1])
+        stalled += len(big)
+        # a stall at time s delays exactly the requests in flight at s: group the stalled requests by
+        # the fewest points that stab all their [start, end] intervals (greedy, in order of start)
+        hi = -math.inf
+        cluster: list[float] = []
+        for r in big:
+            if cluster and r[1] > hi:
+                durations.append(max(cluster))
+                cluster = []
+            hi = r[2] if not cluster else min(hi, r[2])
+            cluster.append(r[3] - med)
+        if cluster:
+            durations.append(max(cluster))
+    rate = len(durations) / span if span > 0 else 0.0
+    return StallFit(
+        rate_per_s=rate,
+        durations_ms=tuple(sorted(round(d, 4) for d in durations)),
+        events=len(durations),
+        stalled_requests=stalled,
+        requests=len(rows),
+        span_s=span,
+        threshold_ms=threshold_ms,
     )
 
 
@@ -276,6 +390,7 @@ def calibrate(
     generation: Mapping[str, Any] | None = None,
     method: str = "median",
     base: Costs | None = None,
+    stall_threshold_ms: float = STALL_THRESHOLD_MS,
 ) -> Calibration:
     """Fit :class:`Costs` from a run folder, a :class:`RunData`, a JSON-lines log file, or log lines.
 
@@ -316,7 +431,12 @@ def calibrate(
         client = client_times(source.history)
     elif not isinstance(source, str | Path):
         lines = list(source)
-    return _calibrate_lines(lines, lat, client, gen, method, base or Costs(), name, thread)
+    cal = _calibrate_lines(lines, lat, client, gen, method, base or Costs(), name, thread)
+    if lat:
+        cal.stall_fit = find_stalls(lines, lat, stall_threshold_ms)
+    else:
+        cal.notes.append("stalls not fitted: no backend latencies to join (backend_executions.json)")
+    return cal
 
 
 def client_times(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:

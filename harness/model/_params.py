@@ -25,6 +25,7 @@ __all__ = [
     "Deployment",
     "ModelParams",
     "ParamsError",
+    "Stalls",
     "Tokens",
     "Workload",
     "from_scenario",
@@ -127,6 +128,27 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Stalls:
+    """Whole-process stalls: a GC pause or the OS descheduling a server freezes every request on it at once.
+
+    Per server process, stalls start at exponential intervals (``rate_per_s`` per simulated second)
+    and each occupies the process's event loop for a duration drawn from ``durations_ms`` (an
+    empirical table, e.g. the stalls :func:`harness.model.calibrate` found in a run). Off by
+    default (rate 0); ``harness model --no-stalls`` switches calibrated stalls off.
+    """
+
+    rate_per_s: float = 0.0
+    durations_ms: tuple[float, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_per_s > 0 and any(d > 0 for d in self.durations_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate_per_s": self.rate_per_s, "durations_ms": list(self.durations_ms)}
+
+
+@dataclass(frozen=True)
 class ModelParams:
     name: str = "model"
     seed: int = 0
@@ -138,6 +160,7 @@ class ModelParams:
     # Residuals (observed - fitted, ms) of each calibration fit at evenly spaced quantiles; each
     # cost draws one, so the model's costs vary as the calibration run's did. Empty: fixed costs.
     noise: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    stalls: Stalls = field(default_factory=Stalls)
 
     def replace(self, **changes: Any) -> ModelParams:
         """A copy with some sub-fields changed: ``replace(processes=4, sessions=1000, costs=...)``."""
@@ -145,7 +168,7 @@ class ModelParams:
         subs: dict[str, dict[str, Any]] = {"deployment": {}, "workload": {}, "tokens": {}}
         names = {s: {f.name for f in dataclasses.fields(getattr(self, s))} for s in subs}
         for k, v in changes.items():
-            if k in ("name", "seed", "costs", "plan", "deployment", "workload", "tokens", "noise"):
+            if k in ("name", "seed", "costs", "plan", "deployment", "workload", "tokens", "noise", "stalls"):
                 top[k] = v
                 continue
             for s, fields in names.items():
@@ -173,6 +196,7 @@ class ModelParams:
             "workload": dataclasses.asdict(self.workload),
             "tokens": dataclasses.asdict(self.tokens),
             "plan": self.plan.describe(),
+            "stalls": self.stalls.to_json(),
         }
 
 
@@ -246,7 +270,24 @@ def from_plain(d: Mapping[str, Any], source: str = "<scenario>") -> ModelParams:
 
 # ---------------------------------------------------------------- the params TOML
 
-_SECTIONS = ("name", "seed", "deployment", "workload", "tokens", "costs", "backend")
+_SECTIONS = ("name", "seed", "deployment", "workload", "tokens", "costs", "backend", "stalls")
+
+
+def _stalls(data: Any, source: str) -> Stalls:
+    if not isinstance(data, Mapping):
+        raise ParamsError(f"{source}: key 'stalls': expected a table")
+    for k in data:
+        if k not in ("rate_per_s", "durations_ms"):
+            raise ParamsError(f"{source}: key 'stalls.{k}': unknown; allowed: rate_per_s, durations_ms")
+    rate = data.get("rate_per_s", 0.0)
+    durs = data.get("durations_ms", [])
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+        raise ParamsError(f"{source}: key 'stalls.rate_per_s': expected a non-negative number, got {rate!r}")
+    if not isinstance(durs, list) or not all(
+        isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in durs
+    ):
+        raise ParamsError(f"{source}: key 'stalls.durations_ms': expected a list of non-negative numbers, got {durs!r}")
+    return Stalls(rate_per_s=float(rate), durations_ms=tuple(float(d) for d in durs))
 
 
 def _section(cls: type, data: Any, key: str, source: str) -> Any:
@@ -309,4 +350,5 @@ def params_from_mapping(data: Mapping[str, Any], source: str = "<params>") -> Mo
         tokens=_section(Tokens, data.get("tokens", {}), "tokens", source),
         costs=Costs.from_json(data.get("costs", {}), f"{source}: costs"),
         plan=plan,
+        stalls=_stalls(data.get("stalls", {}), source),
     )

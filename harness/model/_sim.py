@@ -90,6 +90,8 @@ class ModelResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     sessions_done: int = 0
     sim_time_s: float = 0.0
+    stalls: int = 0  # whole-process stalls injected (ModelParams.stalls)
+    stall_ms: float = 0.0  # their total duration
 
     @property
     def requests(self) -> int:
@@ -111,6 +113,7 @@ class ModelResult:
             "sessions_done": self.sessions_done,
             "sim_time_s": round(self.sim_time_s, 6),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "stalls": {"count": self.stalls, "total_ms": round(self.stall_ms, 3)},
             "buckets": {},
         }
         for b in (*BUCKETS, CLIENT):
@@ -223,6 +226,9 @@ class _Model:
         w = params.workload
         self.slots_free = w.concurrency
         self.slot_waiters: deque[simpy.Event] = deque()
+        self.end_time = 0.0  # when the last session finished (a stall process may run a little past it)
+        self.stall_count = 0
+        self.stall_ms = 0.0
 
     # -- recording ---------------------------------------------------------------
 
@@ -559,6 +565,30 @@ class _Model:
         yield env.timeout(t - env.now)
         return 204
 
+    # -- whole-process stalls ----------------------------------------------------------------
+
+    def stalls(self, index: int, srv: _Server) -> Gen:
+        """A GC pause / descheduling on one server process: at exponential intervals the loop is taken.
+
+        The stall extends whatever the loop is doing (``cpu_free``) by its duration, so every request
+        that needs this loop next (a burst, a resume after a thread hop or the backend's answer) waits
+        for it: the correlated delay that independent per-cost residuals cannot produce.
+        """
+        env = self.env
+        st = self.p.stalls
+        rng = _rng(self.p.seed, f"stalls{index}")
+        table = tuple(d * 1e-3 for d in st.durations_ms)
+        total = self.p.workload.sessions
+        while self.sessions_done < total:
+            yield env.timeout(rng.expovariate(st.rate_per_s))
+            if self.sessions_done >= total:
+                return
+            d = table[int(rng.random() * len(table))]
+            now = env.now
+            srv.cpu_free = (srv.cpu_free if srv.cpu_free > now else now) + d
+            self.stall_count += 1
+            self.stall_ms += d * 1000.0
+
     # -- agents ---------------------------------------------------------------------------------
 
     def _client(self, cl: int, tokens: int) -> Gen:
@@ -673,6 +703,7 @@ class _Model:
             if w.delete_at_end:
                 yield from self._call(cl, self.delete(srv, sess))
         self.sessions_done += 1
+        self.end_time = env.now
         if self.slot_waiters:
             self.slot_waiters.popleft().succeed()
         else:
@@ -697,6 +728,9 @@ def run_model(params: ModelParams, *, until_s: float | None = None) -> ModelResu
     m = _Model(params, env)
     for i, t in enumerate(_arrivals(params)):
         env.process(m.agent(i, t))
+    if params.stalls.enabled and params.workload.sessions > 0:
+        for i, srv in enumerate(m.servers):
+            env.process(m.stalls(i, srv))
     env.run(until=until_s)
     return ModelResult(
         params=params,
@@ -706,5 +740,7 @@ def run_model(params: ModelParams, *, until_s: float | None = None) -> ModelResu
         completion_tokens=m.ctoks,
         outcomes=m.outcomes,
         sessions_done=m.sessions_done,
-        sim_time_s=float(env.now),
+        sim_time_s=float(env.now if until_s is not None or not params.stalls.enabled else m.end_time),
+        stalls=m.stall_count,
+        stall_ms=m.stall_ms,
     )

@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="run folder to calibrate from, or a saved calibration.json")
     p.add_argument("--method", default="median", choices=("median", "ols"), help="calibration estimator")
     p.add_argument("--no-noise", action="store_true", help="fixed costs: no calibration residuals")
+    p.add_argument("--no-stalls", action="store_true", help="no whole-process stalls (the calibration's are used)")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--inline", action="store_true", help="tokenize on the event loop")
     tok.add_argument("--thread", action="store_true", help="tokenize in a worker thread")
@@ -92,7 +93,7 @@ def load_input(path: str) -> tuple[ModelParams, dict[str, Any]]:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ParamsError(f"{p}: not valid TOML: {exc}") from None
-    if "deployment" in raw or "costs" in raw or "tokens" in raw:
+    if "deployment" in raw or "costs" in raw or "tokens" in raw or "stalls" in raw:
         return load_params(p), {}
     from harness.scenario import ScenarioError, load_scenario
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
         cal = _calibration(args, out)
         if cal is not None:
-            params = cal.apply(params, noise=not args.no_noise)
+            params = cal.apply(params, noise=not args.no_noise, stalls=not args.no_stalls)
         params = _apply_args(params, args)
     except (ParamsError, OSError, ValueError) as exc:
         print(f"harness model: {exc}", file=sys.stderr)
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.sim_time_s:.1f} s simulated in {took:.1f} s"
     )
     print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(result.outcomes.items())))
+    if params.stalls.enabled:
+        print(f"stalls: {result.stalls} injected, {result.stall_ms:.1f} ms in all ({params.stalls.rate_per_s:.3f}/s)")
     print(percentile_table(result))
     summary = result.summary()
     if args.compare:

@@ -15,6 +15,7 @@ import pytest
 
 from harness.fake_sglang.plan import parse_plan
 from harness.model import Costs, Deployment, ModelParams, Tokens, Workload, run_model
+from harness.model._params import Stalls
 
 ZERO = Costs(
     http_ms=0.0,
@@ -312,3 +313,36 @@ def test_machine_cores_slow_everything_down_when_oversubscribed() -> None:
     shared = run_model(base.replace(machine_cores=1, machine_background=1.0))
     assert mean(shared.client_request_ms) > 1.5 * mean(free.client_request_ms)
     assert not math.isnan(shared.stats("total_ms").get(99))
+
+
+# ---------------------------------------------------------------- whole-process stalls
+
+
+def test_stalls_raise_the_tail_not_the_median_and_are_seeded() -> None:
+    p = params(
+        plan={"latency": {"model": "fixed", "ms": 10}},
+        workload=quiet_workload(sessions=1000, concurrency=10, turns=(5, 5)),
+    )
+    calm = run_model(p)
+    stalled = p.replace(stalls=Stalls(rate_per_s=2.0, durations_ms=(40.0, 60.0)))
+    a, b = run_model(stalled), run_model(stalled)
+    assert list(a.buckets["total_ms"]) == list(b.buckets["total_ms"])  # deterministic
+    assert a.stalls == b.stalls > 3
+    assert a.stall_ms == pytest.approx(sum([40.0, 60.0]) / 2 * a.stalls, rel=0.5)
+    assert calm.stalls == 0
+    c50, c99 = calm.stats("total_ms").get(50), calm.stats("total_ms").get(99)
+    s50, s99 = a.stats("total_ms").get(50), a.stats("total_ms").get(99)
+    assert s50 <= c50 * 1.1 + 0.5
+    assert s99 >= c99 + 30.0
+    assert a.summary()["stalls"]["count"] == a.stalls
+    # simulated time ends with the last session, not with the stall process's next wake-up
+    assert a.sim_time_s == pytest.approx(calm.sim_time_s + a.stall_ms / 1000.0, rel=0.5)
+    other = run_model(stalled.replace(seed=3))
+    assert list(other.buckets["total_ms"]) != list(a.buckets["total_ms"])
+
+
+def test_stalls_switched_off_leave_the_model_unchanged() -> None:
+    p = params(plan={"latency": {"model": "fixed", "ms": 10}})
+    off = p.replace(stalls=Stalls(rate_per_s=5.0, durations_ms=()))
+    assert not off.stalls.enabled
+    assert list(run_model(off).buckets["total_ms"]) == list(run_model(p).buckets["total_ms"])

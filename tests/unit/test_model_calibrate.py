@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,76 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
     cal = calibrate([])
     assert cal.costs == Costs()
     assert any("no committed chat_done" in n for n in cal.notes)
+
+
+def stalled_lines(
+    rate: float = 0.5, stall_ms: float = 40.0, seconds: float = 300.0, lanes: int = 4, seed: int = 7
+) -> tuple[list[dict[str, Any]], dict[str, float], int]:
+    """``lanes`` agents back to back on one process; Poisson stalls delay every request in flight."""
+    rng = random.Random(seed)
+    stalls: list[float] = []
+    t = rng.expovariate(rate)
+    while t < seconds:
+        stalls.append(t)
+        t = rng.expovariate(rate) + t
+    lines: list[dict[str, Any]] = []
+    drawn: dict[str, float] = {}
+    k = 0
+    for lane in range(lanes):
+        t = rng.uniform(0, 0.05)
+        while t < seconds:
+            backend = rng.uniform(20, 60)
+            dur = (backend + rng.uniform(3, 6)) / 1000.0
+            hit = sum(1 for s in stalls if t <= s < t + dur)
+            dur += hit * stall_ms / 1000.0
+            caller = f"c{k:07x}"
+            drawn[caller] = backend
+            total = dur * 1000.0
+            lines.append(
+                {
+                    "event": "chat_done",
+                    "ts": t + dur,
+                    "pid": 11,
+                    "req_id": f"{k:08x}",
+                    "session_id": f"s{lane}",
+                    "caller_request_id": caller,
+                    "outcome": "committed",
+                    "lock_wait_ms": 0.0,
+                    "tokenize_in_ms": 0.5,
+                    "proxy_elapsed_ms": total - 2.0,
+                    "tokenize_out_ms": 0.5,
+                    "total_ms": total,
+                    "prompt_tokens": 50,
+                    "completion_tokens": 10,
+                }
+            )
+            k += 1
+            t += dur + rng.uniform(0.0, 0.002)
+    return lines, drawn, len(stalls)
+
+
+def test_calibration_recovers_a_synthetic_stall_rate_and_duration() -> None:
+    lines, drawn, n = stalled_lines()
+    cal = calibrate(lines, backend_latency_ms=drawn)
+    sf = cal.stall_fit
+    assert n > 100
+    assert sf.events == pytest.approx(n, rel=0.15)
+    assert sf.rate_per_s == pytest.approx(0.5, rel=0.2)
+    assert statistics.median(sf.durations_ms) == pytest.approx(40.0, rel=0.15)
+    assert sf.stalled_requests > sf.events  # several requests in flight share each stall
+    assert "stalls:" in cal.table()
+    p = cal.apply(ModelParams())
+    assert p.stalls.enabled and p.stalls.rate_per_s == sf.rate_per_s
+    assert not cal.apply(ModelParams(), stalls=False).stalls.enabled
+
+
+def test_no_stalls_found_in_calm_lines_and_the_fit_round_trips(tmp_path: Path) -> None:
+    lines, drawn = synthetic_lines()
+    cal = calibrate(lines, backend_latency_ms=drawn)
+    assert cal.stall_fit.events == 0
+    assert not cal.apply(ModelParams()).stalls.enabled
+    assert "stalls: none" in cal.table()
+    lines, drawn, _ = stalled_lines(seconds=60.0)
+    cal = calibrate(lines, backend_latency_ms=drawn)
+    back = load_calibration(cal.save(tmp_path / "calibration.json"))
+    assert back.stall_fit == cal.stall_fit

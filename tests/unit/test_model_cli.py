@@ -13,9 +13,9 @@ from harness.model.cli import load_input, main
 from harness.rundata import RunData
 
 try:
-    from tests.unit.test_model_calibrate import synthetic_lines
+    from tests.unit.test_model_calibrate import stalled_lines, synthetic_lines
 except ImportError:  # pragma: no cover - run from inside tests/unit
-    from test_model_calibrate import synthetic_lines  # type: ignore[no-redef]
+    from test_model_calibrate import stalled_lines, synthetic_lines  # type: ignore[no-redef]
 
 SCENARIO = """
 name = "tiny"
@@ -164,3 +164,34 @@ def test_bad_input_is_exit_2_with_the_key(tmp_path: Path, capsys: pytest.Capture
     typo.write_text('name = "t"\n[workload]\nsesions = 3\n')
     assert main([str(typo)]) == 2
     assert "sesions" in capsys.readouterr().err
+
+
+def test_stalls_from_a_params_file_and_calibration_switch_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "stalls.toml"
+    p.write_text(
+        "[deployment]\nprocesses = 1\n[workload]\nsessions = 200\nconcurrency = 10\nturns = 5\n"
+        '[backend]\nlatency = { model = "fixed", ms = 10 }\n[stalls]\nrate_per_s = 3.0\ndurations_ms = [50.0]\n'
+    )
+    params = load_params(p)
+    assert params.stalls.enabled and params.stalls.durations_ms == (50.0,)
+    assert main([str(p)]) == 0
+    assert "stalls:" in capsys.readouterr().out
+    bad = tmp_path / "bad_stalls.toml"
+    bad.write_text("[stalls]\nrate = 1\n")
+    assert main([str(bad)]) == 2
+    assert "stalls.rate" in capsys.readouterr().err
+    # a calibration that found stalls applies them unless --no-stalls
+    lines, drawn, _ = stalled_lines(seconds=60.0)
+    execs = {"k": [{"request_id": c, "latency_ms": ms} for c, ms in drawn.items()]}
+    scenario = {"name": "st", "seed": 1, "workload": {"sessions": 20, "concurrency": 4, "turns": [3, 3]}}
+    run = tmp_path / "run"
+    RunData(scenario=scenario, history=[], backend_executions=execs, server_logs=lines).save(run)
+    out = tmp_path / "out"
+    assert main([str(run), "--calibration", str(run), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "stalls: " in text and "per process" in text
+    assert json.loads((out / "summary.json").read_text())["params"]["stalls"]["rate_per_s"] > 0
+    assert main([str(run), "--calibration", str(run), "--no-stalls", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["params"]["stalls"]["rate_per_s"] == 0
