@@ -274,16 +274,14 @@ class Agent:
             self.end_reason = f"status_{outcome.status}"
             return None
 
+    def _chaos(self, sid: str, **value: Any) -> None:
+        """A chaos action this agent performs on its own session, recorded as the nemesis's."""
+        self.history.event(process="nemesis", f="chaos", session=sid, server=self.server, value=value)
+
     async def _duplicate(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> ChatOutcome:
         """Two copies of one turn in flight (a hedged retry): the second is sent before the first returned."""
         delay = self.plan.chaos.duplicate_delay_s
-        self.history.event(
-            process="nemesis",
-            f="chaos",
-            session=sid,
-            server=self.server,
-            value={"action": "duplicate_inflight", "turn": turn, "attempts": [attempt, attempt + 1], "delay_s": delay},
-        )
+        self._chaos(sid, action="duplicate_inflight", turn=turn, attempts=[attempt, attempt + 1], delay_s=delay)
 
         async def second() -> ChatOutcome:
             await asyncio.sleep(delay)
@@ -326,13 +324,7 @@ class Agent:
     async def _disconnect(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> None:
         """The agent's process 'dies' mid-request (the connection drops), then the session is deleted."""
         after = self.plan.chaos.disconnect_after_s
-        self.history.event(
-            process="nemesis",
-            f="chaos",
-            session=sid,
-            server=self.server,
-            value={"action": "disconnect", "turn": turn, "after_s": after},
-        )
+        self._chaos(sid, action="disconnect", turn=turn, after_s=after)
         await self.chat(sid, turn, attempt, body, intended, cancel_after=after)
         self.end_reason = "disconnected"
         await self.delete(sid, reason="after_disconnect")

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness.scenario import ScenarioError, expand_variants, load_scenario
+from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
 from harness.sim.explore import SeedResult, default_jobs, explore
 from harness.sim.runner import DEFAULT_DEPTH, STRATEGIES, SimResult, run_sim
 
@@ -31,6 +31,17 @@ def _resolve(arg: str) -> Path:
     if len(paths) != 1:
         raise ScenarioError(arg, "", "name exactly one scenario file")
     return paths[0]
+
+
+def _load(command: str, args: argparse.Namespace) -> tuple[Path, Scenario, list[str]] | None:
+    """The scenario named on the command line and the variants to run; None (after a clean message) if bad."""
+    try:
+        path = _resolve(args.scenario)
+        sc = load_scenario(path)
+    except ScenarioError as exc:
+        print(f"harness {command}: {exc}", file=sys.stderr)
+        return None
+    return path, sc, [args.variant] if args.variant else [r.variant_label for r in expand_variants(sc)]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,13 +77,10 @@ def explore_main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.jobs < 1 or args.depth < 1:
         print("harness explore: --seeds, --jobs and --depth must be >= 1", file=sys.stderr)
         return 2
-    try:
-        path = _resolve(args.scenario)
-        sc = load_scenario(path)
-    except ScenarioError as exc:
-        print(f"harness explore: {exc}", file=sys.stderr)
+    loaded = _load("explore", args)
+    if loaded is None:
         return 2
-    variants = [args.variant] if args.variant else [r.variant_label for r in expand_variants(sc)]
+    path, sc, variants = loaded
     seeds = range(args.start, args.start + args.seeds)
     for variant in variants:
         t0 = time.perf_counter()  # seam-ok: wall-clock speed of the search, printed for humans only
@@ -173,13 +181,10 @@ def replay_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True, help="the seed to replay")
     p.add_argument("--no-report", action="store_true", help="skip report.md/html and plots")
     args = p.parse_args(argv)
-    try:
-        path = _resolve(args.scenario)
-        sc = load_scenario(path)
-    except ScenarioError as exc:
-        print(f"harness replay: {exc}", file=sys.stderr)
+    loaded = _load("replay", args)
+    if loaded is None:
         return 2
-    runs = [args.variant] if args.variant else [r.variant_label for r in expand_variants(sc)]
+    _, sc, runs = loaded
     worst = 0
     for variant in runs:
         try:
