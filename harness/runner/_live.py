@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.rundata import RUN_FILES, RunData
+from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
 from harness.scenario import DEFAULT_VARIANT, Scenario
@@ -85,9 +85,8 @@ def run_scenario(
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a stale log or verdict from an earlier run must not mix into this one
-    run_dir.mkdir(parents=True)
+    # a stale log or verdict from an earlier run must not mix into this one; only a harness run folder is replaced
+    prepare_run_dir(Path(out_dir), run_name or sc.name)
     procs: ProcessGroup | None = None
     try:
         if sc.target.kind == "reference":
