@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -50,6 +50,7 @@ async def drive(
     processes: ProcessControl | None = None,
     progress: Progress | None = None,
     faults_applied: bool = True,
+    history_sink: IO[str] | None = None,
 ) -> DriveResult:
     """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state.
 
@@ -57,7 +58,7 @@ async def drive(
     ``process_control`` (whether ``processes`` was given) go into ``scenario["target"]``
     for the checkers, which call fault- and kill-driven checks unknown without them.
     """
-    history = History(clock or LoopClock())
+    history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
     plans = plan_sessions(sc, len(servers))
     control = httpx.AsyncClient(transport=transport, timeout=10.0)

@@ -25,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -130,7 +130,10 @@ def run_scenario(
                 health_path=sc.target.health_path,
                 startup_timeout_s=sc.target.startup_timeout_s,
             )
-        data = asyncio.run(_run_async(sc, procs, res, progress))
+        # written first, so that a run cut by a signal leaves a folder `harness check` can read
+        (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
+        with (run_dir / RUN_FILES["history"]).open("w") as sink:
+            data = asyncio.run(_run_async(sc, procs, res, progress, sink))
         data.save(run_dir)
         res.events = len(data.history)
     except KeyboardInterrupt:
@@ -157,7 +160,9 @@ def finish_run(res: RunResult, sc: Scenario, *, report: bool) -> None:
         _report(res)
 
 
-async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None) -> RunData:
+async def _run_async(
+    sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None, sink: IO[str] | None = None
+) -> RunData:
     try:
         if procs is not None:
             await procs.start()
@@ -177,6 +182,7 @@ async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, p
                 processes=procs,
                 progress=progress,
                 faults_applied=faults_applied,
+                history_sink=sink,
             )
         finally:
             if procs is None and faults_applied and backend_url:
