@@ -33,6 +33,7 @@ from harness.rundata import RUN_FILES, RunData
 from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
+from harness.runner._selfmon import SelfMonitor
 from harness.scenario import DEFAULT_VARIANT, Scenario
 from harness.workload import WorkloadResult
 
@@ -183,6 +184,7 @@ async def _run_async(
                 progress=progress,
                 faults_applied=faults_applied,
                 history_sink=sink,
+                self_monitor=SelfMonitor(),
             )
         finally:
             if procs is None and faults_applied and backend_url:
