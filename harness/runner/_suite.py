@@ -69,14 +69,16 @@ def run_suite(
     on_done: Callable[[RunResult], None] | None = None,
     mode: str = "live",
     sim_options: Mapping[str, Any] | None = None,
+    tokenizer: str | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
     ``mode="sim"`` uses ``harness.sim.runner.run_scenario``, which takes the same
     arguments as the live ``run_scenario`` and writes the same run folder;
     ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
+    ``tokenizer`` (a shipped name or a folder) replaces every scenario's target tokenizer.
     """
-    scenarios = [load_scenario(p) for p in paths]  # validate everything first
+    scenarios = [load_scenario(p).with_tokenizer(tokenizer) for p in paths]  # validate everything first
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario
