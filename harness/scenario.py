@@ -270,6 +270,12 @@ class Scenario:
         t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
         return dataclasses.replace(self, target=t)
 
+    def with_tokenizer(self, tokenizer: str | None) -> Scenario:
+        """The same scenario with the fake and every server on ``tokenizer`` (a name or folder; None keeps it)."""
+        if tokenizer is None:
+            return self
+        return dataclasses.replace(self, target=dataclasses.replace(self.target, tokenizer=tokenizer))
+
 
 # Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
 # deployment, small enough that a typo cannot make the harness allocate or wait for ever.
@@ -452,6 +458,20 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _tokenizer_key(t: _Table) -> str | None:
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    value = t.str_("tokenizer", None)
+    if value is None:
+        return None
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+    try:
+        resolve_tokenizer(value)
+    except TokenizerError as exc:
+        raise t.err("tokenizer", str(exc).removeprefix("--tokenizer ")) from None
+    return str(value)
+
+
 def _parse_target(t: _Table) -> TargetSpec:
     kind = t.str_("kind", "reference", TARGET_KINDS)
     variants = t.strs("variants")
@@ -469,7 +489,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             compare=compare,
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
         )

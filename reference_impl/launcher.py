@@ -41,7 +41,12 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="first port; process i listens on PORT+i")
     p.add_argument("--backend-url", required=True, help="SGLang (or fake SGLang) base URL")
-    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer dir (default: the shipped one)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME|DIR",
+        help="shipped tokenizer (chatml, reasoning, tools, headers, trail) or local HF tokenizer dir; default chatml",
+    )
     p.add_argument("--variant", action="append", default=[], metavar="NAME", help="enable a variant (repeatable)")
     p.add_argument("--processes", type=int, default=1, help="number of independent server processes")
     p.add_argument("--log-file", default=None, help="append JSON log lines here (default: stderr)")
@@ -202,7 +207,7 @@ def serve_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
-    from harness.tokenizer import TokenizerError, load_tokenizer
+    from harness.tokenizer import TokenizerError, load_tokenizer, resolve_tokenizer
 
     from .config import VariantError
 
@@ -210,6 +215,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") 
         _config(args, args.port)
         if args.processes < 1:
             raise ValueError(f"--processes must be >= 1, got {args.processes}")
+        resolve_tokenizer(args.tokenizer)  # a bad name or folder exits 2 before any process starts
         if args.processes == 1 or args.parent_pid is not None:
             load_tokenizer(args.tokenizer)
     except (VariantError, TokenizerError, ValueError) as exc:

@@ -375,7 +375,8 @@ class FakeSGLang:
             )
         fname = fault.name if fault is not None else None
         forced_calls = int(fault.get("count")) if fault is not None and fname == "tool_calls" else None
-        answer = self.model.answer(ident, gen, tool_calls=forced_calls)
+        thinking = self.model.wants_thoughts(req.ids) if self.model.thinks else None
+        answer = self.model.answer(ident, gen, tool_calls=forced_calls, thinking=thinking)
         spike: float | None = None
         if fault is not None and fname == "spike":
             ms = fault.get("ms")
