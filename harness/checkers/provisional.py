@@ -39,6 +39,7 @@ from harness.checkers.ops import (
     record_finish_reason,
     record_kind,
     record_rid,
+    record_turn,
     snapshots,
 )
 from harness.rundata import RunData
@@ -119,7 +120,7 @@ class Provisional:
                         )
                     )
             # 2. never commits tokens
-            token_ids = snap.metadata.get("token_ids")
+            token_ids = snap.token_ids
             for i in prov:
                 cp = record_checkpoint(records[i])
                 committed_before = [r for r in records[:i] if record_kind(r) == "committed"]
@@ -148,7 +149,9 @@ class Provisional:
             # 3. superseded by a successful retry
             for i in prov:
                 po = ops_by_rid.get(_rid(records[i]))
-                turn = records[i].get("turn", po.turn if po else None)
+                turn = record_turn(records[i])
+                if turn is None and po is not None:
+                    turn = po.turn
                 t0 = po.start if po else None
                 if turn is None or t0 is None:
                     continue
