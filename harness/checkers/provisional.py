@@ -34,6 +34,8 @@ from harness.checkers.ops import (
     chat_done_by_caller,
     chat_done_by_req,
     done_for,
+    fault_kinds,
+    faults_applied,
     pair_ops,
     record_checkpoint,
     record_finish_reason,
@@ -196,4 +198,7 @@ class Provisional:
                         "provisional_missing",
                     )
                 )
-        return verdict(self.name, violations, notes=f"{checked} session states checked")
+        unknown = []
+        if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
+            unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
+        return verdict(self.name, violations, unknown=unknown, notes=f"{checked} session states checked")
