@@ -80,6 +80,7 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class ChecksSpec:
     enabled: tuple[str, ...] = ("all",)
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+    strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
 
 
 @dataclass(frozen=True)
@@ -433,8 +435,30 @@ def _parse_target(t: _Table) -> TargetSpec:
             backend_url=t.str_("backend_url", None),
             variants=variants,
         )
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")))
     t.done()
     return spec
+
+
+PROTOCOL_KEYS = {
+    "token_ids_key": "the metadata key holding the accumulated token ids",
+    "input_ids_key": "the key inside a record's request holding the prompt ids",
+    "request_id_key": "the record field echoing the caller's x-request-id",
+    "kind_key": "the record field saying committed or provisional",
+}
+
+
+def _parse_protocol(t: _Table) -> dict[str, str]:
+    """``[target.protocol]``: where a server names things the protocol leaves open (docs/checkers.md)."""
+    out: dict[str, str] = {}
+    for k in PROTOCOL_KEYS:
+        v = t.str_(k, None)
+        if v is not None:
+            if not v:
+                raise t.err(k, f"expected a non-empty name: {PROTOCOL_KEYS[k]}")
+            out[k] = v
+    t.done()
+    return out
 
 
 def _parse_backend(t: _Table, seed: int) -> BackendSpec:
@@ -639,7 +663,12 @@ def _parse_checks(t: _Table) -> ChecksSpec:
     opts = t.raw("options", {})
     if not isinstance(opts, Mapping):
         raise t.err("options", "expected a table")
-    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    spec = ChecksSpec(
+        enabled=enabled,
+        liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
+        options=dict(opts),
+        strict=t.bool_("strict", False),
+    )
     t.done()
     return spec
 
