@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.serverlog import LogConfig, LogConfigError
+
 __all__ = [
     "SLO_BUCKETS",
     "AgentSpec",
@@ -80,6 +82,7 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -396,7 +399,25 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _parse_logs(t: _Table) -> LogConfig:
+    """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
+    try:
+        cfg = LogConfig.from_mapping(t.data)
+    except LogConfigError as exc:
+        fix = {
+            "format": 'use format = "auto" (JSON or key=value), "json" or "kv"',
+            "fields": 'map their field names to ours, e.g. fields = { request_id = "req_id", latency_ms = "total_ms" }',
+            "events": 'map their event names to ours, e.g. events = { request_finished = "chat_done" }',
+            "patterns": 'a regex per event, e.g. patterns = { state_changed_during_proxy = "moved on while" }',
+        }.get(exc.key.split(".")[0], "")
+        raise t.err(exc.key, exc.message + (f"; {fix}" if fix else "")) from None
+    for k in t.data:
+        t.seen.add(k)
+    return cfg
+
+
 def _parse_target(t: _Table) -> TargetSpec:
+    logs = _parse_logs(t.table("logs"))
     kind = t.str_("kind", "reference", ("reference", "urls"))
     variants = t.strs("variants")
     compare = t.strs("compare")
@@ -416,6 +437,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             tokenizer=t.str_("tokenizer", None),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
+            logs=logs,
         )
     else:
         urls = t.strs("urls")
@@ -432,6 +454,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             urls=tuple(u.rstrip("/") for u in urls),
             backend_url=t.str_("backend_url", None),
             variants=variants,
+            logs=logs,
         )
     t.done()
     return spec

@@ -21,6 +21,7 @@ import json
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from harness.rundata import RUN_FILES, RunData
 from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
 from harness.scenario import DEFAULT_VARIANT, Scenario
+from harness.serverlog import LogConfig
+from harness.serverlog import read_server_logs as read_logs
 from harness.workload import WorkloadResult
 
 __all__ = ["RunResult", "apply_overrides", "finish_run", "run_dir_name", "run_scenario"]
@@ -79,8 +82,13 @@ def run_scenario(
     run_name: str | None = None,
     progress: Progress | None = None,
     report: bool = True,
+    server_logs: Sequence[Path] = (),
 ) -> RunResult:
-    """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind."""
+    """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind.
+
+    ``server_logs``: log files of a deployment the harness did not start (``--server-log``); only
+    what they gain during the run is read, with the scenario's ``[target.logs]`` config.
+    """
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
@@ -103,7 +111,12 @@ def run_scenario(
                 server_args=sc.target.server_args,
                 startup_timeout_s=sc.target.startup_timeout_s,
             )
+        offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
         data = asyncio.run(_run_async(sc, procs, res, progress))
+        if server_logs:
+            extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
+            data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
+            res.notes.append(f"--server-log: {stats.summary()}")
         data.save(run_dir)
         res.events = len(data.history)
     except KeyboardInterrupt:
@@ -144,32 +157,29 @@ async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, p
         res.notes.extend(out.notes)
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
-            out.data.server_logs = read_server_logs(procs.server_log_files())
+            out.data.server_logs = read_server_logs(procs.server_log_files(), sc.target.logs, res.notes)
         return out.data
     finally:
         if procs is not None:
             procs.stop()
 
 
-def read_server_logs(files: list[Path]) -> list[dict[str, Any]]:
-    """Every JSON log line of every server process, merged by timestamp; malformed lines skipped."""
-    lines: list[dict[str, Any]] = []
-    for f in files:
-        try:
-            text = f.read_text(errors="replace")
-        except OSError:
-            continue
-        for raw in text.splitlines():
-            raw = raw.strip()
-            if not raw.startswith("{"):
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                lines.append(obj)
-    lines.sort(key=lambda x: float(x.get("ts", 0.0)) if isinstance(x.get("ts"), int | float) else 0.0)
+def read_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
+
+    Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
+    """
+    readable = [f for f in files if f.is_file()]
+    try:
+        lines, stats = read_logs(readable, config)
+    except OSError as exc:
+        if notes is not None:
+            notes.append(f"server logs unreadable: {exc}")
+        return []
+    if notes is not None and stats.skipped:
+        notes.append(f"server logs: {stats.summary()}")
     return lines
 
 

@@ -69,6 +69,7 @@ def run_suite(
     on_done: Callable[[RunResult], None] | None = None,
     mode: str = "live",
     sim_options: Mapping[str, Any] | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
@@ -85,7 +86,7 @@ def run_suite(
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            extra = dict(sim_options or {}) if mode == "sim" else {}
+            extra = dict(sim_options or {}) if mode == "sim" else dict(live_options or {})
             r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)
             results.append(r)
             if on_done is not None:

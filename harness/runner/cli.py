@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the scenarios (name, default suite, description) and exit")
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="live: a log file of the server under test (repeatable); what it gains during the run is read",
+    )
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
     sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
@@ -139,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
         return 2
+    missing = [str(f) for f in args.server_log if not f.is_file()]
+    if missing or (args.server_log and args.mode == "sim"):
+        why = f"no such file: {', '.join(missing)}" if missing else "needs --mode live (a simulation has no log files)"
+        print(f"harness run: --server-log {why}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     results: list[RunResult] = []
     restore = _sigterm_as_interrupt()
@@ -175,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 sim_options={"strategy": args.strategy, "depth": args.depth, "target": args.target}
                 if args.mode == "sim"
                 else None,
+                live_options={"server_logs": args.server_log} if args.server_log else None,
                 on_start=on_start,
                 on_progress=on_progress,
                 on_done=on_done,
