@@ -81,6 +81,7 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "proxy_transport_error": (
         r"^(?=.*?\bproxy_transport_error\b)"
         rf"(?=(?:.*?\bsession[\s:=#]+(?P<session_id>{_ID}))?)"
+        rf"(?=(?:.*?\brequest[\s:=#]+(?P<req_id>{_ID}))?)"
         r"(?=(?:.*?(?P<url>https?://[^\s,;)\]]+))?)"
     ),
 }

@@ -202,3 +202,21 @@ def test_config_errors_name_the_key_and_the_fix() -> None:
     sc = parse_scenario({"name": "x", "target": {"logs": {"format": "kv", "fields": {"request_id": "req_id"}}}})
     assert sc.target.logs == LogConfig(format="kv", fields={"request_id": "req_id"})
     assert LogConfig.from_mapping(sc.to_plain()["target"]["logs"]) == sc.target.logs  # scenario.json round trip
+
+
+def test_reference_server_text_format_reads_back_as_its_json_lines() -> None:
+    """``--log-format text`` (reference_impl.logs.TextLineSink) on real events: same events, ms-precise time."""
+    from reference_impl.logs import TextLineSink
+
+    sink = TextLineSink()
+    root = Path(__file__).resolve().parents[2] / "scenarios" / "incidents"
+    originals = [json.loads(x) for x in (root / "dup_retry_race.log.jsonl").read_text().splitlines() if x.strip()]
+    assert {"chat_start", "chat_done", "state_changed_during_proxy", "heartbeat"} <= {o["event"] for o in originals}
+    warning = {"ts": 1.0, "level": "WARNING", "event": "proxy_transport_error", "pid": 3, "worker_port": 9}
+    warning.update(req_id="00000012", session_id="5e55", url="http://127.0.0.1:1/v1/chat/completions", error="x y")
+    for original in [*originals, warning]:
+        text = sink.format(original)
+        assert not text.lstrip().startswith("{") and f"pid={original['pid']}" in text
+        back = ok(text)
+        assert back["ts"] == pytest.approx(original["ts"], abs=1e-3), text
+        assert {k: v for k, v in back.items() if k != "ts"} == {k: v for k, v in original.items() if k != "ts"}, text
