@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runfolder import check_safe_name
+from harness.serverlog import LogConfig, LogConfigError
 
 __all__ = [
     "COMMAND_PLACEHOLDERS",
@@ -114,6 +115,7 @@ class TargetSpec:
         return self.kind in ("reference", "command")
 
     protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -475,7 +477,25 @@ def _tokenizer_key(t: _Table) -> str | None:
     return str(value)
 
 
+def _parse_logs(t: _Table) -> LogConfig:
+    """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
+    try:
+        cfg = LogConfig.from_mapping(t.data)
+    except LogConfigError as exc:
+        fix = {
+            "format": 'use format = "auto" (JSON or key=value), "json" or "kv"',
+            "fields": 'map their field names to ours, e.g. fields = { request_id = "req_id", latency_ms = "total_ms" }',
+            "events": 'map their event names to ours, e.g. events = { request_finished = "chat_done" }',
+            "patterns": 'a regex per event, e.g. patterns = { state_changed_during_proxy = "moved on while" }',
+        }.get(exc.key.split(".")[0], "")
+        raise t.err(exc.key, exc.message + (f"; {fix}" if fix else "")) from None
+    for k in t.data:
+        t.seen.add(k)
+    return cfg
+
+
 def _parse_target(t: _Table) -> TargetSpec:
+    logs = _parse_logs(t.table("logs"))
     kind = t.str_("kind", "reference", TARGET_KINDS)
     variants = t.strs("variants")
     compare = t.strs("compare")
@@ -506,7 +526,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
             cmd=cmd,
             env=env,
@@ -530,7 +550,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             variants=variants,
             health_path=_parse_health_path(t),
         )
-    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")))
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")), logs=logs)
     t.done()
     return spec
 
