@@ -108,8 +108,12 @@ def _find_surrogate(obj: Any) -> str | None:
     return None
 
 
-def loads_strict(raw: bytes, *, max_depth_limit: int) -> Any:
-    """Parse a request body, or raise JsonInputError naming the reason."""
+def loads_strict(raw: bytes, *, max_depth_limit: int, allow_non_finite: bool = False) -> Any:
+    """Parse a request body, or raise JsonInputError naming the reason.
+
+    ``allow_non_finite`` lets NaN / Infinity through for a caller that checks every
+    number itself and can then name the key (the fake's fault plans).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -120,7 +124,10 @@ def loads_strict(raw: bytes, *, max_depth_limit: int) -> Any:
             "too_deep", f"JSON nests {depth} levels deep; the limit is {max_depth_limit} (arrays and objects)"
         )
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        if allow_non_finite:
+            data = json.loads(text)
+        else:
+            data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except JsonInputError:
         raise
     except RecursionError:
