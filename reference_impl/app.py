@@ -358,7 +358,7 @@ class SessionServer:
         """The request body, at most ``max_body_bytes``: BodyTooLarge as soon as it is known to be larger."""
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length", "").strip()
-        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
             raise BodyTooLarge(limit)
         parts: list[bytes] = []
         size = 0

@@ -818,7 +818,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 async def _read_body(receive: Receive, limit: int = MAX_BODY, declared: str | None = None) -> bytes:
     """The request body; BodyTooLarge as soon as it is known to exceed ``limit`` (nothing more is read)."""
     declared = (declared or "").strip()
-    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise BodyTooLarge(limit)
     parts: list[bytes] = []
     size = 0

@@ -112,3 +112,13 @@ def test_fault_header_rejects_non_finite_numbers(header: str) -> None:
 def test_plan_bounds_still_accept_the_shipped_plans() -> None:
     p = plan_from_text('{"latency":{"model":"fixed","ms":600000},"generation":{"max_words":4096}}', fmt="json")
     assert p.latency.ms == 600000.0 and p.generation.max_words == 4096
+
+
+async def test_odd_header_bytes_are_a_400_or_ignored_never_a_500() -> None:
+    fake = create_app(seed=1)
+    odd = [(b"content-length", b"\xb2"), (b"x-request-id", b"\xff\x00"), (b"x-smg-routing-key", b"k\xe9")]
+    ok = await raw_request(fake, "POST", "/generate", headers=[JSON_CT, *odd], body=OK + b"}")
+    assert ok.status == 200, ok.body
+    bad_turn = await raw_request(fake, "POST", "/generate", headers=[(b"x-turn", b"\xb2")], body=OK + b"}")
+    assert bad_turn.status == 400 and "x-turn" in bad_turn.json()["error"]["message"]
+    assert (await raw_request(fake, "GET", "/stats")).json()["executions"]["k\xe9"][0]["request_id"] == "\xff\x00"
