@@ -60,6 +60,16 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     p.add_argument("--no-tokenize-thread", action="store_true", help="tokenize on the event loop, not in a thread")
     p.add_argument("--max-trim-tokens", type=int, default=2, help="prefix-invariant tolerance in tokens")
     p.add_argument("--backend-timeout", type=float, default=600.0, help="seconds before a backend call fails")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 4 MiB)")
+    p.add_argument("--max-json-depth", type=int, default=None, help="JSON nesting limit (default 64)")
+    p.add_argument(
+        "--passthrough-path",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="backend path reachable through /sessions/{id}/PATH (repeatable, replaces the default allowlist; "
+        "'/prefix/*' allows everything below /prefix/)",
+    )
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -76,7 +86,19 @@ def _config(args: argparse.Namespace, port: int) -> Any:
         heartbeat_interval=args.heartbeat_interval,
         tokenize_in_thread=not args.no_tokenize_thread,
         backend_timeout=args.backend_timeout,
+        **_limits(args),
     )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        out["max_body_bytes"] = args.max_body_bytes
+    if args.max_json_depth is not None:
+        out["max_json_depth"] = args.max_json_depth
+    if args.passthrough_path is not None:
+        out["passthrough_paths"] = tuple(args.passthrough_path)
+    return out
 
 
 async def _watch_parent(server: Any, parent_pid: int) -> None:
