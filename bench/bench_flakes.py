@@ -56,10 +56,8 @@ def main() -> int:
             f"{time.monotonic() - t0:.0f} s",
             flush=True,
         )
-    print(
-        f"\n{args.runs} runs of the default suite in {time.monotonic() - t_all:.0f} s "
-        f"({'idle' if args.idle else f'starved: hogs={args.hogs or 'one per core'}, nice={args.nice}'})"
-    )
+    mode = "idle" if args.idle else f"starved: hogs={args.hogs or 'one per core'}, nice={args.nice}"
+    print(f"\n{args.runs} runs of the default suite in {time.monotonic() - t_all:.0f} s ({mode})")
     print(f"false alarms in total: {sum(alarms.values())}")
     for c, n in alarms.most_common():
         print(f"  {c:<22} {n:>4}   e.g. {examples[c]}")
