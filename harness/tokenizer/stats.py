@@ -42,7 +42,8 @@ class TokenCounts:
 def token_counts(name_or_dir: str | os.PathLike[str] | None, *, samples: int = 200) -> TokenCounts:
     from harness.fake_sglang.generate import Identity, TokenModel
     from harness.fake_sglang.plan import GenerationSpec
-    from harness.tokenizer.check import stand_in_suffix
+    from harness.tokenizer.check import suffix_after
+    from reference_impl.tito import Tito
 
     tok = load_tokenizer(name_or_dir)
     model = TokenModel(tok)
@@ -54,9 +55,6 @@ def token_counts(name_or_dir: str | os.PathLike[str] | None, *, samples: int = 2
         words += len(a.content.split("</think>")[-1].split())
         tokens += len(a.completion_ids(True)) - 1
 
-    def render(messages: list[dict[str, Any]], gen_prompt: bool) -> str:
-        return model.render_text(messages, add_generation_prompt=gen_prompt)
-
-    eot = str(tok.convert_ids_to_tokens(model.end_id))
-    suffix = stand_in_suffix(render, {"role": "assistant", "content": "x"}, [{"role": "user", "content": _USER}], eot)
-    return TokenCounts(len(first), len(model.encode(suffix or "")), round(tokens / max(1, words), 4))
+    history = [{"role": "system", "content": _SYSTEM}, {"role": "assistant", "content": "x"}]
+    suffix = suffix_after(Tito(tok), history, [{"role": "user", "content": _USER}], model.end_id)
+    return TokenCounts(len(first), len(model.encode(suffix)), round(tokens / max(1, words), 4))

@@ -43,8 +43,9 @@ def test_an_unservable_template_fails_with_a_minimal_diff(tmp_path: Path, capsys
     assert harness_main(["tokenizer", "check", str(d)]) == 1
     out = capsys.readouterr().out
     assert "verdict: TITO will NOT hold" in out
-    assert "after [user, assistant], appending user" in out  # the shortest probe that shows it
-    assert "-<|im_start|>user 2" in out and "+<|im_start|>user 3" in out
+    # the shortest probe that shows it: the stand-in prefix has fewer messages than this history
+    assert "after [user, assistant+tool_call, tool, assistant], appending user" in out
+    assert "-<|im_start|>user 4" in out and "+<|im_start|>user 2" in out
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
