@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,12 @@ def test_what_the_check_reports_per_family() -> None:
         assert all(r.follows and r.append_only and r.reproduces for r in by[f].roles), f
 
 
-def test_a_local_reasoning_style_dir_passes(tmp_path: Path) -> None:
+def test_a_local_reasoning_style_dir_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tokenizer_dir(tmp_path / "mine", REASONING_STYLE)
-    assert harness_main(["tokenizer", "check", str(d)]) == 0
+    assert harness_main(["tokenizer", "check", str(d), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "holds" and out["end_of_turn"] == "<|im_end|>" and out["trail"] == "\n"
+    assert {r["role"]: r["append_only"] for r in out["roles"]}["user"] is False
 
 
 def test_an_unservable_template_fails_with_a_minimal_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
