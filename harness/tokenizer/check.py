@@ -198,7 +198,7 @@ def _end_of_turn(tok: Any, render: Render) -> str:
 
 def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
     """Run every probe against ``tok``'s chat template, with the reference server's suffix method."""
-    from reference_impl.tito import Tito, TitoError
+    from reference_impl.tito import Tito
 
     def r(messages: list[Message], gen: bool) -> str:
         return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen))
@@ -241,20 +241,23 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
             if role.startswith("tool") and not any(m.get("tool_calls") for m in history):
                 continue  # tool results follow a tool-calling turn
             try:
+                closed = r(history, False)
+                head = r(history[:-1], True)
+            except Exception:  # the template refuses this history shape (e.g. strict role alternation)
+                continue
+            try:
                 full = r([*history, *appended], True)
             except Exception as exc:
                 row.follows, row.error = False, f"the template refuses it: {str(exc)[:80]}"
                 break
             # append-only: the stored history's render is a prefix of the render with this message
-            closed = r(history, False)
             grows = full.startswith(closed)
             row.append_only = grows if row.append_only is None else row.append_only and grows
             # the model's view: prompt up to the generation prompt, the completion, then the suffix
-            head = r(history[:-1], True)
             tail = _after_turn(full, str(stored["content"]), eot)
             try:
                 mine = suffix_after(tito, history, appended, stop_id)
-            except TitoError as exc:
+            except Exception as exc:  # TitoError: the server refuses it; or the template raised on the stand-in
                 failures.append((pi, ri, f"{where}: the server refuses it: {exc}", tail or full, ""))
                 continue
             if tail is None:
@@ -291,7 +294,7 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
             if not same and mine == tail and not re_render_differs:
                 re_render_differs.append(f"{name} + {role}")
         if row.follows and row.append_only is None:
-            row.error = row.error or "not probed"
+            row.error = row.error or "not probed: the template renders none of the probe histories"
     if failures:
         failures.sort(key=lambda f: (f[0], f[1]))
         res.verdict = "fails"

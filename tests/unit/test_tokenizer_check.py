@@ -52,6 +52,23 @@ def test_an_unservable_template_fails_with_a_minimal_diff(tmp_path: Path, capsys
     assert "-<|im_start|>user 4" in out and "+<|im_start|>user 2" in out
 
 
+def test_roles_the_template_refuses_are_reported_not_failed(tmp_path: Path) -> None:
+    no_tools = (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] == 'tool' -%}{{ raise_exception('no tool role here') }}{%- endif -%}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + (m['content'] or '') }}"
+        "{%- for tc in m.get('tool_calls') or [] -%}{{ ' ' + tc['function']['arguments'] }}{%- endfor -%}"
+        "{{ '<|im_end|>\\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+    )
+    res = check_tokenizer(load_tokenizer(tokenizer_dir(tmp_path / "no-tools", no_tools)), "no-tools")
+    rows = {r.role: r for r in res.roles}
+    assert not rows["tool"].follows and "no tool role here" in rows["tool"].error
+    assert rows["user"].follows and rows["user"].append_only
+    assert res.verdict == "holds", res.text()
+
+
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tokenizer_dir(tmp_path / "plain", None)
     assert harness_main(["tokenizer", "check", str(d)]) == 2
