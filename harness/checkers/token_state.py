@@ -115,9 +115,20 @@ class TokenState:
             pass
         elif not isinstance(token_ids, list) or [int(x) for x in token_ids] != expect:
             got = len(token_ids) if isinstance(token_ids, list) else token_ids
+            where = ""
+            if isinstance(token_ids, list):
+                ids = [int(x) for x in token_ids]
+                at = next((i for i, (a, b) in enumerate(zip(expect, ids, strict=False)) if a != b), None)
+                if at is None:
+                    where = ": the stored tokens end differently (template text the model did not generate?)"
+                elif any(len(record_input_ids(r) or []) <= at < len(cp) for r, cp in zip(committed, cps, strict=True)):
+                    where = f": first difference at token {at}, inside a completion (a re-tokenized history)"
+                else:
+                    where = f": first difference at token {at}"
             out.append(
                 Violation(
-                    f"metadata.token_ids ({got} tokens) != last committed prompt + completion ({len(expect)} tokens)",
+                    f"metadata.token_ids ({got} tokens) != last committed prompt + completion ({len(expect)} tokens)"
+                    + where,
                     idx(committed[-1]) if committed else snap.indices,
                     sid,
                     "token_ids_mismatch",

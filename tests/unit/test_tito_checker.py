@@ -83,3 +83,13 @@ def test_one_step_rollbacks_are_valid_a_two_step_rollback_is_not() -> None:
     st["records"].append(again)
     _resync(st)
     assert "prefix_broken" in _kinds(run)
+
+
+def test_stored_tokens_with_template_text_after_the_last_completion() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    b.episode(sid, 2)
+    run = b.build()
+    _state(run, sid)["metadata"]["token_ids"].append(7)  # the template's closing newline, never generated
+    (v,) = CHECKERS["token_state"].check(run).violations
+    assert v.kind == "token_ids_mismatch" and "end differently" in v.message

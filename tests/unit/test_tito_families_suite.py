@@ -7,9 +7,11 @@ the families change what the fake answers and how TITO joins turns, and none
 of that may hide a bug or make the correct server look broken.
 
 ``retokenize_history`` is flagged only where re-rendering changes the tokens:
-with the shipped fake that is ``reasoning`` (earlier think blocks dropped).
-On the others the re-rendered history is token for token what the model saw,
-so there is nothing to flag (test_tito_properties.py shows both).
+``reasoning`` (earlier think blocks dropped from the prompts), and every
+family whose template closes a turn with text the model does not generate
+(``chatml``, ``tools``, ``trail``: the stored history ends with it). On
+``headers`` the re-rendered history is token for token what the model saw, so
+there is nothing to flag.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from harness.sim.runner import with_seed
 from harness.tokenizer import SHIPPED
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-VISIBLE_ONLY_WITH = {"retokenize_history": {"reasoning"}}
+VISIBLE_ONLY_WITH = {"retokenize_history": {"chatml", "reasoning", "tools", "trail"}}
 
 
 @pytest.mark.slow
