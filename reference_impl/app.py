@@ -563,7 +563,11 @@ class SessionServer:
                 prompt_ids = answer.prompt_ids if answer.prompt_ids is not None else plan.input_ids
                 try:
                     turn.commit = await self.executor.run(
-                        self.tito.commit, plan, prompt_ids, answer.completion_ids, answer.message
+                        self.tito.commit_retokenized if self._has("retokenize_history") else self.tito.commit,
+                        plan,
+                        prompt_ids,
+                        answer.completion_ids,
+                        answer.message,
                     )
                 except TitoError as exc:
                     turn.tito_error = exc
