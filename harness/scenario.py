@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import shlex
 import tomllib
@@ -25,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.runfolder import check_safe_name
 
 __all__ = [
     "COMMAND_PLACEHOLDERS",
@@ -268,6 +271,24 @@ class Scenario:
         return dataclasses.replace(self, target=t)
 
 
+# Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
+# deployment, small enough that a typo cannot make the harness allocate or wait for ever.
+MAX_NUMBER = 1e9
+MAX_TURNS = 1000
+
+
+def _check_finite(file: str, data: Any, path: str) -> None:
+    """Every number anywhere in the file is finite (TOML allows nan and inf; nothing here means them)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ScenarioError(file, path, f"must be a finite number, got {data!r}")
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            _check_finite(file, v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_finite(file, v, f"{path}[{i}]")
+
+
 def _plain(x: Any) -> Any:
     if isinstance(x, Mapping):
         return {str(k): _plain(v) for k, v in x.items()}
@@ -349,10 +370,14 @@ class _Table:
     def _num(self, k: str, v: Any, lo: float | None, hi: float | None) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.err(k, f"expected a number, got {v!r}")
+        if not math.isfinite(v):
+            raise self.err(k, f"must be a finite number, got {v!r}")
         self._bounds(k, v, lo, hi)
         return float(v)
 
     def _bounds(self, k: str, v: float, lo: float | None, hi: float | None) -> None:
+        hi = MAX_NUMBER if hi is None else hi
+        lo = -MAX_NUMBER if lo is None else lo
         if lo is not None and v < lo:
             raise self.err(k, f"must be >= {lo:g}, got {v!r}")
         if hi is not None and v > hi:
@@ -371,15 +396,15 @@ class _Table:
             raise self.err(k, f"[min, max] with min <= max, got {v!r}")
         return (a, b)
 
-    def irange(self, k: str, default: tuple[int, int], lo: int = 0) -> tuple[int, int]:
+    def irange(self, k: str, default: tuple[int, int], lo: int = 0, hi: int | None = None) -> tuple[int, int]:
         v = self.raw(k, list(default))
         if isinstance(v, int) and not isinstance(v, bool):
-            self._bounds(k, v, lo, None)
+            self._bounds(k, v, lo, hi)
             return (v, v)
         if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             raise self.err(k, f"expected an integer or [min, max] of integers, got {v!r}")
         for x in v:
-            self._bounds(k, x, lo, None)
+            self._bounds(k, x, lo, hi)
         if v[0] > v[1]:
             raise self.err(k, f"[min, max] with min <= max, got {v!r}")
         return (v[0], v[1])
@@ -643,7 +668,7 @@ def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> Workl
     spec = WorkloadSpec(
         sessions=t.int_("sessions", 10, 1, 100_000),
         concurrency=t.int_("concurrency", 10, 1, 10_000),
-        turns=t.irange("turns", (2, 4), lo=1),
+        turns=t.irange("turns", (2, 4), lo=1, hi=MAX_TURNS),
         arrival_rate=t.float_("arrival_rate", 0.0, 0.0),
         think_time_s=t.frange("think_time_s", (0.0, 0.0)),
         duration_s=t.float_("duration_s", 30.0, 0.1, 3600.0),
@@ -784,8 +809,10 @@ def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
         name = Path(file).stem if file != "<memory>" else None
         if not name:
             raise top.err("name", 'required: a short identifier such as name = "delete_during_proxy"')
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise top.err("name", f"{name!r}: use letters, digits, '-', '_' or '.' (it names the run folder)")
+    why = check_safe_name(name) or (None if "@" not in name and "+" not in name else "must not contain '@' or '+'")
+    if why is not None:
+        raise top.err("name", f'{name!r} {why} (it names the run folder), e.g. name = "delete_during_proxy"')
+    _check_finite(file, data, "")
     seed = top.int_("seed", 0, 0)
     target = _parse_target(top.table("target"))
     backend_t = top.table("backend")
@@ -839,6 +866,11 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(file, "", f"cannot read the scenario file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ScenarioError(
+            file, "", f"not UTF-8 text (byte {exc.start}, line {line}): save the file as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -20,19 +20,20 @@ import asyncio
 import dataclasses
 import json
 import shlex
-import shutil
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from harness.rundata import RUN_FILES, RunData
+from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
+from harness.runner._selfmon import SelfMonitor
 from harness.scenario import DEFAULT_VARIANT, Scenario
 from harness.workload import WorkloadResult
 
@@ -102,9 +103,8 @@ def run_scenario(
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source, target_args=list(target_args or []))
     res.target_kind = sc.target.kind
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a stale log or verdict from an earlier run must not mix into this one
-    run_dir.mkdir(parents=True)
+    # a stale log or verdict from an earlier run must not mix into this one; only a harness run folder is replaced
+    prepare_run_dir(Path(out_dir), run_name or sc.name)
     procs: ProcessGroup | None = None
     try:
         if sc.target.kind == "reference":
@@ -135,7 +135,10 @@ def run_scenario(
                 health_path=sc.target.health_path,
                 startup_timeout_s=sc.target.startup_timeout_s,
             )
-        data = asyncio.run(_run_async(sc, procs, res, progress))
+        # written first, so that a run cut by a signal leaves a folder `harness check` can read
+        (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
+        with (run_dir / RUN_FILES["history"]).open("w") as sink:
+            data = asyncio.run(_run_async(sc, procs, res, progress, sink))
         data.save(run_dir)
         res.events = len(data.history)
     except KeyboardInterrupt:
@@ -162,7 +165,9 @@ def finish_run(res: RunResult, sc: Scenario, *, report: bool) -> None:
         _report(res)
 
 
-async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None) -> RunData:
+async def _run_async(
+    sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None, sink: IO[str] | None = None
+) -> RunData:
     try:
         if procs is not None:
             await procs.start()
@@ -182,6 +187,8 @@ async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, p
                 processes=procs,
                 progress=progress,
                 faults_applied=faults_applied,
+                history_sink=sink,
+                self_monitor=SelfMonitor(),
             )
         finally:
             if procs is None and faults_applied and backend_url:
