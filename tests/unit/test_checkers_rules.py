@@ -852,3 +852,20 @@ def test_without_a_kind_field_an_aborted_answer_is_the_provisional() -> None:
     b.chat(sid, 1, 1, supersede=False)  # provisional_never_superseded: the old provisional stays mid-records
     run = foreign(b.build(), strip=("caller_request_id", "req_id", "turn", "attempt", "kind"))
     assert {"provisional_not_tail", "provisional_not_superseded"} <= kinds(run_one(run, "provisional"))
+
+
+def test_chat_done_joins_its_caller_through_chat_start() -> None:
+    # conflict_409: a loser that skipped silently is judged from its chat_done, found via chat_start's caller id
+    b = RunBuilder(variants=["conflict_409"])
+    sid = b.create()
+    b.chat(sid, 0)
+    t = b.tick()
+    b.chat(sid, 1, 0, t0=t, t1=t + 0.5)
+    b.chat(sid, 1, 1, outcome="state_changed_skip", t0=t + 0.1, t1=t + 0.6)
+    run = b.build()
+    for e in run.history:
+        (e.get("headers") or {}).pop("x-req-id", None)
+    for ln in run.server_logs:
+        if ln["event"] == "chat_done":
+            ln.pop("caller_request_id")
+    assert kinds(run_one(run, "stale_writers")) == {"silent_state_changed"}
