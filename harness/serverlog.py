@@ -52,6 +52,7 @@ __all__ = [
     "LogConfig",
     "LogConfigError",
     "LogStats",
+    "fill_worker_ports",
     "lines_of_run",
     "parse_line",
     "parse_lines",
@@ -518,6 +519,22 @@ def _dedup_sorted(found: list[tuple[dict[str, Any], str]], stats: LogStats) -> l
     return unique
 
 
+def fill_worker_ports(events: Iterable[dict[str, Any]]) -> None:
+    """A line without ``worker_port`` gets its process's port, when its ``pid`` names exactly one.
+
+    Servers often say the port in ``chat_start`` only; without this, one process's lines would
+    look like two processes to every per-process rule (in-flight counts, incident joins).
+    """
+    evs = list(events)
+    ports: dict[Any, set[Any]] = {}
+    for ev in evs:
+        if ev.get("pid") is not None and isinstance(ev.get("worker_port"), int):
+            ports.setdefault(ev["pid"], set()).add(ev["worker_port"])
+    for ev in evs:
+        if ev.get("worker_port") is None and len(ports.get(ev.get("pid"), ())) == 1:
+            ev["worker_port"] = next(iter(ports[ev["pid"]]))
+
+
 def read_events(
     paths: Sequence[str | Path], config: LogConfig | None = None, *, offsets: Mapping[str, int] | None = None
 ) -> tuple[list[tuple[dict[str, Any], str]], LogStats]:
@@ -536,6 +553,7 @@ def read_events(
         events, _ = parse_lines(lines, path.name, config, stats)
         found.extend(events)
     unique = _dedup_sorted(found, stats)
+    fill_worker_ports(ev for ev, _ in unique)
     stats.used = len(unique)
     return unique, stats
 

@@ -220,3 +220,16 @@ def test_reference_server_text_format_reads_back_as_its_json_lines() -> None:
         back = ok(text)
         assert back["ts"] == pytest.approx(original["ts"], abs=1e-3), text
         assert {k: v for k, v in back.items() if k != "ts"} == {k: v for k, v in original.items() if k != "ts"}, text
+
+
+def test_a_port_said_only_in_chat_start_is_given_to_the_processes_other_lines(tmp_path: Path) -> None:
+    log = tmp_path / "s.log"
+    log.write_text(
+        PREFIX
+        + "chat_start req_id=a session_id=s worker_port=8001 inflight_now=1\n"
+        + PREFIX
+        + "chat_done req_id=a session_id=s status=200 outcome=committed total_ms=3\n"
+        + "2026-12-01 09:30:00,124 INFO app pid=99 chat_done req_id=b session_id=t status=200\n"
+    )
+    lines, _ = read_server_logs([log])
+    assert [ln.get("worker_port") for ln in lines] == [8001, 8001, None]  # pid 99 never said its port
