@@ -134,3 +134,15 @@ def test_a_server_that_names_its_port_only_at_chat_start_is_one_process(tmp_path
     assert not stats.skipped
     v = run_one(run, "log_consistency")
     assert v.status == "valid", v
+
+
+def test_a_caller_request_id_said_only_at_chat_start_still_joins_the_history() -> None:
+    run = clean_run().build()
+    for ln in run.server_logs:
+        if ln["event"] == "chat_done":
+            del ln["caller_request_id"]
+    for op in run.history:  # and the server sends no x-req-id header either
+        (op.get("headers") or {}).pop("x-req-id", None)
+    v = run_one(run, "log_consistency")
+    assert v.status == "valid", v
+    assert "13 joined to the history" in v.notes

@@ -169,6 +169,14 @@ def test_read_merges_files_by_time_counts_duplicates_and_reads_from_offsets(tmp_
     assert [ln["ts"] for ln in lines] == [1.0, 2.0, 3.0] and stats.skipped["duplicate"] == 1
     lines, _ = read_server_logs([a], offsets={str(a): len(a.read_text().splitlines()[0]) + 1})
     assert [ln["event"] for ln in lines] == ["chat_done"]
+    # two equal lines in one file are two events (two warnings in one millisecond); a merged
+    # file beside the per-process one adds nothing
+    warn = PREFIX + "proxy_transport_error: backend call failed url=http://127.0.0.1:1/x elapsed_ms=1.0\n"
+    one, merged = tmp_path / "one.log", tmp_path / "merged.log"
+    one.write_text(warn * 2)
+    merged.write_text(warn * 2 + PREFIX + "heartbeat sessions=0\n")
+    lines, stats = read_server_logs([one, merged])
+    assert [ln["event"] for ln in lines].count("proxy_transport_error") == 2 and stats.skipped["duplicate"] == 2
 
 
 def test_lines_of_run_keeps_the_runs_sessions_and_heartbeats_between() -> None:
