@@ -281,3 +281,10 @@ async def test_allowlisted_pass_through_still_works() -> None:
         gen = await r.client.post(f"/sessions/{sid}/generate", json={"text": "hello", "stream": False})
         assert gen.status_code == 200 and "meta_info" in gen.json()
         assert (await r.state(sid))["records"] == []
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/sessions//0", 404), ("PATCH", "/sessions", 405)])
+async def test_no_route_and_wrong_method_are_json_errors(method: str, path: str, status: int) -> None:
+    async with make_rig() as r:
+        resp = await raw_request(server_app(r), method, path)
+        assert resp.status == status and isinstance(resp.json()["error"]["message"], str)
