@@ -109,7 +109,7 @@ def _encode(obj: Any, ascii_: bool) -> bytes:
 def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
     """A JSON text with a hostile splice: deep nesting, invalid UTF-8, a cut, a bare NaN."""
     raw = draw(base)
-    kind = draw(st.sampled_from(["deep", "bytes", "cut", "token", "bom"]))
+    kind = draw(st.sampled_from(["deep", "bytes", "cut", "token", "bom", "long"]))
     at = draw(st.integers(0, len(raw)))
     if kind == "deep":
         d = draw(st.integers(1, 300))
@@ -120,6 +120,9 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
         return raw[:at]
     if kind == "bom":
         return b"\xef\xbb\xbf" + raw
+    if kind == "long":  # a long run of one token: where a scanner could go quadratic
+        run = draw(st.sampled_from([b'\\"', b"[", b'{"a":', b'"', b"\\", b"\\ud800"])) * draw(st.integers(100, 20_000))
+        return raw[:at] + run + raw[at:]
     return raw[:at] + draw(st.sampled_from([b"NaN", b"-Infinity", b"1e999", b'"\\udfff"', b"[]"])) + raw[at:]
 
 
