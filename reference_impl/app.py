@@ -60,7 +60,7 @@ from .config import ServerConfig
 from .logs import Counters, EventLog, JsonLineSink, LogSink, heartbeat_loop
 from .proxy import HOP_BY_HOP, Backend, PathError, forward_headers, normalize_path, path_allowed, routing_key
 from .sessions import Session, SessionStore
-from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages
+from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages, template_kwargs
 
 __all__ = ["SessionServer", "create_app"]
 
@@ -518,8 +518,11 @@ class SessionServer:
             view = session.view()
             expected_n, expected_v = session.num_assistant, session.version
             t = self.clock.monotonic()
+            # retokenize_history (BAD): the whole request re-rendered and re-encoded, no checkpoint kept
+            planner = self.tito.plan_retokenized if self._has("retokenize_history") else self.tito.plan
             try:
-                plan = await self.executor.run(self.tito.plan, view, body["messages"])
+                kwargs = template_kwargs(body.get("chat_template_kwargs"))
+                plan = await self.executor.run(planner, view, body["messages"], kwargs)
             except MessageError as exc:
                 return self._fail(st, "bad_request", 400, "InvalidRequest", str(exc))
             except RollbackError as exc:

@@ -362,9 +362,13 @@ class FakeSGLang:
         attempt = req.attempt if req.attempt is not None else nth
         return Identity(self.seed, req.key, turn, attempt, prompt_digest.hex()[:32]), ordinal, global_ordinal
 
-    def _choose_fault(self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int) -> FaultSpec | None:
+    def _choose_fault(
+        self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int
+    ) -> tuple[FaultSpec | None, str | None]:
+        """The fault for this request and where it came from: ``header`` (``x-fake-fault``) or
+        ``plan:<rule name, else its index>``, recorded in the execution log for fault attribution."""
         if req.fault is not None:
-            return None if req.fault.name == "none" else req.fault
+            return (None, None) if req.fault.name == "none" else (req.fault, "header")
         for i, rule in enumerate(self.plan.rules):
             if not rule.matches(
                 session=req.key,
@@ -377,8 +381,8 @@ class FakeSGLang:
                 continue
             if rule.probability < 1.0 and ident.rng(f"rule{i}").random() >= rule.probability:
                 continue
-            return None if rule.fault.name == "none" else rule.fault
-        return None
+            return (None, None) if rule.fault.name == "none" else (rule.fault, f"plan:{rule.name or i}")
+        return None, None
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send, CHAT)
@@ -389,7 +393,7 @@ class FakeSGLang:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         req = self._parse(scope, self._json(await self._read(scope, receive)), path)
         ident, ordinal, global_ordinal = self._identify(req)
-        fault = self._choose_fault(req, ident, ordinal, global_ordinal)
+        fault, fault_source = self._choose_fault(req, ident, ordinal, global_ordinal)
         gen = self.plan.generation
         if req.prompt_tokens >= gen.context_length:
             raise BadRequest(
@@ -399,7 +403,8 @@ class FakeSGLang:
             )
         fname = fault.name if fault is not None else None
         forced_calls = int(fault.get("count")) if fault is not None and fname == "tool_calls" else None
-        answer = self.model.answer(ident, gen, tool_calls=forced_calls)
+        thinking = self.model.wants_thoughts(req.ids) if self.model.thinks else None
+        answer = self.model.answer(ident, gen, tool_calls=forced_calls, thinking=thinking)
         spike: float | None = None
         if fault is not None and fname == "spike":
             ms = fault.get("ms")
@@ -428,6 +433,7 @@ class FakeSGLang:
             "outcome": "inflight",
             "status": None,
             "fault": fault.to_json() if fault is not None else None,
+            "fault_source": fault_source,
             "content_sha": None,
             "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
         }
