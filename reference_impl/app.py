@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -697,6 +698,14 @@ class SessionServer:
         return out
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (no route, wrong method) as the server's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}", headers)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -751,6 +760,6 @@ def create_app(
         route("/sessions/{session_id}/" + CHAT_PATH, server.chat, ["POST"]),
         route("/sessions/{session_id}/{path:path}", server.passthrough, all_methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception})
     app.state.server = server
     return app
