@@ -294,7 +294,8 @@ class Server:
         if "malformed_500" in bugs:
             body = json.loads(raw)  # the known-bad behaviour: no checks, so bad input raises (500)
             clean_messages(body["messages"])
-        body = parse_body(raw)
+        else:
+            body = parse_body(raw)
         if not isinstance(body, dict):
             raise Refused(400, "invalid_request_error", "body must be a JSON object", "bad_request")
         stream = body.get("stream", False)
