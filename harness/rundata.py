@@ -14,7 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "RunData"]
+__all__ = ["CUT_REASON", "RUN_FILES", "RunData", "close_cut_history"]
+
+CUT_REASON = "run cut before this operation completed (signal or crash): outcome unknown"
+
+
+def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` plus an ``info`` completion for every op invoked and never completed."""
+    done = {e.get("op") for e in events if e.get("type") != "invoke"}
+    open_ops = [e for e in events if e.get("type") == "invoke" and e.get("op") not in done]
+    if not open_ops:
+        return events
+    end = max((float(e.get("time", 0.0)) for e in events), default=0.0)
+    out = list(events)
+    for inv in open_ops:
+        ev = {k: inv.get(k) for k in ("op", "process", "f", "session", "server", "turn", "attempt", "request_id")}
+        ev.update(type="info", time=end, intended=inv.get("intended"), error=CUT_REASON, index=len(out))
+        out.append(ev)
+    return out
+
 
 # File names inside one scenario's run folder.
 RUN_FILES = {
@@ -52,11 +70,28 @@ class RunData:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunData:
+        """Read a run folder; a run cut short (a signal, a crash) reads too.
+
+        A torn last line is skipped, and every operation the history invoked but
+        never completed gets an ``info`` (unknown outcome) completion saying the
+        run was cut: checkers then give verdicts with those operations unknown.
+        """
+
         def jsonl(name: str) -> list[dict[str, Any]]:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
-            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            out = []
+            for line in p.read_text(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:  # torn by the cut
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+            return out
 
         def js(name: str, default: Any) -> Any:
             p = run_dir / RUN_FILES[name]
@@ -64,7 +99,7 @@ class RunData:
 
         return cls(
             scenario=js("scenario", {}),
-            history=jsonl("history"),
+            history=close_cut_history(jsonl("history")),
             final_states=js("final_states", {}),
             owners=js("owners", {}),
             backend_executions=js("backend_executions", {}),

@@ -26,15 +26,15 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "serve_main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentParser:
     from .config import VARIANTS
 
     variants = "; ".join(f"{name}: {doc}" for name, doc in VARIANTS.items())
     p = argparse.ArgumentParser(
-        prog="python -m reference_impl",
+        prog=prog,
         description="The reference session server (TITO chat proxy with a three-phase split lock).",
         epilog=f"variants: {variants}",
     )
@@ -194,9 +194,14 @@ def _strip(argv: list[str], *options: str) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve_main(argv: list[str] | None = None) -> int:
+    """``harness serve``: the same launcher, its help naming the command the user typed."""
+    return main(argv, prog="harness serve")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from harness.tokenizer import TokenizerError, load_tokenizer
 
     from .config import VariantError

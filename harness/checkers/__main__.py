@@ -30,7 +30,7 @@ def format_table(verdicts: list[Verdict], max_violations: int = 5) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.checkers", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="harness check", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a scenario's run folder (holds history.jsonl)")
     p.add_argument("--checker", action="append", default=None, help=f"one of {sorted(CHECKERS)} (repeatable)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")

@@ -31,13 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.tokenizer import DEFAULT_TOKENIZER_DIR
+from harness.tokenizer import WORDS_FILE
 
 from .plan import GenerationSpec
 
 __all__ = ["Answer", "Identity", "TokenModel"]
 
-WORDS_FILE = DEFAULT_TOKENIZER_DIR.parent / "words.txt"
 TOOL_NAMES = ("search", "read_file", "run_python", "calculator", "list_dir")
 _PROBE = "Probe words 123, with punctuation; and a tail"
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -50,9 +50,16 @@ async def drive(
     clock: Clock | None = None,
     processes: ProcessControl | None = None,
     progress: Progress | None = None,
+    faults_applied: bool = True,
+    history_sink: IO[str] | None = None,
 ) -> DriveResult:
-    """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state."""
-    history = History(clock or LoopClock())
+    """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state.
+
+    ``faults_applied`` says whether the scenario's fault plan reached the backend; it and
+    ``process_control`` (whether ``processes`` was given) go into ``scenario["target"]``
+    for the checkers, which call fault- and kill-driven checks unknown without them.
+    """
+    history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
     plans = plan_sessions(sc, len(servers))
     control = httpx.AsyncClient(transport=transport, timeout=10.0)
@@ -119,6 +126,8 @@ async def drive(
         notes.extend(workload.errors[:5])
         history.close_open("run ended (duration bound)")
         data = await _collect(sc, history, servers, backend_url, control)
+        data.scenario["target"]["process_control"] = processes is not None
+        data.scenario["target"]["faults_applied"] = faults_applied
         return DriveResult(data, workload, len(plans), notes)
     finally:
         for c in clients.values():

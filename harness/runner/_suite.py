@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.runfolder import check_run_dir
 from harness.runner._drive import Progress
 from harness.runner._live import RunResult, run_dir_name, run_scenario
 from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
@@ -80,6 +81,9 @@ def run_suite(
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario
+    for sc in scenarios:  # and every run folder: nothing starts when one of them may not be written
+        for _one, name in expand(sc, variant):
+            check_run_dir(Path(out_dir), name)
     results = []
     for sc in scenarios:
         for one, name in expand(sc, variant):

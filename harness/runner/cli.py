@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.runfolder import RunFolderError
 from harness.runner._live import RunResult
 from harness.runner._suite import find_scenarios, run_suite
 from harness.scenario import ScenarioError
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_progress=on_progress,
                 on_done=on_done,
             )
-        except ScenarioError as exc:
+        except (ScenarioError, RunFolderError) as exc:
             print(f"harness run: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
