@@ -477,14 +477,17 @@ def _parse_target(t: _Table) -> TargetSpec:
     elif kind == "command":
         if compare:
             raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch your server\'s variant)')
+        cmd, env = _parse_cmd(t), _parse_env(t)
+        if not any("{port}" in a for a in (*cmd, *env.values())):
+            raise t.err("cmd", "the harness picks a free port for each process: put {port} in cmd (or in an env value)")
         spec = TargetSpec(
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             tokenizer=t.str_("tokenizer", None),
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
-            cmd=_parse_cmd(t),
-            env=_parse_env(t),
+            cmd=cmd,
+            env=env,
             cwd=_parse_cwd(t),
             health_path=_parse_health_path(t),
         )

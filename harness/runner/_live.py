@@ -189,6 +189,9 @@ async def _run_async(
                 await _put_plan(backend_url, {})  # leave the deployment's fake without this scenario's faults
         res.sessions, res.workload = out.sessions, out.workload
         res.notes.extend(out.notes)
+        if procs is None:  # a deployment's fake serves others too (earlier runs): keep this run's sessions only
+            ours = {str(e["session"]) for e in out.data.history if e.get("session")}
+            out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
             out.data.server_logs = collect_server_logs(procs.server_log_files())
