@@ -112,6 +112,7 @@ class TargetSpec:
     def process_control(self) -> bool:
         """True when the runner starts the server processes itself (so it can kill and restart them)."""
         return self.kind in ("reference", "command")
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,7 @@ class ChecksSpec:
     enabled: tuple[str, ...] = ("all",)
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+    strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
 
 
 @dataclass(frozen=True)
@@ -508,6 +510,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             variants=variants,
             health_path=_parse_health_path(t),
         )
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")))
     t.done()
     return spec
 
@@ -582,6 +585,27 @@ def _parse_backend_url(t: _Table) -> str | None:
     if bu is not None and not bu.startswith(("http://", "https://")):
         raise t.err("backend_url", f"{bu!r} is not an http(s) URL")
     return bu.rstrip("/") if bu is not None else None
+
+
+PROTOCOL_KEYS = {
+    "token_ids_key": "the metadata key holding the accumulated token ids",
+    "input_ids_key": "the key inside a record's request holding the prompt ids",
+    "request_id_key": "the record field echoing the caller's x-request-id",
+    "kind_key": "the record field saying committed or provisional",
+}
+
+
+def _parse_protocol(t: _Table) -> dict[str, str]:
+    """``[target.protocol]``: where a server names things the protocol leaves open (docs/checkers.md)."""
+    out: dict[str, str] = {}
+    for k in PROTOCOL_KEYS:
+        v = t.str_(k, None)
+        if v is not None:
+            if not v:
+                raise t.err(k, f"expected a non-empty name: {PROTOCOL_KEYS[k]}")
+            out[k] = v
+    t.done()
+    return out
 
 
 def _parse_backend(t: _Table, seed: int) -> BackendSpec:
@@ -785,7 +809,12 @@ def _parse_checks(t: _Table) -> ChecksSpec:
     opts = t.raw("options", {})
     if not isinstance(opts, Mapping):
         raise t.err("options", "expected a table")
-    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    spec = ChecksSpec(
+        enabled=enabled,
+        liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
+        options=dict(opts),
+        strict=t.bool_("strict", False),
+    )
     t.done()
     return spec
 

@@ -338,9 +338,13 @@ class FakeSGLang:
         attempt = req.attempt if req.attempt is not None else nth
         return Identity(self.seed, req.key, turn, attempt, prompt_digest.hex()[:32]), ordinal, global_ordinal
 
-    def _choose_fault(self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int) -> FaultSpec | None:
+    def _choose_fault(
+        self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int
+    ) -> tuple[FaultSpec | None, str | None]:
+        """The fault for this request and where it came from: ``header`` (``x-fake-fault``) or
+        ``plan:<rule name, else its index>``, recorded in the execution log for fault attribution."""
         if req.fault is not None:
-            return None if req.fault.name == "none" else req.fault
+            return (None, None) if req.fault.name == "none" else (req.fault, "header")
         for i, rule in enumerate(self.plan.rules):
             if not rule.matches(
                 session=req.key,
@@ -353,8 +357,8 @@ class FakeSGLang:
                 continue
             if rule.probability < 1.0 and ident.rng(f"rule{i}").random() >= rule.probability:
                 continue
-            return None if rule.fault.name == "none" else rule.fault
-        return None
+            return (None, None) if rule.fault.name == "none" else (rule.fault, f"plan:{rule.name or i}")
+        return None, None
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send, CHAT)
@@ -365,7 +369,7 @@ class FakeSGLang:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         req = self._parse(scope, _parse_json(await _read_body(receive)), path)
         ident, ordinal, global_ordinal = self._identify(req)
-        fault = self._choose_fault(req, ident, ordinal, global_ordinal)
+        fault, fault_source = self._choose_fault(req, ident, ordinal, global_ordinal)
         gen = self.plan.generation
         if req.prompt_tokens >= gen.context_length:
             raise BadRequest(
@@ -404,6 +408,7 @@ class FakeSGLang:
             "outcome": "inflight",
             "status": None,
             "fault": fault.to_json() if fault is not None else None,
+            "fault_source": fault_source,
             "content_sha": None,
             "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
         }
