@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     yours.add_argument(
         "--backend-url", metavar="URL", help="with --url: the fake SGLang behind it (each scenario's plan is pushed)"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="unknown verdicts and declared-but-not-exercised faults fail the run (exit 1), as checks.strict does",
+    )
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
     sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
@@ -304,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             restore()
+    from harness.report.summary import attention
+
+    strict_failed = False
     table, legend = _table(results)
     console.print(table)
     if legend:
@@ -315,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"[{_STYLE.get(str(v['status']), '')}]{r.run_dir.name} {v['checker']}[/]: {first}")
         for n in r.notes:
             console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
+        att = attention(r.run_dir, r.verdicts) if r.status != "error" else None
+        if att is not None and att.lines:
+            strict_here = args.strict or att.scenario_strict
+            style = "bold red" if strict_here else "bold yellow"
+            for line in att.lines:
+                console.print(f"[{style}]{r.run_dir.name} {line}[/]", soft_wrap=True)
+            if strict_here:
+                strict_failed = True
         if r.status in ("invalid", "error") or r.slo == "fail":
             replay = r.replay + (f" --mode sim --strategy {args.strategy}" if args.mode == "sim" else "")
             if args.mode == "sim" and args.strategy == "pct":
@@ -326,5 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.status == "invalid" for r in results):
         return 1
     if any(r.status == "error" or r.slo == "fail" for r in results):
+        return 1
+    if strict_failed:
+        console.print("[bold red]strict[/]: unknown verdicts or unexercised faults fail the run")
         return 1
     return 0
