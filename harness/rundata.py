@@ -43,6 +43,7 @@ RUN_FILES = {
     "backend_executions": "backend_executions.json",  # fake /stats "executions" ({} if external)
     "server_logs": "server_logs.jsonl",  # every server process's JSON log lines, merged
     "verdicts": "verdicts.json",  # checker results
+    "harness": "harness_self.json",  # the harness's own event-loop lag and CPU during a live run (runner/_selfmon.py)
 }
 
 
@@ -54,6 +55,7 @@ class RunData:
     owners: dict[str, str] = field(default_factory=dict)
     backend_executions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     server_logs: list[dict[str, Any]] = field(default_factory=list)
+    harness: dict[str, Any] = field(default_factory=dict)  # empty: not measured (simulation, older runs)
 
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,8 @@ class RunData:
         with (run_dir / RUN_FILES["server_logs"]).open("w") as fh:
             for line in self.server_logs:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
+        if self.harness:
+            (run_dir / RUN_FILES["harness"]).write_text(json.dumps(self.harness, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, run_dir: Path) -> RunData:
@@ -104,4 +108,5 @@ class RunData:
             owners=js("owners", {}),
             backend_executions=js("backend_executions", {}),
             server_logs=jsonl("server_logs"),
+            harness=js("harness", {}),
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runfolder import check_safe_name
+from harness.serverlog import LogConfig, LogConfigError
 
 __all__ = [
     "COMMAND_PLACEHOLDERS",
@@ -103,16 +104,17 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
     cmd: tuple[str, ...] = ()  # command target: argv template with {placeholders}
     env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
     cwd: str | None = None  # command target: working directory of the server processes
     health_path: str = "/health"  # polled until 200 before the workload starts
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
     @property
     def process_control(self) -> bool:
         """True when the runner starts the server processes itself (so it can kill and restart them)."""
         return self.kind in ("reference", "command")
-    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
 
 @dataclass(frozen=True)
@@ -455,7 +457,25 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _parse_logs(t: _Table) -> LogConfig:
+    """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
+    try:
+        cfg = LogConfig.from_mapping(t.data)
+    except LogConfigError as exc:
+        fix = {
+            "format": 'use format = "auto" (JSON or key=value), "json" or "kv"',
+            "fields": 'map their field names to ours, e.g. fields = { request_id = "req_id", latency_ms = "total_ms" }',
+            "events": 'map their event names to ours, e.g. events = { request_finished = "chat_done" }',
+            "patterns": 'a regex per event, e.g. patterns = { state_changed_during_proxy = "moved on while" }',
+        }.get(exc.key.split(".")[0], "")
+        raise t.err(exc.key, exc.message + (f"; {fix}" if fix else "")) from None
+    for k in t.data:
+        t.seen.add(k)
+    return cfg
+
+
 def _parse_target(t: _Table) -> TargetSpec:
+    logs = _parse_logs(t.table("logs"))
     kind = t.str_("kind", "reference", TARGET_KINDS)
     variants = t.strs("variants")
     compare = t.strs("compare")
@@ -475,6 +495,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             tokenizer=t.str_("tokenizer", None),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
+            logs=logs,
         )
     elif kind == "command":
         if compare:
@@ -492,6 +513,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             env=env,
             cwd=_parse_cwd(t),
             health_path=_parse_health_path(t),
+            logs=logs,
         )
     else:
         urls = t.strs("urls")
@@ -509,6 +531,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             backend_url=_parse_backend_url(t),
             variants=variants,
             health_path=_parse_health_path(t),
+            logs=logs,
         )
     spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")))
     t.done()

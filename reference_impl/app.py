@@ -186,6 +186,7 @@ class _Chat:
         "outcome",
         "prompt_tokens",
         "proxy_elapsed_ms",
+        "read_body_ms",
         "req_id",
         "session_id",
         "status",
@@ -205,6 +206,7 @@ class _Chat:
         self.tokenize_in_ms = 0.0
         self.proxy_elapsed_ms = 0.0
         self.tokenize_out_ms = 0.0
+        self.read_body_ms = 0.0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -405,6 +407,7 @@ class SessionServer:
                 tokenize_in_ms=st.tokenize_in_ms,
                 proxy_elapsed_ms=st.proxy_elapsed_ms,
                 tokenize_out_ms=st.tokenize_out_ms,
+                read_body_ms=st.read_body_ms,
                 total_ms=_ms(self.clock.monotonic() - st.t0),
                 inflight_now=c.inflight,
                 prompt_tokens=st.prompt_tokens,
@@ -431,7 +434,9 @@ class SessionServer:
             self.log.info("session_created", session_id=sid, auto_created=True)
         if session is None or (session.closing and not no_recheck):
             return self._fail(st, "not_found", 404, "SessionNotFound", f"session {sid} not found")
-        raw = await request.body()
+        t_body = self.clock.monotonic()
+        raw = await request.body()  # paced by the client: read_body_ms, not the server's own time
+        st.read_body_ms = _ms(self.clock.monotonic() - t_body)
         try:
             body = json.loads(raw)
         except ValueError as exc:

@@ -44,7 +44,13 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer dir (default: the shipped one)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME", help="enable a variant (repeatable)")
     p.add_argument("--processes", type=int, default=1, help="number of independent server processes")
-    p.add_argument("--log-file", default=None, help="append JSON log lines here (default: stderr)")
+    p.add_argument("--log-file", default=None, help="append log lines here (default: stderr)")
+    p.add_argument(
+        "--log-format",
+        default="json",
+        choices=("json", "text"),
+        help="json: one object per line; text: Python-logging prefix + key=value, as production servers print",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between heartbeat lines")
     p.add_argument("--no-tokenize-thread", action="store_true", help="tokenize on the event loop, not in a thread")
     p.add_argument("--max-trim-tokens", type=int, default=2, help="prefix-invariant tolerance in tokens")
@@ -86,9 +92,9 @@ def run_one(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .logs import JsonLineSink
+    from .logs import make_sink
 
-    sink = JsonLineSink(path=args.log_file) if args.log_file else JsonLineSink(sys.stderr)
+    sink = make_sink(args.log_format, path=args.log_file, stream=None if args.log_file else sys.stderr)
     app = create_app(_config(args, args.port), log_sink=sink)
     config = uvicorn.Config(
         app,

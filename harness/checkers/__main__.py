@@ -32,6 +32,18 @@ def format_table(verdicts: list[Verdict], max_violations: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _use_server_logs(run: RunData, files: list[Path]) -> None:
+    """Replace the run's log lines by those of ``files`` that belong to its sessions (OSError, ValueError)."""
+    from harness.serverlog import LogConfig, lines_of_run, read_server_logs
+
+    target = run.scenario.get("target") or {}
+    config = LogConfig.from_mapping(target.get("logs") or {}) if isinstance(target, dict) else LogConfig()
+    lines, stats = read_server_logs(files, config)
+    sessions = {str(e["session"]) for e in run.history if e.get("session")}
+    run.server_logs = lines_of_run(lines, sessions)
+    print(f"--server-log: {stats.summary()}; {len(run.server_logs)} line(s) of this run's sessions", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="harness check", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a scenario's run folder (holds history.jsonl)")
@@ -39,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.add_argument(
         "--strict", action="store_true", help="exit 1 on unknown verdicts and declared-but-not-exercised faults too"
+    )
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="the server's log file (JSON or key=value lines; repeatable): its lines of this run's sessions "
+        "replace the folder's server_logs.jsonl, read with the scenario's [target.logs]",
     )
     try:
         args = p.parse_args(argv)
@@ -49,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = RunData.load(args.run_dir)
+        if args.server_log:
+            _use_server_logs(run, args.server_log)
         verdicts = check_all(run, args.checker)
     except (ValueError, OSError) as exc:
         print(f"{args.run_dir}: {exc}", file=sys.stderr)

@@ -323,8 +323,21 @@ def run_summary(
             "server_processes": len({r.process for r in data.server}),
         },
         "time_span": _time_span(data),
+        "harness": _harness_self(run),
         "plots": plots,
     }
+
+
+def _harness_self(run: RunData) -> dict[str, Any]:
+    """The harness's own load during the run (live only): when saturated, client latency is not the server's."""
+    h = dict(run.harness)
+    if not h:
+        return {"measured": False, "saturated": False, "note": None}
+    from harness.runner._selfmon import SelfMonitor
+
+    h["measured"] = True
+    h["note"] = SelfMonitor.note(h)
+    return h
 
 
 def suite_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
 from harness.history import History
 from harness.rundata import RunData
+from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
 from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
@@ -52,6 +53,7 @@ async def drive(
     progress: Progress | None = None,
     faults_applied: bool = True,
     history_sink: IO[str] | None = None,
+    self_monitor: SelfMonitor | None = None,
 ) -> DriveResult:
     """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state.
 
@@ -61,6 +63,8 @@ async def drive(
     """
     history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
+    if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
+        self_monitor.start()
     plans = plan_sessions(sc, len(servers))
     control = httpx.AsyncClient(transport=transport, timeout=10.0)
     clients: dict[str, HttpClient] = {}
@@ -125,7 +129,12 @@ async def drive(
         await nemesis.drain()
         notes.extend(workload.errors[:5])
         history.close_open("run ended (duration bound)")
+        harness_self = await self_monitor.stop() if self_monitor is not None else {}
+        saturated = SelfMonitor.note(harness_self)
+        if saturated:
+            notes.append(saturated)
         data = await _collect(sc, history, servers, backend_url, control)
+        data.harness = harness_self
         data.scenario["target"]["process_control"] = processes is not None
         data.scenario["target"]["faults_applied"] = faults_applied
         return DriveResult(data, workload, len(plans), notes)

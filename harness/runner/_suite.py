@@ -97,6 +97,7 @@ def run_suite(
     sim_options: Mapping[str, Any] | None = None,
     target: Mapping[str, Any] | None = None,
     target_args: Sequence[str] = (),
+    live_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
@@ -118,7 +119,7 @@ def run_suite(
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            extra = dict(sim_options or {}) if mode == "sim" else {}
+            extra = dict(sim_options or {}) if mode == "sim" else dict(live_options or {})
             if target_args and mode != "sim":
                 extra["target_args"] = list(target_args)
             r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)

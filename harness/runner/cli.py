@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="unknown verdicts and declared-but-not-exercised faults fail the run (exit 1), as checks.strict does",
     )
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="live: a log file of the server under test (repeatable); what it gains during the run is read",
+    )
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
     sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
@@ -259,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness run: {exc}", file=sys.stderr)
         return 2
     _warn_target(target, loaded)
+    missing = [str(f) for f in args.server_log if not f.is_file()]
+    if missing or (args.server_log and args.mode == "sim"):
+        why = f"no such file: {', '.join(missing)}" if missing else "needs --mode live (a simulation has no log files)"
+        print(f"harness run: --server-log {why}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     results: list[RunResult] = []
     restore = _sigterm_as_interrupt()
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 else None,
                 target=target,
                 target_args=target_args,
+                live_options={"server_logs": args.server_log} if args.server_log else None,
                 on_start=on_start,
                 on_progress=on_progress,
                 on_done=on_done,

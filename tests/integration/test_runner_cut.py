@@ -77,3 +77,27 @@ def test_a_torn_history_reads_with_cut_ops_unknown(tmp_path: Path) -> None:
     data = RunData.load(run_dir)
     assert [e["type"] for e in data.history] == ["invoke", "ok", "invoke", "info"]
     assert data.history[-1]["op"] == 1 and data.history[-1]["error"] == CUT_REASON
+
+
+def test_a_starved_harness_is_reported_as_saturated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each invoke blocks the agents' loop: the report must not blame the server for the client's lateness."""
+    from harness.history import History
+    from harness.runner import run_scenario
+    from harness.runner._selfmon import SATURATED_NOTE
+    from harness.scenario import parse_scenario
+
+    real = History.invoke
+
+    def slow_invoke(self: History, **kw: object) -> int:
+        if kw.get("f") == "chat":
+            time.sleep(0.15)  # a CPU-bound client: the loop is blocked, timers fire late
+        return real(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(History, "invoke", slow_invoke)
+    sc = parse_scenario({"name": "starved", "workload": {"sessions": 4, "concurrency": 4, "turns": 2}})
+    res = run_scenario(sc, tmp_path)
+    assert any(n.startswith(SATURATED_NOTE) for n in res.notes), res.notes
+    summary = json.loads((tmp_path / "starved" / "summary.json").read_text())
+    assert summary["harness"]["saturated"] is True
+    assert SATURATED_NOTE in (tmp_path / "starved" / "report.md").read_text()
+    assert res.status == "valid"  # a slow client is not a server fault
