@@ -38,14 +38,18 @@ async def _inline(fn: Any, *args: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def fake_backend(*, seed: int = 0, plan: Any = None) -> AsyncIterator[str]:
+async def fake_backend(*, seed: int = 0, plan: Any = None, tokenizer: str | None = None) -> AsyncIterator[str]:
     import uvicorn
 
     from harness.fake_sglang import create_app as fake_app
 
     port = free_port()
     config = uvicorn.Config(
-        fake_app(seed=seed, plan=plan), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        fake_app(seed=seed, plan=plan, tokenizer=tokenizer),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -63,11 +67,11 @@ async def fake_backend(*, seed: int = 0, plan: Any = None) -> AsyncIterator[str]
 
 @contextlib.asynccontextmanager
 async def foreign_servers(
-    backend_url: str, *, processes: int = 1, bugs: Iterable[str] = (), seed: int = 0
+    backend_url: str, *, processes: int = 1, bugs: Iterable[str] = (), seed: int = 0, tokenizer: str | None = None
 ) -> AsyncIterator[list[str]]:
     from harness.tokenizer import load_tokenizer
 
-    tokens = Tokens(load_tokenizer(None))
+    tokens = Tokens(load_tokenizer(tokenizer))
     runners: list[web.AppRunner] = []
     urls: list[str] = []
     try:
@@ -94,10 +98,11 @@ async def foreign_servers(
 
 @contextlib.asynccontextmanager
 async def deployment(
-    *, processes: int = 1, bugs: Iterable[str] = (), seed: int = 0, plan: Any = None
+    *, processes: int = 1, bugs: Iterable[str] = (), seed: int = 0, plan: Any = None, tokenizer: str | None = None
 ) -> AsyncIterator[Deployment]:
+    """A fake SGLang and ``processes`` foreign servers, sharing one tokenizer (a shipped family name, or a dir)."""
     async with (
-        fake_backend(seed=seed, plan=plan) as backend,
-        foreign_servers(backend, processes=processes, bugs=bugs, seed=seed) as urls,
+        fake_backend(seed=seed, plan=plan, tokenizer=tokenizer) as backend,
+        foreign_servers(backend, processes=processes, bugs=bugs, seed=seed, tokenizer=tokenizer) as urls,
     ):
         yield Deployment(backend, urls)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STANDIN_SYSTEM = {"role": "system", "content": "stand-in"}
+MARKER = "stand-in answer"
 
 
 class BadMessages(ValueError):
@@ -172,13 +173,25 @@ class Tokens:
         return Prepared(base, dropped, [*cp.ids, *self._suffix(stored[cp.end - 1], cp.tail, appended)], msgs)
 
     def _suffix(self, last_assistant: dict[str, Any], tail: str, appended: list[dict[str, Any]]) -> list[int]:
-        opened = self._render([STANDIN_SYSTEM], True)
-        prefix = self._render([STANDIN_SYSTEM, last_assistant], False)
+        """Tokens of ``appended`` (+ the generation prompt) as they follow the stored assistant turn."""
         full = self._render([STANDIN_SYSTEM, last_assistant, *appended], True)
-        if not full.startswith(prefix):
-            raise BadMessages("the chat template renders the appended messages differently after the stand-in")
-        block = prefix[len(opened) :] if prefix.startswith(opened) else ""
-        return self.encode(_closing(block, tail, last_assistant.get("content") or "") + full[len(prefix) :])
+        prefix = self._render([STANDIN_SYSTEM, last_assistant], False)
+        if full.startswith(prefix):  # the stand-in renders the same whatever follows it
+            opened = self._render([STANDIN_SYSTEM], True)
+            block = prefix[len(opened) :] if prefix.startswith(opened) else ""
+            return self.encode(_closing(block, tail, last_assistant.get("content") or "") + full[len(prefix) :])
+        # The template renders an assistant turn differently once a user turn follows it (a reasoning
+        # template drops its think block): find the end of the stand-in's turn inside the full rendering,
+        # by a marker content, and keep what follows it.
+        standin = {**last_assistant, "content": MARKER}
+        full = self._render([STANDIN_SYSTEM, standin, *appended], True)
+        prefix = self._render([STANDIN_SYSTEM, standin], False)
+        at_p, at_f = prefix.rfind(MARKER), full.find(MARKER)
+        close = prefix[at_p + len(MARKER) :] if at_p >= 0 else ""
+        end = at_f + len(MARKER) + len(close)
+        if at_p < 0 or at_f < 0 or full[at_f + len(MARKER) : end] != close:
+            raise BadMessages("the chat template renders the appended messages in a way this server cannot join")
+        return self.encode(_not_generated(close, tail) + full[end:])
 
     def check(self, base: tuple[int, ...], new_ids: list[int]) -> None:
         n = min(len(base), len(new_ids))
@@ -197,7 +210,11 @@ def _closing(block: str, tail: str, content: str) -> str:
     if tail and block.startswith(tail):
         return block[len(tail) :]
     at = block.rfind(content) if content else -1
-    close = block[at + len(content) :] if at >= 0 else ""
+    return _not_generated(block[at + len(content) :] if at >= 0 else "", tail)
+
+
+def _not_generated(close: str, tail: str) -> str:
+    """The part of the turn's closing text that the completion (``tail``) does not already end with."""
     for k in range(len(close), 0, -1):
         if tail.endswith(close[:k]):
             return close[k:]

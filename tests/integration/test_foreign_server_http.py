@@ -6,6 +6,7 @@ these tests drive it directly with httpx against a fake SGLang, both in the test
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.tokenizer import load_tokenizer
+from harness.tokenizer import DEFAULT_TOKENIZER_DIR, SHIPPED, load_tokenizer
 from tests.foreign_server.testing import deployment, free_port
 from tests.foreign_server.tokens import STANDIN_SYSTEM
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = {"role": "system", "content": "Be brief."}
-CLI = [sys.executable, "-m", "tests.foreign_server", "--tokenizer", str(ROOT / "harness" / "tokenizer" / "data")]
+CLI = [sys.executable, "-m", "tests.foreign_server", "--tokenizer", str(DEFAULT_TOKENIZER_DIR)]
 
 
 def user(i: int) -> dict[str, Any]:
@@ -293,3 +294,38 @@ def test_cli_process_logs_text_lines_with_the_logging_prefix(tmp_path: Path) -> 
     assert re.search(r"WARNING foreign\.sessions pid=\d+ proxy_transport_error: .*url=http://127\.0\.0\.1:9/", text)
     for bucket in ("proxy_elapsed_ms", "tokenize_out_ms", "total_ms", "prompt_tokens", "completion_tokens"):
         assert f" {bucket}=" in done.group(0) or bucket in text
+
+
+@pytest.mark.parametrize("family", SHIPPED)
+async def test_every_shipped_template_family_extends_the_tokens_at_the_boundary(family: str) -> None:
+    """Reasoning, grouped tools, header tokens, trailing whitespace: suffix-only joins them all."""
+    tok = load_tokenizer(family)
+    async with deployment(tokenizer=family) as d, httpx.AsyncClient() as http:
+        c = Client(http, d.urls[0])
+        sid = await c.create()
+        msgs: list[dict[str, Any]] = [SYSTEM, user(0)]
+        for i in range(4):
+            fault = {"x-fake-fault": "tool_calls"} if i == 1 else {}
+            r = await c.chat(sid, msgs, headers=fault)
+            assert r.status_code == 200, (family, i, r.text[:300])
+            a = assistant(r)
+            msgs = [*msgs, a]
+            calls = a.get("tool_calls") or []
+            msgs += [
+                {"role": "tool", "tool_call_id": tc.get("id", ""), "content": f"result {j}"}
+                for j, tc in enumerate(calls)
+            ]
+            msgs.append(user(i + 1))
+        st = await c.state(sid)
+    recs = st["records"]
+    assert len(recs) == 4 and any(r["response"]["choices"][0]["message"].get("tool_calls") for r in recs)
+    for prev, rec in itertools.pairwise(recs):
+        before = prev["request"]["input_ids"] + [
+            p[1] for p in prev["response"]["choices"][0]["meta_info"]["output_token_logprobs"]
+        ]
+        prompt = rec["request"]["input_ids"]
+        assert prompt[: len(before)] == before  # the model's own tokens, then only the appended turn
+        last_user = rec["request"]["messages"][-1]["content"]
+        rendered = tok.apply_chat_template(rec["request"]["messages"], tokenize=False, add_generation_prompt=True)
+        tail = rendered[rendered.rindex(last_user) :]
+        assert tok.decode(prompt, skip_special_tokens=False).endswith(tail)  # the template's own words for it
