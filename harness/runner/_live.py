@@ -60,12 +60,15 @@ class RunResult:
     slo: str = "none"  # the report's SLO verdict: none | pass | fail
     source: str = ""  # the scenario file
     target_args: list[str] = field(default_factory=list)  # CLI target flags this run was given (--server-cmd ...)
+    target_kind: str = "reference"
 
     @property
     def replay(self) -> str:
         """The command that runs this exact run again (same file, seed, variant and target flags)."""
         if self.target_args:  # the user's server: no variant to switch, the same command or urls
             return f"harness run {self.source} --seed {self.seed} {shlex.join(self.target_args)}"
+        if self.target_kind != "reference":  # the file names the user's server; its variant is not ours to set
+            return f"harness run {self.source} --seed {self.seed}"
         return f"harness run {self.source} --seed {self.seed} --variant {self.variant}"
 
 
@@ -104,6 +107,7 @@ def run_scenario(
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source, target_args=list(target_args or []))
+    res.target_kind = sc.target.kind
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
     # a stale log or verdict from an earlier run must not mix into this one; only a harness run folder is replaced
     prepare_run_dir(Path(out_dir), run_name or sc.name)

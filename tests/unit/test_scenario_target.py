@@ -79,3 +79,19 @@ def test_placeholders_fill_known_names_only() -> None:
     assert fill_placeholders("--port={port} {index}", values) == "--port=PORT INDEX"
     assert fill_placeholders('{"a": {port}}', values) == '{"a": PORT}'
     assert fill_placeholders("{not_ours} {}", values) == "{not_ours} {}"
+
+
+def test_shipped_example_is_a_command_target() -> None:
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "examples" / "your_server.toml")
+    assert sc.target.kind == "command" and "{port}" in sc.target.cmd and sc.chaos.kill_restart
+
+
+def test_replay_line_reproduces_the_target_not_its_ports() -> None:
+    from harness.runner import RunResult
+
+    ours = RunResult("s", "lock_restore", 3, Path("o/s"), source="s.toml")
+    assert ours.replay == "harness run s.toml --seed 3 --variant lock_restore"
+    theirs = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_kind="command")
+    assert theirs.replay == "harness run s.toml --seed 3"
+    cli = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_args=["--server-cmd", "srv --port {port}"])
+    assert cli.replay == "harness run s.toml --seed 3 --server-cmd 'srv --port {port}'"
