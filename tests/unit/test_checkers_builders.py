@@ -73,6 +73,7 @@ class SessionModel:
                         "message": {"role": "assistant", "content": f"answer {turn}.{attempt}"},
                         "finish_reason": finish,
                         "meta_info": {
+                            "id": req,  # the backend's rid, as the fake answers (joins the execution log)
                             "completion_tokens": len(out),
                             "output_token_logprobs": [[-0.5, t] for t in out],
                         },
