@@ -52,6 +52,7 @@ __all__ = [
     "LogConfig",
     "LogConfigError",
     "LogStats",
+    "fill_worker_ports",
     "lines_of_run",
     "parse_line",
     "parse_lines",
@@ -504,18 +505,43 @@ def parse_lines(
     return out, st
 
 
-def _dedup_sorted(found: list[tuple[dict[str, Any], str]], stats: LogStats) -> list[tuple[dict[str, Any], str]]:
-    seen: set[str] = set()
+def _dedup_sorted(
+    per_file: list[list[tuple[dict[str, Any], str]]], stats: LogStats
+) -> list[tuple[dict[str, Any], str]]:
+    """Merge files on ``ts``; a line that another file already holds (a merged file beside the
+    per-process ones) counts once. Within one file identical lines are distinct events: with a
+    millisecond time, two equal warnings in one millisecond are two warnings."""
+    kept: Counter[str] = Counter()  # the most times any file so far held each line
     unique: list[tuple[dict[str, Any], str]] = []
-    for ev, where in found:
-        key = json.dumps(ev, sort_keys=True, default=str)
-        if key in seen:
-            stats.skip("duplicate", where)
-            continue
-        seen.add(key)
-        unique.append((ev, where))
+    for events in per_file:
+        here: Counter[str] = Counter()
+        for ev, where in events:
+            key = json.dumps(ev, sort_keys=True, default=str)
+            here[key] += 1
+            if here[key] <= kept[key]:
+                stats.skip("duplicate", where)
+                continue
+            unique.append((ev, where))
+        for key, n in here.items():
+            kept[key] = max(kept[key], n)
     unique.sort(key=lambda e: float(e[0]["ts"]))  # stable: equal ts keep file order
     return unique
+
+
+def fill_worker_ports(events: Iterable[dict[str, Any]]) -> None:
+    """A line without ``worker_port`` gets its process's port, when its ``pid`` names exactly one.
+
+    Servers often say the port in ``chat_start`` only; without this, one process's lines would
+    look like two processes to every per-process rule (in-flight counts, incident joins).
+    """
+    evs = list(events)
+    ports: dict[Any, set[Any]] = {}
+    for ev in evs:
+        if ev.get("pid") is not None and isinstance(ev.get("worker_port"), int):
+            ports.setdefault(ev["pid"], set()).add(ev["worker_port"])
+    for ev in evs:
+        if ev.get("worker_port") is None and len(ports.get(ev.get("pid"), ())) == 1:
+            ev["worker_port"] = next(iter(ports[ev["pid"]]))
 
 
 def read_events(
@@ -523,7 +549,7 @@ def read_events(
 ) -> tuple[list[tuple[dict[str, Any], str]], LogStats]:
     """Like :func:`read_server_logs`, keeping where each event came from (``file:line``)."""
     stats = LogStats()
-    found: list[tuple[dict[str, Any], str]] = []
+    found: list[list[tuple[dict[str, Any], str]]] = []
     for p in paths:
         path = Path(p)
         with path.open("rb") as fh:
@@ -534,8 +560,9 @@ def read_events(
         if lines and lines[-1] == "":
             lines.pop()
         events, _ = parse_lines(lines, path.name, config, stats)
-        found.extend(events)
+        found.append(events)
     unique = _dedup_sorted(found, stats)
+    fill_worker_ports(ev for ev, _ in unique)
     stats.used = len(unique)
     return unique, stats
 

@@ -114,6 +114,10 @@ class LogConsistency:
                 starts[str(rid)].append(ln)
             elif ln.get("event") == "chat_done":
                 dones[str(rid)].append(ln)
+        for rid, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
+            caller = next((x.get("caller_request_id") for x in starts.get(rid, []) if x.get("caller_request_id")), None)
+            if caller is not None:
+                lst[:] = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
         for rid in sorted(set(starts) | set(dones)):
             s, d = starts.get(rid, []), dones.get(rid, [])
             sample = (d or s)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from test_checkers_builders import RunBuilder, clean_run
@@ -9,7 +10,7 @@ from test_checkers_builders import RunBuilder, clean_run
 from harness.checkers import CHECKERS, Verdict
 from harness.report.buckets import extract
 from harness.rundata import RunData
-from harness.serverlog import LogConfig, parse_lines
+from harness.serverlog import LogConfig, parse_lines, read_server_logs
 from reference_impl.logs import TextLineSink
 
 
@@ -118,3 +119,30 @@ def test_report_server_buckets_from_text_logs() -> None:
     for bucket in ("lock_wait_ms", "proxy_elapsed_ms", "total_ms"):
         assert after.values(bucket) == before.values(bucket) and all(v is not None for v in after.values(bucket))
     assert [r.process for r in after.server] == [r.process for r in before.server]
+
+
+def test_a_server_that_names_its_port_only_at_chat_start_is_one_process(tmp_path: Path) -> None:
+    """The foreign server's habit: ``worker_port`` in ``chat_start``, not in ``chat_done``."""
+    run = clean_run().build()
+    stripped = [
+        {k: v for k, v in ln.items() if not (k == "worker_port" and ln["event"] != "chat_start")}
+        for ln in run.server_logs
+    ]
+    log = tmp_path / "server.log"
+    log.write_text("\n".join(as_text(stripped)) + "\n")
+    run.server_logs, stats = read_server_logs([log])
+    assert not stats.skipped
+    v = run_one(run, "log_consistency")
+    assert v.status == "valid", v
+
+
+def test_a_caller_request_id_said_only_at_chat_start_still_joins_the_history() -> None:
+    run = clean_run().build()
+    for ln in run.server_logs:
+        if ln["event"] == "chat_done":
+            del ln["caller_request_id"]
+    for op in run.history:  # and the server sends no x-req-id header either
+        (op.get("headers") or {}).pop("x-req-id", None)
+    v = run_one(run, "log_consistency")
+    assert v.status == "valid", v
+    assert "13 joined to the history" in v.notes
