@@ -109,6 +109,7 @@ class TargetSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
     cwd: str | None = None  # command target: working directory of the server processes
     health_path: str = "/health"  # polled until 200 before the workload starts
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
     @property
     def process_control(self) -> bool:
@@ -187,6 +188,7 @@ class WorkloadSpec:
     first_turn_retry_probability: float = 0.0  # per session: redo turn 0 with another user message
     delete_at_end: bool = True
     script: tuple[ScriptStep, ...] = ()  # scripted sessions replace the generated ones
+    fuzz: int = 0  # bad client requests derived from the chat request schema (harness/fuzz.py)
 
 
 @dataclass(frozen=True)
@@ -757,6 +759,7 @@ def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> Workl
         first_turn_retry_probability=t.prob("first_turn_retry_probability"),
         delete_at_end=t.bool_("delete_at_end", True),
         script=script,
+        fuzz=t.int_("fuzz", 0, 0, 10_000),
     )
     if script:  # the script is the workload: one agent per scripted session, all free to run at once
         spec = dataclasses.replace(spec, sessions=n_script, concurrency=max(spec.concurrency, n_script))
