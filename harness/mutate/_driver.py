@@ -446,6 +446,8 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             if progress is not None:
                 progress(r)
 
+        # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
+        random.Random(cfg.seed).shuffle(jobs)
         deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
         _run_jobs(ctx, cfg.root, jobs, cfg.jobs, deadline, judged)
         run = MutationRun(
