@@ -67,6 +67,7 @@ class MutationConfig:
     budget_s: float | None = None
     timeout_s: float | None = None  # per mutant; None = 3 x the baseline's total + 30 s
     ids: Sequence[str] | None = None  # run only these mutant ids
+    functions: Sequence[str] | None = None  # only mutants inside these functions ("Session.apply", "parse_answer")
     live: bool = False
     live_timeout_s: float = 900.0
     equivalent_file: Path = DEFAULT_EQUIVALENT_FILE
@@ -369,6 +370,9 @@ def select_mutants(cfg: MutationConfig) -> tuple[list[Mutant], int, int, int]:
     gives N mutants, not N positions some of which do not compile.
     """
     positions, skipped = enumerate_positions(cfg.root, cfg.modules)
+    if cfg.functions is not None:
+        wanted_fns = set(cfg.functions)
+        positions = [p for p in positions if p.function in wanted_fns]
     rejected: list[Position] = []
     if cfg.sample is not None and cfg.ids is None and cfg.sample < len(positions):
         rng = random.Random(cfg.seed)

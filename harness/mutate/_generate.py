@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -181,10 +182,12 @@ def _diff(original: str, mutated: str, module: str) -> str:
 
 
 def _compiles(source: str, name: str) -> bool:
-    try:
-        compile(source, name, "exec", dont_inherit=True)
-    except SyntaxError:
-        return False
+    with warnings.catch_warnings():  # `x is "literal"` warns; under -W error the warning would reject the mutant
+        warnings.simplefilter("ignore")
+        try:
+            compile(source, name, "exec", dont_inherit=True)
+        except SyntaxError:
+            return False
     return True
 
 

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, help="stop starting mutants after S seconds (the rest: not_run)")
     p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 3 x the baseline's seconds + 30)")
     p.add_argument("--ids", type=_csv, help="run only these mutant ids")
+    p.add_argument("--functions", type=_csv, help="only mutants inside these functions (e.g. Session.apply)")
     p.add_argument("--live", action="store_true", help="stage 2: the live default suite for every sim survivor")
     p.add_argument("--equivalent", type=Path, default=DEFAULT_EQUIVALENT_FILE, help="the equivalent-mutant list")
     p.add_argument("--out", type=Path, default=Path("reports/mutation"), help="output folder")
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
             budget_s=args.budget_s,
             timeout_s=args.timeout_s,
             ids=args.ids,
+            functions=args.functions,
             live=args.live,
             equivalent_file=args.equivalent,
         )

@@ -9,21 +9,26 @@ is never run, and a child that outlives its timeout is killed and reported as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.mutate import (
     EquivalentError,
+    Mutant,
+    MutantResult,
     MutationConfig,
     enumerate_positions,
+    library_cases,
     load_equivalents,
     materialize,
     run_mutation,
     write_report,
 )
-from harness.mutate._driver import ROOT
+from harness.mutate._driver import ROOT, _context, _Job, _judge_sim, _run_jobs, _stop_forkserver
 
 MODULE = "reference_impl/sessions.py"
 CHEAP = ["abort_retries_exhausted"]
@@ -85,21 +90,16 @@ def test_the_shipped_equivalent_list_loads() -> None:
         assert len(eq.reason) > 20, "say why no client could observe it"
 
 
-def _sessions_mutants() -> dict[str, str]:
-    """id -> a handle naming the mutant, for two mutants picked by what they change (not by line)."""
-    ms = materialize(ROOT, enumerate_positions(ROOT, [MODULE])[0])
-    wanted = {
-        # the checkpoint count after a commit: every later turn's state is wrong
-        "killable": lambda m: m.after == "self.num_assistant = base_assistant - 1",
-        # a metadata field no checker reads within the 1 s a tiny timeout allows
-        "slow": lambda m: m.operator == "core/NumberReplacer" and "created_ts: float = 0.0" in m.before,
-    }
-    out: dict[str, str] = {}
-    for handle, pred in wanted.items():
-        found = [m.id for m in ms if pred(m)]
-        assert found, f"no {handle} mutant in {MODULE}: the module changed, pick another"
-        out[handle] = found[0]
-    return out
+FUNCTION = "Session.apply"  # commits a checkpoint: every later turn's state depends on it
+
+
+def _apply_mutants() -> dict[str, Mutant]:
+    """Two mutants of Session.apply picked by what they change (not by line or occurrence)."""
+    ms = materialize(ROOT, [p for p in enumerate_positions(ROOT, [MODULE])[0] if p.function == FUNCTION])
+    killable = [m for m in ms if m.after == "self.num_assistant = base_assistant - 1"]
+    other = [m for m in ms if m.operator == "core/NumberReplacer"]
+    assert killable and other, f"{MODULE} {FUNCTION} changed: pick other mutants for this test"
+    return {"killable": killable[0], "other": other[0]}
 
 
 def _digest(root: Path) -> str:
@@ -109,45 +109,59 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_driver_kills_isolates_and_skips_equivalents(tmp_path: Path) -> None:
-    ids = _sessions_mutants()
+    ms = _apply_mutants()
     eq = tmp_path / "equivalent.toml"
-    eq.write_text(f'[[mutant]]\nmodule = "{MODULE}"\nid = "{ids["slow"]}"\nreason = "listed by this test"\n')
+    eq.write_text(f'[[mutant]]\nmodule = "{MODULE}"\nid = "{ms["other"].id}"\nreason = "listed by this test"\n')
     before = _digest(ROOT)
-    run = run_mutation(
-        MutationConfig(modules=[MODULE], ids=list(ids.values()), seeds=[0], scenarios=CHEAP, jobs=1, equivalent_file=eq)
+    cfg = MutationConfig(
+        modules=[MODULE],
+        functions=[FUNCTION],
+        ids=[m.id for m in ms.values()],
+        seeds=[0],
+        scenarios=CHEAP,
+        equivalent_file=eq,
     )
+    run = run_mutation(cfg)
     assert _digest(ROOT) == before, "the repository's reference_impl/ was modified"
     by_id = {r.mutant.id: r for r in run.results}
-    killed = by_id[ids["killable"]]
+    killed = by_id[ms["killable"].id]
     assert killed.status == "killed", killed.to_dict()
     assert killed.killed_by is not None and killed.killed_by["scenario"] == CHEAP[0]
     assert killed.killed_by["checkers"], killed.killed_by
     assert killed.seconds_to_kill is not None and killed.cases_run == 1
-    skipped = by_id[ids["slow"]]
+    skipped = by_id[ms["other"].id]
     assert skipped.status == "equivalent" and skipped.cases_run == 0 and skipped.reason == "listed by this test"
     assert run.score == 1.0
     s = write_report(run, tmp_path / "out", ROOT)
     assert s["counts"] == {"killed": 1, "equivalent": 1}
-    assert (tmp_path / "out" / "mutants" / f"{ids['killable']}.diff").read_text().startswith("--- a/")
+    assert (tmp_path / "out" / "mutants" / f"{ms['killable'].id}.diff").read_text().startswith("--- a/")
     assert "Score: 100.0%" in (tmp_path / "out" / "summary.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
-def test_driver_times_out_a_child(tmp_path: Path) -> None:
-    ids = _sessions_mutants()
-    run = run_mutation(
-        MutationConfig(
-            modules=[MODULE],
-            ids=[ids["slow"]],
-            seeds=[0, 1, 2, 3, 4, 5],
-            scenarios=CHEAP,
-            timeout_s=0.5,
-            equivalent_file=tmp_path / "none.toml",
-        )
-    )
-    (r,) = run.results
-    assert r.status == "timeout", r.to_dict()
-    assert r.wall_s >= 0.5 and r.reason is not None
-    assert run.score == 0.0
+def test_a_child_past_its_timeout_is_killed_and_reported(tmp_path: Path) -> None:
+    base = _apply_mutants()["killable"]
+    # a hand-made "mutant" that never finishes importing: the timeout path, deterministically
+    hang = dataclasses.replace(base, id="hang", source=base.source + "\nwhile True:\n    pass\n")
+    job = _Job("hang", hang, tmp_path / "hang", library_cases(ROOT, CHEAP, [0]), True, timeout_s=2.0)
+    seen: list[tuple[bool, float]] = []
+    result = MutantResult(hang, "not_run")
+
+    def done(j: _Job, events: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+        seen.append((timed_out, elapsed))
+        _judge_sim(result, events, timed_out)
+
+    try:
+        left = _run_jobs(_context(), ROOT, [job], 1, None, done)
+    finally:
+        _stop_forkserver()
+    assert left == [] and len(seen) == 1
+    timed_out, elapsed = seen[0]
+    assert timed_out and elapsed >= 2.0
+    assert not job.proc.is_alive()
+    assert result.status == "timeout" and result.reason == "before the first case", result.to_dict()
+    assert not (tmp_path / "hang").exists(), "the mutant's temp tree was left behind"
