@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from harness.mutate import PROTOCOL_MODULES, MutationConfig, run_mutation, write_report
-from harness.mutate._driver import ROOT
+from harness.mutate._driver import ROOT, exit_on_sigterm
 
 MARKER = "<!-- triage -->"
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation")
     p.add_argument("--markdown", type=Path, help="rewrite the figures part of this results file")
     args = p.parse_args(argv)
+    exit_on_sigterm()
     cfg = MutationConfig(
         modules=[m for m in args.modules.split(",") if m],
         sample=args.sample,

@@ -221,11 +221,31 @@ def _run_jobs(
     """Run jobs ``parallel`` at a time; returns the jobs never started (the budget ran out)."""
     pending = list(jobs)
     running: list[_Job] = []
+    try:
+        _loop(ctx, root, pending, running, parallel, deadline, on_done)
+    finally:  # an interrupt (Ctrl-C, a test timeout) must not leave a child running or a tree behind
+        for job in running:
+            if job.proc.is_alive():
+                job.proc.kill()
+            job.proc.join()
+            shutil.rmtree(job.work, ignore_errors=True)
+    return pending
+
+
+def _loop(
+    ctx: Any,
+    root: Path,
+    pending: list[_Job],
+    running: list[_Job],
+    parallel: int,
+    deadline: float | None,
+    on_done: Callable[[_Job, list[dict[str, Any]], bool, float], None],
+) -> None:
     while pending or running:
         now = time.monotonic()  # seam-ok: tooling
-        if deadline is not None and now >= deadline and pending:
-            break
-        while pending and len(running) < max(1, parallel):
+        if deadline is not None and now >= deadline and pending and not running:
+            return
+        while pending and len(running) < max(1, parallel) and (deadline is None or now < deadline):
             job = pending.pop(0)
             _start(ctx, root, job)
             running.append(job)
@@ -240,11 +260,9 @@ def _run_jobs(
                 timed_out = True
             job.proc.join()
             running.remove(job)
-            on_done(job, _read_events(job), timed_out, elapsed)
+            events = _read_events(job)
             shutil.rmtree(job.work, ignore_errors=True)
-    if pending and running:  # pragma: no cover - loop only breaks with nothing running
-        raise AssertionError("jobs still running")
-    return pending
+            on_done(job, events, timed_out, elapsed)
 
 
 # -- stage 1 judgement ----------------------------------------------------------------------
@@ -394,6 +412,18 @@ def select_mutants(cfg: MutationConfig) -> tuple[list[Mutant], int, int, int]:
         if missing:
             raise ValueError(f"no mutant with id(s) {sorted(missing)} in {', '.join(cfg.modules)}")
     return mutants, len(positions), skipped, len(rejected)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so the ``finally`` blocks kill the children and remove the temp trees.
+
+    (A background job started from a non-interactive shell ignores SIGINT, so TERM is how one is stopped.)
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None] | None = None) -> MutationRun:

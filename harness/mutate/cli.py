@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.mutate._driver import MutantResult, MutationConfig, run_mutation, select_mutants
+from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
 from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
 from harness.mutate._generate import PROTOCOL_MODULES
 from harness.mutate._report import write_report
@@ -57,6 +57,7 @@ def _line(r: MutantResult) -> str:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    exit_on_sigterm()
     try:
         cfg = MutationConfig(
             modules=args.modules,
