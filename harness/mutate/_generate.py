@@ -199,9 +199,11 @@ def _base_id(module: str, operator: str, function: str, before: str, after: str)
 def materialize(root: Path, positions: Iterable[Position], rejected: list[Position] | None = None) -> list[Mutant]:
     """Mutated source, snippet, diff and stable id of each position (cosmic-ray's ``mutate_code``).
 
-    A position whose mutation is a no-op (cosmic-ray returns the same code) or
-    does not compile (cosmic-ray's binary-operator replacement also rewrites
-    the ``**`` of ``{**mapping}`` unpacking, giving ``{%mapping}``) is not a
+    A position whose mutation is a no-op (cosmic-ray returns the same code),
+    raises inside cosmic-ray (its walk continues into the node it just
+    replaced and some operators then fail on it), or does not compile
+    (cosmic-ray's binary-operator replacement also rewrites the ``**`` of
+    ``{**mapping}`` unpacking, giving ``{%mapping}``) is not a
     mutant: it is dropped, and appended to ``rejected`` when given. Counting a
     syntax error as "killed by a crash" would inflate the score. Ids that
     repeat in one module get ``-2``, ``-3``... in source order.
@@ -216,7 +218,10 @@ def materialize(root: Path, positions: Iterable[Position], rejected: list[Positi
         original = sources.get(p.module)
         if original is None:
             original = sources[p.module] = (root / p.module).read_text(encoding="utf-8")
-        mutated = mutate_code(original, plugins.get_operator(p.operator)(), p.occurrence)
+        try:
+            mutated = mutate_code(original, plugins.get_operator(p.operator)(), p.occurrence)
+        except Exception:  # cosmic-ray's walk trips over some of its own rewrites (AttributeError): no mutant
+            mutated = None
         if mutated is None or mutated == original or not _compiles(mutated, p.module):
             if rejected is not None:
                 rejected.append(p)
