@@ -109,7 +109,6 @@ class TargetSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
     cwd: str | None = None  # command target: working directory of the server processes
     health_path: str = "/health"  # polled until 200 before the workload starts
-    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
     @property
     def process_control(self) -> bool:
