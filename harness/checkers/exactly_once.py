@@ -16,6 +16,13 @@ agents sent:
 A turn legitimately runs more than once only through distinct client attempts
 (abort retries, timeout retries, duplicates), each with its own request id.
 Without an execution log (external backend) the verdict is unknown.
+
+A log that is not continuous over the run (the backend restarted, or its log
+was cleared by ``POST /admin/reset``: harness/checkers/continuity.py) proves
+what it holds, not what it lacks: executions it shows still count (twice,
+unknown, wrong routing key), but an acknowledged chat missing from it may have
+run before the loss, so those are not violations and the verdict is unknown
+with the reason (at most invalid on what the log does show).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import Op, pair_ops
 from harness.rundata import RunData
 
@@ -31,8 +39,9 @@ class ExactlyOnce:
     name = "exactly_once"
 
     def check(self, run: RunData) -> Verdict:
+        gap = execution_log_gap(run)
         if not run.backend_executions:
-            return verdict(self.name, [], unknown=["no backend execution log (external backend?)"])
+            return verdict(self.name, [], unknown=[gap or "no backend execution log (external backend?)"])
         ops = pair_ops(run.history)
         chats: dict[str, Op] = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
         violations: list[Violation] = []
@@ -78,8 +87,12 @@ class ExactlyOnce:
                         "executed_twice",
                     )
                 )
+        missing = 0
         for rid, o in chats.items():
             if o.acknowledged and executed[rid] == 0:
+                missing += 1
+                if gap is not None:
+                    continue
                 violations.append(
                     Violation(
                         "chat acknowledged (200) but never executed by the backend",
@@ -88,4 +101,8 @@ class ExactlyOnce:
                         "ack_without_execution",
                     )
                 )
-        return verdict(self.name, violations, notes=f"{n} backend executions, {len(chats)} chat requests")
+        notes = f"{n} backend executions, {len(chats)} chat requests"
+        if gap is None:
+            return verdict(self.name, violations, notes=notes)
+        why = f"{gap}; {missing} acknowledged chat(s) absent from it not judged, a double execution across it unseen"
+        return verdict(self.name, violations, unknown=[why], notes=notes)

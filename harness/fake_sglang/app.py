@@ -139,8 +139,13 @@ def _text_of(content: Any, i: int) -> str | None:
 class FakeSGLang:
     """The ASGI app. Construct through :func:`create_app`."""
 
-    def __init__(self, *, seed: int, plan: FaultPlan, model: TokenModel, clock: Clock) -> None:
+    def __init__(self, *, seed: int, plan: FaultPlan, model: TokenModel, clock: Clock, boot_id: str = "0") -> None:
         self.seed = seed
+        # Continuity of the execution log (issue 13): ``boot_id`` names this process (the CLI gives each
+        # process its own), ``resets`` counts ``POST /admin/reset``. A run that reads both at its start and
+        # its end knows whether the log it collects covers the whole run; both are deterministic in-process.
+        self.boot_id = boot_id
+        self.resets = 0
         self.plan = plan
         self.model = model
         self.clock = clock
@@ -219,7 +224,14 @@ class FakeSGLang:
         await _send_safe(
             send,
             200,
-            {"counters": self.counters, "executions": self.executions, "seed": self.seed, "plan": self.plan.source},
+            {
+                "counters": self.counters,
+                "executions": self.executions,
+                "seed": self.seed,
+                "plan": self.plan.source,
+                "boot_id": self.boot_id,
+                "resets": self.resets,
+            },
         )
 
     async def _model_info(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -249,6 +261,7 @@ class FakeSGLang:
     async def _admin_reset(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._read(scope, receive)
         self.reset_state()
+        self.resets += 1
         await respond.send_json(send, 200, {"ok": True})
 
     async def _abort(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -853,15 +866,20 @@ def create_app(
     plan: FaultPlan | None = None,
     tokenizer: Any = None,
     clock: Clock | None = None,
+    boot_id: str = "0",
 ) -> FakeSGLang:
     """Build the fake SGLang ASGI app.
 
     ``tokenizer`` is a loaded HF tokenizer, a path to a tokenizer directory, or
     None for the shipped one. ``clock`` stamps ``created`` and measures elapsed
-    time for aborts (default: the event loop's clock).
+    time for aborts (default: the event loop's clock). ``boot_id`` is reported in
+    ``/stats`` so that a run can tell a restarted backend (another id) from the
+    one it started with; the CLI gives every process its own.
     """
     tok = load_tokenizer(tokenizer) if tokenizer is None or isinstance(tokenizer, str | os.PathLike) else tokenizer
-    return FakeSGLang(seed=seed, plan=plan or FaultPlan(), model=_token_model(tok), clock=clock or LoopClock())
+    return FakeSGLang(
+        seed=seed, plan=plan or FaultPlan(), model=_token_model(tok), clock=clock or LoopClock(), boot_id=boot_id
+    )
 
 
 _MODELS: dict[int, TokenModel] = {}

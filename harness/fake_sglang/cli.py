@@ -9,6 +9,7 @@ with a message naming the file and the key, before any port is opened.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness.tokenizer import TokenizerError, load_tokenizer
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = load_plan(args.plan) if args.plan else FaultPlan()
         tok = load_tokenizer(args.tokenizer)
-        app = create_app(seed=args.seed, plan=plan, tokenizer=tok)
+        # a restarted process must not look like the one a run started with: its own boot id (not protocol state)
+        boot_id = f"{os.getpid():x}-{os.urandom(4).hex()}"
+        app = create_app(seed=args.seed, plan=plan, tokenizer=tok, boot_id=boot_id)
     except (PlanError, TokenizerError) as exc:
         print(f"harness fake-sglang: {exc}", file=sys.stderr)
         return 2

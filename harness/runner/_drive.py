@@ -70,6 +70,7 @@ async def drive(
     clients: dict[str, HttpClient] = {}
     notes: list[str] = []
     try:
+        await backend_probe(history, control, backend_url)  # where the backend's execution log starts
 
         async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
             try:
@@ -145,6 +146,41 @@ async def drive(
         await control.aclose()
 
 
+BACKEND_MARKS = ("boot_id", "resets")  # the fake's /stats fields that say whether its execution log is continuous
+
+
+async def backend_probe(
+    history: History, control: httpx.AsyncClient, backend_url: str | None
+) -> dict[str, list[dict[str, Any]]]:
+    """``GET {backend}/stats`` as a ``probe`` op (``value: "backend_stats"``), returning its executions.
+
+    Taken at the run's start and at its end: the completion's ``body`` keeps only what says
+    whether the execution log is the same one throughout (``boot_id``, ``resets``, and how many
+    executions it held), so ``exactly_once`` can tell a log lost to a restart or an
+    ``/admin/reset`` from executions that never happened. The executions themselves go to
+    ``backend_executions`` (the end's), not into the history.
+    """
+    if not backend_url:
+        return {}
+    op = history.invoke(process="runner", f="probe", server=backend_url, value="backend_stats")
+    try:
+        r = await control.get(f"{backend_url}/stats")
+        body = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        history.info(op, value="backend_stats", error=f"{type(exc).__name__}: {exc}")
+        return {}
+    if not isinstance(body, dict):
+        history.complete(op, "fail", value="backend_stats", status=r.status_code)
+        return {}
+    executions = body.get("executions") or {}
+    if not isinstance(executions, dict):
+        executions = {}
+    marks: dict[str, Any] = {k: body[k] for k in BACKEND_MARKS if k in body}
+    marks["executions"] = sum(len(v) for v in executions.values() if isinstance(v, list))
+    history.ok(op, value="backend_stats", status=200, body=marks)
+    return executions
+
+
 async def _collect(
     sc: Scenario, history: History, servers: list[str], backend_url: str | None, control: httpx.AsyncClient
 ) -> RunData:
@@ -185,14 +221,7 @@ async def _collect(
             history.info(op, value="stats", error=f"{type(exc).__name__}: {exc}")
             continue
         history.complete(op, "ok" if r.status_code == 200 else "fail", value="stats", status=r.status_code, body=body)
-    executions: dict[str, list[dict[str, Any]]] = {}
-    if backend_url:
-        try:
-            r = await control.get(f"{backend_url}/stats")
-            if r.status_code == 200:
-                executions = r.json().get("executions", {}) or {}
-        except (httpx.HTTPError, ValueError):
-            pass
+    executions = await backend_probe(history, control, backend_url)
     return RunData(
         scenario={**sc.to_plain(), "servers": servers, "backend_url": backend_url},
         history=history.events,
