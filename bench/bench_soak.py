@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,44 @@ def check_only(run_dir: Path, sample_s: float) -> None:
     print(f"history.jsonl {hist.stat().st_size / MB:.0f} MB")
 
 
+SID = re.compile(r"\b([0-9a-f]{32})\b")
+RQ = re.compile(r'"([0-9a-f]{8})"')
+
+
+def replicate(src: Path, dst: Path, k: int) -> None:
+    """A synthetic run folder: ``k`` copies of ``src`` with their session and request ids made distinct.
+
+    Memory figures only (copies overlap in time; verdicts on it are not meant to be read).
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("scenario.json", "harness_self.json", ".harness-run"):
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+
+    def ren(text: str, i: int) -> str:
+        text = SID.sub(lambda m: m.group(1)[:-2] + f"{i:02x}", text)
+        return RQ.sub(lambda m: '"' + m.group(1)[:-2] + f"{i:02x}" + '"', text)
+
+    lines = (src / "history.jsonl").read_text().splitlines()
+    with (dst / "history.jsonl").open("w") as fh:
+        index = 0
+        for i in range(k):
+            for line in lines:
+                ev = json.loads(ren(line, i))
+                ev["op"] = ev["op"] + i * 10_000_000
+                ev["index"] = index
+                index += 1
+                fh.write(json.dumps(ev, sort_keys=True) + "\n")
+    for name in ("final_states.json", "owners.json", "backend_executions.json"):
+        merged: dict[str, Any] = {}
+        text = (src / name).read_text()
+        for i in range(k):
+            merged.update(json.loads(ren(text, i)))
+        (dst / name).write_text(json.dumps(merged, sort_keys=True))
+    logs = (src / "server_logs.jsonl").read_text()
+    (dst / "server_logs.jsonl").write_text("".join(ren(logs, i) for i in range(k)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10_000)
@@ -218,7 +257,20 @@ def main() -> int:
     ap.add_argument("--sample-s", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=None, help="keep the run folder here (default: a temp dir)")
     ap.add_argument("--check-only", type=Path, default=None, metavar="RUN_DIR")
+    ap.add_argument(
+        "--replicate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --check-only: measure on K copies of RUN_DIR (distinct ids), a larger synthetic history",
+    )
     args = ap.parse_args()
+    if args.check_only is not None and args.replicate > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = Path(tmp) / f"{args.check_only.name}_x{args.replicate}"
+            replicate(args.check_only, big, args.replicate)
+            check_only(big, args.sample_s)
+        return 0
     if args.check_only is not None:
         check_only(args.check_only, args.sample_s)
         return 0
