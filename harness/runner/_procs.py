@@ -352,14 +352,14 @@ class ProcessGroup:
         Output (stdout + stderr) of process i goes to ``run_dir/server-logs/server-{i}.log``; ``{log_file}``
         names ``server-logs/server-{i}.file.log`` for servers that write their log to a file instead.
         """
-        from harness.tokenizer import DEFAULT_TOKENIZER_DIR
+        from harness.tokenizer import resolve_tokenizer
 
         log_dir = run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         out_dir = run_dir / "server-logs"
         out_dir.mkdir(parents=True, exist_ok=True)
         backend = cls._backend(log_dir, seed, plan_file, tokenizer)
-        tok = str(Path(tokenizer).resolve()) if tokenizer else str(DEFAULT_TOKENIZER_DIR)
+        tok = str(resolve_tokenizer(tokenizer).resolve())  # {tokenizer} is a folder: a user's server knows no names
         servers: list[ManagedProcess] = []
         files: list[Path] = []
         for i in range(processes):
