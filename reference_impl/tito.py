@@ -487,10 +487,13 @@ class Tito:
         self, stand_in: Message, marks: tuple[str, ...], head: list[Message], kwargs: Mapping[str, Any] | None
     ) -> str:
         """The template's end-of-turn token: the last special token after the markers when the turn is last."""
-        key = (len(head), json.dumps(stand_in, sort_keys=True), _freeze(kwargs or {}))
+        calls = tuple(isinstance(tc["function"]["arguments"], str) for tc in stand_in.get("tool_calls") or ())
+        key = (len(head), marks[0] == _CONTENT_MARK, "reasoning_content" in stand_in, calls, _freeze(kwargs or {}))
         cached = self._closers.get(key)
         if cached is not None:
             return cached
+        if len(self._closers) >= 256:  # shapes are few; per-request template kwargs must not grow it forever
+            self._closers.clear()
         text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
         tail = text[self._after_marks(text, len(self.render(head, generation_prompt=False, kwargs=kwargs)), marks) :]
         best: tuple[int, int, str] | None = None

@@ -201,3 +201,14 @@ async def test_retokenize_history_variant_stores_the_rerendered_conversation() -
         ]
         stored = st["metadata"]["token_ids"]
         assert stored[: len(seen)] == seen and r.server.tito.decode(stored[len(seen) :]) == "\n\n"
+
+
+def test_the_closing_cache_is_keyed_by_shape_not_by_call_ids() -> None:
+    """A long-running server sees a new tool-call id every turn: the cache must not grow with them."""
+    tito = Tito(load_with_template())
+    stop = _id(tito, "<|im_end|>")
+    for i in range(50):
+        call = {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": f"call-{i}"}]}
+        tito.suffix(call, [{"role": "tool", "tool_call_id": f"call-{i}", "content": "r"}], stop)
+    tito.suffix(ANSWER, HI, stop)
+    assert len(tito._closers) == 2
