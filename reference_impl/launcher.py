@@ -49,11 +49,27 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     )
     p.add_argument("--variant", action="append", default=[], metavar="NAME", help="enable a variant (repeatable)")
     p.add_argument("--processes", type=int, default=1, help="number of independent server processes")
-    p.add_argument("--log-file", default=None, help="append JSON log lines here (default: stderr)")
+    p.add_argument("--log-file", default=None, help="append log lines here (default: stderr)")
+    p.add_argument(
+        "--log-format",
+        default="json",
+        choices=("json", "text"),
+        help="json: one object per line; text: Python-logging prefix + key=value, as production servers print",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between heartbeat lines")
     p.add_argument("--no-tokenize-thread", action="store_true", help="tokenize on the event loop, not in a thread")
     p.add_argument("--max-trim-tokens", type=int, default=2, help="prefix-invariant tolerance in tokens")
     p.add_argument("--backend-timeout", type=float, default=600.0, help="seconds before a backend call fails")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 4 MiB)")
+    p.add_argument("--max-json-depth", type=int, default=None, help="JSON nesting limit (default 64)")
+    p.add_argument(
+        "--passthrough-path",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="backend path reachable through /sessions/{id}/PATH (repeatable, replaces the default allowlist; "
+        "'/prefix/*' allows everything below /prefix/)",
+    )
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -70,7 +86,19 @@ def _config(args: argparse.Namespace, port: int) -> Any:
         heartbeat_interval=args.heartbeat_interval,
         tokenize_in_thread=not args.no_tokenize_thread,
         backend_timeout=args.backend_timeout,
+        **_limits(args),
     )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        out["max_body_bytes"] = args.max_body_bytes
+    if args.max_json_depth is not None:
+        out["max_json_depth"] = args.max_json_depth
+    if args.passthrough_path is not None:
+        out["passthrough_paths"] = tuple(args.passthrough_path)
+    return out
 
 
 async def _watch_parent(server: Any, parent_pid: int) -> None:
@@ -91,9 +119,9 @@ def run_one(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .logs import JsonLineSink
+    from .logs import make_sink
 
-    sink = JsonLineSink(path=args.log_file) if args.log_file else JsonLineSink(sys.stderr)
+    sink = make_sink(args.log_format, path=args.log_file, stream=None if args.log_file else sys.stderr)
     app = create_app(_config(args, args.port), log_sink=sink)
     config = uvicorn.Config(
         app,
