@@ -158,13 +158,33 @@ def normalize_messages(raw: Any, *, allow_empty: bool = False) -> list[Message]:
     return out
 
 
+# the render's own arguments, and apply_chat_template's: a request may not switch tokenization or rendering mode
+_RESERVED_KWARGS = frozenset(
+    {
+        "messages",
+        "add_generation_prompt",
+        "conversation",
+        "chat_template",
+        "continue_final_message",
+        "tokenize",
+        "return_dict",
+        "return_tensors",
+        "return_assistant_tokens_mask",
+        "padding",
+        "truncation",
+        "max_length",
+        "tokenizer_kwargs",
+    }
+)
+
+
 def template_kwargs(raw: Any) -> dict[str, Any]:
     """A request's ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}``), validated."""
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in raw):
         raise MessageError("'chat_template_kwargs' must be an object whose keys are identifiers")
-    reserved = sorted({"messages", "add_generation_prompt"} & raw.keys())
+    reserved = sorted(_RESERVED_KWARGS & raw.keys())
     if reserved:
         raise MessageError(f"'chat_template_kwargs' must not set {', '.join(reserved)}")
     return dict(raw)

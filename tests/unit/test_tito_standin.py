@@ -179,8 +179,9 @@ async def test_chat_template_kwargs_reach_the_template_and_bad_ones_are_400() ->
         assert resp.status_code == 200, resp.text
         sent = (await r.state(sid))["records"][0]["request"]["input_ids"]
         assert tito.decode(sent).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-        bad = await r.chat(sid, [user("q")], chat_template_kwargs={"add_generation_prompt": False})
-        assert bad.status_code == 400 and "chat_template_kwargs" in bad.json()["error"]["message"]
+        for kwargs in ({"add_generation_prompt": False}, {"tokenize": True}, {"1x": 1}, ["enable_thinking"]):
+            bad = await r.chat(sid, [user("q")], chat_template_kwargs=kwargs)
+            assert bad.status_code == 400 and "chat_template_kwargs" in bad.json()["error"]["message"], kwargs
         with pytest.raises(MessageError):
             tito.plan(SessionView(), "not a list")
 
