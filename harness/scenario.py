@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runfolder import check_safe_name
+from harness.serverlog import LogConfig, LogConfigError
 
 __all__ = [
     "COMMAND_PLACEHOLDERS",
@@ -113,6 +114,9 @@ class TargetSpec:
     def process_control(self) -> bool:
         """True when the runner starts the server processes itself (so it can kill and restart them)."""
         return self.kind in ("reference", "command")
+
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,7 @@ class ChecksSpec:
     enabled: tuple[str, ...] = ("all",)
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+    strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,12 @@ class Scenario:
     def with_variants(self, variants: Sequence[str]) -> Scenario:
         t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
         return dataclasses.replace(self, target=t)
+
+    def with_tokenizer(self, tokenizer: str | None) -> Scenario:
+        """The same scenario with the fake and every server on ``tokenizer`` (a name or folder; None keeps it)."""
+        if tokenizer is None:
+            return self
+        return dataclasses.replace(self, target=dataclasses.replace(self.target, tokenizer=tokenizer))
 
 
 # Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
@@ -453,7 +464,39 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _tokenizer_key(t: _Table) -> str | None:
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    value = t.str_("tokenizer", None)
+    if value is None:
+        return None
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+    try:
+        resolve_tokenizer(value)
+    except TokenizerError as exc:
+        raise t.err("tokenizer", str(exc).removeprefix("--tokenizer ")) from None
+    return str(value)
+
+
+def _parse_logs(t: _Table) -> LogConfig:
+    """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
+    try:
+        cfg = LogConfig.from_mapping(t.data)
+    except LogConfigError as exc:
+        fix = {
+            "format": 'use format = "auto" (JSON or key=value), "json" or "kv"',
+            "fields": 'map their field names to ours, e.g. fields = { request_id = "req_id", latency_ms = "total_ms" }',
+            "events": 'map their event names to ours, e.g. events = { request_finished = "chat_done" }',
+            "patterns": 'a regex per event, e.g. patterns = { state_changed_during_proxy = "moved on while" }',
+        }.get(exc.key.split(".")[0], "")
+        raise t.err(exc.key, exc.message + (f"; {fix}" if fix else "")) from None
+    for k in t.data:
+        t.seen.add(k)
+    return cfg
+
+
 def _parse_target(t: _Table) -> TargetSpec:
+    logs = _parse_logs(t.table("logs"))
     kind = t.str_("kind", "reference", TARGET_KINDS)
     variants = t.strs("variants")
     compare = t.strs("compare")
@@ -470,7 +513,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             compare=compare,
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
         )
@@ -485,7 +528,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
             cmd=cmd,
             env=env,
@@ -509,6 +552,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             variants=variants,
             health_path=_parse_health_path(t),
         )
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")), logs=logs)
     t.done()
     return spec
 
@@ -595,6 +639,27 @@ def _parse_backend_url(t: _Table) -> str | None:
     if bu is not None and not bu.startswith(("http://", "https://")):
         raise t.err("backend_url", f"{bu!r} is not an http(s) URL")
     return bu.rstrip("/") if bu is not None else None
+
+
+PROTOCOL_KEYS = {
+    "token_ids_key": "the metadata key holding the accumulated token ids",
+    "input_ids_key": "the key inside a record's request holding the prompt ids",
+    "request_id_key": "the record field echoing the caller's x-request-id",
+    "kind_key": "the record field saying committed or provisional",
+}
+
+
+def _parse_protocol(t: _Table) -> dict[str, str]:
+    """``[target.protocol]``: where a server names things the protocol leaves open (docs/checkers.md)."""
+    out: dict[str, str] = {}
+    for k in PROTOCOL_KEYS:
+        v = t.str_(k, None)
+        if v is not None:
+            if not v:
+                raise t.err(k, f"expected a non-empty name: {PROTOCOL_KEYS[k]}")
+            out[k] = v
+    t.done()
+    return out
 
 
 def _parse_backend(t: _Table, seed: int) -> BackendSpec:
@@ -797,7 +862,12 @@ def _parse_checks(t: _Table) -> ChecksSpec:
     opts = t.raw("options", {})
     if not isinstance(opts, Mapping):
         raise t.err("options", "expected a table")
-    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    spec = ChecksSpec(
+        enabled=enabled,
+        liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
+        options=dict(opts),
+        strict=t.bool_("strict", False),
+    )
     t.done()
     return spec
 

@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +36,8 @@ from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import DEFAULT_VARIANT, Scenario
+from harness.serverlog import LogConfig
+from harness.serverlog import read_server_logs as read_logs
 from harness.workload import WorkloadResult
 
 __all__ = ["RunResult", "apply_overrides", "collect_server_logs", "finish_run", "run_dir_name", "run_scenario"]
@@ -92,11 +95,14 @@ def run_scenario(
     progress: Progress | None = None,
     report: bool = True,
     target_args: list[str] | None = None,
+    server_logs: Sequence[Path] = (),
 ) -> RunResult:
     """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind.
 
     ``target_args`` are the command-line flags that set the target (``--server-cmd``, ``--url``...),
     for the replay line only: the scenario already carries the target they made.
+    ``server_logs``: log files of a deployment the harness did not start (``--server-log``); only
+    what they gain during the run is read, with the scenario's ``[target.logs]`` config.
     """
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
@@ -137,8 +143,13 @@ def run_scenario(
             )
         # written first, so that a run cut by a signal leaves a folder `harness check` can read
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
+        offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
         with (run_dir / RUN_FILES["history"]).open("w") as sink:
             data = asyncio.run(_run_async(sc, procs, res, progress, sink))
+        if server_logs:
+            extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
+            data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
+            res.notes.append(f"--server-log: {stats.summary()}")
         data.save(run_dir)
         res.events = len(data.history)
     except KeyboardInterrupt:
@@ -200,7 +211,7 @@ async def _run_async(
             out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
-            out.data.server_logs = collect_server_logs(procs.server_log_files())
+            out.data.server_logs = collect_server_logs(procs.server_log_files(), sc.target.logs, res.notes)
         return out.data
     finally:
         if procs is not None:
@@ -236,34 +247,33 @@ async def _push_plan(sc: Scenario, backend_url: str | None, res: RunResult) -> b
     return False
 
 
-def collect_server_logs(files: list[Path]) -> list[dict[str, Any]]:
+def collect_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The servers' log lines of one run, from the files the processes wrote or the output the runner captured.
 
-    The one place a run turns server output into ``RunData.server_logs``: today JSON lines (our
-    format); a parser for text log lines plugs in here.
+    The one place a run turns server output into ``RunData.server_logs`` (harness.serverlog: JSON or
+    key=value lines after any logging prefix).
     """
-    return read_server_logs(files)
+    return read_server_logs(files, config, notes)
 
 
-def read_server_logs(files: list[Path]) -> list[dict[str, Any]]:
-    """Every JSON log line of every server process, merged by timestamp; malformed lines skipped."""
-    lines: list[dict[str, Any]] = []
-    for f in files:
-        try:
-            text = f.read_text(errors="replace")
-        except OSError:
-            continue
-        for raw in text.splitlines():
-            raw = raw.strip()
-            if not raw.startswith("{"):
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                lines.append(obj)
-    lines.sort(key=lambda x: float(x.get("ts", 0.0)) if isinstance(x.get("ts"), int | float) else 0.0)
+def read_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
+
+    Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
+    """
+    readable = [f for f in files if f.is_file()]
+    try:
+        lines, stats = read_logs(readable, config)
+    except OSError as exc:
+        if notes is not None:
+            notes.append(f"server logs unreadable: {exc}")
+        return []
+    if notes is not None and stats.skipped:
+        notes.append(f"server logs: {stats.summary()}")
     return lines
 
 

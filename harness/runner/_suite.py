@@ -97,6 +97,8 @@ def run_suite(
     sim_options: Mapping[str, Any] | None = None,
     target: Mapping[str, Any] | None = None,
     target_args: Sequence[str] = (),
+    tokenizer: str | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
@@ -104,9 +106,10 @@ def run_suite(
     arguments as the live ``run_scenario`` and writes the same run folder;
     ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
     ``target`` replaces every scenario's ``[target]`` table (``--server-cmd``, ``--url``;
-    live only), ``target_args`` are those flags, for the replay line.
+    live only), ``target_args`` are those flags, for the replay line. ``tokenizer`` (a shipped name or a folder)
+    replaces every scenario's target tokenizer.
     """
-    scenarios = [load_for_target(p, target) for p in paths]  # validate everything first
+    scenarios = [load_for_target(p, target).with_tokenizer(tokenizer) for p in paths]  # validate everything first
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario
@@ -118,7 +121,7 @@ def run_suite(
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            extra = dict(sim_options or {}) if mode == "sim" else {}
+            extra = dict(sim_options or {}) if mode == "sim" else dict(live_options or {})
             if target_args and mode != "sim":
                 extra["target_args"] = list(target_args)
             r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)

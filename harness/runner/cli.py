@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
     p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tokenizer",
+        metavar="NAME|DIR",
+        help="override every scenario's tokenizer (fake and servers): a shipped family or a local tokenizer dir",
+    )
     p.add_argument("--list", action="store_true", help="list the scenarios (name, default suite, description) and exit")
     yours = p.add_argument_group("your own server (docs/your_server.md); replaces every scenario's [target]")
     yours.add_argument(
@@ -53,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     yours.add_argument(
         "--backend-url", metavar="URL", help="with --url: the fake SGLang behind it (each scenario's plan is pushed)"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="unknown verdicts and declared-but-not-exercised faults fail the run (exit 1), as checks.strict does",
+    )
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="live: a log file of the server under test (repeatable); what it gains during the run is read",
     )
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
@@ -243,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.list:
         return _list(args.scenarios, args.suite)
+    if args.tokenizer is not None:
+        from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+        try:
+            resolve_tokenizer(args.tokenizer)
+        except TokenizerError as exc:
+            print(f"harness run: {exc}", file=sys.stderr)
+            return 2
     try:
         target, target_args = _target_from_args(args)
         paths = find_scenarios(args.scenarios, args.suite)
@@ -252,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         loaded = [load_for_target(p, target) for p in paths]
     except ScenarioError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
+        return 2
+    missing = [str(f) for f in args.server_log if not f.is_file()]
+    if missing or (args.server_log and args.mode == "sim"):
+        why = f"no such file: {', '.join(missing)}" if missing else "needs --mode live (a simulation has no log files)"
+        print(f"harness run: --server-log {why}", file=sys.stderr)
         return 2
     _warn_target(target, loaded)
     out = Path(args.out)
@@ -287,11 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 variant=args.variant,
                 seed=args.seed,
+                tokenizer=args.tokenizer,
                 sim_options={"strategy": args.strategy, "depth": args.depth, "target": args.target}
                 if args.mode == "sim"
                 else None,
                 target=target,
                 target_args=target_args,
+                live_options={"server_logs": args.server_log} if args.server_log else None,
                 on_start=on_start,
                 on_progress=on_progress,
                 on_done=on_done,
@@ -304,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             restore()
+    from harness.report.summary import attention
+
+    strict_failed = False
     table, legend = _table(results)
     console.print(table)
     if legend:
@@ -315,16 +351,29 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"[{_STYLE.get(str(v['status']), '')}]{r.run_dir.name} {v['checker']}[/]: {first}")
         for n in r.notes:
             console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
+        att = attention(r.run_dir, r.verdicts) if r.status != "error" else None
+        if att is not None and att.lines:
+            strict_here = args.strict or att.scenario_strict
+            style = "bold red" if strict_here else "bold yellow"
+            for line in att.lines:
+                console.print(f"[{style}]{r.run_dir.name} {line}[/]", soft_wrap=True)
+            if strict_here:
+                strict_failed = True
         if r.status in ("invalid", "error") or r.slo == "fail":
             replay = r.replay + (f" --mode sim --strategy {args.strategy}" if args.mode == "sim" else "")
             if args.mode == "sim" and args.strategy == "pct":
                 replay += f" --depth {args.depth}"
             if args.mode == "sim" and args.target:
                 replay += f" --target {args.target}"
+            if args.tokenizer is not None:
+                replay += f" --tokenizer {args.tokenizer}"
             console.print(f"  replay: {replay}  (history: {r.run_dir}/history.jsonl)", soft_wrap=True)
     console.print(f"run folders under {out}/")
     if any(r.status == "invalid" for r in results):
         return 1
     if any(r.status == "error" or r.slo == "fail" for r in results):
+        return 1
+    if strict_failed:
+        console.print("[bold red]strict[/]: unknown verdicts or unexercised faults fail the run")
         return 1
     return 0
