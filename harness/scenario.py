@@ -187,6 +187,7 @@ class WorkloadSpec:
     first_turn_retry_probability: float = 0.0  # per session: redo turn 0 with another user message
     delete_at_end: bool = True
     script: tuple[ScriptStep, ...] = ()  # scripted sessions replace the generated ones
+    fuzz: int = 0  # bad client requests derived from the chat request schema (harness/fuzz.py)
 
 
 @dataclass(frozen=True)
@@ -534,6 +535,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             env=env,
             cwd=cwd,
             health_path=_parse_health_path(t),
+            logs=logs,
         )
     else:
         urls = t.strs("urls")
@@ -756,6 +758,7 @@ def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> Workl
         first_turn_retry_probability=t.prob("first_turn_retry_probability"),
         delete_at_end=t.bool_("delete_at_end", True),
         script=script,
+        fuzz=t.int_("fuzz", 0, 0, 10_000),
     )
     if script:  # the script is the workload: one agent per scripted session, all free to run at once
         spec = dataclasses.replace(spec, sessions=n_script, concurrency=max(spec.concurrency, n_script))

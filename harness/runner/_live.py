@@ -252,17 +252,8 @@ def collect_server_logs(
 ) -> list[dict[str, Any]]:
     """The servers' log lines of one run, from the files the processes wrote or the output the runner captured.
 
-    The one place a run turns server output into ``RunData.server_logs`` (harness.serverlog: JSON or
-    key=value lines after any logging prefix).
-    """
-    return read_server_logs(files, config, notes)
-
-
-def read_server_logs(
-    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
-
+    The one place a run turns server output into ``RunData.server_logs``: JSON or key=value text
+    lines, read by harness.serverlog with the scenario's ``[target.logs]`` and merged by timestamp.
     Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
     """
     readable = [f for f in files if f.is_file()]
@@ -275,6 +266,11 @@ def read_server_logs(
     if notes is not None and stats.skipped:
         notes.append(f"server logs: {stats.summary()}")
     return lines
+
+
+def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or text), merged by timestamp; malformed lines skipped."""
+    return collect_server_logs(files, config)
 
 
 def _check(res: RunResult, sc: Scenario) -> None:
