@@ -274,6 +274,7 @@ class RunBuilder:
                 tokenize_in_ms=0.5,
                 proxy_elapsed_ms=proxy,
                 tokenize_out_ms=0.4,
+                read_body_ms=0.2,
                 total_ms=total,
                 inflight_now=0,
                 prompt_tokens=4,
