@@ -848,7 +848,8 @@ def test_without_a_kind_field_an_aborted_answer_is_the_provisional() -> None:
     b.chat(sid, 0)
     b.chat(sid, 1, 0, outcome="aborted")
     run = foreign(b.build(), strip=("caller_request_id", "req_id", "turn", "attempt", "kind"))
-    assert run_one(run, "provisional").status == "valid"
+    v = run_one(run, "provisional")
+    assert v.status == "valid" and "records carry no kind" in v.notes
     b.chat(sid, 1, 1, supersede=False)  # provisional_never_superseded: the old provisional stays mid-records
     run = foreign(b.build(), strip=("caller_request_id", "req_id", "turn", "attempt", "kind"))
     assert {"provisional_not_tail", "provisional_not_superseded"} <= kinds(run_one(run, "provisional"))
