@@ -104,7 +104,6 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
-    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
     cmd: tuple[str, ...] = ()  # command target: argv template with {placeholders}
     env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
     cwd: str | None = None  # command target: working directory of the server processes
@@ -114,6 +113,9 @@ class TargetSpec:
     def process_control(self) -> bool:
         """True when the runner starts the server processes itself (so it can kill and restart them)."""
         return self.kind in ("reference", "command")
+
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ class ChecksSpec:
     enabled: tuple[str, ...] = ("all",)
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+    strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,12 @@ class Scenario:
     def with_variants(self, variants: Sequence[str]) -> Scenario:
         t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
         return dataclasses.replace(self, target=t)
+
+    def with_tokenizer(self, tokenizer: str | None) -> Scenario:
+        """The same scenario with the fake and every server on ``tokenizer`` (a name or folder; None keeps it)."""
+        if tokenizer is None:
+            return self
+        return dataclasses.replace(self, target=dataclasses.replace(self.target, tokenizer=tokenizer))
 
 
 # Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
@@ -454,6 +463,20 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _tokenizer_key(t: _Table) -> str | None:
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    value = t.str_("tokenizer", None)
+    if value is None:
+        return None
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+    try:
+        resolve_tokenizer(value)
+    except TokenizerError as exc:
+        raise t.err("tokenizer", str(exc).removeprefix("--tokenizer ")) from None
+    return str(value)
+
+
 def _parse_logs(t: _Table) -> LogConfig:
     """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
     try:
@@ -489,25 +512,26 @@ def _parse_target(t: _Table) -> TargetSpec:
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             compare=compare,
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
-            logs=logs,
         )
     elif kind == "command":
         if compare:
             raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch your server\'s variant)')
+        cmd, env = _parse_cmd(t), _parse_env(t)
+        if not any("{port}" in a for a in (*cmd, *env.values())):
+            raise t.err("cmd", "the harness picks a free port for each process: put {port} in cmd (or in an env value)")
         spec = TargetSpec(
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
-            cmd=_parse_cmd(t),
-            env=_parse_env(t),
+            cmd=cmd,
+            env=env,
             cwd=_parse_cwd(t),
             health_path=_parse_health_path(t),
-            logs=logs,
         )
     else:
         urls = t.strs("urls")
@@ -525,8 +549,8 @@ def _parse_target(t: _Table) -> TargetSpec:
             backend_url=_parse_backend_url(t),
             variants=variants,
             health_path=_parse_health_path(t),
-            logs=logs,
         )
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")), logs=logs)
     t.done()
     return spec
 
@@ -601,6 +625,27 @@ def _parse_backend_url(t: _Table) -> str | None:
     if bu is not None and not bu.startswith(("http://", "https://")):
         raise t.err("backend_url", f"{bu!r} is not an http(s) URL")
     return bu.rstrip("/") if bu is not None else None
+
+
+PROTOCOL_KEYS = {
+    "token_ids_key": "the metadata key holding the accumulated token ids",
+    "input_ids_key": "the key inside a record's request holding the prompt ids",
+    "request_id_key": "the record field echoing the caller's x-request-id",
+    "kind_key": "the record field saying committed or provisional",
+}
+
+
+def _parse_protocol(t: _Table) -> dict[str, str]:
+    """``[target.protocol]``: where a server names things the protocol leaves open (docs/checkers.md)."""
+    out: dict[str, str] = {}
+    for k in PROTOCOL_KEYS:
+        v = t.str_(k, None)
+        if v is not None:
+            if not v:
+                raise t.err(k, f"expected a non-empty name: {PROTOCOL_KEYS[k]}")
+            out[k] = v
+    t.done()
+    return out
 
 
 def _parse_backend(t: _Table, seed: int) -> BackendSpec:
@@ -803,7 +848,12 @@ def _parse_checks(t: _Table) -> ChecksSpec:
     opts = t.raw("options", {})
     if not isinstance(opts, Mapping):
         raise t.err("options", "expected a table")
-    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    spec = ChecksSpec(
+        enabled=enabled,
+        liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
+        options=dict(opts),
+        strict=t.bool_("strict", False),
+    )
     t.done()
     return spec
 

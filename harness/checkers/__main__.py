@@ -1,8 +1,11 @@
 """Re-check a run folder: ``python -m harness.checkers RUN_DIR [--checker NAME ...] [--json]``.
 
 Loads the folder with :meth:`RunData.load`, runs the checkers and prints one
-line per checker (and its violations). Exit codes: 0 nothing invalid
-(``--strict``: nothing unknown either), 1 a violation, 2 bad input.
+line per checker (and its violations), then one line saying how many
+verdicts were unknown and why, and one listing declared faults that never
+fired. Exit codes: 0 nothing invalid (``--strict``, or ``checks.strict`` in the
+run's scenario: nothing unknown and every declared fault exercised either),
+1 a violation, 2 bad input.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path, help="a scenario's run folder (holds history.jsonl)")
     p.add_argument("--checker", action="append", default=None, help=f"one of {sorted(CHECKERS)} (repeatable)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
-    p.add_argument("--strict", action="store_true", help="exit 1 on unknown verdicts too")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 on unknown verdicts and declared-but-not-exercised faults too"
+    )
     p.add_argument(
         "--server-log",
         action="append",
@@ -71,12 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"{args.run_dir}: {exc}", file=sys.stderr)
         return 2
+    from harness.report.summary import attention
+
+    att = attention(args.run_dir, [v.to_dict() for v in verdicts])
     if args.json:
         print(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:
         print(format_table(verdicts))
+        for line in att.lines:
+            print(line)
     overall = compose(verdicts)
-    if overall.status == "invalid" or (args.strict and overall.status == "unknown"):
+    strict = args.strict or att.scenario_strict
+    if overall.status == "invalid" or (strict and att.strict_fails):
+        if strict and att.strict_fails and overall.status != "invalid":
+            print("strict: unknown verdicts or unexercised faults fail the run", file=sys.stderr)
         return 1
     return 0
 

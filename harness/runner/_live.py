@@ -202,6 +202,9 @@ async def _run_async(
                 await _put_plan(backend_url, {})  # leave the deployment's fake without this scenario's faults
         res.sessions, res.workload = out.sessions, out.workload
         res.notes.extend(out.notes)
+        if procs is None:  # a deployment's fake serves others too (earlier runs): keep this run's sessions only
+            ours = {str(e["session"]) for e in out.data.history if e.get("session")}
+            out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
             out.data.server_logs = collect_server_logs(procs.server_log_files(), sc.target.logs, res.notes)
@@ -245,8 +248,17 @@ def collect_server_logs(
 ) -> list[dict[str, Any]]:
     """The servers' log lines of one run, from the files the processes wrote or the output the runner captured.
 
-    The one place a run turns server output into ``RunData.server_logs``: JSON or key=value text
-    lines, read by harness.serverlog with the scenario's ``[target.logs]`` and merged by timestamp.
+    The one place a run turns server output into ``RunData.server_logs`` (harness.serverlog: JSON or
+    key=value lines after any logging prefix).
+    """
+    return read_server_logs(files, config, notes)
+
+
+def read_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
+
     Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
     """
     readable = [f for f in files if f.is_file()]
@@ -259,11 +271,6 @@ def collect_server_logs(
     if notes is not None and stats.skipped:
         notes.append(f"server logs: {stats.summary()}")
     return lines
-
-
-def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list[dict[str, Any]]:
-    """Every log line of every server process (JSON or text), merged by timestamp; malformed lines skipped."""
-    return collect_server_logs(files, config)
 
 
 def _check(res: RunResult, sc: Scenario) -> None:

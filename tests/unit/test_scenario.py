@@ -151,3 +151,22 @@ def test_to_plain_lists_fault_classes_from_rules_headers_and_outages() -> None:
 def test_workload_tool_probability_reaches_backend_plan() -> None:
     sc = parse_scenario({"workload": {"tool_call_probability": 0.5}}, "mem.toml")
     assert sc.backend.plan()["generation"]["tool_call_probability"] == 0.5
+
+
+def test_target_protocol_names_keys_and_checks_strict(tmp_path: Path) -> None:
+    sc = load_scenario(
+        write(tmp_path, '[target.protocol]\ntoken_ids_key = "accumulated_token_ids"\n\n[checks]\nstrict = true\n')
+    )
+    assert sc.target.protocol == {"token_ids_key": "accumulated_token_ids"}
+    assert sc.checks.strict is True
+    plain = sc.to_plain()
+    assert plain["target"]["protocol"] == {"token_ids_key": "accumulated_token_ids"}
+    assert plain["checks"]["strict"] is True
+    assert load_scenario(write(tmp_path, "", "plain.toml")).checks.strict is False
+    e = error(tmp_path, '[target.protocol]\ntoken_key = "x"\n')
+    assert e.key == "target.protocol.token_key"
+    assert "did you mean 'token_ids_key'" in e.message
+    e = error(tmp_path, '[target.protocol]\ntoken_ids_key = ""\n')
+    assert e.key == "target.protocol.token_ids_key" and "non-empty" in e.message
+    e = error(tmp_path, '[checks]\nstrict = "yes"\n')
+    assert e.key == "checks.strict"

@@ -48,6 +48,7 @@ def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None
     [
         ('kind = "command"\n', "target.cmd", "{port}"),
         ('kind = "command"\ncmd = ""\n', "target.cmd", "empty"),
+        ('kind = "command"\ncmd = "srv --port 8000"\n', "target.cmd", "put {port} in cmd"),
         ('kind = "command"\ncmd = "srv --port \'{port}"\n', "target.cmd", "quotes"),
         ('kind = "command"\ncmd = 3\n', "target.cmd", "string or a list"),
         ('kind = "command"\ncmd = "srv --port {prot}"\n', "target.cmd", "did you mean '{port}'"),
