@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -395,6 +395,8 @@ class SessionServer:
             body = await self.read_body(request)
         except BodyTooLarge as exc:
             return error_response(413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:
+            return error_response(499, "ClientDisconnect", "the client disconnected before the body ended")
         headers = forward_headers(request.headers.raw, session_id)
         t = self.clock.monotonic()
         try:
@@ -496,6 +498,8 @@ class SessionServer:
             raw = await self.read_body(request)
         except BodyTooLarge as exc:
             return self._fail(st, "bad_request", 413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:  # the client left mid-body: not a server error
+            return self._fail(st, "cancelled", 499, "ClientDisconnect", "the client disconnected before the body ended")
         try:
             body = loads_strict(raw, max_depth_limit=self.config.max_json_depth)
         except JsonInputError as exc:
