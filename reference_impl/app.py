@@ -314,7 +314,10 @@ class SessionServer:
             return error_response(404, "SessionNotFound", f"session {session_id} not found")
         messages, token_ids = list(session.messages), list(session.token_ids)
         meta = session.metadata()
-        meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        try:
+            meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        except Exception as exc:  # a diagnostic must not make the session's data unreadable
+            meta["token_mismatch"] = {"error": f"token_mismatch could not be computed: {exc!r}"}
         return SafeJSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
 
     async def delete_session(self, request: Request) -> Response:
