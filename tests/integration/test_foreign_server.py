@@ -68,7 +68,6 @@ def test_correct_version_is_valid_on_the_whole_library(tmp_path: Path) -> None:
         assert not [n for n, v in vs.items() if v["status"] == "invalid"], (run.name, vs)
         undecided = {n: vs[n]["notes"] for n in DECIDED if vs[n]["status"] != "valid"}
         assert not undecided, (run.name, undecided)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
