@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
     "model": ("harness.model.cli:main", "capacity model (simpy): predicted bucket percentiles, --sweep"),
     "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),
+    "tokenizer": ("harness.tokenizer.check:main", "check NAME|DIR: will token-in/token-out hold with its template?"),
 }
 
 

@@ -85,14 +85,15 @@ class RunData:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
+            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
             out = []
-            for line in p.read_text(errors="replace").splitlines():
-                if not line.strip():
-                    continue
+            for i, line in enumerate(lines):
                 try:
                     obj = json.loads(line)
-                except ValueError:  # torn by the cut
-                    continue
+                except ValueError:
+                    if i == len(lines) - 1 and len(lines) > 1:  # the last line, torn by the cut
+                        continue
+                    raise ValueError(f"{p}: line {i + 1} is not JSON (a corrupt run folder)") from None
                 if isinstance(obj, dict):
                     out.append(obj)
             return out

@@ -104,17 +104,18 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
-    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
     cmd: tuple[str, ...] = ()  # command target: argv template with {placeholders}
     env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
     cwd: str | None = None  # command target: working directory of the server processes
     health_path: str = "/health"  # polled until 200 before the workload starts
-    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
 
     @property
     def process_control(self) -> bool:
         """True when the runner starts the server processes itself (so it can kill and restart them)."""
         return self.kind in ("reference", "command")
+
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,12 @@ class Scenario:
     def with_variants(self, variants: Sequence[str]) -> Scenario:
         t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
         return dataclasses.replace(self, target=t)
+
+    def with_tokenizer(self, tokenizer: str | None) -> Scenario:
+        """The same scenario with the fake and every server on ``tokenizer`` (a name or folder; None keeps it)."""
+        if tokenizer is None:
+            return self
+        return dataclasses.replace(self, target=dataclasses.replace(self.target, tokenizer=tokenizer))
 
 
 # Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
@@ -457,6 +464,20 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _tokenizer_key(t: _Table) -> str | None:
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    value = t.str_("tokenizer", None)
+    if value is None:
+        return None
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+    try:
+        resolve_tokenizer(value)
+    except TokenizerError as exc:
+        raise t.err("tokenizer", str(exc).removeprefix("--tokenizer ")) from None
+    return str(value)
+
+
 def _parse_logs(t: _Table) -> LogConfig:
     """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
     try:
@@ -492,10 +513,9 @@ def _parse_target(t: _Table) -> TargetSpec:
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             compare=compare,
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
-            logs=logs,
         )
     elif kind == "command":
         if compare:
@@ -507,13 +527,12 @@ def _parse_target(t: _Table) -> TargetSpec:
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
             cmd=cmd,
             env=env,
             cwd=_parse_cwd(t),
             health_path=_parse_health_path(t),
-            logs=logs,
         )
     else:
         urls = t.strs("urls")
@@ -531,9 +550,8 @@ def _parse_target(t: _Table) -> TargetSpec:
             backend_url=_parse_backend_url(t),
             variants=variants,
             health_path=_parse_health_path(t),
-            logs=logs,
         )
-    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")))
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")), logs=logs)
     t.done()
     return spec
 

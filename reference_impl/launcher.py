@@ -41,7 +41,12 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="first port; process i listens on PORT+i")
     p.add_argument("--backend-url", required=True, help="SGLang (or fake SGLang) base URL")
-    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer dir (default: the shipped one)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME|DIR",
+        help="shipped tokenizer (chatml, reasoning, tools, headers, trail) or local HF tokenizer dir; default chatml",
+    )
     p.add_argument("--variant", action="append", default=[], metavar="NAME", help="enable a variant (repeatable)")
     p.add_argument("--processes", type=int, default=1, help="number of independent server processes")
     p.add_argument("--log-file", default=None, help="append log lines here (default: stderr)")
@@ -55,6 +60,16 @@ def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentPar
     p.add_argument("--no-tokenize-thread", action="store_true", help="tokenize on the event loop, not in a thread")
     p.add_argument("--max-trim-tokens", type=int, default=2, help="prefix-invariant tolerance in tokens")
     p.add_argument("--backend-timeout", type=float, default=600.0, help="seconds before a backend call fails")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 4 MiB)")
+    p.add_argument("--max-json-depth", type=int, default=None, help="JSON nesting limit (default 64)")
+    p.add_argument(
+        "--passthrough-path",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="backend path reachable through /sessions/{id}/PATH (repeatable, replaces the default allowlist; "
+        "'/prefix/*' allows everything below /prefix/)",
+    )
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -71,7 +86,19 @@ def _config(args: argparse.Namespace, port: int) -> Any:
         heartbeat_interval=args.heartbeat_interval,
         tokenize_in_thread=not args.no_tokenize_thread,
         backend_timeout=args.backend_timeout,
+        **_limits(args),
     )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        out["max_body_bytes"] = args.max_body_bytes
+    if args.max_json_depth is not None:
+        out["max_json_depth"] = args.max_json_depth
+    if args.passthrough_path is not None:
+        out["passthrough_paths"] = tuple(args.passthrough_path)
+    return out
 
 
 async def _watch_parent(server: Any, parent_pid: int) -> None:
@@ -208,7 +235,7 @@ def serve_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
-    from harness.tokenizer import TokenizerError, load_tokenizer
+    from harness.tokenizer import TokenizerError, load_tokenizer, resolve_tokenizer
 
     from .config import VariantError
 
@@ -216,6 +243,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") 
         _config(args, args.port)
         if args.processes < 1:
             raise ValueError(f"--processes must be >= 1, got {args.processes}")
+        resolve_tokenizer(args.tokenizer)  # a bad name or folder exits 2 before any process starts
         if args.processes == 1 or args.parent_pid is not None:
             load_tokenizer(args.tokenizer)
     except (VariantError, TokenizerError, ValueError) as exc:

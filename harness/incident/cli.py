@@ -3,7 +3,7 @@
     harness incident import LOGFILE [LOGFILE...] [--session ID ...] [--window FROM..TO]
                             [--name NAME] [--note TEXT] [--variant V ...] -o scenarios/incidents/NAME.toml
                             [--log-format auto|json|kv] [--field THEIRS=OURS ...] [--pattern EVENT=REGEX ...]
-    harness incident replay SCENARIO [--seed S] [--strategy random|pct|fifo]
+    harness incident replay SCENARIO [--seed S] [--strategy random|pct|fifo] [--tokenizer NAME|DIR]
 
 ``import`` prints what it read (lines used, skipped by reason), what it
 reconstructed and where it wrote the scenario; a log with nothing usable in
@@ -138,13 +138,17 @@ def replay_main(argv: list[str]) -> int:
     p.add_argument("scenario")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"))
+    p.add_argument("--tokenizer", metavar="NAME|DIR", help="override the scenario's tokenizer (fake and servers)")
     args = p.parse_args(argv)
     from harness.scenario import ScenarioError, load_scenario
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
 
     try:
-        sc = load_scenario(args.scenario)
+        if args.tokenizer is not None:
+            resolve_tokenizer(args.tokenizer)
+        sc = load_scenario(args.scenario).with_tokenizer(args.tokenizer)
         check = replay(sc, args.seed, args.strategy)
-    except (ScenarioError, ValueError) as exc:
+    except (ScenarioError, TokenizerError, ValueError) as exc:
         print(f"harness incident replay: {exc}", file=sys.stderr)
         return 2
     print(f"{sc.name} (seed {args.seed}, {args.strategy}): {check.report()}")

@@ -97,6 +97,7 @@ def run_suite(
     sim_options: Mapping[str, Any] | None = None,
     target: Mapping[str, Any] | None = None,
     target_args: Sequence[str] = (),
+    tokenizer: str | None = None,
     live_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
@@ -105,9 +106,10 @@ def run_suite(
     arguments as the live ``run_scenario`` and writes the same run folder;
     ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
     ``target`` replaces every scenario's ``[target]`` table (``--server-cmd``, ``--url``;
-    live only), ``target_args`` are those flags, for the replay line.
+    live only), ``target_args`` are those flags, for the replay line. ``tokenizer`` (a shipped name or a folder)
+    replaces every scenario's target tokenizer.
     """
-    scenarios = [load_for_target(p, target) for p in paths]  # validate everything first
+    scenarios = [load_for_target(p, target).with_tokenizer(tokenizer) for p in paths]  # validate everything first
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario

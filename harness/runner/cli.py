@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
     p.add_argument("--mode", default="live", choices=("live", "sim"), help="live (processes, sockets) or sim")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tokenizer",
+        metavar="NAME|DIR",
+        help="override every scenario's tokenizer (fake and servers): a shipped family or a local tokenizer dir",
+    )
     p.add_argument("--list", action="store_true", help="list the scenarios (name, default suite, description) and exit")
     yours = p.add_argument_group("your own server (docs/your_server.md); replaces every scenario's [target]")
     yours.add_argument(
@@ -256,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.list:
         return _list(args.scenarios, args.suite)
+    if args.tokenizer is not None:
+        from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+        try:
+            resolve_tokenizer(args.tokenizer)
+        except TokenizerError as exc:
+            print(f"harness run: {exc}", file=sys.stderr)
+            return 2
     try:
         target, target_args = _target_from_args(args)
         paths = find_scenarios(args.scenarios, args.suite)
@@ -266,12 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
         return 2
-    _warn_target(target, loaded)
     missing = [str(f) for f in args.server_log if not f.is_file()]
     if missing or (args.server_log and args.mode == "sim"):
         why = f"no such file: {', '.join(missing)}" if missing else "needs --mode live (a simulation has no log files)"
         print(f"harness run: --server-log {why}", file=sys.stderr)
         return 2
+    _warn_target(target, loaded)
     out = Path(args.out)
     results: list[RunResult] = []
     restore = _sigterm_as_interrupt()
@@ -305,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 mode=args.mode,
                 variant=args.variant,
                 seed=args.seed,
+                tokenizer=args.tokenizer,
                 sim_options={"strategy": args.strategy, "depth": args.depth, "target": args.target}
                 if args.mode == "sim"
                 else None,
@@ -351,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 replay += f" --depth {args.depth}"
             if args.mode == "sim" and args.target:
                 replay += f" --target {args.target}"
+            if args.tokenizer is not None:
+                replay += f" --tokenizer {args.tokenizer}"
             console.print(f"  replay: {replay}  (history: {r.run_dir}/history.jsonl)", soft_wrap=True)
     console.print(f"run folders under {out}/")
     if any(r.status == "invalid" for r in results):
