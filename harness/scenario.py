@@ -21,6 +21,7 @@ import difflib
 import math
 import re
 import shlex
+import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -520,9 +521,10 @@ def _parse_target(t: _Table) -> TargetSpec:
     elif kind == "command":
         if compare:
             raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch your server\'s variant)')
-        cmd, env = _parse_cmd(t), _parse_env(t)
+        cmd, env, cwd = _parse_cmd(t), _parse_env(t), _parse_cwd(t)
         if not any("{port}" in a for a in (*cmd, *env.values())):
             raise t.err("cmd", "the harness picks a free port for each process: put {port} in cmd (or in an env value)")
+        _check_executable(t, cmd[0], cwd, env)
         spec = TargetSpec(
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
@@ -531,7 +533,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
             cmd=cmd,
             env=env,
-            cwd=_parse_cwd(t),
+            cwd=cwd,
             health_path=_parse_health_path(t),
         )
     else:
@@ -590,6 +592,18 @@ def _parse_cmd(t: _Table) -> tuple[str, ...]:
     for a in argv:
         _check_placeholders(t, "cmd", a)
     return tuple(argv)
+
+
+def _check_executable(t: _Table, program: str, cwd: str | None, env: Mapping[str, str]) -> None:
+    """The program ``cmd`` starts must exist now, not only when the first process fails to start."""
+    if _PLACEHOLDER.search(program) or "PATH" in env:
+        return  # filled in per process, or looked up on a PATH of the scenario's own
+    if "/" in program:
+        path = Path(cwd or ".") / program
+        if not path.is_file():
+            raise t.err("cmd", f"{program!r} does not exist (relative to {cwd or 'where harness runs'})")
+    elif shutil.which(program) is None:
+        raise t.err("cmd", f"{program!r} is not on PATH; give its path, or {{python}} for the harness's Python")
 
 
 def _parse_env(t: _Table) -> dict[str, str]:

@@ -218,6 +218,8 @@ _TOKEN = re.compile(
     re.X,
 )
 _WORD = re.compile(r"[A-Za-z_][\w.]*")
+_QUOTEY = re.compile(r"[\"'{}]")
+_CLOSERS = frozenset(",;)]}")
 _PID_BRACKET = re.compile(r"\[(\d{1,9})\]")
 
 
@@ -312,14 +314,19 @@ def _scan(text: str) -> _Text:
     words: list[tuple[int, str]] = []
     truncated = False
     for m in _TOKEN.finditer(text):
-        if m["word"] is not None:
-            if any(q in m["word"] for q in "\"'{}"):
+        word = m["word"]
+        if word is not None:
+            if _QUOTEY.search(word):
                 continue  # a JSON fragment or a quotation: not where an event is named
-            for w in _WORD.finditer(m["word"]):
-                words.append((m.start() + w.start(), w[0]))
+            start = m.start()
+            words.extend((start + w.start(), w[0]) for w in _WORD.finditer(word))
             continue
         key = m["key"]
-        if m["dq"] is not None:
+        bare = m["bare"]
+        if bare is not None:
+            fields[key] = _strip_close(bare) if bare and bare[-1] in _CLOSERS else bare
+            quoted.discard(key)
+        elif m["dq"] is not None:
             if not m["dqend"]:
                 truncated = True
             fields[key] = _unescape(m["dq"], '"')
@@ -329,33 +336,47 @@ def _scan(text: str) -> _Text:
                 truncated = True
             fields[key] = _unescape(m["sq"], "'")
             quoted.add(key)
-        else:
-            fields[key] = _strip_close(m["bare"] or "")
-            quoted.discard(key)
     return _Text(fields, quoted, words, truncated)
 
 
 def _normalize(obj: dict[str, Any], config: LogConfig, *, quoted: set[str] | None = None) -> dict[str, Any]:
     """Our names, then our types. ``quoted`` is None for JSON (the server chose the types), else
     the text keys whose value was quoted (kept as text); other text values are typed by shape."""
-    out = {k: v for k, v in obj.items() if k not in config.fields}
-    out.update({config.fields[k]: v for k, v in obj.items() if k in config.fields})  # the mapping wins
-    if quoted is not None:
-        quoted = {config.fields.get(k, k) for k in quoted}
+    if config.fields:
+        out = {k: v for k, v in obj.items() if k not in config.fields}
+        out.update({config.fields[k]: v for k, v in obj.items() if k in config.fields})  # the mapping wins
+        if quoted is not None:
+            quoted = {config.fields.get(k, k) for k in quoted}
+    else:
+        out = obj
     ev = out.get("event")
-    if isinstance(ev, str):
+    if isinstance(ev, str) and config.events:
         out["event"] = config.events.get(ev, ev)
-    for k, v in list(out.items()):
-        text = quoted is not None and isinstance(v, str) and k not in quoted
-        if k in STRING_FIELDS:
-            out[k] = None if v is None or (text and v in _NONE) else str(v)
-        elif text or (k in NUMERIC_FIELDS and isinstance(v, str)):
-            t = _typed(v.strip())
-            if k in NUMERIC_FIELDS and isinstance(t, bool | str):
-                t = v  # a non-number where a number belongs stays visible as text
-            out[k] = t
-    if isinstance(out.get("level"), str):
-        out["level"] = LEVELS.get(out["level"].upper(), out["level"])
+    if quoted is None:  # JSON: only a known field of the wrong type is touched
+        for k in STRING_FIELDS.intersection(out):
+            v = out[k]
+            if v is not None and not isinstance(v, str):
+                out[k] = str(v)
+        for k in NUMERIC_FIELDS.intersection(out):
+            v = out[k]
+            if isinstance(v, str):
+                t = _typed(v.strip())
+                out[k] = t if isinstance(t, int | float) and not isinstance(t, bool) else (None if t is None else v)
+    else:
+        for k, v in out.items():
+            if not isinstance(v, str):
+                continue
+            if k in STRING_FIELDS:
+                if v in _NONE and k not in quoted:
+                    out[k] = None
+            elif k not in quoted or k in NUMERIC_FIELDS:
+                t = _typed(v.strip())
+                if k in NUMERIC_FIELDS and isinstance(t, bool | str):
+                    t = v  # a non-number where a number belongs stays visible as text
+                out[k] = t
+    level = out.get("level")
+    if isinstance(level, str) and level not in LEVELS.values():
+        out["level"] = LEVELS.get(level.upper(), level)
     return out
 
 
@@ -405,43 +426,60 @@ def _prefix_facts(prefix: str) -> dict[str, Any]:
     return facts
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    config: LogConfig
+    names: dict[str, str]
+    patterns: list[tuple[str, re.Pattern[str]]]
+
+    @classmethod
+    def of(cls, config: LogConfig | None) -> _Compiled:
+        cfg = config or LogConfig()
+        return cls(cfg, _event_names(cfg), _patterns(cfg))
+
+
 def parse_line(line: str, config: LogConfig | None = None) -> tuple[dict[str, Any] | None, str | None, str]:
     """One line -> (normalized event, None, format) or (None, skip reason, "").
 
     The event has at least ``ts`` (a finite float) and ``event`` (a string);
     ``format`` says how it was read: ``json``, ``kv`` or ``pattern``.
     """
-    cfg = config or LogConfig()
+    return _parse(line, _Compiled.of(config))
+
+
+def _parse(line: str, c: _Compiled) -> tuple[dict[str, Any] | None, str | None, str]:
+    cfg, names = c.config, c.names
     line = line.strip()
-    prefix_ts, n = _prefix_time(line)
+    if line.startswith("{") and cfg.format != "kv":  # a bare JSON object: the common case, no scanning
+        prefix_ts, n = None, 0
+    else:
+        prefix_ts, n = _prefix_time(line)
     body = line[n:]
-    names = _event_names(cfg)
     brace = line.find("{")
-    before = line[:brace] if brace >= 0 else line
 
     obj: dict[str, Any] | None = None
     fmt = ""
     reason: str | None = None
-    scan: _Text | None = None
-    if cfg.format in ("auto", "kv"):
-        scan = _scan(body)
-    # JSON: format json, or auto with an object and no event word before it
-    event_word_before = scan is not None and any(w in names for _, w in _scan(before[n:]).words)
-    if cfg.format == "json" or (cfg.format == "auto" and brace >= 0 and not event_word_before):
+    # JSON: format json, or auto with an object and no event word before it (kv values may hold braces)
+    if cfg.format == "json" or (
+        cfg.format == "auto"
+        and brace >= 0
+        and (brace == n or not any(w in names for _, w in _scan(line[n:brace]).words))
+    ):
         if brace < 0:
             return None, "not_json", ""
         obj, reason = _json_line(line, brace)
         if obj is None:
             return None, reason, ""
         fmt = "json"
-        facts = _prefix_facts(line[n:brace])
-        for k, v in facts.items():
-            obj.setdefault(k, v)
+        if brace > n:
+            for k, v in _prefix_facts(line[n:brace]).items():
+                obj.setdefault(k, v)
         if "ts" not in obj and prefix_ts is not None:
             obj["ts"] = prefix_ts
         out = _normalize(obj, cfg)
     else:
-        assert scan is not None
+        scan = _scan(body)
         event: str | None = None
         at = len(body)
         ev_field = scan.fields.get("event")
@@ -452,7 +490,7 @@ def parse_line(line: str, config: LogConfig | None = None) -> tuple[dict[str, An
         if event is None and isinstance(ev_field, str):
             event = names.get(ev_field, ev_field)
         groups: dict[str, Any] = {}
-        for ev, rx in _patterns(cfg):
+        for ev, rx in c.patterns:
             if event is not None and ev != event:
                 continue
             m = rx.search(body)
@@ -490,13 +528,14 @@ def parse_lines(
 ) -> tuple[list[tuple[dict[str, Any], str]], LogStats]:
     """Every line of one file -> ([(event, "file:line")], stats); never raises on content."""
     st = stats if stats is not None else LogStats()
+    compiled = _Compiled.of(config)
     out: list[tuple[dict[str, Any], str]] = []
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         st.lines += 1
         where = f"{source}:{n}"
-        ev, reason, fmt = parse_line(raw, config)
+        ev, reason, fmt = _parse(raw, compiled)
         if ev is None:
             st.skip(reason or "not_json", where)
             continue

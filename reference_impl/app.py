@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -499,7 +500,8 @@ class SessionServer:
             raw = await self.read_body(request)  # paced by the client: read_body_ms, not the server's own time
         except BodyTooLarge as exc:
             return self._fail(st, "bad_request", 413, "RequestTooLarge", str(exc))
-        st.read_body_ms = _ms(self.clock.monotonic() - t_body)
+        finally:
+            st.read_body_ms = _ms(self.clock.monotonic() - t_body)
         try:
             body = loads_strict(raw, max_depth_limit=self.config.max_json_depth)
         except JsonInputError as exc:
@@ -568,7 +570,11 @@ class SessionServer:
                 prompt_ids = answer.prompt_ids if answer.prompt_ids is not None else plan.input_ids
                 try:
                     turn.commit = await self.executor.run(
-                        self.tito.commit, plan, prompt_ids, answer.completion_ids, answer.message
+                        self.tito.commit_retokenized if self._has("retokenize_history") else self.tito.commit,
+                        plan,
+                        prompt_ids,
+                        answer.completion_ids,
+                        answer.message,
                     )
                 except TitoError as exc:
                     turn.tito_error = exc
@@ -692,6 +698,14 @@ class SessionServer:
         return out
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (no route, wrong method) as the server's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}", headers)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -746,6 +760,6 @@ def create_app(
         route("/sessions/{session_id}/" + CHAT_PATH, server.chat, ["POST"]),
         route("/sessions/{session_id}/{path:path}", server.passthrough, all_methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception})
     app.state.server = server
     return app

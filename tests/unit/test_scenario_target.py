@@ -38,9 +38,13 @@ def test_command_target_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None:
+    (tmp_path / "my server").write_text("")
     p = tmp_path / "s.toml"
-    p.write_text('[target]\nkind = "command"\ncmd = ["my server", "--port", "{port}", "--json", \'{"a": 1}\']\n')
-    assert load_scenario(p).target.cmd == ("my server", "--port", "{port}", "--json", '{"a": 1}')
+    p.write_text(
+        f'[target]\nkind = "command"\ncwd = "{tmp_path}"\n'
+        'cmd = ["./my server", "--port", "{port}", "--json", \'{"a": 1}\']\n'
+    )
+    assert load_scenario(p).target.cmd == ("./my server", "--port", "{port}", "--json", '{"a": 1}')
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,8 @@ def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None
         ('kind = "command"\n', "target.cmd", "{port}"),
         ('kind = "command"\ncmd = ""\n', "target.cmd", "empty"),
         ('kind = "command"\ncmd = "srv --port 8000"\n', "target.cmd", "put {port} in cmd"),
+        ('kind = "command"\ncmd = "no-such-server-xyz --port {port}"\n', "target.cmd", "not on PATH"),
+        ('kind = "command"\ncmd = "./no/such/server --port {port}"\n', "target.cmd", "does not exist"),
         ('kind = "command"\ncmd = "srv --port \'{port}"\n', "target.cmd", "quotes"),
         ('kind = "command"\ncmd = 3\n', "target.cmd", "string or a list"),
         ('kind = "command"\ncmd = "srv --port {prot}"\n', "target.cmd", "did you mean '{port}'"),
