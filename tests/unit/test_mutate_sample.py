@@ -32,12 +32,14 @@ SCENARIOS = [
     "variant_comparison",
     "tool_retry_rollback",
 ]
-MEASURED = 0.0  # recorded below by the first measurement on this sample
-FLOOR = 0.0
+# measured 25 killed / 12 survived / 3 equivalent = 0.676 on commit fbf013e (main 12abfcd), 346 s with 2 jobs
+# on the shared box at load ~10; the floor allows ~3 mutants of drift from other people's edits
+MEASURED = 0.676
+FLOOR = 0.60
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # ~2 min on an idle 2-core box; 6 min measured on the shared one
 def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_mutation(
         MutationConfig(modules=PROTOCOL_MODULES, sample=SAMPLE, seed=SEED, seeds=[0], scenarios=SCENARIOS, jobs=2)
