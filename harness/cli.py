@@ -8,13 +8,15 @@ Exit codes: 0 all valid, 1 a violation / regression, 2 bad input.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
+from importlib import metadata
 
 # name -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "fake-sglang": ("harness.fake_sglang.cli:main", "run the deterministic, fault-injecting fake SGLang"),
-    "serve": ("reference_impl.__main__:main", "run the reference session server (N processes)"),
+    "serve": ("reference_impl.launcher:serve_main", "run the reference session server (N processes)"),
     "demo": ("harness.demo:main", "start the fake + reference server in-process and drive a short conversation"),
     "run": ("harness.runner.cli:main", "run scenarios and check invariants"),
     "explore": ("harness.sim.cli:explore_main", "simulation: many seeds until an invariant breaks; shrink it"),
@@ -25,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("harness.report.cli:compare_main", "gate: compare a run's percentiles against a baseline"),
     "model": ("harness.model.cli:main", "capacity model (simpy): predicted bucket percentiles, --sweep"),
     "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),
+    "tokenizer": ("harness.tokenizer.check:main", "check NAME|DIR: will token-in/token-out hold with its template?"),
     "mutate": ("harness.mutate.cli:main", "mutation testing: cosmic-ray mutants of reference_impl vs the sim library"),
 }
 
@@ -34,18 +37,34 @@ def _usage() -> str:
     for name, (_, help_) in COMMANDS.items():
         lines.append(f"  {name:<12} {help_}")
     lines.append("")
-    lines.append("`harness COMMAND --help` for a command's options.")
+    lines.append("`harness COMMAND --help` for a command's options; `harness --version` for the version.")
     return "\n".join(lines)
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's, in an editable install)."""
+    try:
+        return metadata.version("session-race-harness")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(_usage())
-        return 0 if args else 2
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"harness {version()}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(f"harness: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"harness: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     target = COMMANDS[name][0]
     mod_name, func_name = target.split(":")

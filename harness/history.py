@@ -53,8 +53,11 @@ class History:
     ``ok`` / ``fail`` / ``info`` shortcuts) closes it. ``start`` is the run's
     origin on ``clock.monotonic()``; by default the first read of the clock.
     ``sink`` (an open text file) receives every event as a JSON line as it
-    happens, so a crashed run still leaves its history behind.
+    happens, flushed every ``FLUSH_EVERY`` events, so a crashed or killed run
+    still leaves its history behind (up to the last batch) for ``harness check``.
     """
+
+    FLUSH_EVERY = 256
 
     def __init__(self, clock: Clock, *, start: float | None = None, sink: IO[str] | None = None) -> None:
         self._clock = clock
@@ -158,6 +161,8 @@ class History:
         self.events.append(ev)
         if self._sink is not None:
             self._sink.write(json.dumps(ev, sort_keys=True, default=str) + "\n")
+            if len(self.events) % self.FLUSH_EVERY == 0:
+                self._sink.flush()
 
 
 # -- reading ------------------------------------------------------------------

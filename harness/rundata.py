@@ -14,7 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "RunData"]
+__all__ = ["CUT_REASON", "RUN_FILES", "RunData", "close_cut_history"]
+
+CUT_REASON = "run cut before this operation completed (signal or crash): outcome unknown"
+
+
+def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` plus an ``info`` completion for every op invoked and never completed."""
+    done = {e.get("op") for e in events if e.get("type") != "invoke"}
+    open_ops = [e for e in events if e.get("type") == "invoke" and e.get("op") not in done]
+    if not open_ops:
+        return events
+    end = max((float(e.get("time", 0.0)) for e in events), default=0.0)
+    out = list(events)
+    for inv in open_ops:
+        ev = {k: inv.get(k) for k in ("op", "process", "f", "session", "server", "turn", "attempt", "request_id")}
+        ev.update(type="info", time=end, intended=inv.get("intended"), error=CUT_REASON, index=len(out))
+        out.append(ev)
+    return out
+
 
 # File names inside one scenario's run folder.
 RUN_FILES = {
@@ -25,6 +43,7 @@ RUN_FILES = {
     "backend_executions": "backend_executions.json",  # fake /stats "executions" ({} if external)
     "server_logs": "server_logs.jsonl",  # every server process's JSON log lines, merged
     "verdicts": "verdicts.json",  # checker results
+    "harness": "harness_self.json",  # the harness's own event-loop lag and CPU during a live run (runner/_selfmon.py)
 }
 
 
@@ -36,6 +55,7 @@ class RunData:
     owners: dict[str, str] = field(default_factory=dict)
     backend_executions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     server_logs: list[dict[str, Any]] = field(default_factory=list)
+    harness: dict[str, Any] = field(default_factory=dict)  # empty: not measured (simulation, older runs)
 
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -49,14 +69,34 @@ class RunData:
         with (run_dir / RUN_FILES["server_logs"]).open("w") as fh:
             for line in self.server_logs:
                 fh.write(json.dumps(line, sort_keys=True) + "\n")
+        if self.harness:
+            (run_dir / RUN_FILES["harness"]).write_text(json.dumps(self.harness, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, run_dir: Path) -> RunData:
+        """Read a run folder; a run cut short (a signal, a crash) reads too.
+
+        A torn last line is skipped, and every operation the history invoked but
+        never completed gets an ``info`` (unknown outcome) completion saying the
+        run was cut: checkers then give verdicts with those operations unknown.
+        """
+
         def jsonl(name: str) -> list[dict[str, Any]]:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
-            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
+            out = []
+            for i, line in enumerate(lines):
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    if i == len(lines) - 1 and len(lines) > 1:  # the last line, torn by the cut
+                        continue
+                    raise ValueError(f"{p}: line {i + 1} is not JSON (a corrupt run folder)") from None
+                if isinstance(obj, dict):
+                    out.append(obj)
+            return out
 
         def js(name: str, default: Any) -> Any:
             p = run_dir / RUN_FILES[name]
@@ -64,9 +104,10 @@ class RunData:
 
         return cls(
             scenario=js("scenario", {}),
-            history=jsonl("history"),
+            history=close_cut_history(jsonl("history")),
             final_states=js("final_states", {}),
             owners=js("owners", {}),
             backend_executions=js("backend_executions", {}),
             server_logs=jsonl("server_logs"),
+            harness=js("harness", {}),
         )

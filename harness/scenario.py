@@ -18,14 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
+import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.runfolder import check_safe_name
+from harness.serverlog import LogConfig, LogConfigError
+
 __all__ = [
+    "COMMAND_PLACEHOLDERS",
     "SLO_BUCKETS",
+    "TARGET_KINDS",
     "AgentSpec",
     "BackendSpec",
     "ChaosSpec",
@@ -69,9 +77,25 @@ class ScenarioError(ValueError):
 # ---------------------------------------------------------------- the schema
 
 
+TARGET_KINDS = ("reference", "command", "urls")
+# ``{name}`` placeholders of a command target's ``cmd`` (and ``env`` values), filled per process.
+COMMAND_PLACEHOLDERS = ("port", "host", "backend_url", "tokenizer", "index", "log_file", "python")
+
+
 @dataclass(frozen=True)
 class TargetSpec:
-    kind: str = "reference"  # "reference" | "urls"
+    """Which session server a run drives.
+
+    ``reference``: our server, started by the runner. ``command``: the user's
+    server, started by the runner from ``cmd`` (one process per ``processes``,
+    each on its own free loopback port) against a fake SGLang the runner also
+    starts. ``urls``: a deployment that already runs; the runner neither starts
+    nor stops anything, so process chaos cannot happen and the fault plan
+    reaches the backend only if ``backend_url`` is a fake SGLang that takes
+    ``PUT /admin/plan``.
+    """
+
+    kind: str = "reference"  # "reference" | "command" | "urls"
     processes: int = 1
     variants: tuple[str, ...] = ()  # applied together to every process
     compare: tuple[str, ...] = ()  # one run per entry ("default", "lock_restore", "a+b")
@@ -80,6 +104,18 @@ class TargetSpec:
     urls: tuple[str, ...] = ()
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
+    cmd: tuple[str, ...] = ()  # command target: argv template with {placeholders}
+    env: Mapping[str, str] = field(default_factory=dict)  # command target: extra environment (placeholders too)
+    cwd: str | None = None  # command target: working directory of the server processes
+    health_path: str = "/health"  # polled until 200 before the workload starts
+
+    @property
+    def process_control(self) -> bool:
+        """True when the runner starts the server processes itself (so it can kill and restart them)."""
+        return self.kind in ("reference", "command")
+
+    protocol: Mapping[str, str] = field(default_factory=dict)  # [target.protocol]: names the protocol leaves open
+    logs: LogConfig = field(default_factory=LogConfig)  # [target.logs]: how to read the servers' logs
 
 
 @dataclass(frozen=True)
@@ -195,6 +231,7 @@ class ChecksSpec:
     enabled: tuple[str, ...] = ("all",)
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
+    strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
 
 
 @dataclass(frozen=True)
@@ -222,6 +259,8 @@ class Scenario:
         d["backend"]["faults"] = self.fault_classes()
         d["backend"]["plan"] = self.backend.plan()
         d["target"]["variant"] = self.variant_label
+        d["target"]["process_control"] = self.target.process_control  # the runner may overwrite with what happened
+        d["target"]["faults_applied"] = self.target.kind != "urls" or self.target.backend_url is not None
         d["checks"]["enabled"] = list(self.checks.enabled)
         return d
 
@@ -235,6 +274,30 @@ class Scenario:
     def with_variants(self, variants: Sequence[str]) -> Scenario:
         t = dataclasses.replace(self.target, variants=tuple(variants), compare=())
         return dataclasses.replace(self, target=t)
+
+    def with_tokenizer(self, tokenizer: str | None) -> Scenario:
+        """The same scenario with the fake and every server on ``tokenizer`` (a name or folder; None keeps it)."""
+        if tokenizer is None:
+            return self
+        return dataclasses.replace(self, target=dataclasses.replace(self.target, tokenizer=tokenizer))
+
+
+# Bounds for numbers that name no tighter one (docs/scenarios.md, "Bounds"): large enough for any real
+# deployment, small enough that a typo cannot make the harness allocate or wait for ever.
+MAX_NUMBER = 1e9
+MAX_TURNS = 1000
+
+
+def _check_finite(file: str, data: Any, path: str) -> None:
+    """Every number anywhere in the file is finite (TOML allows nan and inf; nothing here means them)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise ScenarioError(file, path, f"must be a finite number, got {data!r}")
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            _check_finite(file, v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_finite(file, v, f"{path}[{i}]")
 
 
 def _plain(x: Any) -> Any:
@@ -318,10 +381,14 @@ class _Table:
     def _num(self, k: str, v: Any, lo: float | None, hi: float | None) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.err(k, f"expected a number, got {v!r}")
+        if not math.isfinite(v):
+            raise self.err(k, f"must be a finite number, got {v!r}")
         self._bounds(k, v, lo, hi)
         return float(v)
 
     def _bounds(self, k: str, v: float, lo: float | None, hi: float | None) -> None:
+        hi = MAX_NUMBER if hi is None else hi
+        lo = -MAX_NUMBER if lo is None else lo
         if lo is not None and v < lo:
             raise self.err(k, f"must be >= {lo:g}, got {v!r}")
         if hi is not None and v > hi:
@@ -340,15 +407,15 @@ class _Table:
             raise self.err(k, f"[min, max] with min <= max, got {v!r}")
         return (a, b)
 
-    def irange(self, k: str, default: tuple[int, int], lo: int = 0) -> tuple[int, int]:
+    def irange(self, k: str, default: tuple[int, int], lo: int = 0, hi: int | None = None) -> tuple[int, int]:
         v = self.raw(k, list(default))
         if isinstance(v, int) and not isinstance(v, bool):
-            self._bounds(k, v, lo, None)
+            self._bounds(k, v, lo, hi)
             return (v, v)
         if not isinstance(v, list) or len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             raise self.err(k, f"expected an integer or [min, max] of integers, got {v!r}")
         for x in v:
-            self._bounds(k, x, lo, None)
+            self._bounds(k, x, lo, hi)
         if v[0] > v[1]:
             raise self.err(k, f"[min, max] with min <= max, got {v!r}")
         return (v[0], v[1])
@@ -396,8 +463,40 @@ def _known_checkers() -> tuple[str, ...] | None:
     return tuple(CHECKERS)
 
 
+def _tokenizer_key(t: _Table) -> str | None:
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    value = t.str_("tokenizer", None)
+    if value is None:
+        return None
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+    try:
+        resolve_tokenizer(value)
+    except TokenizerError as exc:
+        raise t.err("tokenizer", str(exc).removeprefix("--tokenizer ")) from None
+    return str(value)
+
+
+def _parse_logs(t: _Table) -> LogConfig:
+    """``[target.logs]``: format, field and event name tables, free-text patterns (harness.serverlog)."""
+    try:
+        cfg = LogConfig.from_mapping(t.data)
+    except LogConfigError as exc:
+        fix = {
+            "format": 'use format = "auto" (JSON or key=value), "json" or "kv"',
+            "fields": 'map their field names to ours, e.g. fields = { request_id = "req_id", latency_ms = "total_ms" }',
+            "events": 'map their event names to ours, e.g. events = { request_finished = "chat_done" }',
+            "patterns": 'a regex per event, e.g. patterns = { state_changed_during_proxy = "moved on while" }',
+        }.get(exc.key.split(".")[0], "")
+        raise t.err(exc.key, exc.message + (f"; {fix}" if fix else "")) from None
+    for k in t.data:
+        t.seen.add(k)
+    return cfg
+
+
 def _parse_target(t: _Table) -> TargetSpec:
-    kind = t.str_("kind", "reference", ("reference", "urls"))
+    logs = _parse_logs(t.table("logs"))
+    kind = t.str_("kind", "reference", TARGET_KINDS)
     variants = t.strs("variants")
     compare = t.strs("compare")
     known = _known_variants()
@@ -413,9 +512,26 @@ def _parse_target(t: _Table) -> TargetSpec:
             processes=t.int_("processes", 1, 1, 64),
             variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
             compare=compare,
-            tokenizer=t.str_("tokenizer", None),
+            tokenizer=_tokenizer_key(t),
             server_args=t.strs("server_args"),
             startup_timeout_s=t.float_("startup_timeout_s", 20.0, 1.0, 300.0),
+        )
+    elif kind == "command":
+        if compare:
+            raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch your server\'s variant)')
+        cmd, env = _parse_cmd(t), _parse_env(t)
+        if not any("{port}" in a for a in (*cmd, *env.values())):
+            raise t.err("cmd", "the harness picks a free port for each process: put {port} in cmd (or in an env value)")
+        spec = TargetSpec(
+            kind=kind,
+            processes=t.int_("processes", 1, 1, 64),
+            variants=tuple(v for v in variants if v != DEFAULT_VARIANT),
+            tokenizer=_tokenizer_key(t),
+            startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
+            cmd=cmd,
+            env=env,
+            cwd=_parse_cwd(t),
+            health_path=_parse_health_path(t),
         )
     else:
         urls = t.strs("urls")
@@ -430,11 +546,106 @@ def _parse_target(t: _Table) -> TargetSpec:
             kind=kind,
             processes=len(urls),
             urls=tuple(u.rstrip("/") for u in urls),
-            backend_url=t.str_("backend_url", None),
+            backend_url=_parse_backend_url(t),
             variants=variants,
+            health_path=_parse_health_path(t),
         )
+    spec = dataclasses.replace(spec, protocol=_parse_protocol(t.table("protocol")), logs=logs)
     t.done()
     return spec
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CMD_EXAMPLE = 'cmd = "{python} -m your_server --port {port} --backend-url {backend_url}"'
+
+
+def _check_placeholders(t: _Table, key: str, text: str) -> None:
+    for name in _PLACEHOLDER.findall(text):
+        if name not in COMMAND_PLACEHOLDERS:
+            braced = ["{" + p + "}" for p in COMMAND_PLACEHOLDERS]
+            raise t.err(
+                key,
+                f"unknown placeholder {{{name}}}; {_did_you_mean('{' + name + '}', braced)}"
+                f"allowed: {', '.join(braced)}",
+            )
+
+
+def _parse_cmd(t: _Table) -> tuple[str, ...]:
+    """``cmd``: a string (split like a shell would, but run without one) or a list of arguments."""
+    raw = t.raw("cmd", None)
+    if raw is None:
+        raise t.err("cmd", f'kind = "command" needs the command that starts one server process, e.g. {_CMD_EXAMPLE}')
+    if isinstance(raw, str):
+        try:
+            argv = shlex.split(raw)
+        except ValueError as exc:
+            raise t.err("cmd", f"cannot split the command into arguments ({exc}); check its quotes") from None
+    elif isinstance(raw, list) and all(isinstance(a, str) for a in raw):
+        argv = list(raw)
+    else:
+        raise t.err("cmd", f"expected a string or a list of strings, e.g. {_CMD_EXAMPLE}")
+    if not argv:
+        raise t.err("cmd", f"the command is empty; e.g. {_CMD_EXAMPLE}")
+    for a in argv:
+        _check_placeholders(t, "cmd", a)
+    return tuple(argv)
+
+
+def _parse_env(t: _Table) -> dict[str, str]:
+    env_t = t.table("env")
+    out: dict[str, str] = {}
+    for k in env_t.data:
+        v = env_t.raw(k)
+        if not isinstance(v, str):
+            raise env_t.err(k, f'expected a string (environment values are text, e.g. {k} = "1"), got {v!r}')
+        if not k or "=" in k or "\0" in k:
+            raise env_t.err(k, "not a valid environment variable name")
+        _check_placeholders(env_t, k, v)
+        out[k] = v
+    env_t.done()
+    return out
+
+
+def _parse_cwd(t: _Table) -> str | None:
+    cwd: str | None = t.str_("cwd", None)
+    if cwd is not None and not Path(cwd).is_dir():
+        raise t.err("cwd", f"{cwd!r} is not a directory (relative paths count from where harness runs)")
+    return cwd
+
+
+def _parse_health_path(t: _Table) -> str:
+    hp = str(t.str_("health_path", "/health"))
+    if not hp.startswith("/"):
+        raise t.err("health_path", f"a path starting with '/', e.g. \"/health\", got {hp!r}")
+    return hp
+
+
+def _parse_backend_url(t: _Table) -> str | None:
+    bu = t.str_("backend_url", None)
+    if bu is not None and not bu.startswith(("http://", "https://")):
+        raise t.err("backend_url", f"{bu!r} is not an http(s) URL")
+    return bu.rstrip("/") if bu is not None else None
+
+
+PROTOCOL_KEYS = {
+    "token_ids_key": "the metadata key holding the accumulated token ids",
+    "input_ids_key": "the key inside a record's request holding the prompt ids",
+    "request_id_key": "the record field echoing the caller's x-request-id",
+    "kind_key": "the record field saying committed or provisional",
+}
+
+
+def _parse_protocol(t: _Table) -> dict[str, str]:
+    """``[target.protocol]``: where a server names things the protocol leaves open (docs/checkers.md)."""
+    out: dict[str, str] = {}
+    for k in PROTOCOL_KEYS:
+        v = t.str_(k, None)
+        if v is not None:
+            if not v:
+                raise t.err(k, f"expected a non-empty name: {PROTOCOL_KEYS[k]}")
+            out[k] = v
+    t.done()
+    return out
 
 
 def _parse_backend(t: _Table, seed: int) -> BackendSpec:
@@ -522,7 +733,7 @@ def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> Workl
     spec = WorkloadSpec(
         sessions=t.int_("sessions", 10, 1, 100_000),
         concurrency=t.int_("concurrency", 10, 1, 10_000),
-        turns=t.irange("turns", (2, 4), lo=1),
+        turns=t.irange("turns", (2, 4), lo=1, hi=MAX_TURNS),
         arrival_rate=t.float_("arrival_rate", 0.0, 0.0),
         think_time_s=t.frange("think_time_s", (0.0, 0.0)),
         duration_s=t.float_("duration_s", 30.0, 0.1, 3600.0),
@@ -578,8 +789,6 @@ def _parse_chaos(t: _Table, target: TargetSpec) -> ChaosSpec:
     _validate_fault_names(forced_t, list(forced))
     kills = []
     for kt in t.tables("kill_restart"):
-        if target.kind != "reference":
-            raise kt.err("process", 'kill_restart needs target.kind = "reference" (the runner owns the processes)')
         k = KillRestart(
             process=kt.int_("process", 0, 0, target.processes - 1),
             at_s=kt.float_("at_s", 1.0, 0.0),
@@ -639,7 +848,12 @@ def _parse_checks(t: _Table) -> ChecksSpec:
     opts = t.raw("options", {})
     if not isinstance(opts, Mapping):
         raise t.err("options", "expected a table")
-    spec = ChecksSpec(enabled=enabled, liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0), options=dict(opts))
+    spec = ChecksSpec(
+        enabled=enabled,
+        liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
+        options=dict(opts),
+        strict=t.bool_("strict", False),
+    )
     t.done()
     return spec
 
@@ -665,8 +879,10 @@ def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
         name = Path(file).stem if file != "<memory>" else None
         if not name:
             raise top.err("name", 'required: a short identifier such as name = "delete_during_proxy"')
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise top.err("name", f"{name!r}: use letters, digits, '-', '_' or '.' (it names the run folder)")
+    why = check_safe_name(name) or (None if "@" not in name and "+" not in name else "must not contain '@' or '+'")
+    if why is not None:
+        raise top.err("name", f'{name!r} {why} (it names the run folder), e.g. name = "delete_during_proxy"')
+    _check_finite(file, data, "")
     seed = top.int_("seed", 0, 0)
     target = _parse_target(top.table("target"))
     backend_t = top.table("backend")
@@ -720,6 +936,11 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(file, "", f"cannot read the scenario file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ScenarioError(
+            file, "", f"not UTF-8 text (byte {exc.start}, line {line}): save the file as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

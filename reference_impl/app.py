@@ -21,6 +21,15 @@ Each rule can be switched off by a named variant (config.py) so the harness
 can show that its checkers catch the resulting bug; every switch is a
 ``self._has(name)`` test at the exact line the bug lives on.
 
+Hostile input (issue 13): a request body is read up to ``max_body_bytes``
+(413 past it, without reading the rest) and parsed strictly
+(harness/strict_json.py: no NaN / Infinity, no lone surrogates, nesting up to
+``max_json_depth``), so nothing is stored that ``GET /sessions/{id}`` could not
+serve back; a backend answer that breaks the same rules is a 502. Every JSON
+reply goes through ``dumps_safe``, so a read endpoint cannot fail on its own
+data. The pass-through normalizes its path, routes any spelling of the chat
+path to the tracked chat handler, and reaches only allowlisted backend paths.
+
 Observability: exactly one ``chat_start`` and one ``chat_done`` per chat
 request, whatever its outcome (``try``/``finally``), with the timing buckets
 ``lock_wait_ms, tokenize_in_ms, proxy_elapsed_ms, tokenize_out_ms, total_ms``.
@@ -43,13 +52,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from harness.seams import Clock, Executor, IdSource, InlineExecutor, LoopClock, ThreadExecutor
+from harness.strict_json import BodyTooLarge, JsonInputError, dumps_safe, loads_strict
 from harness.tokenizer import load_tokenizer
 
 from .config import ServerConfig
 from .logs import Counters, EventLog, JsonLineSink, LogSink, heartbeat_loop
-from .proxy import HOP_BY_HOP, Backend, forward_headers
+from .proxy import HOP_BY_HOP, Backend, PathError, forward_headers, normalize_path, path_allowed, routing_key
 from .sessions import Session, SessionStore
-from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages
+from .tito import Commit, MessageError, RollbackError, Tito, TitoError, TurnPlan, normalize_messages, template_kwargs
 
 __all__ = ["SessionServer", "create_app"]
 
@@ -60,8 +70,15 @@ FRAMING_HEADERS = (b"server", b"date", b"content-length")
 RELAY_DROP = frozenset(h.encode() for h in HOP_BY_HOP) | {b"server", b"date", b"content-length", b"content-encoding"}
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON reply that always encodes (``dumps_safe``): a read endpoint never fails on its own data."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps_safe(content)
+
+
 def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+    return SafeJSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
 class BadGateway(Exception):
@@ -98,12 +115,18 @@ class _Turn:
     tito_error: TitoError | None = None
 
 
-def parse_answer(raw: bytes) -> BackendAnswer:
-    """Validate a backend chat answer (CONTEXT.md): any violation is a 502."""
+def parse_answer(raw: bytes, max_depth: int = 64) -> BackendAnswer:
+    """Validate a backend chat answer (CONTEXT.md): any violation is a 502.
+
+    Parsed as strictly as a client's body: an answer holding NaN or a lone
+    surrogate could be stored but never served back by ``GET /sessions/{id}``.
+    """
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise BadGateway(f"backend body is not JSON: {exc}") from None
+        data = loads_strict(raw, max_depth_limit=max_depth)
+    except JsonInputError as exc:
+        if exc.reason in ("invalid_json", "not_utf8"):
+            raise BadGateway(f"backend body is not JSON: {exc}") from None
+        raise BadGateway(f"backend answer cannot be stored: {exc}") from None
     if not isinstance(data, dict):
         raise BadGateway("backend body is not a JSON object")
     choices = data.get("choices")
@@ -256,13 +279,13 @@ class SessionServer:
 
     # -- small routes ---------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        return JSONResponse(
+        return SafeJSONResponse(
             {"status": "ok", "pid": self.pid, "worker_port": self.config.worker_port, "sessions": len(self.store)}
         )
 
     async def stats(self, request: Request) -> Response:
         c = self.counters
-        return JSONResponse(
+        return SafeJSONResponse(
             {
                 "pid": self.pid,
                 "worker_port": self.config.worker_port,
@@ -281,7 +304,7 @@ class SessionServer:
     async def create_session(self, request: Request) -> Response:
         session = self.store.add(Session(self.ids.session_id(), created_ts=self.clock.wall()))
         self.log.info("session_created", session_id=session.session_id)
-        return JSONResponse({"session_id": session.session_id})
+        return SafeJSONResponse({"session_id": session.session_id})
 
     async def get_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -291,7 +314,7 @@ class SessionServer:
         messages, token_ids = list(session.messages), list(session.token_ids)
         meta = session.metadata()
         meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
-        return JSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
+        return SafeJSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
 
     async def delete_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -315,7 +338,10 @@ class SessionServer:
                     "POST",
                     "/abort_request",
                     content=json.dumps({"rid": rid}).encode(),
-                    headers=[("content-type", "application/json"), ("x-smg-routing-key", session.session_id)],
+                    headers=[
+                        (b"content-type", b"application/json"),
+                        (b"x-smg-routing-key", routing_key(session.session_id)),
+                    ],
                     timeout_s=min(5.0, self.config.backend_timeout),
                 )
             except httpx.HTTPError as exc:
@@ -328,17 +354,51 @@ class SessionServer:
                 )
 
     # -- pass-through ---------------------------------------------------------------
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, at most ``max_body_bytes``: BodyTooLarge as soon as it is known to be larger."""
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+            raise BodyTooLarge(limit)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _allowed_paths(self) -> str:
+        return ", ".join(self.config.passthrough_paths) or "none"
+
     async def passthrough(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         if self._live(session_id) is None:
             return error_response(404, "SessionNotFound", f"session {session_id} not found")
-        path = request.path_params["path"]
-        body = await request.body()
+        try:
+            path = normalize_path(request.path_params["path"])
+        except PathError as exc:
+            return error_response(400, "InvalidPath", str(exc))
+        if path == "/" + CHAT_PATH:  # the chat path however it was spelled: tracked, never passed through
+            if request.method != "POST":
+                return error_response(405, "MethodNotAllowed", f"{request.method} {path}: only POST")
+            return await self.chat(request)
+        if not path_allowed(path, self.config.passthrough_paths):
+            return error_response(
+                403,
+                "PathNotAllowed",
+                f"backend path {path} is not reachable through a session; allowed: {self._allowed_paths()}",
+            )
+        try:
+            body = await self.read_body(request)
+        except BodyTooLarge as exc:
+            return error_response(413, "RequestTooLarge", str(exc))
         headers = forward_headers(request.headers.raw, session_id)
         t = self.clock.monotonic()
         try:
             resp = await self.backend.request(
-                request.method, "/" + path, content=body, headers=headers, params=request.query_params.multi_items()
+                request.method, path, content=body, headers=headers, params=request.query_params.multi_items()
             )
         except (httpx.HTTPError, OSError) as exc:
             elapsed = _ms(self.clock.monotonic() - t)
@@ -431,11 +491,14 @@ class SessionServer:
             self.log.info("session_created", session_id=sid, auto_created=True)
         if session is None or (session.closing and not no_recheck):
             return self._fail(st, "not_found", 404, "SessionNotFound", f"session {sid} not found")
-        raw = await request.body()
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            return self._fail(st, "bad_request", 400, "InvalidRequest", f"request body is not valid JSON: {exc}")
+            raw = await self.read_body(request)
+        except BodyTooLarge as exc:
+            return self._fail(st, "bad_request", 413, "RequestTooLarge", str(exc))
+        try:
+            body = loads_strict(raw, max_depth_limit=self.config.max_json_depth)
+        except JsonInputError as exc:
+            return self._fail(st, "bad_request", 400, "InvalidRequest", str(exc))
         if not isinstance(body, dict):
             return self._fail(st, "bad_request", 400, "InvalidRequest", "request body must be a JSON object")
         stream = body.get("stream", False)
@@ -454,8 +517,11 @@ class SessionServer:
             view = session.view()
             expected_n, expected_v = session.num_assistant, session.version
             t = self.clock.monotonic()
+            # retokenize_history (BAD): the whole request re-rendered and re-encoded, no checkpoint kept
+            planner = self.tito.plan_retokenized if self._has("retokenize_history") else self.tito.plan
             try:
-                plan = await self.executor.run(self.tito.plan, view, body["messages"])
+                kwargs = template_kwargs(body.get("chat_template_kwargs"))
+                plan = await self.executor.run(planner, view, body["messages"], kwargs)
             except MessageError as exc:
                 return self._fail(st, "bad_request", 400, "InvalidRequest", str(exc))
             except RollbackError as exc:
@@ -486,7 +552,7 @@ class SessionServer:
                 st.outcome = "upstream_error"
                 return self._relay(resp, resp.content)
             try:
-                answer = parse_answer(resp.content)
+                answer = parse_answer(resp.content, self.config.max_json_depth)
             except BadGateway as exc:
                 return self._fail(st, "bad_gateway", 502, "BadGateway", str(exc))
             st.completion_tokens = len(answer.completion_ids)
@@ -587,7 +653,7 @@ class SessionServer:
             "start_ts": turn.start_ts,
             "end_ts": self.clock.wall(),
             "method": request.method,
-            "path": request.url.path,
+            "path": f"/sessions/{st.session_id}/{CHAT_PATH}",  # canonical, however the client spelled it
             "caller_request_id": st.caller,
             "req_id": st.req_id,
             "turn": _int_header(request.headers.get("x-turn")),

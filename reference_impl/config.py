@@ -15,7 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BAD_VARIANTS", "DESIGN_VARIANTS", "VARIANTS", "ServerConfig", "VariantError"]
+from .proxy import DEFAULT_PASSTHROUGH_PATHS
+
+__all__ = [
+    "BAD_VARIANTS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DESIGN_VARIANTS",
+    "VARIANTS",
+    "ServerConfig",
+    "VariantError",
+]
+
+# Request limits (docs/reference_server.md, "Limits"): 4 MiB holds a 128k-token conversation several times
+# over; 64 levels holds any tool schema seen in practice and keeps the parser far from recursion limits.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_JSON_DEPTH = 64
 
 DESIGN_VARIANTS: dict[str, str] = {
     "lock_restore": "hold the session lock across the backend call (Phase 2): serialized, no stale writers, slower",
@@ -63,6 +78,9 @@ class ServerConfig:
     heartbeat_interval: float = 30.0
     tokenize_in_thread: bool = True
     backend_timeout: float = 600.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    passthrough_paths: tuple[str, ...] = DEFAULT_PASSTHROUGH_PATHS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variants", check_variants(self.variants))
@@ -73,6 +91,14 @@ class ServerConfig:
             raise ValueError(f"heartbeat_interval must be > 0 seconds, got {self.heartbeat_interval}")
         if self.backend_timeout <= 0:
             raise ValueError(f"backend_timeout must be > 0 seconds, got {self.backend_timeout}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if not 2 <= self.max_json_depth <= 512:
+            raise ValueError(f"max_json_depth must be within [2, 512], got {self.max_json_depth}")
+        object.__setattr__(self, "passthrough_paths", tuple(self.passthrough_paths))
+        for p in self.passthrough_paths:
+            if not p.startswith("/") or "//" in p or "/." in p or "%" in p:
+                raise ValueError(f"passthrough path {p!r} must be a normalized absolute path such as /v1/models")
 
     def has(self, variant: str) -> bool:
         return variant in self.variants

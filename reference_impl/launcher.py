@@ -26,29 +26,50 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "serve_main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m reference_impl") -> argparse.ArgumentParser:
     from .config import VARIANTS
 
     variants = "; ".join(f"{name}: {doc}" for name, doc in VARIANTS.items())
     p = argparse.ArgumentParser(
-        prog="python -m reference_impl",
+        prog=prog,
         description="The reference session server (TITO chat proxy with a three-phase split lock).",
         epilog=f"variants: {variants}",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="first port; process i listens on PORT+i")
     p.add_argument("--backend-url", required=True, help="SGLang (or fake SGLang) base URL")
-    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer dir (default: the shipped one)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME|DIR",
+        help="shipped tokenizer (chatml, reasoning, tools, headers, trail) or local HF tokenizer dir; default chatml",
+    )
     p.add_argument("--variant", action="append", default=[], metavar="NAME", help="enable a variant (repeatable)")
     p.add_argument("--processes", type=int, default=1, help="number of independent server processes")
-    p.add_argument("--log-file", default=None, help="append JSON log lines here (default: stderr)")
+    p.add_argument("--log-file", default=None, help="append log lines here (default: stderr)")
+    p.add_argument(
+        "--log-format",
+        default="json",
+        choices=("json", "text"),
+        help="json: one object per line; text: Python-logging prefix + key=value, as production servers print",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds between heartbeat lines")
     p.add_argument("--no-tokenize-thread", action="store_true", help="tokenize on the event loop, not in a thread")
     p.add_argument("--max-trim-tokens", type=int, default=2, help="prefix-invariant tolerance in tokens")
     p.add_argument("--backend-timeout", type=float, default=600.0, help="seconds before a backend call fails")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit in bytes (default 4 MiB)")
+    p.add_argument("--max-json-depth", type=int, default=None, help="JSON nesting limit (default 64)")
+    p.add_argument(
+        "--passthrough-path",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="backend path reachable through /sessions/{id}/PATH (repeatable, replaces the default allowlist; "
+        "'/prefix/*' allows everything below /prefix/)",
+    )
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -65,7 +86,19 @@ def _config(args: argparse.Namespace, port: int) -> Any:
         heartbeat_interval=args.heartbeat_interval,
         tokenize_in_thread=not args.no_tokenize_thread,
         backend_timeout=args.backend_timeout,
+        **_limits(args),
     )
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        out["max_body_bytes"] = args.max_body_bytes
+    if args.max_json_depth is not None:
+        out["max_json_depth"] = args.max_json_depth
+    if args.passthrough_path is not None:
+        out["passthrough_paths"] = tuple(args.passthrough_path)
+    return out
 
 
 async def _watch_parent(server: Any, parent_pid: int) -> None:
@@ -86,9 +119,9 @@ def run_one(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .logs import JsonLineSink
+    from .logs import make_sink
 
-    sink = JsonLineSink(path=args.log_file) if args.log_file else JsonLineSink(sys.stderr)
+    sink = make_sink(args.log_format, path=args.log_file, stream=None if args.log_file else sys.stderr)
     app = create_app(_config(args, args.port), log_sink=sink)
     config = uvicorn.Config(
         app,
@@ -194,10 +227,15 @@ def _strip(argv: list[str], *options: str) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve_main(argv: list[str] | None = None) -> int:
+    """``harness serve``: the same launcher, its help naming the command the user typed."""
+    return main(argv, prog="harness serve")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m reference_impl") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    from harness.tokenizer import TokenizerError, load_tokenizer
+    args = build_parser(prog).parse_args(argv)
+    from harness.tokenizer import TokenizerError, load_tokenizer, resolve_tokenizer
 
     from .config import VariantError
 
@@ -205,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         _config(args, args.port)
         if args.processes < 1:
             raise ValueError(f"--processes must be >= 1, got {args.processes}")
+        resolve_tokenizer(args.tokenizer)  # a bad name or folder exits 2 before any process starts
         if args.processes == 1 or args.parent_pid is not None:
             load_tokenizer(args.tokenizer)
     except (VariantError, TokenizerError, ValueError) as exc:

@@ -9,6 +9,13 @@ that say where its latency went, and the warnings that name the races
 (``proxy_transport_error``). One JSON object per line, fields as in
 docs/contracts.md, so a checker can parse them without regexes.
 
+``--log-format text`` prints the same events the way production servers do
+through Python ``logging`` (CONTEXT.md, "Logs arrive as text"): a prefix (time
+as ``asctime`` prints it, level, logger name, ``pid=<n>``), the event name,
+then ``key=value`` pairs; the two warnings as a sentence with the pairs in
+parentheses. The harness reads both (harness.serverlog); the text form exists
+so that its text path is exercised by a real server, not only by fixtures.
+
 The heartbeat (rss_mb, vms_mb, counters) is what catches leaks: a server that
 keeps deleted sessions in memory, or whose in-flight counter only goes up.
 """
@@ -18,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from harness.seams import Clock
 
-__all__ = ["Counters", "EventLog", "JsonLineSink", "ListSink", "LogSink", "heartbeat_loop"]
+__all__ = ["Counters", "EventLog", "JsonLineSink", "ListSink", "LogSink", "TextLineSink", "heartbeat_loop", "make_sink"]
 
 LogSink = Callable[[dict[str, Any]], None]
 
@@ -38,8 +47,11 @@ class JsonLineSink:
         if path is not None:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    def format(self, event: dict[str, Any]) -> str:
+        return json.dumps(event, separators=(",", ":"), default=str)
+
     def __call__(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
+        line = self.format(event) + "\n"
         if self._fd is not None:
             os.write(self._fd, line.encode())
         elif self._stream is not None:
@@ -50,6 +62,60 @@ class JsonLineSink:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_BARE = re.compile(r"[^\s\"'=(){}\[\],;]+")
+_SENTENCES = {
+    "state_changed_during_proxy": "state_changed_during_proxy: session {session_id} moved on while request "
+    "{req_id} was at the backend; not updating it",
+    "proxy_transport_error": "proxy_transport_error: backend call of session {session_id} (request {req_id}) failed",
+}
+
+
+def _text_value(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), default=str)
+    if text and _BARE.fullmatch(text) and text not in ("-", "None", "null", "true", "false"):
+        return text
+    return json.dumps(text)  # quoted, with JSON escapes
+
+
+class TextLineSink(JsonLineSink):
+    """``2026-12-01 09:30:00,123 INFO reference_impl pid=7 chat_done req_id=ab12cd34 status=200 ...``.
+
+    The time is the event's ``ts`` printed as ``logging``'s ``asctime`` (local time, milliseconds).
+    """
+
+    logger = "reference_impl"
+
+    def format(self, event: dict[str, Any]) -> str:
+        fields = dict(event)
+        ts = float(fields.pop("ts", 0.0))
+        level = fields.pop("level", "INFO")
+        name = str(fields.pop("event", "?"))
+        pid = fields.pop("pid", None)
+        when = datetime.fromtimestamp(ts)
+        prefix = f"{when:%Y-%m-%d %H:%M:%S},{when.microsecond // 1000:03d} {level} {self.logger} pid={pid}"
+        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        sentence = _SENTENCES.get(name)
+        if sentence is not None:
+            said = {k: _text_value(fields.get(k)) for k in ("session_id", "req_id")}
+            rest = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if k not in said)
+            return f"{prefix} {sentence.format(**said)} ({rest})"
+        return f"{prefix} {name} {pairs}".rstrip()
+
+
+def make_sink(log_format: str = "json", *, stream: IO[str] | None = None, path: str | None = None) -> JsonLineSink:
+    """The sink for ``--log-format json|text``."""
+    if log_format not in ("json", "text"):
+        raise ValueError(f"--log-format must be json or text, got {log_format!r}")
+    cls = TextLineSink if log_format == "text" else JsonLineSink
+    return cls(stream=stream, path=path)
 
 
 class ListSink(list[dict[str, Any]]):

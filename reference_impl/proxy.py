@@ -20,16 +20,38 @@ every request. ``AiohttpTransport`` is an ``httpx`` transport on aiohttp's C
 HTTP parser: the server still speaks only ``httpx`` (the seam is unchanged,
 tests and simulation inject ASGI transports), but the live path costs a
 fraction of the CPU.
+
+Hostile input (issue 13). Header forwarding must not fail on anything a
+client can send: headers travel as bytes, a header whose name is not an
+HTTP token or whose value holds CR, LF, NUL or another control byte is
+dropped (it could not be sent on, and CR/LF would inject headers), and
+obs-text bytes (latin-1, UTF-8) are forwarded unchanged. The pass-through
+path is normalized (``normalize_path``) before anything else looks at it, so
+``./``, ``%2e``, ``%2f``, ``x/../`` and ``//`` all name the path they mean, and
+only an allowlist of backend paths is reachable (``path_allowed``): a holder of
+one session must not reach the backend's admin and control endpoints.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import httpx
 
-__all__ = ["DROP_REQUEST_HEADERS", "AiohttpTransport", "Backend", "forward_headers"]
+__all__ = [
+    "DEFAULT_PASSTHROUGH_PATHS",
+    "DROP_REQUEST_HEADERS",
+    "AiohttpTransport",
+    "Backend",
+    "PathError",
+    "forward_headers",
+    "normalize_path",
+    "path_allowed",
+]
 
 HOP_BY_HOP = frozenset(
     {
@@ -48,18 +70,98 @@ HOP_BY_HOP = frozenset(
 DROP_REQUEST_HEADERS = HOP_BY_HOP | {"content-length", "host", "x-smg-routing-key"}
 
 
-def forward_headers(raw: list[tuple[bytes, bytes]], session_id: str) -> list[tuple[str, str]]:
-    """Client headers for the backend request, in order, plus the routing key."""
-    out: list[tuple[str, str]] = []
+_DROP_BYTES = frozenset(h.encode() for h in DROP_REQUEST_HEADERS)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def routing_key(session_id: str) -> bytes:
+    """The session id as a header value (ids are hex; an auto-created odd id is percent-quoted)."""
+    raw = session_id.encode("utf-8")
+    return raw if _BAD_VALUE.search(raw) is None and raw.isascii() else quote(session_id, safe="").encode()
+
+
+def forward_headers(raw: Iterable[tuple[bytes, bytes]], session_id: str) -> list[tuple[bytes, bytes]]:
+    """Client headers for the backend request, in order, as bytes, plus the routing key.
+
+    Never fails: a header that could not be sent on (a name that is not a token,
+    a value with a control byte) is dropped; every other value is forwarded as is.
+    """
+    out: list[tuple[bytes, bytes]] = []
     for k, v in raw:
-        name = k.decode("latin-1").lower()
-        if name not in DROP_REQUEST_HEADERS:
-            out.append((name, v.decode("latin-1")))
-    out.append(("x-smg-routing-key", session_id))
+        name = k.lower()
+        if name in _DROP_BYTES or _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(v) is not None:
+            continue
+        out.append((name, v))
+    out.append((b"x-smg-routing-key", routing_key(session_id)))
     return out
 
 
-_NOT_SENT = frozenset({"host", "content-length", "transfer-encoding"})
+# Backend paths a session's pass-through may reach: generation and read-only model info. Never the
+# engine's control plane (/abort_request, /flush_cache, /update_weights*) nor the fake's /admin/*.
+DEFAULT_PASSTHROUGH_PATHS: tuple[str, ...] = (
+    "/generate",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/models/*",
+    "/get_model_info",
+    "/health",
+    "/health_generate",
+)
+_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+")
+
+
+class PathError(ValueError):
+    """A pass-through path that cannot be normalized (control bytes, ``..`` above the session, odd bytes)."""
+
+
+def normalize_path(path: str) -> str:
+    """The percent-decoded path after ``/sessions/{id}/`` as one canonical ``/a/b`` (RFC 3986 dot removal).
+
+    Empty and ``.`` segments go, ``..`` removes the one before it (never above the
+    session). A segment may hold only unreserved and sub-delim characters, so the
+    result means the same to every backend: no ``%`` (double encoding), ``\\``, ``?``,
+    ``#``, control bytes or non-ASCII.
+    """
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not out:
+                raise PathError("path climbs out of the session ('..' above /sessions/{id}/)")
+            out.pop()
+            continue
+        if _SEGMENT.fullmatch(seg) is None:
+            bad = next(c for c in seg if _SEGMENT.fullmatch(c) is None)
+            raise PathError(
+                f"path segment {seg[:60]!r} holds {bad!r}; allowed: letters, digits and -._~!$&'()*+,;=:@ "
+                "(control bytes such as %00, %, backslash, ? and # are refused)"
+            )
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+def path_allowed(path: str, allowlist: Iterable[str]) -> bool:
+    """``path`` equals an entry, or extends an entry ending in ``/*`` by at least one segment."""
+    for entry in allowlist:
+        if entry.endswith("/*"):
+            if path.startswith(entry[:-1]) and len(path) > len(entry) - 1:
+                return True
+        elif path == entry:
+            return True
+    return False
+
+
+_NOT_SENT = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+
+def _header_text(value: bytes) -> str:
+    """aiohttp writes header strings as UTF-8: UTF-8 bytes survive exactly, other obs-text as latin-1 text."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -84,7 +186,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _NOT_SENT]
+        headers = [(k.decode("latin-1"), _header_text(v)) for k, v in request.headers.raw if k.lower() not in _NOT_SENT]
         t = request.extensions.get("timeout") or {}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.get("connect"), sock_read=t.get("read"))
         try:
@@ -142,7 +244,7 @@ class Backend:
         path: str,
         *,
         content: bytes | None = None,
-        headers: list[tuple[str, str]] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
         params: Any = None,
         timeout_s: float | None = None,
     ) -> httpx.Response:

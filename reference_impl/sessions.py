@@ -49,8 +49,6 @@ class Session:
     keys: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: list[int] = field(default_factory=list)
     assistant_at: list[int] = field(default_factory=list)
-    trails: list[str] = field(default_factory=list)
-    rendered: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     inflight: dict[asyncio.Task[Any], str] = field(default_factory=dict)
 
@@ -62,8 +60,6 @@ class Session:
             keys=tuple(self.keys),
             checkpoints=tuple(self.checkpoints),
             assistant_at=tuple(self.assistant_at),
-            trails=tuple(self.trails),
-            rendered=self.rendered,
         )
 
     def apply(self, commit: Commit, base_assistant: int) -> None:
@@ -73,8 +69,6 @@ class Session:
         self.keys = commit.keys
         self.checkpoints = [*self.checkpoints[:base_assistant], len(commit.token_ids)]
         self.assistant_at = [*self.assistant_at[:base_assistant], len(commit.messages) - 1]
-        self.trails = [*self.trails[:base_assistant], commit.trail]
-        self.rendered = commit.rendered
         self.num_assistant = base_assistant + 1
         self.version += 1
 

@@ -2,27 +2,45 @@
 
 Why: RL training needs the tokens and log-probs the model actually produced.
 Re-rendering the history as text and tokenizing it again is *not* the same
-thing: a BPE merge across a turn boundary, a truncated (``length``) answer, or
-a template that renders an assistant turn differently from what the model
-generated all change the tokens silently. So the server keeps, per session,
-the token ids of the last committed turn (a *checkpoint*) and only ever
-appends: the tokens of a new turn are ``checkpoint + tokenize(appended
-messages)``, and the answer's completion tokens are taken verbatim from the
-backend.
+thing: a reasoning template drops the ``<think>`` block of earlier assistant
+turns, a template re-formats tool-call arguments, a truncated (``length``)
+answer is closed differently, a BPE merge crosses a turn boundary. So the
+server keeps, per session, the token ids of the last committed turn (a
+*checkpoint*) and only ever appends: the tokens of a new turn are
+``checkpoint + encode(suffix)``, and the answer's completion tokens are taken
+verbatim from the backend.
 
-The boundary. The model's completion ends at its end-of-turn token
-(``<|im_end|>``); the chat template closes an assistant turn with more text
-(``<|im_end|>\\n``). That closing *trail* is computed once, at commit, by
-comparing the decoded completion with the template's rendering of the
-assistant block, and it is prepended to the suffix of the next turn. A
-truncated answer (no end-of-turn token) gets the whole closing as its trail.
+The suffix, without assuming the template is append-only. Real chat templates
+render a message differently depending on what follows it (CONTEXT.md, "What
+real servers and real models do"), so "render the whole request, cut off the
+rendering of the stored history" breaks on them. Instead only the appended
+messages are rendered, after a small fixed *stand-in* conversation: a stand-in
+system message (when the stored history has one), a stand-in user message and
+a stand-in assistant turn shaped like the stored last assistant turn (its tool
+calls' names and ids, the type of their arguments, whether it has content or
+reasoning), whose content and arguments are unique markers. In that render the
+text after the last marker is what closes the stand-in's turn plus the
+appended messages plus the generation prompt. The model generated its turn up
+to and including its stop token (the last completion token); the suffix is
+the text after that token's first occurrence there. A completion that did not
+end on such a token (``length``) gets the template's whole closing: from the
+template's end-of-turn token (the last special token after the markers when
+the stand-in turn is rendered last) on. Stored history is never re-rendered.
+
+What the method assumes, and refuses (docs/reference_server.md, "TITO"): the
+rendering of the appended messages depends on the stored history only through
+the shape of the last assistant turn and whether a system message leads; the
+template renders an assistant turn's content and tool-call arguments verbatim
+and closes the turn with a special token. When a template breaks one of these,
+the turn fails with a ``TitoError`` naming the reason (500), never with
+silently different tokens.
 
 The invariant. After a successful answer the new checkpoint is
 ``prompt_ids + completion_ids``; the checkpoint it was built on must be a
 prefix of it, tolerating at most ``max_trim_tokens`` trailing tokens (a
-backend that re-tokenizes the boundary, e.g. the template's newline). If not,
-the token history is corrupt and the turn fails with a tokenization error
-(500) rather than committing garbage.
+backend that re-tokenizes the boundary). If not, the token history is corrupt
+and the turn fails with a tokenization error (500) rather than committing
+garbage.
 
 Retry rollback. An agent that re-runs a tool call re-sends history that
 diverges from the stored one. The server rolls back to the last committed
@@ -39,10 +57,12 @@ loop keeps serving other sessions.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "STAND_IN",
     "Commit",
     "MessageError",
     "RollbackError",
@@ -52,6 +72,7 @@ __all__ = [
     "TurnPlan",
     "message_key",
     "normalize_messages",
+    "template_kwargs",
 ]
 
 
@@ -68,6 +89,16 @@ class MessageError(ValueError):
 
 
 Message = dict[str, Any]
+
+STAND_IN = "tito-stand-in"  # every stand-in text carries it; a suffix that does is refused
+_SYSTEM: Message = {"role": "system", "content": f"{STAND_IN} system"}
+_USER: Message = {"role": "user", "content": f"{STAND_IN} user"}
+_CONTENT_MARK = f"{STAND_IN}-content"
+_REASONING = f"{STAND_IN} reasoning"
+
+
+def _arg_mark(i: int) -> str:
+    return f"{STAND_IN}-argument-{i}"
 
 
 def _content_text(content: Any, where: str) -> str | None:
@@ -120,11 +151,23 @@ def normalize_messages(raw: Any, *, allow_empty: bool = False) -> list[Message]:
         msg: Message = {"role": role, "content": _content_text(m.get("content"), where)}
         if m.get("tool_calls") is not None:
             msg["tool_calls"] = _normalize_tool_calls(m["tool_calls"], where)
-        for key in ("tool_call_id", "name"):
+        for key in ("tool_call_id", "name", "reasoning_content"):
             if isinstance(m.get(key), str):
                 msg[key] = m[key]
         out.append(msg)
     return out
+
+
+def template_kwargs(raw: Any) -> dict[str, Any]:
+    """A request's ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}``), validated."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in raw):
+        raise MessageError("'chat_template_kwargs' must be an object whose keys are identifiers")
+    reserved = sorted({"messages", "add_generation_prompt"} & raw.keys())
+    if reserved:
+        raise MessageError(f"'chat_template_kwargs' must not set {', '.join(reserved)}")
+    return dict(raw)
 
 
 def _canon_args(args: Any) -> str:
@@ -137,7 +180,11 @@ def _canon_args(args: Any) -> str:
 
 
 def message_key(m: Message) -> tuple[Any, ...]:
-    """What makes two messages 'the same turn' (ids and null-vs-empty content are ignored)."""
+    """What makes two messages 'the same turn' (ids, reasoning and null-vs-empty content are ignored).
+
+    Reasoning is left out because agents commonly drop ``reasoning_content``
+    when they send an assistant turn back; the stored version is what counts.
+    """
     calls = tuple(
         (tc["function"]["name"], _canon_args(tc["function"]["arguments"])) for tc in m.get("tool_calls") or ()
     )
@@ -153,8 +200,6 @@ class SessionView:
     keys: tuple[tuple[Any, ...], ...] = ()
     checkpoints: tuple[int, ...] = ()  # token length after each committed assistant turn
     assistant_at: tuple[int, ...] = ()  # message index of each committed assistant turn
-    trails: tuple[str, ...] = ()  # template text that closes each committed assistant turn
-    rendered: str = ""  # the template's rendering of ``messages`` (cached: one render per turn saved)
 
 
 @dataclass
@@ -167,7 +212,7 @@ class TurnPlan:
     discarded: int  # assistant steps rolled back (0 or 1)
     messages: list[Message]  # stored versions of the kept prefix + the appended request messages
     base_ids: tuple[int, ...] = field(default=(), repr=False)
-    prompt_text: str = field(default="", repr=False)  # render(messages, generation_prompt=True)
+    suffix_text: str = field(default="", repr=False)  # the text encoded after the checkpoint (all of it on turn 1)
 
 
 @dataclass
@@ -177,9 +222,6 @@ class Commit:
     token_ids: list[int]
     messages: list[Message]
     keys: list[tuple[Any, ...]]
-    trail: str
-    completion_text: str
-    rendered: str
 
 
 _PROBE: list[Message] = [
@@ -188,14 +230,44 @@ _PROBE: list[Message] = [
     {
         "role": "assistant",
         "content": "calling",
+        "reasoning_content": "probe thought",
         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
     },
     {"role": "tool", "tool_call_id": "c1", "content": "probe result"},
     {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "g", "arguments": {"b": [2]}}}]},
     {"role": "tool", "tool_call_id": "c2", "content": ""},
+    {"role": "tool", "tool_call_id": "c3", "content": "second result"},
     {"role": "assistant", "content": "done"},
     {"role": "user", "content": "again"},
 ]
+
+
+def _stand_in(last: Message) -> tuple[Message, tuple[str, ...]]:
+    """A stand-in assistant turn shaped like ``last``, and the markers that end its generated parts."""
+    msg: Message = {"role": "assistant", "content": _CONTENT_MARK if last.get("content") else last.get("content")}
+    marks = [_CONTENT_MARK] if last.get("content") else []
+    if last.get("reasoning_content"):
+        msg["reasoning_content"] = _REASONING
+    calls = []
+    for i, tc in enumerate(last.get("tool_calls") or ()):
+        args: Any = {"tito": _arg_mark(i)}
+        if isinstance(tc["function"]["arguments"], str):
+            args = json.dumps(args)
+        call: dict[str, Any] = {"type": "function", "function": {"name": tc["function"]["name"], "arguments": args}}
+        if "id" in tc:
+            call["id"] = tc["id"]
+        calls.append(call)
+        marks.append(_arg_mark(i))
+    if calls:
+        msg["tool_calls"] = calls
+    if not marks:  # neither content nor tool calls: mark the (empty) content so the turn can be found
+        msg["content"] = _CONTENT_MARK
+        marks.append(_CONTENT_MARK)
+    return msg, tuple(marks)
+
+
+def _freeze(kwargs: Mapping[str, Any]) -> str:
+    return json.dumps(kwargs, sort_keys=True, default=repr)
 
 
 class Tito:
@@ -209,20 +281,44 @@ class Tito:
         self.eos_text: str = getattr(tokenizer, "eos_token", None) or ""
         self._compiled: Any = None
         self._template_kwargs: dict[str, Any] = {}
+        # special token id -> text: a checkpoint that ends on one ended on the model's stop token
+        self.special_ids: dict[int, str] = {
+            int(tid): str(added.content)
+            for tid, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+            if getattr(added, "special", False) and added.content
+        }
+        for text in getattr(tokenizer, "all_special_tokens", ()) or ():
+            tid = tokenizer.convert_tokens_to_ids(text)
+            if isinstance(tid, int) and text:
+                self.special_ids.setdefault(tid, str(text))
+        self.special_texts: frozenset[str] = frozenset(self.special_ids.values())
+        self._closers: dict[tuple[Any, ...], str] = {}
         self._enable_fast_render()
 
     # -- primitives -----------------------------------------------------------------
-    def render(self, messages: list[Message] | tuple[Message, ...], *, generation_prompt: bool) -> str:
+    def render(
+        self,
+        messages: list[Message] | tuple[Message, ...],
+        *,
+        generation_prompt: bool,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
         if self._compiled is not None:
             return str(
                 self._compiled.render(
-                    messages=list(messages), add_generation_prompt=generation_prompt, **self._template_kwargs
+                    messages=list(messages),
+                    add_generation_prompt=generation_prompt,
+                    **{**self._template_kwargs, **(kwargs or {})},
                 )
             )
-        return self._render_slow(messages, generation_prompt)
+        return self._render_slow(messages, generation_prompt, kwargs or {})
 
-    def _render_slow(self, messages: list[Message] | tuple[Message, ...], generation_prompt: bool) -> str:
-        text = self.tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    def _render_slow(
+        self, messages: list[Message] | tuple[Message, ...], generation_prompt: bool, kwargs: Mapping[str, Any]
+    ) -> str:
+        text = self.tok.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=generation_prompt, **kwargs
+        )
         return str(text)
 
     def _enable_fast_render(self) -> None:
@@ -246,7 +342,7 @@ class Tito:
             probe = normalize_messages(_PROBE)
             for gen in (False, True):
                 fast = compiled.render(messages=probe, add_generation_prompt=gen, **kwargs)
-                if fast != self._render_slow(probe, gen):
+                if fast != self._render_slow(probe, gen, {}):
                     return
         except Exception:  # any doubt: keep the reference path
             return
@@ -263,20 +359,38 @@ class Tito:
         return str(self.tok.decode(ids, skip_special_tokens=False))
 
     # -- Phase 1 --------------------------------------------------------------------
-    def plan(self, view: SessionView, raw_messages: Any) -> TurnPlan:
+    def plan(self, view: SessionView, raw_messages: Any, kwargs: Mapping[str, Any] | None = None) -> TurnPlan:
         """Build ``input_ids`` for a request: first-turn render, suffix, or rollback + suffix."""
         msgs = normalize_messages(raw_messages)
         try:
-            return self._plan(view, msgs)
+            return self._plan(view, msgs, dict(kwargs or {}))
         except (TitoError, RollbackError):
             raise
         except Exception as exc:  # e.g. a template's raise_exception("roles must alternate"): the client's input
             raise MessageError(f"the chat template cannot render these messages: {exc}") from exc
 
-    def _plan(self, view: SessionView, msgs: list[Message]) -> TurnPlan:
+    def plan_retokenized(
+        self, view: SessionView, raw_messages: Any, kwargs: Mapping[str, Any] | None = None
+    ) -> TurnPlan:
+        """BAD (variant ``retokenize_history``): re-render and re-encode the whole request every turn.
+
+        The classic data-corruption bug: the prompt is the template's rendering of
+        the text, not the tokens the model saw, and there is no checkpoint for a
+        prefix check to protect. Rollback bookkeeping is kept so only the tokens differ.
+        """
+        msgs = normalize_messages(raw_messages)
+        try:
+            k, discarded, _ = self._locate(view, msgs)
+            text = self.render(msgs, generation_prompt=True, kwargs=kwargs)
+        except RollbackError:
+            raise
+        except Exception as exc:
+            raise MessageError(f"the chat template cannot render these messages: {exc}") from exc
+        return TurnPlan(self.encode(text), 0, k, discarded, msgs, (), text)
+
+    def _locate(self, view: SessionView, msgs: list[Message]) -> tuple[int, int, int]:
+        """(assistant checkpoints kept, steps discarded, message index the new turn appends at)."""
         n = len(view.assistant_at)
-        if n == 0:
-            return self._first_turn(msgs, 0)
         keys = [message_key(m) for m in msgs]
         p = 0
         for a, b in zip(keys, view.keys, strict=False):
@@ -291,24 +405,106 @@ class Tito:
                 f"request diverges from the stored history at message {p}: it would discard {discarded} assistant "
                 "steps, at most one may be rolled back"
             )
+        return k, discarded, view.assistant_at[k - 1] + 1 if k else 0
+
+    def _plan(self, view: SessionView, msgs: list[Message], kwargs: dict[str, Any]) -> TurnPlan:
+        if not view.assistant_at:
+            return self._first_turn(msgs, 0, kwargs)
+        k, discarded, cut = self._locate(view, msgs)
         if k == 0:
-            return self._first_turn(msgs, discarded)
-        cut = view.assistant_at[k - 1] + 1
+            return self._first_turn(msgs, discarded, kwargs)
         messages = [*view.messages[:cut], *msgs[cut:]]  # the stored versions are what the tokens came from
         base_len = view.checkpoints[k - 1]
         base_ids = view.token_ids[:base_len]
-        stored_text = (
-            view.rendered if k == n and view.rendered else self.render(messages[:cut], generation_prompt=False)
-        )
-        full_text = self.render(messages, generation_prompt=True)
-        if not full_text.startswith(stored_text):
-            raise TitoError("the chat template does not render the stored history as a prefix of the new request")
-        suffix = view.trails[k - 1] + full_text[len(stored_text) :]
-        return TurnPlan([*base_ids, *self.encode(suffix)], base_len, k, discarded, messages, base_ids, full_text)
+        system = messages[0]["role"] == "system"
+        suffix = self.suffix(messages[cut - 1], msgs[cut:], base_ids[-1] if base_ids else None, system, kwargs)
+        return TurnPlan([*base_ids, *self.encode(suffix)], base_len, k, discarded, messages, base_ids, suffix)
 
-    def _first_turn(self, msgs: list[Message], discarded: int) -> TurnPlan:
-        text = self.render(msgs, generation_prompt=True)
+    def _first_turn(self, msgs: list[Message], discarded: int, kwargs: dict[str, Any]) -> TurnPlan:
+        text = self.render(msgs, generation_prompt=True, kwargs=kwargs)
         return TurnPlan(self.encode(text), 0, 0, discarded, msgs, (), text)
+
+    # -- the suffix after a stored assistant turn ------------------------------------
+    def suffix(
+        self,
+        last_assistant: Message,
+        appended: list[Message],
+        last_token: int | None,
+        system: bool = True,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The text to encode after a checkpoint that ends with the turn ``last_assistant``.
+
+        ``last_token`` is the checkpoint's last token (the model's stop token, or
+        the last token of a truncated answer); ``system`` whether the stored
+        history starts with a system message. Raises ``TitoError`` naming the
+        reason when this template cannot be served by the stand-in method.
+        """
+        head = [_SYSTEM, _USER] if system else [_USER]
+        stand_in, marks = _stand_in(last_assistant)
+        full = self.render([*head, stand_in, *appended], generation_prompt=True, kwargs=kwargs)
+        head_text = self.render(head, generation_prompt=False, kwargs=kwargs)
+        if not full.startswith(head_text):
+            raise TitoError(
+                "the chat template renders the messages before an assistant turn differently when more messages "
+                "follow; TITO cannot join new messages to stored tokens for this template"
+            )
+        after = self._after_marks(full, len(head_text), marks)
+        closer = self._closer(stand_in, marks, head, kwargs)
+        close_at = full.find(closer, after)
+        if close_at < 0:
+            raise TitoError(
+                f"the chat template does not close an assistant turn with {closer!r} when more messages follow "
+                "(it does when the turn is last); TITO cannot find where the stored tokens end"
+            )
+        start = close_at
+        stop = self.special_ids.get(last_token) if last_token is not None else None
+        if stop is not None:
+            at = full.find(stop, after, close_at + len(closer))
+            if at >= 0:  # the model generated the template's text up to and including its stop token
+                start = at + len(stop)
+        text = full[start:]
+        if STAND_IN in text:
+            raise TitoError(
+                "the chat template renders earlier messages after the appended ones; "
+                "TITO cannot render the new messages on their own"
+            )
+        return text
+
+    def _after_marks(self, text: str, start: int, marks: tuple[str, ...]) -> int:
+        end = -1
+        for mark in marks:
+            at = text.find(mark, start)
+            if at < 0:
+                raise TitoError(
+                    "the chat template does not render an assistant turn's content and tool-call arguments verbatim "
+                    "when more messages follow; TITO cannot find where the stored tokens end"
+                )
+            end = max(end, at + len(mark))
+        return end
+
+    def _closer(
+        self, stand_in: Message, marks: tuple[str, ...], head: list[Message], kwargs: Mapping[str, Any] | None
+    ) -> str:
+        """The template's end-of-turn token: the last special token after the markers when the turn is last."""
+        key = (len(head), json.dumps(stand_in, sort_keys=True), _freeze(kwargs or {}))
+        cached = self._closers.get(key)
+        if cached is not None:
+            return cached
+        text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
+        tail = text[self._after_marks(text, len(self.render(head, generation_prompt=False, kwargs=kwargs)), marks) :]
+        best: tuple[int, int, str] | None = None
+        for special in self.special_texts:
+            at = tail.rfind(special)
+            if at >= 0 and (best is None or (at, len(special)) > best[:2]):
+                best = (at, len(special), special)
+        if best is None:
+            raise TitoError(
+                "the chat template closes an assistant turn without a special token; TITO cannot tell the model's "
+                "tokens from the template's closing"
+            )
+        self._closers[key] = best[2]
+        return best[2]
 
     # -- Phase 3 --------------------------------------------------------------------
     def check_prefix(self, base_ids: tuple[int, ...] | list[int], new_ids: list[int]) -> None:
@@ -333,25 +529,7 @@ class Tito:
         self.check_prefix(plan.base_ids, new_ids)
         (reply,) = normalize_messages([assistant])
         messages = [*plan.messages, reply]
-        completion_text = self.decode(completion_ids)
-        opened = plan.prompt_text or self.render(plan.messages, generation_prompt=True)
-        closed = self.render(messages, generation_prompt=False)
-        trail = self._trail(opened, closed, completion_text)
-        return Commit(new_ids, messages, [message_key(m) for m in messages], trail, completion_text, closed)
-
-    def _trail(self, opened: str, closed: str, completion_text: str) -> str:
-        """Template text after what the model generated (e.g. the newline after ``<|im_end|>``).
-
-        ``opened`` renders the prompt (ending with the generation prompt), ``closed``
-        the same history with the answer appended: the assistant block is their
-        difference, and the trail is what of it the model did not generate.
-        """
-        if closed.startswith(opened):
-            block = closed[len(opened) :]
-            if block.startswith(completion_text):
-                return block[len(completion_text) :]
-        idx = closed.rfind(self.eos_text) if self.eos_text else -1
-        return closed[idx + len(self.eos_text) :] if idx >= 0 else ""
+        return Commit(new_ids, messages, [message_key(m) for m in messages])
 
     # -- GET metadata ---------------------------------------------------------------
     def mismatch(self, messages: list[Message], token_ids: list[int]) -> dict[str, Any] | None:
@@ -359,7 +537,8 @@ class Tito:
 
         ``None`` when they agree (up to ``max_trim_tokens`` trailing template tokens the
         model did not generate); else where and how they differ. Informational: a
-        mismatch is what TITO exists to preserve (the model really saw those tokens).
+        mismatch is what TITO exists to preserve (the model really saw those tokens),
+        and on a template that is not append-only (a reasoning template) it is the rule.
         """
         if not messages:
             return None

@@ -1,8 +1,11 @@
 """Re-check a run folder: ``python -m harness.checkers RUN_DIR [--checker NAME ...] [--json]``.
 
 Loads the folder with :meth:`RunData.load`, runs the checkers and prints one
-line per checker (and its violations). Exit codes: 0 nothing invalid
-(``--strict``: nothing unknown either), 1 a violation, 2 bad input.
+line per checker (and its violations), then one line saying how many
+verdicts were unknown and why, and one listing declared faults that never
+fired. Exit codes: 0 nothing invalid (``--strict``, or ``checks.strict`` in the
+run's scenario: nothing unknown and every declared fault exercised either),
+1 a violation, 2 bad input.
 """
 
 from __future__ import annotations
@@ -29,12 +32,35 @@ def format_table(verdicts: list[Verdict], max_violations: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _use_server_logs(run: RunData, files: list[Path]) -> None:
+    """Replace the run's log lines by those of ``files`` that belong to its sessions (OSError, ValueError)."""
+    from harness.serverlog import LogConfig, lines_of_run, read_server_logs
+
+    target = run.scenario.get("target") or {}
+    config = LogConfig.from_mapping(target.get("logs") or {}) if isinstance(target, dict) else LogConfig()
+    lines, stats = read_server_logs(files, config)
+    sessions = {str(e["session"]) for e in run.history if e.get("session")}
+    run.server_logs = lines_of_run(lines, sessions)
+    print(f"--server-log: {stats.summary()}; {len(run.server_logs)} line(s) of this run's sessions", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.checkers", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="harness check", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a scenario's run folder (holds history.jsonl)")
     p.add_argument("--checker", action="append", default=None, help=f"one of {sorted(CHECKERS)} (repeatable)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
-    p.add_argument("--strict", action="store_true", help="exit 1 on unknown verdicts too")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 on unknown verdicts and declared-but-not-exercised faults too"
+    )
+    p.add_argument(
+        "--server-log",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="the server's log file (JSON or key=value lines; repeatable): its lines of this run's sessions "
+        "replace the folder's server_logs.jsonl, read with the scenario's [target.logs]",
+    )
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
@@ -44,16 +70,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = RunData.load(args.run_dir)
+        if args.server_log:
+            _use_server_logs(run, args.server_log)
         verdicts = check_all(run, args.checker)
     except (ValueError, OSError) as exc:
         print(f"{args.run_dir}: {exc}", file=sys.stderr)
         return 2
+    from harness.report.summary import attention
+
+    att = attention(args.run_dir, [v.to_dict() for v in verdicts])
     if args.json:
         print(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:
         print(format_table(verdicts))
+        for line in att.lines:
+            print(line)
     overall = compose(verdicts)
-    if overall.status == "invalid" or (args.strict and overall.status == "unknown"):
+    strict = args.strict or att.scenario_strict
+    if overall.status == "invalid" or (strict and att.strict_fails):
+        if strict and att.strict_fails and overall.status != "invalid":
+            print("strict: unknown verdicts or unexercised faults fail the run", file=sys.stderr)
         return 1
     return 0
 

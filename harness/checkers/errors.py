@@ -1,24 +1,31 @@
-"""no_unexpected_5xx: a server error is either explained by an injected fault or a bug.
+"""no_unexpected_5xx: a server error is either explained by a fault applied to that request, or a bug.
 
-A 500 from the session server is a crash (an unhandled tokenization mismatch,
-a KeyError on a half-deleted session, a stale writer that broke the prefix
-invariant): always a violation, unless it is the backend's own 500 passed
-through (the server's ``chat_done`` says ``upstream_error`` and the backend's
-execution log or the scenario's fault plan shows an injected 5xx).
+What the protocol allows (CONTEXT.md): a backend transport error or a
+malformed backend answer (no ``meta_info``, null content, a logprob count
+that does not match ``completion_tokens``) becomes **502**; any other non-200
+backend answer **passes through** unchanged; the server's own **500** on a
+chat is a tokenization error (the prefix invariant broke) or a crash. So:
 
-502 / 503 / 504 are the server's honest answers to a sick backend (transport
-error, malformed answer, backend 5xx passed through). They are expected only
-where something explains them:
+- a chat **500** is explained only when the backend itself answered that very
+  request with a 500 (the execution log shows ``http_500`` applied to it: the
+  pass-through). Never by a fault class in the plan, never by a time window:
+  a server that answers 500 on invalid JSON from the backend is wrong even
+  while an outage is declared;
+- a chat **502 / 503 / 504** is explained by the fault the backend applied to
+  that very request (``http_<status>`` passes through; transport and malformed
+  faults give 502; ``hang`` / ``slow_drip`` may end in the server's own backend
+  timeout, 502 or 504), or, for a request the backend never saw, by a backend
+  outage window the request overlapped;
+- any 5xx is explained by a kill of the server that answered it, overlapping
+  the request; non-chat operations (create, get, delete, probe) never reach
+  the backend, so only that explains theirs.
 
-- the backend's execution log shows a fault for that request id;
-- the scenario's backend fault plan injects a class that produces them
-  (status faults produce that status; transport / malformed / hang faults
-  produce 502 and 504);
-- client chaos overlapping the request in time: a backend outage window, a
-  server process kill.
-
-Non-chat operations (create, get, delete, probe) never reach the backend, so
-only chaos explains their 5xx. The notes report counts per status.
+Requests are matched to the backend's executions through the fake's own log
+(the forwarded ``x-request-id``, else routing key + turn + attempt:
+``ops.Links``), never by time. Without an execution log a 5xx the chaos does
+not explain is unknown (not attributable), and when the run says the fault
+plan never reached the backend (``target.faults_applied = false``) the whole
+verdict is unknown. The notes report counts per status.
 """
 
 from __future__ import annotations
@@ -28,12 +35,11 @@ from collections import Counter
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
     Chaos,
+    Links,
     Op,
     chaos_events,
-    chat_done_by_caller,
-    chat_done_by_req,
-    done_for,
     fault_kinds,
+    faults_applied,
     is_kill,
     is_outage,
     pair_ops,
@@ -76,54 +82,60 @@ class NoUnexpected5xx:
 
     def check(self, run: RunData) -> Verdict:
         ops = pair_ops(run.history)
-        kinds = fault_kinds(run)
         chaos = chaos_events(ops)
-        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
-        exec_fault: dict[str, str] = {}
-        for execs in run.backend_executions.values():
-            for ex in execs:
-                f = ex.get("fault")
-                if f and ex.get("request_id") is not None:
-                    exec_fault[str(ex["request_id"])] = str(f)
+        links = Links(run, ops)
         counts: Counter[int] = Counter()
         explained: Counter[int] = Counter()
         violations: list[Violation] = []
+        unattributed: list[str] = []
         for o in ops:
             st = o.status
             if st is None or st < 500 or o.f in ("chaos", "fault"):
                 continue
             counts[st] += 1
-            why = self._explain(o, st, kinds, chaos, exec_fault, by_req, by_caller)
+            why, reason = self._explain(o, st, chaos, links)
             if why:
                 explained[st] += 1
                 continue
-            what = "server error (500)" if st == 500 else f"{st} with no backend fault or chaos to explain it"
-            violations.append(Violation(f"{o.f} answered {what}", o.indices, o.session, f"status_{st}"))
+            if reason == "unattributable":
+                unattributed.append(f"{o.f} {o.request_id or o.session} answered {st}")
+                continue
+            violations.append(Violation(f"{o.f} answered {st}: {reason}", o.indices, o.session, f"status_{st}"))
         per = ", ".join(f"{s}: {counts[s]} ({explained[s]} explained)" for s in sorted(counts)) or "no 5xx"
-        return verdict(self.name, violations, notes=per)
+        unknown: list[str] = []
+        if not faults_applied(run) and fault_kinds(run):
+            unknown.append("target.faults_applied is false: the scenario's backend faults were not applied")
+            return verdict(self.name, [], unknown=unknown, notes=per)
+        if unattributed:
+            unknown.append(
+                f"{len(unattributed)} 5xx not attributable without the backend's execution log (e.g. {unattributed[0]})"
+            )
+        return verdict(self.name, violations, unknown=unknown, notes=per)
 
     @staticmethod
-    def _explain(
-        o: Op,
-        st: int,
-        kinds: set[str],
-        chaos: list[Chaos],
-        exec_fault: dict[str, str],
-        by_req: dict[str, list[dict[str, object]]],
-        by_caller: dict[str, list[dict[str, object]]],
-    ) -> str:
+    def _explain(o: Op, st: int, chaos: list[Chaos], links: Links) -> tuple[str, str]:
+        """(explanation, "") or ("", why not; "unattributable" when nothing can decide)."""
         t1 = o.seen_end if o.seen_end is not None else o.start
         for c in chaos:
             same = c.server is None or o.server is None or c.server.rstrip("/") == o.server.rstrip("/")
-            if ((is_kill(c) and same) or (is_outage(c) and o.f == "chat")) and c.covers(o.start, t1, margin=1.0):
-                return f"chaos {c.kind}"
+            if is_kill(c) and same and c.covers(o.start, t1, margin=1.0):
+                return f"chaos {c.kind}", ""
         if o.f != "chat":
-            return ""
+            return "", "a request that never reaches the backend, and no kill of its server overlapped it"
+        execs = links.executions_of(o)
+        faults = [fault_name(str(ex["fault"])) for ex in execs if ex.get("fault")]
         if st == 500:
-            done = done_for(o, by_req, by_caller)
-            if done and not any(d.get("outcome") == "upstream_error" for d in done):
-                return ""  # the server's own 500, not the backend's passed through
-        f = exec_fault.get(o.request_id or "")
-        if f is not None:
-            return f"backend fault {f}" if plan_explains(st, {f}) else ""
-        return "plan" if plan_explains(st, kinds) else ""
+            if "http_500" in faults:
+                return "backend http_500 passed through", ""
+            return "", "server error (500) on a chat: a tokenization error or a crash, never a backend fault"
+        if any(plan_explains(st, {f}) for f in faults):
+            return f"backend fault {faults[-1]}", ""
+        if execs:
+            applied = f"fault {faults[-1]}" if faults else "no fault"
+            return "", f"the backend served this request with {applied}, which does not produce {st}"
+        for c in chaos:
+            if is_outage(c) and c.covers(o.start, t1):
+                return f"chaos {c.kind}", ""
+        if not links.has_executions:
+            return "", "unattributable"
+        return "", "no backend execution of this request, and no backend outage overlapped it"

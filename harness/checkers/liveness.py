@@ -24,7 +24,18 @@ Without a bound only DELETE timeouts are judged and the verdict is at best unkno
 from __future__ import annotations
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import INF, chaos_events, checks_cfg, fault_kinds, is_kill, is_outage, pair_ops, run_end
+from harness.checkers.ops import (
+    INF,
+    Links,
+    chaos_events,
+    checks_cfg,
+    fault_kinds,
+    faults_applied,
+    is_kill,
+    is_outage,
+    pair_ops,
+    run_end,
+)
 from harness.rundata import RunData
 
 SLOW_FAULTS = ("hang", "drip", "latency", "slow", "spike", "timeout", "outage", "unparsed")
@@ -42,11 +53,7 @@ class Liveness:
         end_of_run = run_end(ops)
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
-        exec_fault: dict[str, str] = {}
-        for execs in run.backend_executions.values():
-            for ex in execs:
-                if ex.get("fault") and ex.get("request_id") is not None:
-                    exec_fault[str(ex["request_id"])] = str(ex["fault"])
+        links = Links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
@@ -87,8 +94,8 @@ class Liveness:
             if bound is None or dur <= bound or killed:
                 continue
             if o.f == "chat":
-                fault = exec_fault.get(o.request_id or "")
-                if fault and any(w in fault.lower() for w in SLOW_FAULTS):
+                faults = [str(ex["fault"]).lower() for ex in links.executions_of(o) if ex.get("fault")]
+                if any(w in f for f in faults for w in SLOW_FAULTS):
                     continue
                 if slow_plan and not run.backend_executions:
                     continue
@@ -105,4 +112,6 @@ class Liveness:
         shown = "none" if bound is None else f"{bound:g}s"
         notes = f"bound={shown}, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
+        if slow_plan and not faults_applied(run):
+            unknown.append("target.faults_applied is false: the scenario's slow / hang faults were not applied")
         return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -6,6 +6,12 @@ writer overwrote it, a commit was skipped, a rollback went one step too far, a
 session vanished) is a silently truncated episode; a record stored twice is a
 duplicated one.
 
+Records are matched to requests through the backend's execution log (the
+answer a record holds carries the backend's rid; the execution with that rid
+carries the caller's forwarded ``x-request-id``: ``ops.Links``), falling back
+to a request id the server echoes into its records. A session whose records
+cannot be linked either way is unknown, not invalid.
+
 What counts as acknowledged: a chat answered 200 without ``x-sglang-aborted``
 (aborted turns are the provisional checker's business). What may legitimately
 be missing:
@@ -126,8 +132,12 @@ class LostTurns:
             records = snap.records
             rids = [record_rid(r) for r in records]
             if records and all(r is None for r in rids):
-                unknown.append(f"records of {sid} carry no caller_request_id")
+                unknown.append(
+                    f"records of {sid} cannot be linked to requests (no backend execution matches their answers' "
+                    "meta_info.id and they echo no caller request id)"
+                )
                 continue
+            unlinked = sum(1 for r in rids if r is None)
             counts = Counter(r for r in rids if r is not None)
             for rid, n in counts.items():
                 if n > 1:
@@ -146,6 +156,12 @@ class LostTurns:
                 present = [position[o.request_id] for o in group if o.request_id in position]
                 committed = [p for p in present if record_kind(records[p]) == "committed"]
                 idx = [i for o in acked for i in o.indices] + snap.indices
+                if not present and unlinked:
+                    unknown.append(
+                        f"turn {acked[0].turn} of {sid} not found among the linked records, and {unlinked} "
+                        "record(s) could not be linked to a request"
+                    )
+                    continue
                 if not present:
                     violations.append(
                         Violation(

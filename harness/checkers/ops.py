@@ -238,15 +238,29 @@ class Snapshot:
     def indices(self) -> list[int]:
         return self.op.indices if self.op is not None else []
 
+    links: Links | None = None
+    token_key: str | None = None  # the metadata key holding the token ids (None: not found, see token_reason)
+    token_reason: str = ""
+    _records: list[dict[str, Any]] | None = field(default=None, repr=False)
+
     @property
     def records(self) -> list[dict[str, Any]]:
-        r = self.body.get("records")
-        return [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
+        """The records in the canonical shape the checkers read (see :func:`normalize_record`)."""
+        if self._records is None:
+            r = self.body.get("records")
+            raw = [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
+            self._records = [normalize_record(x, self.links) for x in raw]
+        return self._records
 
     @property
     def metadata(self) -> dict[str, Any]:
         m = self.body.get("metadata")
         return m if isinstance(m, dict) else {}
+
+    @property
+    def token_ids(self) -> Any:
+        """The stored token ids under the detected key (None if absent or no key was found)."""
+        return self.metadata.get(self.token_key) if self.token_key is not None else None
 
 
 def deletes_204(ops: Iterable[Op]) -> dict[str, Op]:
@@ -267,8 +281,12 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     (no_resurrection's business), not the episode.
 
     Returns (snapshots, sessions_without_state) where the second list names
-    sessions that have chat operations but neither source of state.
+    sessions that have chat operations but neither source of state. Each
+    snapshot's records are linked to the requests that produced them
+    (:class:`Links`) and its token ids are found under the run's token key
+    (:func:`find_token_key`).
     """
+    links = Links(run, ops)
     out: dict[str, Snapshot] = {}
     deleted = deletes_204(ops)
     for sid, body in run.final_states.items():
@@ -294,6 +312,11 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
             assert isinstance(body, dict)
             out[sid] = Snapshot(sid, body, best.start, "collect", best)
     missing = sorted(sid for sid in by_session(ops, "chat") if sid not in out)
+    for snap in out.values():
+        snap.links = links
+    key, reason = find_token_key(run, list(out.values()))
+    for snap in out.values():
+        snap.token_key, snap.token_reason = key, reason
     return out, missing
 
 
@@ -301,11 +324,32 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
 
 
 def record_kind(rec: dict[str, Any]) -> str:
-    return str(rec.get("kind", "committed"))
+    """``committed`` or ``provisional``: the record's own ``kind`` field, else inferred (an aborted
+    backend answer can only be a provisional record: the protocol never commits one)."""
+    k = rec.get("kind")
+    if k is not None:
+        return str(k)
+    return "provisional" if record_finish_reason(rec) == "abort" else "committed"
 
 
 def record_rid(rec: dict[str, Any]) -> str | None:
-    r = rec.get("caller_request_id")
+    """The caller's ``x-request-id`` of the request that produced this record.
+
+    A normalized record (:func:`normalize_record`) carries the request id its
+    :class:`Links` found (through the backend's execution log first); a raw
+    record falls back to the ids the server may echo.
+    """
+    if "_request_id" in rec:
+        linked = rec["_request_id"]
+        return None if linked is None else str(linked)
+    return echoed_rid(rec)
+
+
+def echoed_rid(rec: dict[str, Any], key: str | None = None) -> str | None:
+    """The caller's request id as the server echoed it into a record (not promised by the protocol)."""
+    r = rec.get(key) if key else None
+    if r is None:
+        r = rec.get("caller_request_id")
     if r is None:
         hdrs = (rec.get("request") or {}).get("headers") if isinstance(rec.get("request"), dict) else None
         if isinstance(hdrs, dict):
@@ -358,6 +402,230 @@ def record_finish_reason(rec: dict[str, Any]) -> str | None:
 def record_checkpoint(rec: dict[str, Any]) -> list[int] | None:
     i, o = record_input_ids(rec), record_output_ids(rec)
     return None if i is None or o is None else i + o
+
+
+# --- what the protocol promises, what the scenario says about the rest ----------------------
+
+# Common spellings of the metadata key that holds a session's accumulated token ids.
+TOKEN_KEYS = (
+    "token_ids",
+    "accumulated_token_ids",
+    "all_token_ids",
+    "input_ids",
+    "tokens",
+    "token_ids_accumulated",
+    "session_token_ids",
+    "prompt_token_ids",
+)
+PROTOCOL_KEYS = ("token_ids_key", "input_ids_key", "request_id_key", "kind_key")
+
+
+def protocol(run: RunData) -> dict[str, str]:
+    """``target.protocol``: the names a server uses where the protocol fixes none (docs/checkers.md)."""
+    t = run.scenario.get("target")
+    p = t.get("protocol") if isinstance(t, dict) else None
+    return {str(k): str(v) for k, v in p.items() if isinstance(v, str) and v} if isinstance(p, dict) else {}
+
+
+def faults_applied(run: RunData) -> bool:
+    """False when the run says the scenario's fault plan never reached the backend (``target.faults_applied``)."""
+    t = run.scenario.get("target")
+    return not (isinstance(t, dict) and t.get("faults_applied") is False)
+
+
+def _int_list(x: Any) -> list[int] | None:
+    if isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in x):
+        return list(x)
+    return None
+
+
+def normalize_record(rec: dict[str, Any], links: Links | None) -> dict[str, Any]:
+    """A record in the shape the checkers read, whatever the server named its fields.
+
+    ``kind`` (``target.protocol.kind_key``, else ``kind``, else inferred from the
+    backend answer's finish reason), ``request.input_ids``
+    (``target.protocol.input_ids_key`` inside ``request``), and ``_request_id`` /
+    ``_turn`` / ``_link``: the request that produced it, found by :class:`Links`.
+    """
+    out = dict(rec)
+    names = links.names if links is not None else {}
+    kind_key = names.get("kind_key")
+    if kind_key and kind_key in rec:
+        out["kind"] = str(rec[kind_key])
+    if "kind" not in out:
+        out["kind"] = record_kind(rec)
+        out["_kind_inferred"] = True
+    ids_key = names.get("input_ids_key")
+    req = rec.get("request")
+    if ids_key and isinstance(req, dict) and ids_key in req:
+        out["request"] = {**req, "input_ids": req[ids_key]}
+    if links is not None:
+        op, via = links.record_op(rec)
+        out["_link"] = via
+        out["_request_id"] = op.request_id if op is not None else (echoed_rid(rec, names.get("request_id_key")))
+        out["_turn"] = op.turn if op is not None else rec.get("turn")
+        out["_attempt"] = op.attempt if op is not None else rec.get("attempt")
+    return out
+
+
+def record_turn(rec: dict[str, Any]) -> int | None:
+    """The turn of the request behind a record (from its linked request, else the record's own ``turn``)."""
+    t = rec.get("_turn", rec.get("turn"))
+    return int(t) if isinstance(t, int) and not isinstance(t, bool) else None
+
+
+def response_rids(rec: dict[str, Any]) -> list[str]:
+    """The backend's request ids a record's stored answer carries (``meta_info.id``, the answer's ``id``)."""
+    out: list[str] = []
+    c0 = _choice0(rec)
+    resp = rec.get("response")
+    for holder in (c0.get("meta_info"), resp.get("meta_info") if isinstance(resp, dict) else None):
+        if isinstance(holder, dict) and isinstance(holder.get("id"), str):
+            out.append(holder["id"])
+    if isinstance(resp, dict) and isinstance(resp.get("id"), str):
+        out.append(resp["id"])
+    return out
+
+
+class Links:
+    """Which request produced which record, and which backend execution served which request.
+
+    The join goes through the backend's own execution log (the fake SGLang's
+    ``executions``: per routing key, the ``rid`` it answered with, the caller's
+    ``x-request-id`` the server forwarded, ``turn`` and ``attempt``), because
+    the protocol promises that a record holds the backend's answer (whose
+    ``meta_info.id`` is that rid) and that client headers reach the backend,
+    not that the server echoes the caller's request id into its records. An id
+    the server does echo (``caller_request_id``, or ``target.protocol.request_id_key``)
+    is the fallback when the execution log has nothing.
+    """
+
+    def __init__(self, run: RunData, ops: Iterable[Op]) -> None:
+        self.names = protocol(run)
+        self.by_request_id: dict[str, Op] = {}
+        self.by_identity: dict[tuple[str, int, int], list[Op]] = defaultdict(list)
+        for o in ops:
+            if o.f != "chat":
+                continue
+            if o.request_id is not None:
+                self.by_request_id[o.request_id] = o
+            if o.session is not None and o.turn is not None and o.attempt is not None:
+                self.by_identity[(o.session, o.turn, o.attempt)].append(o)
+        self.exec_by_rid: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.exec_by_op: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.has_executions = bool(run.backend_executions)
+        for key, execs in run.backend_executions.items():
+            if not isinstance(execs, list):
+                continue
+            for ex in execs:
+                if not isinstance(ex, dict):
+                    continue
+                if isinstance(ex.get("rid"), str):
+                    self.exec_by_rid[ex["rid"]] = (str(key), ex)
+                served = self.op_of_execution(str(key), ex)
+                if served is not None:
+                    self.exec_by_op[served.invoke_index].append(ex)
+
+    def op_of_execution(self, key: str, ex: dict[str, Any]) -> Op | None:
+        """The chat request a backend execution served: by forwarded ``x-request-id``, else by
+        (routing key, turn, attempt) when exactly one request has that identity."""
+        rid = ex.get("request_id")
+        if rid is not None:
+            o = self.by_request_id.get(str(rid))
+            if o is not None:
+                return o
+        turn, attempt = ex.get("turn"), ex.get("attempt")
+        if isinstance(turn, int) and isinstance(attempt, int):
+            cands = self.by_identity.get((key, turn, attempt), [])
+            if len(cands) == 1:
+                return cands[0]
+        return None
+
+    def executions_of(self, o: Op) -> list[dict[str, Any]]:
+        """The backend executions that served this chat request (usually one; none if it never reached it)."""
+        return self.exec_by_op.get(o.invoke_index, [])
+
+    def record_op(self, rec: dict[str, Any]) -> tuple[Op | None, str]:
+        """(the request behind a record, how it was found: ``execution`` / ``echo`` / ``""``)."""
+        for rid in response_rids(rec):
+            hit = self.exec_by_rid.get(rid)
+            if hit is not None:
+                o = self.op_of_execution(*hit)
+                if o is not None:
+                    return o, "execution"
+        echo = echoed_rid(rec, self.names.get("request_id_key"))
+        if echo is not None and echo in self.by_request_id:
+            return self.by_request_id[echo], "echo"
+        return None, ""
+
+
+def _consistent(values: list[int], snap: Snapshot, trim: int) -> bool | None:
+    """Does a list look like this session's token state: some committed prompt is a prefix of it?"""
+    prompts = [
+        p for r in snap.records if record_kind(r) == "committed" and (p := record_input_ids(r)) is not None and p
+    ]
+    if not prompts:
+        return None
+    return any(_extends(p, values, trim) for p in prompts)
+
+
+def _extends(prefix: list[int], ids: list[int], trim: int) -> bool:
+    for k in range(0, min(trim, len(prefix)) + 1):
+        p = prefix[: len(prefix) - k]
+        if ids[: len(p)] == p:
+            return True
+    return False
+
+
+def find_token_key(run: RunData, snaps: list[Snapshot]) -> tuple[str | None, str]:
+    """The metadata key that holds the sessions' accumulated token ids, for the whole run.
+
+    ``target.protocol.token_ids_key`` when the scenario names it. Otherwise one
+    of :data:`TOKEN_KEYS` if it is the only one present; among several, the one
+    whose lists are consistent with the records (a committed prompt is a prefix
+    of them); with none of them, any other metadata key holding int lists that
+    are consistent with the records, if exactly one does. Else None and the
+    reason, which checkers turn into ``unknown``.
+    """
+    named = protocol(run).get("token_ids_key")
+    if named:
+        return named, f"target.protocol.token_ids_key = {named!r}"
+    trim = max_trim_tokens(run)
+    present: dict[str, list[tuple[list[int] | None, Snapshot]]] = defaultdict(list)
+    for snap in snaps:
+        for k, v in snap.metadata.items():
+            present[str(k)].append((_int_list(v), snap))
+
+    def looks_right(k: str) -> bool | None:
+        vals = present[k]
+        if any(v is None for v, _ in vals):
+            return False
+        verdicts = [_consistent(v, s, trim) for v, s in vals if v is not None]
+        if any(x is False for x in verdicts) and not any(x is True for x in verdicts):
+            return False
+        return True if any(x is True for x in verdicts) else None
+
+    known = [k for k in TOKEN_KEYS if k in present]
+    if len(known) == 1 and looks_right(known[0]) is not False:
+        return known[0], f"metadata key {known[0]!r}"
+    if len(known) == 1:
+        return known[0], f"metadata key {known[0]!r} (its values do not look like the records' tokens)"
+    if len(known) > 1:
+        good = [k for k in known if looks_right(k) is True]
+        if len(good) == 1:
+            return good[0], f"metadata key {good[0]!r} (the one of {known} consistent with the records)"
+        return None, (
+            f"metadata keys {known} could each hold the token ids; name one with [target.protocol] token_ids_key"
+        )
+    other = [k for k in sorted(present) if looks_right(k) is True]
+    if len(other) == 1:
+        return other[0], f"metadata key {other[0]!r} (the only int list consistent with the records)"
+    if not snaps:
+        return None, "no session state"
+    why = f"candidates {other}" if other else f"tried {list(TOKEN_KEYS)}"
+    return None, (
+        f"no metadata key is recognizably the token ids ({why}); name it with [target.protocol] token_ids_key"
+    )
 
 
 # --- server logs --------------------------------------------------------------------------

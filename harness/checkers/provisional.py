@@ -34,11 +34,14 @@ from harness.checkers.ops import (
     chat_done_by_caller,
     chat_done_by_req,
     done_for,
+    fault_kinds,
+    faults_applied,
     pair_ops,
     record_checkpoint,
     record_finish_reason,
     record_kind,
     record_rid,
+    record_turn,
     snapshots,
 )
 from harness.rundata import RunData
@@ -119,7 +122,7 @@ class Provisional:
                         )
                     )
             # 2. never commits tokens
-            token_ids = snap.metadata.get("token_ids")
+            token_ids = snap.token_ids
             for i in prov:
                 cp = record_checkpoint(records[i])
                 committed_before = [r for r in records[:i] if record_kind(r) == "committed"]
@@ -148,7 +151,9 @@ class Provisional:
             # 3. superseded by a successful retry
             for i in prov:
                 po = ops_by_rid.get(_rid(records[i]))
-                turn = records[i].get("turn", po.turn if po else None)
+                turn = record_turn(records[i])
+                if turn is None and po is not None:
+                    turn = po.turn
                 t0 = po.start if po else None
                 if turn is None or t0 is None:
                     continue
@@ -193,4 +198,7 @@ class Provisional:
                         "provisional_missing",
                     )
                 )
-        return verdict(self.name, violations, notes=f"{checked} session states checked")
+        unknown = []
+        if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
+            unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
+        return verdict(self.name, violations, unknown=unknown, notes=f"{checked} session states checked")

@@ -23,7 +23,11 @@ re-tokenization. Per session snapshot:
    without a checkpoint to show for it.
 
 A record without ``input_ids`` or without ``output_token_logprobs`` makes the
-session unknown (the server did not keep what TITO needs).
+session unknown (the server did not keep what TITO needs). The protocol fixes
+that ``metadata`` holds the accumulated token ids, not the key's name: it is
+``target.protocol.token_ids_key`` or detected (``ops.find_token_key``); when no
+key is recognizably the token ids, rule 1 is unknown with the reason. A
+record's turn is the turn of the request it is linked to (``ops.Links``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from harness.checkers.ops import (
     record_input_ids,
     record_kind,
     record_rid,
+    record_turn,
     snapshots,
 )
 from harness.rundata import RunData
@@ -54,11 +59,6 @@ def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
         if ids[: len(p)] == p:
             return True
     return False
-
-
-def _turn(rec: dict[str, Any]) -> int | None:
-    t = rec.get("turn")
-    return int(t) if isinstance(t, int) else None
 
 
 class TokenState:
@@ -77,11 +77,13 @@ class TokenState:
             problem = self._check_one(snap, trim, violations, by_rid, keep_rollbacks)
             if problem:
                 unknown.append(problem)
+        key = next(iter(snaps.values())).token_key if snaps else None
+        where = f", token ids under metadata.{key}" if key else ""
         return verdict(
             self.name,
             violations,
             unknown=unknown[:5],
-            notes=f"{len(snaps)} session states checked, max_trim_tokens={trim}",
+            notes=f"{len(snaps)} session states checked, max_trim_tokens={trim}{where}",
         )
 
     def _check_one(
@@ -101,15 +103,20 @@ class TokenState:
             return snap.indices + (list(o.indices) if o is not None else [])
 
         meta = snap.metadata
-        token_ids = meta.get("token_ids")
+        token_ids = snap.token_ids
         expect = cps[-1] if cps else []
-        if token_ids is None and not cps:
+        unknown_tokens = ""
+        if snap.token_key is None:
+            if cps:
+                unknown_tokens = f"token ids of {sid} not checked: {snap.token_reason}"
+        elif token_ids is None and not cps:
             pass
         elif not isinstance(token_ids, list) or [int(x) for x in token_ids] != expect:
             got = len(token_ids) if isinstance(token_ids, list) else token_ids
             out.append(
                 Violation(
-                    f"metadata.token_ids ({got} tokens) != last committed prompt + completion ({len(expect)} tokens)",
+                    f"metadata.{snap.token_key} ({got} tokens) != last committed prompt + completion "
+                    f"({len(expect)} tokens)",
                     idx(committed[-1]) if committed else snap.indices,
                     sid,
                     "token_ids_mismatch",
@@ -120,7 +127,7 @@ class TokenState:
         prev_turn: int | None = None
         for r, cp in zip(committed, cps, strict=True):
             ids = record_input_ids(r) or []
-            turn = _turn(r)
+            turn = record_turn(r)
             if not chain or extends(chain[-1], ids, trim):
                 chain.append(cp)
             else:
@@ -174,4 +181,4 @@ class TokenState:
                     "checkpoints_mismatch",
                 )
             )
-        return ""
+        return unknown_tokens

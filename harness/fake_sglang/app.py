@@ -17,6 +17,13 @@ Exactly-once evidence: every generation is written to a per-session execution
 log (``GET /stats``) when it starts and updated when it ends, so a checker can
 see that a turn ran once, or twice, or was still running when the client gave up.
 
+Hostile input (issue 13): bodies are read up to ``max_body_bytes`` (413 past
+it) and parsed by the same strict rules as the session server
+(harness/strict_json.py: no NaN / Infinity, no lone surrogates, nesting up to
+``max_json_depth``), so a bad ``model`` or ``rid`` is a 400 and never reaches
+the execution log; ``/stats`` and ``/admin/plan`` encode with ``dumps_safe`` so
+they answer whatever is stored.
+
 Why a hand-written ASGI router instead of Starlette: transport faults need the
 server's ``send`` callable itself (see respond.py), and the fake must serve
 thousands of requests per second on one core; a dict lookup on (method, path)
@@ -27,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 from array import array
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.seams import Clock, LoopClock
+from harness.strict_json import BodyTooLarge, JsonInputError, dumps_safe, loads_strict
 from harness.tokenizer import load_tokenizer
 
 from . import respond
@@ -50,6 +57,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 64
 NO_KEY = "-"
 CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
@@ -137,6 +145,8 @@ class FakeSGLang:
         self.model = model
         self.clock = clock
         self._flights: dict[str, list[_Flight]] = {}
+        self.max_body_bytes = MAX_BODY
+        self.max_json_depth = MAX_JSON_DEPTH
         self.reset_state()
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", CHAT): self._chat,
@@ -184,13 +194,13 @@ class FakeSGLang:
                 if scope["path"] in self._paths:
                     await respond.send_json(send, *_error(405, "method_not_allowed", f"{scope['method']} not allowed"))
                 else:
-                    await respond.send_json(send, *_error(404, "not_found", f"no route {scope['path']}"))
+                    await _send_safe(send, *_error(404, "not_found", f"no route {scope['path']}"))
                 return
             try:
                 await handler(scope, receive, send)
             except BadRequest as exc:
                 self.counters["bad_requests"] += 1
-                await respond.send_json(send, *_error(exc.status, exc.type, exc.message))
+                await _send_safe(send, *_error(exc.status, exc.type, exc.message))
         elif kind == "lifespan":
             while True:
                 msg = await receive()
@@ -206,7 +216,7 @@ class FakeSGLang:
         await respond.send_json(send, 200, {"status": "ok"})
 
     async def _stats(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond.send_json(
+        await _send_safe(
             send,
             200,
             {"counters": self.counters, "executions": self.executions, "seed": self.seed, "plan": self.plan.source},
@@ -219,10 +229,10 @@ class FakeSGLang:
         await respond.send_json(send, 200, {"object": "list", "data": [{"id": "fake-sglang", "object": "model"}]})
 
     async def _get_plan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond.send_json(send, 200, self.plan.describe())
+        await _send_safe(send, 200, self.plan.describe())
 
     async def _put_plan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+        raw = await self._read(scope, receive)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -234,15 +244,15 @@ class FakeSGLang:
         except PlanError as exc:
             raise BadRequest(str(exc), type_="plan_error") from None
         self.plan = plan
-        await respond.send_json(send, 200, {"ok": True, "plan": plan.describe()})
+        await _send_safe(send, 200, {"ok": True, "plan": plan.describe()})
 
     async def _admin_reset(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _read_body(receive)
+        await self._read(scope, receive)
         self.reset_state()
         await respond.send_json(send, 200, {"ok": True})
 
     async def _abort(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = _parse_json(await _read_body(receive))
+        body = self._json(await self._read(scope, receive))
         if not isinstance(body, dict):
             raise BadRequest("abort_request: expected a JSON object with 'rid' or 'abort_all'")
         self.counters["abort_requests"] += 1
@@ -255,6 +265,20 @@ class FakeSGLang:
         for f in flights:
             f.aborted.set()
         await respond.send_json(send, 200, {"aborted": len(flights)})
+
+    # ------------------------------------------------------------ request bodies
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        try:
+            return await _read_body(receive, self.max_body_bytes, _header(scope, b"content-length"))
+        except BodyTooLarge as exc:
+            raise BadRequest(str(exc), status=413, type_="request_too_large") from None
+
+    def _json(self, raw: bytes) -> Any:
+        try:
+            return loads_strict(raw, max_depth_limit=self.max_json_depth)
+        except JsonInputError as exc:
+            raise BadRequest(str(exc)) from None
 
     # ------------------------------------------------------------ generation
 
@@ -338,9 +362,13 @@ class FakeSGLang:
         attempt = req.attempt if req.attempt is not None else nth
         return Identity(self.seed, req.key, turn, attempt, prompt_digest.hex()[:32]), ordinal, global_ordinal
 
-    def _choose_fault(self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int) -> FaultSpec | None:
+    def _choose_fault(
+        self, req: _Req, ident: Identity, ordinal: int, global_ordinal: int
+    ) -> tuple[FaultSpec | None, str | None]:
+        """The fault for this request and where it came from: ``header`` (``x-fake-fault``) or
+        ``plan:<rule name, else its index>``, recorded in the execution log for fault attribution."""
         if req.fault is not None:
-            return None if req.fault.name == "none" else req.fault
+            return (None, None) if req.fault.name == "none" else (req.fault, "header")
         for i, rule in enumerate(self.plan.rules):
             if not rule.matches(
                 session=req.key,
@@ -353,8 +381,8 @@ class FakeSGLang:
                 continue
             if rule.probability < 1.0 and ident.rng(f"rule{i}").random() >= rule.probability:
                 continue
-            return None if rule.fault.name == "none" else rule.fault
-        return None
+            return (None, None) if rule.fault.name == "none" else (rule.fault, f"plan:{rule.name or i}")
+        return None, None
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send, CHAT)
@@ -363,9 +391,9 @@ class FakeSGLang:
         await self._serve(scope, receive, send, GENERATE)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        req = self._parse(scope, _parse_json(await _read_body(receive)), path)
+        req = self._parse(scope, self._json(await self._read(scope, receive)), path)
         ident, ordinal, global_ordinal = self._identify(req)
-        fault = self._choose_fault(req, ident, ordinal, global_ordinal)
+        fault, fault_source = self._choose_fault(req, ident, ordinal, global_ordinal)
         gen = self.plan.generation
         if req.prompt_tokens >= gen.context_length:
             raise BadRequest(
@@ -375,7 +403,8 @@ class FakeSGLang:
             )
         fname = fault.name if fault is not None else None
         forced_calls = int(fault.get("count")) if fault is not None and fname == "tool_calls" else None
-        answer = self.model.answer(ident, gen, tool_calls=forced_calls)
+        thinking = self.model.wants_thoughts(req.ids) if self.model.thinks else None
+        answer = self.model.answer(ident, gen, tool_calls=forced_calls, thinking=thinking)
         spike: float | None = None
         if fault is not None and fname == "spike":
             ms = fault.get("ms")
@@ -404,6 +433,7 @@ class FakeSGLang:
             "outcome": "inflight",
             "status": None,
             "fault": fault.to_json() if fault is not None else None,
+            "fault_source": fault_source,
             "content_sha": None,
             "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
         }
@@ -791,30 +821,30 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
-    msg = await receive()
-    body: bytes = msg.get("body", b"")
-    if not msg.get("more_body", False):
-        return body
-    parts = [body]
-    size = len(body)
-    while msg.get("more_body", False):
+async def _read_body(receive: Receive, limit: int = MAX_BODY, declared: str | None = None) -> bytes:
+    """The request body; BodyTooLarge as soon as it is known to exceed ``limit`` (nothing more is read)."""
+    declared = (declared or "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise BodyTooLarge(limit)
+    parts: list[bytes] = []
+    size = 0
+    while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             break
         chunk = msg.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
-            raise BadRequest(f"request body larger than {MAX_BODY} bytes", status=413)
+        if size > limit:
+            raise BodyTooLarge(limit)
         parts.append(chunk)
+        if not msg.get("more_body", False):
+            break
     return b"".join(parts)
 
 
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+async def _send_safe(send: Send, status: int, obj: Any) -> None:
+    """JSON that always encodes (a stored id with a lone surrogate must not make /stats fail)."""
+    await respond.send_bytes(send, status, dumps_safe(obj))
 
 
 def create_app(

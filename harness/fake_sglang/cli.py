@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=30000, help="TCP port (default 30000)")
     p.add_argument("--seed", type=int, default=0, help="seed: answers, latencies and faults are a function of it")
     p.add_argument("--plan", default=None, help="TOML fault plan (docs/fake_sglang.md); default: no faults")
-    p.add_argument("--tokenizer", default=None, help="local HF tokenizer directory (default: the shipped one)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME|DIR",
+        help="shipped tokenizer (chatml, reasoning, tools, headers, trail) or local HF tokenizer dir; default chatml",
+    )
     p.add_argument(
         "--log-level",
         default="warning",

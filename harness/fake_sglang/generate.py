@@ -8,6 +8,21 @@ then the tool-call blocks) followed by the end-of-turn token, encoded by the
 same tokenizer. A fake that returned arbitrary ids would make every correct
 server look broken.
 
+Each family ends a turn its own way, and the fake answers as that family's
+model would; all of it is read from the chat template, not from a name:
+
+- the end-of-turn token is the special token the template puts right after an
+  assistant message's content (``<|im_end|>``, ``<|eot|>``, ...), which may
+  differ from EOS; the whitespace the template adds after it (the trail) is
+  never generated;
+- tool calls are in the template's own syntax (the body is rendered by it);
+- a template that renders an assistant's ``reasoning_content`` (a reasoning
+  model) gets a think block at the start of every answer, inline in the
+  message content (``<think>\n...\n</think>\n\ncontent``, as an SGLang without a
+  reasoning parser returns it), so the completion ids still decode to the
+  content; when the prompt already ends with the template's
+  ``enable_thinking=False`` block, the answer has no think block.
+
 Why a pure function: races are found by replaying a seed, so an answer may
 depend only on the request's identity (seed, routing key, turn, attempt, a
 hash of the prompt ids), never on arrival order or time. Each purpose (answer,
@@ -31,13 +46,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.tokenizer import DEFAULT_TOKENIZER_DIR
+from harness.tokenizer import WORDS_FILE
 
 from .plan import GenerationSpec
 
 __all__ = ["Answer", "Identity", "TokenModel"]
 
-WORDS_FILE = DEFAULT_TOKENIZER_DIR.parent / "words.txt"
 TOOL_NAMES = ("search", "read_file", "run_python", "calculator", "list_dir")
 _PROBE = "Probe words 123, with punctuation; and a tail"
 
@@ -94,7 +108,6 @@ class TokenModel:
         self._raw = getattr(tokenizer, "_tokenizer", None)  # the Rust tokenizer, when there is one
         words = list(words) if words is not None else WORDS_FILE.read_text(encoding="utf-8").split()
         self.words = words
-        self.end_id = self._end_id()
         # The assistant header the template emits for add_generation_prompt, as ids.
         base = [{"role": "user", "content": "x"}]
         with_gen = self.render_text(base, add_generation_prompt=True)
@@ -104,7 +117,11 @@ class TokenModel:
         self.header_ids = self.encode(with_gen[len(without) :])
         self._header_bytes = array("I", self.header_ids).tobytes()
         self._gen_prefix = with_gen
+        self.end_id = self._end_id()
         self._end_text = self.tok.convert_ids_to_tokens(self.end_id)
+        self.thinks = self._renders_reasoning()
+        self._no_think_text = self._no_think_tail(base, with_gen) if self.thinks else ""
+        self._no_think_ids = self.encode(self._no_think_text) if self._no_think_text else []
         self._first = [self.encode(w) for w in words]
         self._rest = [self.encode(" " + w) for w in words]
         self._plain_body = self._render_body_slow(_PROBE, []) == _PROBE
@@ -113,12 +130,47 @@ class TokenModel:
     # -- tokenizer primitives
 
     def _end_id(self) -> int:
+        """The special token the template closes an assistant turn with, right after the content."""
+        probe = "Probe end"
+        full = self.render_text(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], add_generation_prompt=False
+        )
+        cut = full.rfind(probe)
+        after = full[cut + len(probe) :] if cut >= 0 else ""
+        added = {str(t): int(i) for t, i in (self.tok.get_added_vocab() or {}).items()}
+        closing = [t for t in added if t and after.startswith(t)]
+        if closing:
+            return added[max(closing, key=len)]
         vocab = self.tok.get_vocab()
         if "<|im_end|>" in vocab:
             return int(vocab["<|im_end|>"])
         if self.tok.eos_token_id is None:
-            raise ValueError("tokenizer has neither <|im_end|> nor an eos token; cannot end a turn")
+            raise ValueError("tokenizer has neither an end-of-turn token nor an eos token; cannot end a turn")
         return int(self.tok.eos_token_id)
+
+    def _renders_reasoning(self) -> bool:
+        """Whether the template renders an assistant's ``reasoning_content``: then the model thinks first."""
+        vocab = self.tok.get_vocab()
+        if "<think>" not in vocab or "</think>" not in vocab:
+            return False
+        msg = {"role": "assistant", "content": "Probe answer", "reasoning_content": "Probe thought"}
+        try:
+            text = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
+        except Exception:  # a template that refuses the extra key is not a reasoning template
+            return False
+        return "Probe thought" in text
+
+    def _no_think_tail(self, base: list[dict[str, Any]], with_gen: str) -> str:
+        """What the generation prompt gains with ``enable_thinking=False`` (a prompt ending so gets no thoughts)."""
+        off = str(self.tok.apply_chat_template(base, tokenize=False, add_generation_prompt=True, enable_thinking=False))
+        return off[len(with_gen) :] if off.startswith(with_gen) else ""
+
+    def wants_thoughts(self, prompt_ids: Sequence[int]) -> bool:
+        """A reasoning model thinks, unless the prompt already closed an empty think block."""
+        if not self.thinks:
+            return False
+        tail = self._no_think_ids
+        return not (tail and len(prompt_ids) >= len(tail) and list(prompt_ids[-len(tail) :]) == tail)
 
     def encode(self, text: str) -> list[int]:
         if self._raw is not None:
@@ -184,8 +236,14 @@ class TokenModel:
 
     # -- answers
 
-    def answer(self, ident: Identity, gen: GenerationSpec, *, tool_calls: int | None = None) -> Answer:
-        """The full answer for this identity. ``tool_calls`` forces that many calls (the fault)."""
+    def answer(
+        self, ident: Identity, gen: GenerationSpec, *, tool_calls: int | None = None, thinking: bool | None = None
+    ) -> Answer:
+        """The full answer for this identity. ``tool_calls`` forces that many calls (the fault).
+
+        With a reasoning template the answer starts with a think block, in the
+        content itself, unless ``thinking=False`` (the prompt switched it off).
+        """
         rng = ident.rng("answer")
         n = len(self.words)
         k = rng.randint(gen.min_words, gen.max_words)
@@ -194,13 +252,29 @@ class TokenModel:
         want_tools = rng.random() < gen.tool_call_probability
         count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
         calls = [self._tool_call(rng) for _ in range(count)]
-        if not calls and self._concat_ok:
+        if self.thinks:
+            thinking = True if thinking is None else thinking
+            if thinking:
+                content = self._think(ident) + content
+            body = self._render_body_slow(content, calls)
+            if not thinking and self._no_think_text and body.startswith(self._no_think_text):
+                body = body[len(self._no_think_text) :]  # the prompt already holds the empty block
+            if not calls:
+                content = body  # exactly what the ids decode to, whatever the template did to the block
+            body_ids = self.encode(body)
+        elif not calls and self._concat_ok:
             body_ids = self._ids_for(idx) if idx else []
             body = content
         else:
             body = self.body_text(content, calls)
             body_ids = self.encode(body)
         return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body)
+
+    def _think(self, ident: Identity) -> str:
+        rng = ident.rng("think")  # its own stream: the answer's words do not move
+        n = len(self.words)
+        thought = " ".join(self.words[int(rng.random() * n)] for _ in range(rng.randint(3, 12)))
+        return f"<think>\n{thought}\n</think>\n\n"
 
     def _tool_call(self, rng: random.Random) -> dict[str, Any]:
         name = TOOL_NAMES[int(rng.random() * len(TOOL_NAMES))]

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.strict_json import JsonInputError, loads_strict
 
 __all__ = [
     "FAULTS",
@@ -42,7 +44,16 @@ __all__ = [
     "plan_from_text",
 ]
 
-HANG_MAX_S = 600.0
+# Bounds (docs/fake_sglang.md, "Bounds"): every number in a plan or a fault header is finite and within these,
+# so a typo cannot make the fake sleep for ever or build a billion-word answer.
+HANG_MAX_S = 600.0  # hang and slow_drip seconds
+MAX_MS = 600_000.0  # any latency or spike, in milliseconds
+MAX_WORDS = 4096  # generation.min_words / max_words
+MAX_CONTEXT = 10_000_000  # generation.context_length
+MAX_TOKENS = 10_000_000  # abort / length tokens
+MAX_CHUNKS = 100_000  # slow_drip chunks
+MAX_TOOL_CALLS = 64  # tool_calls count
+PLAN_MAX_DEPTH = 32  # nesting of a JSON plan
 
 
 class PlanError(ValueError):
@@ -226,6 +237,8 @@ def _fault_params(name: str, key: str, source: str) -> dict[str, tuple[type, Any
 
 def _coerce(value: Any, typ: type, key: str, source: str) -> Any:
     if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise _err(source, key, f"expected a finite number, got {value!r}")
         return float(value)
     if typ is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -243,6 +256,9 @@ def _check_param_range(name: str, p: str, v: Any, key: str, source: str) -> None
         raise _err(source, key, f"must be >= 0, got {v}")
     if name == "hang" and p == "seconds" and v > HANG_MAX_S:
         raise _err(source, key, f"hang is bounded: at most {HANG_MAX_S:g} s, got {v}")
+    top = {"seconds": HANG_MAX_S, "ms": MAX_MS, "tokens": MAX_TOKENS, "chunks": MAX_CHUNKS, "count": MAX_TOOL_CALLS}
+    if p in top and v > top[p]:
+        raise _err(source, key, f"must be at most {top[p]:g}, got {v}")
 
 
 def make_fault(name: str, params: Mapping[str, Any], key: str, source: str) -> FaultSpec:
@@ -299,12 +315,14 @@ def _int_match(value: Any, key: str, source: str) -> IntMatch:
     return IntMatch(values=frozenset([as_int(value, key)]))
 
 
-def _num(table: Mapping[str, Any], k: str, key: str, source: str, default: float) -> float:
+def _num(table: Mapping[str, Any], k: str, key: str, source: str, default: float, hi: float = MAX_MS) -> float:
     if k not in table:
         return default
     v = table[k]
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-        raise _err(source, f"{key}.{k}", f"expected a non-negative number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise _err(source, f"{key}.{k}", f"expected a finite non-negative number, got {v!r}")
+    if v > hi:
+        raise _err(source, f"{key}.{k}", f"must be at most {hi:g}, got {v!r}")
     return float(v)
 
 
@@ -366,6 +384,9 @@ def _parse_generation(raw: Any, source: str) -> GenerationSpec:
         v = raw.get(k, getattr(d, k))
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "min_words" else 1):
             raise _err(source, f"generation.{k}", f"expected a positive integer, got {v!r}")
+        top = MAX_CONTEXT if k == "context_length" else MAX_WORDS
+        if v > top:
+            raise _err(source, f"generation.{k}", f"must be at most {top}, got {v}")
         ints[k] = v
     if ints["min_words"] > ints["max_words"]:
         raise _err(source, "generation.min_words", "must be <= generation.max_words")
@@ -449,9 +470,14 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>") -> FaultPlan:
 def plan_from_text(text: str, source: str = "<plan>", *, fmt: str = "toml") -> FaultPlan:
     """Parse TOML (``fmt="toml"``) or JSON (``fmt="json"``) text into a validated plan."""
     try:
-        data = json.loads(text) if fmt == "json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        if fmt == "json":  # NaN / Infinity pass here: every number is checked below, naming its key
+            data = loads_strict(text.encode("utf-8"), max_depth_limit=PLAN_MAX_DEPTH, allow_non_finite=True)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, JsonInputError, UnicodeEncodeError) as exc:
         raise PlanError(f"{source}: not valid {fmt.upper()}: {exc}") from exc
+    except RecursionError:
+        raise PlanError(f"{source}: not valid {fmt.upper()}: nests too deep") from None
     if not isinstance(data, dict):
         raise PlanError(f"{source}: the plan must be a table / JSON object")
     return parse_plan(data, source)

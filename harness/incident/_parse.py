@@ -1,14 +1,17 @@
 """Reading production log lines: tolerant, counted, merged across processes.
 
 An incident arrives as whatever the on-call engineer could copy: files from
-several server processes, a logging prefix in front of each JSON object
-(``2026-11-26 07:12:01 INFO reference_impl: {...}``), a last line cut in the
-middle by log rotation, lines of other components interleaved. Refusing the
-whole file over one bad line would make the tool useless exactly when it is
-needed, and silently dropping lines would hide that the reconstruction is
-partial. So every line is either an event or a counted skip with a reason
-(``not_json``, ``truncated``, ``missing_fields``, ``unknown_event``,
-``duplicate``), and the summary says how many of each.
+several server processes, JSON objects or Python ``logging`` text
+(``2026-11-26 07:12:01,123 INFO app pid=7 chat_done req_id=.. status=200 ...``),
+a last line cut in the middle by log rotation, lines of other components
+interleaved. Refusing the whole file over one bad line would make the tool
+useless exactly when it is needed, and silently dropping lines would hide that
+the reconstruction is partial. So every line is either an event or a counted
+skip with a reason (``not_json``, ``no_event``, ``no_time``, ``truncated``,
+``missing_fields``, ``unknown_event``, ``duplicate``), and the summary says how
+many of each. The lines themselves are read by :mod:`harness.serverlog`, the
+parser the log checks and the report use too (a ``LogConfig`` maps another
+server's field and event names to ours).
 
 Processes are told apart by ``worker_port`` (a restarted process keeps its
 port and gets a new pid: it is the same slot of the deployment), else by
@@ -18,7 +21,6 @@ in two files (a merged file and a per-process one) counts once.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,6 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from harness.serverlog import SKIP_REASONS as _LINE_SKIPS
+from harness.serverlog import LogConfig, LogStats, read_events
+from harness.serverlog import parse_lines as _parse_text_lines
 
 __all__ = [
     "EVENTS",
@@ -50,7 +56,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "session_created": ("session_id",),
     "session_deleted": ("session_id",),
 }
-SKIP_REASONS = ("not_json", "truncated", "missing_fields", "unknown_event", "duplicate")
+SKIP_REASONS = _LINE_SKIPS
 
 
 @dataclass(frozen=True)
@@ -104,77 +110,48 @@ def _process_key(obj: dict[str, Any]) -> str:
     return "?"
 
 
-def _json_part(line: str) -> str | None:
-    """The JSON object in a line, after any logging prefix; None if there is no ``{``."""
-    i = line.find("{")
-    return None if i < 0 else line[i:]
+def _use(out: ParsedLogs, obj: dict[str, Any], where: str) -> None:
+    """An event the incident needs, or a counted skip (an event we do not replay, a missing field)."""
+    name = obj["event"]
+    if not math.isfinite(float(obj["ts"])):
+        out.skip("missing_fields", where)
+        return
+    required = EVENTS.get(name)
+    if required is None:
+        out.skip("unknown_event", where)
+        return
+    if any(obj.get(k) is None for k in required):
+        out.skip("missing_fields", where)
+        return
+    out.events.append(LogEvent(float(obj["ts"]), name, _process_key(obj), obj, where))
 
 
-def _cut_short(part: str, exc: json.JSONDecodeError) -> bool:
-    """A JSON object cut short (rotation, a crash mid-write, a size limit): valid up to where it ends."""
-    if part.rstrip().endswith("}"):
-        return False
-    return exc.pos >= len(part.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+def _merge_stats(out: ParsedLogs, st: LogStats) -> None:
+    out.lines += st.lines
+    for reason, n in st.skipped.items():
+        out.skipped[reason] += n
+        out.examples.setdefault(reason, st.examples[reason])
 
 
-def parse_lines(lines: Iterable[str], source: str, into: ParsedLogs | None = None) -> ParsedLogs:
+def parse_lines(
+    lines: Iterable[str], source: str, into: ParsedLogs | None = None, config: LogConfig | None = None
+) -> ParsedLogs:
     """Parse one file's lines into ``into`` (a new ParsedLogs by default); never raises on content."""
     out = into if into is not None else ParsedLogs()
-    for n, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        out.lines += 1
-        where = f"{source}:{n}"
-        part = _json_part(line)
-        if part is None:
-            out.skip("not_json", where)
-            continue
-        try:
-            obj = json.loads(part)
-        except json.JSONDecodeError as exc:
-            out.skip("truncated" if _cut_short(part, exc) else "not_json", where)
-            continue
-        if not isinstance(obj, dict):
-            out.skip("not_json", where)
-            continue
-        name = obj.get("event")
-        ts = obj.get("ts")
-        if not isinstance(name, str) or isinstance(ts, bool) or not isinstance(ts, int | float):
-            out.skip("missing_fields", where)
-            continue
-        if not math.isfinite(float(ts)):
-            out.skip("missing_fields", where)
-            continue
-        required = EVENTS.get(name)
-        if required is None:
-            out.skip("unknown_event", where)
-            continue
-        if any(obj.get(k) is None for k in required):
-            out.skip("missing_fields", where)
-            continue
-        out.events.append(LogEvent(float(ts), name, _process_key(obj), obj, where))
+    events, st = _parse_text_lines(lines, source, config)
+    _merge_stats(out, st)
+    for obj, where in events:
+        _use(out, obj, where)
     return out
 
 
-def read_logs(paths: Sequence[str | Path]) -> ParsedLogs:
+def read_logs(paths: Sequence[str | Path], config: LogConfig | None = None) -> ParsedLogs:
     """Read and merge log files (ordered by ``ts``, then file order); identical lines count once."""
     out = ParsedLogs()
-    for p in paths:
-        path = Path(p)
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            parse_lines(fh, path.name, out)
-    seen: set[str] = set()
-    unique: list[LogEvent] = []
-    for ev in out.events:
-        key = json.dumps(ev.fields, sort_keys=True, default=str)
-        if key in seen:
-            out.skip("duplicate", ev.source)
-            continue
-        seen.add(key)
-        unique.append(ev)
-    unique.sort(key=lambda e: e.ts)  # stable: equal ts keep file order
-    out.events = unique
+    events, st = read_events(paths, config)
+    _merge_stats(out, st)
+    for obj, where in events:
+        _use(out, obj, where)
     return out
 
 

@@ -2,7 +2,8 @@
 
     harness incident import LOGFILE [LOGFILE...] [--session ID ...] [--window FROM..TO]
                             [--name NAME] [--note TEXT] [--variant V ...] -o scenarios/incidents/NAME.toml
-    harness incident replay SCENARIO [--seed S] [--strategy random|pct|fifo]
+                            [--log-format auto|json|kv] [--field THEIRS=OURS ...] [--pattern EVENT=REGEX ...]
+    harness incident replay SCENARIO [--seed S] [--strategy random|pct|fifo] [--tokenizer NAME|DIR]
 
 ``import`` prints what it read (lines used, skipped by reason), what it
 reconstructed and where it wrote the scenario; a log with nothing usable in
@@ -21,20 +22,54 @@ from harness.incident._parse import WindowError, filter_events, parse_window, re
 from harness.incident._reconstruct import reconstruct
 from harness.incident._replay import replay
 from harness.incident._write import scenario_text
+from harness.serverlog import FORMATS, LogConfig, LogConfigError
 
 __all__ = ["import_main", "main", "replay_main"]
 
 
 def _import_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness incident import", description="log lines -> scenario")
-    p.add_argument("logs", nargs="+", metavar="LOGFILE", help="JSON log lines (several files are merged)")
+    p.add_argument("logs", nargs="+", metavar="LOGFILE", help="JSON or key=value log lines (files are merged)")
     p.add_argument("--session", action="append", default=[], metavar="ID", help="keep this session (id or prefix)")
     p.add_argument("--window", metavar="FROM..TO", help="epoch seconds, ISO times, or +S offsets from the first line")
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="the scenario to write")
     p.add_argument("--name", help="scenario name (default: the output file's stem)")
     p.add_argument("--note", default="", help="the write-up: what happened, in your words")
     p.add_argument("--variant", action="append", default=[], help="server variant the incident ran (repeatable)")
+    add_log_options(p)
     return p
+
+
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    """``--log-format``, ``--field``, ``--pattern``: a :class:`LogConfig` from the command line."""
+    p.add_argument("--log-format", default="auto", choices=FORMATS, help="how the lines are written (default auto)")
+    p.add_argument("--field", action="append", default=[], metavar="THEIRS=OURS", help="rename a field (repeatable)")
+    p.add_argument("--event", action="append", default=[], metavar="THEIRS=OURS", help="rename an event (repeatable)")
+    p.add_argument(
+        "--pattern", action="append", default=[], metavar="EVENT=REGEX", help="free-text line -> event (repeatable)"
+    )
+
+
+def log_config(args: argparse.Namespace, base: LogConfig | None = None) -> LogConfig:
+    """The options over ``base`` (a scenario's ``[target.logs]``); raises LogConfigError naming the option."""
+
+    def pairs(option: str, values: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for v in values:
+            k, sep, val = v.partition("=")
+            if not sep or not k or not val:
+                raise LogConfigError(option, f"expected NAME=VALUE, got {v!r}")
+            out[k] = val
+        return out
+
+    b = base or LogConfig()
+    data = {
+        "format": args.log_format if args.log_format != "auto" else b.format,
+        "fields": {**b.fields, **pairs("--field", args.field)},
+        "events": {**b.events, **pairs("--event", args.event)},
+        "patterns": {**b.patterns, **pairs("--pattern", args.pattern)},
+    }
+    return LogConfig.from_mapping(data)
 
 
 def import_main(argv: list[str]) -> int:
@@ -48,7 +83,12 @@ def import_main(argv: list[str]) -> int:
     if missing:
         print(f"harness incident import: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    parsed = read_logs(args.logs)
+    try:
+        config = log_config(args)
+    except LogConfigError as exc:
+        print(f"harness incident import: {exc}", file=sys.stderr)
+        return 2
+    parsed = read_logs(args.logs, config)
     events = filter_events(parsed.events, args.session, window)
     inc = reconstruct(events)
     if not inc.sessions:
@@ -98,13 +138,17 @@ def replay_main(argv: list[str]) -> int:
     p.add_argument("scenario")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"))
+    p.add_argument("--tokenizer", metavar="NAME|DIR", help="override the scenario's tokenizer (fake and servers)")
     args = p.parse_args(argv)
     from harness.scenario import ScenarioError, load_scenario
+    from harness.tokenizer import TokenizerError, resolve_tokenizer
 
     try:
-        sc = load_scenario(args.scenario)
+        if args.tokenizer is not None:
+            resolve_tokenizer(args.tokenizer)
+        sc = load_scenario(args.scenario).with_tokenizer(args.tokenizer)
         check = replay(sc, args.seed, args.strategy)
-    except (ScenarioError, ValueError) as exc:
+    except (ScenarioError, TokenizerError, ValueError) as exc:
         print(f"harness incident replay: {exc}", file=sys.stderr)
         return 2
     print(f"{sc.name} (seed {args.seed}, {args.strategy}): {check.report()}")

@@ -102,6 +102,11 @@ def markdown_run(summary: Mapping[str, Any]) -> str:
         f"seed {_fmt(sc.get('seed'))}, mode {_fmt(sc.get('mode'))}; "
         f"SLO: **{summary['slo']['status']}**; values out of histogram range: {summary['out_of_range']}.",
         "",
+    ]
+    note = (summary.get("harness") or {}).get("note")
+    if note:
+        lines += [f"> **Warning: {note}.** Server-side buckets (from the server's own log lines) still hold.", ""]
+    lines += [
         "## Checkers",
         "",
     ]
@@ -264,6 +269,14 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
         f"variant <code>{html.escape(str(sc['variant']))}</code>, seed {html.escape(_fmt(sc.get('seed')))}; "
         f'SLO <span class="{summary["slo"]["status"]}">{summary["slo"]["status"]}</span>; '
         f"values out of histogram range: {summary['out_of_range']}.</p>",
+    ]
+    note = (summary.get("harness") or {}).get("note")
+    if note:
+        parts.append(
+            f'<p class="warning" id="harness-saturated"><strong>Warning: {html.escape(str(note))}.</strong> '
+            "Server-side buckets (from the server's own log lines) still hold.</p>"
+        )
+    parts += [
         "<h2>Checkers</h2>",
     ]
     if summary["verdicts"]:

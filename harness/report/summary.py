@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,18 @@ from harness.rundata import RunData
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Attention",
+    "attention",
     "breakdown",
     "compose_status",
+    "coverage_line",
     "evaluate_slos",
     "load_verdicts",
     "run_summary",
     "series_summary",
     "suite_summary",
+    "unknown_line",
+    "unknown_summary",
 ]
 
 SCHEMA_VERSION = 1
@@ -50,6 +56,82 @@ def compose_status(statuses: list[str]) -> str:
     if not statuses:
         return "unknown"
     return max(statuses, key=lambda s: _STATUS_RANK.get(s, 1))
+
+
+def unknown_summary(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many verdicts were unknown, and why (each checker's notes say what was missing)."""
+    rows = [
+        {"checker": str(v.get("checker")), "reason": str(v.get("notes") or "no reason given")}
+        for v in verdicts
+        if str(v.get("status", "unknown")) == "unknown"
+    ]
+    return {"count": len(rows), "verdicts": rows}
+
+
+def unknown_line(verdicts: list[dict[str, Any]], max_chars: int = 400) -> str | None:
+    """One line a user cannot miss: ``UNKNOWN 2 of 12 verdicts (not checked, not passed): a: why; b: why``."""
+    u = unknown_summary(verdicts)
+    if not u["count"]:
+        return None
+    why = "; ".join(f"{r['checker']}: {r['reason']}" for r in u["verdicts"])
+    if len(why) > max_chars:
+        why = why[: max_chars - 3] + "..."
+    return f"UNKNOWN {u['count']} of {len(verdicts)} verdicts (not checked, not passed): {why}"
+
+
+def coverage_line(coverage: dict[str, Any]) -> str | None:
+    """``declared but not exercised: abort (backend.rules[0]), ...`` or why it cannot be told; None if all fired."""
+    missing = coverage.get("not_exercised") or []
+    if missing:
+        names = ", ".join(f"{d.get('fault')} ({d.get('by')})" for d in missing)
+        reason = f" [{coverage['reason']}]" if coverage.get("reason") else ""
+        return f"declared but not exercised: {names}{reason}"
+    if coverage.get("declared") and not coverage.get("decided", True):
+        return f"fault coverage unknown: {coverage.get('reason')}"
+    return None
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What a run leaves undecided: the unknown line, the fault-coverage line, and whether the
+    scenario itself asks for strict (``checks.strict``). ``--strict`` fails the run on either line."""
+
+    unknown: str | None
+    coverage: str | None
+    scenario_strict: bool = False
+
+    @property
+    def lines(self) -> list[str]:
+        return [x for x in (self.unknown, self.coverage) if x]
+
+    @property
+    def strict_fails(self) -> bool:
+        return bool(self.lines)
+
+
+def attention(run_dir: Path, verdicts: list[dict[str, Any]]) -> Attention:
+    """The :class:`Attention` of one run folder (fault coverage from its summary.json, else recomputed)."""
+
+    def read(name: str) -> Any:
+        try:
+            return json.loads((run_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    summary = read("summary.json")
+    cov = summary.get("faults") if isinstance(summary, dict) else None
+    if not isinstance(cov, dict):
+        cov = _coverage(RunData.load(run_dir)) if (run_dir / "history.jsonl").exists() else {}
+    scenario = read("scenario.json")
+    checks = scenario.get("checks") if isinstance(scenario, dict) else None
+    strict = bool(checks.get("strict")) if isinstance(checks, dict) else False
+    return Attention(unknown_line(verdicts), coverage_line(cov), strict)
+
+
+def _coverage(run: RunData) -> dict[str, Any]:
+    from harness.checkers.faults import fault_coverage
+
+    return fault_coverage(run).to_dict()
 
 
 def _stats_json(values: list[float | None], *, ci: bool, seed: int) -> dict[str, Any]:
@@ -223,6 +305,8 @@ def run_summary(
         },
         "status": compose_status([str(r["status"]) for r in verdict_rows]),
         "verdicts": verdict_rows,
+        "unknown": unknown_summary(verdicts),
+        "faults": _coverage(run),
         "slo": slo,
         "percentiles": [percentile_key(p) for p in PERCENTILES],
         "latency": {"server": server, "client": client},
@@ -239,8 +323,21 @@ def run_summary(
             "server_processes": len({r.process for r in data.server}),
         },
         "time_span": _time_span(data),
+        "harness": _harness_self(run),
         "plots": plots,
     }
+
+
+def _harness_self(run: RunData) -> dict[str, Any]:
+    """The harness's own load during the run (live only): when saturated, client latency is not the server's."""
+    h = dict(run.harness)
+    if not h:
+        return {"measured": False, "saturated": False, "note": None}
+    from harness.runner._selfmon import SelfMonitor
+
+    h["measured"] = True
+    h["note"] = SelfMonitor.note(h)
+    return h
 
 
 def suite_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,6 +358,8 @@ def suite_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "total_ms": total,
                 "client_request_ms": request,
                 "out_of_range": s["out_of_range"],
+                "unknown": (s.get("unknown") or {}).get("count", 0),
+                "not_exercised": len((s.get("faults") or {}).get("not_exercised") or []),
             }
         )
     counts = Counter(r["status"] for r in rows)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -23,6 +23,7 @@ from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.history import History
 from harness.rundata import RunData
+from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
 from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
@@ -49,10 +50,20 @@ async def drive(
     clock: Clock | None = None,
     processes: ProcessControl | None = None,
     progress: Progress | None = None,
+    faults_applied: bool = True,
+    history_sink: IO[str] | None = None,
+    self_monitor: SelfMonitor | None = None,
 ) -> DriveResult:
-    """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state."""
-    history = History(clock or LoopClock())
+    """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state.
+
+    ``faults_applied`` says whether the scenario's fault plan reached the backend; it and
+    ``process_control`` (whether ``processes`` was given) go into ``scenario["target"]``
+    for the checkers, which call fault- and kill-driven checks unknown without them.
+    """
+    history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
+    if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
+        self_monitor.start()
     plans = plan_sessions(sc, len(servers))
     control = httpx.AsyncClient(transport=transport, timeout=10.0)
     clients: dict[str, HttpClient] = {}
@@ -112,7 +123,14 @@ async def drive(
         await nemesis.drain()
         notes.extend(workload.errors[:5])
         history.close_open("run ended (duration bound)")
+        harness_self = await self_monitor.stop() if self_monitor is not None else {}
+        saturated = SelfMonitor.note(harness_self)
+        if saturated:
+            notes.append(saturated)
         data = await _collect(sc, history, servers, backend_url, control)
+        data.harness = harness_self
+        data.scenario["target"]["process_control"] = processes is not None
+        data.scenario["target"]["faults_applied"] = faults_applied
         return DriveResult(data, workload, len(plans), notes)
     finally:
         for c in clients.values():

@@ -1,7 +1,8 @@
 """Live mode: real processes, real loopback sockets, wall-clock time.
 
-One run: start the fake SGLang and N reference-server processes on free
-loopback ports (or use the user's URLs), wait for ``/health``, run the
+One run: start the fake SGLang and N server processes on free loopback ports
+(ours, or the user's ``command`` target; or use the user's URLs and push the
+scenario's fault plan to their fake), wait for ``/health``, run the
 workload with its agents and the nemesis, then collect what the servers say
 (final session states, deleted-session probes, the backend's execution log,
 the servers' JSON log lines), stop every process whatever happened, save the
@@ -18,20 +19,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
+import shlex
+import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import httpx
 
 from harness.rundata import RUN_FILES, RunData
+from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
 from harness.runner._procs import ProcessGroup
+from harness.runner._selfmon import SelfMonitor
 from harness.scenario import DEFAULT_VARIANT, Scenario
+from harness.serverlog import LogConfig
+from harness.serverlog import read_server_logs as read_logs
 from harness.workload import WorkloadResult
 
-__all__ = ["RunResult", "apply_overrides", "finish_run", "run_dir_name", "run_scenario"]
+__all__ = ["RunResult", "apply_overrides", "collect_server_logs", "finish_run", "run_dir_name", "run_scenario"]
 
 
 @dataclass
@@ -50,10 +59,13 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     slo: str = "none"  # the report's SLO verdict: none | pass | fail
     source: str = ""  # the scenario file
+    target_args: list[str] = field(default_factory=list)  # CLI target flags this run was given (--server-cmd ...)
 
     @property
     def replay(self) -> str:
-        """The command that runs this exact run again (same file, seed and variant)."""
+        """The command that runs this exact run again (same file, seed, variant and target flags)."""
+        if self.target_args:  # the user's server: no variant to switch, the same command or urls
+            return f"harness run {self.source} --seed {self.seed} {shlex.join(self.target_args)}"
         return f"harness run {self.source} --seed {self.seed} --variant {self.variant}"
 
 
@@ -79,15 +91,22 @@ def run_scenario(
     run_name: str | None = None,
     progress: Progress | None = None,
     report: bool = True,
+    target_args: list[str] | None = None,
+    server_logs: Sequence[Path] = (),
 ) -> RunResult:
-    """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind."""
+    """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind.
+
+    ``target_args`` are the command-line flags that set the target (``--server-cmd``, ``--url``...),
+    for the replay line only: the scenario already carries the target they made.
+    ``server_logs``: log files of a deployment the harness did not start (``--server-log``); only
+    what they gain during the run is read, with the scenario's ``[target.logs]`` config.
+    """
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
-    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source)
+    res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source, target_args=list(target_args or []))
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a stale log or verdict from an earlier run must not mix into this one
-    run_dir.mkdir(parents=True)
+    # a stale log or verdict from an earlier run must not mix into this one; only a harness run folder is replaced
+    prepare_run_dir(Path(out_dir), run_name or sc.name)
     procs: ProcessGroup | None = None
     try:
         if sc.target.kind == "reference":
@@ -103,7 +122,30 @@ def run_scenario(
                 server_args=sc.target.server_args,
                 startup_timeout_s=sc.target.startup_timeout_s,
             )
-        data = asyncio.run(_run_async(sc, procs, res, progress))
+        elif sc.target.kind == "command":
+            plan_file = run_dir / "backend_plan.json"
+            plan_file.write_text(json.dumps(sc.backend.plan(), indent=1))
+            procs = ProcessGroup.command(
+                run_dir,
+                cmd=sc.target.cmd,
+                processes=sc.target.processes,
+                seed=sc.backend.seed,
+                plan_file=plan_file,
+                tokenizer=sc.target.tokenizer,
+                env=sc.target.env,
+                cwd=sc.target.cwd,
+                health_path=sc.target.health_path,
+                startup_timeout_s=sc.target.startup_timeout_s,
+            )
+        # written first, so that a run cut by a signal leaves a folder `harness check` can read
+        (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
+        offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
+        with (run_dir / RUN_FILES["history"]).open("w") as sink:
+            data = asyncio.run(_run_async(sc, procs, res, progress, sink))
+        if server_logs:
+            extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
+            data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
+            res.notes.append(f"--server-log: {stats.summary()}")
         data.save(run_dir)
         res.events = len(data.history)
     except KeyboardInterrupt:
@@ -130,7 +172,9 @@ def finish_run(res: RunResult, sc: Scenario, *, report: bool) -> None:
         _report(res)
 
 
-async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None) -> RunData:
+async def _run_async(
+    sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None, sink: IO[str] | None = None
+) -> RunData:
     try:
         if procs is not None:
             await procs.start()
@@ -139,37 +183,93 @@ async def _run_async(sc: Scenario, procs: ProcessGroup | None, res: RunResult, p
         else:
             servers = list(sc.target.urls)
             backend_url = sc.target.backend_url
-        out = await drive(sc, servers, backend_url=backend_url, processes=procs, progress=progress)
+        faults_applied = True
+        if procs is None:
+            faults_applied = await _push_plan(sc, backend_url, res)
+        try:
+            out = await drive(
+                sc,
+                servers,
+                backend_url=backend_url,
+                processes=procs,
+                progress=progress,
+                faults_applied=faults_applied,
+                history_sink=sink,
+                self_monitor=SelfMonitor(),
+            )
+        finally:
+            if procs is None and faults_applied and backend_url:
+                await _put_plan(backend_url, {})  # leave the deployment's fake without this scenario's faults
         res.sessions, res.workload = out.sessions, out.workload
         res.notes.extend(out.notes)
+        if procs is None:  # a deployment's fake serves others too (earlier runs): keep this run's sessions only
+            ours = {str(e["session"]) for e in out.data.history if e.get("session")}
+            out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
-            out.data.server_logs = read_server_logs(procs.server_log_files())
+            out.data.server_logs = collect_server_logs(procs.server_log_files(), sc.target.logs, res.notes)
         return out.data
     finally:
         if procs is not None:
             procs.stop()
 
 
-def read_server_logs(files: list[Path]) -> list[dict[str, Any]]:
-    """Every JSON log line of every server process, merged by timestamp; malformed lines skipped."""
-    lines: list[dict[str, Any]] = []
-    for f in files:
-        try:
-            text = f.read_text(errors="replace")
-        except OSError:
-            continue
-        for raw in text.splitlines():
-            raw = raw.strip()
-            if not raw.startswith("{"):
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                lines.append(obj)
-    lines.sort(key=lambda x: float(x.get("ts", 0.0)) if isinstance(x.get("ts"), int | float) else 0.0)
+async def _put_plan(backend_url: str, plan: dict[str, Any]) -> str | None:
+    """``PUT /admin/plan`` on a fake SGLang; the reason it failed, or None."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as c:
+            r = await c.put(f"{backend_url}/admin/plan", json=plan)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if r.status_code != 200:
+        return f"PUT /admin/plan answered {r.status_code}: {r.text[:200]}"
+    return None
+
+
+async def _push_plan(sc: Scenario, backend_url: str | None, res: RunResult) -> bool:
+    """An external deployment: give its fake this scenario's fault plan, or say loudly that it cannot."""
+    if backend_url is None:
+        why = "no backend url (--backend-url / target.backend_url)"
+    else:
+        why = await _put_plan(backend_url, sc.backend.plan()) or ""
+        if not why:
+            return True
+    msg = (
+        f"the fault plan did not reach the backend ({why}): faults {sc.fault_classes() or '[]'} and the plan's "
+        "latency are not applied, so fault-driven checks are unknown"
+    )
+    res.notes.append(msg)
+    print(f"harness run: {sc.name}: {msg}", file=sys.stderr)
+    return False
+
+
+def collect_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The servers' log lines of one run, from the files the processes wrote or the output the runner captured.
+
+    The one place a run turns server output into ``RunData.server_logs`` (harness.serverlog: JSON or
+    key=value lines after any logging prefix).
+    """
+    return read_server_logs(files, config, notes)
+
+
+def read_server_logs(
+    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
+
+    Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
+    """
+    readable = [f for f in files if f.is_file()]
+    try:
+        lines, stats = read_logs(readable, config)
+    except OSError as exc:
+        if notes is not None:
+            notes.append(f"server logs unreadable: {exc}")
+        return []
+    if notes is not None and stats.skipped:
+        notes.append(f"server logs: {stats.summary()}")
     return lines
 
 
@@ -182,6 +282,7 @@ def _check(res: RunResult, sc: Scenario) -> None:
     run = RunData.load(res.run_dir)
     names = None if "all" in sc.checks.enabled else list(sc.checks.enabled)
     verdicts = [v.to_dict() for v in check_all(run, names)]
+    verdicts.extend(_untestable(sc, run))
     (res.run_dir / RUN_FILES["verdicts"]).write_text(json.dumps(verdicts, indent=1, sort_keys=True))
     res.verdicts = verdicts
     statuses = [str(v.get("status")) for v in verdicts]
@@ -191,6 +292,24 @@ def _check(res: RunResult, sc: Scenario) -> None:
         res.status = "unknown"
     else:
         res.status = "valid"
+
+
+def _untestable(sc: Scenario, run: RunData) -> list[dict[str, Any]]:
+    """Chaos the scenario asks for that this target could not perform: unknown, never a silent pass."""
+    target = run.scenario.get("target") or {}
+    out: list[dict[str, Any]] = []
+    if sc.chaos.kill_restart and not target.get("process_control", True):
+        out.append(
+            {
+                "checker": "process_control",
+                "status": "unknown",
+                "violations": [],
+                "notes": f"the scenario kills and restarts server processes ({len(sc.chaos.kill_restart)} "
+                f"kill_restart), but the harness did not start this target's processes ({sc.target.kind} target), "
+                "so no process was killed; run it with a command target (--server-cmd) to test it",
+            }
+        )
+    return out
 
 
 def _report(res: RunResult) -> None:

@@ -11,11 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.runfolder import check_run_dir
 from harness.runner._drive import Progress
 from harness.runner._live import RunResult, run_dir_name, run_scenario
 from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
 
-__all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "run_suite"]
+__all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "load_for_target", "run_suite"]
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -49,6 +50,31 @@ def find_scenarios(args: Sequence[str], suite: str | None = None, root: Path | N
     return list(dict.fromkeys(out))
 
 
+def load_for_target(path: Path, target: Mapping[str, Any] | None = None) -> Scenario:
+    """Load a scenario; ``target`` (a ``[target]`` table from the command line) replaces the file's target.
+
+    The file is validated again with that target (a scenario that needs two processes fails with one),
+    and an error says the target came from the command line. A command target keeps the scenario's
+    process count and tokenizer unless the table sets them.
+    """
+    sc = load_scenario(path)
+    if target is None:
+        return sc
+    table = dict(target)
+    if table.get("kind") == "command":
+        table.setdefault("processes", sc.target.processes)
+        if sc.target.kind == "command":
+            table.setdefault("startup_timeout_s", sc.target.startup_timeout_s)
+    if table.get("kind") in ("command", "reference") and sc.target.tokenizer and "tokenizer" not in table:
+        table["tokenizer"] = sc.target.tokenizer
+    try:
+        return load_scenario(path, overrides={"target": table})
+    except ScenarioError as exc:
+        given = "--url" if table.get("kind") == "urls" else f"--server-cmd with {table.get('processes')} process(es)"
+        msg = f"{exc.message} (with the target given on the command line: {given})"
+        raise ScenarioError(exc.file, exc.key, msg) from None
+
+
 def expand(sc: Scenario, variant_override: str | None = None) -> list[tuple[Scenario, str]]:
     """(scenario, run folder name) per run: ``target.compare`` gives one run per variant."""
     if variant_override is not None:
@@ -69,23 +95,35 @@ def run_suite(
     on_done: Callable[[RunResult], None] | None = None,
     mode: str = "live",
     sim_options: Mapping[str, Any] | None = None,
+    target: Mapping[str, Any] | None = None,
+    target_args: Sequence[str] = (),
+    tokenizer: str | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
     ``mode="sim"`` uses ``harness.sim.runner.run_scenario``, which takes the same
     arguments as the live ``run_scenario`` and writes the same run folder;
     ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
+    ``target`` replaces every scenario's ``[target]`` table (``--server-cmd``, ``--url``;
+    live only), ``target_args`` are those flags, for the replay line. ``tokenizer`` (a shipped name or a folder)
+    replaces every scenario's target tokenizer.
     """
-    scenarios = [load_scenario(p) for p in paths]  # validate everything first
+    scenarios = [load_for_target(p, target).with_tokenizer(tokenizer) for p in paths]  # validate everything first
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario
+    for sc in scenarios:  # and every run folder: nothing starts when one of them may not be written
+        for _one, name in expand(sc, variant):
+            check_run_dir(Path(out_dir), name)
     results = []
     for sc in scenarios:
         for one, name in expand(sc, variant):
             if on_start is not None:
                 on_start(name, one.workload.sessions)
-            extra = dict(sim_options or {}) if mode == "sim" else {}
+            extra = dict(sim_options or {}) if mode == "sim" else dict(live_options or {})
+            if target_args and mode != "sim":
+                extra["target_args"] = list(target_args)
             r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)
             results.append(r)
             if on_done is not None:

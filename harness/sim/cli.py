@@ -37,11 +37,23 @@ def _load(command: str, args: argparse.Namespace) -> tuple[Path, Scenario, list[
     """The scenario named on the command line and the variants to run; None (after a clean message) if bad."""
     try:
         path = _resolve(args.scenario)
-        sc = load_scenario(path)
+        sc = load_scenario(path).with_tokenizer(_tokenizer(args.tokenizer))
     except ScenarioError as exc:
         print(f"harness {command}: {exc}", file=sys.stderr)
         return None
     return path, sc, [args.variant] if args.variant else [r.variant_label for r in expand_variants(sc)]
+
+
+def _tokenizer(value: str | None) -> str | None:
+    """``--tokenizer NAME|DIR`` checked up front: a bad one is bad input (exit 2), not a crashed seed."""
+    if value is not None:
+        from harness.tokenizer import TokenizerError, resolve_tokenizer
+
+        try:
+            resolve_tokenizer(value)
+        except TokenizerError as exc:
+            raise ScenarioError("--tokenizer", "", str(exc).removeprefix("--tokenizer ")) from None
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +62,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="pct: bug depth d (d-1 change points; default 3)")
     p.add_argument("--variant", help="server variant (a+b for several); default: the scenario's")
     p.add_argument("--target", help="asgi:module:factory: explore your own ASGI session server")
+    p.add_argument("--tokenizer", metavar="NAME|DIR", help="override the scenario's tokenizer (fake and servers)")
     p.add_argument("--out", default="reports/sim", help="where run folders and traces go (default reports/sim)")
 
 
@@ -103,6 +116,7 @@ def explore_main(argv: list[str] | None = None) -> int:
                 target=args.target,
                 jobs=args.jobs,
                 on_result=progress,
+                tokenizer=args.tokenizer,
             )
         except (ValueError, ScenarioError) as exc:
             print(f"harness explore: {exc}", file=sys.stderr)
@@ -126,7 +140,7 @@ def explore_main(argv: list[str] | None = None) -> int:
 def _report_failure(args: argparse.Namespace, path: Path, name: str, variant: str, r: SeedResult) -> int:
     out = Path(args.out)
     run = run_sim(
-        load_scenario(path),
+        load_scenario(path).with_tokenizer(args.tokenizer),
         out,
         r.seed,
         args.strategy,
@@ -138,6 +152,8 @@ def _report_failure(args: argparse.Namespace, path: Path, name: str, variant: st
     )
     same = run.history_digest == r.history_digest and run.trace_digest == r.trace_digest
     replay = run.replay_command(str(path), args.target, variant if variant != "default" or args.variant else None)
+    if args.tokenizer is not None:
+        replay += f" --tokenizer {args.tokenizer}"
     print(f"  replay: {replay}")
     print(f"  trace:  {run.run.run_dir / 'trace.txt'}   (run folder {run.run.run_dir})")
     print(f"  digest: history {run.history_digest[:16]}  trace {run.trace_digest[:16]}")
@@ -149,6 +165,8 @@ def _report_failure(args: argparse.Namespace, path: Path, name: str, variant: st
 
     checker = "error" if r.error else str(r.invalid[0]["checker"])
     raw: dict[str, Any] = tomllib.loads(path.read_text())
+    if args.tokenizer is not None:  # the shrunk scenario reproduces on its own
+        raw.setdefault("target", {})["tokenizer"] = args.tokenizer
     try:
         res = shrink(
             raw,

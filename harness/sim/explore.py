@@ -52,10 +52,11 @@ class _Job:
     depth: int
     horizon: int | None
     target: str | None
+    tokenizer: str | None = None
 
 
 def _run_job(job: _Job) -> SeedResult:
-    sc = with_seed(load_scenario(job.path), job.seed, job.variant)
+    sc = with_seed(load_scenario(job.path).with_tokenizer(job.tokenizer), job.seed, job.variant)
     return run_seed(sc, job.seed, job.strategy, depth=job.depth, horizon=job.horizon, target=job.target)
 
 
@@ -106,20 +107,22 @@ def explore(
     jobs: int = 1,
     stop_on_first: bool = True,
     on_result: Callable[[SeedResult], None] | None = None,
+    tokenizer: str | None = None,
 ) -> list[SeedResult]:
     """Run ``seeds`` of the scenario at ``path``; return every result, in seed order.
 
     With ``stop_on_first`` the search ends after the first batch holding a
     flagged seed (the batch is finished, so the smallest such seed is known).
+    ``tokenizer`` (a shipped name or a folder) replaces the scenario's.
     """
     if strategy == "pct" and horizon is None:
-        horizon = pct_horizon(with_seed(load_scenario(path), None, variant), target)
+        horizon = pct_horizon(with_seed(load_scenario(path).with_tokenizer(tokenizer), None, variant), target)
     jobs = max(1, jobs)
     results: list[SeedResult] = []
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:
         for batch in _batches(seeds, jobs * 4):
-            work = [_Job(path, variant, s, strategy, depth, horizon, target) for s in batch]
+            work = [_Job(path, variant, s, strategy, depth, horizon, target, tokenizer) for s in batch]
             done = list(pool.map(_run_job, work)) if pool is not None else [_run_job(j) for j in work]
             for r in done:
                 results.append(r)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.rundata import RunData
+from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
 from harness.runner._live import RunResult, apply_overrides, finish_run
 from harness.scenario import Scenario
@@ -264,9 +264,7 @@ def compose_status(verdicts: list[dict[str, Any]], error: str | None = None) -> 
 
 def save_outcome(out: SimOutcome, run_dir: Path) -> None:
     """The run folder (as live), plus trace.txt and sim.json."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    prepare_run_dir(run_dir.parent, run_dir.name)  # replaces an earlier harness run folder only
     if out.data is not None:
         out.data.save(run_dir)
     (run_dir / SIM_FILES["trace"]).write_text("\n".join(out.trace) + ("\n" if out.trace else ""))

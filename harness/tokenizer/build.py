@@ -1,18 +1,40 @@
-"""Build the project's own small tokenizer, deterministically, from files in the repo.
+"""Build the project's own small tokenizers, deterministically, from files in the repo.
 
-Why ship one: real deployments load a model's tokenizer from disk, but this
-project must run on a machine with no network, so it carries a tokenizer of the
-same *shape* as the ones our users run (byte-level BPE, ChatML special tokens,
-tool and think tags, a ChatML chat template) and small enough to build in a
-second. ``python -m harness.tokenizer.build`` rewrites ``data/``; a test
+Why ship them: real deployments load a model's tokenizer from disk, but this
+project must run on a machine with no network, so it carries tokenizers of the
+same *shape* as the ones our users run (byte-level BPE, special tokens, a chat
+template), small enough to build in a second each.
+
+Why a family of them: chat templates of the model families used for RL differ
+in ways that break a naive token-in/token-out server (../CONTEXT.md, last
+section). One tokenizer per rendering property keeps every property under test:
+
+- ``chatml``: ChatML, append-only (a rendered history is a prefix of the next);
+- ``reasoning``: an assistant turn after the last user query carries a think
+  block (from ``reasoning_content`` or an inline ``<think>`` block in the
+  content); earlier assistant turns drop it; ``enable_thinking=False`` puts an
+  empty think block in the generation prompt;
+- ``tools``: tool calls as tagged JSON after the content; consecutive tool
+  results grouped into one user block of response tags;
+- ``headers``: a header per role made of header tokens, a default system
+  prompt when none is given, a begin-of-text token, an end-of-turn token
+  (``<|eot|>``) that differs from EOS;
+- ``trail``: every turn is closed by two newlines after the end-of-turn token,
+  whitespace the model never generates.
+
+Every template here is written for this project; none is a copy of a model's.
+All families share one BPE vocabulary trained on ``corpus.txt`` and
+``words.txt``; only their special tokens and templates differ.
+``python -m harness.tokenizer.build`` rewrites ``data/<family>/``; a test
 rebuilds into a temporary folder and checks the bytes are identical, so the
-committed files never drift from their source (``corpus.txt``, ``words.txt``).
+committed files never drift from their sources.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -58,6 +80,198 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
+# Shared by the templates below: one assistant tool call as tagged JSON
+# (arguments kept verbatim when they arrive as a JSON string).
+_TAGGED_CALLS = """
+{%- for tc in message.get('tool_calls') or [] -%}
+  {%- set fn = tc['function'] if tc.get('function') else tc -%}
+  {%- if body or loop.index0 > 0 -%}{{- '\\n' -}}{%- endif -%}
+  {{- '<tool_call>\\n{"name": "' + fn['name'] + '", "arguments": ' -}}
+  {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}{%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+  {{- '}\\n</tool_call>' -}}
+{%- endfor -%}
+"""
+
+
+def _template(text: str) -> str:
+    """Readable multi-line jinja to one line: every tag trims its own whitespace, so only the layout goes."""
+    return "".join(line.strip() for line in text.strip().splitlines())
+
+
+REASONING_TEMPLATE = _template(
+    """
+{%- set ns = namespace(last_query=-1) -%}
+{%- for message in messages -%}
+  {%- if message['role'] == 'user' -%}{%- set ns.last_query = loop.index0 -%}{%- endif -%}
+{%- endfor -%}
+{%- for message in messages -%}
+  {%- if message['role'] == 'assistant' -%}
+    {%- set body = message.get('content') or '' -%}
+    {%- set thought = message.get('reasoning_content') -%}
+    {%- if thought is none and '</think>' in body -%}
+      {%- set thought = body.split('</think>')[0].split('<think>')[-1] -%}
+      {%- set body = body.split('</think>')[-1].lstrip('\\n') -%}
+    {%- endif -%}
+    {{- '<|im_start|>assistant\\n' -}}
+    {%- if loop.index0 > ns.last_query -%}
+      {{- '<think>\\n' + (thought or '').strip('\\n') + '\\n</think>\\n\\n' -}}
+    {%- endif -%}
+    {{- body -}}
+"""
+    + _TAGGED_CALLS
+    + """
+    {{- '<|im_end|>\\n' -}}
+  {%- elif message['role'] == 'tool' -%}
+    {{- '<|im_start|>tool\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response><|im_end|>\\n' -}}
+  {%- else -%}
+    {{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<|im_start|>assistant\\n' -}}
+  {%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}
+{%- endif -%}
+"""
+)
+
+TOOLS_TEMPLATE = _template(
+    """
+{%- for message in messages -%}
+  {%- if message['role'] == 'assistant' -%}
+    {%- set body = message.get('content') or '' -%}
+    {{- '<|im_start|>assistant\\n' + body -}}
+"""
+    + _TAGGED_CALLS
+    + """
+    {{- '<|im_end|>\\n' -}}
+  {%- elif message['role'] == 'tool' -%}
+    {%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}
+    {{- '\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response>' -}}
+    {%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}
+  {%- else -%}
+    {{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}
+"""
+)
+
+HEADERS_DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and use tools when they help."
+
+HEADERS_TEMPLATE = _template(
+    """
+{{- '<|begin|>' -}}
+{%- if not messages or messages[0]['role'] != 'system' -%}
+  {{- '<|header_start|>system<|header_end|>\\n\\n"""
+    + HEADERS_DEFAULT_SYSTEM
+    + """<|eot|>' -}}
+{%- endif -%}
+{%- for message in messages -%}
+  {{- '<|header_start|>' + message['role'] + '<|header_end|>\\n\\n' -}}
+  {%- set body = message.get('content') or '' -%}
+  {{- body -}}
+  {%- if message['role'] == 'assistant' -%}
+    {%- for tc in message.get('tool_calls') or [] -%}
+      {%- set fn = tc['function'] if tc.get('function') else tc -%}
+      {%- if body or loop.index0 > 0 -%}{{- '\\n' -}}{%- endif -%}
+      {{- '{"name": "' + fn['name'] + '", "parameters": ' -}}
+      {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}
+      {%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+      {{- '}' -}}
+    {%- endfor -%}
+  {%- endif -%}
+  {{- '<|eot|>' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|header_start|>assistant<|header_end|>\\n\\n' -}}{%- endif -%}
+"""
+)
+
+TRAIL_TEMPLATE = _template(
+    """
+{%- for message in messages -%}
+  {%- if message['role'] == 'assistant' -%}
+    {%- set body = message.get('content') or '' -%}
+    {{- '<|im_start|>assistant\\n' + body -}}
+"""
+    + _TAGGED_CALLS
+    + """
+    {{- '<|im_end|>\\n\\n' -}}
+  {%- elif message['role'] == 'tool' -%}
+    {{- '<|im_start|>tool\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response><|im_end|>\\n\\n' -}}
+  {%- else -%}
+    {{- '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n\\n' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}
+"""
+)
+
+HEADERS_SPECIAL_TOKENS = [
+    "<|end_of_text|>",
+    "<|begin|>",
+    "<|header_start|>",
+    "<|header_end|>",
+    "<|eot|>",
+    "<|pad|>",
+]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One shipped tokenizer: its special tokens (ids 0..n-1, in order) and chat template."""
+
+    name: str
+    special_tokens: tuple[str, ...]
+    chat_template: str
+    eos_token: str
+    pad_token: str
+    bos_token: str | None = None
+    summary: str = ""
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("chatml", tuple(SPECIAL_TOKENS), CHAT_TEMPLATE, "<|im_end|>", "<|endoftext|>", None, "ChatML"),
+        Family(
+            "reasoning",
+            tuple(SPECIAL_TOKENS),
+            REASONING_TEMPLATE,
+            "<|im_end|>",
+            "<|endoftext|>",
+            None,
+            "think block after the last user query only",
+        ),
+        Family(
+            "tools",
+            tuple(SPECIAL_TOKENS),
+            TOOLS_TEMPLATE,
+            "<|im_end|>",
+            "<|endoftext|>",
+            None,
+            "tagged tool calls, grouped tool results",
+        ),
+        Family(
+            "headers",
+            tuple(HEADERS_SPECIAL_TOKENS),
+            HEADERS_TEMPLATE,
+            "<|end_of_text|>",
+            "<|pad|>",
+            "<|begin|>",
+            "role headers, default system prompt, <|eot|> != EOS",
+        ),
+        Family(
+            "trail",
+            tuple(SPECIAL_TOKENS),
+            TRAIL_TEMPLATE,
+            "<|im_end|>",
+            "<|endoftext|>",
+            None,
+            "turns closed by whitespace the model never generates",
+        ),
+    )
+}
+
 
 def _training_lines() -> list[str]:
     corpus = (HERE / "corpus.txt").read_text(encoding="utf-8").splitlines()
@@ -67,7 +281,7 @@ def _training_lines() -> list[str]:
     return corpus * 4 + phrases * 3 + [" " + w for w in words] * 2
 
 
-def build_tokenizer() -> Tokenizer:
+def build_tokenizer(special_tokens: list[str] | tuple[str, ...] = tuple(SPECIAL_TOKENS)) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -77,17 +291,25 @@ def build_tokenizer() -> Tokenizer:
         vocab_size=VOCAB_SIZE,
         min_frequency=2,
         show_progress=False,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_training_lines(), trainer=trainer)
     return tok
 
 
-def tokenizer_config() -> dict[str, object]:
+def _additional(family: Family) -> list[str]:
+    named = {family.eos_token, family.pad_token, family.bos_token}
+    if family.name == "chatml":  # kept exactly as first shipped (its files are committed baselines' input)
+        return list(family.special_tokens[1:])
+    return [t for t in family.special_tokens if t not in named]
+
+
+def tokenizer_config(family: Family | None = None) -> dict[str, object]:
+    family = family or FAMILIES["chatml"]
     added = {}
-    for name in SPECIAL_TOKENS:
-        added[str(SPECIAL_TOKENS.index(name))] = {
+    for i, name in enumerate(family.special_tokens):
+        added[str(i)] = {
             "content": name,
             "lstrip": False,
             "normalized": False,
@@ -97,35 +319,54 @@ def tokenizer_config() -> dict[str, object]:
         }
     return {
         "added_tokens_decoder": added,
-        "additional_special_tokens": SPECIAL_TOKENS[1:],
-        "bos_token": None,
-        "chat_template": CHAT_TEMPLATE,
+        "additional_special_tokens": _additional(family),
+        "bos_token": family.bos_token,
+        "chat_template": family.chat_template,
         "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
+        "eos_token": family.eos_token,
+        "pad_token": family.pad_token,
         "unk_token": None,
         "model_max_length": 32768,
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
 
 
-def write(out_dir: Path) -> None:
+def special_tokens_map(family: Family) -> dict[str, object]:
+    smap: dict[str, object] = {
+        "eos_token": family.eos_token,
+        "pad_token": family.pad_token,
+        "additional_special_tokens": _additional(family),
+    }
+    if family.bos_token is not None:
+        smap["bos_token"] = family.bos_token
+    return smap
+
+
+def write_family(family: Family, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
+    tok = build_tokenizer(family.special_tokens)
     (out_dir / "tokenizer.json").write_text(tok.to_str(pretty=True) + "\n", encoding="utf-8")
-    cfg = json.dumps(tokenizer_config(), indent=2, sort_keys=True) + "\n"
+    cfg = json.dumps(tokenizer_config(family), indent=2, sort_keys=True) + "\n"
     (out_dir / "tokenizer_config.json").write_text(cfg, encoding="utf-8")
-    smap = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "additional_special_tokens": SPECIAL_TOKENS[1:]}
-    smap_text = json.dumps(smap, indent=2, sort_keys=True) + "\n"
+    smap_text = json.dumps(special_tokens_map(family), indent=2, sort_keys=True) + "\n"
     (out_dir / "special_tokens_map.json").write_text(smap_text, encoding="utf-8")
+
+
+def write(out_dir: Path, families: list[str] | None = None) -> None:
+    """Write each family to ``out_dir/<family>/``."""
+    for name in families or list(FAMILIES):
+        write_family(FAMILIES[name], out_dir / name)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="output folder (default: the shipped data/)")
+    parser.add_argument(
+        "--family", action="append", choices=sorted(FAMILIES), help="build only this family (repeatable)"
+    )
     args = parser.parse_args(argv)
-    write(args.out)
-    print(f"wrote tokenizer to {args.out}")
+    write(args.out, args.family)
+    print(f"wrote {', '.join(args.family or FAMILIES)} to {args.out}")
     return 0
 
 

@@ -37,6 +37,7 @@ class ControlBackend:
         self.calls: list[dict[str, Any]] = []
         self.aborts: list[dict[str, Any]] = []
         self.script: list[str] = []
+        self.raw_replies: list[bytes] = []  # bodies answered verbatim (200, JSON) before any mode
         self.hold = False
         self.release = asyncio.Event()
         self.entered = asyncio.Event()
@@ -92,6 +93,8 @@ class ControlBackend:
         if mode.startswith("status:"):
             code = int(mode.split(":", 1)[1])
             return JSONResponse({"error": {"message": "backend says no", "code": code}}, status_code=code)
+        if self.raw_replies:
+            return Response(self.raw_replies.pop(0), media_type="application/json")
         if mode == "not_json":
             return Response(b"{not json", media_type="application/json")
         content = f"Answer {n} to turn {request.headers.get('x-turn', '?')}."

@@ -101,3 +101,27 @@ def test_cli_prints_a_table_and_exits_by_verdict(tmp_path: Path, capsys: pytest.
     assert main([str(good), "--checker", "exactly_once", "--strict"]) == 0
     assert main([str(tmp_path / "missing")]) == 2
     assert main([str(good), "--checker", "nope"]) == 2
+
+
+def test_cli_strict_fails_on_unknown_and_on_faults_never_exercised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_log = tmp_path / "no_log"
+    run = clean_run().build()
+    run.backend_executions = {}
+    run.save(no_log)
+    assert main([str(no_log)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("UNKNOWN")]
+    assert len(lines) == 1 and "exactly_once: no backend execution log" in lines[0]
+    assert main([str(no_log), "--strict"]) == 1
+
+    unfired = tmp_path / "unfired"
+    run = clean_run().build()
+    run.scenario["backend"]["rules"] = [{"fault": "http_503", "turn": 7}]
+    run.save(unfired)
+    assert main([str(unfired)]) == 0
+    assert "declared but not exercised: http_503 (backend.rules[0])" in capsys.readouterr().out
+    assert main([str(unfired), "--strict"]) == 1
+    run.scenario["checks"]["strict"] = True  # the scenario asks for it: no flag needed
+    run.save(unfired)
+    assert main([str(unfired)]) == 1

@@ -264,13 +264,76 @@ def test_backend_500_passed_through_is_explained_by_its_fault() -> None:
     assert run_one(b.build(), "no_unexpected_5xx").status == "valid"
 
 
-def test_502_needs_a_fault_or_chaos_to_explain_it() -> None:
-    b = RunBuilder(faults=["abort"])
+def test_502_is_explained_by_the_fault_applied_to_that_request_not_by_the_plan() -> None:
+    b = RunBuilder(faults=["abort", "reset"])
     sid = b.create()
-    b.chat(sid, 0, outcome="bad_gateway")
-    assert kinds(run_one(b.build(), "no_unexpected_5xx")) == {"status_502"}
-    b.scenario["backend"]["faults"] = ["abort", "reset"]
-    assert run_one(b.build(), "no_unexpected_5xx").status == "valid"
+    b.chat(sid, 0, outcome="bad_gateway")  # the plan declares reset, but this request got none
+    v = run_one(b.build(), "no_unexpected_5xx")
+    assert kinds(v) == {"status_502"}
+    assert "no fault" in v.violations[0].message
+    b2 = RunBuilder(faults=["abort", "reset"])
+    sid = b2.create()
+    b2.chat(sid, 0, outcome="bad_gateway", fault="reset")
+    assert run_one(b2.build(), "no_unexpected_5xx").status == "valid"
+
+
+def test_a_chat_500_is_never_explained_by_an_outage_window() -> None:
+    # a server that answers 500 when the backend sends invalid JSON, while an outage is declared nearby
+    b = RunBuilder(faults=["invalid_json", "http_503"])
+    sid = b.create()
+    op = b.chat(sid, 0, outcome="internal_error", fault="invalid_json")
+    b.chaos({"action": "backend_outage_start", "fault": "http_503", "duration_s": 1.0}, server=BACKEND)
+    b.chat(sid, 1, outcome="internal_error", log=False, execute=False)  # inside the window, never executed
+    run = b.build()
+    v = run_one(run, "no_unexpected_5xx")
+    assert kinds(v) == {"status_500"}
+    assert len(v.violations) == 2
+    assert set(op_indices(run, op)) <= set(v.ops)
+
+
+def test_an_outage_explains_only_requests_it_overlapped() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0)
+    b.chat(sid, 1, outcome="bad_gateway", execute=False)  # never reached the backend; ends before the outage
+    b.tick(0.5)
+    b.chaos({"action": "backend_outage_start", "fault": "reset", "duration_s": 1.0}, server=BACKEND)
+    b.chat(sid, 1, 1, outcome="bad_gateway", execute=False)  # inside it
+    v = run_one(b.build(), "no_unexpected_5xx")
+    assert kinds(v) == {"status_502"}
+    assert len(v.violations) == 1
+    assert "502: 2 (1 explained)" in v.notes
+
+
+def test_attribution_by_routing_key_turn_and_attempt_when_the_request_id_is_not_forwarded() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0, outcome="upstream_error", status=503, fault="http_503")
+    b.chat(sid, 1, outcome="bad_gateway")
+    run = b.build()
+    for ex in run.backend_executions[sid]:
+        ex["request_id"] = None
+    v = run_one(run, "no_unexpected_5xx")
+    assert kinds(v) == {"status_502"}
+    assert "503: 1 (1 explained)" in v.notes
+
+
+def test_5xx_without_an_execution_log_is_unknown_and_faults_not_applied_is_unknown() -> None:
+    b = RunBuilder(faults=["reset"])
+    sid = b.create()
+    b.chat(sid, 0, outcome="bad_gateway", execute=False)
+    v = run_one(b.build(), "no_unexpected_5xx")
+    assert v.status == "unknown"
+    assert "execution log" in v.notes
+    b2 = RunBuilder(faults=["reset"])
+    sid = b2.create()
+    b2.chat(sid, 0, outcome="bad_gateway", fault="reset")
+    run = b2.build()
+    assert run_one(run, "no_unexpected_5xx").status == "valid"
+    run.scenario["target"]["faults_applied"] = False
+    v = run_one(run, "no_unexpected_5xx")
+    assert v.status == "unknown"
+    assert "faults_applied is false" in v.notes
 
 
 def test_execution_fault_explains_only_what_it_produces() -> None:

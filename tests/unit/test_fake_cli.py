@@ -24,4 +24,4 @@ def test_bad_plan_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_bad_tokenizer_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--tokenizer", str(tmp_path / "nope")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "no such directory" in capsys.readouterr().err

@@ -235,3 +235,24 @@ async def test_slow_drip_stream_spreads_over_tokens() -> None:
     assert await now() - t0 >= 0.25
     frames = [ln[6:] for ln in r.text.split("\n\n") if ln.startswith("data: ")]
     assert frames[-1] == "[DONE]" and json.loads(frames[-3])["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_execution_log_says_where_each_fault_came_from() -> None:
+    plan = plan_from_text(
+        '[[rules]]\nturn = 1\nfault = "http_503"\n\n[[rules]]\nname = "outage"\nturn = 2\nfault = "reset"\n'
+    )
+    app = create_app(seed=1, plan=plan)
+    async with client(app) as c:
+        for turn in (0, 1):
+            await c.post(
+                "/v1/chat/completions", json={"messages": MSGS}, headers={"x-smg-routing-key": "s", "x-turn": str(turn)}
+            )
+        await c.post(
+            "/v1/chat/completions", json={"messages": MSGS}, headers={"x-smg-routing-key": "s", "x-fake-fault": "abort"}
+        )
+        with pytest.raises(httpx.TransportError):
+            await c.post(
+                "/v1/chat/completions", json={"messages": MSGS}, headers={"x-smg-routing-key": "s", "x-turn": "2"}
+            )
+    got = [(e["fault"], e["fault_source"]) for e in app.executions["s"]]
+    assert got == [(None, None), ("http_503", "plan:rule0"), ("abort", "header"), ("reset", "plan:outage")]

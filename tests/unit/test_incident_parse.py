@@ -43,7 +43,7 @@ def test_prefix_before_json_is_accepted() -> None:
 
 def test_malformed_lines_are_counted_by_reason_never_raised() -> None:
     lines = [
-        "plain text, no json at all",
+        "plain text, no json at all",  # neither an object nor a line naming an event
         "[1, 2, 3]",
         '{"ts": 1.0, "event": "chat_done", "req_id": "ab"}',  # no session_id, outcome, status
         '{"event": "heartbeat"}',  # no ts
@@ -58,7 +58,7 @@ def test_malformed_lines_are_counted_by_reason_never_raised() -> None:
     out = parse_lines(lines, "x.log")
     assert len(out.events) == 1
     assert out.lines == 10  # blank lines are not counted
-    assert dict(out.skipped) == {"not_json": 4, "missing_fields": 3, "unknown_event": 1, "truncated": 1}
+    assert dict(out.skipped) == {"no_event": 2, "not_json": 2, "missing_fields": 3, "unknown_event": 1, "truncated": 1}
     assert out.examples["truncated"] == "x.log:7"
     s = out.summary()
     assert "10 line(s) read, 1 used" in s and "truncated 1 (first at x.log:7)" in s

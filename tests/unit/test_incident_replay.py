@@ -39,6 +39,12 @@ SHIPPED: dict[str, tuple[list[str], list[str], set[str]]] = {
         [],
         {"transport_error", "upstream_error"},
     ),
+    # read from Python-logging text lines (reference server --log-format text), not JSON
+    "text_dup_retry": (
+        ["text_dup_retry.server-0.log", "text_dup_retry.server-1.log"],
+        [],
+        {"state_changed_skip"},
+    ),
 }
 
 

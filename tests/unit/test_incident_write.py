@@ -138,7 +138,7 @@ def test_cli_import_reports_skips_and_writes(tmp_path: Path, capsys: pytest.Capt
     out = tmp_path / "inc" / "prod_incident.toml"
     assert incident_main(["import", str(log), "--session", "s1", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "skipped 2: not_json 1 (first at prod.log:1), truncated 1" in printed
+    assert "skipped 2: no_event 1 (first at prod.log:1), truncated 1" in printed
     assert "1 session(s), 5 chat(s), 1 delete(s)" in printed
     sc = load_scenario(out)
     assert sc.name == "prod_incident" and {s.session for s in sc.workload.script} == {"s1"}

@@ -88,14 +88,16 @@ def test_backend_rule_validated_by_fake_plan(tmp_path: Path) -> None:
     assert "abort" in e.message
 
 
-def test_urls_target_needs_urls_and_forbids_kill(tmp_path: Path) -> None:
+def test_urls_target_needs_urls_and_cannot_control_processes(tmp_path: Path) -> None:
     e = error(tmp_path, '[target]\nkind = "urls"\n')
     assert e.key == "target.urls"
-    e = error(
-        tmp_path,
-        '[target]\nkind = "urls"\nurls = ["http://127.0.0.1:1"]\n[[chaos.kill_restart]]\nprocess = 0\nat_s = 1\n',
-    )
-    assert e.key.startswith("chaos.kill_restart[0]") and "reference" in e.message
+    # kill_restart loads (the run reports it unknown: the harness did not start those processes)
+    text = '[target]\nkind = "urls"\nurls = ["http://127.0.0.1:1"]\n[[chaos.kill_restart]]\nprocess = 0\nat_s = 1\n'
+    sc = load_scenario(write(tmp_path, text))
+    assert sc.chaos.kill_restart and not sc.target.process_control
+    assert sc.to_plain()["target"]["process_control"] is False
+    e = error(tmp_path, text.replace("process = 0", "process = 1"))
+    assert e.key == "chaos.kill_restart[0].process"
 
 
 def test_wrong_process_probes_need_two_processes(tmp_path: Path) -> None:
@@ -149,3 +151,22 @@ def test_to_plain_lists_fault_classes_from_rules_headers_and_outages() -> None:
 def test_workload_tool_probability_reaches_backend_plan() -> None:
     sc = parse_scenario({"workload": {"tool_call_probability": 0.5}}, "mem.toml")
     assert sc.backend.plan()["generation"]["tool_call_probability"] == 0.5
+
+
+def test_target_protocol_names_keys_and_checks_strict(tmp_path: Path) -> None:
+    sc = load_scenario(
+        write(tmp_path, '[target.protocol]\ntoken_ids_key = "accumulated_token_ids"\n\n[checks]\nstrict = true\n')
+    )
+    assert sc.target.protocol == {"token_ids_key": "accumulated_token_ids"}
+    assert sc.checks.strict is True
+    plain = sc.to_plain()
+    assert plain["target"]["protocol"] == {"token_ids_key": "accumulated_token_ids"}
+    assert plain["checks"]["strict"] is True
+    assert load_scenario(write(tmp_path, "", "plain.toml")).checks.strict is False
+    e = error(tmp_path, '[target.protocol]\ntoken_key = "x"\n')
+    assert e.key == "target.protocol.token_key"
+    assert "did you mean 'token_ids_key'" in e.message
+    e = error(tmp_path, '[target.protocol]\ntoken_ids_key = ""\n')
+    assert e.key == "target.protocol.token_ids_key" and "non-empty" in e.message
+    e = error(tmp_path, '[checks]\nstrict = "yes"\n')
+    assert e.key == "checks.strict"

@@ -371,7 +371,7 @@ async def test_backend_down_is_502() -> None:
 
 
 async def test_passthrough_route_forwards_method_path_query_body() -> None:
-    async with make_rig() as r:
+    async with make_rig(passthrough_paths=("/echo/*",)) as r:
         sid = await r.new_session()
         resp = await r.client.put(
             f"/sessions/{sid}/echo/a/b?x=1&x=2", content=b"raw-body", headers={"x-request-id": "q"}

@@ -1,4 +1,4 @@
-"""The shipped ChatML tokenizer: rebuilt byte-identically from its sources, loadable, renders every role."""
+"""The shipped tokenizers: rebuilt byte-identically from their sources, loadable by name or folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.tokenizer import DEFAULT_TOKENIZER_DIR, TokenizerError, load_tokenizer
+from harness.tokenizer import (
+    DATA_ROOT,
+    DEFAULT_TOKENIZER_DIR,
+    SHIPPED,
+    TokenizerError,
+    load_tokenizer,
+    resolve_tokenizer,
+)
+from harness.tokenizer.build import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -23,8 +31,45 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    for name in FILES:
-        assert (out / name).read_bytes() == (DEFAULT_TOKENIZER_DIR / name).read_bytes(), name
+    assert sorted(FAMILIES) == sorted(SHIPPED)
+    assert sorted(p.name for p in DATA_ROOT.iterdir() if p.is_dir()) == sorted(SHIPPED)
+    for family in SHIPPED:
+        for name in FILES:
+            assert (out / family / name).read_bytes() == (DATA_ROOT / family / name).read_bytes(), (family, name)
+
+
+def test_every_family_loads_by_name_with_its_special_tokens() -> None:
+    for family in SHIPPED:
+        tok = load_tokenizer(family)
+        assert tok is load_tokenizer(DATA_ROOT / family)  # one cache entry per folder, whatever named it
+        assert tok.chat_template == FAMILIES[family].chat_template
+        for special in FAMILIES[family].special_tokens:
+            ids = tok.encode(special, add_special_tokens=False)
+            assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == special, (family, special)
+    assert load_tokenizer(None) is load_tokenizer("chatml")
+
+
+def test_resolve_names_folders_and_the_old_data_path() -> None:
+    assert resolve_tokenizer(None) == DEFAULT_TOKENIZER_DIR == DATA_ROOT / "chatml"
+    assert resolve_tokenizer("headers") == DATA_ROOT / "headers"
+    assert resolve_tokenizer(str(DATA_ROOT / "trail")) == DATA_ROOT / "trail"
+    assert resolve_tokenizer(DATA_ROOT) == DEFAULT_TOKENIZER_DIR  # where the one tokenizer used to live
+
+
+def test_resolve_errors_say_what_and_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(TokenizerError, match=r"chatm: not a shipped tokenizer name and no such directory.*chatml"):
+        resolve_tokenizer("chatm")
+    with pytest.raises(TokenizerError, match="not a directory"):
+        resolve_tokenizer(DEFAULT_TOKENIZER_DIR / "tokenizer.json")
+    with pytest.raises(TokenizerError, match="empty"):
+        resolve_tokenizer("")
+    with pytest.raises(TokenizerError, match=r"no tokenizer\.json"):
+        resolve_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_bytes((DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_bytes())
+    with pytest.raises(TokenizerError, match="no chat template"):
+        resolve_tokenizer(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    assert resolve_tokenizer(tmp_path) == tmp_path
 
 
 def test_loads_via_autotokenizer() -> None:
@@ -78,7 +123,7 @@ def test_encode_decode_round_trip(text: str) -> None:
 
 
 def test_bad_paths_raise_tokenizer_error(tmp_path: Path) -> None:
-    with pytest.raises(TokenizerError, match="not a directory"):
+    with pytest.raises(TokenizerError, match="no such directory"):
         load_tokenizer(tmp_path / "missing")
     with pytest.raises(TokenizerError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)
@@ -91,5 +136,5 @@ def test_tokenizer_without_chat_template_is_refused(tmp_path: Path) -> None:
     del cfg["chat_template"]
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
     (tmp_path / "tokenizer.json").write_bytes((DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_bytes())
-    with pytest.raises(TokenizerError, match="no chat_template"):
+    with pytest.raises(TokenizerError, match="no chat template"):
         load_tokenizer(tmp_path)

@@ -1,0 +1,321 @@
+"""``harness tokenizer check NAME|DIR``: will token-in/token-out hold with this chat template?
+
+Users run this before they train a new model. A session server that keeps the
+model's exact tokens tokenizes only the messages a request appends: it renders
+them after a fixed stand-in prefix (a stand-in system message, user message
+and an assistant turn shaped like the stored one, tool calls included), takes
+the text after the stand-in assistant's end-of-turn token, encodes it and joins
+it to the stored ids (which end with the end-of-turn token the model
+generated). That is right for any template whose rendering of the appended
+messages does not depend on *what* came before them, only on the shape of the
+turn they follow. Templates that are not append-only (a think block dropped
+from earlier turns, grouped tool results, an injected system prompt, a
+whitespace trail) are fine; a template that numbers turns, or renders a new
+message differently depending on earlier content, is not.
+
+What the check reports, from renders of small probe conversations:
+
+- the end-of-turn token that closes an assistant turn, and whether it is EOS;
+- the boundary trail: template text after it that the model never generates;
+- per role, whether the template is append-only (the render of a history that
+  ends with an assistant turn is a prefix of the render with one more message
+  of that role), and which roles may follow an assistant turn at all;
+- per role, whether generation prompt + completion + rendered suffix reproduce
+  the template's own full render (informational: where not, a server that
+  re-renders history would send the model other tokens than it saw);
+- the verdict. Exit 0: TITO will hold. Exit 1: it will not, with a minimal
+  example diff (the shortest probe whose suffix differs from the template's own
+  rendering of the same messages in the real history). Exit 2: bad input (an
+  unknown name, a folder without a tokenizer or chat template).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.tokenizer import TokenizerError, load_tokenizer, resolve_tokenizer
+
+__all__ = ["CheckResult", "check_tokenizer", "main", "stand_in_suffix"]
+
+Message = dict[str, Any]
+Render = Callable[[list[Message], bool], str]
+
+STAND_IN_MARK = "stand-in answer"
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"query": "cats"}'}}
+_FOLLOWERS: dict[str, list[Message]] = {
+    "user": [{"role": "user", "content": "and the next question"}],
+    "tool": [{"role": "tool", "tool_call_id": "call_1", "content": "tool result one"}],
+    "tool+tool": [
+        {"role": "tool", "tool_call_id": "call_1", "content": "tool result one"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "tool result two"},
+    ],
+    "system": [{"role": "system", "content": "a late system note"}],
+    "assistant": [{"role": "assistant", "content": "an assistant prefill"}],
+}
+
+
+def _answer(i: int, calls: bool = False) -> Message:
+    msg: Message = {"role": "assistant", "content": f"answer number {i}"}
+    if calls:
+        msg["tool_calls"] = [_CALL]
+    return msg
+
+
+def _probes() -> list[tuple[str, list[Message]]]:
+    """Histories that end with an assistant turn, shortest first (so the first failure is the minimal one)."""
+    user = {"role": "user", "content": "the first question"}
+    system = {"role": "system", "content": "the real system prompt"}
+    return [
+        ("user, assistant", [user, _answer(1)]),
+        ("system, user, assistant", [system, user, _answer(1)]),
+        ("user, assistant+tool_call", [user, _answer(1, calls=True)]),
+        (
+            "user, assistant+tool_call, tool, assistant",
+            [user, _answer(1, calls=True), {"role": "tool", "content": "found it"}, _answer(2)],
+        ),
+        (
+            "system, user, assistant, user, assistant, user, assistant",
+            [
+                system,
+                user,
+                _answer(1),
+                {"role": "user", "content": "a second question"},
+                _answer(2),
+                {"role": "user", "content": "a third question"},
+                _answer(3),
+            ],
+        ),
+    ]
+
+
+def _stand_in_prefix(stored: Message) -> list[Message]:
+    shaped: Message = {"role": "assistant", "content": STAND_IN_MARK}
+    if stored.get("tool_calls"):
+        shaped["tool_calls"] = stored["tool_calls"]
+    return [
+        {"role": "system", "content": "stand-in system"},
+        {"role": "user", "content": "stand-in user"},
+        shaped,
+    ]
+
+
+def _after_turn(text: str, content: str, eot: str) -> str | None:
+    """The text after the end-of-turn token that closes the assistant turn whose content is ``content``."""
+    at = text.rfind(content)
+    if at < 0:
+        return None
+    end = text.find(eot, at + len(content))
+    return None if end < 0 else text[end + len(eot) :]
+
+
+def stand_in_suffix(render: Render, stored: Message, appended: list[Message], eot: str) -> str | None:
+    """Trail + the appended messages + the generation prompt, as the stand-in method renders them."""
+    return _after_turn(render([*_stand_in_prefix(stored), *appended], True), STAND_IN_MARK, eot)
+
+
+@dataclass
+class RoleRow:
+    role: str
+    follows: bool  # the template renders this role right after an assistant turn
+    append_only: bool | None = None
+    reproduces: bool | None = None  # gen prompt + completion + suffix == the template's own full render
+    error: str = ""
+
+
+@dataclass
+class CheckResult:
+    tokenizer: str
+    verdict: str  # "holds" | "fails"
+    end_of_turn: str = ""
+    end_of_turn_is_eos: bool = False
+    trail: str = ""
+    trail_tokens: int = 0
+    roles: list[RoleRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    example: str = ""  # the minimal failing example, as a diff
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict == "holds" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        yn = {True: "yes", False: "no", None: "-"}
+        lines = [f"tokenizer {self.tokenizer}"]
+        eos = " (the EOS token)" if self.end_of_turn_is_eos else " (not EOS)"
+        lines.append(f"  end of turn:    {self.end_of_turn or '(none found)'}{eos if self.end_of_turn else ''}")
+        lines.append(f"  boundary trail: {self.trail!r} ({self.trail_tokens} tokens the model does not generate)")
+        follows = [r.role for r in self.roles if r.follows]
+        lines.append(f"  may follow an assistant turn: {', '.join(follows) or '(none)'}")
+        lines.append("  role         follows  append-only  full render reproduced")
+        for r in self.roles:
+            extra = f"  ({r.error})" if r.error else ""
+            lines.append(f"  {r.role:<12} {yn[r.follows]:<8} {yn[r.append_only]:<12} {yn[r.reproduces]}{extra}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.verdict == "holds":
+            lines.append("verdict: TITO will hold (exit 0)")
+        else:
+            lines.extend(f"  problem: {p}" for p in self.problems)
+            if self.example:
+                lines.append("  minimal example (--- the template's own render, +++ the appended-suffix method):")
+                lines.extend("    " + ln for ln in self.example.splitlines())
+            lines.append("verdict: TITO will NOT hold (exit 1)")
+        return "\n".join(lines)
+
+
+def _diff(expected: str, got: str) -> str:
+    exp = [json.dumps(x)[1:-1] for x in expected.splitlines(keepends=True)]
+    new = [json.dumps(x)[1:-1] for x in got.splitlines(keepends=True)]
+    return "\n".join(difflib.unified_diff(exp, new, "template", "suffix", lineterm="", n=1))
+
+
+def _end_of_turn(tok: Any, render: Render) -> str:
+    """The special token right after an assistant message's content, as the template renders it."""
+    text = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": STAND_IN_MARK}], False)
+    at = text.rfind(STAND_IN_MARK)
+    after = text[at + len(STAND_IN_MARK) :] if at >= 0 else ""
+    added = [str(t) for t in (tok.get_added_vocab() or {})]
+    closing = [t for t in added if t and after.startswith(t)]
+    return max(closing, key=len) if closing else ""
+
+
+def check_tokenizer(tok: Any, label: str = "", *, render: Render | None = None) -> CheckResult:
+    """Run every probe against ``tok``'s chat template (``render`` replaces the template, for tests)."""
+
+    def default_render(messages: list[Message], gen: bool) -> str:
+        return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen))
+
+    r = render or default_render
+    res = CheckResult(tokenizer=label, verdict="holds")
+
+    def encode(text: str) -> list[int]:
+        return list(tok.encode(text, add_special_tokens=False))
+
+    try:
+        r([{"role": "user", "content": "q"}], True)
+    except Exception as exc:
+        res.verdict = "fails"
+        res.problems.append(f"the template cannot render a single user message: {exc}")
+        return res
+    eot = _end_of_turn(tok, r)
+    res.end_of_turn = eot
+    res.end_of_turn_is_eos = bool(eot) and eot == getattr(tok, "eos_token", None)
+    if not eot:
+        res.verdict = "fails"
+        res.problems.append(
+            "no special token closes an assistant turn right after its content: the model's completion "
+            "cannot be joined to the next turn's suffix at a token boundary"
+        )
+        return res
+    trail = _after_turn(r(_stand_in_prefix({}), False), STAND_IN_MARK, eot) or ""
+    res.trail, res.trail_tokens = trail, len(encode(trail)) if trail else 0
+    probes = _probes()
+    failure: tuple[str, str, str, str] | None = None  # (probe, role, template tail, suffix)
+    re_render_differs: list[str] = []
+    for role, appended in _FOLLOWERS.items():
+        row = RoleRow(role, follows=True)
+        res.roles.append(row)
+        for name, history in probes:
+            stored = history[-1]
+            if role.startswith("tool") and not any(m.get("tool_calls") for m in history):
+                continue  # tool results follow a tool-calling turn
+            try:
+                full = r([*history, *appended], True)
+            except Exception as exc:
+                row.follows, row.error = False, f"the template refuses it: {str(exc)[:80]}"
+                break
+            # append-only: the stored history's render is a prefix of the render with this message
+            closed = r(history, False)
+            grows = full.startswith(closed)
+            row.append_only = grows if row.append_only is None else row.append_only and grows
+            # the model's view: prompt up to the generation prompt, the completion, then the suffix
+            head = r(history[:-1], True)
+            mine = stand_in_suffix(r, stored, appended, eot)
+            tail = _after_turn(full, str(stored["content"]), eot)
+            if mine is None or tail is None:
+                res.problems.append(f"{name} + {role}: the end-of-turn token is not found after the assistant turn")
+                failure = failure or (name, role, full, mine or "")
+                continue
+            if mine != tail:
+                failure = failure or (name, role, tail, mine)
+            block = closed[len(head) :] if closed.startswith(head) else None
+            if block is None:
+                res.problems.append(
+                    f"{name}: the generation prompt is not a prefix of the rendered assistant turn, so the "
+                    "model's completion does not start where the prompt ends"
+                )
+                failure = failure or (name, role, closed, head)
+                continue
+            body = block[: block.find(eot)] if eot in block else block
+            view = head + body + eot + mine
+            same = view == full
+            row.reproduces = same if row.reproduces is None else row.reproduces and same
+            if not same and mine == tail and not re_render_differs:
+                re_render_differs.append(f"{name} + {role}")
+        if row.follows and row.append_only is None:
+            row.error = row.error or "not probed"
+    if failure is not None:
+        name, role, tail, mine = failure
+        res.verdict = "fails"
+        res.problems.insert(
+            0,
+            f"after [{name}], appending {role}: the suffix rendered after the stand-in prefix differs from "
+            "the template's own rendering of the same messages after the real history",
+        )
+        res.example = _diff(tail, mine)
+    if not any(row.follows for row in res.roles if row.role == "user"):
+        res.verdict = "fails"
+        res.problems.append("a user message cannot follow an assistant turn: no multi-turn episode can be served")
+    if re_render_differs:
+        res.notes.append(
+            "stored turns re-render differently once messages follow (first: "
+            f"{re_render_differs[0]}): TITO keeps the tokens the model saw; a server that re-renders history "
+            "would send other ones"
+        )
+    if any(row.append_only is False for row in res.roles):
+        res.notes.append("not append-only: re-rendering the stored history is never right for this template")
+    return res
+
+
+def check_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="harness tokenizer check",
+        description="Will token-in/token-out hold with this tokenizer's chat template? 0 yes, 1 no, 2 bad input.",
+    )
+    p.add_argument("tokenizer", metavar="NAME|DIR", help="a shipped tokenizer name or a local tokenizer folder")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = p.parse_args(list(argv))
+    try:
+        resolve_tokenizer(args.tokenizer)
+        tok = load_tokenizer(args.tokenizer)
+    except TokenizerError as exc:
+        print(f"harness tokenizer check: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # a folder transformers cannot read
+        print(f"harness tokenizer check: --tokenizer {args.tokenizer}: cannot load it: {exc}", file=sys.stderr)
+        return 2
+    res = check_tokenizer(tok, args.tokenizer)
+    print(json.dumps(res.to_dict(), indent=1) if args.json else res.text())
+    return res.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("check",):
+        wants_help = bool(args) and args[0] in ("-h", "--help")
+        print("usage: harness tokenizer check NAME|DIR [--json]", file=sys.stdout if wants_help else sys.stderr)
+        return 0 if wants_help else 2
+    return check_main(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""``[target] kind = "command"``: the user's own server, validated at load (file, key, fix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.runner._procs import fill_placeholders
+from harness.scenario import COMMAND_PLACEHOLDERS, ScenarioError, load_scenario
+
+CMD = 'cmd = "{python} -m their_server --port {port} --backend-url {backend_url}"\n'
+
+
+def error(tmp_path: Path, text: str) -> ScenarioError:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    with pytest.raises(ScenarioError) as ei:
+        load_scenario(p)
+    assert str(tmp_path / "s.toml") in str(ei.value)
+    return ei.value
+
+
+def test_command_target_loads_with_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text(
+        f'[target]\nkind = "command"\n{CMD}processes = 2\nenv = {{ MY_PORT = "{{port}}", MODE = "x" }}\n'
+        f'cwd = "{tmp_path}"\nhealth_path = "/healthz"\n'
+    )
+    sc = load_scenario(p)
+    t = sc.target
+    assert t.kind == "command" and t.processes == 2 and t.process_control
+    assert t.cmd == ("{python}", "-m", "their_server", "--port", "{port}", "--backend-url", "{backend_url}")
+    assert dict(t.env) == {"MY_PORT": "{port}", "MODE": "x"}
+    assert t.cwd == str(tmp_path) and t.health_path == "/healthz" and t.startup_timeout_s == 30.0
+    plain = sc.to_plain()["target"]
+    assert plain["process_control"] is True and plain["faults_applied"] is True
+
+
+def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text('[target]\nkind = "command"\ncmd = ["my server", "--port", "{port}", "--json", \'{"a": 1}\']\n')
+    assert load_scenario(p).target.cmd == ("my server", "--port", "{port}", "--json", '{"a": 1}')
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fix"),
+    [
+        ('kind = "command"\n', "target.cmd", "{port}"),
+        ('kind = "command"\ncmd = ""\n', "target.cmd", "empty"),
+        ('kind = "command"\ncmd = "srv --port 8000"\n', "target.cmd", "put {port} in cmd"),
+        ('kind = "command"\ncmd = "srv --port \'{port}"\n', "target.cmd", "quotes"),
+        ('kind = "command"\ncmd = 3\n', "target.cmd", "string or a list"),
+        ('kind = "command"\ncmd = "srv --port {prot}"\n', "target.cmd", "did you mean '{port}'"),
+        ('kind = "command"\n' + CMD + 'env = { X = "{bakend_url}" }\n', "target.env.X", "did you mean"),
+        ('kind = "command"\n' + CMD + "env = { X = 1 }\n", "target.env.X", "expected a string"),
+        ('kind = "command"\n' + CMD + 'cwd = "/no/such/dir/here"\n', "target.cwd", "not a directory"),
+        ('kind = "command"\n' + CMD + 'health_path = "health"\n', "target.health_path", "starting with '/'"),
+        ('kind = "command"\n' + CMD + 'compare = ["default", "lock_restore"]\n', "target.compare", "reference"),
+        ('kind = "command"\n' + CMD + 'server_args = ["--x"]\n', "target.server_args", "allowed here"),
+        ('kind = "command"\n' + CMD + "processes = 0\n", "target.processes", ">= 1"),
+        ('kind = "comand"\n', "target.kind", "did you mean 'command'"),
+        ('kind = "urls"\nurls = ["http://127.0.0.1:1"]\nbackend_url = "127.0.0.1:2"\n', "target.backend_url", "URL"),
+    ],
+)
+def test_bad_command_targets_name_key_and_fix(tmp_path: Path, text: str, key: str, fix: str) -> None:
+    e = error(tmp_path, "[target]\n" + text)
+    assert e.key == key
+    assert fix in e.message
+
+
+def test_command_target_bounds_process_chaos_by_its_processes(tmp_path: Path) -> None:
+    e = error(tmp_path, '[target]\nkind = "command"\n' + CMD + "[[chaos.kill_restart]]\nprocess = 1\nat_s = 1\n")
+    assert e.key == "chaos.kill_restart[0].process"
+
+
+def test_placeholders_fill_known_names_only() -> None:
+    values = {p: p.upper() for p in COMMAND_PLACEHOLDERS}
+    assert fill_placeholders("--port={port} {index}", values) == "--port=PORT INDEX"
+    assert fill_placeholders('{"a": {port}}', values) == '{"a": PORT}'
+    assert fill_placeholders("{not_ours} {}", values) == "{not_ours} {}"
