@@ -32,10 +32,12 @@ SCENARIOS = [
     "variant_comparison",
     "tool_retry_rollback",
 ]
-# measured 25 killed / 12 survived / 3 equivalent = 0.676 on commit fbf013e (main 12abfcd), 346 s with 2 jobs
-# on the shared box at load ~10; the floor allows ~3 mutants of drift from other people's edits
-MEASURED = 0.676
-FLOOR = 0.60
+# measured on commit 344a222 (t12-mutate merged with main 9ea85a9): 13 killed / 25 survived / 2 equivalent
+# = 0.342 (691 s with 2 jobs on the shared box at load ~10; before that merge: 0.676). The drop is new
+# input-hardening and TITO code no library scenario reaches: bench/results_mutation.md triages it. The floor
+# allows ~2 mutants of drift from other people's edits.
+MEASURED = 0.342
+FLOOR = 0.29
 
 
 @pytest.mark.slow
