@@ -531,6 +531,21 @@ class Tito:
         messages = [*plan.messages, reply]
         return Commit(new_ids, messages, [message_key(m) for m in messages])
 
+    def commit_retokenized(
+        self, plan: TurnPlan, prompt_ids: list[int], completion_ids: list[int], assistant: Any
+    ) -> Commit:
+        """BAD (variant ``retokenize_history``): the stored tokens are the re-encoded rendering of the messages.
+
+        What a server that keeps text and re-tokenizes hands to training: the
+        template's rendering of the whole conversation (trailing template text
+        the model never generated included), not the prompt and completion the
+        model saw. No prefix check: there is no checkpoint to protect.
+        """
+        (reply,) = normalize_messages([assistant])
+        messages = [*plan.messages, reply]
+        ids = self.encode(self.render(messages, generation_prompt=False))
+        return Commit(ids, messages, [message_key(m) for m in messages])
+
     # -- GET metadata ---------------------------------------------------------------
     def mismatch(self, messages: list[Message], token_ids: list[int]) -> dict[str, Any] | None:
         """Compare the stored tokens with the canonical tokenization of the stored messages.

@@ -11,8 +11,17 @@ log_consistency
   ``x-req-id`` response header, else by ``caller_request_id`` = ``x-request-id``),
   with the same status;
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
-  <= total_ms`` (+ 1 ms + 1 %), and what they leave unexplained is small
-  (``checks.options.log_overhead_ms``, default 250 ms, or half the total);
+  (+ read_body) <= total_ms`` (+ 1 ms + 1 %), and what they leave unexplained
+  of the server's *own* handling is small (``checks.options.log_overhead_ms``,
+  default 250 ms, or half of it). A server's ``total_ms`` usually starts when
+  its handler starts, before the request body has arrived: a client that is
+  slow to send its body (a starved box, a big body on a slow link) makes
+  ``total_ms`` long with no bucket to show for it, and that time is the
+  client's. So ``read_body_ms`` (the reference server logs it; a field mapping
+  names another server's) is taken out first: the rest is the server's
+  handling, and only time missing from *that* is a server fault. A server that
+  does not say how long the body took leaves "client or server?" open: that is
+  unknown with the reason, never invalid;
 - in-flight returns to 0: per process, ``inflight_now`` tracks the number of
   chats started and not yet done, with one constant offset (whether a line
   counts itself is the server's convention); a counter that is only decremented
@@ -105,6 +114,10 @@ class LogConsistency:
                 starts[str(rid)].append(ln)
             elif ln.get("event") == "chat_done":
                 dones[str(rid)].append(ln)
+        for rid, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
+            caller = next((x.get("caller_request_id") for x in starts.get(rid, []) if x.get("caller_request_id")), None)
+            if caller is not None:
+                lst[:] = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
         for rid in sorted(set(starts) | set(dones)):
             s, d = starts.get(rid, []), dones.get(rid, [])
             sample = (d or s)[0]
@@ -161,7 +174,9 @@ class LogConsistency:
                         "status_mismatch",
                     )
                 )
-        # buckets
+        # buckets: only the server's own handling (total_ms less the client-paced body read) is judged
+        slow_bodies: list[float] = []
+        unattributed: list[float] = []
         for lst in dones.values():
             for ln in lst:
                 total = _num(ln.get("total_ms"))
@@ -176,7 +191,11 @@ class LogConsistency:
                         )
                     )
                     continue
-                acc = sum(p for p in parts if p is not None)
+                body_ms = _num(ln.get("read_body_ms"))
+                acc = sum(p for p in parts if p is not None) + (body_ms or 0.0)
+                handling = total - (body_ms or 0.0)
+                if body_ms is not None and body_ms > overhead_ms:
+                    slow_bodies.append(body_ms)
                 if acc > total + 1.0 + 0.01 * total:
                     violations.append(
                         Violation(
@@ -186,22 +205,35 @@ class LogConsistency:
                             "buckets_exceed_total",
                         )
                     )
-                elif total - acc > max(overhead_ms, 0.5 * total):
+                elif total - acc > max(overhead_ms, 0.5 * handling):
+                    if body_ms is None:
+                        unattributed.append(total - acc)
+                        continue
                     violations.append(
                         Violation(
-                            f"chat_done {ln.get('req_id')}: {total - acc:.1f} ms of total_ms {total:.1f} in no bucket",
+                            f"chat_done {ln.get('req_id')}: {total - acc:.1f} ms of the server's own handling "
+                            f"({handling:.1f} ms of total_ms {total:.1f}, body read {body_ms:.1f} ms) in no bucket",
                             op_idx(ln),
                             ln.get("session_id"),
                             "unexplained_time",
                         )
                     )
+        unknown: list[str] = []
+        if unattributed:
+            unknown.append(
+                f"{len(unattributed)} chat_done line(s) leave up to {max(unattributed):.0f} ms of total_ms in no "
+                "bucket and do not say how long the request body took to arrive (read_body_ms): a client slow to "
+                "send its body cannot be told from time the server lost"
+            )
         # inflight
         violations.extend(self._inflight(run, ops, op_idx, killed))
-        return verdict(
-            self.name,
-            violations,
-            notes=f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history",
-        )
+        notes = f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history"
+        if slow_bodies:
+            notes += (
+                f"; slow client: {len(slow_bodies)} request body(ies) took over {overhead_ms:.0f} ms to arrive "
+                f"(max {max(slow_bodies):.0f} ms), the client's time, not counted against the server"
+            )
+        return verdict(self.name, violations, unknown=unknown, notes=notes)
 
     @staticmethod
     def _inflight(run: RunData, ops: list[Op], op_idx: Any, killed: bool) -> list[Violation]:

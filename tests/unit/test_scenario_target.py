@@ -38,9 +38,13 @@ def test_command_target_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None:
+    (tmp_path / "my server").write_text("")
     p = tmp_path / "s.toml"
-    p.write_text('[target]\nkind = "command"\ncmd = ["my server", "--port", "{port}", "--json", \'{"a": 1}\']\n')
-    assert load_scenario(p).target.cmd == ("my server", "--port", "{port}", "--json", '{"a": 1}')
+    p.write_text(
+        f'[target]\nkind = "command"\ncwd = "{tmp_path}"\n'
+        'cmd = ["./my server", "--port", "{port}", "--json", \'{"a": 1}\']\n'
+    )
+    assert load_scenario(p).target.cmd == ("./my server", "--port", "{port}", "--json", '{"a": 1}')
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,8 @@ def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None
         ('kind = "command"\n', "target.cmd", "{port}"),
         ('kind = "command"\ncmd = ""\n', "target.cmd", "empty"),
         ('kind = "command"\ncmd = "srv --port 8000"\n', "target.cmd", "put {port} in cmd"),
+        ('kind = "command"\ncmd = "no-such-server-xyz --port {port}"\n', "target.cmd", "not on PATH"),
+        ('kind = "command"\ncmd = "./no/such/server --port {port}"\n', "target.cmd", "does not exist"),
         ('kind = "command"\ncmd = "srv --port \'{port}"\n', "target.cmd", "quotes"),
         ('kind = "command"\ncmd = 3\n', "target.cmd", "string or a list"),
         ('kind = "command"\ncmd = "srv --port {prot}"\n', "target.cmd", "did you mean '{port}'"),
@@ -79,3 +85,19 @@ def test_placeholders_fill_known_names_only() -> None:
     assert fill_placeholders("--port={port} {index}", values) == "--port=PORT INDEX"
     assert fill_placeholders('{"a": {port}}', values) == '{"a": PORT}'
     assert fill_placeholders("{not_ours} {}", values) == "{not_ours} {}"
+
+
+def test_shipped_example_is_a_command_target() -> None:
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "examples" / "your_server.toml")
+    assert sc.target.kind == "command" and "{port}" in sc.target.cmd and sc.chaos.kill_restart
+
+
+def test_replay_line_reproduces_the_target_not_its_ports() -> None:
+    from harness.runner import RunResult
+
+    ours = RunResult("s", "lock_restore", 3, Path("o/s"), source="s.toml")
+    assert ours.replay == "harness run s.toml --seed 3 --variant lock_restore"
+    theirs = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_kind="command")
+    assert theirs.replay == "harness run s.toml --seed 3"
+    cli = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_args=["--server-cmd", "srv --port {port}"])
+    assert cli.replay == "harness run s.toml --seed 3 --server-cmd 'srv --port {port}'"

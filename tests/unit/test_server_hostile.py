@@ -281,3 +281,24 @@ async def test_allowlisted_pass_through_still_works() -> None:
         gen = await r.client.post(f"/sessions/{sid}/generate", json={"text": "hello", "stream": False})
         assert gen.status_code == 200 and "meta_info" in gen.json()
         assert (await r.state(sid))["records"] == []
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/sessions//0", 404), ("PATCH", "/sessions", 405)])
+async def test_no_route_and_wrong_method_are_json_errors(method: str, path: str, status: int) -> None:
+    async with make_rig() as r:
+        resp = await raw_request(server_app(r), method, path)
+        assert resp.status == status and isinstance(resp.json()["error"]["message"], str)
+
+
+def test_limit_flags_reach_the_config_and_bad_values_exit_2() -> None:
+    from reference_impl.launcher import _config, build_parser, main
+
+    argv = ["--backend-url", "http://b", "--max-body-bytes", "1000", "--max-json-depth", "8"]
+    args = build_parser().parse_args([*argv, "--passthrough-path", "/v1/models", "--passthrough-path", "/echo/*"])
+    cfg = _config(args, 1)
+    assert (cfg.max_body_bytes, cfg.max_json_depth) == (1000, 8)
+    assert cfg.passthrough_paths == ("/v1/models", "/echo/*")
+    default = _config(build_parser().parse_args(["--backend-url", "http://b"]), 1)
+    assert "/generate" in default.passthrough_paths and "/admin/reset" not in default.passthrough_paths
+    assert main(["--backend-url", "http://b", "--max-body-bytes", "0"]) == 2
+    assert main(["--backend-url", "http://b", "--passthrough-path", "../admin"]) == 2

@@ -183,3 +183,21 @@ async def test_chat_template_kwargs_reach_the_template_and_bad_ones_are_400() ->
         assert bad.status_code == 400 and "chat_template_kwargs" in bad.json()["error"]["message"]
         with pytest.raises(MessageError):
             tito.plan(SessionView(), "not a list")
+
+
+async def test_retokenize_history_variant_stores_the_rerendered_conversation() -> None:
+    """The known-bad server hands training the template's rendering, trail tokens the model never made included."""
+    async with make_rig(
+        "retokenize_history", backend_app=create_fake(seed=2, tokenizer="trail"), tokenizer="trail"
+    ) as r:
+        sid = await r.new_session()
+        first = await r.chat(sid, [SYSTEM, user("q")])
+        answer = first.json()["choices"][0]["message"]
+        assert (await r.chat(sid, [SYSTEM, user("q"), answer, user("more")])).status_code == 200
+        st = await r.state(sid)
+        last = st["records"][-1]
+        seen = last["request"]["input_ids"] + [
+            p[1] for p in last["response"]["choices"][0]["meta_info"]["output_token_logprobs"]
+        ]
+        stored = st["metadata"]["token_ids"]
+        assert stored[: len(seen)] == seen and r.server.tito.decode(stored[len(seen) :]) == "\n\n"
