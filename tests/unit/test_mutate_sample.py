@@ -32,12 +32,16 @@ SCENARIOS = [
     "variant_comparison",
     "tool_retry_rollback",
 ]
-MEASURED = 0.0  # recorded below by the first measurement on this sample
-FLOOR = 0.0
+# measured on commit 344a222 (t12-mutate merged with main 9ea85a9): 13 killed / 25 survived / 2 equivalent
+# = 0.342 (691 s with 2 jobs on the shared box at load ~10; before that merge: 0.676). The drop is new
+# input-hardening and TITO code no library scenario reaches: bench/results_mutation.md triages it. The floor
+# allows ~2 mutants of drift from other people's edits.
+MEASURED = 0.342
+FLOOR = 0.29
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # ~2 min on an idle 2-core box; 6 min measured on the shared one
 def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_mutation(
         MutationConfig(modules=PROTOCOL_MODULES, sample=SAMPLE, seed=SEED, seeds=[0], scenarios=SCENARIOS, jobs=2)
