@@ -268,6 +268,11 @@ def collect_server_logs(
     return lines
 
 
+def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or text), merged by timestamp; malformed lines skipped."""
+    return collect_server_logs(files, config)
+
+
 def _check(res: RunResult, sc: Scenario) -> None:
     try:
         from harness.checkers import check_all
