@@ -34,6 +34,20 @@ def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+_INTS: dict[str, int] = {}
+
+
+def _shared_int(text: str) -> int:
+    """One int object per distinct value (token ids repeat across records, GET bodies and final states):
+    a run's ints cost a pointer each instead of an object each. Same values, same types."""
+    v = _INTS.get(text)
+    if v is None:
+        v = int(text)
+        if len(_INTS) < 1_000_000:
+            _INTS[text] = v
+    return v
+
+
 # File names inside one scenario's run folder.
 RUN_FILES = {
     "scenario": "scenario.json",  # the validated scenario as plain data (+ "source": path)
@@ -89,7 +103,7 @@ class RunData:
             out = []
             for i, line in enumerate(lines):
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, parse_int=_shared_int)
                 except ValueError:
                     if i == len(lines) - 1 and len(lines) > 1:  # the last line, torn by the cut
                         continue
@@ -100,7 +114,7 @@ class RunData:
 
         def js(name: str, default: Any) -> Any:
             p = run_dir / RUN_FILES[name]
-            return json.loads(p.read_text()) if p.exists() else default
+            return json.loads(p.read_text(), parse_int=_shared_int) if p.exists() else default
 
         return cls(
             scenario=js("scenario", {}),
