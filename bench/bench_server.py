@@ -196,6 +196,37 @@ def run_config(
     return res
 
 
+def tito_cost(family: str, sessions: int, turns: int) -> tuple[float, float]:
+    """In-process CPU ms per turn of TITO alone (Phase 1 plan + Phase 3 commit), history growing over ``turns``.
+
+    No sockets, no fake, no event loop: the server's tokenization work per turn
+    on this family, mean and p99 over ``sessions`` episodes.
+    """
+    from harness.tokenizer import load_tokenizer
+    from reference_impl.sessions import Session
+    from reference_impl.tito import Tito
+
+    tito = Tito(load_tokenizer(family))
+    stop = next(i for i, t in tito.special_ids.items() if t in ("<|im_end|>", "<|eot|>"))
+    per_turn: list[float] = []
+    for s in range(sessions):
+        session = Session(f"s{s}")
+        msgs: list[dict[str, Any]] = [
+            {"role": "system", "content": "You are a helpful agent solving a task step by step."},
+            {"role": "user", "content": f"Episode {s}: find the answer to question {s}."},
+        ]
+        for turn in range(turns):
+            reply = {"role": "assistant", "content": f"Step {turn}: I looked at the value and it is {turn * 7 + s}."}
+            t0 = time.process_time()
+            plan = tito.plan(session.view(), msgs)
+            completion = [*tito.encode(str(reply["content"])), stop]
+            session.apply(tito.commit(plan, plan.input_ids, completion, reply), plan.base_assistant)
+            per_turn.append(time.process_time() - t0)
+            msgs = [*msgs, reply, {"role": "user", "content": f"Tool result {turn}: value {turn * 7 + s}."}]
+    per_turn.sort()
+    return sum(per_turn) / len(per_turn) * 1000, per_turn[int(len(per_turn) * 0.99)] * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--sessions", type=int, default=16)
@@ -211,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
+    print(f"TITO alone, in process: CPU ms per turn (plan + commit), {args.sessions * 8} episodes x {args.turns} turns")
+    for family in args.tokenizers.split(","):
+        mean, p99 = tito_cost(family, args.sessions * 8, args.turns)
+        print(f"{family:>9}  mean {mean:.3f} ms  p99 {p99:.3f} ms", flush=True)
     print(
         f"reference server bench: {args.sessions} sessions x {args.turns} turns x {args.rounds} rounds, "
         f"fake SGLang at zero latency, {os.cpu_count()} cores (shared)"

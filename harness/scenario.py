@@ -536,7 +536,6 @@ def _parse_target(t: _Table) -> TargetSpec:
             env=env,
             cwd=cwd,
             health_path=_parse_health_path(t),
-            logs=logs,
         )
     else:
         urls = t.strs("urls")

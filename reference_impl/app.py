@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -316,7 +316,10 @@ class SessionServer:
             return error_response(404, "SessionNotFound", f"session {session_id} not found")
         messages, token_ids = list(session.messages), list(session.token_ids)
         meta = session.metadata()
-        meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        try:
+            meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        except Exception as exc:  # a diagnostic must not make the session's data unreadable
+            meta["token_mismatch"] = {"error": f"token_mismatch could not be computed: {exc!r}"}
         return SafeJSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
 
     async def delete_session(self, request: Request) -> Response:
@@ -397,6 +400,8 @@ class SessionServer:
             body = await self.read_body(request)
         except BodyTooLarge as exc:
             return error_response(413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:
+            return error_response(499, "ClientDisconnect", "the client disconnected before the body ended")
         headers = forward_headers(request.headers.raw, session_id)
         t = self.clock.monotonic()
         try:
@@ -500,6 +505,8 @@ class SessionServer:
             raw = await self.read_body(request)  # paced by the client: read_body_ms, not the server's own time
         except BodyTooLarge as exc:
             return self._fail(st, "bad_request", 413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:  # the client left mid-body: not a server error
+            return self._fail(st, "cancelled", 499, "ClientDisconnect", "the client disconnected before the body ended")
         finally:
             st.read_body_ms = _ms(self.clock.monotonic() - t_body)
         try:

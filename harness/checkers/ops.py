@@ -464,7 +464,6 @@ def normalize_record(rec: dict[str, Any], links: Links | None) -> dict[str, Any]
         out["_link"] = via
         out["_request_id"] = op.request_id if op is not None else (echoed_rid(rec, names.get("request_id_key")))
         out["_turn"] = op.turn if op is not None else rec.get("turn")
-        out["_attempt"] = op.attempt if op is not None else rec.get("attempt")
     return out
 
 

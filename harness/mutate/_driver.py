@@ -432,11 +432,15 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             raise ValueError(f"--modules: {name!r} is not a module under {PACKAGE}/ (e.g. {PROTOCOL_MODULES[0]})")
     t_start = time.monotonic()  # seam-ok: tooling
     equivalents = load_equivalents(cfg.equivalent_file)
-    mutants, n_positions, skipped, rejected = select_mutants(cfg)
     cases = library_cases(cfg.root, cfg.scenarios, cfg.seeds)
-    ctx = _context()
     base = Path(tempfile.mkdtemp(prefix="harness-mutate-"))
     try:
+        # one snapshot of the package: mutants and every tree come from it, so an edit to the working copy
+        # during a long run (a merge, a colleague's save) cannot mix two versions of the server in one tree
+        pristine = base / "pristine"
+        shutil.copytree(cfg.root / PACKAGE, pristine / PACKAGE)
+        mutants, n_positions, skipped, rejected = select_mutants(dataclasses.replace(cfg, root=pristine))
+        ctx = _context()
         # baseline: the unmutated tree through the same machinery, every case
         events: list[dict[str, Any]] = []
 
@@ -446,7 +450,7 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             events.extend(ev)
 
         baseline = _Job("baseline", None, base / "baseline", cases, False, 1800.0)
-        _run_jobs(ctx, cfg.root, [baseline], 1, None, keep)
+        _run_jobs(ctx, pristine, [baseline], 1, None, keep)
         if any(e.get("event") == "isolation_error" for e in events):
             raise RuntimeError("baseline: reference_impl was not imported from the copied tree")
         done = {Case(**e["case"]).label: e for e in events if e.get("event") == "case" and e.get("case")}
@@ -483,7 +487,7 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
         # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
         random.Random(cfg.seed).shuffle(jobs)
         deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
-        _run_jobs(ctx, cfg.root, jobs, cfg.jobs, deadline, judged)
+        _run_jobs(ctx, pristine, jobs, cfg.jobs, deadline, judged)
         run = MutationRun(
             cfg,
             n_positions,
@@ -497,7 +501,8 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             0.0,
         )
         if cfg.live:
-            _stage2(cfg, [r for r in run.results if r.status == "survived"], base, run)
+            survivors = [r for r in run.results if r.status == "survived"]
+            _stage2(dataclasses.replace(cfg, root=pristine), survivors, base, run)
         run.elapsed_s = time.monotonic() - t_start  # seam-ok: tooling
         return run
     finally:

@@ -362,7 +362,7 @@ class ProcessGroup:
         out_dir = run_dir / "server-logs"
         out_dir.mkdir(parents=True, exist_ok=True)
         backend = cls._backend(log_dir, seed, plan_file, tokenizer)
-        tok = str(resolve_tokenizer(tokenizer).resolve())  # a shipped family's name or a directory, as a path
+        tok = str(resolve_tokenizer(tokenizer).resolve())  # {tokenizer} is a folder: a user's server knows no names
         servers: list[ManagedProcess] = []
         files: list[Path] = []
         for i in range(processes):

@@ -64,16 +64,17 @@ def test_a_slow_client_body_is_the_clients_time_not_a_server_fault() -> None:
     assert "slow client: 1 request body(ies)" in v.notes and "max 900 ms" in v.notes
 
 
-def test_time_missing_from_the_servers_own_handling_is_still_a_fault() -> None:
+def test_time_missing_from_the_servers_own_handling_is_reported_not_a_violation() -> None:
+    """A CPU-starved correct server waits between its phases: time in no bucket is no protocol violation (#16)."""
     v = run_one(one_chat(1100.0, 180.0, 0.2), "log_consistency")
-    assert kinds(v) == {"unexplained_time"}
-    assert "of the server's own handling" in v.violations[0].message
+    assert v.status == "valid" and not v.violations
+    assert "of the server's own handling in no bucket" in v.notes
 
 
 def test_a_server_that_does_not_time_its_body_read_leaves_it_unknown_not_invalid() -> None:
     v = run_one(one_chat(1100.0, 180.0, None), "log_consistency")
-    assert v.status == "unknown" and not v.violations
-    assert "read_body_ms" in v.notes and "cannot be told" in v.notes
+    assert v.status == "valid" and not v.violations
+    assert "read_body_ms" in v.notes
     # ... but buckets that add up to more than total_ms are wrong whoever was slow
     run = one_chat(100.0, 180.0, None)
     assert kinds(run_one(run, "log_consistency")) == {"buckets_exceed_total"}

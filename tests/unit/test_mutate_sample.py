@@ -32,12 +32,16 @@ SCENARIOS = [
     "variant_comparison",
     "tool_retry_rollback",
 ]
-MEASURED = 0.0  # recorded below by the first measurement on this sample
-FLOOR = 0.0
+# measured on commit f14cc1e (t12-mutate merged with main 11dfb48): 15 killed / 25 survived = 0.375 (181 s
+# with 2 jobs on the shared box). Earlier figures on this sample: 0.676 on main 12abfcd, 0.342 on 9ea85a9,
+# 0.275 on 2d41807: the new input-hardening and TITO code is not reached by the library
+# (bench/results_mutation.md triages the survivors). The floor allows ~3 mutants of drift.
+MEASURED = 0.375
+FLOOR = 0.30
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # ~2 min on an idle 2-core box; 6 min measured on the shared one
 def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_mutation(
         MutationConfig(modules=PROTOCOL_MODULES, sample=SAMPLE, seed=SEED, seeds=[0], scenarios=SCENARIOS, jobs=2)

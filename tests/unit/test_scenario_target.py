@@ -101,3 +101,35 @@ def test_replay_line_reproduces_the_target_not_its_ports() -> None:
     assert theirs.replay == "harness run s.toml --seed 3"
     cli = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_args=["--server-cmd", "srv --port {port}"])
     assert cli.replay == "harness run s.toml --seed 3 --server-cmd 'srv --port {port}'"
+
+
+def test_command_group_fills_each_process_placeholders(tmp_path: Path) -> None:
+    import sys
+
+    from harness.runner._procs import ProcessGroup
+    from harness.tokenizer import resolve_tokenizer
+
+    cmd = ("{python}", "-m", "srv", "--port={port}", "--tok", "{tokenizer}", "--log", "{log_file}", "--i", "{index}")
+    group = ProcessGroup.command(
+        tmp_path,
+        cmd=cmd,
+        processes=2,
+        seed=1,
+        plan_file=tmp_path / "plan.json",
+        tokenizer="reasoning",
+        env={"SRV_BACKEND": "{backend_url}", "SRV_HOST": "{host}"},
+        health_path="/healthz",
+    )
+    assert group.backend is not None and len(group.servers) == 2
+    ports = set()
+    for i, s in enumerate(group.servers):
+        port = s.url.rsplit(":", 1)[1]
+        ports.add(port)
+        assert s.argv[:4] == [sys.executable, "-m", "srv", f"--port={port}"]
+        assert s.argv[5] == str(resolve_tokenizer("reasoning").resolve())
+        assert s.argv[7] == str((tmp_path / "server-logs" / f"server-{i}.file.log").resolve())
+        assert s.argv[9] == str(i)
+        assert s.env is not None and s.env["SRV_BACKEND"] == group.backend.url and s.env["SRV_HOST"] == "127.0.0.1"
+        assert s.capture == tmp_path / "server-logs" / f"server-{i}.log" and s.health_path == "/healthz"
+    assert len(ports) == 2 and group.backend.url.rsplit(":", 1)[1] not in ports
+    assert "--tokenizer" in group.backend.argv and "reasoning" in group.backend.argv  # the fake uses the same one

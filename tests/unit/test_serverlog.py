@@ -241,3 +241,23 @@ def test_a_port_said_only_in_chat_start_is_given_to_the_processes_other_lines(tm
     )
     lines, _ = read_server_logs([log])
     assert [ln.get("worker_port") for ln in lines] == [8001, 8001, None]  # pid 99 never said its port
+
+
+def test_server_log_flag_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.checkers.__main__ import main as check_main
+    from harness.runner.cli import main as run_main
+
+    sc = Path(__file__).resolve().parents[2] / "scenarios" / "delete_during_proxy.toml"
+    missing = str(tmp_path / "nope.log")
+    assert run_main([str(sc), "--server-log", missing, "--out", str(tmp_path / "o")]) == 2
+    assert "--server-log no such file" in capsys.readouterr().err
+    log = tmp_path / "s.log"
+    log.write_text("")
+    assert run_main([str(sc), "--server-log", str(log), "--mode", "sim", "--out", str(tmp_path / "o")]) == 2
+    assert "needs --mode live" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "history.jsonl").write_text("")
+    assert check_main([str(run_dir), "--server-log", missing]) == 2
+    assert "--server-log: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing was written

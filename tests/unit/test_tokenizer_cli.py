@@ -98,3 +98,23 @@ def test_model_token_counts_follow_the_tokenizer() -> None:
     assert reasoning.tokens_per_word > chatml.tokens_per_word  # a think block in every answer
     assert headers.first_prompt_tokens > chatml.first_prompt_tokens  # <|begin|> and role headers
     assert trail.turn_tokens == chatml.turn_tokens + 2  # one more newline after each of two turns' closing
+
+
+def test_command_target_gets_a_folder_for_a_shipped_name(tmp_path: Path) -> None:
+    """A user's server behind ``kind = "command"`` is handed ``{tokenizer}`` as a folder it can load, never a name."""
+    from harness.runner._procs import ProcessGroup
+    from harness.tokenizer import DATA_ROOT, DEFAULT_TOKENIZER_DIR
+
+    def argv(tokenizer: str | None) -> list[str]:
+        group = ProcessGroup.command(
+            tmp_path / str(tokenizer),
+            cmd=["server", "--tokenizer", "{tokenizer}"],
+            processes=1,
+            seed=0,
+            plan_file=tmp_path / "plan.json",
+            tokenizer=tokenizer,
+        )
+        return list(group.servers[0].argv)  # built, not started
+
+    assert argv("reasoning")[-1] == str((DATA_ROOT / "reasoning").resolve())
+    assert argv(None)[-1] == str(DEFAULT_TOKENIZER_DIR.resolve())
