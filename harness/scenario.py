@@ -222,6 +222,7 @@ class ChaosSpec:
     disconnect_after_ms: tuple[float, float] = (2.0, 20.0)
     duplicate_inflight: float = 0.0  # per turn: a second copy of the request while the first is in flight
     duplicate_delay_ms: tuple[float, float] = (0.0, 10.0)
+    client_delay_ms: tuple[float, float] = (0.0, 0.0)  # sim only: per-request client send and receive delay
     wrong_process_probes: float = 0.0  # per session (needs processes >= 2 or urls >= 2)
     forced_faults: Mapping[str, float] = field(default_factory=dict)  # x-fake-fault name -> per-request probability
     kill_restart: tuple[KillRestart, ...] = ()
@@ -829,6 +830,7 @@ def _parse_chaos(t: _Table, target: TargetSpec) -> ChaosSpec:
         disconnect_after_ms=t.frange("disconnect_after_ms", (2.0, 20.0)),
         duplicate_inflight=t.prob("duplicate_inflight"),
         duplicate_delay_ms=t.frange("duplicate_delay_ms", (0.0, 10.0)),
+        client_delay_ms=t.frange("client_delay_ms", (0.0, 0.0)),
         wrong_process_probes=t.prob("wrong_process_probes"),
         forced_faults=forced,
         kill_restart=tuple(kills),

@@ -38,6 +38,7 @@ from collections import Counter
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
     Op,
+    ServerOrder,
     by_session,
     chaos_events,
     deletes_204,
@@ -77,14 +78,53 @@ def duplicate_groups(chats: list[Op]) -> list[list[Op]]:
     return groups
 
 
-def superseded(op: Op, chats: list[Op]) -> bool:
-    """A later chat of the same or an earlier turn, acknowledged or indeterminate, rolled it back."""
+def _may_have_written(b: Op) -> bool:
+    return b.acknowledged or b.type == "info" or b.completion is None
+
+
+def superseded(op: Op, chats: list[Op], order: ServerOrder | None = None) -> bool | None:
+    """A later chat of the same or an earlier turn, acknowledged or indeterminate, rolled it back.
+
+    "Later" is the server's order: the chat read the state after ``op``'s update
+    (:class:`ServerOrder`: its log lines and the backend's execution log, else
+    the client's view). True: some such chat certainly came after; None: one
+    may have (the evidence cannot order them); False: none did.
+    """
     if op.turn is None:
         return False
+    maybe = False
     for b in chats:
-        if b is op or b.turn is None or b.turn > op.turn or b.start < op.end:
+        if b is op or b.turn is None or b.turn > op.turn or not _may_have_written(b):
             continue
-        if b.acknowledged or b.type == "info" or b.completion is None:
+        after = (True if b.start >= op.end else None) if order is None else order.read_after(b, op)
+        if after is True:
+            return True
+        if after is None:
+            maybe = True
+    return None if maybe else False
+
+
+def replaced_unseen(group: list[Op], chats: list[Op], order: ServerOrder) -> bool | None:
+    """The copy of this turn that the server committed is one whose answer never reached the client
+    (it timed out), and a later request replaced it: the client went on from another copy's answer,
+    so its next request diverged from the stored turn and rolled it back, as the protocol says.
+
+    True with the server's evidence (chat_done outcomes and order); None when the group has an
+    indeterminate copy that may have committed but the logs cannot say; False otherwise.
+    """
+    unseen = [o for o in group if o.type == "info" or o.completion is None]
+    if not unseen:
+        return False
+    if not all(order.logged(o) for o in group):
+        later = any(c.start > min(o.start for o in group) and c not in group for c in chats)
+        return None if later else False
+    winners = [o for o in group if order.outcome(o) == "committed"]
+    if not winners or any(w not in unseen for w in winners):
+        return False
+    for c in chats:
+        if c in group or not _may_have_written(c):
+            continue
+        if all(order.read_after(c, w) is True for w in winners):
             return True
     return False
 
@@ -98,6 +138,10 @@ class LostTurns:
         chats_by_session = by_session(ops, "chat")
         deleted = deletes_204(ops)
         kills = [c for c in chaos_events(ops) if is_kill(c)]
+        order = ServerOrder(run, ops)
+        # a DELETE whose outcome the client never learnt (timeout) may have deleted the session
+        maybe_deleted = {o.session for o in ops if o.f == "delete" and o.session and o.end == float("inf")}
+        maybe_deleted |= {str(ln.get("session_id")) for ln in run.server_logs if ln.get("event") == "session_deleted"}
         violations: list[Violation] = []
         unknown: list[str] = []
         skipped_deleted = 0
@@ -106,7 +150,7 @@ class LostTurns:
             acked = [o for o in chats_by_session[sid] if o.acknowledged]
             if not acked:
                 continue
-            if sid in deleted:
+            if sid in deleted or sid in maybe_deleted:
                 skipped_deleted += 1
                 continue
             if sid in run.final_states and run.final_states[sid] is None:
@@ -151,7 +195,8 @@ class LostTurns:
                 acked = [o for o in group if o.acknowledged and o.end < snap.time]
                 if not acked:
                     continue
-                if all(superseded(o, chats) for o in acked):
+                excused = [superseded(o, chats, order) for o in acked]
+                if all(e is True for e in excused):
                     continue
                 present = [position[o.request_id] for o in group if o.request_id in position]
                 committed = [p for p in present if record_kind(records[p]) == "committed"]
@@ -163,6 +208,16 @@ class LostTurns:
                     )
                     continue
                 if not present:
+                    unseen = replaced_unseen(group, chats, order)
+                    if unseen is True:
+                        continue
+                    if unseen is None or any(e is None for e in excused):
+                        unknown.append(
+                            f"turn {acked[0].turn} of {sid} acknowledged by {[o.request_id for o in acked]} is not "
+                            "in the records, and without the server's order (chat_start/chat_done lines, backend "
+                            "execution log) a later or unseen copy may have rolled it back legitimately"
+                        )
+                        continue
                     violations.append(
                         Violation(
                             f"turn {acked[0].turn} acknowledged (200) by request(s) "

@@ -834,3 +834,119 @@ def is_kill(c: Chaos) -> bool:
 
 def is_outage(c: Chaos) -> bool:
     return any(w in c.kind for w in OUTAGE_WORDS)
+
+
+# --- the order the server saw ---------------------------------------------------------------
+
+
+class ServerOrder:
+    """What the server's own evidence says about the order it handled two chats of one session.
+
+    Client invoke/complete times bound when a request *may* have been handled;
+    on a starved client box a request reaches the server long after its invoke,
+    after a twin that the client saw overlap it. So where a verdict depends on
+    the server's order it is taken from the server: per process, the position
+    of a request's ``chat_start`` (logged on arrival, before it read any state)
+    and its ``chat_done`` (after its state update) in that process's log, and
+    the fake backend's execution log (per routing key, in arrival order: a
+    request reaches the backend only after it built its prompt from the state).
+    Where that evidence is missing, every order consistent with the client's
+    view is allowed and the answer is None (undecided).
+    """
+
+    def __init__(self, run: RunData, ops: Iterable[Op]) -> None:
+        self._pos: dict[int, tuple[str, int | None, int | None, str | None]] = {}
+        starts: dict[str, tuple[str, int]] = {}  # caller request id -> (process, position)
+        starts_by_req: dict[str, tuple[str, int, str | None]] = {}
+        dones: dict[str, tuple[str, int, str | None]] = {}  # caller request id -> (process, position, outcome)
+        dones_by_req: dict[str, tuple[str, int, str | None]] = {}
+        for i, ln in enumerate(run.server_logs):
+            ev = ln.get("event")
+            if ev not in ("chat_start", "chat_done"):
+                continue
+            proc = process_key(ln)
+            caller = ln.get("caller_request_id")
+            req = ln.get("req_id")
+            outcome = None if ln.get("outcome") is None else str(ln.get("outcome"))
+            if ev == "chat_start":
+                if caller is not None:
+                    starts.setdefault(str(caller), (proc, i))
+                if req is not None:
+                    starts_by_req.setdefault(str(req), (proc, i, None if caller is None else str(caller)))
+            else:
+                if caller is None and req is not None and str(req) in starts_by_req:
+                    caller = starts_by_req[str(req)][2]
+                if caller is not None:
+                    dones.setdefault(str(caller), (proc, i, outcome))
+                if req is not None:
+                    dones_by_req.setdefault(str(req), (proc, i, outcome))
+        self.exec_pos: dict[int, tuple[str, int]] = {}
+        chats = [o for o in ops if o.f == "chat"]
+        links = Links(run, chats)
+        for key, execs in run.backend_executions.items():
+            if not isinstance(execs, list):
+                continue
+            for j, ex in enumerate(execs):
+                if isinstance(ex, dict):
+                    o = links.op_of_execution(str(key), ex)
+                    if o is not None:
+                        self.exec_pos.setdefault(o.invoke_index, (str(key), j))
+        for o in chats:
+            s = starts.get(o.request_id or "")
+            d = dones.get(o.request_id or "")
+            if o.req_id is not None:
+                if s is None and o.req_id in starts_by_req:
+                    sr = starts_by_req[o.req_id]
+                    s = (sr[0], sr[1])
+                d = dones_by_req.get(o.req_id, d)
+            where = s[0] if s is not None else d[0] if d is not None else None
+            if where is None:
+                continue
+            self._pos[o.invoke_index] = (
+                where,
+                s[1] if s is not None and s[0] == where else None,
+                d[1] if d is not None and d[0] == where else None,
+                d[2] if d is not None else None,
+            )
+
+    @property
+    def has_logs(self) -> bool:
+        return bool(self._pos)
+
+    def outcome(self, o: Op) -> str | None:
+        """The request's ``chat_done`` outcome (None without the line)."""
+        p = self._pos.get(o.invoke_index)
+        return p[3] if p is not None else None
+
+    def logged(self, o: Op) -> bool:
+        p = self._pos.get(o.invoke_index)
+        return p is not None and p[1] is not None and p[2] is not None
+
+    def read_after(self, b: Op, a: Op) -> bool | None:
+        """Did ``b`` read the session state after ``a`` finished its state update? None: cannot tell."""
+        if b.start >= a.end:
+            return True  # the client had a's answer before it sent b
+        pa, pb = self._pos.get(a.invoke_index), self._pos.get(b.invoke_index)
+        same = pa is not None and pb is not None and pa[0] == pb[0]
+        if same and pa is not None and pb is not None:
+            if pb[1] is not None and pa[2] is not None and pb[1] > pa[2]:
+                return True  # b arrived after a's chat_done
+            if pb[2] is not None and pa[1] is not None and pb[2] < pa[1]:
+                return False  # b was done before a arrived
+        if b.end <= a.start:
+            return False
+        ea, eb = self.exec_pos.get(a.invoke_index), self.exec_pos.get(b.invoke_index)
+        if ea is not None and eb is not None and ea[0] == eb[0] and eb[1] < ea[1]:
+            return False  # b reached the backend (its prompt built) before a did
+        if (
+            same
+            and pa is not None
+            and pb is not None
+            and pa[3] == "committed"
+            and pb[3] in ("committed", "aborted")
+            and pa[2] is not None
+            and pb[2] is not None
+            and pb[2] > pa[2]
+        ):
+            return True  # both updated the state, b after a: b read a's state (else it is a stale writer's bug)
+        return None

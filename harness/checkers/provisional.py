@@ -30,6 +30,7 @@ from typing import Any
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
     Op,
+    ServerOrder,
     by_session,
     chat_done_by_caller,
     chat_done_by_req,
@@ -63,7 +64,9 @@ class Provisional:
         snaps, _ = snapshots(run, ops)
         chats_by_session = by_session(ops, "chat")
         by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
+        order = ServerOrder(run, ops)
         violations: list[Violation] = []
+        unknown: list[str] = []
 
         # history: an abort the client can see must carry the header
         for o in ops:
@@ -154,10 +157,19 @@ class Provisional:
                 turn = record_turn(records[i])
                 if turn is None and po is not None:
                     turn = po.turn
-                t0 = po.start if po else None
-                if turn is None or t0 is None:
+                if turn is None or po is None:
                     continue
-                later = [b for b in chats if b.acknowledged and b.turn == turn and b.start > t0 and b.end < snap.time]
+                # "later" in the server's order: the retry read the state after the aborted copy stored its
+                # provisional. An aborted copy that reached the server after its committed twin is a legal tail.
+                cands = [b for b in chats if b is not po and b.acknowledged and b.turn == turn and b.end < snap.time]
+                cands = [b for b in cands if order.outcome(b) not in ("state_changed_skip", "closing_skip")]
+                after = [(b, order.read_after(b, po)) for b in cands]
+                later = [b for b, a in after if a is True]
+                if not later and any(a is None for _, a in after):
+                    unknown.append(
+                        f"provisional of turn {turn} in {sid} kept after an acknowledged retry that the server's "
+                        "evidence cannot order before or after the aborted copy"
+                    )
                 if later:
                     violations.append(
                         Violation(
@@ -198,7 +210,7 @@ class Provisional:
                         "provisional_missing",
                     )
                 )
-        unknown = []
+        unknown = unknown[:5]
         if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
             unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
         notes = f"{checked} session states checked"

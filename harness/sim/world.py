@@ -18,6 +18,14 @@ on them cannot be found:
   requests with a dropped connection (``httpx.RemoteProtocolError``, an
   "info") and throws its state away; its log lines stop mid-request, as
   SIGKILL leaves them. ``restart`` builds a fresh app: empty, new pid;
+- **a slow client** (``[chaos] client_delay_ms = [lo, hi]``): every request
+  to a session server waits a seeded draw from ``[lo, hi]`` ms before it
+  reaches the server (send) and another before its answer reaches the client
+  (receive), as a starved client box does. The send delay runs in the
+  request's own task, so a request the client has given up on still arrives
+  late, after its twin: the race between a late duplicate and the copy that
+  already committed is explored on purpose. Server-to-backend calls are not
+  delayed;
 - **determinism**: each server gets ``IdSource`` seeded from (run seed,
   index, restart count), ``LoopClock`` at a fixed epoch, a
   :class:`~harness.sim.executor.VirtualCostExecutor` (tokenization costs
@@ -48,7 +56,7 @@ import httpx
 from harness.scenario import Scenario
 from harness.seams import IdSource, LoopClock
 from harness.sim.executor import VirtualCostExecutor
-from harness.workload import derive_seed
+from harness.workload import derive_rng, derive_seed
 
 __all__ = [
     "BACKEND_URL",
@@ -95,6 +103,7 @@ class _Host:
     name: str
     app: Any
     raise_app_exceptions: bool
+    client_facing: bool = False  # a session server: the client delay applies to its requests
     alive: bool = True
     generation: int = 0
     # A dict, not a set: cancelling in insertion order keeps a kill replayable.
@@ -137,15 +146,31 @@ class SimNetwork(httpx.AsyncBaseTransport):
     killed host refuses new requests and its in-flight ones end with a
     dropped connection. The request's read timeout (httpx ``extensions``) is
     honoured in virtual time, so a server's ``backend_timeout`` works here.
+
+    ``client_delay`` ((lo, hi) seconds) slows the client side of every request
+    to a client-facing host: a send delay before the request reaches the app
+    (inside the shielded task: a request whose client gave up still arrives)
+    and a receive delay before the answer reaches the caller (a client timeout
+    can fire during it). Both are drawn, in request order, from one generator
+    seeded by ``seed``: the same run draws the same delays.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, client_delay: tuple[float, float] | None = None, seed: int = 0) -> None:
         self.hosts: dict[str, _Host] = {}
         self.requests = 0
+        self.client_delay = client_delay if client_delay is not None and client_delay[1] > 0 else None
+        self._delay_rng = derive_rng(seed, "client_delay")
 
-    def add(self, host: str, app: Any, *, raise_app_exceptions: bool = False) -> _Host:
-        h = self.hosts[host] = _Host(host, app, raise_app_exceptions)
+    def add(self, host: str, app: Any, *, raise_app_exceptions: bool = False, client_facing: bool = False) -> _Host:
+        h = self.hosts[host] = _Host(host, app, raise_app_exceptions, client_facing)
         return h
+
+    def _delays(self, host: _Host) -> tuple[float, float]:
+        """(send, receive) delay for one request to ``host``: zero unless it is client-facing and delay is on."""
+        if self.client_delay is None or not host.client_facing:
+            return 0.0, 0.0
+        lo, hi = self.client_delay
+        return self._delay_rng.uniform(lo, hi), self._delay_rng.uniform(lo, hi)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         port = request.url.port
@@ -155,15 +180,17 @@ class SimNetwork(httpx.AsyncBaseTransport):
             why = "no such host" if host is None else "process is down"
             raise httpx.ConnectError(f"[sim] connection refused by {key} ({why})", request=request)
         self.requests += 1
-        task = asyncio.get_running_loop().create_task(self._serve(host, request))
+        send, receive = self._delays(host)
+        task = asyncio.get_running_loop().create_task(self._serve(host, request, send))
         host.inflight[task] = None
         task.add_done_callback(_settle(host.inflight))
         timeout = _read_timeout(request)
         try:
-            if timeout is None:
-                return await asyncio.shield(task)
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(task)
+                response = await asyncio.shield(task)
+                if receive > 0:
+                    await asyncio.sleep(receive)
+                return response
         except TimeoutError:
             raise httpx.ReadTimeout(f"[sim] no response from {key} within {timeout:g} s", request=request) from None
         except _Killed:
@@ -172,8 +199,12 @@ class SimNetwork(httpx.AsyncBaseTransport):
                 request=request,
             ) from None
 
-    async def _serve(self, host: _Host, request: httpx.Request) -> httpx.Response:
+    async def _serve(self, host: _Host, request: httpx.Request, send_delay: float = 0.0) -> httpx.Response:
         generation = host.generation
+        if send_delay > 0:
+            await asyncio.sleep(send_delay)
+            if host.generation != generation or not host.alive:
+                raise _Killed()  # the process died while the request was on its way
         try:
             response = await host.transport.handle_async_request(request)
         except asyncio.CancelledError:
@@ -348,7 +379,8 @@ def build_world(sc: Scenario, seed: int, *, target: str | None = None) -> World:
             f"{sc.source}: target.kind = {sc.target.kind!r} names live URLs; simulation needs the reference "
             "server or --target asgi:module:factory"
         )
-    network = SimNetwork()
+    lo, hi = sc.chaos.client_delay_ms
+    network = SimNetwork(client_delay=(lo / 1000.0, hi / 1000.0), seed=seed)
     fake = create_fake(
         seed=sc.backend.seed,
         plan=parse_plan(sc.backend.plan(), f"{sc.source} [backend]"),
@@ -368,8 +400,10 @@ def build_world(sc: Scenario, seed: int, *, target: str | None = None) -> World:
         logs=[],
         generations=[0] * n,
     )
+    if network.client_delay is not None:
+        world.notes.append(f"client send/receive delay {lo:g}-{hi:g} ms per request (chaos.client_delay_ms)")
     for i in range(n):
-        network.add(server_host(i), world.make_server(i))
+        network.add(server_host(i), world.make_server(i), client_facing=True)
     return world
 
 
