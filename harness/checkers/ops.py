@@ -512,7 +512,10 @@ class Links:
                 self.by_identity[(o.session, o.turn, o.attempt)].append(o)
         self.exec_by_rid: dict[str, tuple[str, dict[str, Any]]] = {}
         self.exec_by_op: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.has_executions = bool(run.backend_executions)
+        # a log that lost executions (a backend restart, a reset) cannot say a request never reached the backend
+        from harness.checkers.continuity import execution_log_gap
+
+        self.has_executions = bool(run.backend_executions) and execution_log_gap(run) is None
         for key, execs in run.backend_executions.items():
             if not isinstance(execs, list):
                 continue
