@@ -177,6 +177,7 @@ class Agent:
         turn = 0
         redo_first = p.first_turn_retry
         next_attempt = 0
+        kind = "first"
         while turn < p.turns:
             if turn > 0:
                 # Intended start: the previous turn's end plus the think time, whatever the sleep overshoots.
@@ -186,8 +187,9 @@ class Agent:
                     await asyncio.sleep(think)
             if p.chaos.wrong_process_turn == turn:
                 await self.nemesis.probe_wrong_process(sid, self.server_index, p.chaos.wrong_process, turn)
-            result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt)
+            result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt, kind=kind)
             next_attempt = 0
+            kind = "next"
             if result is None:
                 return await self._finish(sid)
             self.messages.append(result)
@@ -197,13 +199,14 @@ class Agent:
                 redo_first = False
                 self.messages = [self.messages[0], self._user(0, 1)]
                 next_attempt = self._attempts_used
+                kind = "first_turn_retry"
                 intended = self.history.now()
                 continue
             tool_calls = result.get("tool_calls") or []
             if tool_calls and self._draw() < self.workload.tool_retry_probability and turn + 1 < p.turns:
                 # Take the tool step again after the next answer: remember to roll back.
                 self.messages.extend(self._tool_results(tool_calls, turn, 0))
-                answer = await self.run_turn(sid, turn + 1, self.history.now(), first_attempt=0)
+                answer = await self.run_turn(sid, turn + 1, self.history.now(), first_attempt=0, kind="next")
                 if answer is None:
                     return await self._finish(sid)
                 self.messages.append(answer)
@@ -211,6 +214,7 @@ class Agent:
                 del self.messages[-1 - len(tool_calls) :]
                 self.messages.extend(self._tool_results(tool_calls, turn, 1))
                 next_attempt = self._attempts_used
+                kind = "tool_retry"
                 turn += 1
                 intended = self.history.now()
                 continue
@@ -232,28 +236,47 @@ class Agent:
 
     # -- one turn ------------------------------------------------------------------
 
-    async def run_turn(self, sid: str, turn: int, intended: float, *, first_attempt: int = 0) -> dict[str, Any] | None:
-        """Send the current messages until an unaborted answer (returned) or a reason to stop (None)."""
+    async def run_turn(
+        self, sid: str, turn: int, intended: float, *, first_attempt: int = 0, kind: str = "next"
+    ) -> dict[str, Any] | None:
+        """Send the current messages until an unaborted answer (returned) or a reason to stop (None).
+
+        ``kind`` says what the first request of the turn is (``first``, ``next``,
+        ``first_turn_retry``, ``tool_retry``); every later one is a ``retry`` of
+        the same messages, recorded with why (``retry_after``): the history's
+        ``request_kind`` lets the refused_legal checker judge a 4xx.
+        """
         chaos = self.plan.chaos
         attempt = first_attempt
         retries = 0
         timeouts = 0
+        why: str | None = None
         while True:
             body = self._body()
+            how = {"request_kind": kind if why is None else "retry", "retry_after": why}
             if chaos.disconnect_turn == turn and attempt == first_attempt:
-                await self._disconnect(sid, turn, attempt, body, intended)
+                await self._disconnect(sid, turn, attempt, body, intended, how)
                 return None
             if turn in chaos.duplicate_turns and attempt == first_attempt:
-                outcome = await self._duplicate(sid, turn, attempt, body, intended)
+                outcome = await self._duplicate(sid, turn, attempt, body, intended, how)
                 attempt += 2
                 if outcome.good:
                     outcome.message = await self._reconcile(sid, outcome.message)
             else:
-                outcome = await self.chat(sid, turn, attempt, body, intended)
+                outcome = await self.chat(sid, turn, attempt, body, intended, how=how)
                 attempt += 1
             self._attempts_used = attempt
             if outcome.good:
                 return outcome.message
+            why = (
+                "abort"
+                if outcome.aborted
+                else "timeout"
+                if outcome.type == "info"
+                else f"status_{outcome.status}"
+                if outcome.status is not None
+                else str(outcome.kind)
+            )
             if outcome.type == "info":
                 timeouts += 1
                 if timeouts > self.spec.timeout_retries:
@@ -278,16 +301,21 @@ class Agent:
         """A chaos action this agent performs on its own session, recorded as the nemesis's."""
         self.history.event(process="nemesis", f="chaos", session=sid, server=self.server, value=value)
 
-    async def _duplicate(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> ChatOutcome:
+    async def _duplicate(
+        self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float, how: dict[str, Any]
+    ) -> ChatOutcome:
         """Two copies of one turn in flight (a hedged retry): the second is sent before the first returned."""
         delay = self.plan.chaos.duplicate_delay_s
         self._chaos(sid, action="duplicate_inflight", turn=turn, attempts=[attempt, attempt + 1], delay_s=delay)
 
         async def second() -> ChatOutcome:
             await asyncio.sleep(delay)
-            return await self.chat(sid, turn, attempt + 1, body, intended)
+            return await self.chat(sid, turn, attempt + 1, body, intended, how={**how, "request_kind": "duplicate"})
 
-        tasks = [asyncio.create_task(self.chat(sid, turn, attempt, body, intended)), asyncio.create_task(second())]
+        tasks = [
+            asyncio.create_task(self.chat(sid, turn, attempt, body, intended, how=how)),
+            asyncio.create_task(second()),
+        ]
         # A hedging client takes the first good answer to arrive. When the server saw both copies at
         # once, that is the one that reached Phase 3 first, i.e. the one it committed.
         winner: ChatOutcome | None = None
@@ -321,11 +349,13 @@ class Agent:
             adopted["tool_calls"] = last["tool_calls"]
         return adopted
 
-    async def _disconnect(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> None:
+    async def _disconnect(
+        self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float, how: dict[str, Any]
+    ) -> None:
         """The agent's process 'dies' mid-request (the connection drops), then the session is deleted."""
         after = self.plan.chaos.disconnect_after_s
         self._chaos(sid, action="disconnect", turn=turn, after_s=after)
-        await self.chat(sid, turn, attempt, body, intended, cancel_after=after)
+        await self.chat(sid, turn, attempt, body, intended, cancel_after=after, how=how)
         self.end_reason = "disconnected"
         await self.delete(sid, reason="after_disconnect")
 
@@ -405,6 +435,7 @@ class Agent:
         intended: float,
         *,
         cancel_after: float | None = None,
+        how: dict[str, Any] | None = None,
     ) -> ChatOutcome:
         rid = self.ids.request_id()
         headers = self._headers(rid, turn, attempt)
@@ -426,6 +457,7 @@ class Agent:
             messages=len(body["messages"]),
             stream=bool(body.get("stream")),
             forced_fault=forced,
+            **(how or {}),
         )
         self.nemesis.chat_sent(session=sid, server=self.server, turn=turn, chaos=self.plan.chaos)
         r = await self._call(op, self.client.chat(self.server, sid, body, headers), cancel_after)

@@ -38,6 +38,7 @@ from harness.checkers.logs import Leaks, LogConsistency
 from harness.checkers.lost_turns import LostTurns
 from harness.checkers.ownership import Ownership
 from harness.checkers.provisional import Provisional
+from harness.checkers.refused_legal import RefusedLegal
 from harness.checkers.resurrection import NoResurrection
 from harness.checkers.stale_writers import StaleWriters
 from harness.checkers.token_state import TokenState
@@ -69,5 +70,6 @@ if not CHECKERS:
         Leaks(),
         HttpFraming(),
         ExactlyOnce(),
+        RefusedLegal(),
     ):
         register(_c)
