@@ -30,6 +30,7 @@ from harness.checkers.base import (
     register,
     run_checker,
 )
+from harness.checkers.blocking import Blocking
 from harness.checkers.errors import NoUnexpected5xx
 from harness.checkers.exactly_once import ExactlyOnce
 from harness.checkers.framing import HttpFraming
@@ -71,5 +72,6 @@ if not CHECKERS:
         HttpFraming(),
         ExactlyOnce(),
         RefusedLegal(),
+        Blocking(),
     ):
         register(_c)
