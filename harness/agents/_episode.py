@@ -43,7 +43,7 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "framing_facts", "sse_completion"]
+__all__ = ["Agent", "ChatOutcome", "framing_facts", "sse_completion", "sse_problems"]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -106,6 +106,55 @@ def sse_completion(text: str) -> dict[str, Any] | None:
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage, "streamed": True}
+
+
+def sse_problems(text: str) -> list[str]:
+    """What an OpenAI streaming client would refuse in a ``stream=true`` answer (empty: well formed).
+
+    Events are separated by blank lines; every ``data:`` payload but the last is
+    a JSON ``chat.completion.chunk`` whose ``choices`` each carry a ``delta``
+    object; the stream ends with ``data: [DONE]`` and nothing after it. SSE
+    comments (``:``) and ``event:`` / ``id:`` / ``retry:`` fields are allowed.
+    """
+    problems: list[str] = []
+    chunks = 0
+    done = False
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith(":"):
+            continue
+        if done:
+            problems.append(f"line {n}: data after the [DONE] terminator")
+            break
+        field_name = line.split(":", 1)[0]
+        if field_name in ("event", "id", "retry"):
+            continue
+        if field_name != "data":
+            problems.append(f"line {n}: not an SSE field: {line[:60]!r}")
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            problems.append(f"line {n}: data is not JSON: {payload[:60]!r}")
+            continue
+        chunks += 1
+        if not isinstance(chunk, dict) or chunk.get("object") != "chat.completion.chunk":
+            obj = chunk.get("object") if isinstance(chunk, dict) else type(chunk).__name__
+            problems.append(f"line {n}: chunk object is {obj!r}, not 'chat.completion.chunk'")
+            continue
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("delta"), dict) for c in choices
+        ):
+            problems.append(f"line {n}: chunk choices without a delta object")
+    if chunks == 0:
+        problems.append("no chat.completion.chunk event")
+    if not done:
+        problems.append("missing the data: [DONE] terminator")
+    return problems
 
 
 @dataclass
@@ -463,10 +512,14 @@ class Agent:
         r = await self._call(op, self.client.chat(self.server, sid, body, headers), cancel_after)
         if isinstance(r, ChatOutcome):
             return r
-        return self._chat_reply(op, r)
+        return self._chat_reply(op, r, stream=bool(body.get("stream")))
 
-    def _chat_reply(self, op: int, r: Reply) -> ChatOutcome:
+    def _chat_reply(self, op: int, r: Reply, *, stream: bool = False) -> ChatOutcome:
         facts = framing_facts(r)
+        if stream and r.status == 200:
+            # Strict like a real streaming client: the OpenAI SSE rules, the terminator required.
+            json_body = ["stream=true answered with a JSON body, not an event stream"]
+            facts["framing"]["sse_errors"] = json_body if r.body is not None else sse_problems(r.text)
         if r.status != 200:
             err = r.body.get("error") if isinstance(r.body, dict) else None
             self.history.fail(op, status=r.status, error=err if err is not None else r.text[:500], **facts)
