@@ -13,8 +13,10 @@ the rule is judged against the scenario's declared design: under
   taken from its start, ``ts - total_ms``) against every other chat A of the
   same session whose proxy phase (ending at ``ts - tokenize_out_ms``, lasting
   ``proxy_elapsed_ms``) was running when B arrived. B blocked behind A when
-  A's proxy still had at least ``MIN_PROXY_MS`` (50 ms) to go and B's wait
-  window covers at least ``SHARE`` (80 %) of that remainder. A split-lock
+  A's proxy still had at least ``MIN_PROXY_MS`` (50 ms) to go, B's wait
+  window covers at least ``SHARE`` (80 %) of that remainder and B was still
+  waiting when A's proxy phase ended (it got the lock from A, not from a third
+  request's slow Phase 1). A split-lock
   server makes B wait only for A's short Phase 1 / Phase 3;
 - **client timing** (the history): a DELETE or GET of a session invoked while
   a chat of it was in flight with at least 50 ms still to go, that completed
@@ -129,7 +131,10 @@ class Blocking:
                         continue
                     judged += 1
                     covered = (min(b.wait_end, a.proxy_end) - max(b.start, a.proxy_start)) * 1000.0
-                    if covered < SHARE * remaining or declared:
+                    # serialization's signature: B was still waiting when A's proxy phase ended (it got the
+                    # lock from A), not merely queued behind some third request's Phase 1 meanwhile
+                    still_waiting = b.wait_end >= a.proxy_end - (1.0 - SHARE) * remaining / 1000.0
+                    if covered < SHARE * remaining or not still_waiting or declared:
                         continue
                     out.append(
                         Violation(
