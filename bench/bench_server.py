@@ -14,7 +14,14 @@ own CPU time is read with psutil too: ``turns / server CPU seconds`` is the
 one-core capacity of a server process, the figure to compare with the
 >= 500 turns/s per process target.
 
-Run: ``.venv/bin/python bench/bench_server.py [--rounds 8] [--configs 1:thread,1:inline,2:thread,2:inline]``
+Per tokenizer family (``--tokenizers``, default every shipped one): the fake
+and the server both run on that family, and each line shows the server's own
+tokenization time per turn (``tokenize_in_ms + tokenize_out_ms`` of
+``chat_done``, p50 and p99) next to turns/s, so a family whose template makes
+TITO expensive shows up.
+
+Run: ``.venv/bin/python bench/bench_server.py [--rounds 8] [--configs 1:thread,1:inline,2:thread,2:inline]
+[--tokenizers chatml,reasoning,tools,headers,trail]``
 ``--profile out.svg`` records the (first) server process with py-spy during the first config.
 Not part of the test suite; it prints figures.
 """
@@ -131,12 +138,13 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 
 def run_config(
-    fake_url: str, processes: int, thread: bool, args: argparse.Namespace, profile: str | None
+    fake_url: str, processes: int, thread: bool, args: argparse.Namespace, profile: str | None, tokenizer: str
 ) -> dict[str, Any]:
     port = free_port(processes)
     fd, log_path = tempfile.mkstemp(prefix="bench_server_", suffix=".jsonl")
     os.close(fd)
     opts = ["--port", str(port), "--processes", str(processes), "--backend-url", fake_url, "--log-file", log_path]
+    opts += ["--tokenizer", tokenizer]
     if not thread:
         opts.append("--no-tokenize-thread")
     cmd = [sys.executable, "-m", "reference_impl", *opts]
@@ -170,6 +178,8 @@ def run_config(
         for bucket in ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "total_ms"):
             vals = sorted(d[bucket] for d in done)
             res[bucket] = (vals[len(vals) // 2], vals[min(len(vals) - 1, int(len(vals) * 0.99))])
+        tok = sorted(d["tokenize_in_ms"] + d["tokenize_out_ms"] for d in done)
+        res["tokenize_ms"] = (tok[len(tok) // 2], tok[min(len(tok) - 1, int(len(tok) * 0.99))], sum(tok) / len(tok))
     finally:
         if spy is not None and spy.poll() is None:
             spy.send_signal(2)
@@ -186,6 +196,37 @@ def run_config(
     return res
 
 
+def tito_cost(family: str, sessions: int, turns: int) -> tuple[float, float]:
+    """In-process CPU ms per turn of TITO alone (Phase 1 plan + Phase 3 commit), history growing over ``turns``.
+
+    No sockets, no fake, no event loop: the server's tokenization work per turn
+    on this family, mean and p99 over ``sessions`` episodes.
+    """
+    from harness.tokenizer import load_tokenizer
+    from reference_impl.sessions import Session
+    from reference_impl.tito import Tito
+
+    tito = Tito(load_tokenizer(family))
+    stop = next(i for i, t in tito.special_ids.items() if t in ("<|im_end|>", "<|eot|>"))
+    per_turn: list[float] = []
+    for s in range(sessions):
+        session = Session(f"s{s}")
+        msgs: list[dict[str, Any]] = [
+            {"role": "system", "content": "You are a helpful agent solving a task step by step."},
+            {"role": "user", "content": f"Episode {s}: find the answer to question {s}."},
+        ]
+        for turn in range(turns):
+            reply = {"role": "assistant", "content": f"Step {turn}: I looked at the value and it is {turn * 7 + s}."}
+            t0 = time.process_time()
+            plan = tito.plan(session.view(), msgs)
+            completion = [*tito.encode(str(reply["content"])), stop]
+            session.apply(tito.commit(plan, plan.input_ids, completion, reply), plan.base_assistant)
+            per_turn.append(time.process_time() - t0)
+            msgs = [*msgs, reply, {"role": "user", "content": f"Tool result {turn}: value {turn * 7 + s}."}]
+    per_turn.sort()
+    return sum(per_turn) / len(per_turn) * 1000, per_turn[int(len(per_turn) * 0.99)] * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--sessions", type=int, default=16)
@@ -194,44 +235,61 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="1:thread,1:inline,2:thread,2:inline", help="processes:thread|inline,...")
     ap.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval in the server")
     ap.add_argument("--profile", default=None, help="py-spy output (.svg, or .txt collapsed) for the first config")
+    ap.add_argument(
+        "--tokenizers",
+        default="chatml,reasoning,tools,headers,trail",
+        help="tokenizer families (or local tokenizer dirs), comma-separated: one block of configs each",
+    )
     args = ap.parse_args(argv)
 
-    fake_port = free_port()
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "fake-sglang", "--port", str(fake_port), "--seed", "1"],
-        cwd=ROOT,
-        env=ENV,
+    print(f"TITO alone, in process: CPU ms per turn (plan + commit), {args.sessions * 8} episodes x {args.turns} turns")
+    for family in args.tokenizers.split(","):
+        mean, p99 = tito_cost(family, args.sessions * 8, args.turns)
+        print(f"{family:>9}  mean {mean:.3f} ms  p99 {p99:.3f} ms", flush=True)
+    print(
+        f"reference server bench: {args.sessions} sessions x {args.turns} turns x {args.rounds} rounds, "
+        f"fake SGLang at zero latency, {os.cpu_count()} cores (shared)"
     )
-    try:
-        wait_http(fake_url + "/health", fake)
-        print(
-            f"reference server bench: {args.sessions} sessions x {args.turns} turns x {args.rounds} rounds, "
-            f"fake SGLang at zero latency, {os.cpu_count()} cores (shared)"
+    header = f"{'tokenizer':>9} {'procs':>5} {'tokenize':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+    header += f"{'CPU us/turn':>11} {'turns/CPU-s':>11} {'tok ms/turn mean p50/p99':>24}  "
+    header += "server p50/p99 ms: lock_wait tokenize_in proxy tokenize_out total"
+    print(header)
+    first = True
+    for family in args.tokenizers.split(","):
+        fake_port = free_port()
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        fake_cmd = [sys.executable, "-m", "harness.cli", "fake-sglang", "--port", str(fake_port), "--seed", "1"]
+        fake = subprocess.Popen(
+            [*fake_cmd, "--tokenizer", family],
+            cwd=ROOT,
+            env=ENV,
         )
-        header = f"{'procs':>5} {'tokenize':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/turn':>11} "
-        header += f"{'turns/CPU-s':>11}  server p50/p99 ms: lock_wait tokenize_in proxy tokenize_out total"
-        print(header)
-        for i, spec in enumerate(args.configs.split(",")):
-            n, mode = spec.split(":")
-            res = run_config(fake_url, int(n), mode == "thread", args, args.profile if i == 0 else None)
-            turns = res["turns"]
-            buckets = "  ".join(
-                f"{res[b][0]:.2f}/{res[b][1]:.2f}"
-                for b in ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "total_ms")
-            )
-            err = f" errors={res['errors']}" if res["errors"] else ""
-            print(
-                f"{n:>5} {mode:>8} {turns / res['wall']:>8.0f} {res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f} "
-                f"{res['server_cpu'] / turns * 1e6:>11.0f} {turns / res['server_cpu']:>11.0f}  {buckets}{err}",
-                flush=True,
-            )
-    finally:
-        fake.terminate()
         try:
-            fake.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            fake.kill()
+            wait_http(fake_url + "/health", fake)
+            for spec in args.configs.split(","):
+                n, mode = spec.split(":")
+                res = run_config(fake_url, int(n), mode == "thread", args, args.profile if first else None, family)
+                first = False
+                turns = res["turns"]
+                buckets = "  ".join(
+                    f"{res[b][0]:.2f}/{res[b][1]:.2f}"
+                    for b in ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "total_ms")
+                )
+                tok_p50, tok_p99, tok_mean = res["tokenize_ms"]
+                err = f" errors={res['errors']}" if res["errors"] else ""
+                print(
+                    f"{family:>9} {n:>5} {mode:>8} {turns / res['wall']:>8.0f} {res['p50_ms']:>7.2f} "
+                    f"{res['p99_ms']:>7.2f} {res['server_cpu'] / turns * 1e6:>11.0f} "
+                    f"{turns / res['server_cpu']:>11.0f} "
+                    f"{tok_mean:>10.3f} {tok_p50:>6.3f}/{tok_p99:<6.3f}  {buckets}{err}",
+                    flush=True,
+                )
+        finally:
+            fake.terminate()
+            try:
+                fake.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                fake.kill()
     return 0
 
 

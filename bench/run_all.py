@@ -19,6 +19,11 @@ RUNS: list[tuple[str, list[str]]] = [
     ("reference server: turns/s, p50/p99 per turn", ["bench_server.py", "--rounds", "4"]),
     ("simulation: seeds/s, seeds and seconds to flag each bad variant", ["bench_sim.py", "--trials", "3"]),
     ("capacity model: 10^5 sessions x 10 turns", ["bench_model.py"]),
+    ("server log parsing: JSON vs key=value text lines/s", ["bench_serverlog.py", "--lines", "20000"]),
+    (
+        "hostile-input fuzz: examples/s, failures",
+        ["bench_fuzz.py", "--server", "2000", "--fake", "1000", "--plan", "500"],
+    ),
 ]
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model": ("harness.model.cli:main", "capacity model (simpy): predicted bucket percentiles, --sweep"),
     "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),
     "tokenizer": ("harness.tokenizer.check:main", "check NAME|DIR: will token-in/token-out hold with its template?"),
+    "mutate": ("harness.mutate.cli:main", "mutation testing: cosmic-ray mutants of reference_impl vs the sim library"),
 }
 
 

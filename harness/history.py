@@ -39,7 +39,7 @@ __all__ = [
 
 OpType = Literal["ok", "fail", "info"]
 COMPLETION_TYPES: frozenset[str] = frozenset({"ok", "fail", "info"})
-_FUNCTIONS = frozenset({"create", "chat", "get", "delete", "probe", "chaos", "fault"})
+_FUNCTIONS = frozenset({"create", "chat", "get", "delete", "probe", "chaos", "fault", "fuzz"})
 
 
 class HistoryError(RuntimeError):

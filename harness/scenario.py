@@ -21,6 +21,7 @@ import difflib
 import math
 import re
 import shlex
+import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ class WorkloadSpec:
     first_turn_retry_probability: float = 0.0  # per session: redo turn 0 with another user message
     delete_at_end: bool = True
     script: tuple[ScriptStep, ...] = ()  # scripted sessions replace the generated ones
+    fuzz: int = 0  # bad client requests derived from the chat request schema (harness/fuzz.py)
 
 
 @dataclass(frozen=True)
@@ -519,9 +521,10 @@ def _parse_target(t: _Table) -> TargetSpec:
     elif kind == "command":
         if compare:
             raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch your server\'s variant)')
-        cmd, env = _parse_cmd(t), _parse_env(t)
+        cmd, env, cwd = _parse_cmd(t), _parse_env(t), _parse_cwd(t)
         if not any("{port}" in a for a in (*cmd, *env.values())):
             raise t.err("cmd", "the harness picks a free port for each process: put {port} in cmd (or in an env value)")
+        _check_executable(t, cmd[0], cwd, env)
         spec = TargetSpec(
             kind=kind,
             processes=t.int_("processes", 1, 1, 64),
@@ -530,7 +533,7 @@ def _parse_target(t: _Table) -> TargetSpec:
             startup_timeout_s=t.float_("startup_timeout_s", 30.0, 1.0, 600.0),
             cmd=cmd,
             env=env,
-            cwd=_parse_cwd(t),
+            cwd=cwd,
             health_path=_parse_health_path(t),
         )
     else:
@@ -589,6 +592,18 @@ def _parse_cmd(t: _Table) -> tuple[str, ...]:
     for a in argv:
         _check_placeholders(t, "cmd", a)
     return tuple(argv)
+
+
+def _check_executable(t: _Table, program: str, cwd: str | None, env: Mapping[str, str]) -> None:
+    """The program ``cmd`` starts must exist now, not only when the first process fails to start."""
+    if _PLACEHOLDER.search(program) or "PATH" in env:
+        return  # filled in per process, or looked up on a PATH of the scenario's own
+    if "/" in program:
+        path = Path(cwd or ".") / program
+        if not path.is_file():
+            raise t.err("cmd", f"{program!r} does not exist (relative to {cwd or 'where harness runs'})")
+    elif shutil.which(program) is None:
+        raise t.err("cmd", f"{program!r} is not on PATH; give its path, or {{python}} for the harness's Python")
 
 
 def _parse_env(t: _Table) -> dict[str, str]:
@@ -742,6 +757,7 @@ def _parse_workload(t: _Table, tool_default: float, processes: int = 1) -> Workl
         first_turn_retry_probability=t.prob("first_turn_retry_probability"),
         delete_at_end=t.bool_("delete_at_end", True),
         script=script,
+        fuzz=t.int_("fuzz", 0, 0, 10_000),
     )
     if script:  # the script is the workload: one agent per scripted session, all free to run at once
         spec = dataclasses.replace(spec, sessions=n_script, concurrency=max(spec.concurrency, n_script))

@@ -52,6 +52,7 @@ __all__ = [
     "LogConfig",
     "LogConfigError",
     "LogStats",
+    "fill_worker_ports",
     "lines_of_run",
     "parse_line",
     "parse_lines",
@@ -217,6 +218,8 @@ _TOKEN = re.compile(
     re.X,
 )
 _WORD = re.compile(r"[A-Za-z_][\w.]*")
+_QUOTEY = re.compile(r"[\"'{}]")
+_CLOSERS = frozenset(",;)]}")
 _PID_BRACKET = re.compile(r"\[(\d{1,9})\]")
 
 
@@ -311,14 +314,19 @@ def _scan(text: str) -> _Text:
     words: list[tuple[int, str]] = []
     truncated = False
     for m in _TOKEN.finditer(text):
-        if m["word"] is not None:
-            if any(q in m["word"] for q in "\"'{}"):
+        word = m["word"]
+        if word is not None:
+            if _QUOTEY.search(word):
                 continue  # a JSON fragment or a quotation: not where an event is named
-            for w in _WORD.finditer(m["word"]):
-                words.append((m.start() + w.start(), w[0]))
+            start = m.start()
+            words.extend((start + w.start(), w[0]) for w in _WORD.finditer(word))
             continue
         key = m["key"]
-        if m["dq"] is not None:
+        bare = m["bare"]
+        if bare is not None:
+            fields[key] = _strip_close(bare) if bare and bare[-1] in _CLOSERS else bare
+            quoted.discard(key)
+        elif m["dq"] is not None:
             if not m["dqend"]:
                 truncated = True
             fields[key] = _unescape(m["dq"], '"')
@@ -328,33 +336,47 @@ def _scan(text: str) -> _Text:
                 truncated = True
             fields[key] = _unescape(m["sq"], "'")
             quoted.add(key)
-        else:
-            fields[key] = _strip_close(m["bare"] or "")
-            quoted.discard(key)
     return _Text(fields, quoted, words, truncated)
 
 
 def _normalize(obj: dict[str, Any], config: LogConfig, *, quoted: set[str] | None = None) -> dict[str, Any]:
     """Our names, then our types. ``quoted`` is None for JSON (the server chose the types), else
     the text keys whose value was quoted (kept as text); other text values are typed by shape."""
-    out = {k: v for k, v in obj.items() if k not in config.fields}
-    out.update({config.fields[k]: v for k, v in obj.items() if k in config.fields})  # the mapping wins
-    if quoted is not None:
-        quoted = {config.fields.get(k, k) for k in quoted}
+    if config.fields:
+        out = {k: v for k, v in obj.items() if k not in config.fields}
+        out.update({config.fields[k]: v for k, v in obj.items() if k in config.fields})  # the mapping wins
+        if quoted is not None:
+            quoted = {config.fields.get(k, k) for k in quoted}
+    else:
+        out = obj
     ev = out.get("event")
-    if isinstance(ev, str):
+    if isinstance(ev, str) and config.events:
         out["event"] = config.events.get(ev, ev)
-    for k, v in list(out.items()):
-        text = quoted is not None and isinstance(v, str) and k not in quoted
-        if k in STRING_FIELDS:
-            out[k] = None if v is None or (text and v in _NONE) else str(v)
-        elif text or (k in NUMERIC_FIELDS and isinstance(v, str)):
-            t = _typed(v.strip())
-            if k in NUMERIC_FIELDS and isinstance(t, bool | str):
-                t = v  # a non-number where a number belongs stays visible as text
-            out[k] = t
-    if isinstance(out.get("level"), str):
-        out["level"] = LEVELS.get(out["level"].upper(), out["level"])
+    if quoted is None:  # JSON: only a known field of the wrong type is touched
+        for k in STRING_FIELDS.intersection(out):
+            v = out[k]
+            if v is not None and not isinstance(v, str):
+                out[k] = str(v)
+        for k in NUMERIC_FIELDS.intersection(out):
+            v = out[k]
+            if isinstance(v, str):
+                t = _typed(v.strip())
+                out[k] = t if isinstance(t, int | float) and not isinstance(t, bool) else (None if t is None else v)
+    else:
+        for k, v in out.items():
+            if not isinstance(v, str):
+                continue
+            if k in STRING_FIELDS:
+                if v in _NONE and k not in quoted:
+                    out[k] = None
+            elif k not in quoted or k in NUMERIC_FIELDS:
+                t = _typed(v.strip())
+                if k in NUMERIC_FIELDS and isinstance(t, bool | str):
+                    t = v  # a non-number where a number belongs stays visible as text
+                out[k] = t
+    level = out.get("level")
+    if isinstance(level, str) and level not in LEVELS.values():
+        out["level"] = LEVELS.get(level.upper(), level)
     return out
 
 
@@ -404,43 +426,60 @@ def _prefix_facts(prefix: str) -> dict[str, Any]:
     return facts
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    config: LogConfig
+    names: dict[str, str]
+    patterns: list[tuple[str, re.Pattern[str]]]
+
+    @classmethod
+    def of(cls, config: LogConfig | None) -> _Compiled:
+        cfg = config or LogConfig()
+        return cls(cfg, _event_names(cfg), _patterns(cfg))
+
+
 def parse_line(line: str, config: LogConfig | None = None) -> tuple[dict[str, Any] | None, str | None, str]:
     """One line -> (normalized event, None, format) or (None, skip reason, "").
 
     The event has at least ``ts`` (a finite float) and ``event`` (a string);
     ``format`` says how it was read: ``json``, ``kv`` or ``pattern``.
     """
-    cfg = config or LogConfig()
+    return _parse(line, _Compiled.of(config))
+
+
+def _parse(line: str, c: _Compiled) -> tuple[dict[str, Any] | None, str | None, str]:
+    cfg, names = c.config, c.names
     line = line.strip()
-    prefix_ts, n = _prefix_time(line)
+    if line.startswith("{") and cfg.format != "kv":  # a bare JSON object: the common case, no scanning
+        prefix_ts, n = None, 0
+    else:
+        prefix_ts, n = _prefix_time(line)
     body = line[n:]
-    names = _event_names(cfg)
     brace = line.find("{")
-    before = line[:brace] if brace >= 0 else line
 
     obj: dict[str, Any] | None = None
     fmt = ""
     reason: str | None = None
-    scan: _Text | None = None
-    if cfg.format in ("auto", "kv"):
-        scan = _scan(body)
-    # JSON: format json, or auto with an object and no event word before it
-    event_word_before = scan is not None and any(w in names for _, w in _scan(before[n:]).words)
-    if cfg.format == "json" or (cfg.format == "auto" and brace >= 0 and not event_word_before):
+    # JSON: format json, or auto with an object and no event word before it (kv values may hold braces)
+    if cfg.format == "json" or (
+        cfg.format == "auto"
+        and brace >= 0
+        and (brace == n or not any(w in names for _, w in _scan(line[n:brace]).words))
+    ):
         if brace < 0:
             return None, "not_json", ""
         obj, reason = _json_line(line, brace)
         if obj is None:
             return None, reason, ""
         fmt = "json"
-        facts = _prefix_facts(line[n:brace])
-        for k, v in facts.items():
-            obj.setdefault(k, v)
+        if brace > n:
+            for k, v in _prefix_facts(line[n:brace]).items():
+                obj.setdefault(k, v)
         if "ts" not in obj and prefix_ts is not None:
             obj["ts"] = prefix_ts
         out = _normalize(obj, cfg)
     else:
-        assert scan is not None
+        scan = _scan(body)
         event: str | None = None
         at = len(body)
         ev_field = scan.fields.get("event")
@@ -451,7 +490,7 @@ def parse_line(line: str, config: LogConfig | None = None) -> tuple[dict[str, An
         if event is None and isinstance(ev_field, str):
             event = names.get(ev_field, ev_field)
         groups: dict[str, Any] = {}
-        for ev, rx in _patterns(cfg):
+        for ev, rx in c.patterns:
             if event is not None and ev != event:
                 continue
             m = rx.search(body)
@@ -489,13 +528,14 @@ def parse_lines(
 ) -> tuple[list[tuple[dict[str, Any], str]], LogStats]:
     """Every line of one file -> ([(event, "file:line")], stats); never raises on content."""
     st = stats if stats is not None else LogStats()
+    compiled = _Compiled.of(config)
     out: list[tuple[dict[str, Any], str]] = []
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         st.lines += 1
         where = f"{source}:{n}"
-        ev, reason, fmt = parse_line(raw, config)
+        ev, reason, fmt = _parse(raw, compiled)
         if ev is None:
             st.skip(reason or "not_json", where)
             continue
@@ -504,18 +544,43 @@ def parse_lines(
     return out, st
 
 
-def _dedup_sorted(found: list[tuple[dict[str, Any], str]], stats: LogStats) -> list[tuple[dict[str, Any], str]]:
-    seen: set[str] = set()
+def _dedup_sorted(
+    per_file: list[list[tuple[dict[str, Any], str]]], stats: LogStats
+) -> list[tuple[dict[str, Any], str]]:
+    """Merge files on ``ts``; a line that another file already holds (a merged file beside the
+    per-process ones) counts once. Within one file identical lines are distinct events: with a
+    millisecond time, two equal warnings in one millisecond are two warnings."""
+    kept: Counter[str] = Counter()  # the most times any file so far held each line
     unique: list[tuple[dict[str, Any], str]] = []
-    for ev, where in found:
-        key = json.dumps(ev, sort_keys=True, default=str)
-        if key in seen:
-            stats.skip("duplicate", where)
-            continue
-        seen.add(key)
-        unique.append((ev, where))
+    for events in per_file:
+        here: Counter[str] = Counter()
+        for ev, where in events:
+            key = json.dumps(ev, sort_keys=True, default=str)
+            here[key] += 1
+            if here[key] <= kept[key]:
+                stats.skip("duplicate", where)
+                continue
+            unique.append((ev, where))
+        for key, n in here.items():
+            kept[key] = max(kept[key], n)
     unique.sort(key=lambda e: float(e[0]["ts"]))  # stable: equal ts keep file order
     return unique
+
+
+def fill_worker_ports(events: Iterable[dict[str, Any]]) -> None:
+    """A line without ``worker_port`` gets its process's port, when its ``pid`` names exactly one.
+
+    Servers often say the port in ``chat_start`` only; without this, one process's lines would
+    look like two processes to every per-process rule (in-flight counts, incident joins).
+    """
+    evs = list(events)
+    ports: dict[Any, set[Any]] = {}
+    for ev in evs:
+        if ev.get("pid") is not None and isinstance(ev.get("worker_port"), int):
+            ports.setdefault(ev["pid"], set()).add(ev["worker_port"])
+    for ev in evs:
+        if ev.get("worker_port") is None and len(ports.get(ev.get("pid"), ())) == 1:
+            ev["worker_port"] = next(iter(ports[ev["pid"]]))
 
 
 def read_events(
@@ -523,7 +588,7 @@ def read_events(
 ) -> tuple[list[tuple[dict[str, Any], str]], LogStats]:
     """Like :func:`read_server_logs`, keeping where each event came from (``file:line``)."""
     stats = LogStats()
-    found: list[tuple[dict[str, Any], str]] = []
+    found: list[list[tuple[dict[str, Any], str]]] = []
     for p in paths:
         path = Path(p)
         with path.open("rb") as fh:
@@ -534,8 +599,9 @@ def read_events(
         if lines and lines[-1] == "":
             lines.pop()
         events, _ = parse_lines(lines, path.name, config, stats)
-        found.extend(events)
+        found.append(events)
     unique = _dedup_sorted(found, stats)
+    fill_worker_ports(ev for ev, _ in unique)
     stats.used = len(unique)
     return unique, stats
 

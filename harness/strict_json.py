@@ -14,10 +14,14 @@ body is checked *before* anything is stored, and rejected with a reason:
 - ``too_deep``: arrays / objects nested deeper than ``max_depth``;
 - ``invalid_json``, ``non_finite``, ``lone_surrogate`` (in any string or key).
 
-Cost: the depth check is C-speed (strings stripped by a regex, brackets
-counted with ``itertools.accumulate``), and the string walk for surrogates
-runs only when the raw text holds a ``\\uD800``-``\\uDFFF`` escape, the only
-way a lone surrogate can survive strict UTF-8 decoding.
+Cost: the C parser runs first (its own recursion guard turns a nest past
+Python's limit into ``too_deep``); the depth check then runs on *valid* JSON
+only, at C speed (strings stripped by a regex, brackets counted with
+``itertools.accumulate``). On invalid JSON the string regex is quadratic (a
+run of ``\\"`` with no closing quote: 32 kB took ~50 s), which is why it never
+sees one. The string walk for surrogates runs only when the raw text holds a
+``\\uD800``-``\\uDFFF`` escape, the only way a lone surrogate can survive
+strict UTF-8 decoding.
 
 ``dumps_safe`` is the other half: whatever a handler holds, it encodes to
 valid JSON bytes (a strict attempt first; otherwise surrogates are escaped
@@ -62,7 +66,7 @@ _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 def max_depth(raw: bytes) -> int:
-    """Deepest array / object nesting of a JSON text (strings ignored); exact for valid JSON."""
+    """Deepest array / object nesting of a *valid* JSON text (strings ignored); linear time on valid JSON only."""
     brackets = _STRING.sub(b"", raw).translate(None, _DELETE)
     if not brackets:
         return 0
@@ -118,11 +122,6 @@ def loads_strict(raw: bytes, *, max_depth_limit: int, allow_non_finite: bool = F
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JsonInputError("not_utf8", f"request body is not valid JSON: not UTF-8 ({exc})") from None
-    depth = max_depth(raw)
-    if depth > max_depth_limit:
-        raise JsonInputError(
-            "too_deep", f"JSON nests {depth} levels deep; the limit is {max_depth_limit} (arrays and objects)"
-        )
     try:
         if allow_non_finite:
             data = json.loads(text)
@@ -131,9 +130,14 @@ def loads_strict(raw: bytes, *, max_depth_limit: int, allow_non_finite: bool = F
     except JsonInputError:
         raise
     except RecursionError:
-        raise JsonInputError("too_deep", "JSON nests too deep to parse") from None
+        raise JsonInputError("too_deep", f"JSON nests too deep to parse; the limit is {max_depth_limit}") from None
     except ValueError as exc:
         raise JsonInputError("invalid_json", f"request body is not valid JSON: {exc}") from None
+    depth = max_depth(raw)
+    if depth > max_depth_limit:
+        raise JsonInputError(
+            "too_deep", f"JSON nests {depth} levels deep; the limit is {max_depth_limit} (arrays and objects)"
+        )
     if _SURROGATE_ESCAPE.search(raw) is not None:
         where = _find_surrogate(data)
         if where is not None:

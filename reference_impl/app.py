@@ -47,7 +47,8 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -209,6 +210,7 @@ class _Chat:
         "outcome",
         "prompt_tokens",
         "proxy_elapsed_ms",
+        "read_body_ms",
         "req_id",
         "session_id",
         "status",
@@ -228,6 +230,7 @@ class _Chat:
         self.tokenize_in_ms = 0.0
         self.proxy_elapsed_ms = 0.0
         self.tokenize_out_ms = 0.0
+        self.read_body_ms = 0.0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -313,7 +316,10 @@ class SessionServer:
             return error_response(404, "SessionNotFound", f"session {session_id} not found")
         messages, token_ids = list(session.messages), list(session.token_ids)
         meta = session.metadata()
-        meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        try:
+            meta["token_mismatch"] = await self.executor.run(self.tito.mismatch, messages, token_ids)
+        except Exception as exc:  # a diagnostic must not make the session's data unreadable
+            meta["token_mismatch"] = {"error": f"token_mismatch could not be computed: {exc!r}"}
         return SafeJSONResponse({"session_id": session_id, "records": list(session.records), "metadata": meta})
 
     async def delete_session(self, request: Request) -> Response:
@@ -394,6 +400,8 @@ class SessionServer:
             body = await self.read_body(request)
         except BodyTooLarge as exc:
             return error_response(413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:
+            return error_response(499, "ClientDisconnect", "the client disconnected before the body ended")
         headers = forward_headers(request.headers.raw, session_id)
         t = self.clock.monotonic()
         try:
@@ -465,6 +473,7 @@ class SessionServer:
                 tokenize_in_ms=st.tokenize_in_ms,
                 proxy_elapsed_ms=st.proxy_elapsed_ms,
                 tokenize_out_ms=st.tokenize_out_ms,
+                read_body_ms=st.read_body_ms,
                 total_ms=_ms(self.clock.monotonic() - st.t0),
                 inflight_now=c.inflight,
                 prompt_tokens=st.prompt_tokens,
@@ -491,10 +500,15 @@ class SessionServer:
             self.log.info("session_created", session_id=sid, auto_created=True)
         if session is None or (session.closing and not no_recheck):
             return self._fail(st, "not_found", 404, "SessionNotFound", f"session {sid} not found")
+        t_body = self.clock.monotonic()
         try:
-            raw = await self.read_body(request)
+            raw = await self.read_body(request)  # paced by the client: read_body_ms, not the server's own time
         except BodyTooLarge as exc:
             return self._fail(st, "bad_request", 413, "RequestTooLarge", str(exc))
+        except ClientDisconnect:  # the client left mid-body: not a server error
+            return self._fail(st, "cancelled", 499, "ClientDisconnect", "the client disconnected before the body ended")
+        finally:
+            st.read_body_ms = _ms(self.clock.monotonic() - t_body)
         try:
             body = loads_strict(raw, max_depth_limit=self.config.max_json_depth)
         except JsonInputError as exc:
@@ -563,7 +577,11 @@ class SessionServer:
                 prompt_ids = answer.prompt_ids if answer.prompt_ids is not None else plan.input_ids
                 try:
                     turn.commit = await self.executor.run(
-                        self.tito.commit, plan, prompt_ids, answer.completion_ids, answer.message
+                        self.tito.commit_retokenized if self._has("retokenize_history") else self.tito.commit,
+                        plan,
+                        prompt_ids,
+                        answer.completion_ids,
+                        answer.message,
                     )
                 except TitoError as exc:
                     turn.tito_error = exc
@@ -687,6 +705,14 @@ class SessionServer:
         return out
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (no route, wrong method) as the server's JSON error shape."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, kind, f"{request.method} {request.url.path}: {exc.detail}", headers)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -741,6 +767,6 @@ def create_app(
         route("/sessions/{session_id}/" + CHAT_PATH, server.chat, ["POST"]),
         route("/sessions/{session_id}/{path:path}", server.passthrough, all_methods),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_exception})
     app.state.server = server
     return app

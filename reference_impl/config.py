@@ -49,6 +49,8 @@ BAD_VARIANTS: dict[str, str] = {
     "leak_deleted": "BAD: DELETE answers 204 but the session object stays in memory forever",
     "inflight_leak": "BAD: the in-flight counter is decremented only on the committed path",
     "echo_upstream_framing": "BAD: the backend's server/date/content-length headers are copied onto the reply",
+    "retokenize_history": "BAD: every turn re-renders and re-encodes the whole history (no checkpoint, no prefix "
+    "check): the model's own tokens are silently replaced by the template's re-rendering",
 }
 
 VARIANTS: dict[str, str] = {**DESIGN_VARIANTS, **BAD_VARIANTS}

@@ -158,13 +158,33 @@ def normalize_messages(raw: Any, *, allow_empty: bool = False) -> list[Message]:
     return out
 
 
+# the render's own arguments, and apply_chat_template's: a request may not switch tokenization or rendering mode
+_RESERVED_KWARGS = frozenset(
+    {
+        "messages",
+        "add_generation_prompt",
+        "conversation",
+        "chat_template",
+        "continue_final_message",
+        "tokenize",
+        "return_dict",
+        "return_tensors",
+        "return_assistant_tokens_mask",
+        "padding",
+        "truncation",
+        "max_length",
+        "tokenizer_kwargs",
+    }
+)
+
+
 def template_kwargs(raw: Any) -> dict[str, Any]:
     """A request's ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}``), validated."""
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in raw):
         raise MessageError("'chat_template_kwargs' must be an object whose keys are identifiers")
-    reserved = sorted({"messages", "add_generation_prompt"} & raw.keys())
+    reserved = sorted(_RESERVED_KWARGS & raw.keys())
     if reserved:
         raise MessageError(f"'chat_template_kwargs' must not set {', '.join(reserved)}")
     return dict(raw)
@@ -487,10 +507,13 @@ class Tito:
         self, stand_in: Message, marks: tuple[str, ...], head: list[Message], kwargs: Mapping[str, Any] | None
     ) -> str:
         """The template's end-of-turn token: the last special token after the markers when the turn is last."""
-        key = (len(head), json.dumps(stand_in, sort_keys=True), _freeze(kwargs or {}))
+        calls = tuple(isinstance(tc["function"]["arguments"], str) for tc in stand_in.get("tool_calls") or ())
+        key = (len(head), marks[0] == _CONTENT_MARK, "reasoning_content" in stand_in, calls, _freeze(kwargs or {}))
         cached = self._closers.get(key)
         if cached is not None:
             return cached
+        if len(self._closers) >= 256:  # shapes are few; per-request template kwargs must not grow it forever
+            self._closers.clear()
         text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
         tail = text[self._after_marks(text, len(self.render(head, generation_prompt=False, kwargs=kwargs)), marks) :]
         best: tuple[int, int, str] | None = None
@@ -530,6 +553,21 @@ class Tito:
         (reply,) = normalize_messages([assistant])
         messages = [*plan.messages, reply]
         return Commit(new_ids, messages, [message_key(m) for m in messages])
+
+    def commit_retokenized(
+        self, plan: TurnPlan, prompt_ids: list[int], completion_ids: list[int], assistant: Any
+    ) -> Commit:
+        """BAD (variant ``retokenize_history``): the stored tokens are the re-encoded rendering of the messages.
+
+        What a server that keeps text and re-tokenizes hands to training: the
+        template's rendering of the whole conversation (trailing template text
+        the model never generated included), not the prompt and completion the
+        model saw. No prefix check: there is no checkpoint to protect.
+        """
+        (reply,) = normalize_messages([assistant])
+        messages = [*plan.messages, reply]
+        ids = self.encode(self.render(messages, generation_prompt=False))
+        return Commit(ids, messages, [message_key(m) for m in messages])
 
     # -- GET metadata ---------------------------------------------------------------
     def mismatch(self, messages: list[Message], token_ids: list[int]) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from harness.agents._clients import (
     RouteByHost,
     make_client,
 )
-from harness.agents._episode import Agent, ChatOutcome, framing_facts, sse_completion
+from harness.agents._episode import Agent, ChatOutcome, committed_choice, framing_facts, sse_completion
 
 __all__ = [
     "Agent",
@@ -28,6 +28,7 @@ __all__ = [
     "OpenAIClient",
     "Reply",
     "RouteByHost",
+    "committed_choice",
     "framing_facts",
     "make_client",
     "sse_completion",

@@ -43,11 +43,36 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "framing_facts", "sse_completion", "sse_problems"]
+__all__ = ["Agent", "ChatOutcome", "committed_choice", "framing_facts", "sse_completion", "sse_problems"]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 _SYSTEM = "You are a careful assistant in a reinforcement-learning rollout."
+
+
+def _record_answer(rec: Any) -> dict[str, Any] | None:
+    """The assistant message of a record's stored backend answer, unless it is an aborted one."""
+    resp = rec.get("response") if isinstance(rec, dict) else None
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    c0 = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if c0 is None or c0.get("finish_reason") == "abort":
+        return None
+    msg = c0.get("message")
+    return msg if isinstance(msg, dict) else None
+
+
+def committed_choice(records: Any, candidates: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which of the agent's own candidate answers a record holds, newest record first (None: none of them)."""
+    if not isinstance(records, list):
+        return None
+    for rec in reversed(records):
+        stored = _record_answer(rec)
+        if stored is None:
+            continue
+        for c in candidates:
+            if c.get("content") == stored.get("content"):
+                return c
+    return None
 
 
 def framing_facts(reply: Reply) -> dict[str, Any]:
@@ -205,6 +230,7 @@ class Agent:
         self.end_reason = ""
         self._last_create_kind: str | None = None  # ClientFailure kind of the last create
         self._attempts_used = 0  # attempts of the last turn run: a redo of it continues the count
+        self._hedged: list[dict[str, Any]] = []  # the good answers of the last hedged request, in arrival order
 
     # -- the episode -------------------------------------------------------------
 
@@ -310,7 +336,7 @@ class Agent:
                 outcome = await self._duplicate(sid, turn, attempt, body, intended, how)
                 attempt += 2
                 if outcome.good:
-                    outcome.message = await self._reconcile(sid, outcome.message)
+                    outcome.message = await self._reconcile(sid, outcome.message, self._hedged)
             else:
                 outcome = await self.chat(sid, turn, attempt, body, intended, how=how)
                 attempt += 1
@@ -369,34 +395,35 @@ class Agent:
         # once, that is the one that reached Phase 3 first, i.e. the one it committed.
         winner: ChatOutcome | None = None
         last: ChatOutcome | None = None
+        self._hedged = []
         for fut in asyncio.as_completed(tasks):
             o = await fut
             last = o
+            if o.good and o.message is not None:
+                self._hedged.append(o.message)
             if winner is None and o.good:
                 winner = o
         assert last is not None
         return winner or last
 
-    async def _reconcile(self, sid: str, answer: dict[str, Any] | None) -> dict[str, Any] | None:
-        """After a hedged request, adopt the answer the server stored (it may be the other copy's).
+    async def _reconcile(
+        self, sid: str, answer: dict[str, Any] | None, candidates: Sequence[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """After a hedged request, continue from whichever of our own copies the server committed.
 
         Which copy committed depends on the server's design (split lock: first to
         Phase 3; lock held across the call: the last one), so a careful rollout
-        worker asks instead of guessing. Keeps ``answer`` if the stored history
-        is not this turn's (e.g. the session is gone).
+        worker asks instead of guessing. It asks only *which of its own answers*
+        was kept: the newest record's backend answer (the protocol promises a
+        record holds it) is compared with the copies it received. The
+        conversation itself stays the agent's own; nothing is read back from the
+        server's stored messages (which not every server returns). Keeps
+        ``answer`` when no record matches one of ours (the session is gone, or
+        the kept copy is one whose answer never reached us).
         """
         r = await self.get(sid, reason="reconcile")
-        meta = r.body.get("metadata") if r is not None and isinstance(r.body, dict) else None
-        stored = meta.get("messages") if isinstance(meta, dict) else None
-        if not isinstance(stored, list) or len(stored) != len(self.messages) + 1:
-            return answer
-        last = stored[-1]
-        if not isinstance(last, dict) or last.get("role") != "assistant":
-            return answer
-        adopted = {"role": "assistant", "content": last.get("content")}
-        if last.get("tool_calls"):
-            adopted["tool_calls"] = last["tool_calls"]
-        return adopted
+        records = r.body.get("records") if r is not None and isinstance(r.body, dict) else None
+        return committed_choice(records, candidates) or answer
 
     async def _disconnect(
         self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float, how: dict[str, Any]

@@ -13,11 +13,16 @@ the replay's backend or server is slower than production was. Nothing is
 retried or invented: a step that failed in the original is replayed as a
 step, and its retry is the next step.
 
-Message contents are not in the logs. Before each chat the agent reads the
-session's stored messages (``GET``) and sends them up to the step's turn
-(the ``turn``-th assistant checkpoint) plus a fixed user message for that
-turn, so retries and duplicates of one turn send the same body and a later
-turn extends whatever the server committed, whichever copy that was.
+Message contents are not in the logs. The agent keeps its own copy of the
+conversation: a fixed user message per turn and the answers it received, and
+sends the history up to the step's turn plus that turn's user message, so
+retries and duplicates of one turn send the same body. It never reads the
+history back from the server (not every server returns its stored messages).
+When several copies of one turn were answered (a duplicate the server skipped
+still gets its answer), a later turn must extend the one the server
+committed: the agent then asks which of its own answers the newest record
+holds (``GET``: a record holds the backend's answer, a protocol promise) and
+keeps the first-arrived one when no record says.
 
 Per-request backend behaviour travels with the request as ``x-fake-fault``
 (``step.fault``): the session id is the server's choice at run time, so a
@@ -33,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from harness.agents._episode import _SYSTEM, Agent, ChatOutcome
+from harness.agents._episode import _SYSTEM, Agent, ChatOutcome, committed_choice
 from harness.scenario import ScriptStep
 
 __all__ = ["ScriptedAgent"]
@@ -44,6 +49,8 @@ class ScriptedAgent(Agent):
 
     async def _episode(self) -> None:
         steps = self.plan.script
+        self.answers: dict[int, list[dict[str, Any]]] = {}  # turn -> our good answers, in arrival order
+        self.chosen: dict[int, dict[str, Any]] = {}  # turn -> the answer a later turn extends
         created = asyncio.Event()
         if not any(s.kind == "create" for s in steps):
             # Never created in the window: the label is the id (a 404 incident, or a session born earlier
@@ -105,31 +112,39 @@ class ScriptedAgent(Agent):
             return
         messages = await self._messages_for(sid, step)
         self._use_process(step)
-        await self._chat_step(sid, step, {"model": self.model, "messages": messages})
+        outcome = await self._chat_step(sid, step, {"model": self.model, "messages": messages})
+        if outcome.good and outcome.message is not None:
+            self.answers.setdefault(step.turn, []).append(outcome.message)
 
     async def _messages_for(self, sid: str, step: ScriptStep) -> list[dict[str, Any]]:
-        stored: list[dict[str, Any]] = []
-        if step.turn > 0:
-            r = await self.get(sid, reason="script")
-            meta = r.body.get("metadata") if r is not None and isinstance(r.body, dict) else None
-            raw = meta.get("messages") if isinstance(meta, dict) else None
-            if isinstance(raw, list):
-                stored = [m for m in raw if isinstance(m, dict)]
-        kept: list[dict[str, Any]] = []
-        assistants = 0
-        for m in stored:
-            if assistants >= step.turn:
-                break
-            kept.append(dict(m))
-            if m.get("role") == "assistant":
-                assistants += 1
-        if assistants < step.turn or not kept:
-            # Fewer checkpoints than the script expects (the replay diverged): send what exists, and say so
-            # through the outcome rather than by inventing history.
-            kept = kept or [{"role": "system", "content": _SYSTEM}, self._user(0, 0)]
-            if kept[-1].get("role") != "assistant":
+        """Our own history up to ``step.turn``, then that turn's user message.
+
+        With fewer answered turns than the script expects (the replay diverged),
+        it sends what exists, ending on the last user message, and lets the
+        outcome say so rather than inventing history.
+        """
+        kept: list[dict[str, Any]] = [{"role": "system", "content": _SYSTEM}, self._user(0, 0)]
+        for k in range(step.turn):
+            answer = await self._answer_of(sid, k)
+            if answer is None:
                 return kept
-        return [*kept, self._user(step.turn, 0)]
+            kept += [dict(answer), self._user(k + 1, 0)]
+        return kept
+
+    async def _answer_of(self, sid: str, turn: int) -> dict[str, Any] | None:
+        """The answer of ``turn`` a later turn extends: ours, and when several copies were answered, the
+        one a server record holds (asked once; the first-arrived one when no record says)."""
+        if turn in self.chosen:
+            return self.chosen[turn]
+        got = self.answers.get(turn) or []
+        if not got:
+            return None
+        if len(got) == 1:
+            return got[0]
+        r = await self.get(sid, reason="script")
+        records = r.body.get("records") if r is not None and isinstance(r.body, dict) else None
+        self.chosen[turn] = committed_choice(records, got) or got[0]
+        return self.chosen[turn]
 
     async def _chat_step(self, sid: str, step: ScriptStep, body: dict[str, Any]) -> ChatOutcome:
         rid = step.request_id or self.ids.request_id()

@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+from harness.checkers.bad_input import BadInput
 from harness.checkers.base import (
     CHECKERS,
     Checker,
@@ -71,6 +72,7 @@ if not CHECKERS:
         Leaks(),
         HttpFraming(),
         ExactlyOnce(),
+        BadInput(),
         RefusedLegal(),
         Blocking(),
     ):

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run_dir / RUN_FILES["history"]).is_file():
         print(f"{args.run_dir}: no {RUN_FILES['history']} here; expected a run folder", file=sys.stderr)
         return 2
+    missing = [str(f) for f in args.server_log if not f.is_file()]
+    if missing:
+        print(f"--server-log: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
     try:
         run = RunData.load(args.run_dir)
         if args.server_log:

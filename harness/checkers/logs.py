@@ -11,8 +11,17 @@ log_consistency
   ``x-req-id`` response header, else by ``caller_request_id`` = ``x-request-id``),
   with the same status;
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
-  <= total_ms`` (+ 1 ms + 1 %), and what they leave unexplained is small
-  (``checks.options.log_overhead_ms``, default 250 ms, or half the total);
+  (+ read_body) <= total_ms`` (+ 1 ms + 1 %); what they leave unexplained of
+  the server's *own* handling above ``checks.options.log_overhead_ms`` (default
+  250 ms, or half of it) is reported. A server's ``total_ms`` usually starts when
+  its handler starts, before the request body has arrived: a client that is
+  slow to send its body (a starved box, a big body on a slow link) makes
+  ``total_ms`` long with no bucket to show for it, and that time is the
+  client's. So ``read_body_ms`` (the reference server logs it; a field mapping
+  names another server's) is taken out first: the rest is the server's
+  handling. Time missing from *that* is reported in the notes, never a
+  violation: a CPU-starved correct server waits between its phases (#16). A
+  ``total_ms`` longer than the client waited for the answer is a violation;
 - in-flight returns to 0: per process, ``inflight_now`` tracks the number of
   chats started and not yet done, with one constant offset (whether a line
   counts itself is the server's convention); a counter that is only decremented
@@ -105,6 +114,10 @@ class LogConsistency:
                 starts[str(rid)].append(ln)
             elif ln.get("event") == "chat_done":
                 dones[str(rid)].append(ln)
+        for rid, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
+            caller = next((x.get("caller_request_id") for x in starts.get(rid, []) if x.get("caller_request_id")), None)
+            if caller is not None:
+                lst[:] = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
         for rid in sorted(set(starts) | set(dones)):
             s, d = starts.get(rid, []), dones.get(rid, [])
             sample = (d or s)[0]
@@ -161,7 +174,10 @@ class LogConsistency:
                         "status_mismatch",
                     )
                 )
-        # buckets
+        # buckets: only the server's own handling (total_ms less the client-paced body read) is judged
+        slow_bodies: list[float] = []
+        unattributed: list[float] = []
+        unexplained: list[float] = []
         for lst in dones.values():
             for ln in lst:
                 total = _num(ln.get("total_ms"))
@@ -176,7 +192,11 @@ class LogConsistency:
                         )
                     )
                     continue
-                acc = sum(p for p in parts if p is not None)
+                body_ms = _num(ln.get("read_body_ms"))
+                acc = sum(p for p in parts if p is not None) + (body_ms or 0.0)
+                handling = total - (body_ms or 0.0)
+                if body_ms is not None and body_ms > overhead_ms:
+                    slow_bodies.append(body_ms)
                 if acc > total + 1.0 + 0.01 * total:
                     violations.append(
                         Violation(
@@ -186,22 +206,53 @@ class LogConsistency:
                             "buckets_exceed_total",
                         )
                     )
-                elif total - acc > max(overhead_ms, 0.5 * total):
-                    violations.append(
-                        Violation(
-                            f"chat_done {ln.get('req_id')}: {total - acc:.1f} ms of total_ms {total:.1f} in no bucket",
-                            op_idx(ln),
-                            ln.get("session_id"),
-                            "unexplained_time",
-                        )
+                elif total - acc > max(overhead_ms, 0.5 * handling):
+                    # Time in no bucket is not a protocol violation: a server whose event loop is starved of CPU
+                    # (a busy CI runner) takes longer between phases than inside them. Reported, never invalid.
+                    (unattributed if body_ms is None else unexplained).append(total - acc)
+        unknown: list[str] = []
+        gap_notes: list[str] = []
+        if unattributed:
+            gap_notes.append(
+                f"{len(unattributed)} chat_done line(s) leave up to {max(unattributed):.0f} ms of total_ms in no "
+                "bucket and do not say how long the request body took to arrive (read_body_ms)"
+            )
+        if unexplained:
+            gap_notes.append(
+                f"{len(unexplained)} chat_done line(s) leave up to {max(unexplained):.0f} ms of the server's own "
+                "handling in no bucket (a CPU-starved server loop waits between phases; not a protocol violation)"
+            )
+        # the server cannot have handled a request for longer than its client waited for the answer
+        for o in ops:
+            if o.f != "chat" or o.completion is None or o.type not in ("ok", "fail"):
+                continue
+            lines = dones.get(o.req_id, []) if o.req_id else by_caller.get(o.request_id or "", [])
+            total = _num(lines[-1].get("total_ms")) if lines else None
+            t0, t1 = _num(o.invoke.get("time")), _num(o.completion.get("time"))
+            if total is None or t0 is None or t1 is None:
+                continue
+            client_ms = (t1 - t0) * 1000.0
+            if total > client_ms + 5.0 + 0.01 * client_ms:
+                violations.append(
+                    Violation(
+                        f"chat_done {lines[-1].get('req_id')}: total_ms {total:.1f} but the client had its answer "
+                        f"after {client_ms:.1f} ms (the server's timing is wrong)",
+                        o.indices,
+                        o.session,
+                        "total_exceeds_client",
                     )
+                )
         # inflight
         violations.extend(self._inflight(run, ops, op_idx, killed))
-        return verdict(
-            self.name,
-            violations,
-            notes=f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history",
-        )
+        notes = f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history"
+        if gap_notes:
+            notes += "; " + "; ".join(gap_notes)
+        if slow_bodies:
+            notes += (
+                f"; slow client: {len(slow_bodies)} request body(ies) took over {overhead_ms:.0f} ms to arrive "
+                f"(max {max(slow_bodies):.0f} ms), the client's time, not counted against the server"
+            )
+        return verdict(self.name, violations, unknown=unknown, notes=notes)
 
     @staticmethod
     def _inflight(run: RunData, ops: list[Op], op_idx: Any, killed: bool) -> list[Violation]:

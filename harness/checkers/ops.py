@@ -464,7 +464,6 @@ def normalize_record(rec: dict[str, Any], links: Links | None) -> dict[str, Any]
         out["_link"] = via
         out["_request_id"] = op.request_id if op is not None else (echoed_rid(rec, names.get("request_id_key")))
         out["_turn"] = op.turn if op is not None else rec.get("turn")
-        out["_attempt"] = op.attempt if op is not None else rec.get("attempt")
     return out
 
 
@@ -645,10 +644,19 @@ def chat_done_by_req(run: RunData) -> dict[str, list[dict[str, Any]]]:
 
 
 def chat_done_by_caller(run: RunData) -> dict[str, list[dict[str, Any]]]:
+    """``chat_done`` lines by the caller's ``x-request-id``: their own ``caller_request_id``, else the one
+    their ``chat_start`` (same ``req_id``) logged; the protocol's log lines promise it only on ``chat_start``."""
+    caller_of: dict[str, str] = {}
+    for ln in log_events(run, "chat_start"):
+        if ln.get("req_id") is not None and ln.get("caller_request_id") is not None:
+            caller_of[str(ln["req_id"])] = str(ln["caller_request_id"])
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ln in log_events(run, "chat_done"):
-        if ln.get("caller_request_id") is not None:
-            out[str(ln["caller_request_id"])].append(ln)
+        caller = ln.get("caller_request_id")
+        if caller is None and ln.get("req_id") is not None:
+            caller = caller_of.get(str(ln["req_id"]))
+        if caller is not None:
+            out[str(caller)].append(ln)
     return out
 
 

@@ -201,4 +201,7 @@ class Provisional:
         unknown = []
         if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
             unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
-        return verdict(self.name, violations, unknown=unknown, notes=f"{checked} session states checked")
+        notes = f"{checked} session states checked"
+        if any(r.get("_kind_inferred") for snap in snaps.values() for r in snap.records):
+            notes += "; records carry no kind: an aborted answer is taken as the provisional"
+        return verdict(self.name, violations, unknown=unknown, notes=notes)

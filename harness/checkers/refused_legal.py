@@ -40,7 +40,8 @@ never legal for these kinds. 408, 413 and 429 are resource limits the
 protocol does not fix and are not judged. A refused chat without
 ``request_kind`` is judged only when it is evidently the session's first
 request (turn 0, attempt 0, no earlier chat); otherwise it is unknown, with
-the reason.
+the reason. Fuzz requests (tagged ``fuzz`` / ``expect``: hostile input on
+purpose) are bad_input's business and skipped.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class RefusedLegal:
                 st = o.status
                 if st is None or not 400 <= st < 500 or st in NOT_JUDGED:
                     continue
+                if _field(o, "fuzz") is not None or _field(o, "expect") is not None:
+                    continue  # careless / hostile input on purpose: bad_input's business
                 counts[str(st)] += 1
                 if self._passed_through(o, st, links, plan):
                     counts["passed_through"] += 1

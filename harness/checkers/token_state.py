@@ -10,9 +10,17 @@ re-tokenization. Per session snapshot:
 2. walking the committed records in order, each record's prompt extends the
    current checkpoint (prompt + completion of the previous commit), allowing
    ``max_trim_tokens`` trailing tokens of it to be dropped; otherwise it must be
-   a *rollback*: it extends an earlier checkpoint (or starts afresh on turn 0)
-   and its turn is not after the previous record's turn. A record that extends
-   nothing is a corrupted history (a stale writer's tokens, a wrong rollback);
+   a one-step *rollback* (the protocol discards at most one assistant step): it
+   extends the checkpoint before the last (or starts afresh on turn 0 when there
+   is one) and its turn is not after the previous record's turn. Anything else
+   is a corrupted history: a stale writer's tokens, a wrong rollback, or, when
+   the first difference lies inside an earlier completion, a *re-tokenized*
+   history (``retokenized``): the server re-rendered the conversation and the
+   tokens the model generated were replaced by the template's rendering of
+   their text (a reasoning template drops earlier think blocks, a template
+   re-formats tool-call arguments). This is the model's view, read from what
+   the protocol promises (records' ``input_ids`` and completion ids), never
+   from a server's internals;
 3. the committed records are the current branch: their number equals
    ``metadata.num_assistant`` (a server that keeps rolled-back steps in
    ``records`` sets ``checks.options.records_keep_rollbacks``);
@@ -113,42 +121,42 @@ class TokenState:
             pass
         elif not isinstance(token_ids, list) or [int(x) for x in token_ids] != expect:
             got = len(token_ids) if isinstance(token_ids, list) else token_ids
+            where = ""
+            if isinstance(token_ids, list):
+                ids = [int(x) for x in token_ids]
+                at = next((i for i, (a, b) in enumerate(zip(expect, ids, strict=False)) if a != b), None)
+                if at is None:
+                    where = ": the stored tokens end differently (template text the model did not generate?)"
+                elif any(len(record_input_ids(r) or []) <= at < len(cp) for r, cp in zip(committed, cps, strict=True)):
+                    where = f": first difference at token {at}, inside a completion (a re-tokenized history)"
+                else:
+                    where = f": first difference at token {at}"
             out.append(
                 Violation(
                     f"metadata.{snap.token_key} ({got} tokens) != last committed prompt + completion "
-                    f"({len(expect)} tokens)",
+                    f"({len(expect)} tokens)" + where,
                     idx(committed[-1]) if committed else snap.indices,
                     sid,
                     "token_ids_mismatch",
                 )
             )
-        # the checkpoint chain
+        # the checkpoint chain: each prompt extends the last checkpoint, or rolls back exactly one step
         chain: list[list[int]] = []
+        starts: list[int] = []  # where each checkpoint's completion (the model's own tokens) begins
         prev_turn: int | None = None
         for r, cp in zip(committed, cps, strict=True):
             ids = record_input_ids(r) or []
             turn = record_turn(r)
-            if not chain or extends(chain[-1], ids, trim):
-                chain.append(cp)
-            else:
-                back = next((j for j in range(len(chain) - 2, -1, -1) if extends(chain[j], ids, trim)), None)
-                # a retry of the very first turn starts from the empty checkpoint
-                target = back + 1 if back is not None else (0 if (turn == 0 or turn is None) else None)
+            if chain and not extends(chain[-1], ids, trim):
                 later_turn = turn is not None and prev_turn is not None and turn > prev_turn
-                if target is None or later_turn:
-                    out.append(
-                        Violation(
-                            f"committed record of turn {turn} does not extend the previous checkpoint "
-                            f"({len(chain[-1])} tokens, trim {trim}) nor roll back to an earlier one",
-                            idx(r),
-                            sid,
-                            "prefix_broken",
-                        )
-                    )
-                    chain.append(cp)
+                if len(chain) > 1 and extends(chain[-2], ids, trim) and not later_turn:
+                    del chain[-1:], starts[-1:]  # a retry that discards the last assistant step
+                elif len(chain) == 1 and turn in (0, None):
+                    del chain[:], starts[:]  # a retry of the very first turn starts from the empty checkpoint
                 else:
-                    del chain[target:]
-                    chain.append(cp)
+                    out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
+            chain.append(cp)
+            starts.append(len(ids))
             prev_turn = turn
         na = meta.get("num_assistant")
         if isinstance(na, int) and na != len(chain):
@@ -182,3 +190,28 @@ class TokenState:
                 )
             )
         return unknown_tokens
+
+    @staticmethod
+    def _diverged(
+        chain: list[list[int]], starts: list[int], ids: list[int], turn: int | None, trim: int, ops: list[int], sid: str
+    ) -> Violation:
+        """Say where the prompt left the model's view; inside a completion means the history was re-tokenized."""
+        last = chain[-1]
+        at = next((i for i, (a, b) in enumerate(zip(last, ids, strict=False)) if a != b), min(len(last), len(ids)))
+        for j, (start, cp) in enumerate(zip(starts, chain, strict=True)):
+            if start <= at < min(len(cp), len(ids)):  # a token the model generated was replaced
+                return Violation(
+                    f"committed record of turn {turn} replaces tokens the model generated in checkpoint {j + 1} of "
+                    f"{len(chain)} (token {at}: {last[at : at + 4]} became {ids[at : at + 4]}): the history was "
+                    "re-tokenized, not extended",
+                    ops,
+                    sid,
+                    "retokenized",
+                )
+        return Violation(
+            f"committed record of turn {turn} does not extend the previous checkpoint ({len(last)} tokens, trim "
+            f"{trim}, first difference at token {at}) nor roll back one step to the one before",
+            ops,
+            sid,
+            "prefix_broken",
+        )

@@ -1,6 +1,6 @@
 """Incident reproduction: production log lines in, a replayable scenario out.
 
-Production incidents in a session server arrive as its JSON log lines
+Production incidents in a session server arrive as its log lines (JSON or text)
 (``chat_start``, ``chat_done``, ``state_changed_during_proxy``,
 ``proxy_transport_error``, heartbeats, session creations and deletions),
 often from several processes and rarely clean. This package reads them

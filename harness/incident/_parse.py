@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.serverlog import SKIP_REASONS as _LINE_SKIPS
-from harness.serverlog import LogConfig, LogStats, read_events
+from harness.serverlog import LogConfig, LogStats, fill_worker_ports, read_events
 from harness.serverlog import parse_lines as _parse_text_lines
 
 __all__ = [
@@ -139,6 +139,7 @@ def parse_lines(
     """Parse one file's lines into ``into`` (a new ParsedLogs by default); never raises on content."""
     out = into if into is not None else ParsedLogs()
     events, st = _parse_text_lines(lines, source, config)
+    fill_worker_ports(ev for ev, _ in events)
     _merge_stats(out, st)
     for obj, where in events:
         _use(out, obj, where)

@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--inline", action="store_true", help="tokenize on the event loop")
     tok.add_argument("--thread", action="store_true", help="tokenize in a worker thread")
+    p.add_argument(
+        "--tokenizer",
+        metavar="NAME|DIR",
+        help="measure prompt growth and tokens per word with this tokenizer (a shipped name or a local dir)",
+    )
     p.add_argument("--lock-restore", action="store_true", help="the lock_restore variant")
     p.add_argument("--backend-concurrency", type=int, help="generations the backend runs at once (0 = unbounded)")
     p.add_argument(
@@ -187,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         if cal is not None:
             params = cal.apply(params, noise=not args.no_noise, stalls=not args.no_stalls)
         params = _apply_args(params, args)
+        if args.tokenizer is not None:
+            from harness.tokenizer.stats import token_counts
+
+            counts = token_counts(args.tokenizer)
+            params = params.replace(**counts.as_params())
+            print(
+                f"tokens ({args.tokenizer}): first prompt {counts.first_prompt_tokens}, +{counts.turn_tokens} per "
+                f"turn besides the answer, {counts.tokens_per_word} per answer word"
+            )
     except (ParamsError, OSError, ValueError) as exc:
         print(f"harness model: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import httpx
 from harness.agents import Agent, HttpClient, make_client
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
+from harness.fuzz import run_fuzz
 from harness.history import History
 from harness.rundata import RunData
 from harness.runner._selfmon import SelfMonitor
@@ -104,6 +105,7 @@ async def drive(
             await agent.run()
 
         timeline = asyncio.create_task(nemesis.timeline())
+        fuzzer = asyncio.create_task(run_fuzz(sc, servers, history, transport))  # [workload] fuzz: bad input
         workload = await run_workload(
             plans,
             run_session,
@@ -112,6 +114,10 @@ async def drive(
             duration_s=sc.workload.duration_s,
             on_done=on_done,
         )
+        try:
+            await asyncio.wait_for(fuzzer, timeout=max(0.1, sc.workload.duration_s - history.now()))
+        except TimeoutError:
+            notes.append("fuzz cut by the duration bound")
         # A restart or an outage's end must happen before collection, or the final state lies.
         try:
             await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))

@@ -60,12 +60,15 @@ class RunResult:
     slo: str = "none"  # the report's SLO verdict: none | pass | fail
     source: str = ""  # the scenario file
     target_args: list[str] = field(default_factory=list)  # CLI target flags this run was given (--server-cmd ...)
+    target_kind: str = "reference"
 
     @property
     def replay(self) -> str:
         """The command that runs this exact run again (same file, seed, variant and target flags)."""
         if self.target_args:  # the user's server: no variant to switch, the same command or urls
             return f"harness run {self.source} --seed {self.seed} {shlex.join(self.target_args)}"
+        if self.target_kind != "reference":  # the file names the user's server; its variant is not ours to set
+            return f"harness run {self.source} --seed {self.seed}"
         return f"harness run {self.source} --seed {self.seed} --variant {self.variant}"
 
 
@@ -104,6 +107,7 @@ def run_scenario(
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
     res = RunResult(sc.name, sc.variant_label, sc.seed, run_dir, source=sc.source, target_args=list(target_args or []))
+    res.target_kind = sc.target.kind
     t0 = time.perf_counter()  # seam-ok: wall-clock duration of the run for the summary table only
     # a stale log or verdict from an earlier run must not mix into this one; only a harness run folder is replaced
     prepare_run_dir(Path(out_dir), run_name or sc.name)
@@ -248,17 +252,8 @@ def collect_server_logs(
 ) -> list[dict[str, Any]]:
     """The servers' log lines of one run, from the files the processes wrote or the output the runner captured.
 
-    The one place a run turns server output into ``RunData.server_logs`` (harness.serverlog: JSON or
-    key=value lines after any logging prefix).
-    """
-    return read_server_logs(files, config, notes)
-
-
-def read_server_logs(
-    files: list[Path], config: LogConfig | None = None, notes: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Every log line of every server process (JSON or key=value, harness.serverlog), merged by timestamp.
-
+    The one place a run turns server output into ``RunData.server_logs``: JSON or key=value text
+    lines, read by harness.serverlog with the scenario's ``[target.logs]`` and merged by timestamp.
     Unreadable files and malformed lines are skipped; when lines were skipped, ``notes`` gets the counts.
     """
     readable = [f for f in files if f.is_file()]
@@ -271,6 +266,11 @@ def read_server_logs(
     if notes is not None and stats.skipped:
         notes.append(f"server logs: {stats.summary()}")
     return lines
+
+
+def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list[dict[str, Any]]:
+    """Every log line of every server process (JSON or text), merged by timestamp; malformed lines skipped."""
+    return collect_server_logs(files, config)
 
 
 def _check(res: RunResult, sc: Scenario) -> None:

@@ -223,7 +223,10 @@ class ManagedProcess:
             if self.capture is not None and self.starts > 1:
                 fh.write(f"--- harness: {self.name} restarted (start {self.starts}) ---\n".encode())
                 fh.flush()
-            self.proc = _popen(self.argv, fh, env=self.env, cwd=self.cwd)
+            try:
+                self.proc = _popen(self.argv, fh, env=self.env, cwd=self.cwd)
+            except OSError as exc:  # no such program, not executable, no such cwd
+                raise RuntimeError(f"{self.name}: cannot start {self.argv[0]!r}: {exc.strerror or exc}") from None
 
     def kill(self) -> None:
         """SIGKILL, no grace: the process dies mid-request, as in a crash or OOM."""
@@ -352,14 +355,14 @@ class ProcessGroup:
         Output (stdout + stderr) of process i goes to ``run_dir/server-logs/server-{i}.log``; ``{log_file}``
         names ``server-logs/server-{i}.file.log`` for servers that write their log to a file instead.
         """
-        from harness.tokenizer import DEFAULT_TOKENIZER_DIR
+        from harness.tokenizer import resolve_tokenizer
 
         log_dir = run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         out_dir = run_dir / "server-logs"
         out_dir.mkdir(parents=True, exist_ok=True)
         backend = cls._backend(log_dir, seed, plan_file, tokenizer)
-        tok = str(Path(tokenizer).resolve()) if tokenizer else str(DEFAULT_TOKENIZER_DIR)
+        tok = str(resolve_tokenizer(tokenizer).resolve())  # {tokenizer} is a folder: a user's server knows no names
         servers: list[ManagedProcess] = []
         files: list[Path] = []
         for i in range(processes):

@@ -18,7 +18,9 @@ from harness.scenario import Scenario, ScenarioError, expand_variants, load_scen
 
 __all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "load_for_target", "run_suite"]
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+# The scenario library: scenarios/ in a checkout, packaged inside the wheel as harness/_library/scenarios
+# (a symlink in the source tree, so both are the same files).
+SCENARIO_DIR = (Path(__file__).resolve().parents[1] / "_library" / "scenarios").resolve()
 
 
 def find_scenarios(args: Sequence[str], suite: str | None = None, root: Path | None = None) -> list[Path]:

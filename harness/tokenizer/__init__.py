@@ -32,7 +32,6 @@ __all__ = [
     "TokenizerError",
     "load_tokenizer",
     "resolve_tokenizer",
-    "tokenizer_label",
 ]
 
 
@@ -84,11 +83,6 @@ def resolve_tokenizer(name_or_dir: str | os.PathLike[str] | None = None) -> Path
             "chat_template.jinja); use a chat model's tokenizer directory"
         )
     return p
-
-
-def tokenizer_label(name_or_dir: str | os.PathLike[str] | None) -> str:
-    """A short name for reports: the family name, or the directory as given."""
-    return DEFAULT_FAMILY if name_or_dir is None else os.fspath(name_or_dir)
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,7 +6,9 @@ them after a fixed stand-in prefix (a stand-in system message, user message
 and an assistant turn shaped like the stored one, tool calls included), takes
 the text after the stand-in assistant's end-of-turn token, encodes it and joins
 it to the stored ids (which end with the end-of-turn token the model
-generated). That is right for any template whose rendering of the appended
+generated). The check runs exactly the reference server's method
+(``reference_impl.tito.Tito.suffix``), so its verdict is what that server will
+do. The method is right for any template whose rendering of the appended
 messages does not depend on *what* came before them, only on the shape of the
 turn they follow. Templates that are not append-only (a think block dropped
 from earlier turns, grouped tool results, an injected system prompt, a
@@ -41,7 +43,7 @@ from typing import Any
 
 from harness.tokenizer import TokenizerError, load_tokenizer, resolve_tokenizer
 
-__all__ = ["CheckResult", "check_tokenizer", "main", "stand_in_suffix"]
+__all__ = ["CheckResult", "check_tokenizer", "main", "suffix_after"]
 
 Message = dict[str, Any]
 Render = Callable[[list[Message], bool], str]
@@ -114,9 +116,15 @@ def _after_turn(text: str, content: str, eot: str) -> str | None:
     return None if end < 0 else text[end + len(eot) :]
 
 
-def stand_in_suffix(render: Render, stored: Message, appended: list[Message], eot: str) -> str | None:
-    """Trail + the appended messages + the generation prompt, as the stand-in method renders them."""
-    return _after_turn(render([*_stand_in_prefix(stored), *appended], True), STAND_IN_MARK, eot)
+def suffix_after(tito: Any, history: list[Message], appended: list[Message], stop_id: int) -> str:
+    """Trail + the appended messages + the generation prompt, as the reference server encodes them.
+
+    ``history`` ends with the stored assistant turn, whose tokens end with
+    ``stop_id`` (the model's stop token). Raises ``TitoError`` when the method
+    cannot serve the template.
+    """
+    system = bool(history) and history[0].get("role") == "system"
+    return str(tito.suffix(history[-1], appended, stop_id, system))
 
 
 @dataclass
@@ -188,13 +196,13 @@ def _end_of_turn(tok: Any, render: Render) -> str:
     return max(closing, key=len) if closing else ""
 
 
-def check_tokenizer(tok: Any, label: str = "", *, render: Render | None = None) -> CheckResult:
-    """Run every probe against ``tok``'s chat template (``render`` replaces the template, for tests)."""
+def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
+    """Run every probe against ``tok``'s chat template, with the reference server's suffix method."""
+    from reference_impl.tito import Tito
 
-    def default_render(messages: list[Message], gen: bool) -> str:
+    def r(messages: list[Message], gen: bool) -> str:
         return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen))
 
-    r = render or default_render
     res = CheckResult(tokenizer=label, verdict="holds")
 
     def encode(text: str) -> list[int]:
@@ -218,42 +226,66 @@ def check_tokenizer(tok: Any, label: str = "", *, render: Render | None = None) 
         return res
     trail = _after_turn(r(_stand_in_prefix({}), False), STAND_IN_MARK, eot) or ""
     res.trail, res.trail_tokens = trail, len(encode(trail)) if trail else 0
+    tito = Tito(tok)
+    stop_id = int(tok.convert_tokens_to_ids(eot))
     probes = _probes()
-    failure: tuple[str, str, str, str] | None = None  # (probe, role, template tail, suffix)
+    # (probe index, role index, headline, the template's text, the method's text): the shortest probe wins
+    failures: list[tuple[int, int, str, str, str]] = []
     re_render_differs: list[str] = []
-    for role, appended in _FOLLOWERS.items():
+    for ri, (role, appended) in enumerate(_FOLLOWERS.items()):
         row = RoleRow(role, follows=True)
         res.roles.append(row)
-        for name, history in probes:
+        for pi, (name, history) in enumerate(probes):
+            where = f"after [{name}], appending {role}"
             stored = history[-1]
             if role.startswith("tool") and not any(m.get("tool_calls") for m in history):
                 continue  # tool results follow a tool-calling turn
+            try:
+                closed = r(history, False)
+                head = r(history[:-1], True)
+            except Exception:  # the template refuses this history shape (e.g. strict role alternation)
+                continue
             try:
                 full = r([*history, *appended], True)
             except Exception as exc:
                 row.follows, row.error = False, f"the template refuses it: {str(exc)[:80]}"
                 break
             # append-only: the stored history's render is a prefix of the render with this message
-            closed = r(history, False)
             grows = full.startswith(closed)
             row.append_only = grows if row.append_only is None else row.append_only and grows
             # the model's view: prompt up to the generation prompt, the completion, then the suffix
-            head = r(history[:-1], True)
-            mine = stand_in_suffix(r, stored, appended, eot)
             tail = _after_turn(full, str(stored["content"]), eot)
-            if mine is None or tail is None:
-                res.problems.append(f"{name} + {role}: the end-of-turn token is not found after the assistant turn")
-                failure = failure or (name, role, full, mine or "")
+            try:
+                mine = suffix_after(tito, history, appended, stop_id)
+            except Exception as exc:  # TitoError: the server refuses it; or the template raised on the stand-in
+                failures.append((pi, ri, f"{where}: the server refuses it: {exc}", tail or full, ""))
+                continue
+            if tail is None:
+                failures.append((pi, ri, f"{where}: no end-of-turn token after the assistant turn", full, mine))
                 continue
             if mine != tail:
-                failure = failure or (name, role, tail, mine)
+                failures.append(
+                    (
+                        pi,
+                        ri,
+                        f"{where}: the suffix rendered after the stand-in prefix differs from the template's own "
+                        "rendering of the same messages after the real history",
+                        tail,
+                        mine,
+                    )
+                )
             block = closed[len(head) :] if closed.startswith(head) else None
             if block is None:
-                res.problems.append(
-                    f"{name}: the generation prompt is not a prefix of the rendered assistant turn, so the "
-                    "model's completion does not start where the prompt ends"
+                failures.append(
+                    (
+                        pi,
+                        ri,
+                        f"{where}: the generation prompt is not a prefix of the rendered assistant turn, so the "
+                        "model's completion does not start where the prompt ends",
+                        closed,
+                        head,
+                    )
                 )
-                failure = failure or (name, role, closed, head)
                 continue
             body = block[: block.find(eot)] if eot in block else block
             view = head + body + eot + mine
@@ -262,16 +294,18 @@ def check_tokenizer(tok: Any, label: str = "", *, render: Render | None = None) 
             if not same and mine == tail and not re_render_differs:
                 re_render_differs.append(f"{name} + {role}")
         if row.follows and row.append_only is None:
-            row.error = row.error or "not probed"
-    if failure is not None:
-        name, role, tail, mine = failure
+            row.error = row.error or "not probed: the template renders none of the probe histories"
+    if failures:
+        failures.sort(key=lambda f: (f[0], f[1]))
         res.verdict = "fails"
-        res.problems.insert(
-            0,
-            f"after [{name}], appending {role}: the suffix rendered after the stand-in prefix differs from "
-            "the template's own rendering of the same messages after the real history",
-        )
-        res.example = _diff(tail, mine)
+        seen: set[str] = set()
+        for _, _, headline, _, _ in failures:  # one line per distinct reason, the minimal example's first
+            reason = headline.split(": ", 1)[1]
+            if reason not in seen:
+                seen.add(reason)
+                res.problems.append(headline)
+        _, _, _, expected, got = failures[0]
+        res.example = _diff(expected, got)
     if not any(row.follows for row in res.roles if row.role == "user"):
         res.verdict = "fails"
         res.problems.append("a user message cannot follow an assistant turn: no multi-turn episode can be served")

@@ -101,3 +101,22 @@ async def test_http_error_passes_through(client: tuple[httpx.AsyncClient, ListSi
     c, logs = client
     r = await _chat(c, "http_429")
     assert r.status_code == 429 and logs.events("chat_done")[0]["outcome"] == "upstream_error"
+
+
+async def test_non_ascii_header_values_are_forwarded_over_the_socket(
+    client: tuple[httpx.AsyncClient, ListSink], fake_url: str
+) -> None:
+    """Issue 13: a non-ASCII header value made forwarding fail (500); UTF-8 bytes now arrive unchanged."""
+    c, _ = client
+    sid = (await c.post("/sessions")).json()["session_id"]
+    body = {"messages": [{"role": "user", "content": "hello"}]}
+    utf8 = "café ✓".encode()
+    for value in (utf8, b"caf\xe9"):
+        headers = {"x-request-id": value, "x-turn": b"0", "x-odd": b"\x80\xff"}
+        r = await c.post(f"/sessions/{sid}/v1/chat/completions", json=body, headers=headers)
+        assert r.status_code in (200, 400), r.text  # 400: the second turn repeats the first (rollback rules)
+        assert r.status_code != 500
+    async with httpx.AsyncClient(timeout=10) as direct:
+        stats = (await direct.get(fake_url + "/stats")).json()
+    seen = [e["request_id"] for e in stats["executions"][sid]]
+    assert seen[0].encode("latin-1") == utf8

@@ -34,8 +34,12 @@ async def raw_request(
     body: bytes = b"",
     chunks: Sequence[bytes] | None = None,
     query: bytes = b"",
+    disconnect: bool = False,
 ) -> RawResponse:
-    """One request straight into an ASGI app, as uvicorn would present it (path percent-decoded)."""
+    """One request straight into an ASGI app, as uvicorn would present it (path percent-decoded).
+
+    ``disconnect``: the client goes away after the last chunk, mid-body (more_body stays true).
+    """
     raw = raw_path.encode("latin-1") if isinstance(raw_path, str) else raw_path
     parts = list(chunks) if chunks is not None else [body]
     received: list[int] = []
@@ -58,7 +62,7 @@ async def raw_request(
         if len(received) < len(parts):
             i = len(received)
             received.append(i)
-            return {"type": "http.request", "body": parts[i], "more_body": i < len(parts) - 1}
+            return {"type": "http.request", "body": parts[i], "more_body": disconnect or i < len(parts) - 1}
         return {"type": "http.disconnect"}
 
     status = 0

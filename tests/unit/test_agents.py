@@ -20,6 +20,9 @@ from harness.scenario import parse_scenario
 
 async def run_inproc(spec: dict[str, Any], *variants: str, processes: int = 1) -> RunData:
     spec = {"seed": 5, **spec, "target": {"processes": processes, "variants": list(variants), **spec.get("target", {})}}
+    # Real time in process: a loaded machine must not turn a cold first request into a client timeout
+    # (an ``info`` with no answer); the one test about timeouts sets its own bound.
+    spec["agent"] = {"timeout_s": 120.0, **spec.get("agent", {})}
     out = await run_inprocess(parse_scenario(spec, "inproc.toml"))
     assert not out.workload.errors, out.workload.errors
     return out.data
@@ -286,3 +289,19 @@ async def test_duration_bound_cuts_sessions_and_closes_every_op() -> None:
     cut = [e for e in run.history if e["type"] == "info" and "run ended" in str(e.get("error"))]
     assert cut, "the bound cancelled in-flight requests as unknown outcomes"
     assert max(e["time"] for e in run.history if e["f"] == "chat") < 2.0
+
+
+def test_committed_choice_picks_our_answer_that_a_record_holds() -> None:
+    from harness.agents import committed_choice
+
+    a = {"role": "assistant", "content": "first copy"}
+    b = {"role": "assistant", "content": "second copy"}
+
+    def rec(content: str, finish: str = "stop") -> dict[str, Any]:
+        msg = {"role": "assistant", "content": content}
+        return {"response": {"choices": [{"message": msg, "finish_reason": finish}]}}
+
+    assert committed_choice([rec("older turn"), rec("second copy")], [a, b]) is b
+    assert committed_choice([rec("first copy"), rec("second copy", "abort")], [a, b]) is a  # a provisional is no answer
+    assert committed_choice([rec("someone else's")], [a, b]) is None  # never adopts what is not ours
+    assert committed_choice(None, [a, b]) is None

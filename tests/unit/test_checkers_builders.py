@@ -73,6 +73,7 @@ class SessionModel:
                         "message": {"role": "assistant", "content": f"answer {turn}.{attempt}"},
                         "finish_reason": finish,
                         "meta_info": {
+                            "id": req,  # the backend's rid, as the fake answers (joins the execution log)
                             "completion_tokens": len(out),
                             "output_token_logprobs": [[-0.5, t] for t in out],
                         },
@@ -273,6 +274,7 @@ class RunBuilder:
                 tokenize_in_ms=0.5,
                 proxy_elapsed_ms=proxy,
                 tokenize_out_ms=0.4,
+                read_body_ms=0.2,
                 total_ms=total,
                 inflight_now=0,
                 prompt_tokens=4,

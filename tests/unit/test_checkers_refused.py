@@ -124,3 +124,10 @@ def test_resource_limits_and_requests_to_a_non_owner_are_not_judged() -> None:
     b.chat(sid, 0, outcome="bad_request", status=429, request_kind="first")
     b.chat(sid, 0, 1, outcome="not_found", server=S1, request_kind="retry")
     assert judge(b.build()).status == "valid"
+
+
+def test_fuzz_requests_are_left_to_bad_input() -> None:
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0, outcome="bad_request", fuzz="messages_not_a_list", expect="4xx")
+    assert judge(b.build()).status == "valid"

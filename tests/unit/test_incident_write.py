@@ -173,3 +173,36 @@ def test_partial_chats_are_dated_back_or_marked_unfinished(tmp_path: Path) -> No
     sc = load_scenario(path)
     assert [s.expect for s in sc.workload.script if s.kind == "chat"] == ["committed", "unfinished"]
     assert sc.checks.options["incident"]["outcomes"] == ["s1:committed"]  # nothing to compare for z2
+
+
+def test_cli_imports_a_text_log_with_their_names_to_the_same_scenario(tmp_path: Path) -> None:
+    """The same incident as Python-logging text with another server's field names (--field) imports identically."""
+    from reference_impl.logs import TextLineSink
+
+    sink = TextLineSink()
+    rename = {"req_id": "request_id", "total_ms": "latency_ms"}
+    as_json, as_text = tmp_path / "prod.jsonl", tmp_path / "prod.log"
+    as_json.write_text("\n".join(incident_lines()) + "\n")
+    as_text.write_text(
+        "\n".join(sink.format({rename.get(k, k): v for k, v in json.loads(x).items()}) for x in incident_lines()) + "\n"
+    )
+    assert "request_id=a1" in as_text.read_text() and '{"' not in as_text.read_text()
+    a, b, c = (tmp_path / f"{n}.toml" for n in "abc")
+    assert incident_main(["import", str(as_json), "-o", str(a), "--name", "inc"]) == 0
+    fields = ["--field", "request_id=req_id", "--field", "latency_ms=total_ms"]
+    assert incident_main(["import", str(as_text), *fields, "-o", str(b), "--name", "inc"]) == 0
+    sa, sb = load_scenario(a), load_scenario(b)
+    assert sa.workload.script == sb.workload.script and sa.checks.options == sb.checks.options
+    # without the mapping the chats have no request id: not the same incident
+    incident_main(["import", str(as_text), "-o", str(c), "--name", "inc"])
+    assert not c.exists() or load_scenario(c).workload.script != sa.workload.script
+
+
+def test_cli_import_bad_log_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "prod.log"
+    log.write_text("\n".join(incident_lines()) + "\n")
+    out = str(tmp_path / "x.toml")
+    assert incident_main(["import", str(log), "--field", "request_id", "-o", out]) == 2
+    assert "--field: expected NAME=VALUE" in capsys.readouterr().err
+    assert incident_main(["import", str(log), "--pattern", "chat_done=(", "-o", out]) == 2
+    assert "not a valid regular expression" in capsys.readouterr().err

@@ -38,9 +38,13 @@ def test_command_target_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None:
+    (tmp_path / "my server").write_text("")
     p = tmp_path / "s.toml"
-    p.write_text('[target]\nkind = "command"\ncmd = ["my server", "--port", "{port}", "--json", \'{"a": 1}\']\n')
-    assert load_scenario(p).target.cmd == ("my server", "--port", "{port}", "--json", '{"a": 1}')
+    p.write_text(
+        f'[target]\nkind = "command"\ncwd = "{tmp_path}"\n'
+        'cmd = ["./my server", "--port", "{port}", "--json", \'{"a": 1}\']\n'
+    )
+    assert load_scenario(p).target.cmd == ("./my server", "--port", "{port}", "--json", '{"a": 1}')
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,8 @@ def test_command_as_a_list_keeps_spaces_inside_arguments(tmp_path: Path) -> None
         ('kind = "command"\n', "target.cmd", "{port}"),
         ('kind = "command"\ncmd = ""\n', "target.cmd", "empty"),
         ('kind = "command"\ncmd = "srv --port 8000"\n', "target.cmd", "put {port} in cmd"),
+        ('kind = "command"\ncmd = "no-such-server-xyz --port {port}"\n', "target.cmd", "not on PATH"),
+        ('kind = "command"\ncmd = "./no/such/server --port {port}"\n', "target.cmd", "does not exist"),
         ('kind = "command"\ncmd = "srv --port \'{port}"\n', "target.cmd", "quotes"),
         ('kind = "command"\ncmd = 3\n', "target.cmd", "string or a list"),
         ('kind = "command"\ncmd = "srv --port {prot}"\n', "target.cmd", "did you mean '{port}'"),
@@ -79,3 +85,51 @@ def test_placeholders_fill_known_names_only() -> None:
     assert fill_placeholders("--port={port} {index}", values) == "--port=PORT INDEX"
     assert fill_placeholders('{"a": {port}}', values) == '{"a": PORT}'
     assert fill_placeholders("{not_ours} {}", values) == "{not_ours} {}"
+
+
+def test_shipped_example_is_a_command_target() -> None:
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "examples" / "your_server.toml")
+    assert sc.target.kind == "command" and "{port}" in sc.target.cmd and sc.chaos.kill_restart
+
+
+def test_replay_line_reproduces_the_target_not_its_ports() -> None:
+    from harness.runner import RunResult
+
+    ours = RunResult("s", "lock_restore", 3, Path("o/s"), source="s.toml")
+    assert ours.replay == "harness run s.toml --seed 3 --variant lock_restore"
+    theirs = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_kind="command")
+    assert theirs.replay == "harness run s.toml --seed 3"
+    cli = RunResult("s", "default", 3, Path("o/s"), source="s.toml", target_args=["--server-cmd", "srv --port {port}"])
+    assert cli.replay == "harness run s.toml --seed 3 --server-cmd 'srv --port {port}'"
+
+
+def test_command_group_fills_each_process_placeholders(tmp_path: Path) -> None:
+    import sys
+
+    from harness.runner._procs import ProcessGroup
+    from harness.tokenizer import resolve_tokenizer
+
+    cmd = ("{python}", "-m", "srv", "--port={port}", "--tok", "{tokenizer}", "--log", "{log_file}", "--i", "{index}")
+    group = ProcessGroup.command(
+        tmp_path,
+        cmd=cmd,
+        processes=2,
+        seed=1,
+        plan_file=tmp_path / "plan.json",
+        tokenizer="reasoning",
+        env={"SRV_BACKEND": "{backend_url}", "SRV_HOST": "{host}"},
+        health_path="/healthz",
+    )
+    assert group.backend is not None and len(group.servers) == 2
+    ports = set()
+    for i, s in enumerate(group.servers):
+        port = s.url.rsplit(":", 1)[1]
+        ports.add(port)
+        assert s.argv[:4] == [sys.executable, "-m", "srv", f"--port={port}"]
+        assert s.argv[5] == str(resolve_tokenizer("reasoning").resolve())
+        assert s.argv[7] == str((tmp_path / "server-logs" / f"server-{i}.file.log").resolve())
+        assert s.argv[9] == str(i)
+        assert s.env is not None and s.env["SRV_BACKEND"] == group.backend.url and s.env["SRV_HOST"] == "127.0.0.1"
+        assert s.capture == tmp_path / "server-logs" / f"server-{i}.log" and s.health_path == "/healthz"
+    assert len(ports) == 2 and group.backend.url.rsplit(":", 1)[1] not in ports
+    assert "--tokenizer" in group.backend.argv and "reasoning" in group.backend.argv  # the fake uses the same one

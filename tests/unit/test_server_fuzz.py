@@ -3,6 +3,13 @@
 A 500 from the session server is reserved for a broken token history (the
 prefix invariant); a malformed request that crashes the handler would make a
 harness checker blame the server's protocol for a client's typo.
+
+The hostile-input fuzz (issue 13, tests/unit/fuzz_inputs.py) adds what a
+hostile client sends: NaN, lone surrogates, deep nesting, invalid UTF-8, odd
+paths and header bytes, against the server (with the in-process fake behind
+it) and the fake on its own: 2,000 derandomized examples here, 10^4 and more
+in bench/bench_fuzz.py. No 5xx but injected faults' 502 / 503, a canary
+session byte-identical afterwards, a normal 3-turn session still served.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+from fuzz_inputs import run_fake_fuzz, run_plan_fuzz, run_server_fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_fixtures import make_rig, user
@@ -81,3 +90,22 @@ async def test_template_raise_exception_is_a_400(tmp_path: Path) -> None:
         assert resp.status_code == 400
         assert "must not start with the assistant" in resp.json()["error"]["message"]
         assert (await r.chat(sid, [user("x")])).status_code == 200
+
+
+@pytest.mark.slow
+def test_hostile_requests_to_the_server_never_5xx_and_leave_the_canary_intact() -> None:
+    result = run_server_fuzz(1200)
+    assert result.examples >= 1200
+    assert result.statuses.get(200, 0) > 0 and result.statuses.get(400, 0) > 0 and result.statuses.get(403, 0) > 0
+
+
+@pytest.mark.slow
+def test_hostile_requests_to_the_fake_never_5xx_and_stats_always_answers() -> None:
+    result = run_fake_fuzz(500)
+    assert result.examples >= 500 and result.statuses.get(200, 0) > 0 and result.statuses.get(400, 0) > 0
+
+
+@pytest.mark.slow
+def test_hostile_plans_are_400_or_a_plan_with_finite_bounded_numbers() -> None:
+    result = run_plan_fuzz(300)
+    assert result.examples >= 300 and result.statuses.get(200, 0) > 0 and result.statuses.get(400, 0) > 0

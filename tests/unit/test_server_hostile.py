@@ -281,3 +281,49 @@ async def test_allowlisted_pass_through_still_works() -> None:
         gen = await r.client.post(f"/sessions/{sid}/generate", json={"text": "hello", "stream": False})
         assert gen.status_code == 200 and "meta_info" in gen.json()
         assert (await r.state(sid))["records"] == []
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/sessions//0", 404), ("PATCH", "/sessions", 405)])
+async def test_no_route_and_wrong_method_are_json_errors(method: str, path: str, status: int) -> None:
+    async with make_rig() as r:
+        resp = await raw_request(server_app(r), method, path)
+        assert resp.status == status and isinstance(resp.json()["error"]["message"], str)
+
+
+def test_limit_flags_reach_the_config_and_bad_values_exit_2() -> None:
+    from reference_impl.launcher import _config, build_parser, main
+
+    argv = ["--backend-url", "http://b", "--max-body-bytes", "1000", "--max-json-depth", "8"]
+    args = build_parser().parse_args([*argv, "--passthrough-path", "/v1/models", "--passthrough-path", "/echo/*"])
+    cfg = _config(args, 1)
+    assert (cfg.max_body_bytes, cfg.max_json_depth) == (1000, 8)
+    assert cfg.passthrough_paths == ("/v1/models", "/echo/*")
+    default = _config(build_parser().parse_args(["--backend-url", "http://b"]), 1)
+    assert "/generate" in default.passthrough_paths and "/admin/reset" not in default.passthrough_paths
+    assert main(["--backend-url", "http://b", "--max-body-bytes", "0"]) == 2
+    assert main(["--backend-url", "http://b", "--passthrough-path", "../admin"]) == 2
+
+
+async def test_a_client_gone_mid_body_is_not_logged_as_a_server_500() -> None:
+    async with make_rig() as r:
+        sid = await r.new_session()
+        for path in (f"/sessions/{sid}{CHAT}", f"/sessions/{sid}/generate"):
+            resp = await raw_request(server_app(r), "POST", path, chunks=[b'{"messages": ['], disconnect=True)
+            assert resp.status != 500, (path, resp.body)
+        (done,) = r.logs.events("chat_done")
+        assert done["status"] == 499 and done["outcome"] == "cancelled"
+        assert (await r.state(sid))["records"] == [] and r.server.counters.inflight == 0
+
+
+async def test_get_session_serves_the_records_even_if_the_mismatch_diagnostic_fails() -> None:
+    async with make_rig() as r:
+        sid = await r.new_session()
+        assert (await r.chat(sid, [user("hi")])).status_code == 200
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("template blew up")
+
+        r.server.tito.mismatch = broken  # type: ignore[method-assign]
+        got = await r.get(sid)
+        assert got.status_code == 200 and len(got.json()["records"]) == 1
+        assert "template blew up" in got.json()["metadata"]["token_mismatch"]["error"]

@@ -76,7 +76,7 @@ async def test_unknown_session_is_404_everywhere() -> None:
 def test_config_rejects_unknown_variant_and_documents_each() -> None:
     with pytest.raises(VariantError, match=r"allowed: .*auto_create.*lock_restore"):
         ServerConfig(variants=frozenset({"lock_restor"}))
-    assert len(VARIANTS) == 11 and all(doc and "\n" not in doc for doc in VARIANTS.values())
+    assert len(VARIANTS) == 12 and all(doc and "\n" not in doc for doc in VARIANTS.values())
     with pytest.raises(ValueError, match="heartbeat_interval"):
         ServerConfig(heartbeat_interval=0)
 

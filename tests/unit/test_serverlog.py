@@ -169,6 +169,14 @@ def test_read_merges_files_by_time_counts_duplicates_and_reads_from_offsets(tmp_
     assert [ln["ts"] for ln in lines] == [1.0, 2.0, 3.0] and stats.skipped["duplicate"] == 1
     lines, _ = read_server_logs([a], offsets={str(a): len(a.read_text().splitlines()[0]) + 1})
     assert [ln["event"] for ln in lines] == ["chat_done"]
+    # two equal lines in one file are two events (two warnings in one millisecond); a merged
+    # file beside the per-process one adds nothing
+    warn = PREFIX + "proxy_transport_error: backend call failed url=http://127.0.0.1:1/x elapsed_ms=1.0\n"
+    one, merged = tmp_path / "one.log", tmp_path / "merged.log"
+    one.write_text(warn * 2)
+    merged.write_text(warn * 2 + PREFIX + "heartbeat sessions=0\n")
+    lines, stats = read_server_logs([one, merged])
+    assert [ln["event"] for ln in lines].count("proxy_transport_error") == 2 and stats.skipped["duplicate"] == 2
 
 
 def test_lines_of_run_keeps_the_runs_sessions_and_heartbeats_between() -> None:
@@ -220,3 +228,36 @@ def test_reference_server_text_format_reads_back_as_its_json_lines() -> None:
         back = ok(text)
         assert back["ts"] == pytest.approx(original["ts"], abs=1e-3), text
         assert {k: v for k, v in back.items() if k != "ts"} == {k: v for k, v in original.items() if k != "ts"}, text
+
+
+def test_a_port_said_only_in_chat_start_is_given_to_the_processes_other_lines(tmp_path: Path) -> None:
+    log = tmp_path / "s.log"
+    log.write_text(
+        PREFIX
+        + "chat_start req_id=a session_id=s worker_port=8001 inflight_now=1\n"
+        + PREFIX
+        + "chat_done req_id=a session_id=s status=200 outcome=committed total_ms=3\n"
+        + "2026-12-01 09:30:00,124 INFO app pid=99 chat_done req_id=b session_id=t status=200\n"
+    )
+    lines, _ = read_server_logs([log])
+    assert [ln.get("worker_port") for ln in lines] == [8001, 8001, None]  # pid 99 never said its port
+
+
+def test_server_log_flag_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.checkers.__main__ import main as check_main
+    from harness.runner.cli import main as run_main
+
+    sc = Path(__file__).resolve().parents[2] / "scenarios" / "delete_during_proxy.toml"
+    missing = str(tmp_path / "nope.log")
+    assert run_main([str(sc), "--server-log", missing, "--out", str(tmp_path / "o")]) == 2
+    assert "--server-log no such file" in capsys.readouterr().err
+    log = tmp_path / "s.log"
+    log.write_text("")
+    assert run_main([str(sc), "--server-log", str(log), "--mode", "sim", "--out", str(tmp_path / "o")]) == 2
+    assert "needs --mode live" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "history.jsonl").write_text("")
+    assert check_main([str(run_dir), "--server-log", missing]) == 2
+    assert "--server-log: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing was written

@@ -179,7 +179,37 @@ async def test_chat_template_kwargs_reach_the_template_and_bad_ones_are_400() ->
         assert resp.status_code == 200, resp.text
         sent = (await r.state(sid))["records"][0]["request"]["input_ids"]
         assert tito.decode(sent).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-        bad = await r.chat(sid, [user("q")], chat_template_kwargs={"add_generation_prompt": False})
-        assert bad.status_code == 400 and "chat_template_kwargs" in bad.json()["error"]["message"]
+        for kwargs in ({"add_generation_prompt": False}, {"tokenize": True}, {"1x": 1}, ["enable_thinking"]):
+            bad = await r.chat(sid, [user("q")], chat_template_kwargs=kwargs)
+            assert bad.status_code == 400 and "chat_template_kwargs" in bad.json()["error"]["message"], kwargs
         with pytest.raises(MessageError):
             tito.plan(SessionView(), "not a list")
+
+
+async def test_retokenize_history_variant_stores_the_rerendered_conversation() -> None:
+    """The known-bad server hands training the template's rendering, trail tokens the model never made included."""
+    async with make_rig(
+        "retokenize_history", backend_app=create_fake(seed=2, tokenizer="trail"), tokenizer="trail"
+    ) as r:
+        sid = await r.new_session()
+        first = await r.chat(sid, [SYSTEM, user("q")])
+        answer = first.json()["choices"][0]["message"]
+        assert (await r.chat(sid, [SYSTEM, user("q"), answer, user("more")])).status_code == 200
+        st = await r.state(sid)
+        last = st["records"][-1]
+        seen = last["request"]["input_ids"] + [
+            p[1] for p in last["response"]["choices"][0]["meta_info"]["output_token_logprobs"]
+        ]
+        stored = st["metadata"]["token_ids"]
+        assert stored[: len(seen)] == seen and r.server.tito.decode(stored[len(seen) :]) == "\n\n"
+
+
+def test_the_closing_cache_is_keyed_by_shape_not_by_call_ids() -> None:
+    """A long-running server sees a new tool-call id every turn: the cache must not grow with them."""
+    tito = Tito(load_with_template())
+    stop = _id(tito, "<|im_end|>")
+    for i in range(50):
+        call = {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": f"call-{i}"}]}
+        tito.suffix(call, [{"role": "tool", "tool_call_id": f"call-{i}", "content": "r"}], stop)
+    tito.suffix(ANSWER, HI, stop)
+    assert len(tito._closers) == 2

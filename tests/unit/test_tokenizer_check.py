@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,12 @@ def test_what_the_check_reports_per_family() -> None:
         assert all(r.follows and r.append_only and r.reproduces for r in by[f].roles), f
 
 
-def test_a_local_reasoning_style_dir_passes(tmp_path: Path) -> None:
+def test_a_local_reasoning_style_dir_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tokenizer_dir(tmp_path / "mine", REASONING_STYLE)
-    assert harness_main(["tokenizer", "check", str(d)]) == 0
+    assert harness_main(["tokenizer", "check", str(d), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "holds" and out["end_of_turn"] == "<|im_end|>" and out["trail"] == "\n"
+    assert {r["role"]: r["append_only"] for r in out["roles"]}["user"] is False
 
 
 def test_an_unservable_template_fails_with_a_minimal_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,8 +47,26 @@ def test_an_unservable_template_fails_with_a_minimal_diff(tmp_path: Path, capsys
     assert harness_main(["tokenizer", "check", str(d)]) == 1
     out = capsys.readouterr().out
     assert "verdict: TITO will NOT hold" in out
-    assert "after [user, assistant], appending user" in out  # the shortest probe that shows it
-    assert "-<|im_start|>user 2" in out and "+<|im_start|>user 3" in out
+    # the shortest probe that shows it: the stand-in prefix has fewer messages than this history
+    assert "after [user, assistant+tool_call, tool, assistant], appending user" in out
+    assert "-<|im_start|>user 4" in out and "+<|im_start|>user 2" in out
+
+
+def test_roles_the_template_refuses_are_reported_not_failed(tmp_path: Path) -> None:
+    no_tools = (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] == 'tool' -%}{{ raise_exception('no tool role here') }}{%- endif -%}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + (m['content'] or '') }}"
+        "{%- for tc in m.get('tool_calls') or [] -%}{{ ' ' + tc['function']['arguments'] }}{%- endfor -%}"
+        "{{ '<|im_end|>\\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+    )
+    res = check_tokenizer(load_tokenizer(tokenizer_dir(tmp_path / "no-tools", no_tools)), "no-tools")
+    rows = {r.role: r for r in res.roles}
+    assert not rows["tool"].follows and "no tool role here" in rows["tool"].error
+    assert rows["user"].follows and rows["user"].append_only
+    assert res.verdict == "holds", res.text()
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,7 +49,11 @@ NUMBERED_TURNS = (
     "{%- for m in messages -%}"
     "{%- if m['role'] == 'user' -%}{{ '<|im_start|>user ' + (loop.index0 | string) + '\\n' }}"
     "{%- else -%}{{ '<|im_start|>' + m['role'] + '\\n' }}{%- endif -%}"
-    "{{ (m['content'] or '') + '<|im_end|>\\n' }}"
+    "{{ m['content'] or '' }}"
+    "{%- for tc in m.get('tool_calls') or [] -%}"
+    "{{ '\\n<tool_call>' + tc['function']['name'] + ' ' + tc['function']['arguments'] + '</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )

@@ -1,0 +1,447 @@
+"""Client bad input as a workload: wrong bodies derived from the OpenAI chat request schema.
+
+Why: a session server sits between thousands of careless rollout workers
+and the GPU. A body with ``messages`` as a string, a content part that is not
+text, a ``NaN`` temperature, an id full of odd bytes: each is normal traffic
+at that scale, and each must get a 4xx, never a 500 (a 500 is indistinguishable
+from a server bug, and a handler that crashes halfway may have changed state).
+CONTEXT.md: none of it may produce a 500 or lose stored data.
+
+``[workload] fuzz = N`` sends N such requests, derived deterministically from
+the scenario seed (a seeded ``random.Random`` over a table of the request's
+keys and their JSON types, and a fixed list of shapes per category), so a
+failing case replays from (file, seed). Before them the fuzzer creates two
+sessions on the first server and gives each one valid turn: a *victim* that
+the chat cases address and a *canary* that nothing addresses. It reads both
+back (``GET``) before and after; the ``bad_input`` checker compares the two
+bodies on what the protocol promises (the records, the token ids), since no
+request to another session may change the canary, and a rejected request may
+not change the victim either.
+
+Every request is a history operation of process ``fuzzer``: chats to the
+victim as ``f: "chat"`` (they are chat requests; a case the server accepts is
+a real turn the other checkers judge too), everything else as ``f: "fuzz"``;
+both carry ``fuzz`` (the case name) and ``expect``: ``"4xx"`` where no
+correct server can accept the request (not JSON, not an object, no usable
+``messages``, a wrong method, an unknown session), ``"no_5xx"`` where a
+server may forward it and the backend decide (a wrong type at an optional
+key, an odd role or content part).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from harness.history import History
+from harness.scenario import Scenario
+from harness.seams import IdSource
+
+__all__ = ["CATEGORIES", "Case", "derive_cases", "run_fuzz"]
+
+_SYSTEM = {"role": "system", "content": "You answer briefly."}
+_USER = {"role": "user", "content": "Name one prime number."}
+_BASE = [_SYSTEM, _USER]
+_MODEL = "fake-model"
+
+# The OpenAI chat request: key -> the JSON types it accepts.
+SCHEMA: dict[str, tuple[str, ...]] = {
+    "model": ("string",),
+    "messages": ("array",),
+    "temperature": ("number", "integer", "null"),
+    "top_p": ("number", "integer", "null"),
+    "n": ("integer", "null"),
+    "max_tokens": ("integer", "null"),
+    "stream": ("boolean", "null"),
+    "stop": ("string", "array", "null"),
+    "presence_penalty": ("number", "integer", "null"),
+    "frequency_penalty": ("number", "integer", "null"),
+    "logit_bias": ("object", "null"),
+    "user": ("string",),
+    "seed": ("integer", "null"),
+    "tools": ("array",),
+    "tool_choice": ("string", "object"),
+    "response_format": ("object",),
+}
+SAMPLES: dict[str, list[Any]] = {
+    "string": ["x", "", "\u00fc\u00f1\u00ee\u0107\u00f8d\u00e9", "9" * 40],
+    "integer": [3, -1, 0, 10**30],
+    "number": [0.5, -1e308, 1e-320],
+    "boolean": [True, False],
+    "null": [None],
+    "array": [[], [1, "a"], [[[]]]],
+    "object": [{}, {"k": 1}, {"": None}],
+}
+ODD_IDS = (
+    "00000000000000000000000000000000",
+    "%2e%2e",
+    "%00",
+    "x" * 3000,
+    "%C3%BCn%C3%AF",
+    "%20",
+    "a%2Fb",
+    "-1",
+    "null",
+    "%FF%FE",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad request. ``path`` may hold ``{victim}``; ``body`` is the raw bytes sent (None: no body)."""
+
+    name: str
+    category: str
+    method: str
+    path: str
+    body: bytes | None
+    expect: str  # "4xx" | "no_5xx"
+    chat: bool = False  # a chat request to the victim (recorded as f="chat")
+
+
+def _dumps(x: Any) -> bytes:
+    import json
+
+    return json.dumps(x, ensure_ascii=False).encode("utf-8")
+
+
+def _chat_case(name: str, category: str, body: Any, expect: str) -> Case:
+    raw = body if isinstance(body, bytes) else _dumps(body)
+    return Case(name, category, "POST", "/sessions/{victim}/v1/chat/completions", raw, expect, chat=True)
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    return "array" if isinstance(v, list) else "object"
+
+
+def _wrong_type(rng: random.Random) -> Case:
+    key = rng.choice(sorted(SCHEMA))
+    wrong = [t for t in sorted(SAMPLES) if t not in SCHEMA[key]]
+    t = rng.choice(wrong)
+    value = rng.choice(SAMPLES[t])
+    body = {"model": _MODEL, "messages": list(_BASE), key: value}
+    expect = "4xx" if key == "messages" else "no_5xx"
+    return _chat_case(f"wrong_type:{key}={_json_type(value)}", "wrong_type", body, expect)
+
+
+def _messages_shape(rng: random.Random) -> Case:
+    shapes: list[tuple[str, Any]] = [
+        ("missing", None),
+        ("empty", []),
+        ("string", "hello"),
+        ("object", {"role": "user", "content": "hi"}),
+        ("number", 7),
+        ("null", "NULL"),
+    ]
+    label, value = rng.choice(shapes)
+    body: dict[str, Any] = {"model": _MODEL}
+    if label == "null":
+        body["messages"] = None
+    elif label != "missing":
+        body["messages"] = value
+    return _chat_case(f"messages:{label}", "messages_shape", body, "4xx")
+
+
+def _item_not_object(rng: random.Random) -> Case:
+    item: Any = rng.choice([1, "hi", None, [], True, 2.5])
+    at = rng.randrange(2)
+    msgs: list[Any] = list(_BASE)
+    msgs.insert(at, item)
+    return _chat_case(
+        f"messages[{at}]={_json_type(item)}", "item_not_object", {"model": _MODEL, "messages": msgs}, "4xx"
+    )
+
+
+def _bad_role(rng: random.Random) -> Case:
+    roles: list[tuple[str, Any]] = [
+        ("missing", None),
+        ("integer", 1),
+        ("empty", ""),
+        ("unknown", "wizard"),
+        ("null", "NULL"),
+        ("array", ["user"]),
+        ("spaces", " user "),
+    ]
+    label, value = rng.choice(roles)
+    msg: dict[str, Any] = {"content": "hi"}
+    if label == "null":
+        msg["role"] = None
+    elif label != "missing":
+        msg["role"] = value
+    return _chat_case(f"role:{label}", "bad_role", {"model": _MODEL, "messages": [_SYSTEM, msg]}, "no_5xx")
+
+
+def _bad_content(rng: random.Random) -> Case:
+    contents: list[tuple[str, Any]] = [
+        ("integer", 1),
+        ("object", {"text": "hi"}),
+        ("list_of_int", [1]),
+        ("part_without_text", [{"type": "text"}]),
+        ("part_text_int", [{"type": "text", "text": 1}]),
+        ("image_part", [{"type": "image_url", "image_url": {"url": "data:,"}}]),
+        ("boolean", True),
+        ("nested", [[{"type": "text", "text": "hi"}]]),
+    ]
+    label, value = rng.choice(contents)
+    msgs = [_SYSTEM, {"role": "user", "content": value}]
+    return _chat_case(f"content:{label}", "bad_content", {"model": _MODEL, "messages": msgs}, "no_5xx")
+
+
+def _bad_tool_calls(rng: random.Random) -> Case:
+    calls: list[tuple[str, Any]] = [
+        ("string", "call it"),
+        ("list_of_int", [1]),
+        ("function_int", [{"id": "c1", "type": "function", "function": 1}]),
+        ("name_int", [{"id": "c1", "type": "function", "function": {"name": 1, "arguments": "{}"}}]),
+        ("arguments_int", [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": 5}}]),
+    ]
+    label, value = rng.choice(calls)
+    msgs = [*_BASE, {"role": "assistant", "content": "", "tool_calls": value}, {"role": "user", "content": "go"}]
+    return _chat_case(f"tool_calls:{label}", "bad_tool_calls", {"model": _MODEL, "messages": msgs}, "no_5xx")
+
+
+def _not_json(rng: random.Random) -> Case:
+    base = _dumps({"model": _MODEL, "messages": _BASE})
+    bodies: list[tuple[str, bytes, str]] = [
+        ("empty", b"", "4xx"),
+        ("truncated", base[: len(base) // 2], "4xx"),
+        ("text", b"not json at all", "4xx"),
+        ("bad_utf8", b'{"model": "\xff\xfe", "messages": []}', "4xx"),
+        ("nan", b'{"model": "m", "temperature": NaN, "messages": ' + _dumps(_BASE) + b"}", "no_5xx"),
+        ("infinity", b'{"model": "m", "top_p": -Infinity, "messages": ' + _dumps(_BASE) + b"}", "no_5xx"),
+        (
+            "lone_surrogate",
+            b'{"model": "m", "messages": [{"role": "user", "content": "half \\ud800 a pair"}]}',
+            "no_5xx",
+        ),
+        ("deep_nesting", b'{"model": "m", "messages": ' + b"[" * 20000 + b"]" * 20000 + b"}", "no_5xx"),
+        ("trailing_garbage", base + b" }{", "4xx"),
+    ]
+    label, raw, expect = rng.choice(bodies)
+    return _chat_case(f"not_json:{label}", "not_json", raw, expect)
+
+
+def _body_not_object(rng: random.Random) -> Case:
+    value = rng.choice([[], ["messages"], "messages", 1, None, True])
+    return _chat_case(f"body={_json_type(value)}", "body_not_object", value, "4xx")
+
+
+def _wrong_method(rng: random.Random) -> Case:
+    method, path = rng.choice(
+        [
+            ("PUT", "/sessions"),
+            ("DELETE", "/sessions"),
+            ("PATCH", "/sessions/{victim}"),
+            ("POST", "/sessions/{victim}"),
+            ("PUT", "/sessions/{victim}"),
+        ]
+    )
+    return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps({}), "4xx")
+
+
+def _odd_session_id(rng: random.Random) -> Case:
+    sid = rng.choice(ODD_IDS)
+    what = rng.choice(["chat", "get", "delete"])
+    label = sid if len(sid) <= 16 else f"{sid[:8]}...({len(sid)})"
+    if what == "chat":
+        body = _dumps({"model": _MODEL, "messages": _BASE})
+        return Case(
+            f"unknown_id:chat {label}", "odd_session_id", "POST", f"/sessions/{sid}/v1/chat/completions", body, "4xx"
+        )
+    method = "GET" if what == "get" else "DELETE"
+    return Case(f"unknown_id:{what} {label}", "odd_session_id", method, f"/sessions/{sid}", None, "4xx")
+
+
+CATEGORIES: dict[str, Callable[[random.Random], Case]] = {
+    "wrong_type": _wrong_type,
+    "messages_shape": _messages_shape,
+    "item_not_object": _item_not_object,
+    "bad_role": _bad_role,
+    "bad_content": _bad_content,
+    "bad_tool_calls": _bad_tool_calls,
+    "not_json": _not_json,
+    "body_not_object": _body_not_object,
+    "wrong_method": _wrong_method,
+    "odd_session_id": _odd_session_id,
+}
+
+
+def derive_cases(seed: int, n: int) -> list[Case]:
+    """``n`` cases, a function of ``seed`` only: the categories in turn, each drawing its details."""
+    from harness.workload import derive_rng
+
+    rng = derive_rng(seed, "fuzz")
+    names = list(CATEGORIES)
+    return [CATEGORIES[names[i % len(names)]](rng) for i in range(n)]
+
+
+# ---------------------------------------------------------------- running them
+
+
+class _Fuzzer:
+    def __init__(self, sc: Scenario, server: str, history: History, http: httpx.AsyncClient) -> None:
+        from harness.workload import derive_seed
+
+        self.sc = sc
+        self.server = server
+        self.history = history
+        self.http = http
+        self.ids = IdSource(derive_seed(sc.seed, "fuzz", "ids"))
+        self.attempts = 0
+
+    def _rid(self) -> str:
+        return f"fz{self.ids.request_id()}"
+
+    async def _send(self, op: int, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
+        try:
+            r = await self.http.request(method, url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            self.history.info(op, error=f"{type(exc).__name__}: {exc}")
+            return None
+        except Exception as exc:  # a dropped connection, or (in process) the app raising: no answer
+            self.history.info(op, error=f"{type(exc).__name__}: {exc}"[:500], dropped=True)
+            return None
+        return r
+
+    async def create(self, role: str) -> str | None:
+        rid = self._rid()
+        op = self.history.invoke(process="fuzzer", f="create", server=self.server, request_id=rid, fuzz_role=role)
+        r = await self._send(op, "POST", f"{self.server}/sessions", None, {"x-request-id": rid})
+        if r is None:
+            return None
+        sid = _json(r).get("session_id") if isinstance(_json(r), dict) else None
+        if 200 <= r.status_code < 300 and isinstance(sid, str):
+            self.history.ok(op, status=r.status_code, session=sid)
+            return sid
+        self.history.fail(op, status=r.status_code, error=r.text[:300])
+        return None
+
+    async def valid_turn(self, sid: str) -> None:
+        rid = self._rid()
+        body = _dumps({"model": _MODEL, "messages": _BASE})
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=0,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(_BASE),
+            stream=False,
+        )
+        await self._chat_completion(op, sid, body, rid, 0)
+
+    async def _chat_completion(self, op: int, sid: str, body: bytes | None, rid: str, attempt: int) -> None:
+        headers = {"x-request-id": rid, "x-turn": "0", "x-attempt": str(attempt), "content-type": "application/json"}
+        r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
+        if r is None:
+            return
+        fields = _reply_fields(r)
+        if r.status_code != 200:
+            self.history.fail(op, **fields, error=r.text[:300])
+            return
+        data = _json(r)
+        choice = data["choices"][0] if isinstance(data, dict) and data.get("choices") else {}
+        finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+        aborted = r.headers.get("x-sglang-aborted") == "1" or finish == "abort"
+        self.history.ok(op, **fields, finish_reason=finish, aborted=aborted)
+
+    async def snapshot(self, sid: str, reason: str) -> None:
+        op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
+        r = await self._send(op, "GET", f"{self.server}/sessions/{sid}", None, {})
+        if r is None:
+            return
+        if r.status_code == 200:
+            self.history.ok(op, status=200, body=_json(r))
+        else:
+            self.history.fail(op, status=r.status_code, error=r.text[:300])
+
+    async def case(self, case: Case, victim: str) -> None:
+        path = case.path.replace("{victim}", victim)
+        rid = self._rid()
+        tags: dict[str, Any] = {"fuzz": case.name, "fuzz_category": case.category, "expect": case.expect}
+        if case.chat:
+            self.attempts += 1
+            op = self.history.invoke(
+                process="fuzzer",
+                f="chat",
+                session=victim,
+                server=self.server,
+                turn=0,
+                attempt=self.attempts,
+                request_id=rid,
+                intended=self.history.now(),
+                stream=False,
+                **tags,
+            )
+            await self._chat_completion(op, victim, case.body, rid, self.attempts)
+            return
+        addressed = victim if "{victim}" in case.path else None
+        op = self.history.invoke(
+            process="fuzzer",
+            f="fuzz",
+            session=addressed,
+            server=self.server,
+            request_id=rid,
+            method=case.method,
+            path=path if len(path) <= 200 else path[:200] + "...",
+            **tags,
+        )
+        headers = {"x-request-id": rid}
+        if case.body is not None:
+            headers["content-type"] = "application/json"
+        r = await self._send(op, case.method, f"{self.server}{path}", case.body, headers)
+        if r is not None:
+            if 200 <= r.status_code < 300:
+                self.history.ok(op, **_reply_fields(r))
+            else:
+                self.history.fail(op, **_reply_fields(r))
+
+
+def _json(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return None
+
+
+def _reply_fields(r: httpx.Response) -> dict[str, Any]:
+    keep = ("x-sglang-aborted", "x-req-id", "content-type")
+    return {"status": r.status_code, "headers": {k: r.headers[k] for k in keep if k in r.headers}}
+
+
+async def run_fuzz(
+    sc: Scenario, servers: list[str], history: History, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Canary and victim on the first server, ``sc.workload.fuzz`` bad requests, both read back."""
+    if sc.workload.fuzz <= 0 or not servers:
+        return
+    async with httpx.AsyncClient(transport=transport, timeout=sc.agent.timeout_s) as http:
+        fz = _Fuzzer(sc, servers[0], history, http)
+        canary = await fz.create("canary")
+        victim = await fz.create("victim")
+        if canary is None or victim is None:
+            return
+        for sid, role in ((canary, "canary"), (victim, "victim")):
+            await fz.valid_turn(sid)
+            await fz.snapshot(sid, f"fuzz_{role}_before")
+        for case in derive_cases(sc.seed, sc.workload.fuzz):
+            await fz.case(case, victim)
+        for sid, role in ((canary, "canary"), (victim, "victim")):
+            await fz.snapshot(sid, f"fuzz_{role}_after")

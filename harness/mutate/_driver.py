@@ -1,0 +1,519 @@
+"""The mutation driver: isolated mutated trees, a baseline, the kill test per mutant, timeouts, a budget.
+
+Why a baseline first: a mutant is "killed" only if the checkers see a
+difference. The unmutated ``reference_impl`` is run through the very same
+machinery (a copied tree, a forked child) on every case; a case that is not
+valid there (a harness false alarm, a scenario aimed at a known-bad variant)
+is dropped from the kill test and listed in the summary, and the cases that
+stay are ordered cheapest first by their measured baseline seconds, so a
+killable mutant dies on the cheapest case that can see it.
+
+Isolation: per mutant, a fresh temp dir holding a copy of ``reference_impl/``
+with the one mutated module written into it; nothing in the repository is
+ever written. The child is forked from a fork server that pre-imported the
+harness (not ``reference_impl``) and loaded the tokenizer, puts the tree first
+on ``sys.path`` and checks that ``reference_impl`` really came from it
+(harness.mutate._kill). A child that runs past its timeout is killed; its
+mutant is ``timeout`` (with the case it was in). ``--budget-s`` stops
+starting new mutants; those not started are ``not_run`` and excluded from the
+score.
+
+Stage 2 (``live=True``): every stage-1 survivor gets ``harness run --suite
+default`` (live: processes and loopback sockets) with the tree first on
+``PYTHONPATH`` and the temp dir as working directory (so ``python -m
+reference_impl`` in the child processes imports the mutant, not the repo).
+
+This module is tooling: it reads the wall clock and starts processes, the
+protocol code it tests never does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, load_equivalents
+from harness.mutate._generate import PROTOCOL_MODULES, Mutant, Position, enumerate_positions, materialize
+from harness.mutate._kill import Case, child_main
+
+__all__ = ["MutantResult", "MutationConfig", "MutationRun", "library_cases", "run_mutation"]
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "reference_impl"
+
+
+@dataclass
+class MutationConfig:
+    modules: Sequence[str] = PROTOCOL_MODULES
+    sample: int | None = None  # a seeded choice of this many mutants; None = all
+    seed: int = 0
+    seeds: Sequence[int] = (0, 1)  # sim seeds per scenario (case)
+    scenarios: Sequence[str] | None = None  # scenario names under scenarios/; None = the whole library
+    jobs: int = 1
+    budget_s: float | None = None
+    timeout_s: float | None = None  # per mutant; None = 3 x the baseline's total + 30 s
+    ids: Sequence[str] | None = None  # run only these mutant ids
+    functions: Sequence[str] | None = None  # only mutants inside these functions ("Session.apply", "parse_answer")
+    live: bool = False
+    live_timeout_s: float = 900.0
+    equivalent_file: Path = DEFAULT_EQUIVALENT_FILE
+    root: Path = ROOT
+
+
+@dataclass
+class MutantResult:
+    mutant: Mutant
+    status: str  # killed | survived | timeout | equivalent | not_run
+    stage: str | None = None  # sim | live: the stage that killed (or last ran) it
+    killed_by: dict[str, Any] | None = None  # case, checkers, error, first violation
+    seconds_to_kill: float | None = None  # kill-test seconds (sum of the cases run, up to the kill)
+    cases_run: int = 0
+    wall_s: float = 0.0
+    reason: str | None = None  # equivalent: why; timeout: in which case
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.mutant.describe(),
+            "status": self.status,
+            "stage": self.stage,
+            "killed_by": self.killed_by,
+            "seconds_to_kill": self.seconds_to_kill,
+            "cases_run": self.cases_run,
+            "wall_s": round(self.wall_s, 3),
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class MutationRun:
+    config: MutationConfig
+    positions: int
+    annotation_skipped: int
+    rejected: int  # no-op or non-compiling rewrites (not mutants)
+    results: list[MutantResult]
+    cases: list[Case]
+    case_seconds: dict[str, float]
+    excluded_cases: dict[str, str]
+    timeout_s: float
+    elapsed_s: float
+    notes: list[str] = field(default_factory=list)
+    live_baseline: dict[str, Any] | None = None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    @property
+    def score(self) -> float | None:
+        """killed / (killed + survived + timeout): equivalent and not-run mutants are not counted."""
+        c = self.counts()
+        judged = c.get("killed", 0) + c.get("survived", 0) + c.get("timeout", 0)
+        return c.get("killed", 0) / judged if judged else None
+
+
+def library_cases(root: Path, names: Sequence[str] | None, seeds: Sequence[int]) -> list[Case]:
+    """(scenario, variant, seed) for every library scenario (``target.compare`` expanded), every seed."""
+    from harness.scenario import load_scenario
+
+    paths = sorted((root / "scenarios").glob("*.toml"))
+    if names is not None:
+        by_name = {p.stem: p for p in paths}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ValueError(f"unknown scenario(s) {missing}; the library has: {', '.join(sorted(by_name))}")
+        paths = [by_name[n] for n in names]
+    out: list[Case] = []
+    for p in paths:
+        sc = load_scenario(p)
+        variants: list[str | None] = list(sc.target.compare) if sc.target.compare else [None]
+        for v in variants:
+            for s in seeds:
+                out.append(Case(str(p), sc.name, v, s))
+    return out
+
+
+# -- isolated trees and children -----------------------------------------------------------
+
+
+def _context() -> Any:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["harness.mutate._preload"])
+    return ctx
+
+
+def _make_tree(root: Path, work: Path, mutant: Mutant | None) -> Path:
+    tree = work / "tree"
+    # __pycache__ comes along (copy2 keeps mtimes, so the unmutated modules' bytecode stays valid)
+    shutil.copytree(root / PACKAGE, tree / PACKAGE)
+    if mutant is not None:
+        target = tree / mutant.module
+        for stale in (target.parent / "__pycache__").glob(f"{target.stem}.*.pyc"):
+            stale.unlink()  # our own copy: never let the original's bytecode stand in for the mutant
+        target.write_text(mutant.source, encoding="utf-8")
+    return tree
+
+
+@dataclass
+class _Job:
+    key: str  # mutant id or "baseline"
+    mutant: Mutant | None
+    work: Path
+    cases: list[Case]
+    stop_at_first: bool
+    timeout_s: float
+    proc: Any = None
+    started: float = 0.0
+
+    @property
+    def results_file(self) -> Path:
+        return self.work / "cases.jsonl"
+
+
+def _start(ctx: Any, root: Path, job: _Job) -> None:
+    job.work.mkdir(parents=True)
+    tree = _make_tree(root, job.work, job.mutant)
+    args = (
+        str(tree),
+        [asdict(c) for c in job.cases],
+        str(job.results_file),
+        str(job.work / "child.log"),
+        job.stop_at_first,
+    )
+    job.proc = ctx.Process(target=child_main, args=args, name=f"mutate-{job.key}")
+    job.started = time.monotonic()  # seam-ok: tooling
+    job.proc.start()
+
+
+def _read_events(job: _Job) -> list[dict[str, Any]]:
+    if not job.results_file.exists():
+        return []
+    out = []
+    for line in job.results_file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def _run_jobs(
+    ctx: Any,
+    root: Path,
+    jobs: list[_Job],
+    parallel: int,
+    deadline: float | None,
+    on_done: Callable[[_Job, list[dict[str, Any]], bool, float], None],
+) -> list[_Job]:
+    """Run jobs ``parallel`` at a time; returns the jobs never started (the budget ran out)."""
+    pending = list(jobs)
+    running: list[_Job] = []
+    try:
+        _loop(ctx, root, pending, running, parallel, deadline, on_done)
+    finally:  # an interrupt (Ctrl-C, a test timeout) must not leave a child running or a tree behind
+        for job in running:
+            if job.proc.is_alive():
+                job.proc.kill()
+            job.proc.join()
+            shutil.rmtree(job.work, ignore_errors=True)
+    return pending
+
+
+def _loop(
+    ctx: Any,
+    root: Path,
+    pending: list[_Job],
+    running: list[_Job],
+    parallel: int,
+    deadline: float | None,
+    on_done: Callable[[_Job, list[dict[str, Any]], bool, float], None],
+) -> None:
+    while pending or running:
+        now = time.monotonic()  # seam-ok: tooling
+        if deadline is not None and now >= deadline and pending and not running:
+            return
+        while pending and len(running) < max(1, parallel) and (deadline is None or now < deadline):
+            job = pending.pop(0)
+            _start(ctx, root, job)
+            running.append(job)
+        multiprocessing.connection.wait([j.proc.sentinel for j in running], timeout=0.5)
+        for job in list(running):
+            elapsed = time.monotonic() - job.started  # seam-ok: tooling
+            timed_out = False
+            if job.proc.is_alive():
+                if elapsed <= job.timeout_s:
+                    continue
+                job.proc.kill()
+                timed_out = True
+            job.proc.join()
+            running.remove(job)
+            events = _read_events(job)
+            shutil.rmtree(job.work, ignore_errors=True)
+            on_done(job, events, timed_out, elapsed)
+
+
+# -- stage 1 judgement ----------------------------------------------------------------------
+
+
+def _judge_sim(result: MutantResult, events: list[dict[str, Any]], timed_out: bool) -> None:
+    done = [e for e in events if e.get("event") == "case"]
+    if any(e.get("event") == "isolation_error" for e in events):
+        raise RuntimeError(f"mutant {result.mutant.id}: reference_impl was not imported from the mutated tree")
+    result.cases_run = len(done)
+    result.seconds_to_kill = round(sum(float(e.get("seconds") or 0.0) for e in done), 3)
+    result.stage = "sim"
+    for e in done:
+        if e.get("status") in ("invalid", "error"):
+            case = e.get("case") or {}
+            result.status = "killed"
+            result.killed_by = {
+                "case": Case(**case).label if case else "import",
+                "scenario": case.get("scenario"),
+                "variant": case.get("variant"),
+                "seed": case.get("seed"),
+                "checkers": e.get("invalid") or [],
+                "error": e.get("error"),
+                "first_violation": e.get("first_violation"),
+            }
+            return
+    if timed_out:
+        started = [e for e in events if e.get("event") == "start"]
+        result.status = "timeout"
+        result.reason = f"in case {Case(**started[-1]['case']).label}" if started else "before the first case"
+        return
+    result.status = "survived"
+
+
+# -- stage 2: the live default suite --------------------------------------------------------
+
+
+def _live_suite(root: Path, tree: Path, work: Path, timeout_s: float) -> dict[str, Any]:
+    """``harness run --suite default`` against ``tree``; exit code and the invalid checkers per run."""
+    out = work / "live"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = [sys.executable, "-m", "harness.cli", "run", "--suite", "default", "--out", str(out), "--quiet"]
+    t0 = time.monotonic()  # seam-ok: tooling
+    proc = subprocess.Popen(
+        argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        rc: int | None = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group we started: the runner and its servers
+        proc.wait()
+        rc = None
+    invalid: dict[str, list[str]] = {}
+    for verdicts in sorted(out.glob("*/verdicts.json")):
+        try:
+            data = json.loads(verdicts.read_text())
+        except (OSError, ValueError):
+            continue
+        rows = data if isinstance(data, list) else data.get("verdicts", [])
+        bad = [str(v.get("checker")) for v in rows if isinstance(v, dict) and v.get("status") == "invalid"]
+        if bad:
+            invalid[verdicts.parent.name] = bad
+    return {"rc": rc, "invalid": invalid, "seconds": round(time.monotonic() - t0, 1)}  # seam-ok: tooling
+
+
+def _stage2(cfg: MutationConfig, survivors: list[MutantResult], base: Path, run: MutationRun) -> None:
+    work = base / "live-baseline"
+    work.mkdir()
+    baseline = _live_suite(cfg.root, _make_tree(cfg.root, work, None), work, cfg.live_timeout_s)
+    shutil.rmtree(work, ignore_errors=True)
+    run.live_baseline = baseline
+    if baseline["rc"] != 0:
+        run.notes.append(f"live stage skipped: the unmutated server's default suite was not green ({baseline})")
+        return
+    for r in survivors:
+        work = base / f"live-{r.mutant.id}"
+        work.mkdir()
+        t0 = time.monotonic()  # seam-ok: tooling
+        res = _live_suite(cfg.root, _make_tree(cfg.root, work, r.mutant), work, cfg.live_timeout_s)
+        shutil.rmtree(work, ignore_errors=True)
+        r.wall_s += time.monotonic() - t0  # seam-ok: tooling
+        r.stage = "live"
+        if res["rc"] is None:
+            r.status, r.reason = "timeout", "live default suite"
+        elif res["rc"] != 0:
+            runs = sorted(res["invalid"])
+            r.status = "killed"
+            r.seconds_to_kill = res["seconds"]
+            r.killed_by = {
+                "case": f"live:{runs[0]}" if runs else "live",
+                "scenario": runs[0] if runs else None,
+                "variant": None,
+                "seed": None,
+                "checkers": res["invalid"].get(runs[0], []) if runs else [],
+                "error": None if runs else f"harness run exited {res['rc']}",
+                "first_violation": None,
+            }
+
+
+# -- the whole run ---------------------------------------------------------------------------
+
+
+def _unique_ids(mutants: list[Mutant]) -> list[Mutant]:
+    """Batches were materialized apart: a repeated id (two identical lines of one function) gets a suffix."""
+    seen: set[str] = set()
+    out = []
+    for m in mutants:
+        mid, n = m.id, 1
+        while mid in seen:
+            n += 1
+            mid = f"{m.id}-{n}"
+        seen.add(mid)
+        out.append(m if mid == m.id else dataclasses.replace(m, id=mid))
+    return out
+
+
+def select_mutants(cfg: MutationConfig) -> tuple[list[Mutant], int, int, int]:
+    """The mutants of this run (sampled, or by id); the numbers of positions, annotation skips, rejected.
+
+    The sample is a seeded choice over the compiling mutants, so ``--sample N``
+    gives N mutants, not N positions some of which do not compile.
+    """
+    positions, skipped = enumerate_positions(cfg.root, cfg.modules)
+    if cfg.functions is not None:
+        wanted_fns = set(cfg.functions)
+        positions = [p for p in positions if p.function in wanted_fns]
+    rejected: list[Position] = []
+    if cfg.sample is not None and cfg.ids is None and cfg.sample < len(positions):
+        rng = random.Random(cfg.seed)
+        order = rng.sample(positions, len(positions))
+        mutants: list[Mutant] = []
+        i = 0
+        while len(mutants) < cfg.sample and i < len(order):
+            take = order[i : i + cfg.sample - len(mutants)]
+            i += len(take)
+            mutants.extend(materialize(cfg.root, take, rejected))
+        mutants.sort(key=lambda m: (m.module, m.position.line, m.operator, m.position.occurrence))
+        mutants = _unique_ids(mutants)
+    else:
+        mutants = materialize(cfg.root, positions, rejected)
+    if cfg.ids is not None:
+        wanted = set(cfg.ids)
+        mutants = [m for m in mutants if m.id in wanted]
+        missing = wanted - {m.id for m in mutants}
+        if missing:
+            raise ValueError(f"no mutant with id(s) {sorted(missing)} in {', '.join(cfg.modules)}")
+    return mutants, len(positions), skipped, len(rejected)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so the ``finally`` blocks kill the children and remove the temp trees.
+
+    (A background job started from a non-interactive shell ignores SIGINT, so TERM is how one is stopped.)
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None] | None = None) -> MutationRun:
+    for name in cfg.modules:
+        if not name.startswith(PACKAGE + "/") or not (cfg.root / name).is_file():
+            raise ValueError(f"--modules: {name!r} is not a module under {PACKAGE}/ (e.g. {PROTOCOL_MODULES[0]})")
+    t_start = time.monotonic()  # seam-ok: tooling
+    equivalents = load_equivalents(cfg.equivalent_file)
+    cases = library_cases(cfg.root, cfg.scenarios, cfg.seeds)
+    base = Path(tempfile.mkdtemp(prefix="harness-mutate-"))
+    try:
+        # one snapshot of the package: mutants and every tree come from it, so an edit to the working copy
+        # during a long run (a merge, a colleague's save) cannot mix two versions of the server in one tree
+        pristine = base / "pristine"
+        shutil.copytree(cfg.root / PACKAGE, pristine / PACKAGE)
+        mutants, n_positions, skipped, rejected = select_mutants(dataclasses.replace(cfg, root=pristine))
+        ctx = _context()
+        # baseline: the unmutated tree through the same machinery, every case
+        events: list[dict[str, Any]] = []
+
+        def keep(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+            if timed_out:
+                raise RuntimeError(f"baseline kill test timed out after {elapsed:.0f} s")
+            events.extend(ev)
+
+        baseline = _Job("baseline", None, base / "baseline", cases, False, 1800.0)
+        _run_jobs(ctx, pristine, [baseline], 1, None, keep)
+        if any(e.get("event") == "isolation_error" for e in events):
+            raise RuntimeError("baseline: reference_impl was not imported from the copied tree")
+        done = {Case(**e["case"]).label: e for e in events if e.get("event") == "case" and e.get("case")}
+        if len(done) != len(cases):
+            raise RuntimeError(f"baseline ran {len(done)} of {len(cases)} cases: {events[-1:] or 'no output'}")
+        excluded = {
+            k: f"{e['status']}: {', '.join(e.get('invalid') or []) or e.get('error')}"
+            for k, e in done.items()
+            if e["status"] in ("invalid", "error")
+        }
+        kept = [c for c in cases if c.label not in excluded]
+        kept.sort(key=lambda c: float(done[c.label]["seconds"]))
+        seconds = {c.label: float(done[c.label]["seconds"]) for c in cases}
+        total = sum(seconds[c.label] for c in kept)
+        timeout = cfg.timeout_s if cfg.timeout_s is not None else 3.0 * total + 30.0
+
+        results: dict[str, MutantResult] = {}
+        jobs: list[_Job] = []
+        for m in mutants:
+            eq = equivalents.get((m.module, m.id))
+            if eq is not None:
+                results[m.id] = MutantResult(m, "equivalent", reason=eq.reason)
+                continue
+            results[m.id] = MutantResult(m, "not_run")
+            jobs.append(_Job(m.id, m, base / m.id, kept, True, timeout))
+
+        def judged(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+            r = results[job.key]
+            r.wall_s = elapsed
+            _judge_sim(r, ev, timed_out)
+            if progress is not None:
+                progress(r)
+
+        # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
+        random.Random(cfg.seed).shuffle(jobs)
+        deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
+        _run_jobs(ctx, pristine, jobs, cfg.jobs, deadline, judged)
+        run = MutationRun(
+            cfg,
+            n_positions,
+            skipped,
+            rejected,
+            [results[m.id] for m in mutants],
+            kept,
+            seconds,
+            excluded,
+            timeout,
+            0.0,
+        )
+        if cfg.live:
+            survivors = [r for r in run.results if r.status == "survived"]
+            _stage2(dataclasses.replace(cfg, root=pristine), survivors, base, run)
+        run.elapsed_s = time.monotonic() - t_start  # seam-ok: tooling
+        return run
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        _stop_forkserver()
+
+
+def _stop_forkserver() -> None:
+    """The fork server would otherwise live as long as this process (a test session, say)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        stop()

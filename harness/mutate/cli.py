@@ -1,0 +1,93 @@
+"""``harness mutate``: mutation testing of reference_impl against the scenario library.
+
+Exit codes: 0 the run finished (and ``--min-score`` held), 1 the score is below
+``--min-score``, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
+from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
+from harness.mutate._generate import PROTOCOL_MODULES
+from harness.mutate._report import write_report
+
+__all__ = ["main"]
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="harness mutate",
+        description="Mutate reference_impl (cosmic-ray operators); kill each mutant with the sim scenario library.",
+    )
+    p.add_argument("--modules", type=_csv, default=list(PROTOCOL_MODULES), help="comma-separated module paths")
+    p.add_argument("--sample", type=int, help="a seeded choice of N mutants (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--sim-seeds", type=_csv, default=["0", "1"], help="sim seeds per scenario (default 0,1)")
+    p.add_argument("--scenarios", type=_csv, help="library scenario names for the kill test (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="mutants killed in parallel (default 1)")
+    p.add_argument("--budget-s", type=float, help="stop starting mutants after S seconds (the rest: not_run)")
+    p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 3 x the baseline's seconds + 30)")
+    p.add_argument("--ids", type=_csv, help="run only these mutant ids")
+    p.add_argument("--functions", type=_csv, help="only mutants inside these functions (e.g. Session.apply)")
+    p.add_argument("--live", action="store_true", help="stage 2: the live default suite for every sim survivor")
+    p.add_argument("--equivalent", type=Path, default=DEFAULT_EQUIVALENT_FILE, help="the equivalent-mutant list")
+    p.add_argument("--out", type=Path, default=Path("reports/mutation"), help="output folder")
+    p.add_argument("--min-score", type=float, help="exit 1 when the score is below this (0..1)")
+    p.add_argument("--list", action="store_true", help="list the selected mutants (id, module, snippet) and exit")
+    return p
+
+
+def _line(r: MutantResult) -> str:
+    m = r.mutant
+    by = ""
+    if r.killed_by:
+        by = f" by {r.killed_by['case']} ({', '.join(r.killed_by.get('checkers') or []) or 'crash'})"
+    elif r.reason:
+        by = f" ({r.reason[:60]})"
+    return f"{r.status:9} {m.id} {m.module}:{m.position.line} {m.operator.removeprefix('core/')}{by}"
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    exit_on_sigterm()
+    try:
+        cfg = MutationConfig(
+            modules=args.modules,
+            sample=args.sample,
+            seed=args.seed,
+            seeds=[int(s) for s in args.sim_seeds],
+            scenarios=args.scenarios,
+            jobs=max(1, args.jobs),
+            budget_s=args.budget_s,
+            timeout_s=args.timeout_s,
+            ids=args.ids,
+            functions=args.functions,
+            live=args.live,
+            equivalent_file=args.equivalent,
+        )
+        if args.list:
+            mutants, n, skipped, rejected = select_mutants(cfg)
+            for m in mutants:
+                where = f"{m.module}:{m.position.line} {m.operator} {m.position.function}"
+                print(f"{m.id} {where}: {m.before} -> {m.after}")
+            print(f"{len(mutants)} mutants of {n} positions ({skipped} in annotations, {rejected} rejected)")
+            return 0
+        run = run_mutation(cfg, progress=lambda r: print(_line(r), flush=True))
+    except (ValueError, EquivalentError) as exc:
+        print(f"harness mutate: {exc}", file=sys.stderr)
+        return 2
+    s = write_report(run, args.out, cfg.root)
+    score = "n/a" if s["score"] is None else f"{100 * s['score']:.1f}%"
+    print(f"score {score}: " + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    print(f"report: {args.out}/summary.md")
+    if args.min_score is not None and (s["score"] is None or s["score"] < args.min_score):
+        return 1
+    return 0

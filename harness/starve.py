@@ -1,0 +1,92 @@
+"""Starving the machine on purpose: what a shared CI runner does to a correct server's verdicts.
+
+Why: a gate that is sometimes red on a correct server is a gate users learn to
+ignore. On a busy runner (load ~6 on 2 cores) the harness's client is slow:
+a duplicate reaches the server late, an aborted copy is processed after its
+committed twin, a body upload takes a second. None of that is a server bug,
+and a checker that decides from client-side timing what only the server's
+order can decide turns it into a false alarm. The starvation test
+(tests/integration/test_starvation.py) and ``bench/bench_flakes.py`` run the
+default suite with every core busy and the harness and servers niced below
+the hogs, and compare the verdicts with an idle run.
+
+Tooling only (tests and benchmarks), never protocol code. Every hog is a
+child process with its own deadline and a parent-death check, so a hog can
+never outlive the run that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HOG_NICE", "RUN_NICE", "cpu_hogs", "run_suite_cli", "suite_verdicts"]
+
+HOG_NICE = 0  # the hogs run at normal priority...
+RUN_NICE = 10  # ...and the harness and its servers below them: the client is the slow party
+
+_HOG = """
+import os, sys, time
+parent, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < deadline:
+    n += 1
+    if n % 200000 == 0 and os.getppid() != parent:
+        break
+"""
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int | None = None, *, max_s: float = 900.0) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` busy-loop processes (default: one per core) for the duration of the block (at most ``max_s``)."""
+    count = n if n is not None else (os.cpu_count() or 2)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _HOG, str(os.getpid()), str(max_s)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def run_suite_cli(out: Path, *, nice: int = 0, extra: Sequence[str] = (), timeout_s: float = 1200.0) -> int:
+    """``harness run --suite default --out OUT`` in a child process, niced by ``nice``; its exit code."""
+    argv = [sys.executable, "-m", "harness.cli", "run", "--suite", "default", "--out", str(out), "--quiet", *extra]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout_s)
+    (out / "cli_output.txt").parent.mkdir(parents=True, exist_ok=True)
+    (out / "cli_output.txt").write_bytes(done.stdout)
+    return done.returncode
+
+
+def suite_verdicts(out: Path) -> dict[str, dict[str, Any]]:
+    """run folder name -> {checker: (status, violations, first message)} for every run of a suite folder."""
+    runs: dict[str, dict[str, Any]] = {}
+    for vfile in sorted(out.glob("*/verdicts.json")):
+        verdicts = json.loads(vfile.read_text())
+        runs[vfile.parent.name] = {
+            str(v["checker"]): {
+                "status": str(v.get("status")),
+                "violations": len(v.get("violations") or []),
+                "first": ((v.get("violations") or [{}])[0].get("message") or v.get("notes") or "")[:300],
+            }
+            for v in verdicts
+        }
+    return runs

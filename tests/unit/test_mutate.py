@@ -1,0 +1,167 @@
+"""harness.mutate: generation (stable ids, annotations skipped), the equivalent list, and the driver.
+
+The driver tests run the real kill test (forked children, copied trees) on one
+cheap scenario: a mutant that breaks the checkpoint count is killed by the
+checkers, the repository's files are untouched, a mutant listed as equivalent
+is never run, and a child that outlives its timeout is killed and reported as
+``timeout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.mutate import (
+    EquivalentError,
+    Mutant,
+    MutantResult,
+    MutationConfig,
+    enumerate_positions,
+    library_cases,
+    load_equivalents,
+    materialize,
+    run_mutation,
+    write_report,
+)
+from harness.mutate._driver import ROOT, _context, _Job, _judge_sim, _run_jobs, _stop_forkserver
+
+MODULE = "reference_impl/sessions.py"
+CHEAP = ["abort_retries_exhausted"]
+
+_SRC = """from __future__ import annotations
+
+
+def f(x: int | None, y: list[int]) -> int | str:
+    z: int | None = None
+    if x is None:
+        return y[0] + 1
+    return x - 2
+"""
+
+
+def _tree(tmp_path: Path, source: str) -> Path:
+    (tmp_path / "reference_impl").mkdir(parents=True)
+    (tmp_path / "reference_impl" / "m.py").write_text(source)
+    return tmp_path
+
+
+def test_annotation_mutations_are_skipped(tmp_path: Path) -> None:
+    root = _tree(tmp_path, _SRC)
+    positions, skipped = enumerate_positions(root, ["reference_impl/m.py"])
+    assert skipped > 0
+    mutants = materialize(root, positions)
+    assert mutants
+    for m in mutants:
+        assert "def f(x: int | None, y: list[int]) -> int | str:" in m.source
+        assert "z: int | None = None" in m.source
+    assert any(m.after == "return y[0] - 1" for m in mutants)
+
+
+def test_ids_survive_a_line_shift(tmp_path: Path) -> None:
+    a = _tree(tmp_path / "a", _SRC)
+    b = _tree(tmp_path / "b", _SRC.replace("\n\ndef f", "\nimport os  # unrelated edit above\n\n\ndef f"))
+    ids_a = {m.id: m.position.line for m in materialize(a, enumerate_positions(a, ["reference_impl/m.py"])[0])}
+    ms_b = materialize(b, enumerate_positions(b, ["reference_impl/m.py"])[0])
+    ids_b = {m.id: m.position.line for m in ms_b if "import os" not in m.before}
+    assert set(ids_a) == set(ids_b)
+    assert all(ids_b[k] == v + 2 for k, v in ids_a.items())
+
+
+def test_equivalent_list_is_validated(tmp_path: Path) -> None:
+    f = tmp_path / "eq.toml"
+    f.write_text('[[mutant]]\nmodule = "reference_impl/app.py"\nid = "abc"\n')
+    with pytest.raises(EquivalentError, match="'reason' is required"):
+        load_equivalents(f)
+    f.write_text('[[mutant]]\nmodule = "m"\nid = "abc"\nreason = "r"\ncolour = "x"\n')
+    with pytest.raises(EquivalentError, match="unknown key"):
+        load_equivalents(f)
+    f.write_text('[[mutant]]\nmodule = "m"\nid = "abc"\nreason = "why"\n')
+    assert load_equivalents(f)[("m", "abc")].reason == "why"
+
+
+def test_the_shipped_equivalent_list_loads() -> None:
+    for (module, _), eq in load_equivalents().items():
+        assert (ROOT / module).is_file(), module
+        assert len(eq.reason) > 20, "say why no client could observe it"
+
+
+FUNCTION = "Session.apply"  # commits a checkpoint: every later turn's state depends on it
+
+
+def _apply_mutants() -> dict[str, Mutant]:
+    """Two mutants of Session.apply picked by what they change (not by line or occurrence)."""
+    ms = materialize(ROOT, [p for p in enumerate_positions(ROOT, [MODULE])[0] if p.function == FUNCTION])
+    killable = [m for m in ms if m.after == "self.num_assistant = base_assistant - 1"]
+    other = [m for m in ms if m.operator == "core/NumberReplacer"]
+    assert killable and other, f"{MODULE} {FUNCTION} changed: pick other mutants for this test"
+    return {"killable": killable[0], "other": other[0]}
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted((root / "reference_impl").rglob("*.py")):
+        h.update(p.name.encode() + p.read_bytes() + str(p.stat().st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_driver_kills_isolates_and_skips_equivalents(tmp_path: Path) -> None:
+    ms = _apply_mutants()
+    eq = tmp_path / "equivalent.toml"
+    eq.write_text(f'[[mutant]]\nmodule = "{MODULE}"\nid = "{ms["other"].id}"\nreason = "listed by this test"\n')
+    before = _digest(ROOT)
+    cfg = MutationConfig(
+        modules=[MODULE],
+        functions=[FUNCTION],
+        ids=[m.id for m in ms.values()],
+        seeds=[0],
+        scenarios=CHEAP,
+        equivalent_file=eq,
+    )
+    run = run_mutation(cfg)
+    assert _digest(ROOT) == before, "the repository's reference_impl/ was modified"
+    by_id = {r.mutant.id: r for r in run.results}
+    killed = by_id[ms["killable"].id]
+    assert killed.status == "killed", killed.to_dict()
+    assert killed.killed_by is not None and killed.killed_by["scenario"] == CHEAP[0]
+    assert killed.killed_by["checkers"], killed.killed_by
+    assert killed.seconds_to_kill is not None and killed.cases_run == 1
+    skipped = by_id[ms["other"].id]
+    assert skipped.status == "equivalent" and skipped.cases_run == 0 and skipped.reason == "listed by this test"
+    assert run.score == 1.0
+    s = write_report(run, tmp_path / "out", ROOT)
+    assert s["counts"] == {"killed": 1, "equivalent": 1}
+    assert (tmp_path / "out" / "mutants" / f"{ms['killable'].id}.diff").read_text().startswith("--- a/")
+    assert "Score: 100.0%" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_child_past_its_timeout_is_killed_and_reported(tmp_path: Path) -> None:
+    base = _apply_mutants()["killable"]
+    # a hand-made "mutant" that never finishes importing: the timeout path, deterministically
+    hang = dataclasses.replace(base, id="hang", source=base.source + "\nwhile True:\n    pass\n")
+    job = _Job("hang", hang, tmp_path / "hang", library_cases(ROOT, CHEAP, [0]), True, timeout_s=2.0)
+    seen: list[tuple[bool, float]] = []
+    result = MutantResult(hang, "not_run")
+
+    def done(j: _Job, events: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+        seen.append((timed_out, elapsed))
+        _judge_sim(result, events, timed_out)
+
+    try:
+        left = _run_jobs(_context(), ROOT, [job], 1, None, done)
+    finally:
+        _stop_forkserver()
+    assert left == [] and len(seen) == 1
+    timed_out, elapsed = seen[0]
+    assert timed_out and elapsed >= 2.0
+    assert not job.proc.is_alive()
+    assert result.status == "timeout" and result.reason == "before the first case", result.to_dict()
+    assert not (tmp_path / "hang").exists(), "the mutant's temp tree was left behind"
