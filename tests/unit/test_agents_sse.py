@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from test_checkers_builders import RunBuilder
 
 from harness.agents._episode import sse_completion, sse_problems
 from harness.checkers import CHECKERS
 from reference_impl.app import sse_body
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 ANSWER = {
     "id": "x",
@@ -50,3 +54,18 @@ def test_http_framing_flags_a_recorded_stream_violation() -> None:
     assert v.status == "invalid"
     assert {x.kind for x in v.violations} == {"sse_malformed"}
     assert v.ops == [e["index"] for e in run.history if e["op"] == bad]
+
+
+@pytest.mark.slow
+def test_a_server_whose_streams_lose_the_terminator_is_flagged_in_sim() -> None:
+    from harness.scenario import load_scenario
+    from harness.sim.runner import simulate, with_seed
+
+    sc = with_seed(load_scenario(str(SCENARIOS / "delete_storm.toml")), 0)
+    for target, status in ((None, "valid"), ("asgi:sse_cut_wrapper:create_app", "invalid")):
+        out = simulate(sc, 0, "random", target=target, trace=False)
+        assert out.data is not None
+        v = CHECKERS["http_framing"].check(out.data)
+        assert v.status == status, (target, v.notes)
+        if status == "invalid":
+            assert {x.kind for x in v.violations} == {"sse_malformed"}
