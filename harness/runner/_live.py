@@ -113,9 +113,10 @@ def run_scenario(
     prepare_run_dir(Path(out_dir), run_name or sc.name)
     procs: ProcessGroup | None = None
     try:
-        if sc.target.kind == "reference":
-            plan_file = run_dir / "backend_plan.json"
+        plan_file = run_dir / "backend_plan.json"  # the fake the runner starts (reference and command targets)
+        if sc.target.kind in ("reference", "command"):
             plan_file.write_text(json.dumps(sc.backend.plan(), indent=1))
+        if sc.target.kind == "reference":
             procs = ProcessGroup.plan(
                 run_dir / "logs",
                 processes=sc.target.processes,
@@ -127,8 +128,6 @@ def run_scenario(
                 startup_timeout_s=sc.target.startup_timeout_s,
             )
         elif sc.target.kind == "command":
-            plan_file = run_dir / "backend_plan.json"
-            plan_file.write_text(json.dumps(sc.backend.plan(), indent=1))
             procs = ProcessGroup.command(
                 run_dir,
                 cmd=sc.target.cmd,
