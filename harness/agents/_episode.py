@@ -43,7 +43,7 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "committed_choice", "framing_facts", "sse_completion"]
+__all__ = ["Agent", "ChatOutcome", "committed_choice", "framing_facts", "sse_completion", "sse_problems"]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -133,6 +133,55 @@ def sse_completion(text: str) -> dict[str, Any] | None:
     return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage, "streamed": True}
 
 
+def sse_problems(text: str) -> list[str]:
+    """What an OpenAI streaming client would refuse in a ``stream=true`` answer (empty: well formed).
+
+    Events are separated by blank lines; every ``data:`` payload but the last is
+    a JSON ``chat.completion.chunk`` whose ``choices`` each carry a ``delta``
+    object; the stream ends with ``data: [DONE]`` and nothing after it. SSE
+    comments (``:``) and ``event:`` / ``id:`` / ``retry:`` fields are allowed.
+    """
+    problems: list[str] = []
+    chunks = 0
+    done = False
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith(":"):
+            continue
+        if done:
+            problems.append(f"line {n}: data after the [DONE] terminator")
+            break
+        field_name = line.split(":", 1)[0]
+        if field_name in ("event", "id", "retry"):
+            continue
+        if field_name != "data":
+            problems.append(f"line {n}: not an SSE field: {line[:60]!r}")
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            problems.append(f"line {n}: data is not JSON: {payload[:60]!r}")
+            continue
+        chunks += 1
+        if not isinstance(chunk, dict) or chunk.get("object") != "chat.completion.chunk":
+            obj = chunk.get("object") if isinstance(chunk, dict) else type(chunk).__name__
+            problems.append(f"line {n}: chunk object is {obj!r}, not 'chat.completion.chunk'")
+            continue
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("delta"), dict) for c in choices
+        ):
+            problems.append(f"line {n}: chunk choices without a delta object")
+    if chunks == 0:
+        problems.append("no chat.completion.chunk event")
+    if not done:
+        problems.append("missing the data: [DONE] terminator")
+    return problems
+
+
 @dataclass
 class ChatOutcome:
     op: int
@@ -203,6 +252,7 @@ class Agent:
         turn = 0
         redo_first = p.first_turn_retry
         next_attempt = 0
+        kind = "first"
         while turn < p.turns:
             if turn > 0:
                 # Intended start: the previous turn's end plus the think time, whatever the sleep overshoots.
@@ -212,8 +262,9 @@ class Agent:
                     await asyncio.sleep(think)
             if p.chaos.wrong_process_turn == turn:
                 await self.nemesis.probe_wrong_process(sid, self.server_index, p.chaos.wrong_process, turn)
-            result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt)
+            result = await self.run_turn(sid, turn, intended, first_attempt=next_attempt, kind=kind)
             next_attempt = 0
+            kind = "next"
             if result is None:
                 return await self._finish(sid)
             self.messages.append(result)
@@ -223,13 +274,14 @@ class Agent:
                 redo_first = False
                 self.messages = [self.messages[0], self._user(0, 1)]
                 next_attempt = self._attempts_used
+                kind = "first_turn_retry"
                 intended = self.history.now()
                 continue
             tool_calls = result.get("tool_calls") or []
             if tool_calls and self._draw() < self.workload.tool_retry_probability and turn + 1 < p.turns:
                 # Take the tool step again after the next answer: remember to roll back.
                 self.messages.extend(self._tool_results(tool_calls, turn, 0))
-                answer = await self.run_turn(sid, turn + 1, self.history.now(), first_attempt=0)
+                answer = await self.run_turn(sid, turn + 1, self.history.now(), first_attempt=0, kind="next")
                 if answer is None:
                     return await self._finish(sid)
                 self.messages.append(answer)
@@ -237,6 +289,7 @@ class Agent:
                 del self.messages[-1 - len(tool_calls) :]
                 self.messages.extend(self._tool_results(tool_calls, turn, 1))
                 next_attempt = self._attempts_used
+                kind = "tool_retry"
                 turn += 1
                 intended = self.history.now()
                 continue
@@ -258,28 +311,47 @@ class Agent:
 
     # -- one turn ------------------------------------------------------------------
 
-    async def run_turn(self, sid: str, turn: int, intended: float, *, first_attempt: int = 0) -> dict[str, Any] | None:
-        """Send the current messages until an unaborted answer (returned) or a reason to stop (None)."""
+    async def run_turn(
+        self, sid: str, turn: int, intended: float, *, first_attempt: int = 0, kind: str = "next"
+    ) -> dict[str, Any] | None:
+        """Send the current messages until an unaborted answer (returned) or a reason to stop (None).
+
+        ``kind`` says what the first request of the turn is (``first``, ``next``,
+        ``first_turn_retry``, ``tool_retry``); every later one is a ``retry`` of
+        the same messages, recorded with why (``retry_after``): the history's
+        ``request_kind`` lets the refused_legal checker judge a 4xx.
+        """
         chaos = self.plan.chaos
         attempt = first_attempt
         retries = 0
         timeouts = 0
+        why: str | None = None
         while True:
             body = self._body()
+            how = {"request_kind": kind if why is None else "retry", "retry_after": why}
             if chaos.disconnect_turn == turn and attempt == first_attempt:
-                await self._disconnect(sid, turn, attempt, body, intended)
+                await self._disconnect(sid, turn, attempt, body, intended, how)
                 return None
             if turn in chaos.duplicate_turns and attempt == first_attempt:
-                outcome = await self._duplicate(sid, turn, attempt, body, intended)
+                outcome = await self._duplicate(sid, turn, attempt, body, intended, how)
                 attempt += 2
                 if outcome.good:
                     outcome.message = await self._reconcile(sid, outcome.message, self._hedged)
             else:
-                outcome = await self.chat(sid, turn, attempt, body, intended)
+                outcome = await self.chat(sid, turn, attempt, body, intended, how=how)
                 attempt += 1
             self._attempts_used = attempt
             if outcome.good:
                 return outcome.message
+            why = (
+                "abort"
+                if outcome.aborted
+                else "timeout"
+                if outcome.type == "info"
+                else f"status_{outcome.status}"
+                if outcome.status is not None
+                else str(outcome.kind)
+            )
             if outcome.type == "info":
                 timeouts += 1
                 if timeouts > self.spec.timeout_retries:
@@ -304,16 +376,21 @@ class Agent:
         """A chaos action this agent performs on its own session, recorded as the nemesis's."""
         self.history.event(process="nemesis", f="chaos", session=sid, server=self.server, value=value)
 
-    async def _duplicate(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> ChatOutcome:
+    async def _duplicate(
+        self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float, how: dict[str, Any]
+    ) -> ChatOutcome:
         """Two copies of one turn in flight (a hedged retry): the second is sent before the first returned."""
         delay = self.plan.chaos.duplicate_delay_s
         self._chaos(sid, action="duplicate_inflight", turn=turn, attempts=[attempt, attempt + 1], delay_s=delay)
 
         async def second() -> ChatOutcome:
             await asyncio.sleep(delay)
-            return await self.chat(sid, turn, attempt + 1, body, intended)
+            return await self.chat(sid, turn, attempt + 1, body, intended, how={**how, "request_kind": "duplicate"})
 
-        tasks = [asyncio.create_task(self.chat(sid, turn, attempt, body, intended)), asyncio.create_task(second())]
+        tasks = [
+            asyncio.create_task(self.chat(sid, turn, attempt, body, intended, how=how)),
+            asyncio.create_task(second()),
+        ]
         # A hedging client takes the first good answer to arrive. When the server saw both copies at
         # once, that is the one that reached Phase 3 first, i.e. the one it committed.
         winner: ChatOutcome | None = None
@@ -348,11 +425,13 @@ class Agent:
         records = r.body.get("records") if r is not None and isinstance(r.body, dict) else None
         return committed_choice(records, candidates) or answer
 
-    async def _disconnect(self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float) -> None:
+    async def _disconnect(
+        self, sid: str, turn: int, attempt: int, body: dict[str, Any], intended: float, how: dict[str, Any]
+    ) -> None:
         """The agent's process 'dies' mid-request (the connection drops), then the session is deleted."""
         after = self.plan.chaos.disconnect_after_s
         self._chaos(sid, action="disconnect", turn=turn, after_s=after)
-        await self.chat(sid, turn, attempt, body, intended, cancel_after=after)
+        await self.chat(sid, turn, attempt, body, intended, cancel_after=after, how=how)
         self.end_reason = "disconnected"
         await self.delete(sid, reason="after_disconnect")
 
@@ -432,6 +511,7 @@ class Agent:
         intended: float,
         *,
         cancel_after: float | None = None,
+        how: dict[str, Any] | None = None,
     ) -> ChatOutcome:
         rid = self.ids.request_id()
         headers = self._headers(rid, turn, attempt)
@@ -453,15 +533,20 @@ class Agent:
             messages=len(body["messages"]),
             stream=bool(body.get("stream")),
             forced_fault=forced,
+            **(how or {}),
         )
         self.nemesis.chat_sent(session=sid, server=self.server, turn=turn, chaos=self.plan.chaos)
         r = await self._call(op, self.client.chat(self.server, sid, body, headers), cancel_after)
         if isinstance(r, ChatOutcome):
             return r
-        return self._chat_reply(op, r)
+        return self._chat_reply(op, r, stream=bool(body.get("stream")))
 
-    def _chat_reply(self, op: int, r: Reply) -> ChatOutcome:
+    def _chat_reply(self, op: int, r: Reply, *, stream: bool = False) -> ChatOutcome:
         facts = framing_facts(r)
+        if stream and r.status == 200:
+            # Strict like a real streaming client: the OpenAI SSE rules, the terminator required.
+            json_body = ["stream=true answered with a JSON body, not an event stream"]
+            facts["framing"]["sse_errors"] = json_body if r.body is not None else sse_problems(r.text)
         if r.status != 200:
             err = r.body.get("error") if isinstance(r.body, dict) else None
             self.history.fail(op, status=r.status, error=err if err is not None else r.text[:500], **facts)

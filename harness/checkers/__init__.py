@@ -31,6 +31,7 @@ from harness.checkers.base import (
     register,
     run_checker,
 )
+from harness.checkers.blocking import Blocking
 from harness.checkers.errors import NoUnexpected5xx
 from harness.checkers.exactly_once import ExactlyOnce
 from harness.checkers.framing import HttpFraming
@@ -39,6 +40,7 @@ from harness.checkers.logs import Leaks, LogConsistency
 from harness.checkers.lost_turns import LostTurns
 from harness.checkers.ownership import Ownership
 from harness.checkers.provisional import Provisional
+from harness.checkers.refused_legal import RefusedLegal
 from harness.checkers.resurrection import NoResurrection
 from harness.checkers.stale_writers import StaleWriters
 from harness.checkers.token_state import TokenState
@@ -71,5 +73,7 @@ if not CHECKERS:
         HttpFraming(),
         ExactlyOnce(),
         BadInput(),
+        RefusedLegal(),
+        Blocking(),
     ):
         register(_c)

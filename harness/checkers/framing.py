@@ -118,6 +118,17 @@ class HttpFraming:
                             "content_length_mismatch",
                         )
                     )
+            fr = c.get("framing")
+            sse = fr.get("sse_errors") if isinstance(fr, dict) else None
+            if isinstance(sse, list) and sse:
+                violations.append(
+                    Violation(
+                        f"streamed answer breaks the OpenAI SSE rules: {'; '.join(str(x) for x in sse[:3])}",
+                        o.indices,
+                        o.session,
+                        "sse_malformed",
+                    )
+                )
             hdrs = o.headers
             joined = [
                 k
