@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(PY) -m harness.cli run --suite default --out reports/latest
 
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harness reference_impl tests bench

@@ -20,8 +20,11 @@ the rule is judged against the scenario's declared design: under
   server makes B wait only for A's short Phase 1 / Phase 3;
 - **client timing** (the history): a DELETE or GET of a session invoked while
   a chat of it was in flight with at least 50 ms still to go, that completed
-  only when or after that chat did. (A chat whose outcome is unknown, ``info``,
-  gives no end time and is not used.)
+  only when or after that chat did. The client cannot tell "it waited behind
+  Phase 2" from "it reached the server late" (a starved client, a slow link:
+  issue #16; the sim's ``client_delay_ms`` makes it happen on purpose), so
+  such a case is **unknown** with the reason, never invalid on client timing
+  alone. (A chat whose outcome is unknown, ``info``, gives no end time.)
 
 Invalid only when the wait clearly exceeds what the design allows; valid when
 the evidence shows no such wait; unknown without evidence (no ``chat_done``
@@ -96,7 +99,8 @@ class Blocking:
         n_log, judged_log = self._from_logs(run, violations, declared, by_req)
         if n_log:
             evidence.append(f"{n_log} chat_done lock waits ({judged_log} beside a running proxy phase)")
-        n_cli = self._from_client(ops, violations, declared)
+        suspects: list[Violation] = []
+        n_cli = self._from_client(ops, suspects, declared)
         if n_cli:
             evidence.append(f"{n_cli} DELETE/GET overlapping a chat of their session")
         if declared:
@@ -108,7 +112,14 @@ class Blocking:
                 [],
                 unknown=["no evidence: no chat_done timing buckets and no DELETE/GET overlapping a chat"],
             )
-        return verdict(self.name, violations, notes="; ".join(evidence))
+        unknown = []
+        if suspects:
+            unknown.append(
+                f"{len(suspects)} DELETE/GET completed only after an overlapping chat of their session (e.g. "
+                f"{suspects[0].message.split(': it waited')[0]}): they waited behind its proxy phase or reached the "
+                "server late; the client's timing cannot tell which"
+            )
+        return verdict(self.name, violations, unknown=unknown, notes="; ".join(evidence))
 
     @staticmethod
     def _from_logs(run: RunData, out: list[Violation], declared: bool, by_req: dict[str, list[int]]) -> tuple[int, int]:

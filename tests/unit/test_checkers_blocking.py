@@ -78,10 +78,11 @@ def delete_during(delete_end: float, *, log: bool = False) -> RunData:
     return b.build()
 
 
-def test_a_delete_that_completes_only_after_the_chat_is_flagged_from_client_timing() -> None:
+def test_a_delete_that_completes_only_after_the_chat_is_unknown_from_client_timing_alone() -> None:
+    """It waited behind Phase 2, or it reached the server late: the client cannot tell (issue #16)."""
     v = judge(delete_during(1.51))
-    assert v.status == "invalid"
-    assert kinds(v) == {"delete_behind_proxy"}
+    assert v.status == "unknown" and not v.violations
+    assert "reached the server late" in v.notes
     assert judge(delete_during(1.06)).status == "valid"
 
 
