@@ -80,7 +80,7 @@ def _headers(n: int) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(n).encode())]
 
 
-def create_app(
+def reference_app(
     *,
     backend_url: str,
     backend_transport: Any,
@@ -91,9 +91,11 @@ def create_app(
     pid: int,
     worker_port: int,
     variants: frozenset[str] = frozenset(),
-) -> ProtocolWrapper:
+    **_unused: Any,  # the sim offers every seam it has (e.g. seed); the reference app takes these
+) -> Any:
+    """The reference server as the sim's ``--target asgi:`` factory builds it: what the test wrappers wrap."""
     config = ServerConfig(backend_url=backend_url, variants=variants, worker_port=worker_port)
-    inner = create_reference(
+    return create_reference(
         config,
         clock=clock,
         ids=ids,
@@ -102,4 +104,7 @@ def create_app(
         log_sink=log_sink,
         pid=pid,
     )
-    return ProtocolWrapper(inner)
+
+
+def create_app(**kw: Any) -> ProtocolWrapper:
+    return ProtocolWrapper(reference_app(**kw))

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from reference_impl import ServerConfig
-from reference_impl import create_app as create_reference
+from protocol_wrapper import reference_app
 
 Message = MutableMapping[str, Any]
 
@@ -36,26 +35,5 @@ class CutDone:
         await self.inner(scope, receive, cut)
 
 
-def create_app(
-    *,
-    backend_url: str,
-    backend_transport: Any,
-    clock: Any,
-    ids: Any,
-    executor: Any,
-    log_sink: Any,
-    pid: int,
-    worker_port: int,
-    variants: frozenset[str] = frozenset(),
-) -> CutDone:
-    config = ServerConfig(backend_url=backend_url, variants=variants, worker_port=worker_port)
-    inner = create_reference(
-        config,
-        clock=clock,
-        ids=ids,
-        executor=executor,
-        backend_transport=backend_transport,
-        log_sink=log_sink,
-        pid=pid,
-    )
-    return CutDone(inner)
+def create_app(**kw: Any) -> CutDone:
+    return CutDone(reference_app(**kw))
