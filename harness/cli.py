@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "incident": ("harness.incident.cli:main", "turn production log lines into a replayable scenario"),
     "tokenizer": ("harness.tokenizer.check:main", "check NAME|DIR: will token-in/token-out hold with its template?"),
     "mutate": ("harness.mutate.cli:main", "mutation testing: cosmic-ray mutants of reference_impl vs the sim library"),
+    "coverage": (
+        "harness.coverage.cli:main",
+        "rule coverage: CONTEXT.md rules -> runs -> checkers -> proofs (docs/coverage.md)",
+    ),
 }
 
 
