@@ -410,7 +410,8 @@ def compute(
             else:
                 jobs_ex.append(Job(str(paths[n]), s))
     for n, tok in plan.tokenizer_runs:
-        jobs_ex.append(Job(str(paths[n]), seeds[0], tokenizer=tok))
+        if n in names:  # a --scenarios selection keeps only its own tokenizer runs
+            jobs_ex.append(Job(str(paths[n]), seeds[0], tokenizer=tok))
     base_of: dict[tuple[str, int, str | None, tuple[tuple[str, Any], ...]], int] = {}
     jobs_pr: list[Job] = []
     for p in proofs:
