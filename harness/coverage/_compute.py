@@ -302,6 +302,8 @@ class Coverage:
     runs: list[RunFacts]
     proofs: list[ProofResult]
     from_runs: list[str] = field(default_factory=list)
+    mutants: dict[str, list[str]] = field(default_factory=dict)  # checker -> ids of mutants it killed
+    mutants_source: str | None = None
 
     def exercised_by(self, facet: str) -> dict[str, int]:
         """Run label -> count, for every run that hit the facet (one label per scenario x variant)."""
@@ -366,6 +368,30 @@ class Coverage:
     def correct_server_invalid(self) -> list[str]:
         """Exercise runs (correct server) that some checker judged invalid: a false alarm or a real bug."""
         return [f"{r.label}: {sorted(r.invalid)}" for r in self.runs if r.invalid and r.facets]
+
+
+def load_mutants(path: Path) -> dict[str, list[str]]:
+    """``harness mutate``'s mutants.jsonl: checker -> the ids of the killed mutants it flagged (sorted)."""
+    import json
+
+    out: dict[str, list[str]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise CoverageError(f"--mutants {path}: {exc}") from None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            m = json.loads(line)
+        except ValueError:
+            msg = f"--mutants {path}: line {i + 1} is not JSON (give reports/mutation/mutants.jsonl)"
+            raise CoverageError(msg) from None
+        if not isinstance(m, dict) or m.get("status") != "killed" or not isinstance(m.get("killed_by"), dict):
+            continue
+        for c in m["killed_by"].get("checkers") or []:
+            out.setdefault(str(c), []).append(str(m.get("id")))
+    return {c: sorted(ids) for c, ids in sorted(out.items())}
 
 
 def library(root: Path) -> list[Path]:

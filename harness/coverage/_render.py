@@ -125,6 +125,20 @@ def render(cov: Coverage) -> str:
         if p.bug.error:
             got += f" (run error: {_cell(p.bug.error.splitlines()[0])})"
         lines.append(f"| {p.proof.label} | {p.proof.where} | {got} |")
+    if cov.mutants_source is not None:
+        lines += [
+            "",
+            f"## Mutants killed per checker (`{cov.mutants_source}`, harness mutate)",
+            "",
+            "| checker | killed mutants | ids |",
+            "|---|---:|---|",
+        ]
+        for c, ids in cov.mutants.items():
+            shown = ", ".join(f"`{i}`" for i in ids[:5]) + (f", +{len(ids) - 5} more" if len(ids) > 5 else "")
+            lines.append(f"| `{c}` | {len(ids)} | {shown} |")
+        silent = sorted({c for r in cov.rules for c in r.checkers} - set(cov.mutants))
+        if silent:
+            lines.append(f"| (killed none) | 0 | {', '.join(f'`{c}`' for c in silent)} |")
     false_alarms = cov.correct_server_invalid()
     errors = cov.run_errors
     if false_alarms or errors:

@@ -18,6 +18,7 @@ from harness.coverage._compute import (
     RULES_FILE,
     CoverageError,
     compute,
+    load_mutants,
     load_plan,
     load_proofs,
     load_rules,
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="also count facets in these run folders (or folders of run folders), e.g. a live run",
     )
+    p.add_argument(
+        "--mutants",
+        metavar="FILE",
+        help="add the mutants each checker killed (harness mutate's reports/mutation/mutants.jsonl)",
+    )
     p.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: up to 2)")
     args = p.parse_args(argv)
     root = (
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(Path(args.rules))
         proofs = load_proofs(Path(args.proofs))
         dirs = _run_dirs(args.from_runs)
+        mutants = load_mutants(Path(args.mutants)) if args.mutants else {}
         if not root.is_dir():
             raise CoverageError(f"--scenarios-dir {root}: no such folder")
         t0 = time.perf_counter()  # seam-ok: wall-clock cost printed for humans, never in the document
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CoverageError, ValueError) as exc:
         print(f"harness coverage: {exc}", file=sys.stderr)
         return 2
+    if args.mutants:
+        cov.mutants, cov.mutants_source = mutants, args.mutants
     text = render(cov)
     dt = time.perf_counter() - t0  # seam-ok: see above
     gaps = cov.problems()

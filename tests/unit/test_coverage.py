@@ -10,6 +10,7 @@ is cheap.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,32 @@ def test_docs_coverage_md_is_current_and_has_no_undeclared_gap(capsys: pytest.Ca
     rc = coverage_main(["--check", "--out", str(DOC), "--scenarios-dir", str(SCENARIOS)])
     err = capsys.readouterr().err
     assert rc == 0, f"docs/coverage.md is stale or has a gap; run `harness coverage`:\n{err}"
+
+
+def test_mutants_killed_per_checker_are_read_from_harness_mutate_output(tmp_path: Path) -> None:
+    from harness.coverage._compute import load_mutants
+
+    f = tmp_path / "mutants.jsonl"
+    rows = [
+        {"id": "a1", "status": "killed", "killed_by": {"checkers": ["no_unexpected_5xx", "lost_turns"]}},
+        {"id": "b2", "status": "survived", "killed_by": None},
+        {"id": "c3", "status": "killed", "killed_by": {"checkers": ["no_unexpected_5xx"]}},
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert load_mutants(f) == {"lost_turns": ["a1"], "no_unexpected_5xx": ["a1", "c3"]}
+    f.write_text("not json\n")
+    with pytest.raises(CoverageError, match="line 1 is not JSON"):
+        load_mutants(f)
+    assert coverage_main(["--mutants", str(f), "--out", str(tmp_path / "c.md")]) == 2  # before any run
+
+
+def test_without_runs_every_rule_is_a_gap_and_mutants_get_their_own_section() -> None:
+    from harness.coverage import Coverage, render
+
+    rules = load_rules()
+    cov = Coverage(rules, load_plan(), [], [], [], mutants={"lost_turns": ["a1"]}, mutants_source="m.jsonl")
+    assert len(cov.problems()) == len([r for r in rules if not r.gap])  # nothing exercised, nothing proven
+    text = render(cov)
+    assert text.count("**GAP**") == len([r for r in rules if not r.gap])
+    assert "| `lost_turns` | 1 | `a1` |" in text
+    assert "(killed none)" in text
