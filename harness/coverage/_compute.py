@@ -438,16 +438,23 @@ def compute(
     for n, tok in plan.tokenizer_runs:
         if n in names:  # a --scenarios selection keeps only its own tokenizer runs
             jobs_ex.append(Job(str(paths[n]), seeds[0], tokenizer=tok))
-    base_of: dict[tuple[str, int, str | None, tuple[tuple[str, Any], ...]], int] = {}
+    # the correct server on a proof's scenario and seed: an exercise run when one is that very run
+    # (no compare entry, no variant of its own, no overrides), else a run of its own
+    plain = {str(paths[n]) for n in names if not load_scenario(paths[n]).target.variants}
+    base_of: dict[tuple[str, int, str | None, tuple[tuple[str, Any], ...]], int] = {
+        (j.path, j.seed, j.tokenizer, ()): i
+        for i, j in enumerate(jobs_ex)
+        if j.compare_entry is None and j.path in plain
+    }
     jobs_pr: list[Job] = []
     for p in proofs:
         key = (str(paths[p.scenario]), p.seed, p.tokenizer, p.overrides)
         if key not in base_of:
-            base_of[key] = len(jobs_pr)
+            base_of[key] = len(jobs_ex) + len(jobs_pr)
             jobs_pr.append(Job(key[0], p.seed, variant="default", tokenizer=p.tokenizer, overrides=p.overrides))
     bug_index = {}
     for i, p in enumerate(proofs):
-        bug_index[i] = len(jobs_pr)
+        bug_index[i] = len(jobs_ex) + len(jobs_pr)
         jobs_pr.append(
             Job(
                 str(paths[p.scenario]),
@@ -460,7 +467,7 @@ def compute(
             )
         )
     facts = _pool_map(jobs_ex + jobs_pr, jobs)
-    runs, proof_facts = facts[: len(jobs_ex)], facts[len(jobs_ex) :]
+    runs = facts[: len(jobs_ex)]
     for j, r in zip(jobs_ex, runs, strict=True):
         if j.tokenizer:
             r.label += f" ({j.tokenizer})"
@@ -472,6 +479,6 @@ def compute(
         extra.append(str(d))
     results = []
     for i, p in enumerate(proofs):
-        base = proof_facts[base_of[(str(paths[p.scenario]), p.seed, p.tokenizer, p.overrides)]]
-        results.append(ProofResult(p, proof_facts[bug_index[i]], base))
+        base = facts[base_of[(str(paths[p.scenario]), p.seed, p.tokenizer, p.overrides)]]
+        results.append(ProofResult(p, facts[bug_index[i]], base))
     return Coverage(rules, plan, names, runs, results, extra)
