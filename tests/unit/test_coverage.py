@@ -3,7 +3,7 @@
 The document is regenerated from simulation (deterministic) and compared with
 the committed one: a change to a scenario, a checker, the server or the rules
 that moves any cell makes the test fail until `harness coverage` is re-run.
-That regeneration runs the whole plan (46 simulated runs, ~30 s of CPU) and
+That regeneration runs the whole plan (47 simulated runs, ~27 s of CPU) and
 is marked slow, as is the gap-rule test (9 small runs, ~5 s of CPU); the rest
 is cheap.
 """
