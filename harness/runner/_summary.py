@@ -123,9 +123,8 @@ def render_run(
         out += _wrap("FAIL", f"{name}: {_first_violation(by_name.get(name, {}))}", width)
     for c in j.slo.get("checks") or []:
         if c.get("status") in ("fail", "error"):
-            what = (
-                f"SLO {c.get('series')} {c.get('key')} <= {c.get('threshold_ms')} ms: observed {c.get('observed_ms')}"
-            )
+            bound = f"{c.get('series')} {c.get('key')} <= {c.get('threshold_ms')} ms"
+            what = f"SLO {bound}: observed {c.get('observed_ms')} ms"
             out += _wrap("FAIL", f"{what} {c.get('note', '')}".rstrip(), width)
     for line in j.gate:
         out += _wrap("FAIL" if j.gate_code == EXIT_FAIL else "", f"gate: {line}", width)

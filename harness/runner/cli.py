@@ -17,6 +17,7 @@ import argparse
 import importlib
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from harness.runfolder import RunFolderError
 from harness.runner._live import RunResult
@@ -213,16 +213,27 @@ def _list(names: list[str], suite: str | None) -> int:
     except ScenarioError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
         return 2
-    t = Table(title="scenarios")
-    t.add_column("name", no_wrap=True)
-    t.add_column("default")
-    t.add_column("runs", justify="right")
-    t.add_column("needs")
-    t.add_column("description", ratio=1)  # wrapped at word boundaries, never cut
+    console = Console()  # COLUMNS wide (80 in a log)
+    width = max(40, console.width)
     for sc in scenarios:
         runs = len(sc.target.compare) or 1
-        t.add_row(sc.name, "yes" if sc.default else "", str(runs), _needs(sc), " ".join(sc.description.split()))
-    Console().print(t)  # COLUMNS (or 80 in a log) wide: rich wraps each cell at word boundaries
+        facts = ["default suite" if sc.default else "", f"{runs} run{'s' if runs > 1 else ''}"]
+        needs = _needs(sc)
+        if needs:
+            facts.append(f"needs {needs}")
+        print(f"{sc.name}  ({', '.join(f for f in facts if f)})")
+        desc = " ".join(sc.description.split())
+        # word boundaries only: a long word (a header name, a path) overflows rather than being cut
+        for line in textwrap.wrap(
+            desc,
+            width=width,
+            initial_indent="    ",
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ):
+            print(line)
+    print(f"{len(scenarios)} scenario(s); `harness run NAME` runs one, `--suite default` the default suite")
     return 0
 
 
