@@ -189,7 +189,8 @@ def fresh_verdicts(run_dir: Path, run: RunData | None = None) -> tuple[list[dict
             meta = {}
     if vpath.is_file() and not isinstance(meta, dict):
         return _load_list(vpath), None
-    if not (run_dir / RUN_FILES["history"]).is_file():
+    if not (run_dir / RUN_FILES["history"]).is_file() or (not vpath.is_file() and (run_dir / "error.txt").is_file()):
+        # nothing to check, or a run that crashed (error.txt, no verdicts): its history may be cut anywhere
         return (_load_list(vpath) if vpath.is_file() else []), None
     why = None
     if not vpath.is_file():

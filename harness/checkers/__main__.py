@@ -100,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     from harness.report.summary import attention
 
     att = attention(args.run_dir, verdicts)
-    line = f"verdict: {j.verdict.upper()} (exit {j.exit_code})" + (f": {'; '.join(j.reasons)}" if j.reasons else "")
+    said = f"verdict: {j.verdict.upper()} (exit {j.exit_code})" + (f": {'; '.join(j.reasons)}" if j.reasons else "")
     if args.json:
         print(json.dumps(verdicts, indent=2))
-        print(line, file=sys.stderr)
+        print(said, file=sys.stderr)
     else:
         print(format_table([Verdict.from_dict(v) for v in verdicts]))
         for line in att.lines:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if c.get("status") != "pass":
                 bound = f"SLO {c.get('series')} {c.get('key')} <= {c.get('threshold_ms')} ms"
                 print(f"{bound}: {str(c.get('status')).upper()}, observed {c.get('observed_ms')} ms")
-        print(line)
+        print(said)
     return j.exit_code
 
 

@@ -43,7 +43,7 @@ def _wrap(mark: str, text: str, width: int, indent: int = 2) -> list[str]:
         width=max(width, 40),
         initial_indent=first,
         subsequent_indent=lead + "    ",
-        break_long_words=True,
+        break_long_words=False,  # a path or command overflows rather than being cut (copy-paste)
         break_on_hyphens=False,
     ) or [first.rstrip()]
     out = [escape(line) for line in plain]
@@ -90,14 +90,21 @@ def _latency_rows(j: Judgement, width: int) -> list[str]:
     rows = [escape(head)]
     for b in buckets:
         st = j.latency.get(b, {})
-        slo_parts = []
+        slo_parts, plain_len = [], 0
         for c in bounds.get(b, []):
             status = str(c.get("status"))
             word = {"pass": "ok", "fail": "FAIL", "error": "FAIL", "no_data": "UNKNOWN"}.get(status, status)
-            key = str(c.get("key", "")).removesuffix("_ms")
-            slo_parts.append(f"{escape(key)}<={escape(str(c.get('threshold_ms')))}ms {_mark(word)}")
+            bound = f"{str(c.get('key', '')).removesuffix('_ms')}<={c.get('threshold_ms')}ms"
+            slo_parts.append(f"{escape(bound)} {_mark(word)}")
+            plain_len += len(bound) + len(word) + 3
         line = f"  {b:<22}{st.get('n', 0):>7}{_ms(st.get('p50_ms')):>10}{_ms(st.get('p99_ms')):>10}"
-        rows.append(escape(line) + ("  " + ", ".join(slo_parts) if slo_parts else ""))
+        if not slo_parts:
+            rows.append(escape(line))
+        elif len(line) + plain_len <= width:
+            rows.append(escape(line) + "  " + ", ".join(slo_parts))
+        else:  # too narrow for the bounds beside the figures: one bound per line under them, never cut
+            rows.append(escape(line))
+            rows += [f"{' ' * 6}SLO {part}" for part in slo_parts]
     return rows
 
 

@@ -214,8 +214,8 @@ def test_broken_pipe_gives_no_traceback() -> None:
 def test_run_list_wraps_descriptions_at_word_boundaries(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.runner.cli import main as run_main
     from harness.runner._suite import find_scenarios
+    from harness.runner.cli import main as run_main
     from harness.scenario import load_scenario
 
     monkeypatch.setenv("COLUMNS", "80")
@@ -225,3 +225,44 @@ def test_run_list_wraps_descriptions_at_word_boundaries(
     body = [ln.strip() for ln in lines if ln.startswith("    ")]
     assert " ".join(body) == " ".join(desc.split())  # every word whole, none cut or dropped
     assert len(body) > 1 and all(len(ln) <= 80 for ln in lines if " " in ln.strip())
+
+
+def test_summary_block_fits_80_columns_and_marks_are_words(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from harness.runner._summary import render_run
+    from harness.verdict import Judgement
+
+    long = "the backend execution log has a gap (restart, reset), so it cannot say a request never reached it " * 2
+    j = Judgement(
+        run="mixed_production@lock_restore+retokenize_history",
+        run_dir=tmp_path,
+        status="invalid",
+        exit_code=EXIT_FAIL,
+        verdicts=[
+            {"checker": "lost_turns", "status": "invalid", "violations": [{"message": long, "ops": [1]}]},
+            {"checker": "no_unexpected_5xx", "status": "unknown", "violations": [], "notes": long},
+        ],
+        failing=["lost_turns"],
+        unknown=[("no_unexpected_5xx", long)],
+        not_exercised=["http_503 (backend.rules[0])", "abort (chaos.forced_faults.abort)"],
+        slo={
+            "status": "fail",
+            "checks": [
+                {"series": "total_ms", "key": "p99_ms", "threshold_ms": 250, "status": "fail", "observed_ms": 312.5},
+                {"series": "total_ms", "key": "p50_ms", "threshold_ms": 100, "status": "pass", "observed_ms": 40.1},
+                {"series": "lock_wait_ms", "key": "p99_9_ms", "threshold_ms": 5, "status": "no_data"},
+            ],
+        },
+        latency={"total_ms": {"n": 1200, "p50_ms": 40.1, "p99_ms": 312.5}, "lock_wait_ms": {"n": 3, "p50_ms": 0.0}},
+    )
+    block = render_run(j, width=80, report=tmp_path / "report.html", replay="harness run x --seed 1 " + "-v " * 40)
+    for tty in (False, True):
+        console = Console(width=80, force_terminal=tty, no_color=not tty, record=True)
+        for line in block:
+            console.print(line, soft_wrap=True, highlight=False)
+        text = console.export_text()
+        assert max(len(ln) for ln in text.splitlines()) <= 80, text
+        assert "FAIL lost_turns: 1 violation(s)" in text and "UNKNOWN no_unexpected_5xx:" in text
+        assert "p99<=250ms FAIL" in text and "p50<=100ms ok" in text and "p99_9<=5ms UNKNOWN" in text
+        assert "declared but not exercised: http_503" in text and str(tmp_path / "report.html") in text
