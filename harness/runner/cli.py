@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-report", action="store_true", help="write and judge the verdicts, skip the reports")
     p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="latency gate: judge each run against DIR/<run name> (a baseline run folder, e.g. reports/baselines; "
+        "runs without one are not gated); a regression fails the run (exit 1), a refusal is unknown",
+    )
+    p.add_argument(
         "--server-log",
         action="append",
         default=[],
@@ -282,6 +289,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Any], dict[str
         raise ScenarioError("--server-log", "", why)
     if args.mode == "sim":
         _check_sim_target(args.target, loaded)
+    if args.baseline is not None and not args.baseline.is_dir():
+        raise ScenarioError("--baseline", "", f"no such folder: {args.baseline}")
     for sc in loaded:  # every run folder can be written (a user's own folder is never replaced)
         for _one, name in expand(sc, args.variant):
             check_run_dir(Path(args.out), name)
@@ -441,6 +450,10 @@ def _summarize(console: Console, args: argparse.Namespace, results: list[RunResu
         j = r.judgement
         if j is None:  # the run never reached its verdict (it crashed before writing a folder)
             j = judge(r.run_dir, verdicts=[], error=r.error or "no verdict", strict=args.strict)
+        elif args.baseline is not None and (args.baseline / r.run_dir.name).is_dir() and not r.error:
+            from harness.verdict import gate_for_run
+
+            j = judge(r.run_dir, verdicts=j.verdicts, gate=gate_for_run(args.baseline / r.run_dir.name, r.run_dir))
         judgements.append(j)
         report = r.run_dir / "report.html"
         lines = render_run(
