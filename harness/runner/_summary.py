@@ -10,7 +10,9 @@ Written for logs as much as terminals: every mark is a word (``FAIL``,
 ``PASS``, ``UNKNOWN``, ``ok``), so nothing depends on colour; colour only
 repeats it. Lines are wrapped here, at word boundaries, to the console's
 width (80 in a CI log), with continuation lines indented, so a narrow
-terminal never cuts a mark off.
+terminal never cuts a mark off. Two exceptions overflow instead of being
+cut: a single word wider than the line (a path), and ``note:`` lines (free
+text other modules write, such as the sim's history digest, that scripts grep).
 """
 
 from __future__ import annotations
@@ -151,8 +153,8 @@ def render_run(
     for reason in j.reasons:
         if reason.startswith(("cannot judge", "not decided", "strict")):
             out += _wrap("", reason, width)
-    for n in [*j.notes, *notes]:
-        out += _wrap("", f"note: {n}", width)
+    for n in [*j.notes, *notes]:  # free text other modules write and scripts grep: one line each, not wrapped
+        out.append(escape(f"  note: {n}"))
     if report is not None:
         out += _wrap("", f"report: {report}", width)
     if replay:
