@@ -10,9 +10,11 @@ Written for logs as much as terminals: every mark is a word (``FAIL``,
 ``PASS``, ``UNKNOWN``, ``ok``), so nothing depends on colour; colour only
 repeats it. Lines are wrapped here, at word boundaries, to the console's
 width (80 in a CI log), with continuation lines indented, so a narrow
-terminal never cuts a mark off. Two exceptions overflow instead of being
-cut: a single word wider than the line (a path), and ``note:`` lines (free
-text other modules write, such as the sim's history digest, that scripts grep).
+terminal never cuts a mark off. What people copy or
+scripts grep stays whole on one line and may overflow: the paths
+(``report:``, ``history:``), the ``replay:`` command, a run error (often a
+process's own output), ``note:`` lines (such as the sim's history digest),
+and a single word wider than the line.
 """
 
 from __future__ import annotations
@@ -125,8 +127,10 @@ def render_run(
     took = f" in {duration_s:.1f} s" if duration_s is not None else ""
     title = f"{j.run}: "
     out = [f"{escape(title)}{_mark(word)} (exit {j.exit_code}){escape(took)}"]
-    if j.error:
-        out += _wrap("FAIL", f"run error: {j.error}", width)
+    if j.error:  # whole: often a process's own output, which people and scripts search for
+        first, *rest = str(j.error).splitlines() or [""]
+        out.append(f"  {_mark('FAIL')} {escape('run error: ' + first)}")
+        out += [escape(f"      {ln}") for ln in rest]
     by_name = {str(v.get("checker")): v for v in j.verdicts}
     for name in j.failing:
         out += _wrap("FAIL", f"{name}: {_first_violation(by_name.get(name, {}))}", width)
@@ -155,12 +159,13 @@ def render_run(
             out += _wrap("", reason, width)
     for n in [*j.notes, *notes]:  # free text other modules write and scripts grep: one line each, not wrapped
         out.append(escape(f"  note: {n}"))
+    # paths and the replay command stay on one line each: copied and pasted, never split
     if report is not None:
-        out += _wrap("", f"report: {report}", width)
+        out.append(escape(f"  report: {report}"))
     if replay:
-        out += _wrap("", f"replay: {replay}", width)
+        out.append(escape(f"  replay: {replay}"))
         if history is not None:
-            out += _wrap("", f"history: {history}", width)
+            out.append(escape(f"  history: {history}"))
     return out
 
 

@@ -149,14 +149,14 @@ def test_run_exit_codes_and_the_summary_at_80_columns(
     out = capsys.readouterr().out
     assert "\x1b[" not in out  # not a tty: no colour, so every mark must be a word
     lines = out.splitlines()
-    # wider than 80 only where one word is (a temporary folder's path overflows rather than being cut)
-    # and `note:` lines (free text for scripts to grep, such as the sim's history digest)
-    assert not [ln for ln in lines if len(ln) > 80 and " " in ln.strip() and "note:" not in ln], lines
+    # wider than 80 only where one word is, or for what is copied or grepped whole (paths, replay, notes)
+    whole = ("note:", "replay:", "report:", "history:")
+    assert not [ln for ln in lines if len(ln) > 80 and " " in ln.strip() and not ln.lstrip().startswith(whole)]
     assert "verdict_probe: FAIL (exit 1)" in out
     slo_rows = [ln for ln in lines if ln.lstrip().startswith("total_ms")]
     assert slo_rows and "FAIL" in slo_rows[0] and "p99<=0.0001ms" in slo_rows[0]
     assert "[1/1] verdict_probe: checking" in out  # the phase after the workload is visible
-    assert "replay: harness run" in " ".join(out.split())
+    assert any(ln.startswith(f"  replay: harness run {sc} --seed 3") for ln in lines)  # one line, to copy
     assert out.rstrip().splitlines()[-2].startswith("failed: verdict_probe") or "failed: verdict_probe" in out
 
 
@@ -265,7 +265,9 @@ def test_summary_block_fits_80_columns_and_marks_are_words(tmp_path: Path) -> No
         for line in block:
             console.print(line, soft_wrap=True, highlight=False)
         text = console.export_text()
-        assert max(len(ln) for ln in text.splitlines()) <= 80, text
+        wrapped = [ln for ln in text.splitlines() if not ln.lstrip().startswith(("replay:", "report:"))]
+        assert max(len(ln) for ln in wrapped) <= 80, text
+        assert "  replay: harness run x --seed 1 -v -v" in text  # the command on one line, to copy
         assert "FAIL lost_turns: 1 violation(s)" in text and "UNKNOWN no_unexpected_5xx:" in text
         assert "p99<=250ms FAIL" in text and "p50<=100ms ok" in text and "p99_9<=5ms UNKNOWN" in text
         assert "declared but not exercised: http_503" in text and str(tmp_path / "report.html") in text
