@@ -99,10 +99,12 @@ def raise_on_verdict(run_name: str, res: Any) -> None:
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from harness.runner import expand
+        from harness.runner._suite import check_variant
         from harness.scenario import load_scenario
 
         sc = load_scenario(self.path)  # a ScenarioError fails collection with file, key and fix
         variant = self.config.getoption("--scenario-variant")
+        check_variant(variant, "--scenario-variant")  # a typo fails collection, before any process starts
         for one, run_name in expand(sc, variant):
             item: pytest.Item = ScenarioItem.from_parent(self, name=run_name, scenario=one, run_name=run_name)
             item.add_marker(pytest.mark.scenario)

@@ -200,6 +200,9 @@ def test_pytest_plugin_fails_an_slo_failure(pytester: pytest.Pytester) -> None:
     res = pytester.runpytest_inprocess("--run-scenarios", "--scenario-mode", "sim", "-q", "scenarios")
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines(["*FAIL (exit 1*", "*SLO total_ms p99_ms <= 0.0001 ms*"])
+    typo = pytester.runpytest_inprocess("--run-scenarios", "--scenario-variant", "lock_restor", "-q", "scenarios")
+    typo.assert_outcomes(errors=1)  # collection fails: nothing ran
+    typo.stdout.fnmatch_lines(["*unknown variant 'lock_restor'; did you mean 'lock_restore'*"])
 
 
 def test_broken_pipe_gives_no_traceback() -> None:
