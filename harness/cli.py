@@ -3,15 +3,22 @@
 Each subcommand lives in the module that owns it and exposes
 ``main(argv: list[str]) -> int``; this file only dispatches, so modules stay
 independent and import cost is paid only for the command that runs.
-Exit codes: 0 all valid, 1 a violation / regression, 2 bad input.
+Exit codes, the same in every command (harness/verdict.py, docs/ci.md): 0 pass,
+1 a violation / failed SLO / regression, 2 bad input, 3 cannot judge.
+
+A reader that stops reading (``harness run --list | head -1``) is not an
+error of the command: further output is dropped, quietly, and the command
+still exits with its own code.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 from importlib import metadata
+from typing import Any, TextIO
 
 # name -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +60,55 @@ def version() -> str:
         return "0+unknown"
 
 
+class _QuietPipe:
+    """sys.stdout that drops output once the reader has gone (BrokenPipeError), instead of a traceback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def _gone(self) -> None:
+        self.broken = True
+        try:  # the interpreter's own flush at exit must not fail on the closed pipe either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stdout, _QuietPipe) and sys.stdout is not None:
+        sys.stdout = _QuietPipe(sys.stdout)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # a write that bypassed the wrapper (a library's own handle on stdout)
+        if isinstance(sys.stdout, _QuietPipe):
+            sys.stdout._gone()
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         print(_usage(), file=sys.stderr)

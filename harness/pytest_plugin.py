@@ -6,8 +6,11 @@ output, with no new CI step. Collecting ``scenarios/*.toml`` is opt-in
 (``--run-scenarios``, or ``run_scenarios = true`` in the ini file) because a
 scenario starts processes and takes seconds: a project's own fast unit run
 must stay fast unless asked. Each scenario (each variant of a ``compare``
-list) is one item; it fails with the checkers' violations, and a bad
-scenario file fails at collection with the file, key and fix.
+list) is one item; it fails exactly when ``harness run`` would (the one
+verdict, harness/verdict.py: violations, failed SLO bounds, a crashed run,
+and with ``--scenario-strict`` / ``--scenario-fail-on-unknown`` or the
+scenario's ``[checks]`` also unknown verdicts), and a bad scenario file fails
+at collection with the file, key and fix.
 
 Fixtures ``fake_sglang`` and ``reference_server`` start the processes on free
 loopback ports, yield their URLs and stop them (module scope: startup costs
@@ -27,7 +30,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ScenarioFailure", "ScenarioFile", "ScenarioItem"]
+__all__ = ["ScenarioFailure", "ScenarioFile", "ScenarioItem", "raise_on_verdict"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +39,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--scenario-out", default=None, help="run folders go here (default: reports/pytest-scenarios)")
     group.addoption("--scenario-variant", default=None, help="run every scenario against this server variant")
     group.addoption("--scenario-seed", type=int, default=None, help="override every scenario's seed")
+    group.addoption(
+        "--scenario-mode", default="live", choices=("live", "sim"), help="live processes (default) or simulation"
+    )
+    group.addoption(
+        "--scenario-strict", action="store_true", help="unknown verdicts and unexercised faults fail (checks.strict)"
+    )
+    group.addoption(
+        "--scenario-fail-on-unknown",
+        action="store_true",
+        help="a scenario that cannot be judged (unknown verdicts) fails (checks.fail_on_unknown)",
+    )
     parser.addini("run_scenarios", "collect scenario TOML files as test items", type="bool", default=False)
     parser.addini("scenario_dirs", "folders whose *.toml files are scenarios", type="linelist", default=["scenarios"])
 
@@ -66,13 +80,31 @@ class ScenarioFailure(Exception):
         self.summary = summary
 
 
+def raise_on_verdict(run_name: str, res: Any) -> None:
+    """Fail (ScenarioFailure) when the run's one verdict is not a pass: the same answer as ``harness run``."""
+    from harness.verdict import judge
+
+    j = res.judgement if res.judgement is not None else judge(res.run_dir, verdicts=[], error=res.error or "no verdict")
+    if j.exit_code == 0:
+        return
+    lines = [f"{run_name}: {j.verdict.upper()} (exit {j.exit_code}; {res.run_dir})"]
+    lines += [f"  {r}" for r in j.reasons]
+    for v in j.verdicts:
+        if v["status"] == "invalid":
+            for viol in v["violations"][:5]:
+                lines.append(f"  {v['checker']}: {viol['message']} (history {viol['ops'][:6]})")
+    raise ScenarioFailure("\n".join(lines))
+
+
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         from harness.runner import expand
+        from harness.runner._suite import check_variant
         from harness.scenario import load_scenario
 
         sc = load_scenario(self.path)  # a ScenarioError fails collection with file, key and fix
         variant = self.config.getoption("--scenario-variant")
+        check_variant(variant, "--scenario-variant")  # a typo fails collection, before any process starts
         for one, run_name in expand(sc, variant):
             item: pytest.Item = ScenarioItem.from_parent(self, name=run_name, scenario=one, run_name=run_name)
             item.add_marker(pytest.mark.scenario)
@@ -87,12 +119,22 @@ class ScenarioItem(pytest.Item):
         self.run_name = run_name
 
     def runtest(self) -> None:
-        from harness.runner import run_scenario
+        import importlib
+
+        from harness.runner._suite import with_policy
+
+        sim = self.config.getoption("--scenario-mode") == "sim"
+        run_scenario = importlib.import_module("harness.sim.runner" if sim else "harness.runner").run_scenario
 
         out = self.config.getoption("--scenario-out")
         out_dir = Path(out) if out else self.config.rootpath / "reports" / "pytest-scenarios"
-        res = run_scenario(
+        scenario = with_policy(
             self.scenario,
+            strict=bool(self.config.getoption("--scenario-strict")),
+            fail_on_unknown=bool(self.config.getoption("--scenario-fail-on-unknown")),
+        )
+        res = run_scenario(
+            scenario,
             out_dir,
             self.config.getoption("--scenario-variant"),
             self.config.getoption("--scenario-seed"),
@@ -100,15 +142,7 @@ class ScenarioItem(pytest.Item):
             report=False,
         )
         self.user_properties.append(("run_dir", str(res.run_dir)))
-        if res.status in ("invalid", "error"):
-            lines = [f"{self.run_name}: {res.status} ({res.run_dir})"]
-            if res.error:
-                lines.append(res.error)
-            for v in res.verdicts:
-                if v["status"] == "invalid":
-                    for viol in v["violations"][:5]:
-                        lines.append(f"  {v['checker']}: {viol['message']} (history {viol['ops'][:6]})")
-            raise ScenarioFailure("\n".join(lines))
+        raise_on_verdict(self.run_name, res)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailure):

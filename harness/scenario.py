@@ -235,6 +235,7 @@ class ChecksSpec:
     liveness_bound_s: float = 30.0
     options: Mapping[str, Any] = field(default_factory=dict)  # free-form, passed to checkers
     strict: bool = False  # unknown verdicts and declared-but-not-exercised faults fail the run
+    fail_on_unknown: bool = False  # an unknown verdict (or SLO without samples) makes the run "cannot judge", exit 3
 
 
 @dataclass(frozen=True)
@@ -871,6 +872,7 @@ def _parse_checks(t: _Table) -> ChecksSpec:
         liveness_bound_s=t.float_("liveness_bound_s", 30.0, 0.0),
         options=dict(opts),
         strict=t.bool_("strict", False),
+        fail_on_unknown=t.bool_("fail_on_unknown", False),
     )
     t.done()
     return spec

@@ -3,9 +3,14 @@
 Loads the folder with :meth:`RunData.load`, runs the checkers and prints one
 line per checker (and its violations), then one line saying how many
 verdicts were unknown and why, and one listing declared faults that never
-fired. Exit codes: 0 nothing invalid (``--strict``, or ``checks.strict`` in the
-run's scenario: nothing unknown and every declared fault exercised either),
-1 a violation, 2 bad input.
+fired. The scenario's enabled checkers are run (``--checker`` for others) and,
+without ``--checker``, ``verdicts.json`` is rewritten, so ``harness report``
+and everything else read these verdicts, not an older run's.
+
+Exit codes are the one verdict's (harness/verdict.py), as in every command:
+0 pass, 1 a violation or a failed SLO (``--strict`` / ``checks.strict``: also
+unknown verdicts and declared-but-not-exercised faults), 2 bad input, 3 cannot
+judge (``--fail-on-unknown`` / ``checks.fail_on_unknown``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.checkers import CHECKERS, Verdict, check_all, compose
+from harness.checkers import CHECKERS, Verdict
 from harness.rundata import RUN_FILES, RunData
 
 
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         "--strict", action="store_true", help="exit 1 on unknown verdicts and declared-but-not-exercised faults too"
     )
     p.add_argument(
+        "--fail-on-unknown", action="store_true", help="exit 3 (cannot judge) on unknown verdicts or SLOs without data"
+    )
+    p.add_argument(
         "--server-log",
         action="append",
         default=[],
@@ -72,30 +80,40 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"--server-log: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
+    bad = [n for n in args.checker or [] if n not in CHECKERS]
+    if bad:
+        print(f"--checker: unknown checker(s) {bad}; allowed: {', '.join(sorted(CHECKERS))}", file=sys.stderr)
+        return 2
+    from harness.verdict import judge, run_checkers, write_verdicts
+
     try:
         run = RunData.load(args.run_dir)
         if args.server_log:
             _use_server_logs(run, args.server_log)
-        verdicts = check_all(run, args.checker)
+        verdicts = run_checkers(run, args.checker)
+        if args.checker is None:  # the scenario's own set: what every other command reads
+            write_verdicts(args.run_dir, verdicts, server_logs=[str(f) for f in args.server_log])
+        j = judge(args.run_dir, run=run, verdicts=verdicts, strict=args.strict, fail_on_unknown=args.fail_on_unknown)
     except (ValueError, OSError) as exc:
         print(f"{args.run_dir}: {exc}", file=sys.stderr)
         return 2
     from harness.report.summary import attention
 
-    att = attention(args.run_dir, [v.to_dict() for v in verdicts])
+    att = attention(args.run_dir, verdicts)
+    said = f"verdict: {j.verdict.upper()} (exit {j.exit_code})" + (f": {'; '.join(j.reasons)}" if j.reasons else "")
     if args.json:
-        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        print(json.dumps(verdicts, indent=2))
+        print(said, file=sys.stderr)
     else:
-        print(format_table(verdicts))
+        print(format_table([Verdict.from_dict(v) for v in verdicts]))
         for line in att.lines:
             print(line)
-    overall = compose(verdicts)
-    strict = args.strict or att.scenario_strict
-    if overall.status == "invalid" or (strict and att.strict_fails):
-        if strict and att.strict_fails and overall.status != "invalid":
-            print("strict: unknown verdicts or unexercised faults fail the run", file=sys.stderr)
-        return 1
-    return 0
+        for c in j.slo.get("checks") or []:
+            if c.get("status") != "pass":
+                bound = f"SLO {c.get('series')} {c.get('key')} <= {c.get('threshold_ms')} ms"
+                print(f"{bound}: {str(c.get('status')).upper()}, observed {c.get('observed_ms')} ms")
+        print(said)
+    return j.exit_code
 
 
 if __name__ == "__main__":

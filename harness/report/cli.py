@@ -34,26 +34,37 @@ def report_main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
 
 
+def _code(summary: dict[str, object]) -> int:
+    verdict = summary.get("verdict")
+    code = verdict.get("exit_code") if isinstance(verdict, dict) else None
+    return code if isinstance(code, int) else 0
+
+
 def _report(run_dir: Path) -> int:
+    """Regenerate; exit with the one verdict (harness/verdict.py): 0 pass, 1 fail, 3 cannot judge."""
+    from harness.verdict import EXIT_CANNOT_JUDGE, EXIT_FAIL, EXIT_PASS
+
     if is_run_dir(run_dir):
         summary = build_run_report(run_dir)
+        verdict = summary.get("verdict") or {}
         print(
             f"{run_dir}/report.html: {summary['scenario']['name']} {summary['status']}, SLO {summary['slo']['status']}"
+            f"; verdict {str(verdict.get('verdict', '?')).upper()} (exit {_code(summary)})"
         )
-        return 0
+        return _code(summary)
     runs = find_runs(run_dir)
     if not runs:
         print(f"harness report: {run_dir}: no run folders (no history.jsonl) in it", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for r in runs:
-        build_run_report(r)
+    codes = {_code(build_run_report(r)) for r in runs}
     suite = build_suite_report(run_dir)
     c = suite["counts"]
+    code = EXIT_FAIL if EXIT_FAIL in codes else EXIT_CANNOT_JUDGE if EXIT_CANNOT_JUDGE in codes else EXIT_PASS
     print(
         f"{run_dir}/report.html: {c['scenarios']} scenarios, {c['valid']} valid, {c['invalid']} invalid, "
-        f"{c['unknown']} unknown; {suite['slo_failed']} SLO failures"
+        f"{c['unknown']} unknown; {suite['slo_failed']} SLO failures; exit {code}"
     )
-    return 0
+    return code
 
 
 def compare_parser() -> argparse.ArgumentParser:

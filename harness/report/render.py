@@ -379,6 +379,15 @@ def _testsuite(summary: Mapping[str, Any]) -> ET.Element:
             skipped += 1
             ET.SubElement(case, "skipped", message=f"{c['status']}: {c.get('note', '')}")
         cases.append(case)
+    verdict = summary.get("verdict")
+    if isinstance(verdict, Mapping):  # the run's one verdict (harness/verdict.py): fails exactly when the run does
+        case = ET.Element("testcase", classname=f"scenario.{name}", name="verdict", time="0")
+        if verdict.get("exit_code") not in (0, None):
+            failures += 1
+            reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
+            msg = f"{verdict.get('verdict')} (exit {verdict.get('exit_code')}): {reasons}"[:500]
+            ET.SubElement(case, "failure", message=msg, type=str(verdict.get("verdict")).replace(" ", "_"))
+        cases.append(case)
     suite.extend(cases)
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))

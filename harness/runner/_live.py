@@ -23,7 +23,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +39,8 @@ from harness.scenario import DEFAULT_VARIANT, Scenario
 from harness.serverlog import LogConfig
 from harness.serverlog import read_server_logs as read_logs
 from harness.workload import WorkloadResult
+
+Phase = Callable[[str], None]  # "checking", "reporting": what a run is doing after its workload
 
 __all__ = ["RunResult", "apply_overrides", "collect_server_logs", "finish_run", "run_dir_name", "run_scenario"]
 
@@ -61,6 +63,7 @@ class RunResult:
     source: str = ""  # the scenario file
     target_args: list[str] = field(default_factory=list)  # CLI target flags this run was given (--server-cmd ...)
     target_kind: str = "reference"
+    judgement: Any = None  # harness.verdict.Judgement: the run's one verdict (exit code, reasons), after finish_run
 
     @property
     def replay(self) -> str:
@@ -96,6 +99,7 @@ def run_scenario(
     report: bool = True,
     target_args: list[str] | None = None,
     server_logs: Sequence[Path] = (),
+    on_phase: Phase | None = None,
 ) -> RunResult:
     """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind.
 
@@ -162,17 +166,31 @@ def run_scenario(
         if procs is not None:
             procs.stop()
         res.duration_s = time.perf_counter() - t0  # seam-ok: see above
-    finish_run(res, sc, report=report)
+    finish_run(res, sc, report=report, on_phase=on_phase)
     return res
 
 
-def finish_run(res: RunResult, sc: Scenario, *, report: bool) -> None:
-    """The tail every mode shares: verdicts into the run folder, then the report (unless the run errored)."""
-    if res.status == "error":
+def finish_run(res: RunResult, sc: Scenario, *, report: bool, on_phase: Phase | None = None) -> None:
+    """The tail every mode shares: verdicts into the run folder, the report (unless the run errored), and
+    the run's one verdict (harness/verdict.py) in ``res.judgement``. ``on_phase`` hears "checking", "reporting"."""
+    if res.status != "error":
+        if on_phase is not None:
+            on_phase("checking")
+        _check(res, sc)
+        if report:
+            if on_phase is not None:
+                on_phase("reporting")
+            _report(res)
+    try:
+        from harness.verdict import judge
+    except ImportError:
         return
-    _check(res, sc)
-    if report:
-        _report(res)
+    try:
+        res.judgement = judge(res.run_dir, verdicts=res.verdicts if res.status != "error" else None, error=res.error)
+    except (OSError, ValueError) as exc:  # a run folder cut short: the run's own status stands
+        res.notes.append(f"verdict: {type(exc).__name__}: {exc}")
+        return
+    res.slo = str(res.judgement.slo.get("status") or "none")
 
 
 async def _run_async(
@@ -274,15 +292,12 @@ def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list
 
 def _check(res: RunResult, sc: Scenario) -> None:
     try:
-        from harness.checkers import check_all
+        from harness.verdict import run_checkers, write_verdicts
     except ImportError:
         res.notes.append("harness.checkers not available: no verdicts")
         return
-    run = RunData.load(res.run_dir)
-    names = None if "all" in sc.checks.enabled else list(sc.checks.enabled)
-    verdicts = [v.to_dict() for v in check_all(run, names)]
-    verdicts.extend(_untestable(sc, run))
-    (res.run_dir / RUN_FILES["verdicts"]).write_text(json.dumps(verdicts, indent=1, sort_keys=True))
+    verdicts = run_checkers(RunData.load(res.run_dir))  # the one checker path (harness/verdict.py)
+    write_verdicts(res.run_dir, verdicts)
     res.verdicts = verdicts
     statuses = [str(v.get("status")) for v in verdicts]
     if "invalid" in statuses:
@@ -291,24 +306,6 @@ def _check(res: RunResult, sc: Scenario) -> None:
         res.status = "unknown"
     else:
         res.status = "valid"
-
-
-def _untestable(sc: Scenario, run: RunData) -> list[dict[str, Any]]:
-    """Chaos the scenario asks for that this target could not perform: unknown, never a silent pass."""
-    target = run.scenario.get("target") or {}
-    out: list[dict[str, Any]] = []
-    if sc.chaos.kill_restart and not target.get("process_control", True):
-        out.append(
-            {
-                "checker": "process_control",
-                "status": "unknown",
-                "violations": [],
-                "notes": f"the scenario kills and restarts server processes ({len(sc.chaos.kill_restart)} "
-                f"kill_restart), but the harness did not start this target's processes ({sc.target.kind} target), "
-                "so no process was killed; run it with a command target (--server-cmd) to test it",
-            }
-        )
-    return out
 
 
 def _report(res: RunResult) -> None:
@@ -323,7 +320,6 @@ def _report(res: RunResult) -> None:
         return
     slo = summary.get("slo") if isinstance(summary, dict) else None
     if isinstance(slo, dict) and slo.get("status") in ("pass", "fail"):
-        res.slo = str(slo["status"])
         for c in slo.get("checks") or []:
             if c.get("status") == "fail":
                 bound, seen = c.get("threshold_ms"), c.get("observed_ms")

@@ -6,6 +6,8 @@ tenth scenario fails the command in a second rather than after nine runs.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,9 +16,9 @@ from typing import Any
 from harness.runfolder import check_run_dir
 from harness.runner._drive import Progress
 from harness.runner._live import RunResult, run_dir_name, run_scenario
-from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
+from harness.scenario import DEFAULT_VARIANT, Scenario, ScenarioError, expand_variants, load_scenario
 
-__all__ = ["SCENARIO_DIR", "expand", "find_scenarios", "load_for_target", "run_suite"]
+__all__ = ["SCENARIO_DIR", "check_variant", "expand", "find_scenarios", "load_for_target", "run_suite", "with_policy"]
 
 # The scenario library: scenarios/ in a checkout, packaged inside the wheel as harness/_library/scenarios
 # (a symlink in the source tree, so both are the same files).
@@ -77,6 +79,38 @@ def load_for_target(path: Path, target: Mapping[str, Any] | None = None) -> Scen
         raise ScenarioError(exc.file, exc.key, msg) from None
 
 
+def check_variant(spec: str | None, flag: str = "--variant") -> None:
+    """``--variant a+b``: every name a variant of the reference server (ScenarioError: bad input, exit 2)."""
+    if spec is None:
+        return
+    try:
+        from reference_impl.config import VARIANTS
+    except ImportError:  # pragma: no cover - no reference server in this build: nothing to check against
+        return
+    known = sorted(VARIANTS)
+    names = [v for v in spec.split("+")]
+    if not spec or any(not v for v in names):
+        raise ScenarioError(flag, "", f"expected variant names joined by '+', got {spec!r}")
+    for v in names:
+        if v != DEFAULT_VARIANT and v not in known:
+            close = difflib.get_close_matches(v, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ScenarioError(
+                flag, "", f"unknown variant {v!r}; {hint}allowed: {DEFAULT_VARIANT}, {', '.join(known)}"
+            )
+
+
+def with_policy(sc: Scenario, *, strict: bool = False, fail_on_unknown: bool = False) -> Scenario:
+    """The scenario with ``--strict`` / ``--fail-on-unknown`` folded into its ``[checks]``: the run folder's
+    scenario.json then carries the policy, and every later reader (check, report, junit) judges alike."""
+    if not (strict or fail_on_unknown):
+        return sc
+    checks = dataclasses.replace(
+        sc.checks, strict=sc.checks.strict or strict, fail_on_unknown=sc.checks.fail_on_unknown or fail_on_unknown
+    )
+    return dataclasses.replace(sc, checks=checks)
+
+
 def expand(sc: Scenario, variant_override: str | None = None) -> list[tuple[Scenario, str]]:
     """(scenario, run folder name) per run: ``target.compare`` gives one run per variant."""
     if variant_override is not None:
@@ -101,6 +135,10 @@ def run_suite(
     target_args: Sequence[str] = (),
     tokenizer: str | None = None,
     live_options: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    fail_on_unknown: bool = False,
+    report: bool = True,
+    on_phase: Callable[[str, str], None] | None = None,
 ) -> list[RunResult]:
     """Run every scenario (each variant of a ``compare`` list), then build the suite report.
 
@@ -109,9 +147,15 @@ def run_suite(
     ``sim_options`` (strategy, depth, target) go to it as keyword arguments.
     ``target`` replaces every scenario's ``[target]`` table (``--server-cmd``, ``--url``;
     live only), ``target_args`` are those flags, for the replay line. ``tokenizer`` (a shipped name or a folder)
-    replaces every scenario's target tokenizer.
+    replaces every scenario's target tokenizer. ``strict`` / ``fail_on_unknown`` are folded into every
+    scenario's ``[checks]`` (:func:`with_policy`). ``report=False`` skips the reports (verdicts are
+    still written and judged). ``on_phase(run, phase)`` hears "checking", "reporting" per run and
+    ("", "suite report") at the end.
     """
-    scenarios = [load_for_target(p, target).with_tokenizer(tokenizer) for p in paths]  # validate everything first
+    scenarios = []
+    for p in paths:  # validate everything first
+        sc = load_for_target(p, target).with_tokenizer(tokenizer)
+        scenarios.append(with_policy(sc, strict=strict, fail_on_unknown=fail_on_unknown))
     runner: Callable[..., RunResult] = run_scenario
     if mode == "sim":
         runner = importlib.import_module("harness.sim.runner").run_scenario
@@ -126,14 +170,20 @@ def run_suite(
             extra = dict(sim_options or {}) if mode == "sim" else dict(live_options or {})
             if target_args and mode != "sim":
                 extra["target_args"] = list(target_args)
-            r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, **extra)
+            if on_phase is not None:
+                extra["on_phase"] = lambda phase, name=name: on_phase(name, phase)
+            r = runner(one, out_dir, variant, seed, run_name=name, progress=on_progress, report=report, **extra)
             results.append(r)
             if on_done is not None:
                 on_done(r)
+    if not report:
+        return results
     try:
         from harness.report import build_suite_report
     except ImportError:
         return results
+    if on_phase is not None:
+        on_phase("", "suite report")
     try:
         build_suite_report(out_dir)
     except Exception as exc:

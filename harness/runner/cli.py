@@ -1,7 +1,14 @@
-"""``harness run``: run scenarios, check them, report; exit 0 all valid, 1 a violation, 2 bad input.
+"""``harness run``: run scenarios, check them, report; exit codes from the one verdict (harness/verdict.py).
 
-A bad scenario is the user's input error, not a crash: it is printed as one
-line naming the file, the key and the fix, without a traceback.
+0 pass, 1 a violation / failed SLO / regression / crashed run, 2 bad input,
+3 cannot judge (only with ``--fail-on-unknown`` or ``[checks] fail_on_unknown``).
+
+Every input is validated before anything starts (scenario files, ``--variant``,
+``--target``, ``--tokenizer``, the target flags, ``--server-log``, the run
+folders): bad input is one line naming what and the fix, exit 2, no replay
+line for a run that never happened. A bad scenario is the user's input
+error, not a crash: it is printed as one line naming the file, the key and
+the fix, without a traceback.
 """
 
 from __future__ import annotations
@@ -10,24 +17,24 @@ import argparse
 import importlib
 import signal
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.runfolder import RunFolderError
 from harness.runner._live import RunResult
-from harness.runner._suite import find_scenarios, load_for_target, run_suite
+from harness.runner._suite import check_variant, expand, find_scenarios, load_for_target, run_suite
 from harness.scenario import ScenarioError, parse_scenario
+from harness.verdict import EXIT_BAD_INPUT, Judgement, judge, suite_exit
 
 __all__ = ["main"]
-
-_STYLE = {"valid": "green", "invalid": "bold red", "unknown": "yellow", "error": "bold magenta"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +72,20 @@ def _parser() -> argparse.ArgumentParser:
         help="unknown verdicts and declared-but-not-exercised faults fail the run (exit 1), as checks.strict does",
     )
     p.add_argument(
+        "--fail-on-unknown",
+        action="store_true",
+        help="a run with an unknown verdict (or an SLO without samples) cannot be judged: exit 3 instead of 0, "
+        "as checks.fail_on_unknown does",
+    )
+    p.add_argument("--no-report", action="store_true", help="write and judge the verdicts, skip the reports")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="latency gate: judge each run against DIR/<run name> (a baseline run folder, e.g. reports/baselines; "
+        "runs without one are not gated); a regression fails the run (exit 1), a refusal is unknown",
+    )
+    p.add_argument(
         "--server-log",
         action="append",
         default=[],
@@ -77,38 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
     sim.add_argument("--target", help="asgi:module:factory: your own ASGI session server instead of the reference")
     return p
-
-
-def _table(results: list[RunResult]) -> tuple[Table, list[str]]:
-    """Runs as rows, checkers as numbered columns (a legend follows: names are long)."""
-    checkers: list[str] = []
-    for r in results:
-        for v in r.verdicts:
-            if v["checker"] not in checkers:
-                checkers.append(v["checker"])
-    t = Table(title="scenario x checker (v valid, X invalid (violations), ? unknown)")
-    t.add_column("run", no_wrap=True)
-    t.add_column("status", no_wrap=True)
-    t.add_column("s", justify="right", no_wrap=True)
-    t.add_column("slo", no_wrap=True)
-    for i, _ in enumerate(checkers, 1):
-        t.add_column(str(i), justify="center")
-    marks = {"valid": "v", "invalid": "X", "unknown": "?"}
-    for r in results:
-        by = {v["checker"]: v for v in r.verdicts}
-        cells = []
-        for c in checkers:
-            cell = by.get(c)
-            if cell is None:
-                cells.append("-")
-                continue
-            st = str(cell["status"])
-            n = len(cell.get("violations") or [])
-            cells.append(f"[{_STYLE.get(st, '')}]{marks.get(st, st)}{n if n else ''}[/]")
-        slo = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]"}.get(r.slo, "-")
-        t.add_row(r.run_dir.name, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", f"{r.duration_s:.1f}", slo, *cells)
-    legend = [f"{i}={c}" for i, c in enumerate(checkers, 1)]
-    return t, legend
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -231,85 +220,192 @@ def _list(names: list[str], suite: str | None) -> int:
     except ScenarioError as exc:
         print(f"harness run: {exc}", file=sys.stderr)
         return 2
-    t = Table(title="scenarios")
-    t.add_column("name", no_wrap=True)
-    t.add_column("default")
-    t.add_column("runs", justify="right")
-    t.add_column("needs")
-    t.add_column("description")
+    console = Console()  # COLUMNS wide (80 in a log)
+    width = max(40, console.width)
     for sc in scenarios:
         runs = len(sc.target.compare) or 1
-        desc = " ".join(sc.description.split())[:160]
-        t.add_row(sc.name, "yes" if sc.default else "", str(runs), _needs(sc), desc)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(t)
+        facts = ["default suite" if sc.default else "", f"{runs} run{'s' if runs > 1 else ''}"]
+        needs = _needs(sc)
+        if needs:
+            facts.append(f"needs {needs}")
+        print(f"{sc.name}  ({', '.join(f for f in facts if f)})")
+        desc = " ".join(sc.description.split())
+        # word boundaries only: a long word (a header name, a path) overflows rather than being cut
+        for line in textwrap.wrap(
+            desc,
+            width=width,
+            initial_indent="    ",
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ):
+            print(line)
+    print(f"{len(scenarios)} scenario(s); `harness run NAME` runs one, `--suite default` the default suite")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # logs and CI: room for one column per checker
-    if args.mode == "sim":
-        try:
-            importlib.import_module("harness.sim.runner")
-        except ImportError:
-            print("harness run: --mode sim is not available in this build (harness.sim.runner)", file=sys.stderr)
-            return 2
-    if args.list:
-        return _list(args.scenarios, args.suite)
+def _check_sim_target(spec: str | None, scenarios: list[Any]) -> None:
+    """``--target asgi:module:factory`` importable and callable before anything starts (ScenarioError)."""
+    if spec is None or not scenarios:
+        return
+    from harness.sim.world import load_target
+
+    try:
+        load_target(spec, scenarios[0])
+    except ValueError as exc:
+        raise ScenarioError("--target", "", str(exc).removeprefix(f"--target {spec!r}: ")) from None
+    except Exception as exc:  # the user's module raised while importing: still their input, not our crash
+        raise ScenarioError("--target", "", f"importing {spec!r} raised {type(exc).__name__}: {exc}") from None
+
+
+def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Any], dict[str, Any] | None, list[str]]:
+    """Every command-line input, before anything starts; ScenarioError (or RunFolderError) is exit 2."""
+    from harness.runfolder import check_run_dir
+
+    if args.depth < 1:
+        raise ScenarioError("--depth", "", f"must be >= 1, got {args.depth}")
+    if args.seed is not None and args.seed < 0:
+        raise ScenarioError("--seed", "", f"must be >= 0, got {args.seed}")
+    if args.mode != "sim":
+        for flag, value in (("--target", args.target), ("--strategy", None if args.strategy == "random" else 1)):
+            if value is not None:
+                raise ScenarioError(flag, "", "only goes with --mode sim")
+    check_variant(args.variant)
     if args.tokenizer is not None:
         from harness.tokenizer import TokenizerError, resolve_tokenizer
 
         try:
             resolve_tokenizer(args.tokenizer)
         except TokenizerError as exc:
-            print(f"harness run: {exc}", file=sys.stderr)
-            return 2
-    try:
-        target, target_args = _target_from_args(args)
-        paths = find_scenarios(args.scenarios, args.suite)
-        if not paths:
-            print("harness run: no scenarios given (name files, or --suite default)", file=sys.stderr)
-            return 2
-        loaded = [load_for_target(p, target) for p in paths]
-    except ScenarioError as exc:
-        print(f"harness run: {exc}", file=sys.stderr)
-        return 2
+            raise ScenarioError("--tokenizer", "", str(exc).removeprefix("--tokenizer ")) from None
+    target, target_args = _target_from_args(args)
+    paths = find_scenarios(args.scenarios, args.suite)
+    if not paths:
+        raise ScenarioError("harness run", "", "no scenarios given (name files, or --suite default)")
+    loaded = [load_for_target(p, target) for p in paths]
     missing = [str(f) for f in args.server_log if not f.is_file()]
     if missing or (args.server_log and args.mode == "sim"):
         why = f"no such file: {', '.join(missing)}" if missing else "needs --mode live (a simulation has no log files)"
-        print(f"harness run: --server-log {why}", file=sys.stderr)
-        return 2
+        raise ScenarioError("--server-log", "", why)
+    if args.mode == "sim":
+        _check_sim_target(args.target, loaded)
+    if args.baseline is not None and not args.baseline.is_dir():
+        raise ScenarioError("--baseline", "", f"no such folder: {args.baseline}")
+    for sc in loaded:  # every run folder can be written (a user's own folder is never replaced)
+        for _one, name in expand(sc, args.variant):
+            check_run_dir(Path(args.out), name)
+    return paths, loaded, target, target_args
+
+
+def _replay(args: argparse.Namespace, r: RunResult) -> str:
+    replay = r.replay + (f" --mode sim --strategy {args.strategy}" if args.mode == "sim" else "")
+    if args.mode == "sim" and args.strategy == "pct":
+        replay += f" --depth {args.depth}"
+    if args.mode == "sim" and args.target:
+        replay += f" --target {args.target}"
+    if args.tokenizer is not None:
+        replay += f" --tokenizer {args.tokenizer}"
+    return replay
+
+
+class _Overall:
+    """One progress line over the whole suite: runs done, sessions done, the phase, elapsed and ETA.
+
+    A terminal gets a live bar (rich); a log (not a tty) gets a plain line per run and phase, with the
+    ETA estimated from the sessions done so far, so a CI log shows what is running and what is left.
+    """
+
+    def __init__(self, console: Console, runs: list[tuple[str, int]], quiet: bool) -> None:
+        self.console, self.runs, self.quiet = console, runs, quiet
+        self.total = max(1, sum(n for _, n in runs))
+        self.base = 0  # sessions of the runs already done
+        self.index = 0
+        self.name = ""
+        self.live = console.is_terminal and not quiet
+        self.t0 = time.monotonic()  # seam-ok: the CLI's own ETA, never in a history
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+            transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=self.total)
+
+    def __enter__(self) -> _Overall:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def _label(self, phase: str) -> str:
+        return f"[{self.index}/{len(self.runs)}] {self.name}: {phase}"
+
+    def _plain(self, phase: str) -> None:
+        if self.quiet or self.live:
+            return
+        elapsed = time.monotonic() - self.t0  # seam-ok: see __init__
+        eta = ""
+        if self.base:
+            eta = f", ETA {max(0.0, elapsed / self.base * (self.total - self.base)):.0f} s"
+        self.console.print(f"{self._label(phase)} (elapsed {elapsed:.0f} s{eta})", markup=False, highlight=False)
+
+    def start(self, name: str, sessions: int) -> None:
+        if self.index:
+            self.base += self.runs[self.index - 1][1]
+        self.index += 1
+        self.name = name
+        self.bar.update(self.task, completed=self.base, description=self._label("running"))
+        self._plain("running")
+
+    def progress(self, done: int, total: int) -> None:
+        current = self.runs[self.index - 1][1] if self.index else total
+        self.bar.update(self.task, completed=self.base + min(done, current))
+
+    def phase(self, run: str, phase: str) -> None:
+        if not run:  # the suite's own report, after the last run
+            self.base, self.index, self.name = self.total, len(self.runs), "suite"
+        self.bar.update(self.task, description=self._label(phase))
+        self._plain(phase)
+
+    def done(self, line: str) -> None:
+        if not self.quiet:
+            self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()  # COLUMNS wide (80 in a log): the summary is written for 80 columns
+    if args.mode == "sim":
+        try:
+            importlib.import_module("harness.sim.runner")
+        except ImportError:
+            print("harness run: --mode sim is not available in this build (harness.sim.runner)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    if args.list:
+        return _list(args.scenarios, args.suite)
+    try:
+        paths, loaded, target, target_args = _validate(args)
+    except (ScenarioError, RunFolderError) as exc:
+        print(f"harness run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _warn_target(target, loaded)
     out = Path(args.out)
+    runs = [(name, one.workload.sessions) for sc in loaded for one, name in expand(sc, args.variant)]
     results: list[RunResult] = []
     restore = _sigterm_as_interrupt()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.quiet,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def on_start(name: str, sessions: int) -> None:
-            bar.reset(task, total=sessions, description=name)
-
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    with _Overall(console, runs, args.quiet) as overall:
 
         def on_done(r: RunResult) -> None:
-            line = f"{r.run_dir.name}: {r.status} in {r.duration_s:.1f} s"
-            if r.error:
-                line += f" ({r.error})"
-            bar.console.print(line)
+            j = r.judgement
+            word = j.verdict.upper() if j is not None else "FAIL"
+            why = f" ({r.error})" if r.error else ""
+            overall.done(f"[{overall.index}/{len(runs)}] {r.run_dir.name}: {word} in {r.duration_s:.1f} s{why}")
 
         try:
             results = run_suite(
@@ -325,55 +421,56 @@ def main(argv: list[str] | None = None) -> int:
                 target=target,
                 target_args=target_args,
                 live_options={"server_logs": args.server_log} if args.server_log else None,
-                on_start=on_start,
-                on_progress=on_progress,
+                strict=args.strict,
+                fail_on_unknown=args.fail_on_unknown,
+                report=not args.no_report,
+                on_start=overall.start,
+                on_progress=overall.progress,
+                on_phase=overall.phase,
                 on_done=on_done,
             )
         except (ScenarioError, RunFolderError) as exc:
             print(f"harness run: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: every server process was stopped")
             return 130
         finally:
             restore()
-    from harness.report.summary import attention
+    return _summarize(console, args, results, out)
 
-    strict_failed = False
-    table, legend = _table(results)
-    console.print(table)
-    if legend:
-        console.print("  ".join(legend))
+
+def _summarize(console: Console, args: argparse.Namespace, results: list[RunResult], out: Path) -> int:
+    """The k6-like end-of-run summary (harness/runner/_summary.py) and the suite's exit code."""
+    from harness.runner._summary import render_run, render_suite
+
+    judgements: list[Judgement] = []
+    width = console.width
     for r in results:
-        for v in r.verdicts:
-            if v["status"] != "valid":
-                first = (v.get("violations") or [{}])[0].get("message") or v.get("notes", "")
-                console.print(f"[{_STYLE.get(str(v['status']), '')}]{r.run_dir.name} {v['checker']}[/]: {first}")
-        for n in r.notes:
-            console.print(f"[yellow]{r.run_dir.name}[/]: {n}")
-        att = attention(r.run_dir, r.verdicts) if r.status != "error" else None
-        if att is not None and att.lines:
-            strict_here = args.strict or att.scenario_strict
-            style = "bold red" if strict_here else "bold yellow"
-            for line in att.lines:
-                console.print(f"[{style}]{r.run_dir.name} {line}[/]", soft_wrap=True)
-            if strict_here:
-                strict_failed = True
-        if r.status in ("invalid", "error") or r.slo == "fail":
-            replay = r.replay + (f" --mode sim --strategy {args.strategy}" if args.mode == "sim" else "")
-            if args.mode == "sim" and args.strategy == "pct":
-                replay += f" --depth {args.depth}"
-            if args.mode == "sim" and args.target:
-                replay += f" --target {args.target}"
-            if args.tokenizer is not None:
-                replay += f" --tokenizer {args.tokenizer}"
-            console.print(f"  replay: {replay}  (history: {r.run_dir}/history.jsonl)", soft_wrap=True)
-    console.print(f"run folders under {out}/")
-    if any(r.status == "invalid" for r in results):
-        return 1
-    if any(r.status == "error" or r.slo == "fail" for r in results):
-        return 1
-    if strict_failed:
-        console.print("[bold red]strict[/]: unknown verdicts or unexercised faults fail the run")
-        return 1
-    return 0
+        j = r.judgement
+        if j is None:  # the run never reached its verdict (it crashed before writing a folder)
+            j = judge(r.run_dir, verdicts=[], error=r.error or "no verdict", strict=args.strict)
+        elif args.baseline is not None and (args.baseline / r.run_dir.name).is_dir() and not r.error:
+            from harness.verdict import gate_for_run
+
+            j = judge(r.run_dir, verdicts=j.verdicts, gate=gate_for_run(args.baseline / r.run_dir.name, r.run_dir))
+        judgements.append(j)
+        report = r.run_dir / "report.html"
+        lines = render_run(
+            j,
+            width=width,
+            duration_s=r.duration_s,
+            report=report if report.is_file() else None,
+            replay=_replay(args, r) if j.exit_code != 0 else None,
+            history=r.run_dir / "history.jsonl" if j.exit_code != 0 else None,
+            notes=r.notes,
+        )
+        console.print("")
+        for line in lines:
+            console.print(line, soft_wrap=True, highlight=False)
+    code = suite_exit(judgements)
+    console.print("")
+    suite_report = not args.no_report and (out / "report.html").is_file()
+    for line in render_suite(judgements, code, out_dir=out, report=suite_report, width=width):
+        console.print(line, soft_wrap=True, highlight=False)
+    return code

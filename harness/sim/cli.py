@@ -1,7 +1,8 @@
 """``harness explore`` and ``harness replay``: search seeds for a violation, then replay one exactly.
 
 Exit codes as everywhere in the harness: 0 nothing flagged, 1 a violation (or
-a run that crashed or deadlocked), 2 bad input. Explore prints, for the first
+a run that crashed or deadlocked), 2 bad input; replay exits with the one
+verdict (harness/verdict.py: SLOs and ``[checks]`` policy included, 3 cannot judge). Explore prints, for the first
 violation, everything needed to act on it: the seed, the strategy, the
 checker's verdict, the replay command, the trace file and the shrunk
 scenario; replay prints the history and trace digests, which equal the
@@ -35,7 +36,10 @@ def _resolve(arg: str) -> Path:
 
 def _load(command: str, args: argparse.Namespace) -> tuple[Path, Scenario, list[str]] | None:
     """The scenario named on the command line and the variants to run; None (after a clean message) if bad."""
+    from harness.runner._suite import check_variant
+
     try:
+        check_variant(args.variant)
         path = _resolve(args.scenario)
         sc = load_scenario(path).with_tokenizer(_tokenizer(args.tokenizer))
     except ScenarioError as exc:
@@ -203,7 +207,9 @@ def replay_main(argv: list[str] | None = None) -> int:
     if loaded is None:
         return 2
     _, sc, runs = loaded
-    worst = 0
+    from harness.verdict import Judgement, judge, suite_exit
+
+    judgements: list[Judgement] = []
     for variant in runs:
         try:
             res: SimResult = run_sim(
@@ -234,6 +240,10 @@ def replay_main(argv: list[str] | None = None) -> int:
                 print(f"  {v['checker']}: {v['status']}: {vs[0]['message'] if vs else v.get('notes', '')}")
         if r.error:
             print(f"  error: {r.error}")
-        if r.status in ("invalid", "error"):
-            worst = 1
-    return worst
+        j = r.judgement if r.judgement is not None else judge(r.run_dir, verdicts=[], error=r.error or "no verdict")
+        for c in j.slo.get("checks") or []:
+            if c.get("status") in ("fail", "error"):
+                print(f"  SLO {c.get('series')} {c.get('key')} <= {c.get('threshold_ms')} ms: FAIL")
+        print(f"  verdict: {j.verdict.upper()} (exit {j.exit_code})")
+        judgements.append(j)
+    return suite_exit(judgements)

@@ -41,7 +41,7 @@ from typing import Any
 from harness.rundata import RunData
 from harness.runfolder import prepare_run_dir
 from harness.runner._drive import Progress, drive
-from harness.runner._live import RunResult, apply_overrides, finish_run
+from harness.runner._live import Phase, RunResult, apply_overrides, finish_run
 from harness.scenario import Scenario
 from harness.seams import LoopClock
 from harness.sim.loop import SimLoop, run
@@ -243,12 +243,11 @@ def with_seed(sc: Scenario, seed: int | None, variant: str | None = None) -> Sce
 
 def check(out: SimOutcome) -> list[dict[str, Any]]:
     """The scenario's enabled checkers over an in-memory run (no folder needed)."""
-    from harness.checkers import check_all
+    from harness.verdict import run_checkers
 
     if out.data is None:
         return []
-    names = None if "all" in out.sc.checks.enabled else list(out.sc.checks.enabled)
-    return [v.to_dict() for v in check_all(out.data, names)]
+    return run_checkers(out.data)  # the one checker path (harness/verdict.py): enabled checkers + untestable
 
 
 def compose_status(verdicts: list[dict[str, Any]], error: str | None = None) -> str:
@@ -297,6 +296,7 @@ def run_sim(
     run_name: str | None = None,
     progress: Progress | None = None,
     report: bool = True,
+    on_phase: Phase | None = None,
 ) -> SimResult:
     """One simulated run into ``out_dir/<name>``: folder, trace, digests, verdicts and (optionally) the report."""
     sc = with_seed(scenario, seed, variant)
@@ -310,7 +310,7 @@ def run_sim(
     res.events = len(out.data.history) if out.data is not None else 0
     if out.error is not None:
         res.status, res.error = "error", out.error
-    finish_run(res, sc, report=report)
+    finish_run(res, sc, report=report, on_phase=on_phase)
     res.duration_s = time.perf_counter() - t0  # seam-ok: see above
     return SimResult(
         run=res,
@@ -337,6 +337,7 @@ def run_scenario(
     strategy: str = "random",
     depth: int = DEFAULT_DEPTH,
     target: str | None = None,
+    on_phase: Phase | None = None,
 ) -> RunResult:
     """The live runner's signature, so ``harness run --mode sim`` (harness.runner._suite) can dispatch here.
 
@@ -355,6 +356,7 @@ def run_scenario(
             run_name=run_name,
             progress=progress,
             report=report,
+            on_phase=on_phase,
         )
     except ValueError as exc:
         sc = with_seed(scenario, seed_override, variant_override)

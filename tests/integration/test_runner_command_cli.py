@@ -72,7 +72,7 @@ def test_url_that_does_not_answer_is_bad_input(tmp_path: Path, capsys: pytest.Ca
 
 def test_list_says_which_scenarios_need_process_control(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main(["--list", "process_kill_restart", "abort_retry_supersede"]) == 0
-    rows = {ln.split("│")[1].strip(): ln for ln in capsys.readouterr().out.splitlines() if ln.count("│") > 3}
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln and not ln.startswith(" ")}
     assert "process control" in rows["process_kill_restart"]
     assert "process control" not in rows["abort_retry_supersede"]
 

@@ -77,12 +77,20 @@ def test_run_junit_has_one_case_per_checker_and_slo(suite_dir: Path) -> None:
     assert root.tag == "testsuites"
     (suite,) = root.findall("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert set(cases) == {"no_lost_turns", "provisional", "unexpected_5xx", "liveness", "slo:total_ms:p99_ms"}
+    assert set(cases) == {
+        "no_lost_turns",
+        "provisional",
+        "unexpected_5xx",
+        "liveness",
+        "slo:total_ms:p99_ms",
+        "verdict",
+    }
     assert cases["unexpected_5xx"].find("failure") is not None
     assert cases["liveness"].find("skipped") is not None
     assert cases["no_lost_turns"].find("failure") is None and cases["no_lost_turns"].find("skipped") is None
     assert cases["slo:total_ms:p99_ms"].find("failure") is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "2", "1")
+    assert cases["verdict"].find("failure") is not None  # the one verdict: fails when the run does
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("6", "3", "1")
     assert all(c.get("classname") == "scenario.lock_restore" for c in cases.values())
 
 

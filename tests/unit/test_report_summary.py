@@ -21,6 +21,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "report_schema.md"
 RUN_KEYS = {
     "schema_version", "kind", "scenario", "status", "verdicts", "slo", "percentiles", "latency",
     "breakdown", "out_of_range", "ops", "counts", "time_span", "harness", "plots", "unknown", "faults",
+    "verdict",
 }  # fmt: skip
 STATS_KEYS = {"n", "out_of_range", "missing", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "min_ms", "mean_ms"}
 
@@ -131,8 +132,14 @@ def test_report_is_deterministic(run_dir: Path, summary: dict) -> None:
 def test_run_without_verdicts_or_history_still_reports(tmp_path: Path) -> None:
     run, _ = make_run(seed=2, sessions=2)
     run.save(tmp_path / "r")
-    summary = build_run_report(tmp_path / "r")
-    assert summary["verdicts"] == [] and summary["status"] == "unknown"
+    summary = build_run_report(tmp_path / "r")  # no verdicts.json: the report checks the run (never a stale one)
+    assert summary["verdicts"] and (tmp_path / "r" / "verdicts.json").is_file()
+    assert summary["verdict"]["notes"] == ["re-checked: no verdicts.json"]
+    (tmp_path / "cut").mkdir()
+    run.save(tmp_path / "cut")
+    (tmp_path / "cut" / "error.txt").write_text("the run crashed")  # a crashed run is not checked
+    cut = build_run_report(tmp_path / "cut")
+    assert cut["verdicts"] == [] and cut["status"] == "unknown"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "scenario.json").write_text('{"name": "empty"}')
     empty = build_run_report(tmp_path / "empty")

@@ -32,7 +32,8 @@ def test_run_prints_the_unexercised_fault_and_strict_fails_on_it(
     argv = [str(sc), "--mode", "sim", "--quiet", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "strict_probe declared but not exercised: http_503 (backend.rules[0])" in " ".join(out.split())
+    assert "strict_probe: PASS (exit 0)" in out
+    assert "UNKNOWN declared but not exercised: http_503 (backend.rules[0])" in " ".join(out.split())
     assert main([*argv, "--strict"]) == 1
     assert "strict" in capsys.readouterr().out
     sc.write_text(SCENARIO.replace("[workload]", "[checks]\nstrict = true\n[workload]"))

@@ -250,7 +250,7 @@ def test_server_log_flag_bad_input_exits_2(tmp_path: Path, capsys: pytest.Captur
     sc = Path(__file__).resolve().parents[2] / "scenarios" / "delete_during_proxy.toml"
     missing = str(tmp_path / "nope.log")
     assert run_main([str(sc), "--server-log", missing, "--out", str(tmp_path / "o")]) == 2
-    assert "--server-log no such file" in capsys.readouterr().err
+    assert "--server-log: no such file" in capsys.readouterr().err
     log = tmp_path / "s.log"
     log.write_text("")
     assert run_main([str(sc), "--server-log", str(log), "--mode", "sim", "--out", str(tmp_path / "o")]) == 2
