@@ -21,6 +21,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "report_schema.md"
 RUN_KEYS = {
     "schema_version", "kind", "scenario", "status", "verdicts", "slo", "percentiles", "latency",
     "breakdown", "out_of_range", "ops", "counts", "time_span", "harness", "plots", "unknown", "faults",
+    "clock", "replay", "meta", "violation_ops", "timeline",
 }  # fmt: skip
 STATS_KEYS = {"n", "out_of_range", "missing", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "min_ms", "mean_ms"}
 
