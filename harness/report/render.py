@@ -447,6 +447,7 @@ def _op_table(summary: Mapping[str, Any]) -> str:
     ops = summary.get("violation_ops") or []
     if not ops:
         return ""
+    anchored = set((summary.get("timeline") or {}).get("anchored") or [])
     refs: dict[int, list[int]] = {}
     for n, _c, ex in numbered_violations(summary["verdicts"]):
         for i in ex.get("ops") or []:
@@ -457,8 +458,11 @@ def _op_table(summary: Mapping[str, Any]) -> str:
         back = ", ".join(f'<a href="#v-{n}">{n}</a>' for n in nums)
         color = OUTCOME_COLORS.get(str(o["outcome"]))
         sw = f'<span class="swatch" style="background:{color}"></span>' if color else ""
+        first = f"#{o['index']}"
+        if o["index"] in anchored:
+            first = f'<a href="#tl-{o["index"]}" title="its bar on the timeline">#{o["index"]}</a>'
         cells = [
-            f'<a href="#tl-{o["index"]}" title="its bar on the timeline">#{o["index"]}</a>',
+            first,
             ",".join(map(str, o.get("indices") or [])),
             *(
                 html.escape(_fmt(o.get(k)))

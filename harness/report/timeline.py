@@ -207,6 +207,11 @@ class Timeline:
     violation_indices: dict[int, list[int]]  # op anchor index -> violation numbers that name it
     virtual: bool
 
+    def anchored(self) -> list[int]:
+        """The named ops drawn with an ``id="tl-<index>"`` (a named op in a lane left out has none)."""
+        drawn = {op.index for lane in self.lanes for op in [*lane.ops, *lane.marks]} | {c.index for c in self.chaos}
+        return sorted(i for i in self.violation_indices if i in drawn)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "lanes": len(self.lanes),
@@ -218,6 +223,7 @@ class Timeline:
             "start_s": round(self.t0, 6),
             "end_s": round(self.t1, 6),
             "clock": "virtual" if self.virtual else "run",
+            "anchored": self.anchored(),
         }
 
     # ------------------------------------------------------------ svg
@@ -255,8 +261,9 @@ class Timeline:
         for c in self.chaos:  # chaos: one band across every lane
             x0 = self._x(c.start)
             x1 = max(self._x(c.end if c.end is not None else self.t1), x0 + 2)
+            ident = f' id="tl-{c.index}"' if c.index in self.violation_indices else ""
             out.append(
-                f'<rect class="chaos" x="{x0:.1f}" y="{plot_top}" width="{x1 - x0:.1f}" '
+                f'<rect class="chaos"{ident} x="{x0:.1f}" y="{plot_top}" width="{x1 - x0:.1f}" '
                 f'height="{plot_bottom - plot_top:.1f}" fill="{CHAOS_COLOR}" fill-opacity="0.75" '
                 f'stroke="{CHAOS_EDGE}" stroke-dasharray="3 2" stroke-width="0.8">'
                 f"<title>chaos #{c.index}: {html.escape(c.detail or 'chaos')}</title></rect>"
@@ -274,7 +281,10 @@ class Timeline:
                         )
                     )
             for m in lane.marks:
-                out.append(_triangle(self._x(m.start), ly + _LANE_PAD, f"fault #{m.index}: {m.detail or 'fault'}"))
+                ident = f"tl-{m.index}" if m.index in self.violation_indices else ""
+                out.append(
+                    _triangle(self._x(m.start), ly + _LANE_PAD, f"fault #{m.index}: {m.detail or 'fault'}", ident)
+                )
         out.append(self._legend())
         out.append("</svg>")
         return "".join(out)
@@ -286,17 +296,18 @@ class Timeline:
         title = f"<title>{html.escape(op.label())}</title>"
         open_end = ' stroke-dasharray="2 1" stroke="#555" stroke-width="0.6"' if op.end is None else ""
         h = _TRACK_H - 2
+        box = (
+            f'data-outcome="{html.escape(op.outcome)}" x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{h}" '
+            f'fill="{color}"'
+        )
         if op.index in self.violation_indices:
             refs = ", ".join(f"violation {n}" for n in self.violation_indices[op.index])
             return (
-                f'<a href="#op-{op.index}"><rect class="op violation-op" id="tl-{op.index}" x="{x0:.1f}" y="{y:.1f}" '
-                f'width="{x1 - x0:.1f}" height="{h}" fill="{color}" stroke="{VIOLATION_COLOR}" stroke-width="2.5">'
+                f'<a href="#op-{op.index}"><rect class="op violation-op" id="tl-{op.index}" {box} '
+                f'stroke="{VIOLATION_COLOR}" stroke-width="2.5">'
                 f"<title>{html.escape(op.label())}: {refs}</title></rect></a>"
             )
-        return (
-            f'<rect class="op" x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{h}" fill="{color}"{open_end}>'
-            f"{title}</rect>"
-        )
+        return f'<rect class="op" {box}{open_end}>{title}</rect>'
 
     def _axis(self, top: float, bottom: float) -> str:
         parts = []
@@ -343,9 +354,11 @@ def _outcome_order(o: str) -> tuple[int, str]:
     return (_ORDER.index(o) if o in _ORDER else len(_ORDER), o)
 
 
-def _triangle(x: float, y: float, title: str) -> str:
+def _triangle(x: float, y: float, title: str, ident: str = "") -> str:
     pts = f"{x - 3.5:.1f},{y:.1f} {x + 3.5:.1f},{y:.1f} {x:.1f},{y + 6:.1f}"
-    return f'<polygon class="fault" points="{pts}" fill="{FAULT_COLOR}"><title>{html.escape(title)}</title></polygon>'
+    attrs = f' id="{ident}" stroke="{VIOLATION_COLOR}" stroke-width="1.5"' if ident else ""
+    tip = f"<title>{html.escape(title)}</title>"
+    return f'<polygon class="fault" points="{pts}" fill="{FAULT_COLOR}"{attrs}>{tip}</polygon>'
 
 
 def _short(session: str) -> str:
