@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import build_run_report, build_suite_report
-from harness.report.meta import MetaSource
+from harness.report import build_suite_report
+from harness.report.meta import MetaSource, load_or_collect
 from harness.report.palette import CHAOS_COLOR, FAULT_COLOR, OUTCOME_COLORS, VIOLATION_COLOR
 
 try:
-    from tests.unit.report_fixtures import ABORT_RETRY_DESCRIPTION, ABORT_RETRY_VIOLATIONS, write_run, write_suite
+    from tests.unit.report_fixtures import ABORT_RETRY_DESCRIPTION, ABORT_RETRY_VIOLATIONS, write_suite
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
     from report_fixtures import (  # type: ignore[no-redef]
         ABORT_RETRY_DESCRIPTION,
         ABORT_RETRY_VIOLATIONS,
-        write_run,
         write_suite,
     )
 
@@ -262,12 +261,12 @@ def test_junit_has_run_durations_checker_names_and_properties(suite_dir: Path) -
 
 
 def test_metadata_is_collected_once_then_read_back(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "r", seed=1, sessions=3)
-    first = build_run_report(run_dir, meta=META)
-    html_1 = (run_dir / "report.html").read_text()
+    first = load_or_collect(tmp_path, META)
+    assert json.loads((tmp_path / "meta.json").read_text()) == first
+    assert first["host"] == "ci-box-7" and first["date"] == "2025-12-01T12:00:00Z" and first["cores"] == 2
     other = MetaSource.fixed(now=0.0, host="elsewhere", cores=64)
-    again = build_run_report(run_dir, meta=other)  # meta.json is there: the run's own metadata is kept
-    assert again["meta"] == first["meta"] and again["meta"]["host"] == "ci-box-7"
-    assert (run_dir / "report.html").read_text() == html_1
-    (run_dir / "meta.json").unlink()
-    assert build_run_report(run_dir, meta=other)["meta"]["host"] == "elsewhere"
+    assert load_or_collect(tmp_path, other) == first  # re-reporting keeps the run's own metadata
+    (tmp_path / "meta.json").unlink()
+    assert load_or_collect(tmp_path, other)["host"] == "elsewhere"
+    system = MetaSource.from_system().collect()  # the real source fills every field
+    assert system["cores"] >= 1 and system["host"] and system["harness_version"]

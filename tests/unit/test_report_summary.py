@@ -121,9 +121,12 @@ def test_breakdown_parts_add_up_to_total(summary: dict) -> None:
 
 def test_report_is_deterministic(run_dir: Path, summary: dict) -> None:
     md = (run_dir / "report.md").read_text()
-    again = build_run_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    junit = (run_dir / "junit.xml").read_text()
+    again = build_run_report(run_dir)  # meta.json from the first build is read back: same host, date, commit
     assert again == summary
     assert (run_dir / "report.md").read_text() == md
+    assert (run_dir / "report.html").read_text() == page and (run_dir / "junit.xml").read_text() == junit
     assert "# Run `abort_retry`: INVALID" in md
     for plot in summary["plots"]:
         assert f"]({plot})" in md
