@@ -35,7 +35,7 @@ __all__ = [
     "ops_from_history",
 ]
 
-MAX_LANES = 120  # sessions drawn; those a violation names come first
+MAX_LANES = 120  # sessions drawn: those a violation names first, then sessions spread over the run
 MAX_OPS = 6000  # bars drawn; lanes past it are left out (and counted)
 NO_SESSION = "(no session)"
 _MARKS = ("chaos", "fault")  # nemesis operations: drawn as marks, not bars
@@ -452,10 +452,16 @@ def build_timeline(
     t0, t1 = (min(times), max(times)) if times else (0.0, 1.0)
     if t1 <= t0:
         t1 = t0 + 1e-3
-    ordered = sorted(lanes.values(), key=lambda ln: (not ln.violated, ln.session != NO_SESSION, _first(ln)))
+    # named sessions (and the sessionless lane) first; the other slots go to sessions spread evenly over
+    # the run (not the earliest ones), so a capped timeline still covers the whole time axis
+    first = sorted((ln for ln in lanes.values() if ln.violated or ln.session == NO_SESSION), key=_priority)
+    rest = sorted((ln for ln in lanes.values() if not (ln.violated or ln.session == NO_SESSION)), key=_first)
+    slots = max(0, max_lanes - len(first))
+    if len(rest) > slots:
+        rest = [rest[int(k * len(rest) / slots)] for k in range(slots)] if slots else []
     drawn: list[Lane] = []
     n_ops = 0
-    for lane in ordered:
+    for lane in [*first, *rest]:
         if len(drawn) >= max_lanes or (n_ops + len(lane.ops) > max_ops and not lane.violated and drawn):
             continue
         drawn.append(lane)
@@ -483,6 +489,10 @@ def build_timeline(
         virtual=virtual,
     )
     return tl, ops
+
+
+def _priority(lane: Lane) -> tuple[bool, bool, float]:
+    return (not lane.violated, lane.session != NO_SESSION, _first(lane))
 
 
 def _first(lane: Lane) -> float:

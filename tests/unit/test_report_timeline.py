@@ -67,6 +67,19 @@ def test_lanes_stack_overlapping_ops_and_put_named_sessions_first() -> None:
     assert [lane.session for lane in small.lanes] == ["s2"] and small.anchored() == [8]
 
 
+def test_a_capped_timeline_spreads_its_lanes_over_the_run() -> None:
+    history = []
+    for k in range(40):  # 40 sessions, one after the other
+        history += [
+            _ev(2 * k, "invoke", k, float(k), session=f"s{k:02d}"),
+            _ev(2 * k + 1, "ok", k, k + 0.5, status=200),
+        ]
+    tl, _ = build_timeline(history, {}, {}, virtual=False, max_lanes=8)
+    starts = [lane.ops[0].start for lane in tl.lanes]
+    assert len(starts) == 8 and starts == sorted(starts)
+    assert starts[0] == 0.0 and starts[-1] >= 30.0  # not just the first eight sessions
+
+
 def test_backend_faults_join_chat_ops_by_request_id() -> None:
     history = [
         _ev(0, "invoke", 1, 0.0, session="s", request_id="r1"),
