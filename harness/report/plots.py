@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.report.buckets import SERVER_BUCKETS, SERVER_PARTS, LatencyData
+from harness.report.palette import CHAOS_COLOR, CHAOS_EDGE, FAULT_COLOR, outcome_color, series_style
 
 __all__ = [
     "PLOT_FILES",
@@ -42,16 +43,7 @@ PLOT_FILES = {
     "variants": "variants.png",
     "load": "load.png",
 }
-_COLORS = {
-    "lock_wait_ms": "#d62728",
-    "tokenize_in_ms": "#ff7f0e",
-    "proxy_elapsed_ms": "#1f77b4",
-    "tokenize_out_ms": "#2ca02c",
-    "other_ms": "#7f7f7f",
-    "total_ms": "#000000",
-    "client_request_ms": "#9467bd",
-    "client_turn_ms": "#8c564b",
-}
+_OTHER_COLOR = "#BBBBBB"  # breakdown: time no bucket accounts for
 _FLOOR_MS = 1e-3  # 1 us: the histogram's floor, and where a log axis must stop
 DPI = 90
 
@@ -93,7 +85,14 @@ def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, ti
         bottom = np.zeros(len(labels))
         for part in (*SERVER_PARTS, "other_ms"):
             vals = np.array([max(0.0, float(breakdown[k].get(part) or 0.0)) for k in labels])
-            ax.bar(x, vals, bottom=bottom, color=_COLORS[part], label=part, width=0.55)
+            ax.bar(
+                x,
+                vals,
+                bottom=bottom,
+                color=_OTHER_COLOR if part == "other_ms" else series_style(part)[0],
+                label=part,
+                width=0.55,
+            )
             bottom += vals
         totals = [float(breakdown[k]["total_ms"]) for k in labels]
         ax.scatter(x, totals, marker="_", s=900, color="black", label="total_ms", zorder=3)
@@ -104,6 +103,13 @@ def plot_breakdown(breakdown: Mapping[str, Mapping[str, Any]], path: Path, *, ti
     ax.set_title(title or "Server time breakdown at p50 and p99", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _markevery(n: int) -> list[int]:
+    """Indices of ~8 markers along a line of ``n`` points, always the last one (the max)."""
+    if n <= 8:
+        return list(range(n))
+    return sorted({int(i * (n - 1) / 7) for i in range(8)})
 
 
 def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title: str = "") -> Path:
@@ -122,10 +128,12 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
             continue
         vals = np.maximum(vals, _FLOOR_MS)
         y = np.arange(1, vals.size + 1) / vals.size
-        color = _COLORS.get(name)
-        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", color=color)
+        color, ls, marker = series_style(name)
+        # a line style and a marker per series as well as a colour: overlapping lines stay apart
+        style = {"color": color, "ls": ls, "marker": marker, "markevery": _markevery(vals.size), "ms": 4, "lw": 1.3}
+        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", **style)
         exceed = 1.0 - y + 1.0 / vals.size  # fraction >= x, never 0 on a log axis
-        tail.step(vals, exceed, where="post", color=color)
+        tail.step(vals, exceed, where="post", **style)
         drawn += 1
     if not drawn:
         _no_data(ax, "no latency samples")
@@ -163,26 +171,32 @@ def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
             by_outcome[r.outcome].append((r.end, max(r.latency_ms, _FLOOR_MS)))
         for outcome, pts in sorted(by_outcome.items()):
             xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, s=6, alpha=0.6, label=f"{outcome} (n={len(pts)})")
+            ax.scatter(xs, ys, s=6, alpha=0.7, color=outcome_color(outcome), label=f"{outcome} (n={len(pts)})")
         ax.set_yscale("log")
         ax.set_xlabel("run time, s (request end)")
         ax.set_ylabel("request latency from intended start, ms")
         twin = ax.twinx()
         if data.inflight:
             ts, levels = zip(*data.inflight, strict=True)
-            twin.fill_between(ts, levels, step="post", color="#999", alpha=0.25, lw=0, label="in flight")
+            twin.fill_between(ts, levels, step="post", color="#999", alpha=0.2, lw=0, label="in flight")
             twin.set_ylim(0, max(max(levels), 1) * 1.1)
         twin.set_ylabel("chats in flight (client, shaded)")
         ax.set_zorder(twin.get_zorder() + 1)  # the points above the shading
         ax.patch.set_visible(False)
         marked: set[str] = set()
         for ev in data.events:
-            color = "#d62728" if ev.kind == "chaos" else "#ff7f0e"
             label = ev.kind if ev.kind not in marked else None
             marked.add(ev.kind)
-            ax.axvline(ev.time, color=color, lw=0.8, ls=":", label=label)
+            if ev.kind == "chaos":  # a pale band with dark edges: no outcome is yellow
+                ax.axvline(ev.time, color=CHAOS_EDGE, lw=1.0, ls="--", label=label)
+                ax.axvspan(ev.time, ev.time + 0.01, color=CHAOS_COLOR, alpha=0.8, lw=0)
+            else:  # backend faults: black, dotted, with a triangle on top
+                ax.axvline(ev.time, color=FAULT_COLOR, lw=0.6, ls=":", label=label)
+                ax.plot([ev.time], [1.0], marker="v", color=FAULT_COLOR, ms=4, transform=ax.get_xaxis_transform())
         ax.legend(fontsize=7, loc="upper left", markerscale=2)
-    ax.set_title(title or "Latency and load over time (chaos in red, backend faults in orange)", fontsize=10)
+    ax.set_title(
+        title or "Latency and load over time (chaos: yellow dashed, backend faults: black dotted)", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -243,7 +257,7 @@ def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
         bottom = np.zeros(len(procs))
         for o in outcomes:
             vals = np.array([counts[p].get(o, 0) for p in procs], dtype=float)
-            ax.bar(x, vals, bottom=bottom, label=o, width=0.6)
+            ax.bar(x, vals, bottom=bottom, label=o, width=0.6, color=outcome_color(o))
             bottom += vals
         ax.set_xticks(x, procs, fontsize=7, rotation=20)
         ax.set_ylabel("chat requests (chat_done lines)")

@@ -5,8 +5,14 @@ they can be regenerated at any time and never disagree with each other.
 ``report.html`` is one self-contained file: CSS inline, images as base64
 ``data:`` URIs, no scripts, no external resources, so it can be attached to a
 CI run, mailed, or opened from an artifact zip without a server.
-JUnit: one test case per scenario x checker (``invalid`` is a failure,
-``unknown`` is skipped, as JUnit has no "could not tell"), plus one per SLO bound.
+The run page shows the cause after Jepsen: every violation (up to the 20 per
+checker summary.json keeps, then how many more, with ``verdicts.json`` linked),
+each op index a link to its row of the op table and to its bar on the timeline
+(plots/timeline.svg, inlined), the replay command, the scenario description,
+the run metadata, and a badge when the numbers are virtual (simulation) time.
+JUnit: one test case per scenario x checker (``invalid`` is a failure naming the
+checker, ``unknown`` is skipped, as JUnit has no "could not tell"), plus one per
+SLO bound; every case carries the run's duration (its history's span).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.report.buckets import CLIENT_SERIES, SERVER_BUCKETS
+from harness.report.palette import OUTCOME_COLORS
+from harness.report.summary import coverage_line, unknown_line
+from harness.report.timeline import numbered_violations
 
 __all__ = [
     "html_page",
@@ -30,6 +39,12 @@ __all__ = [
     "suite_html",
 ]
 
+SHOWN_PER_CHECKER = 20  # violations a page lists per checker (summary.json's examples); the rest: verdicts.json
+VIRTUAL_NOTE = (
+    "Simulation: every time and latency here is virtual time (the simulated clock), not a measurement "
+    "of this machine; compare it only with other simulation runs."
+)
+WALL_NOTE = "Live run: times are measured on this machine's clock (seconds since the runner started)."
 _PCOLS = ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms")
 _PLOT_CAPTIONS = {
     "breakdown.png": "Server time breakdown for the requests at p50 and p99 of total_ms",
@@ -93,16 +108,74 @@ def _split_rows(summary: Mapping[str, Any], split: str) -> list[list[Any]]:
     return rows
 
 
+def _attention(summary: Mapping[str, Any]) -> list[str]:
+    """The UNKNOWN line and the declared-but-not-exercised line (what the run left undecided)."""
+    lines = [unknown_line(list(summary["verdicts"])), coverage_line(dict(summary.get("faults") or {}))]
+    return [x for x in lines if x]
+
+
+def _clock_note(summary: Mapping[str, Any]) -> str:
+    return VIRTUAL_NOTE if summary.get("clock") == "virtual" else WALL_NOTE
+
+
+def _meta_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
+    meta = summary.get("meta") or {}
+    rows: list[list[Any]] = [
+        ["harness version", meta.get("harness_version")],
+        ["git commit", meta.get("git_commit") or "not a git checkout"],
+        ["host", meta.get("host")],
+        ["cores", meta.get("cores")],
+        ["python", meta.get("python")],
+        ["platform", meta.get("platform")],
+        ["date (first report of this run)", meta.get("date")],
+        ["clock", "virtual (simulation)" if summary.get("clock") == "virtual" else "wall (live)"],
+    ]
+    tl = summary.get("timeline") or {}
+    if tl.get("end_s") is not None:
+        rows.append(["run duration (history span)", f"{_duration_s(summary):.3f} s"])
+    return rows
+
+
+def _duration_s(summary: Mapping[str, Any]) -> float:
+    """The run's duration: from its first history event to its last (the run's own clock)."""
+    tl = summary.get("timeline") or {}
+    start, end = tl.get("start_s"), tl.get("end_s")
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        return max(0.0, float(end) - float(start))
+    span = summary.get("time_span") or {}
+    start, end = span.get("start_s"), span.get("end_s")
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        return max(0.0, float(end) - float(start))
+    return 0.0
+
+
+def _ops_text(ops: Sequence[Any]) -> str:
+    return ", ".join(f"#{o}" for o in ops) if ops else "none named"
+
+
 def markdown_run(summary: Mapping[str, Any]) -> str:
     sc = summary["scenario"]
     lines = [
         f"# Run `{_run_name(summary)}`: {summary['status'].upper()}",
         "",
+    ]
+    if summary.get("clock") == "virtual":
+        lines += [f"> **SIMULATION, virtual time.** {VIRTUAL_NOTE}", ""]
+    if sc.get("description"):
+        lines += ["> " + line for line in str(sc["description"]).splitlines()] + [""]
+    lines += [
         f"scenario `{sc['name']}`, variant `{sc['variant']}`, "
         f"seed {_fmt(sc.get('seed'))}, mode {_fmt(sc.get('mode'))}; "
         f"SLO: **{summary['slo']['status']}**; values out of histogram range: {summary['out_of_range']}.",
         "",
     ]
+    failing = [v["checker"] for v in summary["verdicts"] if v["status"] == "invalid"]
+    if failing:
+        lines += [f"**Failing checkers: {', '.join(failing)}.**", ""]
+    for line in _attention(summary):
+        lines += [f"**{line}**", ""]
+    if summary.get("replay"):
+        lines += ["Replay (rebuilt from the run folder):", "", "```", str(summary["replay"]), "```", ""]
     note = (summary.get("harness") or {}).get("note")
     if note:
         lines += [f"> **Warning: {note}.** Server-side buckets (from the server's own log lines) still hold.", ""]
@@ -115,11 +188,36 @@ def markdown_run(summary: Mapping[str, Any]) -> str:
             ("checker", "status", "violations", "notes"),
             [[v["checker"], v["status"], v["violations"], v["notes"]] for v in summary["verdicts"]],
         )
+        numbered = numbered_violations(summary["verdicts"])
+        if numbered:
+            lines += ["", "## Violations", ""]
         for v in summary["verdicts"]:
-            for ex in v.get("examples", [])[:5]:
-                lines.append(f"- `{v['checker']}`: {ex['message']} (ops {ex['ops']}, session {ex['session']})")
+            mine = [(n, ex) for n, c, ex in numbered if c == v["checker"]]
+            if not mine:
+                continue
+            lines.append(f"### `{v['checker']}`: {v['violations']} violation(s)")
+            lines.append("")
+            for n, ex in mine:
+                lines.append(f"{n}. {ex['message']} (ops {_ops_text(ex['ops'])}, session {ex['session']})")
+            more = int(v["violations"]) - len(mine)
+            if more > 0:
+                lines.append(f"\n{more} more: the full list is in [verdicts.json](verdicts.json).")
+            lines.append("")
     else:
         lines.append("No verdicts were recorded for this run.")
+    ops = summary.get("violation_ops") or []
+    if ops:
+        lines += ["## Operations named by violations", ""]
+        lines += _md_table(
+            ("op", "history", "f", "process", "session", "turn", "attempt", "invoke s", "complete s", "ms", "outcome",
+             "status", "detail"),
+            [
+                [f"#{o['index']}", ",".join(map(str, o["indices"])), o["f"], o["process"], o["session"], o["turn"],
+                 o["attempt"], o["start_s"], o["end_s"], o["duration_ms"], o["outcome"], o["status"], o["detail"]]
+                for o in ops
+            ],
+        )  # fmt: skip
+        lines.append("")
     lines += ["", "## SLOs", ""]
     if summary["slo"]["checks"]:
         lines += _md_table(
@@ -131,7 +229,7 @@ def markdown_run(summary: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("The scenario sets no latency SLO.")
-    lines += ["", "## Latency (ms)", ""]
+    lines += ["", "## Latency (ms)", "", _clock_note(summary), ""]
     lines += _md_table(_LAT_HEADER, _latency_rows(summary))
     lines += [
         "",
@@ -148,6 +246,9 @@ def markdown_run(summary: Mapping[str, Any]) -> str:
     parts = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "other_ms", "total_ms")
     lines += _md_table(("at", "n", *parts), [[k, v.get("n"), *(v.get(p) for p in parts)] for k, v in bd.items()])
     lines += ["", "## Plots", ""]
+    tl = summary.get("timeline") or {}
+    if tl.get("svg"):
+        lines.append(f"![Timeline: a lane per session, ops from invoke to completion]({tl['svg']})")
     for p in summary["plots"]:
         lines.append(f"![{_PLOT_CAPTIONS.get(Path(p).name, p)}]({p})")
     c = summary["counts"]
@@ -157,7 +258,11 @@ def markdown_run(summary: Mapping[str, Any]) -> str:
         f"{c['client_turns']} turns, {c['chaos_events']} chaos events, {c['fault_events']} fault events, "
         f"{c['server_processes']} server processes.",
         "",
+        "## Run metadata",
+        "",
     ]
+    lines += _md_table(("", "value"), _meta_rows(summary))
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -167,7 +272,10 @@ def _suite_rows(summary: Mapping[str, Any]) -> list[list[Any]]:
             r["name"],
             r["variant"],
             r["status"],
+            ", ".join(r.get("failing") or []) or "-",
             r["violations"],
+            r.get("unknown", 0),
+            r.get("not_exercised", 0),
             r["slo"],
             r["total_ms"]["n"],
             r["total_ms"].get("p50_ms"),
@@ -183,7 +291,10 @@ _SUITE_HEADER = (
     "run",
     "variant",
     "status",
+    "failing checkers",
     "violations",
+    "unknown",
+    "not exercised",
     "SLO",
     "n",
     "total p50",
@@ -203,6 +314,12 @@ def markdown_suite(summary: Mapping[str, Any]) -> str:
         "",
     ]
     lines += _md_table(_SUITE_HEADER, _suite_rows(summary))
+    attention = [(r["name"], line) for r in summary["scenarios"] for line in r.get("attention") or []]
+    if attention:
+        lines += ["", "## Not decided", ""]
+        lines += [f"- `{name}`: {line}" for name, line in attention]
+    if any(r.get("clock") == "virtual" for r in summary["scenarios"]):
+        lines += ["", f"*{VIRTUAL_NOTE}*"]
     lines += ["", "Each run's own report: `<run>/report.md`.", ""]
     for p in summary["plots"]:
         lines.append(f"![{_PLOT_CAPTIONS.get(Path(p).name, p)}]({p})")
@@ -220,6 +337,17 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .unknown,.no_data,.none{color:#8a6d00;font-weight:600}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:13px;color:#555}
 code{background:#f5f5f5;padding:0 3px}
+pre.replay{background:#f5f5f5;border:1px solid #ddd;padding:.5em;white-space:pre-wrap;word-break:break-all}
+.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:13px;font-weight:600;vertical-align:middle}
+.badge.virtual{background:#5b2c83;color:#fff}.badge.wall{background:#e8e8e8;color:#333}
+.attention{border-left:4px solid #8a6d00;background:#fff8e1;padding:.4em .8em;margin:.6em 0}
+.failing{border-left:4px solid #b00020;background:#fdecee;padding:.4em .8em;margin:.6em 0}
+.description{border-left:3px solid #bbb;color:#444;padding:.2em .8em;margin:.5em 0;white-space:pre-line}
+.timeline-box{max-height:760px;overflow:auto;border:1px solid #ddd}
+ol.violations li{margin:.2em 0}ol.violations li:target,tr:target{background:#fce4f1}
+details>summary{cursor:pointer;font-weight:600;margin:.3em 0}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:baseline}
+td.attention-cell{text-align:left;max-width:420px}
 """
 
 
@@ -236,10 +364,11 @@ def _cell(x: Any) -> str:
     return f"<td>{text}</td>"
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, table_id: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f' id="{html.escape(table_id, quote=True)}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(png: Path, caption: str) -> str:
@@ -260,16 +389,160 @@ def _figures(summary: Mapping[str, Any], base_dir: Path) -> str:
     return "".join(_img(base_dir / p, _PLOT_CAPTIONS.get(Path(p).name, p)) for p in summary["plots"])
 
 
+def _badge(clock: Any) -> str:
+    if clock == "virtual":
+        title = html.escape(VIRTUAL_NOTE, quote=True)
+        return f' <span class="badge virtual" id="clock-badge" title="{title}">SIMULATION · virtual time</span>'
+    return ' <span class="badge wall" id="clock-badge">live · wall clock</span>'
+
+
+def _op_links(ops: Sequence[Any], known: set[int], anchor: Mapping[int, int]) -> str:
+    """History indices as links to the op table (``#op-<anchor>``); an index the history lacks stays text."""
+    if not ops:
+        return "none named"
+    out = []
+    for o in ops:
+        if isinstance(o, int) and o in anchor and anchor[o] in known:
+            out.append(f'<a class="op-link" href="#op-{anchor[o]}">#{o}</a>')
+        else:
+            out.append(f'<span title="not in the history">#{html.escape(str(o))}</span>')
+    return ", ".join(out)
+
+
+def _violations_html(summary: Mapping[str, Any]) -> str:
+    ops = summary.get("violation_ops") or []
+    anchor = {i: int(o["index"]) for o in ops for i in o.get("indices") or []}
+    known = {int(o["index"]) for o in ops}
+    numbered = numbered_violations(summary["verdicts"])
+    if not numbered and not any(v["violations"] for v in summary["verdicts"]):
+        return ""
+    parts = ['<h2 id="violations">Violations</h2>']
+    for v in summary["verdicts"]:
+        mine = [(n, ex) for n, c, ex in numbered if c == v["checker"]]
+        total = int(v["violations"])
+        if not total:
+            continue
+        shown = f"all {total}" if len(mine) == total else f"first {len(mine)} of {total}"
+        items = "".join(
+            f'<li id="v-{n}" value="{n}">{html.escape(str(ex["message"]))} '
+            f"(ops {_op_links(ex.get('ops') or [], known, anchor)}, "
+            f"session <code>{html.escape(str(ex['session']))}</code>)</li>"
+            for n, ex in mine
+        )
+        more = ""
+        if total > len(mine):
+            more = (
+                f'<p class="more">{total - len(mine)} more: the full list is in '
+                f'<a href="verdicts.json">verdicts.json</a> (this run folder).</p>'
+            )
+        checker = html.escape(v["checker"])
+        parts.append(
+            f'<details open class="checker-violations" data-checker="{checker}"><summary><code>{checker}</code>: '
+            f'{total} violation(s), {shown} shown</summary><ol class="violations">{items}</ol>{more}</details>'
+        )
+    return "".join(parts)
+
+
+def _op_table(summary: Mapping[str, Any]) -> str:
+    ops = summary.get("violation_ops") or []
+    if not ops:
+        return ""
+    anchored = set((summary.get("timeline") or {}).get("anchored") or [])
+    refs: dict[int, list[int]] = {}
+    for n, _c, ex in numbered_violations(summary["verdicts"]):
+        for i in ex.get("ops") or []:
+            refs.setdefault(i, []).append(n)
+    rows = []
+    for o in ops:
+        nums = sorted({n for i in o.get("indices") or [] for n in refs.get(i, [])})
+        back = ", ".join(f'<a href="#v-{n}">{n}</a>' for n in nums)
+        color = OUTCOME_COLORS.get(str(o["outcome"]))
+        sw = f'<span class="swatch" style="background:{color}"></span>' if color else ""
+        first = f"#{o['index']}"
+        if o["index"] in anchored:
+            first = f'<a href="#tl-{o["index"]}" title="its bar on the timeline">#{o["index"]}</a>'
+        cells = [
+            first,
+            ",".join(map(str, o.get("indices") or [])),
+            *(
+                html.escape(_fmt(o.get(k)))
+                for k in ("f", "process", "session", "turn", "attempt", "start_s", "end_s", "duration_ms")
+            ),
+            sw + html.escape(str(o["outcome"])),
+            html.escape(_fmt(o.get("status"))),
+            html.escape(str(o.get("detail") or "")),
+            back,
+        ]
+        rows.append(f'<tr id="op-{o["index"]}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("op", "history", "f", "process", "session", "turn", "attempt", "invoke s", "complete s", "ms",
+                  "outcome", "status", "detail", "violations")
+    )  # fmt: skip
+    return (
+        '<h2 id="ops">Operations named by violations</h2>'
+        "<p>One row per operation (its invoke and completion events, by history index); "
+        "<em>op</em> jumps to its bar on the timeline, <em>violations</em> back to the list.</p>"
+        f'<table id="op-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+def _timeline_html(summary: Mapping[str, Any], run_dir: Path) -> str:
+    tl = summary.get("timeline") or {}
+    path = run_dir / str(tl.get("svg") or "")
+    if not tl.get("svg") or not path.is_file():
+        return ""
+    svg = path.read_text().strip()
+    sessions, lanes = tl.get("sessions", 0), tl.get("lanes", 0)
+    left = ""
+    if tl.get("ops_drawn", 0) < tl.get("ops", 0):
+        left = (
+            f" {tl['ops'] - tl['ops_drawn']} of {tl['ops']} operations are in lanes not drawn "
+            "(sessions a violation names come first)."
+        )
+    clock = "virtual seconds of the simulation" if summary.get("clock") == "virtual" else "seconds on the run's clock"
+    return (
+        '<h2 id="timeline">Timeline</h2>'
+        f"<p>A lane per session ({lanes} lanes for {sessions} sessions, plus sessionless operations), each "
+        "operation a bar from invoke to completion coloured by outcome; overlapping operations of one session "
+        f"stack. Backend faults are black triangles, chaos a yellow band. Time axis: {clock}.{left} "
+        "Operations a violation names are outlined in magenta and link to their row below.</p>"
+        f'<div class="timeline-box">{svg}</div>'
+    )
+
+
 def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
     sc = summary["scenario"]
     status = summary["status"]
     parts = [
-        f'<h1>Run <code>{html.escape(_run_name(summary))}</code>: <span class="{status}">{status.upper()}</span></h1>',
-        f"<p>scenario <code>{html.escape(str(sc['name']))}</code>, "
-        f"variant <code>{html.escape(str(sc['variant']))}</code>, seed {html.escape(_fmt(sc.get('seed')))}; "
-        f'SLO <span class="{summary["slo"]["status"]}">{summary["slo"]["status"]}</span>; '
-        f"values out of histogram range: {summary['out_of_range']}.</p>",
+        f'<h1>Run <code>{html.escape(_run_name(summary))}</code>: <span class="{status}">{status.upper()}</span>'
+        f"{_badge(summary.get('clock'))}</h1>",
     ]
+    if sc.get("description"):
+        parts.append(f'<p class="description" id="description">{html.escape(str(sc["description"]))}</p>')
+    parts.append(
+        f"<p>scenario <code>{html.escape(str(sc['name']))}</code>, "
+        f"variant <code>{html.escape(str(sc['variant']))}</code>, seed {html.escape(_fmt(sc.get('seed')))}, "
+        f"mode {html.escape(_fmt(sc.get('mode')))}; "
+        f'SLO <span class="{summary["slo"]["status"]}">{summary["slo"]["status"]}</span>; '
+        f"values out of histogram range: {summary['out_of_range']}.</p>"
+    )
+    if summary.get("clock") == "virtual":
+        parts.append(f'<p class="attention" id="virtual-note"><strong>{html.escape(VIRTUAL_NOTE)}</strong></p>')
+    failing = [v["checker"] for v in summary["verdicts"] if v["status"] == "invalid"]
+    if failing:
+        names = ", ".join(f"<code>{html.escape(c)}</code>" for c in failing)
+        parts.append(
+            f'<p class="failing" id="failing">Failing checkers: {names} (<a href="#violations">violations</a>).</p>'
+        )
+    for k, line in enumerate(_attention(summary)):
+        parts.append(f'<p class="attention" id="attention-{k}"><strong>{html.escape(line)}</strong></p>')
+    if summary.get("replay"):
+        parts.append(
+            '<h2 id="replay-heading">Replay</h2><p>This run again (rebuilt from the run folder: scenario file, seed, '
+            "variant; a target given on the command line must be given again):</p>"
+            f'<pre class="replay" id="replay"><code>{html.escape(str(summary["replay"]))}</code></pre>'
+        )
     note = (summary.get("harness") or {}).get("note")
     if note:
         parts.append(
@@ -284,18 +557,14 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
             _html_table(
                 ("checker", "status", "violations", "notes"),
                 [[v["checker"], v["status"], v["violations"], v["notes"]] for v in summary["verdicts"]],
+                table_id="checkers",
             )
         )
-        examples = [
-            f"<li><code>{html.escape(v['checker'])}</code>: {html.escape(ex['message'])} "
-            f"(ops {html.escape(str(ex['ops']))}, session {html.escape(str(ex['session']))})</li>"
-            for v in summary["verdicts"]
-            for ex in v.get("examples", [])[:5]
-        ]
-        if examples:
-            parts.append("<ul>" + "".join(examples) + "</ul>")
+        parts.append(_violations_html(summary))
     else:
         parts.append("<p>No verdicts were recorded for this run.</p>")
+    parts.append(_timeline_html(summary, run_dir))
+    parts.append(_op_table(summary))
     parts.append("<h2>SLOs</h2>")
     if summary["slo"]["checks"]:
         parts.append(
@@ -310,6 +579,7 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
     else:
         parts.append("<p>The scenario sets no latency SLO.</p>")
     parts.append("<h2>Latency (ms)</h2>")
+    parts.append(f'<p class="clock-note">{html.escape(_clock_note(summary))}</p>')
     parts.append(_html_table(_LAT_HEADER, _latency_rows(summary)))
     parts.append(
         "<p>Client latency is measured from each request's <em>intended</em> start (open loop), so stalls "
@@ -320,22 +590,44 @@ def run_html(summary: Mapping[str, Any], run_dir: Path) -> str:
         parts.append(_html_table(("series", title, "n", "p50", "p99", "max"), _split_rows(summary, split)))
     parts.append("<h2>Plots</h2>")
     parts.append(_figures(summary, run_dir))
+    parts.append('<h2 id="metadata">Run metadata</h2>')
+    parts.append(_html_table(("", "value"), _meta_rows(summary), table_id="meta"))
     return html_page(f"{_run_name(summary)}: {status}", "".join(parts))
 
 
 def suite_html(summary: Mapping[str, Any], suite_dir: Path) -> str:
     c = summary["counts"]
     rows = _suite_rows(summary)
-    for row in rows:
+    for row, r in zip(rows, summary["scenarios"], strict=True):
         name = str(row[0])
         href = html.escape(quote(f"{name}/report.html"), quote=True)
         row[0] = _Html(f'<a href="{href}">{html.escape(name)}</a>')
+        failing = r.get("failing") or []
+        if failing:
+            links = ", ".join(
+                f'<a class="failing-checker" href="{href}#violations">{html.escape(f)}</a>' for f in failing
+            )
+            row[3] = _Html(f'<span class="invalid">{links}</span>')
     status = summary["status"]
+    attention = [(r["name"], line) for r in summary["scenarios"] for line in r.get("attention") or []]
+    att_html = ""
+    if attention:
+        items = "".join(
+            f'<li class="attention-line"><a href="{html.escape(quote(f"{name}/report.html"), quote=True)}">'
+            f"{html.escape(name)}</a>: {html.escape(line)}</li>"
+            for name, line in attention
+        )
+        att_html = f'<h2 id="not-decided">Not decided</h2><ul class="attention" id="attention">{items}</ul>'
+    virtual = ""
+    if any(r.get("clock") == "virtual" for r in summary["scenarios"]):
+        virtual = f'<p class="attention" id="virtual-note"><strong>{html.escape(VIRTUAL_NOTE)}</strong></p>'
     body = (
         f'<h1>Scenario suite: <span class="{status}">{status.upper()}</span></h1>'
         f"<p>{c['scenarios']} scenarios: {c['valid']} valid, {c['invalid']} invalid, {c['unknown']} unknown; "
         f"{summary['slo_failed']} with a failed SLO.</p>"
-        + _html_table(_SUITE_HEADER, rows)
+        + virtual
+        + _html_table(_SUITE_HEADER, rows, table_id="suite")
+        + att_html
         + "<p>Each run's own report: follow its name (<code>&lt;run&gt;/report.html</code>, a relative link).</p>"
         + _figures(summary, suite_dir)
     )
@@ -345,32 +637,58 @@ def suite_html(summary: Mapping[str, Any], suite_dir: Path) -> str:
 # ---------------------------------------------------------------- junit
 
 
+def _secs(x: float) -> str:
+    return f"{x:.3f}"
+
+
 def _testsuite(summary: Mapping[str, Any]) -> ET.Element:
     name = _run_name(summary)
+    duration = _duration_s(summary)
+    t = _secs(duration)
     suite = ET.Element("testsuite", name=name)
+    props = ET.SubElement(suite, "properties")
+    meta = summary.get("meta") or {}
+    for key, value in (
+        ("clock", summary.get("clock", "wall")),
+        ("replay", summary.get("replay")),
+        ("harness_version", meta.get("harness_version")),
+        ("git_commit", meta.get("git_commit")),
+        ("host", meta.get("host")),
+        ("cores", meta.get("cores")),
+        ("date", meta.get("date")),
+    ):
+        if value is not None:
+            ET.SubElement(props, "property", name=key, value=str(value))
     failures = skipped = 0
     cases: list[ET.Element] = []
     for v in summary["verdicts"]:
-        case = ET.Element("testcase", classname=f"scenario.{name}", name=v["checker"], time="0")
+        # each checker judged the whole run: its case carries the run's duration
+        case = ET.Element("testcase", classname=f"scenario.{name}", name=v["checker"], time=t)
         if v["status"] == "invalid":
             failures += 1
-            fail = ET.SubElement(
-                case, "failure", message=f"{v['violations']} violation(s): {v['notes']}"[:500], type="invalid"
-            )
-            fail.text = "\n".join(
-                f"{ex['message']} (ops {ex['ops']}, session {ex['session']})" for ex in v.get("examples", [])
-            )
+            first = next((ex["message"] for ex in v.get("examples", [])), "")
+            msg = f"checker {v['checker']} failed: {v['violations']} violation(s)"
+            msg += f"; first: {first}" if first else ""
+            msg += f" ({v['notes']})" if v["notes"] else ""
+            fail = ET.SubElement(case, "failure", message=msg[:500], type="invalid")
+            text = [f"{ex['message']} (ops {ex['ops']}, session {ex['session']})" for ex in v.get("examples", [])]
+            more = int(v["violations"]) - len(text)
+            if more > 0:
+                text.append(f"... {more} more in verdicts.json")
+            if summary.get("replay"):
+                text.append(f"replay: {summary['replay']}")
+            fail.text = "\n".join(text)
         elif v["status"] != "valid":
             skipped += 1
-            ET.SubElement(case, "skipped", message=f"{v['status']}: {v['notes']}"[:500])
+            ET.SubElement(case, "skipped", message=f"checker {v['checker']} {v['status']}: {v['notes']}"[:500])
         cases.append(case)
     if not summary["verdicts"]:
-        case = ET.Element("testcase", classname=f"scenario.{name}", name="checkers", time="0")
+        case = ET.Element("testcase", classname=f"scenario.{name}", name="checkers", time=t)
         ET.SubElement(case, "skipped", message="no verdicts.json in the run folder")
         skipped += 1
         cases.append(case)
     for c in summary["slo"]["checks"]:
-        case = ET.Element("testcase", classname=f"scenario.{name}", name=f"slo:{c['series']}:{c['key']}", time="0")
+        case = ET.Element("testcase", classname=f"scenario.{name}", name=f"slo:{c['series']}:{c['key']}", time=t)
         msg = f"{c['series']} {c['key']}: observed {c.get('observed_ms')} ms vs bound {c['threshold_ms']} ms"
         if c["status"] in ("fail", "error"):
             failures += 1
@@ -393,7 +711,7 @@ def _testsuite(summary: Mapping[str, Any]) -> ET.Element:
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))
-    suite.set("time", "0")
+    suite.set("time", t)
     return suite
 
 
@@ -407,5 +725,6 @@ def junit_xml(run_summaries: Sequence[Mapping[str, Any]], *, name: str = "harnes
             totals[k] += int(suite.get(k, "0"))
     for k, v in totals.items():
         root.set(k, str(v))
+    root.set("time", _secs(sum(_duration_s(s) for s in run_summaries)))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

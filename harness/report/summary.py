@@ -360,6 +360,13 @@ def suite_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "out_of_range": s["out_of_range"],
                 "unknown": (s.get("unknown") or {}).get("count", 0),
                 "not_exercised": len((s.get("faults") or {}).get("not_exercised") or []),
+                "failing": [v["checker"] for v in s["verdicts"] if v["status"] == "invalid"],
+                "unknown_verdicts": list((s.get("unknown") or {}).get("verdicts") or []),
+                "not_exercised_faults": list((s.get("faults") or {}).get("not_exercised") or []),
+                "attention": [
+                    x for x in (unknown_line(s["verdicts"]), coverage_line(s.get("faults") or {})) if x is not None
+                ],
+                "clock": s.get("clock", "wall"),
             }
         )
     counts = Counter(r["status"] for r in rows)

@@ -1,4 +1,8 @@
-"""report.html renders in a real browser: no console errors, every plot visible.
+"""report.html renders in a real browser: no console errors, every plot visible, the cause shown.
+
+On a run page the timeline, the violation list, the replay command, the metadata and the
+clock badge are visible, and following a violation's op link lands on a visible op-table row
+whose link lands on a visible timeline bar; the suite page shows the failing checkers by name.
 
 Drives Debian's headless Chromium over the DevTools protocol (a websocket on
 loopback, through aiohttp, already a dependency: no browser download, no
@@ -177,7 +181,58 @@ async def _check_page(page: Page, html_file: Path) -> list[dict[str, Any]]:
     return images
 
 
-async def test_report_html_renders_every_plot_without_console_errors(page: Page, tmp_path: Path) -> None:
+VISIBLE_JS = """
+(sel => [...document.querySelectorAll(sel)].map(el => {
+  const r = el.getBoundingClientRect();
+  const st = getComputedStyle(el);
+  return {id: el.id, w: r.width, h: r.height, shown: st.visibility !== 'hidden' && st.display !== 'none'};
+}))(%s)
+"""
+
+FOLLOW_JS = """
+(href => { location.hash = href; const el = document.getElementById(href.slice(1));
+  if (!el) return null; el.scrollIntoView(); const r = el.getBoundingClientRect();
+  return {w: r.width, h: r.height, inView: r.bottom > 0 && r.top < innerHeight,
+          next: (el.querySelector('a[href^="#tl-"]') || {}).getAttribute ?
+                el.querySelector('a[href^="#tl-"]').getAttribute('href') : null}; })(%s)
+"""
+
+
+async def _visible(page: Page, selector: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await page.evaluate(VISIBLE_JS % json.dumps(selector))
+    return found
+
+
+async def _check_the_cause(page: Page, suite: Path) -> None:
+    await page.open((suite / "report.html").as_uri())
+    for sel in ("a.failing-checker", "li.attention-line", "#virtual-note"):
+        found = await _visible(page, sel)
+        assert found and all(f["w"] > 0 and f["h"] > 0 and f["shown"] for f in found), (sel, found)
+    run = suite / "abort_retry" / "report.html"
+    await page.open(run.as_uri())
+    for sel in ("#timeline-svg", "rect.violation-op", "#replay", "#meta", "#clock-badge", "#description",
+                "ol.violations li", "#op-table", "p.attention", "p.more"):  # fmt: skip
+        found = await _visible(page, sel)
+        assert found and all(f["w"] > 0 and f["h"] > 0 and f["shown"] for f in found), (sel, found)
+    assert len(await _visible(page, "ol.violations li")) == 20
+    links: list[str] = await page.evaluate(
+        "[...document.querySelectorAll('a.op-link')].map(a => a.getAttribute('href'))"
+    )
+    assert links
+    for href in links[:6]:
+        row = await page.evaluate(FOLLOW_JS % json.dumps(href))
+        assert row and row["w"] > 0 and row["inView"], (href, row)
+        assert row["next"], href  # the row links to its bar on the timeline
+        bar = await page.evaluate(FOLLOW_JS % json.dumps(row["next"]))
+        assert bar and bar["w"] > 0 and bar["inView"], (row["next"], bar)
+    assert page.errors == [], page.errors
+    await page.open((suite / "lock_restore" / "report.html").as_uri())
+    badge = await page.evaluate("document.getElementById('clock-badge').textContent")
+    assert badge == "live · wall clock"
+    assert page.errors == [], page.errors
+
+
+async def test_report_html_renders_every_plot_and_shows_the_cause(page: Page, tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "latest", seed=5, sessions=15)
     build_suite_report(suite)
     pages = [suite / "report.html", *sorted(suite.glob("*/report.html"))]
@@ -190,6 +245,7 @@ async def test_report_html_renders_every_plot_without_console_errors(page: Page,
             assert img["complete"] and img["width"] > 0 and img["height"] > 0, (html_file, img)
             assert img["shown"] > 0, (html_file, img)
         assert page.errors == [], (html_file, page.errors)
+    await _check_the_cause(page, suite)
 
 
 async def test_the_browser_check_catches_a_broken_page(page: Page, tmp_path: Path) -> None:

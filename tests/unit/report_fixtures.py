@@ -37,7 +37,14 @@ def make_run(
     stall: tuple[float, float] | None = (1.0, 1.6),
     slo: dict[str, dict[str, float]] | None = None,
     verdicts: list[dict[str, Any]] | None = None,
+    mode: str = "live",
+    description: str | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    violations: int = 1,
 ) -> tuple[RunData, list[dict[str, Any]]]:
+    """``mode="sim"`` marks the run a simulation (virtual clock); ``rules``: backend fault rules the scenario
+    declares (one the run never fires is "declared but not exercised"); ``violations``: how many the default
+    ``unexpected_5xx`` verdict lists (each names two history indices)."""
     rng = random.Random(seed)
     ports = [8101 + k for k in range(processes)]
     pids = {port: 4000 + 17 * k for k, port in enumerate(ports)}
@@ -226,12 +233,16 @@ def make_run(
     scenario: dict[str, Any] = {
         "name": name,
         "seed": seed,
-        "mode": "live",
+        "mode": mode,
         "source": f"scenarios/{name}.toml",
         "target": {"kind": "reference", "processes": processes, "variants": variants or []},
-        "backend": {"faults": ["abort", "5xx"]},
+        "backend": {"faults": ["abort", "5xx"], **({"rules": rules} if rules is not None else {})},
         "checks": {},
     }
+    if mode == "sim":
+        scenario["sim"] = {"seed": seed, "strategy": "random"}
+    if description is not None:
+        scenario["description"] = description
     if slo is not None:
         scenario["slo"] = slo
     run = RunData(
@@ -250,9 +261,14 @@ def make_run(
                 "checker": "unexpected_5xx",
                 "status": "invalid",
                 "violations": [
-                    {"message": "500 from server without a backend fault", "ops": [3, 4], "session": next(iter(owners))}
+                    {
+                        "message": f"500 from server without a backend fault ({k + 1})",
+                        "ops": [3 + 2 * k, 4 + 2 * k],
+                        "session": next(iter(owners)),
+                    }
+                    for k in range(violations)
                 ],
-                "notes": "1 unexplained 500",
+                "notes": f"{violations} unexplained 500",
             },
             {"checker": "liveness", "status": "unknown", "violations": [], "notes": "2 requests timed out"},
         ]
@@ -266,9 +282,23 @@ def write_run(run_dir: Path, **kwargs: Any) -> Path:
     return run_dir
 
 
+ABORT_RETRY_DESCRIPTION = "Aborted turns are retried by the agents.\nA retry must supersede the aborted attempt."
+ABORT_RETRY_VIOLATIONS = 25  # more than a page lists per checker (20)
+
+
 def write_suite(suite_dir: Path, *, seed: int = 0, sessions: int = 30) -> Path:
-    """Three scenarios: the default server, lock restoration (slower), and a clean one."""
-    write_run(suite_dir / "abort_retry", seed=seed, name="abort_retry", sessions=sessions)
+    """Three scenarios: abort retries (a simulation run with 25 violations, a description, and a declared fault
+    that never fires), lock restoration (slower, live), and a clean one."""
+    write_run(
+        suite_dir / "abort_retry",
+        seed=seed,
+        name="abort_retry",
+        sessions=sessions,
+        mode="sim",
+        description=ABORT_RETRY_DESCRIPTION,
+        rules=[{"fault": "http_504", "probability": 0.5}],
+        violations=ABORT_RETRY_VIOLATIONS,
+    )
     write_run(
         suite_dir / "lock_restore",
         seed=seed + 1,

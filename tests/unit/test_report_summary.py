@@ -22,6 +22,7 @@ RUN_KEYS = {
     "schema_version", "kind", "scenario", "status", "verdicts", "slo", "percentiles", "latency",
     "breakdown", "out_of_range", "ops", "counts", "time_span", "harness", "plots", "unknown", "faults",
     "verdict",
+    "clock", "replay", "meta", "violation_ops", "timeline",
 }  # fmt: skip
 STATS_KEYS = {"n", "out_of_range", "missing", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "min_ms", "mean_ms"}
 
@@ -121,9 +122,12 @@ def test_breakdown_parts_add_up_to_total(summary: dict) -> None:
 
 def test_report_is_deterministic(run_dir: Path, summary: dict) -> None:
     md = (run_dir / "report.md").read_text()
-    again = build_run_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    junit = (run_dir / "junit.xml").read_text()
+    again = build_run_report(run_dir)  # meta.json from the first build is read back: same host, date, commit
     assert again == summary
     assert (run_dir / "report.md").read_text() == md
+    assert (run_dir / "report.html").read_text() == page and (run_dir / "junit.xml").read_text() == junit
     assert "# Run `abort_retry`: INVALID" in md
     for plot in summary["plots"]:
         assert f"]({plot})" in md
