@@ -447,8 +447,9 @@ def scenario_gate(scenario: Mapping[str, Any]) -> dict[str, BucketBounds]:
     if not isinstance(table, Mapping) or not table:
         return {b: BucketBounds(b) for b in GATE_BUCKETS}
     out = {}
-    for b, v in table.items():
-        v = v if isinstance(v, Mapping) else {}
+    order = {b: i for i, b in enumerate(SERIES)}
+    for b in sorted(table, key=lambda k: (order.get(str(k), len(order)), str(k))):  # scenario.json sorts its keys
+        v = table[b] if isinstance(table[b], Mapping) else {}
         out[str(b)] = BucketBounds(
             str(b),
             float(v.get("percentile", 99.0)),
