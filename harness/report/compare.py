@@ -417,7 +417,7 @@ def _pairs(
     notes: list[str] = []
     if len(bgroups) == 1 and len(cgroups) == 1:
         (bname, bruns), (cname, cruns) = next(iter(bgroups.items())), next(iter(cgroups.items()))
-        if bname != cname:
+        if bname != cname and _identity(bruns[0]) != _identity(cruns[0]):
             notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
         return [(cname, bruns, cruns)], notes
     common = sorted(set(bgroups) & set(cgroups))
