@@ -417,8 +417,12 @@ def _pairs(
     notes: list[str] = []
     if len(bgroups) == 1 and len(cgroups) == 1:
         (bname, bruns), (cname, cruns) = next(iter(bgroups.items())), next(iter(cgroups.items()))
-        if bname != cname and _identity(bruns[0]) != _identity(cruns[0]):
-            notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
+        if bname == cname:
+            return [(cname, bruns, cruns)], notes
+        bid, cid = _identity(bruns[0]), _identity(cruns[0])
+        if bid == cid:  # e.g. two suite folders of one scenario: name it by the scenario, not a folder
+            return [(cid[0] if cid[1] == "default" else f"{cid[0]}@{cid[1]}", bruns, cruns)], notes
+        notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
         return [(cname, bruns, cruns)], notes
     common = sorted(set(bgroups) & set(cgroups))
     if not common:
