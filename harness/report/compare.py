@@ -35,6 +35,14 @@ the gate is built to be honest rather than twitchy:
   sides is a simulation run the gate compares the percentiles exactly
   (``exact`` mode): a regression is a change above the threshold, full stop.
 
+- **Every bucket, each with two bounds.** :func:`gate_verdict` judges every
+  bucket the scenario's ``[gate]`` names (default: the five server buckets at
+  p99) in one call. A bucket regressed only when its percentile rose by more
+  than its relative ``threshold`` *and* by more than its absolute
+  ``floor_ms``: a near-zero bucket (``lock_wait_ms`` about 0.001 ms) has
+  enormous relative noise, and only the floor tells 0.001 -> 0.3 ms (noise)
+  from 0.001 -> 13 ms (a lock held across the backend call).
+
 Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
 2 bad input, 3 refused (too few samples or runs).
 """
