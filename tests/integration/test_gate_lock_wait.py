@@ -5,7 +5,8 @@ sim baseline. Holding the session lock across the backend call makes an in-fligh
 wait for the whole proxy phase: lock_wait_ms p99 goes from ~0 to milliseconds, while total_ms p99
 (the backend's latency tail) does not rise. A one-bucket gate on total_ms passes it; the per-bucket
 gate must not. The unchanged server passing every bucket is
-tests/integration/test_sim_baseline_gate.py. Cost: one sim run of mixed_production, 22 s CPU (measured on a loaded 2-core box).
+tests/integration/test_sim_baseline_gate.py. Cost: one sim run of mixed_production, 22 s CPU
+(measured on a loaded 2-core box).
 """
 
 from __future__ import annotations
