@@ -33,12 +33,15 @@ from harness.serverlog import LogConfig, LogConfigError
 
 __all__ = [
     "COMMAND_PLACEHOLDERS",
+    "GATE_BUCKETS",
     "SLO_BUCKETS",
     "TARGET_KINDS",
     "AgentSpec",
     "BackendSpec",
+    "BucketGate",
     "ChaosSpec",
     "ChecksSpec",
+    "GateSpec",
     "KillRestart",
     "Outage",
     "Scenario",
@@ -62,6 +65,10 @@ SLO_BUCKETS = (
     "client_turn_ms",
 )
 DEFAULT_VARIANT = "default"
+# The buckets the regression gate (``harness compare``) judges unless ``[gate] buckets`` says otherwise:
+# the server's own timing, one ``chat_done`` line per chat request (docs/ci.md).
+GATE_BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms", "total_ms")
+GATE_KEYS = ("percentile", "threshold", "floor_ms")
 
 
 class ScenarioError(ValueError):
@@ -239,6 +246,22 @@ class ChecksSpec:
 
 
 @dataclass(frozen=True)
+class BucketGate:
+    """How ``harness compare`` judges one bucket: a regression is above BOTH bounds."""
+
+    percentile: float = 99.0
+    threshold: float = 0.10  # relative: current / baseline - 1
+    floor_ms: float = 1.0  # absolute: current - baseline, so a near-zero bucket's noise is not a regression
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """``[gate]``: the buckets the regression gate judges, each with its own bounds."""
+
+    buckets: Mapping[str, BucketGate] = field(default_factory=lambda: {b: BucketGate() for b in GATE_BUCKETS})
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str = ""
@@ -251,6 +274,7 @@ class Scenario:
     chaos: ChaosSpec = field(default_factory=ChaosSpec)
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     slo: Mapping[str, float] = field(default_factory=dict)  # bucket -> p99 bound (ms)
+    gate: GateSpec = field(default_factory=GateSpec)
     source: str = "<memory>"
 
     @property
@@ -888,7 +912,58 @@ def _parse_slo(t: _Table) -> dict[str, float]:
     return out
 
 
-_TOP = ("name", "description", "seed", "default", "target", "backend", "workload", "agent", "chaos", "checks", "slo")
+def _parse_gate(t: _Table) -> GateSpec:
+    """``[gate]``: defaults for every bucket, ``buckets`` (which are judged), ``[gate.<bucket>]`` per bucket."""
+
+    def bounds(tt: _Table, base: BucketGate) -> BucketGate:
+        return BucketGate(
+            percentile=tt.float_("percentile", base.percentile, 1.0, 99.99),
+            threshold=tt.float_("threshold", base.threshold, 0.0, 100.0),
+            floor_ms=tt.float_("floor_ms", base.floor_ms, 0.0),
+        )
+
+    default = bounds(t, BucketGate())
+    names = t.strs("buckets", GATE_BUCKETS)
+    if not names:
+        raise t.err("buckets", f"an empty gate judges nothing; name some of: {', '.join(SLO_BUCKETS)}")
+    for b in names:
+        if b not in SLO_BUCKETS:
+            hint = _did_you_mean(b, SLO_BUCKETS)
+            raise t.err("buckets", f"unknown bucket {b!r}; {hint}allowed: {', '.join(SLO_BUCKETS)}")
+    if len(set(names)) != len(names):
+        raise t.err("buckets", f"a bucket is named twice: {list(names)!r}")
+    out: dict[str, BucketGate] = {}
+    for b in names:
+        if t.has(b):
+            sub = t.table(b)
+            out[b] = bounds(sub, default)
+            sub.done()
+        else:
+            out[b] = default
+    for k in t.data:
+        if k in GATE_KEYS or k == "buckets" or k in out:
+            continue
+        if k in SLO_BUCKETS:
+            raise t.err(k, f"bucket {k!r} is not gated: add it to gate.buckets or remove [gate.{k}]")
+        allowed = [*GATE_KEYS, "buckets", *out]
+        raise t.err(k, f"unknown key; {_did_you_mean(k, allowed)}allowed here: {', '.join(allowed)}")
+    return GateSpec(buckets=out)
+
+
+_TOP = (
+    "name",
+    "description",
+    "seed",
+    "default",
+    "target",
+    "backend",
+    "workload",
+    "agent",
+    "chaos",
+    "checks",
+    "slo",
+    "gate",
+)
 
 
 def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
@@ -927,6 +1002,7 @@ def parse_scenario(data: Mapping[str, Any], file: str = "<memory>") -> Scenario:
         chaos=_parse_chaos(top.table("chaos"), target),
         checks=_parse_checks(top.table("checks")),
         slo=_parse_slo(top.table("slo")),
+        gate=_parse_gate(top.table("gate")),
         source=file,
     )
     top.done()

@@ -17,14 +17,16 @@ with ``harness report RUN_DIR``. Modules, one job each:
 from __future__ import annotations
 
 from harness.report.build import build_run_report, build_suite_report
-from harness.report.compare import Comparison, compare, compare_samples
+from harness.report.compare import Comparison, GateResult, compare, compare_samples, gate_verdict
 from harness.report.summary import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "Comparison",
+    "GateResult",
     "build_run_report",
     "build_suite_report",
     "compare",
     "compare_samples",
+    "gate_verdict",
 ]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
+from harness.report.buckets import SERIES
 from harness.report.build import build_run_report, build_suite_report, find_runs, is_run_dir
-from harness.report.compare import EXIT_BAD_INPUT, MODES, CompareError, compare, exit_code
-from harness.report.stats import HIGHEST_US
+from harness.report.compare import EXIT_BAD_INPUT, MODES, Comparison, GateResult, gate_verdict
 
-__all__ = ["compare_main", "compare_parser", "report_main"]
+__all__ = ["compare_main", "compare_parser", "print_gate", "report_main"]
 
 
 def report_main(argv: list[str]) -> int:
@@ -67,13 +70,33 @@ def _report(run_dir: Path) -> int:
     return code
 
 
+def _bound(flag: str) -> Callable[[str], tuple[str | None, float]]:
+    """``X`` (every bucket) or ``BUCKET=X`` (one bucket), a number >= 0."""
+
+    def parse(text: str) -> tuple[str | None, float]:
+        bucket, sep, value = text.rpartition("=")
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or BUCKET=number, got {text!r}") from None
+        if not math.isfinite(x) or x < 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        if sep and bucket not in SERIES:
+            raise argparse.ArgumentTypeError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
+        return (bucket if sep else None), x
+
+    parse.__name__ = flag
+    return parse
+
+
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness compare",
-        description="Gate on latency: exit 1 when a percentile of a bucket regressed beyond a threshold, judged "
-        "by the bootstrap confidence interval of the relative change (a regression only when the whole "
-        "interval is above the threshold). Exit 0 no regression, 1 regression, 2 bad input, 3 refused: "
-        "too few samples to judge.",
+        description="Gate on latency: judge every gated bucket (the scenario's [gate]; by default lock_wait_ms, "
+        "tokenize_in_ms, proxy_elapsed_ms, tokenize_out_ms, total_ms at p99) in one call. A bucket regressed when "
+        "its percentile rose by more than its relative threshold AND by more than its absolute floor (live runs: "
+        "the whole bootstrap confidence interval of each change above its bound). Exit 0 no regression, "
+        "1 regression, 2 bad input, 3 refused: too few samples to judge.",
     )
     parser.add_argument("baseline", nargs="?", type=Path, help="baseline run folder, suite folder or folder of runs")
     parser.add_argument("current", nargs="?", type=Path, help="current run folder, suite folder or folder of runs")
@@ -91,12 +114,33 @@ def compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bucket",
-        default="total_ms",
-        help="lock_wait_ms, tokenize_in_ms, proxy_elapsed_ms, tokenize_out_ms, total_ms, "
-        "client_request_ms or client_turn_ms (default total_ms)",
+        action="append",
+        default=None,
+        metavar="BUCKET",
+        help="judge only this bucket (repeatable): lock_wait_ms, tokenize_in_ms, proxy_elapsed_ms, tokenize_out_ms, "
+        "total_ms, client_request_ms or client_turn_ms (default: the scenario's [gate] buckets)",
     )
-    parser.add_argument("--percentile", type=float, default=99.0, help="default 99")
-    parser.add_argument("--threshold", type=float, default=0.10, help="relative regression allowed (default 0.10)")
+    parser.add_argument(
+        "--percentile", type=float, default=None, help="for every bucket (default: the scenario's [gate], else 99)"
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        type=_bound("threshold"),
+        default=[],
+        metavar="[BUCKET=]X",
+        help="relative rise allowed, for every bucket or BUCKET=X for one (repeatable; default: the scenario's "
+        "[gate], else 0.10)",
+    )
+    parser.add_argument(
+        "--floor-ms",
+        action="append",
+        type=_bound("floor-ms"),
+        default=[],
+        metavar="[BUCKET=]MS",
+        help="absolute rise (ms) allowed, for every bucket or BUCKET=MS for one (repeatable; default: the "
+        "scenario's [gate], else 1)",
+    )
     parser.add_argument(
         "--min-samples",
         type=int,
@@ -134,6 +178,17 @@ def compare_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split(pairs: list[tuple[str | None, float]]) -> tuple[float | None, dict[str, float]]:
+    every = None
+    per: dict[str, float] = {}
+    for bucket, x in pairs:
+        if bucket is None:
+            every = x
+        else:
+            per[bucket] = x
+    return every, per
+
+
 def compare_main(argv: list[str]) -> int:
     parser = compare_parser()
     args = parser.parse_args(argv)
@@ -143,48 +198,60 @@ def compare_main(argv: list[str]) -> int:
         parser.print_usage(sys.stderr)
         print("harness compare: need a BASELINE and a CURRENT run", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not 0 < args.percentile < 100 or args.threshold < 0 or not 0 < args.confidence < 1 or args.bootstrap < 100:
-        print(
-            "harness compare: need 0 < percentile < 100, threshold >= 0, 0 < confidence < 1, bootstrap >= 100",
-            file=sys.stderr,
-        )
+    pct_ok = args.percentile is None or 0 < args.percentile < 100
+    if not pct_ok or not 0 < args.confidence < 1 or args.bootstrap < 100:
+        print("harness compare: need 0 < percentile < 100, 0 < confidence < 1, bootstrap >= 100", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if (args.min_samples is not None and args.min_samples < 1) or args.min_runs < 1:
+        print("harness compare: need --min-samples >= 1 and --min-runs >= 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for b in args.bucket or []:
+        if b not in SERIES:
+            print(f"harness compare: --bucket: unknown bucket {b!r}; known: {', '.join(SERIES)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     mode = "exact" if args.exact else "ab" if args.ab else args.runs
     assert mode in MODES
-    try:
-        results = compare(
-            baselines,
-            currents,
-            bucket=args.bucket,
-            percentile=args.percentile,
-            threshold=args.threshold,
-            min_samples=args.min_samples,
-            mode=mode,
-            outcome=args.outcome,
-            resamples=args.bootstrap,
-            seed=args.seed,
-            level=args.confidence,
-            min_runs=args.min_runs,
-        )
-    except (CompareError, OSError, ValueError) as exc:  # ValueError: a run folder with broken JSON
-        print(f"harness compare: {exc}", file=sys.stderr)
+    threshold, thresholds = _split(args.threshold)
+    floor, floors = _split(args.floor_ms)
+    result = gate_verdict(
+        baselines,
+        currents,
+        buckets=args.bucket,
+        percentile=args.percentile,
+        threshold=threshold,
+        floor_ms=floor,
+        thresholds=thresholds,
+        floors=floors,
+        min_samples=args.min_samples,
+        mode=mode,
+        outcome=args.outcome,
+        resamples=args.bootstrap,
+        seed=args.seed,
+        level=args.confidence,
+        min_runs=args.min_runs,
+    )
+    if result.verdict == "bad_input":
+        print(f"harness compare: {result.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for r in results:
-        print(r.line())
-        for note in r.notes:
-            print(f"  note: {note}")
-    code = exit_code(results)
+    print_gate(result, sys.stdout)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "exit_code": code,
-                    "histogram_max_ms": HIGHEST_US / 1000,
-                    "comparisons": [r.to_json() for r in results],
-                },
-                indent=2,
-            )
+        args.json.write_text(json.dumps(result.to_json(), indent=2))
+    return result.exit_code
+
+
+def print_gate(result: GateResult, out: TextIO) -> None:
+    """Each scenario's buckets, one verdict per line, its notes once, then the overall verdict."""
+    for note in result.notes:
+        print(f"note: {note}", file=out)
+    scenarios: dict[str, list[Comparison]] = {}
+    for c in result.comparisons:
+        scenarios.setdefault(c.scenario, []).append(c)
+    for name, rows in scenarios.items():
+        print(
+            f"{name} ({rows[0].mode}, baseline {rows[0].runs[0]} run(s), current {rows[0].runs[1]} run(s)):", file=out
         )
-    summary = {0: "no regression", 1: "REGRESSION", 3: "refused to judge (too few samples or runs)"}[code]
-    print(f"harness compare: {summary}")
-    return code
+        for c in rows:
+            print(f"  {c.line()}", file=out)
+        for note in dict.fromkeys(n for c in rows for n in c.notes):
+            print(f"  note: {note}", file=out)
+    print(f"harness compare: {result.verdict.upper()}: {result.message}", file=out)

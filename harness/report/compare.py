@@ -35,6 +35,14 @@ the gate is built to be honest rather than twitchy:
   sides is a simulation run the gate compares the percentiles exactly
   (``exact`` mode): a regression is a change above the threshold, full stop.
 
+- **Every bucket, each with two bounds.** :func:`gate_verdict` judges every
+  bucket the scenario's ``[gate]`` names (default: the five server buckets at
+  p99) in one call. A bucket regressed only when its percentile rose by more
+  than its relative ``threshold`` *and* by more than its absolute
+  ``floor_ms``: a near-zero bucket (``lock_wait_ms`` about 0.001 ms) has
+  enormous relative noise, and only the floor tells 0.001 -> 0.3 ms (noise)
+  from 0.001 -> 13 ms (a lock held across the backend call).
+
 Exit codes: 0 no regression (pass, improved or inconclusive), 1 regression,
 2 bad input, 3 refused (too few samples or runs).
 """
@@ -43,7 +51,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,21 +62,28 @@ from harness.report.buckets import SERIES, LatencyData, extract, run_variant
 from harness.report.build import find_runs, is_run_dir
 from harness.report.stats import HIGHEST_US, bootstrap_order_statistic, nearest_rank
 from harness.rundata import RunData
+from harness.scenario import GATE_BUCKETS, BucketGate
 
 __all__ = [
+    "DEFAULT_FLOOR_MS",
     "EXIT_BAD_INPUT",
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_REGRESSION",
     "MODES",
+    "BucketBounds",
     "CompareError",
     "Comparison",
+    "GateResult",
     "compare",
     "compare_samples",
     "default_min_samples",
     "exit_code",
+    "gate_verdict",
     "load_samples",
+    "resolve_gate",
     "resolve_runs",
+    "scenario_gate",
 ]
 
 EXIT_OK = 0
@@ -78,6 +93,7 @@ EXIT_REFUSED = 3
 MODES = ("pooled", "per-run", "ab", "exact")
 _FLOOR_MS = 1e-3  # 1 us: a percentile of 0 compares as 1 us, not as a division by zero
 CONTROL_BUCKET = "proxy_elapsed_ms"
+DEFAULT_FLOOR_MS = BucketGate().floor_ms  # the gate's absolute floor unless [gate] or --floor-ms says otherwise
 
 
 class CompareError(ValueError):
@@ -102,6 +118,9 @@ class Comparison:
     current_ms: float | None = None
     change: float | None = None  # current / baseline - 1
     ci: tuple[float, float] | None = None
+    floor_ms: float = 0.0  # a regression must also exceed this absolute change
+    abs_change_ms: float | None = None  # current - baseline
+    abs_ci_ms: tuple[float, float] | None = None
     level: float = 0.95
     resamples: int = 0
     runs: tuple[int, int] = (0, 0)  # runs on each side
@@ -115,6 +134,7 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ci"] = list(self.ci) if self.ci else None
+        out["abs_ci_ms"] = list(self.abs_ci_ms) if self.abs_ci_ms else None
         out["exit_code"] = self.exit_code
         return out
 
@@ -249,8 +269,15 @@ def compare_samples(
     baseline_runs: Sequence[str] = (),
     current_runs: Sequence[str] = (),
     min_runs: int = 1,
+    floor_ms: float = 0.0,
 ) -> Comparison:
-    """Compare per-run sample lists (ms) of two sides; see the module docstring."""
+    """Compare per-run sample lists (ms) of two sides; see the module docstring.
+
+    A regression needs the relative change above ``threshold`` and the absolute
+    change (ms) above ``floor_ms`` (with the bootstrap: both intervals' lower bounds).
+    """
+    if floor_ms < 0:
+        raise CompareError(f"floor_ms must be >= 0, got {floor_ms}")
     if mode not in MODES:
         raise CompareError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     if not 0 < percentile < 100:
@@ -277,6 +304,7 @@ def compare_samples(
         current_n=nc,
         min_samples=need,
         level=level,
+        floor_ms=floor_ms,
     )
     cmp.runs = (len(base), len(cur))
     if min(cmp.runs) < min_runs:
@@ -296,36 +324,44 @@ def compare_samples(
         return cmp
 
     if mode == "exact":
-        return _exact(cmp, base, cur, percentile, threshold)
+        return _exact(cmp, base, cur, percentile, threshold, floor_ms)
     rng = np.random.default_rng(seed)
     if mode == "ab":
         ratios = np.array(
             [_pct(np.sort(c), percentile) / _pct(np.sort(b), percentile) for b, c in zip(base, cur, strict=True)]
         )
         point = float(np.exp(np.mean(np.log(ratios)))) - 1.0
+        diffs = [_pct(np.sort(c), percentile) - _pct(np.sort(b), percentile) for b, c in zip(base, cur, strict=True)]
+        abs_point = float(np.mean(diffs))
         logr = np.empty((resamples, len(base)))
+        absd = np.empty((resamples, len(base)))
         for j, (b, c) in enumerate(zip(base, cur, strict=True)):
-            logr[:, j] = np.log(_boot_run(c, percentile, resamples, rng)) - np.log(
-                _boot_run(b, percentile, resamples, rng)
-            )
+            bc, bb = _boot_run(c, percentile, resamples, rng), _boot_run(b, percentile, resamples, rng)
+            logr[:, j] = np.log(bc) - np.log(bb)
+            absd[:, j] = bc - bb
         if len(base) > 1:  # resample the pairs too: between-pair variance counts
             picks = rng.integers(0, len(base), size=(resamples, len(base)))
             logr = np.take_along_axis(logr, picks, axis=1)
+            absd = np.take_along_axis(absd, picks, axis=1)
         dist = np.exp(logr.mean(axis=1)) - 1.0
+        abs_dist = absd.mean(axis=1)
         cmp.baseline_ms = float(np.median([_pct(np.sort(b), percentile) for b in base]))
         cmp.current_ms = float(np.median([_pct(np.sort(c), percentile) for c in cur]))
     else:
         pb = _pct(np.sort(np.concatenate(base)), percentile)
         pc = _pct(np.sort(np.concatenate(cur)), percentile)
-        point = pc / pb - 1.0
+        point, abs_point = pc / pb - 1.0, pc - pb
         boot = _boot_hier if mode == "per-run" and (len(base) > 1 or len(cur) > 1) else _boot_pooled
-        dist = boot(cur, percentile, resamples, rng) / boot(base, percentile, resamples, rng) - 1.0
+        bc, bb = boot(cur, percentile, resamples, rng), boot(base, percentile, resamples, rng)
+        dist, abs_dist = bc / bb - 1.0, bc - bb
         cmp.baseline_ms, cmp.current_ms = pb, pc
         if mode == "per-run" and len(base) == 1 and len(cur) == 1:
             cmp.notes.append("per-run mode with one run per side is the pooled bootstrap")
     alpha = (1.0 - level) / 2.0
     lo, hi = float(np.quantile(dist, alpha)), float(np.quantile(dist, 1.0 - alpha))
+    alo, ahi = float(np.quantile(abs_dist, alpha)), float(np.quantile(abs_dist, 1.0 - alpha))
     cmp.change, cmp.ci, cmp.resamples = point, (lo, hi), resamples
+    cmp.abs_change_ms, cmp.abs_ci_ms = abs_point, (alo, ahi)
     if len(base) == 1 or len(cur) == 1:
         cmp.notes.append(
             "one run on a side: the interval covers sampling noise within a run, not machine noise between runs"
@@ -333,14 +369,16 @@ def compare_samples(
     desc = (
         f"baseline {cmp.baseline_ms:.3f} ms (n={nb}, {len(base)} run(s)) -> current {cmp.current_ms:.3f} ms "
         f"(n={nc}, {len(cur)} run(s)): change {point:+.1%}, {level:.0%} CI [{lo:+.1%}, {hi:+.1%}], "
-        f"threshold +{threshold:.0%}"
+        f"threshold +{threshold:.0%}; {abs_point:+.3f} ms, CI [{alo:+.3f}, {ahi:+.3f}] ms, floor {floor_ms:g} ms"
     )
-    if lo > threshold:
-        cmp.verdict, cmp.message = "regression", desc + ": the whole interval is above the threshold"
-    elif point > threshold:
+    if lo > threshold and alo > floor_ms:
+        cmp.verdict, cmp.message = "regression", desc + ": both intervals are above their bounds"
+    elif point > threshold and abs_point > floor_ms:
         cmp.verdict = "inconclusive"
-        cmp.message = desc + ": the estimate is above the threshold but the interval reaches below it (noise?)"
-    elif hi < -threshold:
+        cmp.message = desc + ": the estimate is above the bounds but an interval reaches below them (noise?)"
+    elif point > threshold:
+        cmp.verdict, cmp.message = "pass", desc + ": above the threshold but within the absolute floor"
+    elif hi < -threshold and ahi < -floor_ms:
         cmp.verdict, cmp.message = "improved", desc
     else:
         cmp.verdict, cmp.message = "pass", desc
@@ -348,19 +386,22 @@ def compare_samples(
 
 
 def _exact(
-    cmp: Comparison, base: list[np.ndarray], cur: list[np.ndarray], percentile: float, threshold: float
+    cmp: Comparison, base: list[np.ndarray], cur: list[np.ndarray], percentile: float, threshold: float, floor: float
 ) -> Comparison:
     pb = _pct(np.sort(np.concatenate(base)), percentile)
     pc = _pct(np.sort(np.concatenate(cur)), percentile)
-    point = pc / pb - 1.0
-    cmp.baseline_ms, cmp.current_ms, cmp.change = pb, pc, point
+    point, diff = pc / pb - 1.0, pc - pb
+    cmp.baseline_ms, cmp.current_ms, cmp.change, cmp.abs_change_ms = pb, pc, point, diff
     desc = (
         f"baseline {pb:.3f} ms (n={cmp.baseline_n}) -> current {pc:.3f} ms (n={cmp.current_n}): "
-        f"change {point:+.1%}, threshold +{threshold:.0%} (deterministic runs: exact, no interval)"
+        f"change {point:+.1%} ({diff:+.3f} ms), threshold +{threshold:.0%} and floor {floor:g} ms "
+        "(deterministic runs: exact, no interval)"
     )
-    if point > threshold:
+    if point > threshold and diff > floor:
         cmp.verdict, cmp.message = "regression", desc
-    elif point < -threshold:
+    elif point > threshold:
+        cmp.verdict, cmp.message = "pass", desc + ": above the threshold but within the absolute floor"
+    elif point < -threshold and diff < -floor:
         cmp.verdict, cmp.message = "improved", desc
     else:
         cmp.verdict, cmp.message = "pass", desc
@@ -372,6 +413,186 @@ def is_deterministic_run(run_dir: Path) -> bool:
     return (run_dir / "sim.json").exists()
 
 
+def _as_dirs(x: Sequence[Path | str] | Path | str) -> list[Path]:
+    return [Path(x)] if isinstance(x, str | Path) else [Path(p) for p in x]
+
+
+def _pairs(
+    baseline: Sequence[Path | str] | Path | str, current: Sequence[Path | str] | Path | str
+) -> tuple[list[tuple[str, list[Path], list[Path]]], list[str]]:
+    """(name, baseline runs, current runs) for every scenario on both sides, and notes on the rest."""
+    bgroups, cgroups = resolve_runs(_as_dirs(baseline)), resolve_runs(_as_dirs(current))
+    notes: list[str] = []
+    if len(bgroups) == 1 and len(cgroups) == 1:
+        (bname, bruns), (cname, cruns) = next(iter(bgroups.items())), next(iter(cgroups.items()))
+        if bname == cname:
+            return [(cname, bruns, cruns)], notes
+        bid, cid = _identity(bruns[0]), _identity(cruns[0])
+        if bid == cid:  # e.g. two suite folders of one scenario: name it by the scenario, not a folder
+            return [(cid[0] if cid[1] == "default" else f"{cid[0]}@{cid[1]}", bruns, cruns)], notes
+        notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
+        return [(cname, bruns, cruns)], notes
+    common = sorted(set(bgroups) & set(cgroups))
+    if not common:
+        raise CompareError(f"no scenario in common: baseline {sorted(bgroups)}, current {sorted(cgroups)}")
+    for name in sorted(set(cgroups) - set(bgroups)):
+        notes.append(f"{name}: no baseline, not compared")
+    for name in sorted(set(bgroups) - set(cgroups)):
+        notes.append(f"{name}: in the baseline only, not compared")
+    return [(name, bgroups[name], cgroups[name]) for name in common], notes
+
+
+@dataclass(frozen=True)
+class BucketBounds:
+    """One bucket's gate: a regression is a change of the percentile above both bounds."""
+
+    bucket: str
+    percentile: float = 99.0
+    threshold: float = 0.10
+    floor_ms: float = DEFAULT_FLOOR_MS
+
+
+def scenario_gate(scenario: Mapping[str, Any]) -> dict[str, BucketBounds]:
+    """The ``[gate]`` a run's ``scenario.json`` declares; runs recorded before ``[gate]`` get the defaults."""
+    gate = scenario.get("gate")
+    table = gate.get("buckets") if isinstance(gate, Mapping) else None
+    if not isinstance(table, Mapping) or not table:
+        return {b: BucketBounds(b) for b in GATE_BUCKETS}
+    out = {}
+    order = {b: i for i, b in enumerate(SERIES)}
+    for b in sorted(table, key=lambda k: (order.get(str(k), len(order)), str(k))):  # scenario.json sorts its keys
+        v = table[b] if isinstance(table[b], Mapping) else {}
+        out[str(b)] = BucketBounds(
+            str(b),
+            float(v.get("percentile", 99.0)),
+            float(v.get("threshold", 0.10)),
+            float(v.get("floor_ms", DEFAULT_FLOOR_MS)),
+        )
+    return out
+
+
+def resolve_gate(
+    declared: Mapping[str, BucketBounds],
+    *,
+    buckets: Sequence[str] | None = None,
+    percentile: float | None = None,
+    threshold: float | None = None,
+    floor_ms: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    floors: Mapping[str, float] | None = None,
+) -> list[BucketBounds]:
+    """The scenario's gate with the command line's flags on top (a flag wins; a per-bucket flag wins over all).
+
+    ``buckets`` restricts (or extends) the judged buckets; a bucket the scenario does not gate gets the defaults.
+    """
+    names = list(buckets) if buckets else list(declared)
+    for b in [*names, *(thresholds or {}), *(floors or {})]:
+        if b not in SERIES:
+            raise CompareError(f"unknown bucket {b!r}; known: {', '.join(SERIES)}")
+    for b in [*(thresholds or {}), *(floors or {})]:
+        if b not in names:
+            raise CompareError(f"a bound for {b!r}, which is not judged; judged: {', '.join(names)}")
+    out = []
+    for b in names:
+        g = declared.get(b, BucketBounds(b))
+        g = BucketBounds(
+            b,
+            g.percentile if percentile is None else percentile,
+            (thresholds or {}).get(b, g.threshold if threshold is None else threshold),
+            (floors or {}).get(b, g.floor_ms if floor_ms is None else floor_ms),
+        )
+        if not 0 < g.percentile < 100 or g.threshold < 0 or g.floor_ms < 0:
+            raise CompareError(f"{b}: need 0 < percentile < 100, threshold >= 0, floor_ms >= 0, got {g}")
+        out.append(g)
+    return out
+
+
+@dataclass
+class GateResult:
+    """Every bucket of every scenario judged: the structured answer of :func:`gate_verdict`.
+
+    ``verdict``: ``regression`` (exit 1) when any bucket regressed, else ``refused`` (exit 3) when any
+    bucket could not be judged, else ``pass`` (exit 0); ``bad_input`` (exit 2) when nothing could be
+    compared (``message`` says why).
+    """
+
+    verdict: str
+    exit_code: int
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # about the pairing (each comparison has its own notes)
+    message: str = ""
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict == "regression"]
+
+    @property
+    def refusals(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict == "refused"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "notes": list(self.notes),
+            "histogram_max_ms": HIGHEST_US / 1000,
+            "comparisons": [c.to_json() for c in self.comparisons],
+        }
+
+
+def _judge(
+    pairs: list[tuple[str, list[Path], list[Path]]],
+    bounds_for: Callable[[list[Path]], list[BucketBounds]],
+    *,
+    min_samples: int | None,
+    mode: str,
+    outcome: str | None,
+    resamples: int,
+    seed: int,
+    level: float,
+    min_runs: int,
+    control_threshold: float | None,
+) -> list[Comparison]:
+    out: list[Comparison] = []
+    for name, bruns, cruns in pairs:
+        deterministic = all(is_deterministic_run(r) for r in [*bruns, *cruns])
+        run_mode = mode
+        if mode == "exact" and not deterministic:
+            raise CompareError(f"{name}: exact mode needs simulation runs (sim.json) on both sides, not live runs")
+        if mode == "pooled" and deterministic:
+            run_mode = "exact"
+        bounds = bounds_for(cruns)
+        bdata = [extract(RunData.load(r)) for r in bruns]
+        cdata = [extract(RunData.load(r)) for r in cruns]
+        cthreshold = control_threshold if control_threshold is not None else max(g.threshold for g in bounds)
+        control, warning = _control(bdata, cdata, cthreshold)
+        for g in bounds:
+            result = compare_samples(
+                [_in_range(d, g.bucket, outcome) for d in bdata],
+                [_in_range(d, g.bucket, outcome) for d in cdata],
+                scenario=name,
+                bucket=g.bucket,
+                percentile=g.percentile,
+                threshold=g.threshold,
+                floor_ms=g.floor_ms,
+                min_samples=min_samples,
+                mode=run_mode,
+                resamples=resamples,
+                seed=seed,
+                level=level,
+                baseline_runs=[str(r) for r in bruns],
+                current_runs=[str(r) for r in cruns],
+                min_runs=min_runs,
+            )
+            if g.bucket != CONTROL_BUCKET:
+                result.control = control
+                if warning:
+                    result.notes.append(warning)
+            out.append(result)
+    return out
+
+
 def compare(
     baseline: Sequence[Path | str] | Path | str,
     current: Sequence[Path | str] | Path | str,
@@ -379,6 +600,7 @@ def compare(
     bucket: str = "total_ms",
     percentile: float = 99.0,
     threshold: float = 0.10,
+    floor_ms: float = 0.0,
     min_samples: int | None = None,
     mode: str = "pooled",
     outcome: str | None = None,
@@ -387,66 +609,103 @@ def compare(
     level: float = 0.95,
     min_runs: int = 1,
 ) -> list[Comparison]:
-    """Compare run folders (or folders of runs) scenario by scenario.
+    """One bucket with the bounds given, scenario by scenario (:func:`gate_verdict` judges every bucket).
 
     Runs are grouped by name on each side (:func:`resolve_runs`); names present
     on both sides are compared. With exactly one group per side, they are
     compared whatever their names.
     """
-    bdirs = [Path(baseline)] if isinstance(baseline, str | Path) else [Path(p) for p in baseline]
-    cdirs = [Path(current)] if isinstance(current, str | Path) else [Path(p) for p in current]
-    bgroups, cgroups = resolve_runs(bdirs), resolve_runs(cdirs)
-    pairs: list[tuple[str, list[Path], list[Path]]]
-    notes: list[str] = []
-    if len(bgroups) == 1 and len(cgroups) == 1:
-        (bname, bruns), (cname, cruns) = next(iter(bgroups.items())), next(iter(cgroups.items()))
-        if bname != cname:
-            notes.append(f"comparing different scenarios: baseline {bname!r}, current {cname!r}")
-        pairs = [(cname, bruns, cruns)]
-    else:
-        common = sorted(set(bgroups) & set(cgroups))
-        if not common:
-            raise CompareError(f"no scenario in common: baseline {sorted(bgroups)}, current {sorted(cgroups)}")
-        pairs = [(name, bgroups[name], cgroups[name]) for name in common]
-        for name in sorted(set(cgroups) - set(bgroups)):
-            notes.append(f"{name}: no baseline, not compared")
-        for name in sorted(set(bgroups) - set(cgroups)):
-            notes.append(f"{name}: in the baseline only, not compared")
+    pairs, notes = _pairs(baseline, current)
     if bucket not in SERIES:
         raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
-    out = []
-    for name, bruns, cruns in pairs:
-        deterministic = all(is_deterministic_run(r) for r in [*bruns, *cruns])
-        run_mode = mode
-        if mode == "exact" and not deterministic:
-            raise CompareError(f"{name}: exact mode needs simulation runs (sim.json) on both sides, not live runs")
-        if mode == "pooled" and deterministic:
-            run_mode = "exact"
-        bdata = [extract(RunData.load(r)) for r in bruns]
-        cdata = [extract(RunData.load(r)) for r in cruns]
-        result = compare_samples(
-            [_in_range(d, bucket, outcome) for d in bdata],
-            [_in_range(d, bucket, outcome) for d in cdata],
-            scenario=name,
-            bucket=bucket,
-            percentile=percentile,
-            threshold=threshold,
+    bounds = [BucketBounds(bucket, percentile, threshold, floor_ms)]
+    out = _judge(
+        pairs,
+        lambda _runs: bounds,
+        min_samples=min_samples,
+        mode=mode,
+        outcome=outcome,
+        resamples=resamples,
+        seed=seed,
+        level=level,
+        min_runs=min_runs,
+        control_threshold=threshold,
+    )
+    for r in out:
+        r.notes = notes + r.notes
+    return out
+
+
+def gate_verdict(
+    baseline: Sequence[Path | str] | Path | str,
+    current: Sequence[Path | str] | Path | str,
+    *,
+    buckets: Sequence[str] | None = None,
+    percentile: float | None = None,
+    threshold: float | None = None,
+    floor_ms: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    floors: Mapping[str, float] | None = None,
+    min_samples: int | None = None,
+    mode: str = "pooled",
+    outcome: str | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    min_runs: int = 1,
+) -> GateResult:
+    """The regression gate: every gated bucket of every scenario on both sides, in one verdict.
+
+    Each scenario's buckets and bounds come from the current run's ``[gate]``
+    (``scenario.json``; older runs: the five server buckets at p99, +10% and
+    1 ms), with the arguments on top: ``percentile``, ``threshold`` and
+    ``floor_ms`` for every bucket, ``thresholds`` / ``floors`` per bucket,
+    ``buckets`` to choose which are judged. Never raises for bad input: that
+    is ``verdict="bad_input"``, exit 2.
+    """
+    try:
+        if mode not in MODES:
+            raise CompareError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        pairs, notes = _pairs(baseline, current)
+
+        def bounds_for(runs: list[Path]) -> list[BucketBounds]:
+            declared = scenario_gate(RunData.load(runs[0]).scenario if runs else {})
+            return resolve_gate(
+                declared,
+                buckets=buckets,
+                percentile=percentile,
+                threshold=threshold,
+                floor_ms=floor_ms,
+                thresholds=thresholds,
+                floors=floors,
+            )
+
+        comparisons = _judge(
+            pairs,
+            bounds_for,
             min_samples=min_samples,
-            mode=run_mode,
+            mode=mode,
+            outcome=outcome,
             resamples=resamples,
             seed=seed,
             level=level,
-            baseline_runs=[str(r) for r in bruns],
-            current_runs=[str(r) for r in cruns],
             min_runs=min_runs,
+            control_threshold=threshold,
         )
-        if bucket != CONTROL_BUCKET:
-            result.control, warning = _control(bdata, cdata, threshold)
-            if warning:
-                result.notes.append(warning)
-        result.notes = notes + result.notes
-        out.append(result)
-    return out
+    except (CompareError, OSError, ValueError) as exc:  # ValueError: a run folder with broken JSON
+        return GateResult("bad_input", EXIT_BAD_INPUT, message=str(exc))
+    code = exit_code(comparisons)
+    verdict = {EXIT_REGRESSION: "regression", EXIT_REFUSED: "refused"}.get(code, "pass")
+    res = GateResult(verdict, code, comparisons, notes)
+    if verdict == "regression":
+        res.message = "regression in " + ", ".join(f"{c.scenario} {c.bucket}" for c in res.regressions)
+    elif verdict == "refused":
+        res.message = "refused to judge (too few samples or runs): " + ", ".join(
+            f"{c.scenario} {c.bucket}" for c in res.refusals
+        )
+    else:
+        res.message = f"no regression in {len(comparisons)} bucket(s)"
+    return res
 
 
 def exit_code(results: Sequence[Comparison]) -> int:

@@ -17,6 +17,7 @@ from harness.runfolder import check_run_dir
 from harness.runner._drive import Progress
 from harness.runner._live import RunResult, run_dir_name, run_scenario
 from harness.scenario import DEFAULT_VARIANT, Scenario, ScenarioError, expand_variants, load_scenario
+from harness.suites import suite_scenarios
 
 __all__ = ["SCENARIO_DIR", "check_variant", "expand", "find_scenarios", "load_for_target", "run_suite", "with_policy"]
 
@@ -29,7 +30,8 @@ def find_scenarios(args: Sequence[str], suite: str | None = None, root: Path | N
     """Paths named on the command line (files or folders of ``*.toml``), plus a named suite.
 
     ``suite="default"`` is every scenario with ``default = true`` under ``root``
-    (default: the project's scenarios/ folder); ``suite="all"`` is all of them.
+    (default: the project's scenarios/ folder); ``suite="all"`` is all of them; any other name is the
+    profile ``root/suites/<name>.toml`` (``ci``: the latency gate's workload, docs/ci.md).
     """
     root = root or (Path("scenarios") if Path("scenarios").is_dir() else SCENARIO_DIR)
     out: list[Path] = []
@@ -49,8 +51,8 @@ def find_scenarios(args: Sequence[str], suite: str | None = None, root: Path | N
             out.extend(files)
         elif suite == "default":
             out.extend(f for f in files if load_scenario(f).default)
-        else:
-            raise ScenarioError(f"--suite {suite}", "", "unknown suite; allowed: default, all")
+        else:  # a profile: scenarios/suites/<suite>.toml (harness/suites.py)
+            out.extend(suite_scenarios(root, suite))
     return list(dict.fromkeys(out))
 
 

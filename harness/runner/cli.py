@@ -40,7 +40,11 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness run", description="Run scenarios against a session server.")
     p.add_argument("scenarios", nargs="*", help="scenario files, folders, or names under scenarios/")
-    p.add_argument("--suite", choices=("default", "all"), help="add a named suite of scenarios/")
+    p.add_argument(
+        "--suite",
+        metavar="NAME",
+        help="add a named suite of scenarios/: default, all, or a profile in scenarios/suites/ (ci)",
+    )
     p.add_argument("--variant", help="run every scenario against this server variant (a+b for several; default)")
     p.add_argument("--seed", type=int, help="override every scenario's seed")
     p.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")

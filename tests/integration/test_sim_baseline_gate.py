@@ -45,6 +45,12 @@ def test_sim_p99_does_not_regress_against_the_committed_baseline(tmp_path: Path)
     assert rc == 0, out.read_text()
     # The other client-visible bucket gates too.
     assert harness(["compare", str(BASELINE), str(current), "--bucket", "client_request_ms"]) == 0
+    # And the unchanged server passes every gated bucket at once (the default: lock wait, tokenize in,
+    # proxy, tokenize out, total); tests/integration/test_gate_lock_wait.py is the same gate failing.
+    out_all = tmp_path / "gate.json"
+    assert harness(["compare", str(BASELINE), str(current), "--json", str(out_all)]) == 0, out_all.read_text()
+    gate = json.loads(out_all.read_text())
+    assert gate["verdict"] == "pass" and len(gate["comparisons"]) == 5
 
 
 def test_baseline_refuses_a_red_run(tmp_path: Path) -> None:

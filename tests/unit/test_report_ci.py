@@ -26,6 +26,20 @@ def test_workflow_parses_and_has_the_gate() -> None:
     assert "harness run" in runs and "harness report" in runs and "harness compare" in runs
     uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads and uploads[0]["with"]["path"] == "reports/latest" and uploads[0]["if"] == "always()"
+    assert "reports/baselines/sim" in runs and "--mode sim" in runs  # the committed sim baseline gates
+
+
+def test_workflow_builds_the_live_baseline_on_the_runner_and_gates_every_bucket() -> None:
+    yaml = pytest.importorskip("yaml")
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["gate"]["steps"]
+    runs = "\n".join(s.get("run", "") for s in steps)
+    uses = {str(s.get("uses", "")).split("@")[0]: s for s in steps if s.get("uses")}
+    assert "harness run --suite ci" in runs
+    restore, save = uses["actions/cache/restore"], uses["actions/cache/save"]
+    assert restore["with"]["path"] == save["with"]["path"] == "reports/live-baseline"
+    assert "refs/heads/main" in save["if"] and "push" in save["if"]  # only main refreshes the baseline
+    compare_lines = [ln for ln in runs.splitlines() if "harness compare" in ln]
+    assert compare_lines and not any("--bucket" in ln for ln in compare_lines)  # every bucket: the [gate]
 
 
 @pytest.mark.parametrize("path", [WORKFLOW, ROOT / "docs" / "ci.md", ROOT / "reports" / "baselines" / "README.md"])
