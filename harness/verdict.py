@@ -85,24 +85,16 @@ class Gate:
 def gate_for_run(baseline: Path, run_dir: Path) -> Gate:
     """The latency gate of one run against its baseline run folder, as a :class:`Gate`.
 
-    Uses the multi-bucket gate (``harness.report.compare.gate_verdict``: every gated bucket, each with its
-    threshold and floor) when this build has it, else ``compare`` on server total_ms p99. Bad input on the
-    gate's side (a baseline it cannot read) is "cannot judge" here: the run itself was fine input.
+    Every gated bucket, each with its own threshold and floor (:func:`harness.report.compare.gate_verdict`).
+    Bad input on the gate's side (a baseline it cannot read) is "cannot judge" here: the run itself was
+    fine input.
     """
-    import importlib
+    from harness.report.compare import gate_verdict
 
-    cmp = importlib.import_module("harness.report.compare")  # the module (harness.report.compare is also a function)
-    gate_verdict = getattr(cmp, "gate_verdict", None)
-    if gate_verdict is not None:
-        res = gate_verdict(baseline, run_dir)
-        code = EXIT_CANNOT_JUDGE if res.exit_code == EXIT_BAD_INPUT else int(res.exit_code)
-        lines = [c.line() for c in res.comparisons if c.exit_code != EXIT_PASS] or [str(res.message)]
-        return Gate(code, tuple(lines))
-    try:
-        results = cmp.compare(baseline, run_dir)
-    except (cmp.CompareError, OSError, ValueError) as exc:
-        return Gate(EXIT_CANNOT_JUDGE, (f"cannot compare with {baseline}: {exc}",))
-    return Gate(cmp.exit_code(results), tuple(r.line() for r in results))
+    res = gate_verdict(baseline, run_dir)
+    code = EXIT_CANNOT_JUDGE if res.exit_code == EXIT_BAD_INPUT else int(res.exit_code)
+    lines = [c.line() for c in res.comparisons if c.exit_code != EXIT_PASS] or [str(res.message)]
+    return Gate(code, tuple(lines))
 
 
 # ---------------------------------------------------------------- checkers and verdicts.json
