@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# pytest workers: CI has 2 cores; the suite is ~20 CPU-minutes, half of it waiting on loopback servers
+TEST_JOBS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench clean setup
@@ -20,7 +22,7 @@ run: $(STAMP)
 	$(PY) -m harness.cli run --suite default --out reports/latest
 
 test: $(STAMP) lint typecheck
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check harness reference_impl tests bench

@@ -47,7 +47,11 @@ def command_scenario(name: str, **target: object) -> dict[str, object]:
 def test_command_target_runs_kills_restarts_and_captures_output(tmp_path: Path) -> None:
     sc = parse_scenario(command_scenario("cmd_run"), "cmd_run.toml")
     res = run_scenario(sc, tmp_path)
-    assert res.status == "valid", (res.error, [v for v in res.verdicts if v["status"] != "valid"])
+    # A correct server is never invalid. `blocking` may say unknown on a loaded box: a lock wait
+    # beside another request's proxy phase is, from client timing, either a wait or a late arrival.
+    not_valid = [v for v in res.verdicts if v["status"] != "valid"]
+    assert res.error is None and res.status in ("valid", "unknown"), (res.error, not_valid)
+    assert all(v["status"] == "unknown" and v["checker"] == "blocking" for v in not_valid), not_valid
     run_dir = tmp_path / "cmd_run"
     run = RunData.load(run_dir)
     target = run.scenario["target"]
