@@ -1,4 +1,4 @@
-"""``harness explore --ray``: the same failing seed, digests and shrunk file as ``--jobs`` (issue 15).
+"""``--ray``: explore gives the failing seed, digests and shrunk file of ``--jobs``; a model sweep its points (#15).
 
 One private Ray head (2 CPUs, 127.0.0.1) for the module; skipped cleanly when Ray is not installed
 (``pip install -e '.[ray]'``; ``make test`` installs it). Slow: the head's start costs ~5-16 s.
@@ -6,6 +6,7 @@ One private Ray head (2 CPUs, 127.0.0.1) for the module; skipped cleanly when Ra
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -78,3 +79,15 @@ def test_explore_cli_on_ray_finds_the_same_seed_digest_and_shrunk_file(
         return seed.group(1), digest.group(0), text
 
     assert run(["--ray"], "ray") == run([], "jobs")
+
+
+def test_model_sweep_on_ray_gives_the_points_of_a_serial_sweep(head: Any, tmp_path: Path) -> None:
+    from harness.model.cli import main as model_main
+
+    argv = [str(SCENARIOS / "abort_retries_exhausted.toml"), "--sweep", "--sweep-processes", "1,2"]
+    argv += ["--sweep-agents", "4", "--sessions", "20"]
+    assert model_main([*argv, "--out", str(tmp_path / "serial")]) == 0
+    assert model_main([*argv, "--ray", "--out", str(tmp_path / "ray")]) == 0
+    serial = json.loads((tmp_path / "serial" / "sweep.json").read_text())
+    ray = json.loads((tmp_path / "ray" / "sweep.json").read_text())
+    assert len(serial["points"]) == 2 and ray == serial
