@@ -17,7 +17,7 @@ client's CPU ms per request (process time / requests: what one core can drive is
 Goals: >= 2,000 turns/s per core driven (cpu_ms <= 0.5), gap < 1 ms at p99 while the
 server is not saturated. The box is shared: the load average is printed with each run.
 
-Run: ``.venv/bin/python bench/bench_harness.py [--rates 200,500,1000,2000] [--seconds 3]``
+Run: ``.venv/bin/python bench/bench_harness.py [--rates 200,500,1000,2000] [--seconds 3] [--profile 14]``
 Not part of the test suite; it prints figures (bench/results_harness.md).
 """
 
@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", type=int, metavar="N", help="cProfile the first rate; print the top N functions")
     args = ap.parse_args()
     import tempfile
 
@@ -147,7 +148,16 @@ def main() -> None:
             print(f"# echo ASGI server (uvicorn), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             print("offered/s  achieved/s  cpu_ms/req  turns/s/core  harness_cpu  gap_p50_ms  gap_p99_ms")
             for rate in (float(r) for r in args.rates.split(",")):
-                r = asyncio.run(drive(url, rate, args.seconds, args.concurrency))
+                if args.profile:
+                    import cProfile
+                    import pstats
+
+                    prof = cProfile.Profile()
+                    r = prof.runcall(asyncio.run, drive(url, rate, args.seconds, args.concurrency))
+                    pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+                    args.profile = 0
+                else:
+                    r = asyncio.run(drive(url, rate, args.seconds, args.concurrency))
                 if args.json:
                     print(json.dumps(r))
                 print(
