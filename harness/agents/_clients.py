@@ -186,6 +186,7 @@ class OpenAIClient(HttpxClient):
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         import httpx2
+        import openai  # noqa: F401 - imported here, before the run's first request, not inside the first chat
 
         super().__init__(transport)
         bridge: Any = _Httpx2Bridge(transport) if transport is not None else None

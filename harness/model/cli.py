@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-agents", type=_ints, default=[16, 64, 256, 1024], metavar="N,N,...")
     p.add_argument("--sweep-bucket", default="total_ms", choices=(*BUCKETS, CLIENT))
     p.add_argument("--slo-ms", type=float, help="p99 bound for the sweep (default: the scenario's slo.total_ms)")
+    p.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS", help="sweep points on Ray (docs/distributed.md)"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="with --ray and no ADDRESS: the local head's CPUs (default 2)")
     p.add_argument("--out", help="folder for summary.json, plots and calibration (default: print only)")
     return p
 
@@ -154,25 +158,36 @@ def _calibration(args: argparse.Namespace, out: Path | None) -> Calibration | No
     return cal
 
 
+def _sweep_point(job: tuple[ModelParams, str, int, int, int]) -> dict[str, Any]:
+    """One point of the sweep (a module-level function: it runs in a Ray worker with --ray)."""
+    p, bucket, n, a, sessions = job
+    r = run_model(p)
+    st = r.stats(bucket)
+    return {
+        "processes": n,
+        "agents": a,
+        "sessions": sessions,
+        "requests": r.requests,
+        "n": st.n,
+        "p50_ms": st.get(50.0),
+        "p99_ms": st.get(99.0),
+    }
+
+
 def _sweep(params: ModelParams, args: argparse.Namespace, slo: float | None, out: Path | None) -> int:
-    points: list[dict[str, Any]] = []
+    jobs: list[tuple[ModelParams, str, int, int, int]] = []
     for a in args.sweep_agents:
         sessions = args.sessions if args.sessions is not None else max(2 * a, 400)
         for n in args.sweep_processes:
             p = params.replace(processes=n, concurrency=a, sessions=sessions, arrival_rate=0.0)
-            r = run_model(p)
-            st = r.stats(args.sweep_bucket)
-            points.append(
-                {
-                    "processes": n,
-                    "agents": a,
-                    "sessions": sessions,
-                    "requests": r.requests,
-                    "n": st.n,
-                    "p50_ms": st.get(50.0),
-                    "p99_ms": st.get(99.0),
-                }
-            )
+            jobs.append((p, args.sweep_bucket, n, a, sessions))
+    if getattr(args, "ray", None) is not None:  # issue 15: the points in parallel, results in the same order
+        from harness.distributed.pool import RayPool
+
+        with RayPool(None if args.ray == "local" else args.ray, args.jobs) as pool:
+            points = pool.map(_sweep_point, jobs)
+    else:
+        points = [_sweep_point(j) for j in jobs]
     print(sweep_table(points, slo, args.sweep_bucket))
     if out is not None:
         (out / "sweep.json").write_text(json.dumps({"bucket": args.sweep_bucket, "slo_ms": slo, "points": points}))

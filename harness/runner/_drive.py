@@ -61,13 +61,15 @@ async def drive(
     ``process_control`` (whether ``processes`` was given) go into ``scenario["target"]``
     for the checkers, which call fault- and kill-driven checks unknown without them.
     """
+    plans = plan_sessions(sc, len(servers))
+    # Every client kind the plans use is built (and its library imported) before t = 0: built lazily,
+    # `import openai` alone blocked the loop for 0.5-2.5 s while other sessions were in flight (#15).
+    clients: dict[str, HttpClient] = {k: make_client(k, transport) for k in sorted({p.client for p in plans})}
+    control = httpx.AsyncClient(transport=transport, timeout=10.0)
     history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
     if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
         self_monitor.start()
-    plans = plan_sessions(sc, len(servers))
-    control = httpx.AsyncClient(transport=transport, timeout=10.0)
-    clients: dict[str, HttpClient] = {}
     notes: list[str] = []
     try:
         await backend_probe(history, control, backend_url)  # where the backend's execution log starts

@@ -108,18 +108,26 @@ def explore(
     stop_on_first: bool = True,
     on_result: Callable[[SeedResult], None] | None = None,
     tokenizer: str | None = None,
+    ray: str | None = None,
 ) -> list[SeedResult]:
     """Run ``seeds`` of the scenario at ``path``; return every result, in seed order.
 
     With ``stop_on_first`` the search ends after the first batch holding a
     flagged seed (the batch is finished, so the smallest such seed is known).
     ``tokenizer`` (a shipped name or a folder) replaces the scenario's.
+    ``ray``: run the seeds as Ray tasks ("local": a private head with ``jobs``
+    CPUs on 127.0.0.1; else a cluster address); batches stay ``jobs * 4`` seeds,
+    so the results are those of ``--jobs`` (harness/distributed/pool.py).
     """
     if strategy == "pct" and horizon is None:
         horizon = pct_horizon(with_seed(load_scenario(path).with_tokenizer(tokenizer), None, variant), target)
     jobs = max(1, jobs)
     results: list[SeedResult] = []
-    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    pool: Any = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    if ray is not None:  # issue 15: the same jobs, run where Ray puts them
+        from harness.distributed.pool import RayPool
+
+        pool = RayPool(None if ray == "local" else ray, jobs)
     try:
         for batch in _batches(seeds, jobs * 4):
             work = [_Job(path, variant, s, strategy, depth, horizon, target, tokenizer) for s in batch]

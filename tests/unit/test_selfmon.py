@@ -41,3 +41,23 @@ def test_cpu_bound_harness_is_saturated_by_cpu() -> None:
     mon._t1, mon._c1 = 10.0, 9.9  # 9.9 CPU seconds in 10 wall seconds
     s = mon.summary()
     assert s["saturated"] is True and "CPU" in str(s["reasons"])
+
+
+def _from_lags(lags_ms: list[float]) -> dict[str, object]:
+    mon = SelfMonitor(monotonic=lambda: 0.0, cpu_time=lambda: 0.0)
+    mon.lags_ms = list(lags_ms)
+    mon._t0, mon._c0, mon._t1, mon._c1 = 0.0, 0.0, 10.0, 1.0
+    return mon.summary()
+
+
+def test_one_stall_in_a_short_run_is_not_saturation() -> None:
+    """A p99 over 60 samples is the worst one: a single 800 ms stall is shown (lag_max) but is no saturation."""
+    s = _from_lags([2.0] * 59 + [800.0])
+    assert s["lag_p99_ms"] == 800.0 and s["lag_max_ms"] == 800.0 and s["late_samples"] == 1
+    assert s["saturated"] is False and SelfMonitor.note(s) is None
+
+
+def test_a_loop_late_again_and_again_is_saturated() -> None:
+    s = _from_lags([2.0] * 57 + [150.0, 300.0, 120.0])
+    assert s["saturated"] is True and s["late_samples"] == 3
+    assert "3 of 60 samples late" in str(s["reasons"])

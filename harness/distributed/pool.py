@@ -1,0 +1,120 @@
+"""A ``ProcessPoolExecutor``-shaped map over Ray tasks, for seeds and sweep points.
+
+Why a pool and not Ray all through: every caller already splits its work into
+independent, picklable jobs (a seed of ``explore``, a point of a sweep) and
+merges results in a fixed order; only *where* the jobs run changes. So the
+results cannot depend on Ray: :meth:`RayPool.map` returns results in the order
+of its input, exactly as ``ProcessPoolExecutor.map`` does, and the caller's
+batching (``explore``: ``jobs * 4`` seeds a batch, the smallest failing seed of
+the first failing batch) is unchanged.
+
+Where Ray runs:
+
+- ``address=None``: a local head started for this command and shut down at
+  the end, bound to 127.0.0.1 (``_node_ip_address``), no dashboard, ``workers``
+  CPUs. Loopback only, like everything else the harness starts.
+- ``address="auto"`` or ``"ray://host:10001"`` / ``"host:6379"``: an existing
+  cluster (its workers must have the same harness version installed); the
+  pool is then as wide as the cluster's CPUs unless ``workers`` is given.
+
+This is tooling, not protocol code: no clock, no randomness; each job runs in
+a worker process exactly as it would in a local one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+__all__ = ["RayPool", "RayUnavailable", "local_init_kwargs", "ray_available"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+INSTALL_HINT = "Ray is not installed: pip install 'session-race-harness[ray]' (or drop --ray)"
+
+
+class RayUnavailable(RuntimeError):
+    """``--ray`` was asked for but Ray cannot be imported."""
+
+
+def ray_available() -> bool:
+    try:
+        importlib.import_module("ray")
+    except ImportError:
+        return False
+    return True
+
+
+# Ray turns "127.0.0.1" into the box's outside address (services.resolve_ip_for_localhost) and its gRPC
+# servers listen on every interface, unless clusters are off: then the node is 127.0.0.1 and GCS, raylet and
+# workers listen there only (what Ray does on macOS). Ray reads the variable at import (the processes it starts
+# inherit it); an already imported ray gets the constant set too.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _ray(local: bool = False) -> Any:
+    if local:
+        os.environ.update(LOOPBACK_ENV)
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError as exc:
+        raise RayUnavailable(INSTALL_HINT) from exc
+    if local:
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def local_init_kwargs(workers: int) -> dict[str, Any]:
+    """``ray.init`` arguments for a private local head: loopback, no dashboard, ``workers`` CPUs, quiet."""
+    return {
+        "address": "local",
+        "num_cpus": max(1, workers),
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+        # a private head: its object store is small and in /dev/shm or /tmp, as on a laptop
+        "object_store_memory": 128 * 1024 * 1024,
+    }
+
+
+class RayPool:
+    """``map(fn, jobs)`` over Ray tasks, in input order; ``shutdown()`` ends a head this pool started."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        ray = self._ray = _ray(local=address is None)
+        self.started_head = False
+        if not ray.is_initialized():
+            if address is None:
+                ray.init(**local_init_kwargs(workers or 1))
+                self.started_head = True
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, workers if workers is not None else cpus)
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    def _task(self, fn: Callable[[T], R]) -> Any:
+        task = self._remote.get(fn)
+        if task is None:
+            task = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=0)(fn)
+        return task
+
+    def map(self, fn: Callable[[T], R], jobs: Iterable[T]) -> list[R]:
+        task = self._task(fn)
+        refs = [task.remote(j) for j in jobs]
+        return list(self._ray.get(refs))
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Same signature as ``Executor.shutdown``; a head this pool started is stopped, a cluster is left alone."""
+        if self.started_head:
+            self._ray.shutdown()
+            self.started_head = False
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
