@@ -699,7 +699,7 @@ def _testsuite(summary: Mapping[str, Any]) -> ET.Element:
         cases.append(case)
     verdict = summary.get("verdict")
     if isinstance(verdict, Mapping):  # the run's one verdict (harness/verdict.py): fails exactly when the run does
-        case = ET.Element("testcase", classname=f"scenario.{name}", name="verdict", time="0")
+        case = ET.Element("testcase", classname=f"scenario.{name}", name="verdict", time=t)
         if verdict.get("exit_code") not in (0, None):
             failures += 1
             reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
