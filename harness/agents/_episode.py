@@ -75,6 +75,23 @@ def committed_choice(records: Any, candidates: Sequence[dict[str, Any]]) -> dict
     return None
 
 
+def message_probe(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What token_state needs to see that a turn's tokens are the appended messages only (CONTEXT.md, TITO).
+
+    ``first``: the first message's text and ``first_n`` how many messages of the request carry it (the
+    stored history must not be rendered again after the stored tokens); ``last``: the text of the message
+    this turn appends (a user message or a tool result: it must reach the model).
+    """
+    texts = [m.get("content") if isinstance(m.get("content"), str) else None for m in messages]
+    out: dict[str, Any] = {}
+    if texts and texts[0]:
+        out["first"] = texts[0]
+        out["first_n"] = sum(1 for t in texts if t is not None and texts[0] in t)
+    if texts and texts[-1] and messages[-1].get("role") in ("user", "tool"):
+        out["last"] = texts[-1]
+    return out
+
+
 def framing_facts(reply: Reply) -> dict[str, Any]:
     """The headers that matter to checkers (repeated ones as lists) and the wire framing.
 
@@ -531,6 +548,7 @@ class Agent:
             turn_intended=round(intended, 6),
             client=self.client.kind,
             messages=len(body["messages"]),
+            probe=message_probe(body["messages"]),
             stream=bool(body.get("stream")),
             forced_fault=forced,
             **(how or {}),

@@ -14,7 +14,8 @@ that an unknown session is a 404. So, per fuzz operation:
 - a 2xx to a request no correct server can accept (``expect = "4xx"``: not
   JSON, not an object, no usable ``messages``, a wrong method) is a violation
   (``accepted_malformed``), and to a request for a session that was never
-  created, ``unknown_session_served`` (an auto-creating server);
+  created, ``unknown_session_served`` (an auto-creating server); and any other
+  answer outside 4xx to such a request (a 1xx/3xx status) is ``not_a_refusal``;
 - the canary session, which no fuzz request addresses, reads back the same
   before and after (``canary_changed``), compared on what the protocol
   promises: its records and the token id lists in its metadata (a server may
@@ -97,6 +98,16 @@ class BadInput:
                             "accepted_malformed",
                         )
                     )
+            elif not 400 <= st < 500 and o.invoke.get("expect") == "4xx":
+                # a refusal is a 4xx (the HTTP client error class): a 1xx/3xx tells the client nothing usable
+                violations.append(
+                    Violation(
+                        f"{name}: a malformed request answered {st}, not a 4xx refusal",
+                        o.indices,
+                        o.session,
+                        "not_a_refusal",
+                    )
+                )
         snaps = self._snapshots(ops)
         unreadable = self._snapshots(ops, broken=True)
         for role in ("canary", "victim"):

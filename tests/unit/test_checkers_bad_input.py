@@ -87,6 +87,15 @@ def test_each_broken_promise_has_its_kind() -> None:
     assert all(x.ops for x in v.violations)
 
 
+def test_a_malformed_request_must_be_refused_with_a_4xx() -> None:
+    f = fuzzed()
+    f.case("body=array", 399)  # a mutant's off-by-one status: not a refusal any client understands
+    f.case("passthrough:GET v1/models", 307, expect="no_5xx", category="passthrough")  # a relayed redirect: fine
+    v = f.run()
+    assert kinds(v) == {"not_a_refusal"}
+    assert [x.message for x in v.violations] == ["body=array: a malformed request answered 399, not a 4xx refusal"]
+
+
 def test_canary_compared_on_records_and_token_ids_only() -> None:
     f = fuzzed()
     f.case("not_json:text", 400)
