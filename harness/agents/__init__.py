@@ -16,7 +16,14 @@ from harness.agents._clients import (
     RouteByHost,
     make_client,
 )
-from harness.agents._episode import Agent, ChatOutcome, committed_choice, framing_facts, sse_completion
+from harness.agents._episode import (
+    Agent,
+    ChatOutcome,
+    committed_choice,
+    framing_facts,
+    message_probe,
+    sse_completion,
+)
 
 __all__ = [
     "Agent",
@@ -30,6 +37,7 @@ __all__ = [
     "RouteByHost",
     "committed_choice",
     "framing_facts",
+    "message_probe",
     "make_client",
     "sse_completion",
 ]

@@ -35,7 +35,9 @@ re-tokenization. Per session snapshot:
    the stored history is never right"): decoded with the run's tokenizer, they contain the text of the
    message the agent appended (``appended_missing``: a retried tool result that never reached the model)
    and the first message's text no more often than the appended messages carry it (``history_resent``:
-   the conversation rendered twice). The agent records both texts on the request (``probe``); a request
+   the conversation rendered twice), and end with the template's generation prompt
+   (``no_generation_prompt``: CONTEXT.md renders with ``add_generation_prompt=True``). The agent records
+   both texts on the request (``probe``); a request
    without them, or a run whose tokenizer cannot be loaded (an external server's own tokenizer folder
    that is not given), is not judged by this rule.
 
@@ -90,6 +92,23 @@ def _decoder(run: RunData) -> Callable[[list[int]], str | None] | None:
     return decode
 
 
+def generation_prompt(run: RunData) -> str | None:
+    """The text the chat template appends for ``add_generation_prompt=True`` (None: not separable)."""
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(name if isinstance(name, str) else None)
+        msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+        bare = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False))
+        full = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    except Exception:
+        return None
+    tail = full[len(bare) :] if full.startswith(bare) else ""
+    return tail if tail.strip() else None
+
+
 def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
     """``prefix`` minus up to ``trim`` trailing tokens is a prefix of ``ids``."""
     for k in range(0, min(trim, len(prefix)) + 1):
@@ -102,6 +121,7 @@ def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
 class TokenState:
     name = "token_state"
     _decode: Callable[[list[int]], str | None] | None = None
+    _gen: str | None = None
 
     def check(self, run: RunData) -> Verdict:
         keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
@@ -110,6 +130,7 @@ class TokenState:
         chats = by_session(ops, "chat")
         trim = max_trim_tokens(run)
         self._decode = _decoder(run)
+        self._gen = generation_prompt(run) if self._decode is not None else None
         violations: list[Violation] = []
         unknown: list[str] = []
         for sid, snap in sorted(snaps.items()):
@@ -244,6 +265,16 @@ class TokenState:
         if text is None:
             return
         last, first, first_n = probe.get("last"), probe.get("first"), probe.get("first_n")
+        if self._gen is not None and not text.endswith(self._gen):
+            out.append(
+                Violation(
+                    f"committed record of turn {turn}: the prompt does not end with the template's generation "
+                    f"prompt {self._gen!r} (ends {text[-40:]!r}): the model was not asked to answer",
+                    ops,
+                    sid,
+                    "no_generation_prompt",
+                )
+            )
         if isinstance(last, str) and last.strip() and last.strip() not in text:
             out.append(
                 Violation(
