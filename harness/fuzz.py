@@ -405,6 +405,7 @@ class _Fuzzer:
         path = case.path.replace("{victim}", victim)
         rid = self._rid()
         tags: dict[str, Any] = {"fuzz": case.name, "fuzz_category": case.category, "expect": case.expect}
+        tags["body_bytes"] = len(case.body) if case.body is not None else 0
         if case.chat:
             self.attempts += 1
             op = self.history.invoke(
