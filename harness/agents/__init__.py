@@ -37,7 +37,7 @@ __all__ = [
     "RouteByHost",
     "committed_choice",
     "framing_facts",
-    "message_probe",
     "make_client",
+    "message_probe",
     "sse_completion",
 ]

@@ -43,7 +43,15 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "committed_choice", "framing_facts", "sse_completion", "sse_problems"]
+__all__ = [
+    "Agent",
+    "ChatOutcome",
+    "committed_choice",
+    "framing_facts",
+    "message_probe",
+    "sse_completion",
+    "sse_problems",
+]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
