@@ -266,6 +266,34 @@ def _odd_session_id(rng: random.Random) -> Case:
     return Case(f"unknown_id:{what} {label}", "odd_session_id", method, f"/sessions/{sid}", None, "4xx")
 
 
+# Requests through the session pass-through (``/sessions/{id}/{path}``, any method): legal ones to a
+# backend's generation and model-info paths, and hostile spellings of its control plane. CONTEXT.md: the
+# pass-through is a plain proxy, and odd paths may neither produce a 500 nor reach the admin endpoints. A
+# server may refuse any of them (an allowlist), so each expects only "no 5xx".
+_PASSTHROUGH: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "v1/models", None),
+    ("GET", "health", None),
+    ("GET", "get_model_info", None),
+    ("POST", "generate", {"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}}),
+    ("GET", "./v1//models", None),
+    ("GET", "v1/models/../models", None),
+    ("POST", "abort_request", {"abort_all": True}),
+    ("POST", "admin/reset", {}),
+    ("POST", "../../admin/reset", {}),
+    ("POST", "%2e%2e/%2e%2e/admin/reset", {}),
+    ("GET", "admin/plan%00", None),
+    ("GET", "v1/models%2F..%2F..%2Fadmin%2Fplan", None),
+    ("GET", "..", None),
+    ("GET", "a\\..\\health", None),
+)
+
+
+def _passthrough(rng: random.Random) -> Case:
+    method, tail, body = rng.choice(_PASSTHROUGH)
+    raw = None if body is None else _dumps(body)
+    return Case(f"passthrough:{method} {tail}", "passthrough", method, "/sessions/{victim}/" + tail, raw, "no_5xx")
+
+
 CATEGORIES: dict[str, Callable[[random.Random], Case]] = {
     "wrong_type": _wrong_type,
     "messages_shape": _messages_shape,
@@ -277,6 +305,7 @@ CATEGORIES: dict[str, Callable[[random.Random], Case]] = {
     "body_not_object": _body_not_object,
     "wrong_method": _wrong_method,
     "odd_session_id": _odd_session_id,
+    "passthrough": _passthrough,
 }
 
 
@@ -376,6 +405,7 @@ class _Fuzzer:
         path = case.path.replace("{victim}", victim)
         rid = self._rid()
         tags: dict[str, Any] = {"fuzz": case.name, "fuzz_category": case.category, "expect": case.expect}
+        tags["body_bytes"] = len(case.body) if case.body is not None else 0
         if case.chat:
             self.attempts += 1
             op = self.history.invoke(

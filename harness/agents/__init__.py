@@ -16,7 +16,14 @@ from harness.agents._clients import (
     RouteByHost,
     make_client,
 )
-from harness.agents._episode import Agent, ChatOutcome, committed_choice, framing_facts, sse_completion
+from harness.agents._episode import (
+    Agent,
+    ChatOutcome,
+    committed_choice,
+    framing_facts,
+    message_probe,
+    sse_completion,
+)
 
 __all__ = [
     "Agent",
@@ -31,5 +38,6 @@ __all__ = [
     "committed_choice",
     "framing_facts",
     "make_client",
+    "message_probe",
     "sse_completion",
 ]

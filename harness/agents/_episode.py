@@ -43,7 +43,15 @@ from harness.scenario import AgentSpec, WorkloadSpec
 from harness.seams import IdSource
 from harness.workload import SessionPlan
 
-__all__ = ["Agent", "ChatOutcome", "committed_choice", "framing_facts", "sse_completion", "sse_problems"]
+__all__ = [
+    "Agent",
+    "ChatOutcome",
+    "committed_choice",
+    "framing_facts",
+    "message_probe",
+    "sse_completion",
+    "sse_problems",
+]
 
 _RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
@@ -73,6 +81,23 @@ def committed_choice(records: Any, candidates: Sequence[dict[str, Any]]) -> dict
             if c.get("content") == stored.get("content"):
                 return c
     return None
+
+
+def message_probe(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What token_state needs to see that a turn's tokens are the appended messages only (CONTEXT.md, TITO).
+
+    ``first``: the first message's text and ``first_n`` how many messages of the request carry it (the
+    stored history must not be rendered again after the stored tokens); ``last``: the text of the message
+    this turn appends (a user message or a tool result: it must reach the model).
+    """
+    texts = [m.get("content") if isinstance(m.get("content"), str) else None for m in messages]
+    out: dict[str, Any] = {}
+    if texts and texts[0]:
+        out["first"] = texts[0]
+        out["first_n"] = sum(1 for t in texts if t is not None and texts[0] in t)
+    if texts and texts[-1] and messages[-1].get("role") in ("user", "tool"):
+        out["last"] = texts[-1]
+    return out
 
 
 def framing_facts(reply: Reply) -> dict[str, Any]:
@@ -531,6 +556,7 @@ class Agent:
             turn_intended=round(intended, 6),
             client=self.client.kind,
             messages=len(body["messages"]),
+            probe=message_probe(body["messages"]),
             stream=bool(body.get("stream")),
             forced_fault=forced,
             **(how or {}),

@@ -14,7 +14,9 @@ that an unknown session is a 404. So, per fuzz operation:
 - a 2xx to a request no correct server can accept (``expect = "4xx"``: not
   JSON, not an object, no usable ``messages``, a wrong method) is a violation
   (``accepted_malformed``), and to a request for a session that was never
-  created, ``unknown_session_served`` (an auto-creating server);
+  created, ``unknown_session_served`` (an auto-creating server); and any other
+  answer outside 4xx to such a request (a 1xx/3xx status) is ``not_a_refusal``;
+- a 413 (content too large) to a body under 1 KiB is ``too_large_claimed``;
 - the canary session, which no fuzz request addresses, reads back the same
   before and after (``canary_changed``), compared on what the protocol
   promises: its records and the token id lists in its metadata (a server may
@@ -48,6 +50,9 @@ def promised_view(body: Any) -> str | None:
         if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
     }
     return json.dumps({"records": body.get("records"), "token_ids": ids}, sort_keys=True, separators=(",", ":"))
+
+
+SMALL_BODY = 1024  # bytes: a body this small is never "too large" (413)
 
 
 class BadInput:
@@ -97,6 +102,26 @@ class BadInput:
                             "accepted_malformed",
                         )
                     )
+            elif st == 413 and isinstance(o.invoke.get("body_bytes"), int) and o.invoke["body_bytes"] < SMALL_BODY:
+                # 413 says the body is too large: for a few hundred bytes no server's limit makes that true
+                violations.append(
+                    Violation(
+                        f"{name}: 413 (too large) for a {o.invoke['body_bytes']}-byte body",
+                        o.indices,
+                        o.session,
+                        "too_large_claimed",
+                    )
+                )
+            elif not 400 <= st < 500 and o.invoke.get("expect") == "4xx":
+                # a refusal is a 4xx (the HTTP client error class): a 1xx/3xx tells the client nothing usable
+                violations.append(
+                    Violation(
+                        f"{name}: a malformed request answered {st}, not a 4xx refusal",
+                        o.indices,
+                        o.session,
+                        "not_a_refusal",
+                    )
+                )
         snaps = self._snapshots(ops)
         unreadable = self._snapshots(ops, broken=True)
         for role in ("canary", "victim"):

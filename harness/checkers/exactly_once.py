@@ -44,6 +44,9 @@ class ExactlyOnce:
             return verdict(self.name, [], unknown=[gap or "no backend execution log (external backend?)"])
         ops = pair_ops(run.history)
         chats: dict[str, Op] = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
+        # a generation a client asked for through the session pass-through (``/sessions/{id}/generate``) is
+        # no chat turn: exactly-once is judged on chats, these are only not "unknown"
+        passed = {o.request_id for o in ops if o.f == "fuzz" and o.request_id}
         violations: list[Violation] = []
         executed: Counter[str] = Counter()
         n = 0
@@ -60,6 +63,8 @@ class ExactlyOnce:
                             "unattributed_execution",
                         )
                     )
+                    continue
+                if str(rid) in passed and str(rid) not in chats:
                     continue
                 executed[str(rid)] += 1
                 o = chats.get(str(rid))

@@ -30,6 +30,17 @@ re-tokenization. Per session snapshot:
    of a state it never read (``no_num_assistant_guard``) bumps ``num_assistant``
    without a checkpoint to show for it.
 
+5. the tokens a turn adds after the checkpoint it extends are the rendering of the messages it appends,
+   never the stored history again (CONTEXT.md: "Only the appended messages are tokenized ... Re-rendering
+   the stored history is never right"): decoded with the run's tokenizer, they contain the text of the
+   message the agent appended (``appended_missing``: a retried tool result that never reached the model)
+   and the first message's text no more often than the appended messages carry it (``history_resent``:
+   the conversation rendered twice), and end with the template's generation prompt
+   (``no_generation_prompt``: CONTEXT.md renders with ``add_generation_prompt=True``). The agent records
+   both texts on the request (``probe``); a request
+   without them, or a run whose tokenizer cannot be loaded (an external server's own tokenizer folder
+   that is not given), is not judged by this rule.
+
 A record without ``input_ids`` or without ``output_token_logprobs`` makes the
 session unknown (the server did not keep what TITO needs). The protocol fixes
 that ``metadata`` holds the accumulated token ids, not the key's name: it is
@@ -40,6 +51,7 @@ record's turn is the turn of the request it is linked to (``ops.Links``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -60,6 +72,43 @@ from harness.checkers.ops import (
 from harness.rundata import RunData
 
 
+def _decoder(run: RunData) -> Callable[[list[int]], str | None] | None:
+    """Token ids -> text with the run's tokenizer (the scenario's ``target.tokenizer``), or None."""
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(name if isinstance(name, str) else None)
+    except Exception:  # not loadable here (another box's folder): rule 5 is not judged
+        return None
+
+    def decode(ids: list[int]) -> str | None:
+        try:
+            return str(tok.decode(ids, skip_special_tokens=False))
+        except Exception:  # an id outside the vocabulary: other rules say what is wrong
+            return None
+
+    return decode
+
+
+def generation_prompt(run: RunData) -> str | None:
+    """The text the chat template appends for ``add_generation_prompt=True`` (None: not separable)."""
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(name if isinstance(name, str) else None)
+        msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+        bare = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False))
+        full = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    except Exception:
+        return None
+    tail = full[len(bare) :] if full.startswith(bare) else ""
+    return tail if tail.strip() else None
+
+
 def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
     """``prefix`` minus up to ``trim`` trailing tokens is a prefix of ``ids``."""
     for k in range(0, min(trim, len(prefix)) + 1):
@@ -71,6 +120,8 @@ def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
 
 class TokenState:
     name = "token_state"
+    _decode: Callable[[list[int]], str | None] | None = None
+    _gen: str | None = None
 
     def check(self, run: RunData) -> Verdict:
         keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
@@ -78,6 +129,8 @@ class TokenState:
         snaps, _ = snapshots(run, ops)
         chats = by_session(ops, "chat")
         trim = max_trim_tokens(run)
+        self._decode = _decoder(run)
+        self._gen = generation_prompt(run) if self._decode is not None else None
         violations: list[Violation] = []
         unknown: list[str] = []
         for sid, snap in sorted(snaps.items()):
@@ -155,6 +208,8 @@ class TokenState:
                     del chain[:], starts[:]  # a retry of the very first turn starts from the empty checkpoint
                 else:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
+            if chain and extends(chain[-1], ids, trim):
+                self._suffix_rule(chain[-1], ids, trim, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
             chain.append(cp)
             starts.append(len(ids))
             prev_turn = turn
@@ -190,6 +245,59 @@ class TokenState:
                 )
             )
         return unknown_tokens
+
+    def _suffix_rule(
+        self,
+        base: list[int],
+        ids: list[int],
+        trim: int,
+        op: Op | None,
+        turn: int | None,
+        ops: list[int],
+        sid: str,
+        out: list[Violation],
+    ) -> None:
+        """Rule 5: the tokens after ``base`` render the appended messages, not the history again."""
+        probe = op.invoke.get("probe") if op is not None else None
+        if self._decode is None or not isinstance(probe, dict):
+            return
+        text = self._decode(ids[max(0, len(base) - trim) :])
+        if text is None:
+            return
+        last, first, first_n = probe.get("last"), probe.get("first"), probe.get("first_n")
+        if self._gen is not None and not text.endswith(self._gen):
+            out.append(
+                Violation(
+                    f"committed record of turn {turn}: the prompt does not end with the template's generation "
+                    f"prompt {self._gen!r} (ends {text[-40:]!r}): the model was not asked to answer",
+                    ops,
+                    sid,
+                    "no_generation_prompt",
+                )
+            )
+        if isinstance(last, str) and last.strip() and last.strip() not in text:
+            out.append(
+                Violation(
+                    f"committed record of turn {turn}: the {len(ids) - len(base)} tokens it adds after the checkpoint "
+                    f"do not contain the message the agent appended ({last[:60]!r}): it never reached the model",
+                    ops,
+                    sid,
+                    "appended_missing",
+                )
+            )
+        if isinstance(first, str) and len(first) >= 8 and isinstance(first_n, int):
+            seen = text.count(first)
+            if seen > max(0, first_n - 1):
+                out.append(
+                    Violation(
+                        f"committed record of turn {turn}: the tokens it adds after the checkpoint render the "
+                        f"conversation's first message again ({first[:60]!r}, {seen}x): the stored history was "
+                        "tokenized twice",
+                        ops,
+                        sid,
+                        "history_resent",
+                    )
+                )
 
     @staticmethod
     def _diverged(

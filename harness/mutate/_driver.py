@@ -65,7 +65,7 @@ class MutationConfig:
     scenarios: Sequence[str] | None = None  # scenario names under scenarios/; None = the whole library
     jobs: int = 1
     budget_s: float | None = None
-    timeout_s: float | None = None  # per mutant; None = 3 x the baseline's total + 30 s
+    timeout_s: float | None = None  # per mutant; None = 6 x the baseline's total + 60 s
     ids: Sequence[str] | None = None  # run only these mutant ids
     functions: Sequence[str] | None = None  # only mutants inside these functions ("Session.apply", "parse_answer")
     live: bool = False
@@ -128,23 +128,34 @@ class MutationRun:
 
 
 def library_cases(root: Path, names: Sequence[str] | None, seeds: Sequence[int]) -> list[Case]:
-    """(scenario, variant, seed) for every library scenario (``target.compare`` expanded), every seed."""
+    """(scenario, variant, seed) for every library scenario (``target.compare`` expanded), every seed.
+
+    A name may carry a shipped tokenizer family, ``tool_retry_rollback:reasoning``: the case runs the fake
+    and the server on that family instead of the scenario's (the TITO code paths that only other chat
+    templates reach: reasoning blocks, tool turns, header-style turn markers, trailing tokens).
+    """
     from harness.scenario import load_scenario
+    from harness.tokenizer import SHIPPED
 
     paths = sorted((root / "scenarios").glob("*.toml"))
+    by_name = {p.stem: p for p in paths}
+    chosen: list[tuple[Path, str | None]] = [(p, None) for p in paths]
     if names is not None:
-        by_name = {p.stem: p for p in paths}
-        missing = [n for n in names if n not in by_name]
+        split = [(n.partition(":")[0], n.partition(":")[2] or None) for n in names]
+        missing = [n for n, _ in split if n not in by_name]
         if missing:
             raise ValueError(f"unknown scenario(s) {missing}; the library has: {', '.join(sorted(by_name))}")
-        paths = [by_name[n] for n in names]
+        bad = [tok for _, tok in split if tok is not None and tok not in SHIPPED]
+        if bad:
+            raise ValueError(f"unknown tokenizer famil(ies) {bad} (scenario:family); shipped: {', '.join(SHIPPED)}")
+        chosen = [(by_name[n], tok) for n, tok in split]
     out: list[Case] = []
-    for p in paths:
+    for p, tok in chosen:
         sc = load_scenario(p)
         variants: list[str | None] = list(sc.target.compare) if sc.target.compare else [None]
         for v in variants:
             for s in seeds:
-                out.append(Case(str(p), sc.name, v, s))
+                out.append(Case(str(p), sc.name, v, s, tokenizer=tok))
     return out
 
 
@@ -465,7 +476,9 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
         kept.sort(key=lambda c: float(done[c.label]["seconds"]))
         seconds = {c.label: float(done[c.label]["seconds"]) for c in cases}
         total = sum(seconds[c.label] for c in kept)
-        timeout = cfg.timeout_s if cfg.timeout_s is not None else 3.0 * total + 30.0
+        # generous: on a shared box a survivor's child (which runs every case) was measured at 10x the
+        # baseline's case seconds, and a survivor reported as "timeout" is a verdict lost to load
+        timeout = cfg.timeout_s if cfg.timeout_s is not None else 6.0 * total + 60.0
 
         results: dict[str, MutantResult] = {}
         jobs: list[_Job] = []

@@ -38,11 +38,13 @@ class Case:
     variant: str | None  # a ``target.compare`` entry, or None for the scenario as written
     seed: int
     strategy: str = "random"
+    tokenizer: str | None = None  # a shipped tokenizer family for the fake and the server; None = the scenario's
 
     @property
     def label(self) -> str:
         v = f"@{self.variant}" if self.variant else ""
-        return f"{self.scenario}{v}#{self.seed}"
+        t = f":{self.tokenizer}" if self.tokenizer else ""
+        return f"{self.scenario}{t}{v}#{self.seed}"
 
 
 def _use_tree(tree: Path) -> str:
@@ -81,7 +83,7 @@ def run_cases(tree: Path, cases: list[Case], out: Path, *, stop_at_first: bool =
             emit({"event": "start", "case": asdict(case)})
             t0 = time.perf_counter()  # seam-ok: tooling, seconds-to-kill for the report
             try:
-                sc = with_seed(load_scenario(case.path), case.seed, case.variant)
+                sc = with_seed(load_scenario(case.path).with_tokenizer(case.tokenizer), case.seed, case.variant)
                 r = run_seed(sc, case.seed, case.strategy)
                 status, error = r.status, r.error
                 invalid = [str(v["checker"]) for v in r.invalid]

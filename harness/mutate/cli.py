@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=_csv, help="library scenario names for the kill test (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="mutants killed in parallel (default 1)")
     p.add_argument("--budget-s", type=float, help="stop starting mutants after S seconds (the rest: not_run)")
-    p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 3 x the baseline's seconds + 30)")
+    p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 6 x the baseline's seconds + 60)")
     p.add_argument("--ids", type=_csv, help="run only these mutant ids")
     p.add_argument("--functions", type=_csv, help="only mutants inside these functions (e.g. Session.apply)")
     p.add_argument("--live", action="store_true", help="stage 2: the live default suite for every sim survivor")

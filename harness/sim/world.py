@@ -138,6 +138,60 @@ def _settle(inflight: dict[asyncio.Task[httpx.Response], None]) -> Callable[[asy
     return done
 
 
+def _declared_length(values: list[str]) -> tuple[int | None, str | None]:
+    """The one Content-Length a message declares, or why there is none a parser would accept."""
+    distinct = {v.strip() for v in values}
+    if len(distinct) > 1:
+        return None, f"conflicting Content-Length headers {sorted(distinct)}"
+    (v,) = distinct
+    if not (v.isascii() and v.isdigit()):
+        return None, f"invalid Content-Length {v!r}"
+    return int(v), None
+
+
+def request_framing_error(request: httpx.Request) -> str | None:
+    """HTTP/1.1 framing of a request as a real client library would send it (None: fine).
+
+    In-process ASGI transports hand the body over whatever the headers say; on a
+    socket, a request whose Content-Length does not match its body is refused by
+    the sending client (h11: "Too much data for declared Content-Length") or cut.
+    A proxy that forwards the client's length header onto a rewritten body has
+    this bug; CONTEXT.md: forwarded headers go "less hop-by-hop and length headers".
+    """
+    values = request.headers.get_list("content-length")
+    if not values:
+        return None
+    if "transfer-encoding" in request.headers:
+        return "request carries both Content-Length and Transfer-Encoding"
+    n, why = _declared_length(values)
+    if why is not None:
+        return why
+    try:
+        body = request.content
+    except httpx.RequestNotRead:
+        return None  # a streamed upload: its length is only known on the wire
+    if n != len(body):
+        more = "Too much" if len(body) > (n or 0) else "Too little"
+        return f"{more} data for declared Content-Length ({n} declared, {len(body)} bytes of body)"
+    return None
+
+
+def response_framing_error(request: httpx.Request, response: httpx.Response) -> str | None:
+    """HTTP/1.1 framing of a buffered reply as a strict client parses it (None: fine)."""
+    values = response.headers.get_list("content-length")
+    if not values:
+        return None
+    n, why = _declared_length(values)
+    if why is not None:
+        return why
+    if "transfer-encoding" in response.headers:
+        return "reply carries both Content-Length and Transfer-Encoding"
+    got = len(response.content)
+    if request.method != "HEAD" and response.status_code not in (204, 304) and n != got:
+        return f"payload length mismatch: Content-Length {n} but {got} bytes of body"
+    return None
+
+
 class SimNetwork(httpx.AsyncBaseTransport):
     """Routes requests by ``host:port`` to in-process ASGI apps, one task per request.
 
@@ -179,6 +233,9 @@ class SimNetwork(httpx.AsyncBaseTransport):
         if host is None or not host.alive:
             why = "no such host" if host is None else "process is down"
             raise httpx.ConnectError(f"[sim] connection refused by {key} ({why})", request=request)
+        problem = request_framing_error(request)
+        if problem is not None:  # what h11 says before (or instead of) sending such a request live
+            raise httpx.LocalProtocolError(f"[sim] {problem}", request=request)
         self.requests += 1
         send, receive = self._delays(host)
         task = asyncio.get_running_loop().create_task(self._serve(host, request, send))
@@ -213,6 +270,10 @@ class SimNetwork(httpx.AsyncBaseTransport):
             raise
         if host.generation != generation:
             raise _Killed()
+        await response.aread()  # the ASGI transport has buffered the body already: this only exposes it
+        problem = response_framing_error(request, response)
+        if problem is not None:  # a strict HTTP/1.1 client (h11, llhttp) refuses such a reply
+            raise httpx.RemoteProtocolError(f"[sim] {problem}", request=request)
         return response
 
     def kill(self, host_name: str) -> None:

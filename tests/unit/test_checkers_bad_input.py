@@ -36,10 +36,19 @@ class Fuzzed:
         else:
             self.h.fail(op, status=status)
 
-    def case(self, name: str, status: int | None, *, expect: str = "4xx", category: str = "not_json") -> None:
+    def case(
+        self, name: str, status: int | None, *, expect: str = "4xx", category: str = "not_json", size: int = 0
+    ) -> None:
         f, sid = ("chat", "v") if category != "odd_session_id" else ("fuzz", None)
         op = self.h.invoke(
-            process="fuzzer", f=f, session=sid, server=SRV, fuzz=name, expect=expect, fuzz_category=category
+            process="fuzzer",
+            f=f,
+            session=sid,
+            server=SRV,
+            fuzz=name,
+            expect=expect,
+            fuzz_category=category,
+            body_bytes=size,
         )
         if status is None:
             self.h.info(op, error="ReadError: dropped", dropped=True)
@@ -85,6 +94,18 @@ def test_each_broken_promise_has_its_kind() -> None:
     assert v.status == "invalid"
     assert kinds(v) == {"status_5xx", "accepted_malformed", "unknown_session_served", "no_answer"}
     assert all(x.ops for x in v.violations)
+
+
+def test_a_malformed_request_must_be_refused_with_a_4xx() -> None:
+    f = fuzzed()
+    f.case("body=array", 399)  # a mutant's off-by-one status: not a refusal any client understands
+    f.case("passthrough:GET v1/models", 307, expect="no_5xx", category="passthrough")  # a relayed redirect: fine
+    f.case("passthrough:POST generate", 413, expect="no_5xx", category="passthrough", size=2_000_000)  # fine
+    v = f.run()
+    assert kinds(v) == {"not_a_refusal"}
+    f.case("passthrough:POST generate", 413, expect="no_5xx", category="passthrough", size=80)
+    assert kinds(f.run()) == {"not_a_refusal", "too_large_claimed"}
+    assert [x.message for x in v.violations] == ["body=array: a malformed request answered 399, not a 4xx refusal"]
 
 
 def test_canary_compared_on_records_and_token_ids_only() -> None:

@@ -90,6 +90,15 @@ def test_the_shipped_equivalent_list_loads() -> None:
         assert len(eq.reason) > 20, "say why no client could observe it"
 
 
+def test_a_case_can_run_a_scenario_under_another_tokenizer_family() -> None:
+    plain, fam = library_cases(ROOT, ["abort_retries_exhausted", "abort_retries_exhausted:reasoning"], [0])
+    assert plain.tokenizer is None and fam.tokenizer == "reasoning"
+    assert fam.label == "abort_retries_exhausted:reasoning#0" != plain.label
+    for bad in ("abort_retries_exhausted:nosuchfamily", "abort_retries_exhausted:/tmp", "nosuchscenario:chatml"):
+        with pytest.raises(ValueError):
+            library_cases(ROOT, [bad], [0])
+
+
 FUNCTION = "Session.apply"  # commits a checkpoint: every later turn's state depends on it
 
 

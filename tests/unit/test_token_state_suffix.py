@@ -1,0 +1,79 @@
+"""token_state rule 5: the tokens a turn adds are the appended messages, rendered once.
+
+Built runs (test_checkers_builders.RunBuilder) whose records carry real token ids of the shipped
+ChatML tokenizer, and whose chat requests carry the agent's message probe (harness.agents.message_probe).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_checkers_builders import RunBuilder
+
+from harness.agents import message_probe
+from harness.checkers import CHECKERS
+from harness.rundata import RunData
+from harness.tokenizer import load_tokenizer
+
+TOK = load_tokenizer(None)
+SYS = "You answer briefly and plainly."
+HEAD = f"<|im_start|>system\n{SYS}<|im_end|>\n<|im_start|>user\nName a prime.<|im_end|>\n"
+GEN = "<|im_start|>assistant\n"
+
+
+def enc(text: str) -> list[int]:
+    return list(TOK.encode(text, add_special_tokens=False))
+
+
+def run_with(second_suffix: str, last: str = "And another one?") -> RunData:
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0)
+    b.chat(sid, 1)
+    run = b.build()
+    msgs0 = [{"role": "system", "content": SYS}, {"role": "user", "content": "Name a prime."}]
+    msgs1 = [*msgs0, {"role": "assistant", "content": "Two."}, {"role": "user", "content": last}]
+    probes = iter([message_probe(msgs0), message_probe(msgs1)])
+    for e in run.history:
+        if e.get("f") == "chat" and e.get("type") == "invoke":
+            e["probe"] = next(probes)
+    st = run.final_states[sid]
+    assert st is not None
+    r0, r1 = st["records"]
+    p0, c0 = enc(HEAD + GEN), enc("Two.<|im_end|>")
+    p1, c1 = [*p0, *c0, *enc(second_suffix)], enc("Three.<|im_end|>")
+    for rec, p, c in ((r0, p0, c0), (r1, p1, c1)):
+        rec["request"]["input_ids"] = p
+        rec["response"]["choices"][0]["meta_info"]["output_token_logprobs"] = [[-0.1, t] for t in c]
+    st["metadata"]["token_ids"] = [*p1, *c1]
+    st["metadata"]["checkpoints"] = [len(p0) + len(c0), len(p1) + len(c1)]
+    return run
+
+
+def kinds(run: RunData) -> dict[str, Any]:
+    return {v.kind: v.message for v in CHECKERS["token_state"].check(run).violations}
+
+
+def test_the_appended_message_rendered_once_is_valid() -> None:
+    run = run_with(f"\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}")
+    assert kinds(run) == {}
+
+
+def test_the_history_rendered_again_after_the_stored_tokens_is_flagged() -> None:
+    again = f"\n{HEAD}<|im_start|>assistant\nTwo.<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    assert set(kinds(run_with(again))) == {"history_resent"}
+
+
+def test_an_appended_message_that_never_reached_the_model_is_flagged() -> None:
+    run = run_with(f"\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}", last="A retried tool result.")
+    assert set(kinds(run)) == {"appended_missing"}
+
+
+def test_a_prompt_without_the_generation_prompt_is_flagged() -> None:
+    assert set(kinds(run_with("\n<|im_start|>user\nAnd another one?<|im_end|>\n"))) == {"no_generation_prompt"}
+
+
+def test_an_agent_that_quotes_its_first_message_is_not_a_resend() -> None:
+    quoted = f"You said: {SYS}"
+    run = run_with(f"\n<|im_start|>user\n{quoted}<|im_end|>\n{GEN}", last=quoted)
+    assert kinds(run) == {}
