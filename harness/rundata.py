@@ -9,6 +9,7 @@ and re-reported long after the processes are gone.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+FREEZE_EVENTS = 50_000
 _INTS: dict[str, int] = {}
 
 
@@ -116,12 +118,25 @@ class RunData:
             p = run_dir / RUN_FILES[name]
             return json.loads(p.read_text(), parse_int=_shared_int) if p.exists() else default
 
-        return cls(
-            scenario=js("scenario", {}),
-            history=close_cut_history(jsonl("history")),
-            final_states=js("final_states", {}),
-            owners=js("owners", {}),
-            backend_executions=js("backend_executions", {}),
-            server_logs=jsonl("server_logs"),
-            harness=js("harness", {}),
-        )
+        # A run folder is millions of small dicts and lists, none of them in a reference cycle: the cyclic
+        # collector would walk them all again and again while they are built (and again in every checker,
+        # quadratic in the run's length), so it is paused while loading and what was loaded is moved out of
+        # its sight (gc.freeze); reference counting still frees it all when the RunData goes.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            run = cls(
+                scenario=js("scenario", {}),
+                history=close_cut_history(jsonl("history")),
+                final_states=js("final_states", {}),
+                owners=js("owners", {}),
+                backend_executions=js("backend_executions", {}),
+                server_logs=jsonl("server_logs"),
+                harness=js("harness", {}),
+            )
+        finally:
+            if was_enabled:
+                gc.enable()
+        if len(run.history) > FREEZE_EVENTS:  # a small folder (tests, sims) leaves the collector as it was
+            gc.freeze()
+        return run

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from harness.report.summary import attention
 
-    att = attention(args.run_dir, [v.to_dict() for v in verdicts])
+    att = attention(args.run_dir, [v.to_dict() for v in verdicts], run)
     if args.json:
         print(json.dumps([v.to_dict() for v in verdicts], indent=2))
     else:

@@ -35,7 +35,6 @@ from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import (
     INF,
-    Links,
     chaos_events,
     checks_cfg,
     fault_kinds,
@@ -44,6 +43,7 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
     run_end,
+    shared_links,
 )
 from harness.rundata import RunData
 
@@ -63,7 +63,7 @@ class Liveness:
         end_of_run = run_end(ops)
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
-        links = Links(run, ops)
+        links = shared_links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
