@@ -50,6 +50,52 @@ def _shared_int(text: str) -> int:
     return v
 
 
+class _Compactor:
+    """Share equal strings and equal small flat tables among loaded events (in place, same values).
+
+    Every event repeats its session id, server url, process name, function and outcome; every chat
+    completion carries its own copy of the same ``framing.header_counts`` table. JSON decoding makes a
+    new object for each; a run of 10^4 sessions holds millions of them. ``skip`` (the GET bodies,
+    session states, read by the checkers as they are) is left alone. Applied to each line as it is
+    decoded, so the duplicates are freed (and their memory reused) before the next line is read.
+    """
+
+    def __init__(self, skip: str = "body") -> None:
+        self.skip = skip
+        self.strs: dict[str, str] = {}
+        self.tables: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def table(self, d: dict[str, Any]) -> dict[str, Any]:
+        strs = self.strs
+        flat = True
+        for k, v in d.items():
+            if type(v) is str:
+                d[k] = strs.setdefault(v, v)
+            elif type(v) is dict:
+                d[k] = self.table(v)
+                flat = False
+            elif v is not None and type(v) not in (int, float, bool):
+                flat = False
+        if not flat or len(d) > 16:
+            return d
+        key = tuple(d.items())
+        try:
+            return self.tables.setdefault(key, d)
+        except TypeError:  # an unhashable value after all
+            return d
+
+    def event(self, ev: dict[str, Any]) -> dict[str, Any]:
+        strs = self.strs
+        for k, v in ev.items():
+            if k == self.skip:
+                continue
+            if type(v) is str and len(v) <= 256:
+                ev[k] = strs.setdefault(v, v)
+            elif type(v) is dict:
+                ev[k] = self.table(v)
+        return ev
+
+
 # File names inside one scenario's run folder.
 RUN_FILES = {
     "scenario": "scenario.json",  # the validated scenario as plain data (+ "source": path)
@@ -101,17 +147,26 @@ class RunData:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
-            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
             out = []
-            for i, line in enumerate(lines):
-                try:
-                    obj = json.loads(line, parse_int=_shared_int)
-                except ValueError:
-                    if i == len(lines) - 1 and len(lines) > 1:  # the last line, torn by the cut
+            compact = _Compactor()
+            torn: int | None = None  # the number of a line that is not JSON: fine only if it is the last one
+            n = 0
+            with p.open(errors="replace") as fh:  # line by line: never the whole file and its lines at once
+                for line in fh:
+                    if not line.strip():
                         continue
-                    raise ValueError(f"{p}: line {i + 1} is not JSON (a corrupt run folder)") from None
-                if isinstance(obj, dict):
-                    out.append(obj)
+                    n += 1
+                    if torn is not None:
+                        break
+                    try:
+                        obj = json.loads(line, parse_int=_shared_int)
+                    except ValueError:
+                        torn = n
+                        continue
+                    if isinstance(obj, dict):
+                        out.append(compact.event(obj))
+            if torn is not None and (n > torn or n == 1):  # not the last line, or the only one
+                raise ValueError(f"{p}: line {torn} is not JSON (a corrupt run folder)")
             return out
 
         def js(name: str, default: Any) -> Any:
