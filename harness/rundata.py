@@ -9,6 +9,7 @@ and re-reported long after the processes are gone.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+FREEZE_EVENTS = 50_000
 _INTS: dict[str, int] = {}
 
 
@@ -46,6 +48,52 @@ def _shared_int(text: str) -> int:
         if len(_INTS) < 1_000_000:
             _INTS[text] = v
     return v
+
+
+class _Compactor:
+    """Share equal strings and equal small flat tables among loaded events (in place, same values).
+
+    Every event repeats its session id, server url, process name, function and outcome; every chat
+    completion carries its own copy of the same ``framing.header_counts`` table. JSON decoding makes a
+    new object for each; a run of 10^4 sessions holds millions of them. ``skip`` (the GET bodies,
+    session states, read by the checkers as they are) is left alone. Applied to each line as it is
+    decoded, so the duplicates are freed (and their memory reused) before the next line is read.
+    """
+
+    def __init__(self, skip: str = "body") -> None:
+        self.skip = skip
+        self.strs: dict[str, str] = {}
+        self.tables: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def table(self, d: dict[str, Any]) -> dict[str, Any]:
+        strs = self.strs
+        flat = True
+        for k, v in d.items():
+            if type(v) is str:
+                d[k] = strs.setdefault(v, v)
+            elif type(v) is dict:
+                d[k] = self.table(v)
+                flat = False
+            elif v is not None and type(v) not in (int, float, bool):
+                flat = False
+        if not flat or len(d) > 16:
+            return d
+        key = tuple(d.items())
+        try:
+            return self.tables.setdefault(key, d)
+        except TypeError:  # an unhashable value after all
+            return d
+
+    def event(self, ev: dict[str, Any]) -> dict[str, Any]:
+        strs = self.strs
+        for k, v in ev.items():
+            if k == self.skip:
+                continue
+            if type(v) is str and len(v) <= 256:
+                ev[k] = strs.setdefault(v, v)
+            elif type(v) is dict:
+                ev[k] = self.table(v)
+        return ev
 
 
 # File names inside one scenario's run folder.
@@ -99,29 +147,51 @@ class RunData:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
-            lines = [ln for ln in p.read_text(errors="replace").splitlines() if ln.strip()]
             out = []
-            for i, line in enumerate(lines):
-                try:
-                    obj = json.loads(line, parse_int=_shared_int)
-                except ValueError:
-                    if i == len(lines) - 1 and len(lines) > 1:  # the last line, torn by the cut
+            compact = _Compactor()
+            torn: int | None = None  # the number of a line that is not JSON: fine only if it is the last one
+            n = 0
+            with p.open(errors="replace") as fh:  # line by line: never the whole file and its lines at once
+                for line in fh:
+                    if not line.strip():
                         continue
-                    raise ValueError(f"{p}: line {i + 1} is not JSON (a corrupt run folder)") from None
-                if isinstance(obj, dict):
-                    out.append(obj)
+                    n += 1
+                    if torn is not None:
+                        break
+                    try:
+                        obj = json.loads(line, parse_int=_shared_int)
+                    except ValueError:
+                        torn = n
+                        continue
+                    if isinstance(obj, dict):
+                        out.append(compact.event(obj))
+            if torn is not None and (n > torn or n == 1):  # not the last line, or the only one
+                raise ValueError(f"{p}: line {torn} is not JSON (a corrupt run folder)")
             return out
 
         def js(name: str, default: Any) -> Any:
             p = run_dir / RUN_FILES[name]
             return json.loads(p.read_text(), parse_int=_shared_int) if p.exists() else default
 
-        return cls(
-            scenario=js("scenario", {}),
-            history=close_cut_history(jsonl("history")),
-            final_states=js("final_states", {}),
-            owners=js("owners", {}),
-            backend_executions=js("backend_executions", {}),
-            server_logs=jsonl("server_logs"),
-            harness=js("harness", {}),
-        )
+        # A run folder is millions of small dicts and lists, none of them in a reference cycle: the cyclic
+        # collector would walk them all again and again while they are built (and again in every checker,
+        # quadratic in the run's length), so it is paused while loading and what was loaded is moved out of
+        # its sight (gc.freeze); reference counting still frees it all when the RunData goes.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            run = cls(
+                scenario=js("scenario", {}),
+                history=close_cut_history(jsonl("history")),
+                final_states=js("final_states", {}),
+                owners=js("owners", {}),
+                backend_executions=js("backend_executions", {}),
+                server_logs=jsonl("server_logs"),
+                harness=js("harness", {}),
+            )
+        finally:
+            if was_enabled:
+                gc.enable()
+        if len(run.history) > FREEZE_EVENTS:  # a small folder (tests, sims) leaves the collector as it was
+            gc.freeze()
+        return run

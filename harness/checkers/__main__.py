@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from harness.report.summary import attention
 
-    att = attention(args.run_dir, verdicts)
+    att = attention(args.run_dir, verdicts, run)
     said = f"verdict: {j.verdict.upper()} (exit {j.exit_code})" + (f": {'; '.join(j.reasons)}" if j.reasons else "")
     if args.json:
         print(json.dumps(verdicts, indent=2))

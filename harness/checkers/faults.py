@@ -17,7 +17,11 @@ A declared fault that never fired is listed as "declared but not exercised";
 under ``--strict`` (``checks.strict``) that fails the run. Without an execution
 log nothing can be decided (said so); when the run says the plan was never
 applied (``target.faults_applied = false``) every declared fault is not
-exercised, with that reason.
+exercised, with that reason. When the log is not continuous over the run (the
+backend restarted or its log was reset: harness/checkers/continuity.py) it
+holds only what ran after the loss: a declared fault it does not show may have
+fired before, so coverage is undecided for those (with the gap's reason),
+while a fault it does show is exercised.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import faults_applied
 from harness.rundata import RunData
 
@@ -123,7 +128,7 @@ def fault_coverage(run: RunData) -> Coverage:
         return cov
     if not run.backend_executions:
         cov.decided = False
-        cov.reason = "no backend execution log: which declared faults fired cannot be told"
+        cov.reason = execution_log_gap(run) or "no backend execution log: which declared faults fired cannot be told"
         return cov
     applied: list[tuple[str, str | None]] = []
     for execs in run.backend_executions.values():
@@ -131,5 +136,11 @@ def fault_coverage(run: RunData) -> Coverage:
             if isinstance(ex, dict) and ex.get("fault"):
                 src = ex.get("fault_source")
                 applied.append((_name(ex["fault"]), str(src) if src is not None else None))
-    cov.not_exercised = [d for d in declared if not _fired(d, applied)]
+    unseen = [d for d in declared if not _fired(d, applied)]
+    gap = execution_log_gap(run) if unseen else None
+    if gap is not None:
+        cov.decided = False
+        cov.reason = f"{gap}: whether {', '.join(d.by for d in unseen)} fired before that is unknown"
+        return cov
+    cov.not_exercised = unseen
     return cov

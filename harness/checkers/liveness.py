@@ -17,6 +17,14 @@ Rules (times are the history's, from invoke to completion):
 - a DELETE, GET or create must complete within the bound, and a DELETE that
   timed out (``info``) is a deadlock, unless a process kill overlaps it or the
   run itself ended under it (error "run ended" / "cancelled": indeterminate).
+  A DELETE whose connection was dropped (the client got a transport error,
+  not silence: "disconnected", a reset) did not hang: its outcome is unknown
+  and it is counted in the notes, not a deadlock;
+- a slow chat is excused by a slow fault the backend's execution log shows
+  applied to it; when that log is not continuous over the run (a backend
+  restart or reset: harness/checkers/continuity.py) the fault of a chat the
+  log no longer holds cannot be read, so with slow faults in the plan such a
+  chat is unknown (counted, with the gap's reason), not a violation.
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
 """
@@ -24,9 +32,9 @@ Without a bound only DELETE timeouts are judged and the verdict is at best unkno
 from __future__ import annotations
 
 from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import (
     INF,
-    Links,
     chaos_events,
     checks_cfg,
     fault_kinds,
@@ -35,9 +43,11 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
     run_end,
+    shared_links,
 )
 from harness.rundata import RunData
 
+DROPPED = ("disconnect", "reset", "remoteprotocolerror", "readerror", "connection closed", "broken pipe")
 SLOW_FAULTS = ("hang", "drip", "latency", "slow", "spike", "timeout", "outage", "unparsed")
 JUDGED = ("chat", "get", "delete", "create", "probe")
 
@@ -53,13 +63,16 @@ class Liveness:
         end_of_run = run_end(ops)
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
-        links = Links(run, ops)
+        links = shared_links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
         violations: list[Violation] = []
         open_ops = 0
         timeouts = 0
+        dropped = 0
+        undecided = 0
+        gap = execution_log_gap(run) if run.backend_executions else None
         for o in ops:
             if o.f not in JUDGED:
                 continue
@@ -84,6 +97,10 @@ class Liveness:
                 timeouts += 1
                 err = str((o.completion or {}).get("error") or "")
                 cut = "run ended" in err or "cancelled" in err  # the run stopped waiting, not the server
+                low = err.lower()
+                if o.f == "delete" and "timeout" not in low and any(w in low for w in DROPPED):
+                    dropped += 1  # a transport error, not silence: the DELETE did not hang
+                    continue
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
@@ -99,6 +116,9 @@ class Liveness:
                     continue
                 if slow_plan and not run.backend_executions:
                     continue
+                if slow_plan and gap is not None and not links.executions_of(o):
+                    undecided += 1  # its execution (and the fault it got) may be in the part of the log lost
+                    continue
                 if any(c.covers(o.start, t1) for c in outages):
                     continue
             violations.append(
@@ -111,7 +131,14 @@ class Liveness:
             )
         shown = "none" if bound is None else f"{bound:g}s"
         notes = f"bound={shown}, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
+        if dropped:
+            notes += f", {dropped} DELETE(s) ended by a dropped connection (outcome unknown, not a hang)"
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
+        if undecided:
+            unknown.append(
+                f"{gap}: {undecided} chat(s) slower than the bound absent from it, whether a slow fault explains them"
+                " is unknown"
+            )
         if slow_plan and not faults_applied(run):
             unknown.append("target.faults_applied is false: the scenario's slow / hang faults were not applied")
         return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -20,10 +20,11 @@ taken, so rules apply only to what happened before it.
 from __future__ import annotations
 
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from harness.rundata import RunData
@@ -166,12 +167,55 @@ def _index(ev: dict[str, Any], pos: int) -> int:
     return int(i) if isinstance(i, int) else pos
 
 
+class _Memo:
+    """The last history paired (every checker of a run pairs the same one): its events as they were
+    (a shallow copy, to tell an edited list from the same one), its operations and their :class:`Links`."""
+
+    events: ClassVar[list[dict[str, Any]]] = []
+    ops: ClassVar[list[Op]] = []
+    links: ClassVar[list[tuple[RunData, Any, Any, Links]]] = []
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
 def pair_ops(history: list[dict[str, Any]]) -> list[Op]:
     """Pair invokes with completions by ``op`` id (or by process when ``op`` is absent).
 
     Returns operations in invoke order. A completion without an invoke is kept as
     an operation whose invoke is the completion itself (so it is not lost).
+
+    The checkers of one run all pair the same history: the last one paired is
+    remembered (while its list holds the same event objects) and each caller gets
+    a new list of the same (read-only) :class:`Op` objects.
     """
+    if history and _same(history, _Memo.events):
+        return list(_Memo.ops)
+    ops = _pair(history)
+    _Memo.events, _Memo.ops, _Memo.links = list(history), ops, []
+    return list(ops)
+
+
+SHARE_LINKS_EVENTS = 50_000  # below this a run's Links are cheap; a small run's data may be edited between checks
+
+
+def shared_links(run: RunData, ops: list[Op]) -> Links:
+    """``Links(run, ops)``, built once per large run when ``ops``' chats are those of the remembered pairing."""
+    memo = _Memo.ops
+    if len(run.history) < SHARE_LINKS_EVENTS or not ops or not memo or not _same(run.history, _Memo.events):
+        return Links(run, ops)
+    if not _same(ops, memo) and not _same([o for o in ops if o.f == "chat"], [o for o in memo if o.f == "chat"]):
+        return Links(run, ops)
+    for r, be, sc, links in _Memo.links:
+        if r is run and be is run.backend_executions and sc is run.scenario:
+            return links
+    links = Links(run, memo)
+    _Memo.links.append((run, run.backend_executions, run.scenario, links))
+    return links
+
+
+def _pair(history: list[dict[str, Any]]) -> list[Op]:
     ops: list[Op] = []
     open_by_op: dict[Any, Op] = {}
     open_by_process: dict[Any, Op] = {}
@@ -286,7 +330,7 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     (:class:`Links`) and its token ids are found under the run's token key
     (:func:`find_token_key`).
     """
-    links = Links(run, ops)
+    links = shared_links(run, ops)
     out: dict[str, Snapshot] = {}
     deleted = deletes_204(ops)
     for sid, body in run.final_states.items():
@@ -885,7 +929,7 @@ class ServerOrder:
                     dones_by_req.setdefault(str(req), (proc, i, outcome))
         self.exec_pos: dict[int, tuple[str, int]] = {}
         chats = [o for o in ops if o.f == "chat"]
-        links = Links(run, chats)
+        links = shared_links(run, chats)
         for key, execs in run.backend_executions.items():
             if not isinstance(execs, list):
                 continue

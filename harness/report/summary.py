@@ -109,8 +109,9 @@ class Attention:
         return bool(self.lines)
 
 
-def attention(run_dir: Path, verdicts: list[dict[str, Any]]) -> Attention:
-    """The :class:`Attention` of one run folder (fault coverage from its summary.json, else recomputed)."""
+def attention(run_dir: Path, verdicts: list[dict[str, Any]], run: RunData | None = None) -> Attention:
+    """The :class:`Attention` of one run folder (fault coverage from its summary.json, else recomputed
+    from ``run`` when the caller already holds the folder loaded: a second copy doubles the memory)."""
 
     def read(name: str) -> Any:
         try:
@@ -121,7 +122,9 @@ def attention(run_dir: Path, verdicts: list[dict[str, Any]]) -> Attention:
     summary = read("summary.json")
     cov = summary.get("faults") if isinstance(summary, dict) else None
     if not isinstance(cov, dict):
-        cov = _coverage(RunData.load(run_dir)) if (run_dir / "history.jsonl").exists() else {}
+        if run is None and (run_dir / "history.jsonl").exists():
+            run = RunData.load(run_dir)
+        cov = _coverage(run) if run is not None else {}
     scenario = read("scenario.json")
     checks = scenario.get("checks") if isinstance(scenario, dict) else None
     strict = bool(checks.get("strict")) if isinstance(checks, dict) else False

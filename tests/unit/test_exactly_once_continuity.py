@@ -81,3 +81,19 @@ async def test_log_lost_mid_run_is_unknown_not_invalid(monkeypatch: pytest.Monke
     # the loss mattered: acknowledged chats are missing from the log that survived
     missing = int(v.notes.split(" acknowledged chat(s) absent")[0].rsplit(" ", 1)[1])
     assert missing > 0, v.notes
+
+
+@pytest.mark.parametrize("how", ["reset", "restart"])
+async def test_log_lost_mid_run_liveness_and_fault_coverage_raise_no_false_alarm(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    from harness.checkers.faults import fault_coverage
+
+    out = await run_with(monkeypatch, how)
+    v = CHECKERS["liveness"].check(out.data)
+    assert v.status != "invalid", [x.message for x in v.violations][:3]
+    cov = fault_coverage(out.data)
+    # the aborts before the loss are gone from the log: a fault it does not show is undecided, never "not exercised"
+    assert cov.not_exercised == [], cov.to_dict()
+    if not cov.decided:
+        assert ("reset" if how == "reset" else "restarted") in cov.reason
