@@ -26,7 +26,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HOG_NICE", "RUN_NICE", "TIMED_OUT", "cpu_hogs", "recheck_verdicts", "run_suite_cli", "suite_verdicts"]
+__all__ = [
+    "HOG_NICE",
+    "RUN_NICE",
+    "TIMED_OUT",
+    "cpu_hogs",
+    "recheck_verdicts",
+    "run_scaled_cli",
+    "run_suite_cli",
+    "suite_verdicts",
+]
 
 HOG_NICE = 0  # the hogs run at normal priority...
 RUN_NICE = 10  # ...and the harness and its servers below them: the client is the slow party
@@ -101,6 +110,60 @@ def run_suite_cli(
     return code
 
 
+def run_scaled_cli(out: Path, names: Sequence[str], *, sessions: int, nice: int = 0, timeout_s: float = 600.0) -> int:
+    """Library scenarios ``names`` live at ``sessions`` sessions each (every variant of a ``compare`` list),
+    in a child process niced by ``nice`` (``python -m harness.starve``); its exit code (0 ran, 1 a
+    scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``."""
+    argv = [sys.executable, "-m", "harness.starve", str(out), "--sessions", str(sessions), *names]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # run_scenario stops its servers on the way out
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        code = TIMED_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli_output.txt").write_bytes(output)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import signal
+
+    from harness.runner._live import run_scenario
+    from harness.runner._suite import expand
+    from harness.scenario import load_scenario
+
+    ap = argparse.ArgumentParser(prog="python -m harness.starve", description="library scenarios, scaled down")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--sessions", type=int, required=True)
+    ap.add_argument("names", nargs="+")
+    args = ap.parse_args(argv)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # run_scenario's cleanup path: no server process left behind
+
+    signal.signal(signal.SIGTERM, on_term)
+    lib = Path(__file__).resolve().parents[1] / "scenarios"
+    code = 0
+    for name in args.names:
+        sc = load_scenario(lib / f"{name}.toml", {"workload.sessions": args.sessions})
+        for one, run_name in expand(sc):
+            res = run_scenario(one, args.out, run_name=run_name, report=False)
+            print(f"{run_name}: {res.status}", flush=True)
+            code = code or (1 if res.status == "error" else 0)
+    return code
+
+
 def suite_verdicts(out: Path) -> dict[str, dict[str, Any]]:
     """run folder name -> {checker: (status, violations, first message)} for every run of a suite folder."""
     runs: dict[str, dict[str, Any]] = {}
@@ -140,3 +203,7 @@ def recheck_verdicts(out: Path) -> dict[str, dict[str, Any]]:
             for v in verdicts
         }
     return runs
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -15,8 +15,10 @@ Rules (times are the history's, from invoke to completion):
 - a client-side timeout (``info``) of a chat is unknown outcome, not a failure:
   counted in the notes, never a violation;
 - a DELETE, GET or create must complete within the bound, and a DELETE that
-  timed out (``info``) is a deadlock, unless a process kill overlaps it or the
-  run itself ended under it (error "run ended" / "cancelled": indeterminate).
+  timed out (``info``) is a deadlock, unless a process kill overlaps it, the
+  run itself ended under it (error "run ended" / "cancelled": indeterminate) or
+  it never connected (``ConnectTimeout``: a starved client, not a server stuck in
+  DELETE, since the kernel accepts connections for a stuck event loop).
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
 """
@@ -84,6 +86,9 @@ class Liveness:
                 timeouts += 1
                 err = str((o.completion or {}).get("error") or "")
                 cut = "run ended" in err or "cancelled" in err  # the run stopped waiting, not the server
+                # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
+                # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
+                cut = cut or "ConnectTimeout" in err
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(

@@ -188,3 +188,18 @@ def test_a_provisional_that_the_servers_order_says_was_superseded_is_flagged() -
     # no evidence either way: unknown, never invalid
     v = check(no_server_evidence(b.build()), "provisional")
     assert v.status == "unknown", (v.status, v.notes, v.violations)
+
+
+# --- liveness: a starved client ---------------------------------------------------------------
+
+
+def test_a_delete_that_never_connected_is_not_a_deadlock() -> None:
+    """Seen on a loaded box: the client's connect timed out after 10 s; the server never had the DELETE."""
+    for error, flagged in (("ConnectTimeout: ", False), ("ReadTimeout: ", True)):
+        b = RunBuilder()
+        sid = b.create()
+        b.chat(sid, 0)
+        d = b.invoke("delete", session=sid, request_id=b.uid("r"), process="nemesis")
+        b.complete(d, "info", at=b.t + 10.6, error=error)
+        v = check(b.build(), "liveness")
+        assert ("delete_timeout" in kinds(v)) is flagged, (error, v.violations)
