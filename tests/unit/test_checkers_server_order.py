@@ -203,3 +203,20 @@ def test_a_delete_that_never_connected_is_not_a_deadlock() -> None:
         b.complete(d, "info", at=b.t + 10.6, error=error)
         v = check(b.build(), "liveness")
         assert ("delete_timeout" in kinds(v)) is flagged, (error, v.violations)
+
+
+# --- leaks: a create whose answer never came ------------------------------------------------------
+
+
+def test_a_session_from_a_create_of_unknown_outcome_is_not_a_leak() -> None:
+    """Seen on a loaded box: a create timed out at the client (10 s); the server had made the session."""
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0)
+    lost = b.invoke("create", process="agent-1")
+    b.complete(lost, "info", error="timeout after 10 s")
+    b.stats("http://127.0.0.1:9001", sessions=2)  # the one the run knows and the one it never heard of
+    v = check(b.build(), "leaks")
+    assert v.status == "unknown" and "unknown outcome" in v.notes, v.notes
+    b.stats("http://127.0.0.1:9001", sessions=3)  # more than any order explains
+    assert kinds(check(b.build(), "leaks")) == {"sessions_leak"}
