@@ -18,7 +18,8 @@ Rules (times are the history's, from invoke to completion):
   timed out (``info``) is a deadlock, unless a process kill overlaps it, the
   run itself ended under it (error "run ended" / "cancelled": indeterminate) or
   it never connected (``ConnectTimeout``: a starved client, not a server stuck in
-  DELETE, since the kernel accepts connections for a stuck event loop).
+  DELETE, since the kernel accepts connections for a stuck event loop) or the
+  server closed the connection under it (a stuck server holds it open).
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
 """
@@ -89,6 +90,9 @@ class Liveness:
                 # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
                 # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
                 cut = cut or "ConnectTimeout" in err
+                # a stuck server holds the connection open; one that was closed under the request (a keep-alive
+                # connection the server retired as a starved client reused it) is an unknown outcome, not a hang
+                cut = cut or "disconnected" in err.lower() or "RemoteProtocolError" in err
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
