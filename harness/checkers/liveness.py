@@ -12,6 +12,9 @@ Rules (times are the history's, from invoke to completion):
   it is only noted;
 - a completed chat slower than the bound is a violation unless a backend
   fault (hang, drip, latency spike) or chaos (outage, process kill) explains it;
+- a request slower than the bound by less than the harness's own worst
+  event-loop stall (``harness_self.json``: a starved client could not read the
+  answer for that long) is unknown, not a violation;
 - a client-side timeout (``info``) of a chat is unknown outcome, not a failure:
   counted in the notes, never a violation;
 - a DELETE, GET or create must complete within the bound, and a DELETE that
@@ -61,6 +64,10 @@ class Liveness:
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
         violations: list[Violation] = []
+        # the harness's own event-loop lag (runner/_selfmon.py): how long the client could not read an answer
+        lag = run.harness.get("lag_max_ms") if isinstance(run.harness, dict) else None
+        client_stall_s = float(lag) / 1000.0 if isinstance(lag, (int, float)) and not isinstance(lag, bool) else 0.0
+        stalled = 0
         open_ops = 0
         timeouts = 0
         for o in ops:
@@ -110,6 +117,9 @@ class Liveness:
                     continue
                 if any(c.covers(o.start, t1) for c in outages):
                     continue
+            if dur - client_stall_s <= bound:
+                stalled += 1  # the client itself was frozen that long: the server may have answered in time
+                continue
             violations.append(
                 Violation(
                     f"{o.f} took {dur:.3f}s > liveness bound {bound}s",
@@ -121,6 +131,11 @@ class Liveness:
         shown = "none" if bound is None else f"{bound:g}s"
         notes = f"bound={shown}, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
+        if stalled:
+            unknown.append(
+                f"{stalled} request(s) slower than the bound, but by less than the harness's own event-loop stall "
+                f"({client_stall_s:.1f} s, harness_self.json): the client, not the server, may have been late"
+            )
         if slow_plan and not faults_applied(run):
             unknown.append("target.faults_applied is false: the scenario's slow / hang faults were not applied")
         return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -224,3 +224,17 @@ def test_a_session_from_a_create_of_unknown_outcome_is_not_a_leak() -> None:
     assert v.status == "unknown" and "unknown outcome" in v.notes, v.notes
     b.stats("http://127.0.0.1:9001", sessions=3)  # more than any order explains
     assert kinds(check(b.build(), "leaks")) == {"sessions_leak"}
+
+
+def test_a_request_slow_only_by_the_clients_own_stall_is_unknown() -> None:
+    """Seen on a loaded box: a create took 74 s while the harness's event loop lagged 73.8 s."""
+    b = RunBuilder()
+    op = b.invoke("create")
+    b.complete(op, at=b.t + 74.0, session="5e55ffffff", status=200)
+    run = b.build()
+    assert kinds(check(run, "liveness")) == {"slow"}  # no self-report: the client's clock is all there is
+    run.harness = {"lag_max_ms": 73846.0, "saturated": True}
+    v = check(run, "liveness")
+    assert v.status == "unknown" and "event-loop stall" in v.notes, v.notes
+    run.harness = {"lag_max_ms": 20000.0}  # 74 s is more than the bound plus the stall: the server was slow
+    assert kinds(check(run, "liveness")) == {"slow"}
