@@ -4,9 +4,10 @@ The default suite's timing-sensitive races (a late duplicate and its twin, four
 processes with wrong-process probes and DELETEs mid-proxy) run live on the
 correct reference server with a busy-loop process on every core and the
 harness and its servers niced below them: the client is the slow party, as on
-a shared CI runner. Reduced to a few sessions each so that the test costs
-about a minute (the whole default suite starved takes tens of minutes; that is
-``bench/bench_flakes.py``'s job).
+a shared CI runner. Reduced to 4 sessions each (``python -m harness.starve``);
+cost measured on the shared box at load average 12-14: 250 s, dominated by
+starting five niced servers under the hogs (the whole default suite starved
+there takes over 25 min; that is ``bench/bench_flakes.py``'s job).
 
 Expected, as on an idle machine: no invalid verdict anywhere; and the checkers
 whose verdict depends on the order the server handled a session's requests
