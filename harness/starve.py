@@ -26,7 +26,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HOG_NICE", "RUN_NICE", "cpu_hogs", "run_suite_cli", "suite_verdicts"]
+__all__ = [
+    "HOG_NICE",
+    "RUN_NICE",
+    "TIMED_OUT",
+    "cpu_hogs",
+    "recheck_verdicts",
+    "run_scaled_cli",
+    "run_suite_cli",
+    "suite_verdicts",
+]
 
 HOG_NICE = 0  # the hogs run at normal priority...
 RUN_NICE = 10  # ...and the harness and its servers below them: the client is the slow party
@@ -64,16 +73,95 @@ def cpu_hogs(n: int | None = None, *, max_s: float = 900.0) -> Iterator[list[sub
             p.wait(timeout=30)
 
 
-def run_suite_cli(out: Path, *, nice: int = 0, extra: Sequence[str] = (), timeout_s: float = 1200.0) -> int:
-    """``harness run --suite default --out OUT`` in a child process, niced by ``nice``; its exit code."""
-    argv = [sys.executable, "-m", "harness.cli", "run", "--suite", "default", "--out", str(out), "--quiet", *extra]
+TIMED_OUT = 124  # run_suite_cli's code when the suite did not finish in time (as timeout(1) says)
+
+
+def run_suite_cli(
+    out: Path,
+    *,
+    nice: int = 0,
+    scenarios: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    timeout_s: float = 2400.0,
+) -> int:
+    """``harness run --suite default --out OUT`` (or the named ``scenarios``) in a child process, niced by
+    ``nice``; its exit code, or :data:`TIMED_OUT` after ``timeout_s`` (the run is stopped with SIGTERM,
+    the harness's Ctrl-C path that stops its servers; the scenarios it finished keep their verdicts)."""
+    which = list(scenarios) if scenarios else ["--suite", "default"]
+    argv = [sys.executable, "-m", "harness.cli", "run", *which, "--out", str(out), "--quiet", *extra]
     if nice:
         argv = ["nice", "-n", str(nice), *argv]
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout_s)
-    (out / "cli_output.txt").parent.mkdir(parents=True, exist_ok=True)
-    (out / "cli_output.txt").write_bytes(done.stdout)
-    return done.returncode
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        output += f"\n[starve] stopped after {timeout_s:.0f} s\n".encode()
+        code = TIMED_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli_output.txt").write_bytes(output)
+    return code
+
+
+def run_scaled_cli(out: Path, names: Sequence[str], *, sessions: int, nice: int = 0, timeout_s: float = 600.0) -> int:
+    """Library scenarios ``names`` live at ``sessions`` sessions each (every variant of a ``compare`` list),
+    in a child process niced by ``nice`` (``python -m harness.starve``); its exit code (0 ran, 1 a
+    scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``."""
+    argv = [sys.executable, "-m", "harness.starve", str(out), "--sessions", str(sessions), *names]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # run_scenario stops its servers on the way out
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        code = TIMED_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli_output.txt").write_bytes(output)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import signal
+
+    from harness.runner._live import run_scenario
+    from harness.runner._suite import expand
+    from harness.scenario import load_scenario
+
+    ap = argparse.ArgumentParser(prog="python -m harness.starve", description="library scenarios, scaled down")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--sessions", type=int, required=True)
+    ap.add_argument("names", nargs="+")
+    args = ap.parse_args(argv)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # run_scenario's cleanup path: no server process left behind
+
+    signal.signal(signal.SIGTERM, on_term)
+    lib = Path(__file__).resolve().parents[1] / "scenarios"
+    code = 0
+    for name in args.names:
+        sc = load_scenario(lib / f"{name}.toml", {"workload.sessions": args.sessions})
+        for one, run_name in expand(sc):
+            res = run_scenario(one, args.out, run_name=run_name, report=False)
+            print(f"{run_name}: {res.status}", flush=True)
+            code = code or (1 if res.status == "error" else 0)
+    return code
 
 
 def suite_verdicts(out: Path) -> dict[str, dict[str, Any]]:
@@ -90,3 +178,32 @@ def suite_verdicts(out: Path) -> dict[str, dict[str, Any]]:
             for v in verdicts
         }
     return runs
+
+
+def recheck_verdicts(out: Path) -> dict[str, dict[str, Any]]:
+    """Like :func:`suite_verdicts`, but from the current checkers run again on each saved run folder
+    (``history.jsonl`` and the rest): the figures of fixed checkers on already recorded histories."""
+    from harness.checkers import check_all
+    from harness.rundata import RunData
+
+    runs: dict[str, dict[str, Any]] = {}
+    for hist in sorted(out.glob("*/history.jsonl")):
+        if not (hist.parent / "verdicts.json").exists():
+            continue  # the run was cut before it was checked: its history may be partial
+        run = RunData.load(hist.parent)
+        checks = run.scenario.get("checks") if isinstance(run.scenario.get("checks"), dict) else {}
+        enabled = [str(x) for x in (checks or {}).get("enabled") or ["all"]]
+        verdicts = check_all(run, None if "all" in enabled else enabled)  # the runner's selection
+        runs[hist.parent.name] = {
+            v.checker: {
+                "status": v.status,
+                "violations": len(v.violations),
+                "first": ((v.violations[0].message if v.violations else "") or v.notes or "")[:300],
+            }
+            for v in verdicts
+        }
+    return runs
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

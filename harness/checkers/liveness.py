@@ -12,14 +12,22 @@ Rules (times are the history's, from invoke to completion):
   it is only noted;
 - a completed chat slower than the bound is a violation unless a backend
   fault (hang, drip, latency spike) or chaos (outage, process kill) explains it;
+- a request slower than the bound by less than the harness's own worst
+  event-loop stall (``harness_self.json``: a starved client could not read the
+  answer for that long) is unknown, not a violation;
 - a client-side timeout (``info``) of a chat is unknown outcome, not a failure:
   counted in the notes, never a violation;
 - a DELETE, GET or create must complete within the bound, and a DELETE that
-  timed out (``info``) is a deadlock, unless a process kill overlaps it or the
-  run itself ended under it (error "run ended" / "cancelled": indeterminate).
+  timed out (``info``) is a deadlock, unless a process kill overlaps it, the
+  run itself ended under it (error "run ended" / "cancelled": indeterminate) or
+  it never connected (``ConnectTimeout``: a starved client, not a server stuck in
+  DELETE, since the kernel accepts connections for a stuck event loop).
   A DELETE whose connection was dropped (the client got a transport error,
-  not silence: "disconnected", a reset) did not hang: its outcome is unknown
-  and it is counted in the notes, not a deadlock;
+  not silence: "disconnected", a reset) did not hang (a stuck server holds the
+  connection open): its outcome is unknown and it is counted in the notes,
+  not a deadlock;
+- a request slower than the bound by less than the harness's own event-loop
+  stall (harness_self.json) is unknown: the client may have been the late one;
 - a slow chat is excused by a slow fault the backend's execution log shows
   applied to it; when that log is not continuous over the run (a backend
   restart or reset: harness/checkers/continuity.py) the fault of a chat the
@@ -68,6 +76,10 @@ class Liveness:
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
         violations: list[Violation] = []
+        # the harness's own event-loop lag (runner/_selfmon.py): how long the client could not read an answer
+        lag = run.harness.get("lag_max_ms") if isinstance(run.harness, dict) else None
+        client_stall_s = float(lag) / 1000.0 if isinstance(lag, (int, float)) and not isinstance(lag, bool) else 0.0
+        stalled = 0
         open_ops = 0
         timeouts = 0
         dropped = 0
@@ -101,6 +113,9 @@ class Liveness:
                 if o.f == "delete" and "timeout" not in low and any(w in low for w in DROPPED):
                     dropped += 1  # a transport error, not silence: the DELETE did not hang
                     continue
+                # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
+                # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
+                cut = cut or "ConnectTimeout" in err
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
@@ -121,6 +136,9 @@ class Liveness:
                     continue
                 if any(c.covers(o.start, t1) for c in outages):
                     continue
+            if dur - client_stall_s <= bound:
+                stalled += 1  # the client itself was frozen that long: the server may have answered in time
+                continue
             violations.append(
                 Violation(
                     f"{o.f} took {dur:.3f}s > liveness bound {bound}s",
@@ -138,6 +156,11 @@ class Liveness:
             unknown.append(
                 f"{gap}: {undecided} chat(s) slower than the bound absent from it, whether a slow fault explains them"
                 " is unknown"
+            )
+        if stalled:
+            unknown.append(
+                f"{stalled} request(s) slower than the bound, but by less than the harness's own event-loop stall "
+                f"({client_stall_s:.1f} s, harness_self.json): the client, not the server, may have been late"
             )
         if slow_plan and not faults_applied(run):
             unknown.append("target.faults_applied is false: the scenario's slow / hang faults were not applied")

@@ -23,6 +23,12 @@ be missing:
   commit) by design; the group needs one record, and stale_writers judges the rest;
 - turns acknowledged after the state snapshot was taken.
 
+Order is the server's commit order (:class:`ops.ServerOrder`): a record is out
+of order only when it precedes one whose writer had finished its update before
+its own writer read the state. On a starved client an answer can arrive long
+after the server moved on, so the order in which answers reached the client
+proves nothing.
+
 State comes from ``final_states`` or, for sessions the agent deleted at the end
 of its episode, the collect ``GET`` body in the history (completion field
 ``body``). A session deleted without a collected body is skipped (chaos deleted
@@ -32,7 +38,6 @@ no process kill) lost all its turns.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -116,7 +121,12 @@ def replaced_unseen(group: list[Op], chats: list[Op], order: ServerOrder) -> boo
     if not unseen:
         return False
     if not all(order.logged(o) for o in group):
-        later = any(c.start > min(o.start for o in group) and c not in group for c in chats)
+        first = min(o.start for o in group)
+        later = any(
+            c not in group
+            and (c.start > first or (_may_have_written(c) and any(order.read_after(c, o) is not False for o in unseen)))
+            for c in chats
+        )
         return None if later else False
     winners = [o for o in group if order.outcome(o) == "committed"]
     if not winners or any(w not in unseen for w in winners):
@@ -190,7 +200,7 @@ class LostTurns:
                         Violation(f"request {rid} stored {n} times in the records", ops_, sid, "duplicate_record")
                     )
             position = {rid: i for i, rid in enumerate(rids) if rid is not None}
-            required: list[tuple[float, list[Op], int]] = []
+            required: list[tuple[Op, list[Op], int]] = []
             for group in duplicate_groups(chats):
                 acked = [o for o in group if o.acknowledged and o.end < snap.time]
                 if not acked:
@@ -238,19 +248,28 @@ class LostTurns:
                         )
                     )
                     continue
-                required.append((min(o.end for o in acked), acked, min(committed)))
-            required.sort(key=lambda x: x[0])
-            for (_, a_ops, a_pos), (_, b_ops, b_pos) in itertools.pairwise(required):
-                if b_pos < a_pos:
+                pos = min(committed)
+                writer = next(o for o in group if position.get(o.request_id or "") == pos)
+                required.append((writer, acked, pos))
+            # Records are appended in the server's commit order. Out of order is a record stored before
+            # one whose writer had finished its update before this record's writer read the state (the
+            # client had that answer before it sent this request, or the server's logs say so). Writers
+            # the evidence cannot order may have been served either way: the records' own order is legal.
+            for b_w, b_ops, b_pos in required:
+                before = [(a_w, a_ops) for a_w, a_ops, a_pos in required if b_pos < a_pos]
+                for a_w, a_ops in before:
+                    if order.read_after(b_w, a_w) is not True:
+                        continue
                     violations.append(
                         Violation(
-                            f"records out of order: turn {b_ops[0].turn} (acknowledged later) stored before "
-                            f"turn {a_ops[0].turn}",
+                            f"records out of order: turn {b_ops[0].turn} stored before turn {a_ops[0].turn}, "
+                            f"though request {b_w.request_id} read the state after {a_w.request_id} committed",
                             [i for o in a_ops + b_ops for i in o.indices],
                             sid,
                             "out_of_order",
                         )
                     )
+                    break
         notes = f"{checked} sessions checked"
         if skipped_deleted:
             notes += f", {skipped_deleted} deleted/killed without a collected body skipped"

@@ -12,9 +12,11 @@ session state snapshot (final state, or the collect GET body before DELETE):
    backend answer whose ``finish_reason`` is ``abort`` (``commit_aborted``);
 3. a successful retry supersedes it: a provisional whose turn was later
    acknowledged (200, not aborted) must be gone (``provisional_never_superseded``);
-4. when retries run out (the session's last chat was an aborted attempt, no
-   concurrent chat, the snapshot taken after it), the provisional of that
-   request stays as the final ABORTED turn.
+4. when retries run out (the session's last state update was an aborted
+   attempt, the snapshot taken after it), the provisional of that request
+   stays as the final ABORTED turn. "Last" is the server's order
+   (:class:`ops.ServerOrder`); final chats that the evidence cannot order are
+   not judged (some orders legally leave another chat's record at the tail).
 
 From the history alone: an answer whose ``finish_reason`` the client saw as
 ``abort`` must carry ``x-sglang-aborted: 1`` (the only signal that survives
@@ -63,6 +65,8 @@ class Provisional:
         ops = pair_ops(run.history)
         snaps, _ = snapshots(run, ops)
         chats_by_session = by_session(ops, "chat")
+        deletes = by_session(ops, "delete")
+        unordered = 0
         by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
         order = ServerOrder(run, ops)
         violations: list[Violation] = []
@@ -179,20 +183,26 @@ class Provisional:
                             "provisional_not_superseded",
                         )
                     )
-            # 4. kept when retries run out
-            if not chats:
-                continue
-            last = chats[-1]
-            before_snap = [c for c in chats if c.start < snap.time]
-            if not before_snap or before_snap[-1] is not last:
+            # 4. kept when retries run out: the session's last state update, in the server's order, was an
+            # aborted attempt. "Last" needs evidence: every other chat finished its update before it read the
+            # state (the client had their answers before it sent it, or the logs say so). Concurrent final
+            # chats may have been served in any order, and some orders leave no provisional: not judged.
+            pre = [c for c in chats if c.start < snap.time]
+            if not pre or len(pre) != len(chats):
+                continue  # a chat sent after the collect GET may have been served before it
+            last = next((c for c in pre if all(x is c or order.read_after(c, x) is True for x in pre)), None)
+            if last is None:
+                maybe_last = [c for c in pre if not any(order.read_after(x, c) is True for x in pre if x is not c)]
+                unordered += any(c.aborted for c in maybe_last)
                 continue
             if not (last.type == "ok" and last.status == 200 and last.aborted and last.end < snap.time):
                 continue
-            if any(c is not last and c.overlaps(last) for c in chats):
-                continue  # a concurrent duplicate may have won: state_changed, no provisional by design
             done = done_for(last, by_req, by_caller)
             if done and all(str(d.get("outcome")) not in ("aborted", "provisional") for d in done):
                 continue  # the server says it skipped (closing / state changed): no provisional expected
+            if not done and any(d.start < last.end for d in deletes.get(sid, [])):
+                unordered += 1  # no log line: a DELETE may have set closing before its Phase 3 (closing skip)
+                continue
             tail = records[-1] if records else None
             if (
                 tail is None
@@ -214,6 +224,10 @@ class Provisional:
         if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
             unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
         notes = f"{checked} session states checked"
+        if unordered:
+            notes += (
+                f"; {unordered} whose final chats the server's evidence cannot order not judged for retries run out"
+            )
         if any(r.get("_kind_inferred") for snap in snaps.values() for r in snap.records):
             notes += "; records carry no kind: an aborted answer is taken as the provisional"
         return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -51,6 +51,11 @@ def test_correct_server_valid_under_client_delay(name: str) -> None:
     [
         ("no_num_assistant_guard", "duplicate_inflight_retry", "stale_writers"),
         ("provisional_never_superseded", "abort_retry_supersede", "provisional"),
+        ("commit_aborted", "litellm_abort_remap", "provisional"),
+        ("no_closing_recheck", "delete_during_proxy", "no_resurrection"),
+        ("auto_create", "delete_during_proxy", "no_resurrection"),
+        ("leak_deleted", "rapid_lifecycle", "leaks"),
+        ("inflight_leak", "transport_faults", "log_consistency"),
     ],
 )
 def test_known_bad_still_flagged_under_client_delay(variant: str, name: str, checker: str) -> None:
