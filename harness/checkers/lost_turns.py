@@ -38,7 +38,9 @@ no process kill) lost all its turns.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
@@ -139,6 +141,44 @@ def replaced_unseen(group: list[Op], chats: list[Op], order: ServerOrder) -> boo
     return False
 
 
+def _assistant_sha(body: dict[str, Any], turn: int) -> str | None:
+    """sha1 of the stored ``turn``-th assistant message's content (``metadata.messages``), if the server shows it."""
+    meta = body.get("metadata")
+    msgs = meta.get("messages") if isinstance(meta, dict) else None
+    if not isinstance(msgs, list):
+        return None
+    assistants = [m for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"]
+    if turn >= len(assistants):
+        return None
+    content = assistants[turn].get("content")
+    return hashlib.sha1(content.encode()).hexdigest() if isinstance(content, str) else None
+
+
+def continued_from_overwritten(
+    group: list[Op], acked: list[Op], body: dict[str, Any], order: ServerOrder
+) -> bool | None:
+    """Several copies of one turn answered 200 with different content and the client went on from one the
+    server had already overwritten (another copy committed after it, a one-step rollback): its next request
+    diverged from the stored turn, and rolling that turn back is what the protocol says (CONTEXT.md: retry
+    rollback). True when the stored history shows the client went on from such a copy; None when it went on
+    from some copy but the order cannot say whether another one overwrote it; False otherwise.
+    """
+    shas = {str((o.completion or {}).get("content_sha")) for o in acked if (o.completion or {}).get("content_sha")}
+    if len(shas) < 2 or acked[0].turn is None:
+        return False
+    kept = _assistant_sha(body, acked[0].turn)
+    chosen = [o for o in acked if (o.completion or {}).get("content_sha") == kept]
+    if kept is None or not chosen:
+        return False
+    verdicts: list[bool | None] = []
+    for x in chosen:
+        later = [order.read_after(y, x) for y in group if y is not x and y.acknowledged]
+        verdicts.append(True if any(v is True for v in later) else (None if any(v is None for v in later) else False))
+    if any(v is True for v in verdicts):
+        return True
+    return None if any(v is None for v in verdicts) else False
+
+
 class LostTurns:
     name = "lost_turns"
 
@@ -220,6 +260,17 @@ class LostTurns:
                 if not present:
                     unseen = replaced_unseen(group, chats, order)
                     if unseen is True:
+                        continue
+                    overwritten = continued_from_overwritten(group, acked, snap.body, order)
+                    if overwritten is True:
+                        continue
+                    if overwritten is None:
+                        unknown.append(
+                            f"turn {acked[0].turn} of {sid}: copies {[o.request_id for o in acked]} answered 200 "
+                            "with different content and the client went on from one of them; whether another copy "
+                            "overwrote it first (so the next turn rolled it back legitimately) the server's order "
+                            "cannot say"
+                        )
                         continue
                     if unseen is None or any(e is None for e in excused):
                         unknown.append(

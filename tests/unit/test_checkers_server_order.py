@@ -11,6 +11,7 @@ flagged. Synthetic runs from test_checkers_builders.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from test_checkers_builders import RunBuilder
@@ -238,3 +239,49 @@ def test_a_request_slow_only_by_the_clients_own_stall_is_unknown() -> None:
     assert v.status == "unknown" and "event-loop stall" in v.notes, v.notes
     run.harness = {"lag_max_ms": 20000.0}  # 74 s is more than the bound plus the stall: the server was slow
     assert kinds(check(run, "liveness")) == {"slow"}
+
+
+# --- lost_turns: two copies answered, the client went on from the one the server overwrote ---------
+
+
+def _twins_then_diverging_turn(went_on_from: str) -> tuple[RunData, str]:
+    """Turn 2 sent twice: copy ``x`` commits, then copy ``y`` arrives after x's chat_done and re-commits
+    turn 2 by a one-step rollback. Both answer 200 with different content. The client goes on (turn 3)
+    from ``went_on_from``'s answer; from x's, turn 3 diverges from the stored turn 2 and rolls it back, as
+    the protocol says, so turn 2 has no record of its own; the stored messages show x's content."""
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0)
+    b.chat(sid, 1)
+    t = b.tick()
+    sha = {"x": hashlib.sha1(b"answer x").hexdigest(), "y": hashlib.sha1(b"answer y").hexdigest()}
+    b.chat(sid, 2, 0, t0=t, t1=t + 0.1, content_sha=sha["x"])
+    b.chat(sid, 2, 1, t0=t + 0.05, t1=t + 0.3, back=1, content_sha=sha["y"])  # logged after x's chat_done
+    b.t = t + 0.4
+    b.chat(sid, 3, back=1)  # drops turn 2's record: the request diverged there
+    b.collect_and_delete(sid)
+    run = b.build()
+    for st in [run.final_states.get(sid), *[e.get("body") for e in run.history if e["f"] == "get"]]:
+        if isinstance(st, dict):
+            meta = st.setdefault("metadata", {})
+            meta["messages"] = [
+                {"role": "user", "content": "u0"},
+                {"role": "assistant", "content": "a0"},
+                {"role": "user", "content": "u1"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": "u2"},
+                {"role": "assistant", "content": f"answer {went_on_from}"},
+                {"role": "user", "content": "u3"},
+                {"role": "assistant", "content": "a3"},
+            ]
+    return run, sid
+
+
+def test_going_on_from_an_overwritten_twin_rolls_its_turn_back_legitimately() -> None:
+    run, _ = _twins_then_diverging_turn("x")
+    assert check(run, "lost_turns").status == "valid", check(run, "lost_turns").violations
+
+
+def test_a_dropped_turn_the_client_went_on_from_as_stored_is_still_lost() -> None:
+    run, _ = _twins_then_diverging_turn("y")  # y was the last commit: nothing diverged, yet turn 2 is gone
+    assert "lost_turn" in kinds(check(run, "lost_turns"))
