@@ -33,6 +33,7 @@ __all__ = [
     "drop_chat_done",
     "drop_provisional",
     "drop_record",
+    "reference_app",
     "refuse_retries",
     "slow_delete",
     "sse_without_done",
@@ -49,7 +50,7 @@ SESSION_GET = re.compile(r"^/sessions/[^/]+/?$")
 CHAT = re.compile(r"^/sessions/[^/]+/v1/chat/completions/?$")
 
 
-def _reference(
+def reference_app(
     *,
     backend_url: str,
     backend_transport: Any,
@@ -62,6 +63,7 @@ def _reference(
     variants: frozenset[str] = frozenset(),
     **_unused: Any,  # the sim offers every seam it has (e.g. seed)
 ) -> Any:
+    """The reference server as the sim's ``--target asgi:`` factory builds it: what the bug wrappers wrap."""
     config = ServerConfig(backend_url=backend_url, variants=variants, worker_port=worker_port)
     return create_reference(
         config,
@@ -142,7 +144,7 @@ class _DropRecord(_Rewrite):
 
 def drop_record(**kw: Any) -> Any:
     """Lost update: a session with two or more committed turns has forgotten its first one."""
-    return _DropRecord(_reference(**kw))
+    return _DropRecord(reference_app(**kw))
 
 
 class _DropProvisional(_Rewrite):
@@ -153,7 +155,7 @@ class _DropProvisional(_Rewrite):
 
 def drop_provisional(**kw: Any) -> Any:
     """An aborted turn leaves no record: the provisional (the honest ABORTED turn) is never kept."""
-    return _DropProvisional(_reference(**kw))
+    return _DropProvisional(reference_app(**kw))
 
 
 class _CorruptPrompt(_Rewrite):
@@ -174,7 +176,7 @@ class _CorruptPrompt(_Rewrite):
 
 def corrupt_prompt(**kw: Any) -> Any:
     """A later turn's prompt does not extend the stored checkpoint (a token of the history dropped)."""
-    return _CorruptPrompt(_reference(**kw))
+    return _CorruptPrompt(reference_app(**kw))
 
 
 class _SseWithoutDone(_Wrap):
@@ -196,7 +198,7 @@ class _SseWithoutDone(_Wrap):
 
 def sse_without_done(**kw: Any) -> Any:
     """A streamed answer without its ``data: [DONE]`` terminator (a lenient client never notices)."""
-    return _SseWithoutDone(_reference(**kw))
+    return _SseWithoutDone(reference_app(**kw))
 
 
 class _CrashOnUpstream(_Wrap):
@@ -209,7 +211,7 @@ class _CrashOnUpstream(_Wrap):
 
 def crash_on_upstream_error(**kw: Any) -> Any:
     """A backend failure (transport error, malformed answer, 503) escapes the handler as a 500."""
-    return _CrashOnUpstream(_reference(**kw))
+    return _CrashOnUpstream(reference_app(**kw))
 
 
 class _CrashOnBadJson(_Wrap):
@@ -243,7 +245,7 @@ class _CrashOnBadJson(_Wrap):
 
 def crash_on_bad_json(**kw: Any) -> Any:
     """A chat body that is not JSON crashes the handler (500) instead of a 400."""
-    return _CrashOnBadJson(_reference(**kw))
+    return _CrashOnBadJson(reference_app(**kw))
 
 
 class _RefuseRetries(_Wrap):
@@ -261,7 +263,7 @@ class _RefuseRetries(_Wrap):
 
 def refuse_retries(**kw: Any) -> Any:
     """A legal retry of a turn (same messages after an abort) is refused with 400."""
-    return _RefuseRetries(_reference(**kw))
+    return _RefuseRetries(reference_app(**kw))
 
 
 class _SlowDelete(_Wrap):
@@ -273,7 +275,7 @@ class _SlowDelete(_Wrap):
 
 def slow_delete(**kw: Any) -> Any:
     """DELETE waits 30 s (e.g. for every in-flight request of the server to drain) before answering."""
-    return _SlowDelete(_reference(**kw))
+    return _SlowDelete(reference_app(**kw))
 
 
 class _RoutingKeyTransport(httpx.AsyncBaseTransport):
@@ -303,12 +305,12 @@ class _RoutingKeyTransport(httpx.AsyncBaseTransport):
 
 def wrong_routing_key(**kw: Any) -> Any:
     """The backend request carries a routing key that is not the session id (a router sends it astray)."""
-    return _reference(**{**kw, "backend_transport": _RoutingKeyTransport(kw["backend_transport"])})
+    return reference_app(**{**kw, "backend_transport": _RoutingKeyTransport(kw["backend_transport"])})
 
 
 def double_backend_call(**kw: Any) -> Any:
     """Each chat is sent to the backend twice (a retry-on-any-error proxy layer): generation runs twice."""
-    return _reference(**{**kw, "backend_transport": _RoutingKeyTransport(kw["backend_transport"], twice=True)})
+    return reference_app(**{**kw, "backend_transport": _RoutingKeyTransport(kw["backend_transport"], twice=True)})
 
 
 def drop_chat_done(**kw: Any) -> Any:
@@ -323,7 +325,7 @@ def drop_chat_done(**kw: Any) -> Any:
                 return
         sink(event)
 
-    return _reference(**{**kw, "log_sink": lossy})
+    return reference_app(**{**kw, "log_sink": lossy})
 
 
 # name -> factory, for proofs.toml (``bug = "NAME"``)

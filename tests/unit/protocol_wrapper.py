@@ -20,8 +20,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from reference_impl import ServerConfig
-from reference_impl import create_app as create_reference
+from harness.coverage._bugs import reference_app  # the seam list the sim's asgi: factory offers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,32 +77,6 @@ class ProtocolWrapper:
 
 def _headers(n: int) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(n).encode())]
-
-
-def reference_app(
-    *,
-    backend_url: str,
-    backend_transport: Any,
-    clock: Any,
-    ids: Any,
-    executor: Any,
-    log_sink: Any,
-    pid: int,
-    worker_port: int,
-    variants: frozenset[str] = frozenset(),
-    **_unused: Any,  # the sim offers every seam it has (e.g. seed); the reference app takes these
-) -> Any:
-    """The reference server as the sim's ``--target asgi:`` factory builds it: what the test wrappers wrap."""
-    config = ServerConfig(backend_url=backend_url, variants=variants, worker_port=worker_port)
-    return create_reference(
-        config,
-        clock=clock,
-        ids=ids,
-        executor=executor,
-        backend_transport=backend_transport,
-        log_sink=log_sink,
-        pid=pid,
-    )
 
 
 def create_app(**kw: Any) -> ProtocolWrapper:
