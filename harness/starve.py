@@ -89,6 +89,21 @@ def run_suite_cli(
     the harness's Ctrl-C path that stops its servers; the scenarios it finished keep their verdicts)."""
     which = list(scenarios) if scenarios else ["--suite", "default"]
     argv = [sys.executable, "-m", "harness.cli", "run", *which, "--out", str(out), "--quiet", *extra]
+    return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
+
+
+def run_scaled_cli(out: Path, names: Sequence[str], *, sessions: int, nice: int = 0, timeout_s: float = 600.0) -> int:
+    """Library scenarios ``names`` live at ``sessions`` sessions each (every variant of a ``compare`` list),
+    in a child process niced by ``nice`` (``python -m harness.starve``); its exit code (0 ran, 1 a
+    scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``."""
+    argv = [sys.executable, "-m", "harness.starve", str(out), "--sessions", str(sessions), *names]
+    return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
+
+
+def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> int:
+    """Run ``argv`` (niced by ``nice``) from the checkout, its output saved in ``out/cli_output.txt``; its exit
+    code, or :data:`TIMED_OUT` after ``timeout_s`` (stopped with SIGTERM, the harness's Ctrl-C path that stops
+    its servers, so the scenarios it finished keep their verdicts; SIGKILL 60 s later)."""
     if nice:
         argv = ["nice", "-n", str(nice), *argv]
     root = Path(__file__).resolve().parents[1]
@@ -104,31 +119,6 @@ def run_suite_cli(
             proc.kill()
             output, _ = proc.communicate()
         output += f"\n[starve] stopped after {timeout_s:.0f} s\n".encode()
-        code = TIMED_OUT
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cli_output.txt").write_bytes(output)
-    return code
-
-
-def run_scaled_cli(out: Path, names: Sequence[str], *, sessions: int, nice: int = 0, timeout_s: float = 600.0) -> int:
-    """Library scenarios ``names`` live at ``sessions`` sessions each (every variant of a ``compare`` list),
-    in a child process niced by ``nice`` (``python -m harness.starve``); its exit code (0 ran, 1 a
-    scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``."""
-    argv = [sys.executable, "-m", "harness.starve", str(out), "--sessions", str(sessions), *names]
-    if nice:
-        argv = ["nice", "-n", str(nice), *argv]
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        output, _ = proc.communicate(timeout=timeout_s)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # run_scenario stops its servers on the way out
-        try:
-            output, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
         code = TIMED_OUT
     out.mkdir(parents=True, exist_ok=True)
     (out / "cli_output.txt").write_bytes(output)
