@@ -190,7 +190,7 @@ def test_compare_suites_scenario_by_scenario(tmp_path: Path, capsys: pytest.Capt
     write_suite(tmp_path / "latest", seed=2, sessions=6)
     results = compare(tmp_path / "baseline", tmp_path / "latest", percentile=50, min_samples=20, resamples=200)
     assert [r.scenario for r in results] == ["abort_retry", "clean", "lock_restore"]
-    assert report_main([str(tmp_path / "latest")]) == 0
+    assert report_main([str(tmp_path / "latest")]) == 1  # report exits with the verdict: the suite holds invalid runs
     assert (tmp_path / "latest" / "report.html").exists()
     assert (tmp_path / "latest" / "clean" / "summary.json").exists()
     assert report_main([str(tmp_path / "nowhere")]) == EXIT_BAD_INPUT

@@ -9,6 +9,7 @@ global counter leaks into it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,15 +29,27 @@ def _load(name: str, seed: int, variant: str | None = None) -> Scenario:
     return with_seed(sc, seed, variant)
 
 
+# Determinism does not depend on a run's size: the two largest scenarios (ci_gate 450 sessions,
+# mixed_production 300) run here at this many sessions, the same workload mix and faults.
+DETERMINISM_SESSIONS = 60
+
+
+def _capped(name: str, seed: int) -> Scenario:
+    sc = _load(name, seed)
+    if sc.workload.script or sc.workload.sessions <= DETERMINISM_SESSIONS:
+        return sc
+    return dataclasses.replace(sc, workload=dataclasses.replace(sc.workload, sessions=DETERMINISM_SESSIONS))
+
+
 @pytest.mark.parametrize("name", LIBRARY)
 def test_same_seed_same_history_and_trace(name: str) -> None:
-    a = simulate(_load(name, 5), 5, "random")
-    b = simulate(_load(name, 5), 5, "random")
+    a = simulate(_capped(name, 5), 5, "random")
+    b = simulate(_capped(name, 5), 5, "random")
     assert a.error is None, a.error
     assert a.history_digest == b.history_digest
     assert a.trace_digest == b.trace_digest
     assert a.trace == b.trace
-    c = simulate(_load(name, 6), 6, "random")
+    c = simulate(_capped(name, 6), 6, "random")
     assert c.trace_digest != a.trace_digest, "another seed must explore another interleaving"
 
 
