@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -401,11 +401,16 @@ def _decide(j: Judgement, has_history: bool) -> tuple[list[str], int]:
     return [f"not decided (passes without --fail-on-unknown): {u}" for u in undecided], EXIT_PASS
 
 
-def suite_exit(judgements: Sequence[Judgement]) -> int:
-    """A command's exit over several runs: any fail is 1, else any cannot-judge is 3, else 0."""
-    codes = {j.exit_code for j in judgements}
-    if EXIT_FAIL in codes:
+def worst_exit(codes: Iterable[int]) -> int:
+    """The exit over several answers: any fail (1) beats any cannot-judge (3) beats pass (0)."""
+    seen = set(codes)
+    if EXIT_FAIL in seen:
         return EXIT_FAIL
-    if EXIT_CANNOT_JUDGE in codes:
+    if EXIT_CANNOT_JUDGE in seen:
         return EXIT_CANNOT_JUDGE
     return EXIT_PASS
+
+
+def suite_exit(judgements: Sequence[Judgement]) -> int:
+    """A command's exit over several runs: any fail is 1, else any cannot-judge is 3, else 0."""
+    return worst_exit(j.exit_code for j in judgements)

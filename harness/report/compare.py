@@ -63,6 +63,8 @@ from harness.report.build import find_runs, is_run_dir
 from harness.report.stats import HIGHEST_US, bootstrap_order_statistic, nearest_rank
 from harness.rundata import RunData
 from harness.scenario import GATE_BUCKETS, BucketGate
+from harness.verdict import EXIT_BAD_INPUT as V_BAD_INPUT
+from harness.verdict import EXIT_CANNOT_JUDGE, EXIT_FAIL, EXIT_PASS, worst_exit
 
 __all__ = [
     "DEFAULT_FLOOR_MS",
@@ -86,10 +88,8 @@ __all__ = [
     "scenario_gate",
 ]
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_BAD_INPUT = 2
-EXIT_REFUSED = 3
+# the exit codes of every command (harness/verdict.py): pass, regression, bad input, cannot judge
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_REFUSED = EXIT_PASS, EXIT_FAIL, V_BAD_INPUT, EXIT_CANNOT_JUDGE
 MODES = ("pooled", "per-run", "ab", "exact")
 _FLOOR_MS = 1e-3  # 1 us: a percentile of 0 compares as 1 us, not as a division by zero
 CONTROL_BUCKET = "proxy_elapsed_ms"
@@ -709,10 +709,5 @@ def gate_verdict(
 
 
 def exit_code(results: Sequence[Comparison]) -> int:
-    """Regression beats refusal beats pass."""
-    codes = {r.exit_code for r in results}
-    if EXIT_REGRESSION in codes:
-        return EXIT_REGRESSION
-    if EXIT_REFUSED in codes:
-        return EXIT_REFUSED
-    return EXIT_OK
+    """Regression beats refusal beats pass (the one order every command uses: :func:`harness.verdict.worst_exit`)."""
+    return worst_exit(r.exit_code for r in results)
