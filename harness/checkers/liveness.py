@@ -26,6 +26,16 @@ Rules (times are the history's, from invoke to completion):
   not silence: "disconnected", a reset) did not hang (a stuck server holds the
   connection open): its outcome is unknown and it is counted in the notes,
   not a deadlock;
+- a DELETE that timed out is unknown, not a deadlock, when the server provably
+  finished it before the client gave up: it is the session's only DELETE, its
+  process logged ``session_deleted`` for the session, and that line, placed on
+  the client's clock by the offset bounds of harness/checkers/clock.py (from
+  the process's joined chat_start / chat_done lines), lies after the DELETE
+  was sent and surely before the client gave up (and within the bound): the
+  server answered in time and the starved client did not read it (#16). Without
+  the line, without consistent bounds, or when the line may be later than the
+  give-up (a DELETE the server served late, however it logs it), it stays
+  ``delete_timeout``;
 - a request slower than the bound by less than the harness's own event-loop
   stall (harness_self.json) is unknown: the client may have been the late one;
 - a slow chat is excused by a slow fault the backend's execution log shows
@@ -40,9 +50,11 @@ Without a bound only DELETE timeouts are judged and the verdict is at best unkno
 from __future__ import annotations
 
 from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.clock import ClientClock
 from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import (
     INF,
+    Op,
     chaos_events,
     checks_cfg,
     fault_kinds,
@@ -50,6 +62,7 @@ from harness.checkers.ops import (
     is_kill,
     is_outage,
     pair_ops,
+    port_of,
     run_end,
     shared_links,
 )
@@ -58,6 +71,29 @@ from harness.rundata import RunData
 DROPPED = ("disconnect", "reset", "remoteprotocolerror", "readerror", "connection closed", "broken pipe")
 SLOW_FAULTS = ("hang", "drip", "latency", "slow", "spike", "timeout", "outage", "unparsed")
 JUDGED = ("chat", "get", "delete", "create", "probe")
+
+
+def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float | None) -> str | None:
+    """Why the server provably finished timed-out DELETE ``d`` before the client gave up (None: not proven)."""
+    sid, gave_up, port = d.session, d.seen_end, port_of(d.server)
+    if sid is None or gave_up is None or port is None:
+        return None
+    if sum(1 for x in ops if x.f == "delete" and x.session == sid) != 1:
+        return None  # a session_deleted line could be another DELETE's
+    for ln in run.server_logs:
+        if ln.get("event") != "session_deleted" or str(ln.get("session_id")) != sid:
+            continue
+        if str(ln.get("worker_port")) != str(port):
+            continue  # another process's line (or one that does not say which): not this DELETE's
+        span = clock.span(ln)
+        if span is None:
+            continue
+        earliest, latest = span
+        if latest < d.start:
+            continue  # surely before this DELETE was sent: not its doing
+        if latest < gave_up and (bound is None or latest - d.start <= bound):
+            return f"session_deleted at client time {earliest:.3f}-{latest:.3f}, before the give-up at {gave_up:.3f}"
+    return None
 
 
 class Liveness:
@@ -84,6 +120,8 @@ class Liveness:
         timeouts = 0
         dropped = 0
         undecided = 0
+        in_time: list[str] = []
+        clock: ClientClock | None = None
         gap = execution_log_gap(run) if run.backend_executions else None
         for o in ops:
             if o.f not in JUDGED:
@@ -116,6 +154,12 @@ class Liveness:
                 # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
                 # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
                 cut = cut or "ConnectTimeout" in err
+                if o.f == "delete" and not killed and not cut and run.server_logs:
+                    clock = clock or ClientClock(run, ops)
+                    why = served_in_time(run, ops, clock, o, bound)
+                    if why is not None:
+                        in_time.append(f"DELETE sent at {o.start:.3f}: {why}")
+                        continue
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
@@ -156,6 +200,12 @@ class Liveness:
             unknown.append(
                 f"{gap}: {undecided} chat(s) slower than the bound absent from it, whether a slow fault explains them"
                 " is unknown"
+            )
+        if in_time:
+            unknown.append(
+                f"{len(in_time)} DELETE timeout(s) the server provably served before the client gave up (its "
+                "session_deleted on the client's clock, harness/checkers/clock.py): the starved client did not read "
+                "the answer; " + "; ".join(in_time[:3])
             )
         if stalled:
             unknown.append(

@@ -1,0 +1,131 @@
+"""The server's log clock mapped onto the client's (history) clock, from the run's own chat requests.
+
+Server log lines carry the server's wall time (``ts``); the history carries the
+client's times (invoke: before the request was sent; completion: after the
+answer was read). They are different clocks with an unknown offset
+``off = server_time - client_time``. Every chat request whose ``chat_start``
+and ``chat_done`` lines are joined to its history operation bounds it:
+
+- the request reached the server after the client sent it:
+  ``start_s >= invoke_c + off``, so ``off <= start_s - invoke_c``;
+- the server finished it before the client read the answer:
+  ``done_s <= complete_c + off``, so ``off >= done_s - complete_c``
+  (``start_s`` gives a weaker bound of the same kind).
+
+Over all joined requests of one server process ``off`` lies in
+``[max(done_s - complete_c), min(start_s - invoke_c)]``; a line's ``ts`` then
+maps to the client-clock interval ``[ts - hi, ts - lo]``. The bounds hold
+however starved the client or the server was (starvation only widens them).
+They are per server process (``worker_port/pid``: a restarted process is a
+new one). No joined request, or bounds that contradict each other (clocks not
+comparable, e.g. a server logging another time zone, or a wrong join), give
+no mapping: a checker must then not use one (None).
+
+Used by liveness (a timed-out DELETE the server provably finished before the
+client gave up is not a deadlock) and open to any checker that must place a
+server event on the client's timeline.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.checkers.ops import Op, chat_done_by_caller, chat_done_by_req, done_for, log_events, process_key
+from harness.rundata import RunData
+
+__all__ = ["CLOCK_SLACK_S", "ClientClock", "Offset"]
+
+# log times may be printed to the millisecond (a text log's asctime), and a wall clock that NTP slews
+# drifts at most 500 ppm (10 ms over a 20 s run): every mapped interval is widened by this much
+CLOCK_SLACK_S = 0.01
+
+
+def _ts(line: dict[str, Any]) -> float | None:
+    v = line.get("ts")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@dataclass(frozen=True)
+class Offset:
+    """``server_time - client_time`` of one server process lies in ``[lo, hi]`` (from ``pairs`` requests)."""
+
+    lo: float
+    hi: float
+    pairs: int
+
+    @property
+    def width(self) -> float:
+        return self.hi - self.lo
+
+
+class ClientClock:
+    """Per server process, the offset bounds of its log clock against the history's clock."""
+
+    def __init__(self, run: RunData, ops: Iterable[Op]) -> None:
+        chats = [o for o in ops if o.f == "chat"]
+        rids = Counter(o.request_id for o in chats if o.request_id is not None)
+        starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        starts_by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for ln in log_events(run, "chat_start"):
+            if ln.get("req_id") is not None:
+                starts_by_req[str(ln["req_id"])].append(ln)
+            if ln.get("caller_request_id") is not None:
+                starts_by_caller[str(ln["caller_request_id"])].append(ln)
+        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        pairs: Counter[str] = Counter()
+        for o in chats:
+            if o.request_id is not None and rids[o.request_id] > 1:
+                continue  # two operations share the id: which line is whose cannot be told
+            if o.req_id is not None and o.req_id in starts_by_req:
+                starts = starts_by_req[o.req_id]
+            else:
+                starts = starts_by_caller.get(o.request_id or "", [])
+            answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
+            dones = done_for(o, by_req, by_caller) if answered else []
+            for lines, t_client, upper in ((starts, o.start, True), (dones, o.seen_end, False)):
+                if len(lines) != 1 or t_client is None:
+                    continue  # none, or a request the server saw twice (a retry on another connection)
+                ts = _ts(lines[0])
+                if ts is None:
+                    continue
+                key = process_key(lines[0])
+                pairs[key] += 1
+                if upper:
+                    hi[key] = min(hi.get(key, ts - t_client), ts - t_client)
+                    # it also started before the client had the answer: a (weaker) lower bound
+                    if answered and o.seen_end is not None:
+                        lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
+                else:
+                    lo[key] = max(lo.get(key, ts - t_client), ts - t_client)
+        self._off: dict[str, Offset] = {}
+        self._why: dict[str, str] = {}
+        for key in pairs:
+            if key not in lo or key not in hi:
+                self._why[key] = "its chat lines bound the clock offset on one side only"
+            elif lo[key] > hi[key] + CLOCK_SLACK_S:
+                self._why[key] = (
+                    f"its chat lines give contradicting clock offsets ({lo[key]:.3f} > {hi[key]:.3f}): "
+                    "the server's log clock cannot be compared with the client's"
+                )
+            else:
+                self._off[key] = Offset(lo[key], hi[key], pairs[key])
+
+    def offset(self, key: str) -> Offset | None:
+        """The bounds of process ``key`` (``worker_port/pid``), None when there are none or they contradict."""
+        return self._off.get(key)
+
+    def why_not(self, key: str) -> str:
+        return self._why.get(key, "no chat request of it joined to the history (no chat_start / chat_done)")
+
+    def span(self, line: dict[str, Any]) -> tuple[float, float] | None:
+        """The client-clock interval the log line was written in (slack included); None: cannot be placed."""
+        ts = _ts(line)
+        off = self._off.get(process_key(line))
+        if ts is None or off is None:
+            return None
+        return ts - off.hi - CLOCK_SLACK_S, ts - off.lo + CLOCK_SLACK_S

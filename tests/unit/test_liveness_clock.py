@@ -1,0 +1,117 @@
+"""A timed-out DELETE against the server's clock mapped onto the client's (issue 16).
+
+On a starved box the correct server logged ``session_deleted`` for a DELETE
+seconds after the client sent it and before the client gave up (the client was
+too starved to read the 204); a server that serves DELETE only after 30 s
+(coverage bug ``slow_delete``) logs the same line, later. The difference is
+*when* on the client's clock: harness/checkers/clock.py bounds the offset of
+each server process's log clock from the run's own chat requests. Synthetic
+runs from test_checkers_builders; the server's clock is put 1234.5 s off the
+client's (as a real wall clock is off a monotonic one).
+"""
+
+from __future__ import annotations
+
+from test_checkers_builders import EPOCH, S0, S1, RunBuilder
+
+from harness.checkers import CHECKERS, Verdict
+from harness.checkers.clock import ClientClock
+from harness.checkers.ops import pair_ops
+from harness.rundata import RunData
+
+SKEW = 1234.5  # the server's log clock is this far ahead of the history's
+
+
+def liveness(run: RunData) -> Verdict:
+    return CHECKERS["liveness"].check(run)
+
+
+def kinds(v: Verdict) -> set[str]:
+    return {x.kind for x in v.violations}
+
+
+def skewed(b: RunBuilder) -> RunData:
+    run = b.build()
+    for ln in run.server_logs:
+        ln["ts"] += SKEW
+    return run
+
+
+def timed_out_delete(deleted_after: float | None, *, late_reads: float = 0.0, server: str = S0) -> RunBuilder:
+    """A session's two chats answered (each read ``late_reads`` s after the server finished it), then its
+    only DELETE sent at t0 timed out at the client at t0 + 10.3; the server logged ``session_deleted`` at
+    t0 + ``deleted_after`` on the client's true clock (None: never)."""
+    b = RunBuilder()
+    sid = b.create()
+    for turn in (0, 1):
+        t0 = b.tick(0.5)
+        b.chat(sid, turn, t0=t0, t1=t0 + 0.2)
+        if late_reads:  # the answer reached the starved client late: its completion moves, the lines do not
+            b.events[-1]["time"] += late_reads
+            b.t = b.events[-1]["time"]
+    t0 = b.tick(0.5)
+    d = b.invoke("delete", at=t0, session=sid, request_id=b.uid("r"))
+    if deleted_after is not None:
+        b.log("session_deleted", server, t0 + deleted_after, session_id=sid)
+    b.complete(d, "info", at=t0 + 10.3, error="timeout after 10 s")
+    b.t = t0 + 10.4
+    return b
+
+
+def test_the_offset_bounds_hold_the_true_skew_and_widen_with_late_reads() -> None:
+    b = timed_out_delete(None, late_reads=2.0)
+    run = skewed(b)
+    off = ClientClock(run, pair_ops(run.history)).offset(f"{9001}/{101}")
+    assert off is not None and off.pairs == 4
+    true = EPOCH + SKEW
+    assert off.lo <= true <= off.hi, off
+    assert off.width >= 2.0  # an answer read 2 s late: the server may have finished it any time in those 2 s
+
+
+def test_contradicting_or_missing_bounds_give_no_mapping() -> None:
+    b = timed_out_delete(None)
+    run = skewed(b)
+    key = "9001/101"
+    starts = [ln for ln in run.server_logs if ln["event"] == "chat_start"]
+    starts[0]["ts"] -= 5.0  # "arrived" 5 s before the client sent it: this log clock is not comparable
+    clock = ClientClock(run, pair_ops(run.history))
+    assert clock.offset(key) is None and "contradicting" in clock.why_not(key)
+    assert clock.offset("9002/102") is None  # a process without a joined chat
+    assert clock.span({"ts": EPOCH, "worker_port": 9002, "pid": 102}) is None
+
+
+def test_a_delete_the_server_served_before_the_client_gave_up_is_unknown() -> None:
+    """Seen on a starved box (rapid_lifecycle): session_deleted 9.7 s after the DELETE was sent, 0.5 s
+    before the client gave up; the 204 was never read."""
+    v = liveness(skewed(timed_out_delete(9.7)))
+    assert v.status == "unknown" and not v.violations, v.violations
+    assert "provably served before the client gave up" in v.notes, v.notes
+
+
+def test_a_delete_the_server_served_late_is_still_a_deadlock() -> None:
+    """The slow_delete bug: the server logs session_deleted 30 s after the DELETE, long after the give-up."""
+    assert kinds(liveness(skewed(timed_out_delete(30.0)))) == {"delete_timeout"}
+    # just after the give-up: served, but not in the client's time
+    assert kinds(liveness(skewed(timed_out_delete(10.5)))) == {"delete_timeout"}
+    # before the give-up, but the client read every answer 2 s late, so the line may be up to 2 s later
+    # on the client's clock than it looks: not provably in time
+    assert kinds(liveness(skewed(timed_out_delete(9.7, late_reads=2.0)))) == {"delete_timeout"}
+    assert kinds(liveness(skewed(timed_out_delete(7.0, late_reads=2.0)))) == set()  # this one is
+    # no line at all (the run ended before the slow server got to it)
+    assert kinds(liveness(skewed(timed_out_delete(None)))) == {"delete_timeout"}
+
+
+def test_a_line_that_cannot_be_this_deletes_does_not_excuse_it() -> None:
+    # logged by another process (which has no chats of its own to map its clock either)
+    assert kinds(liveness(skewed(timed_out_delete(9.7, server=S1)))) == {"delete_timeout"}
+    # surely before the DELETE was sent
+    assert kinds(liveness(skewed(timed_out_delete(-1.0)))) == {"delete_timeout"}
+    # two DELETEs of the session: the line may be the other one's
+    b = timed_out_delete(9.7)
+    sid = next(iter(b.models))
+    b.delete(sid, at=b.tick())
+    assert "delete_timeout" in kinds(liveness(skewed(b)))
+    # the server's log clock contradicts the client's: nothing can be placed
+    run = skewed(timed_out_delete(9.7))
+    next(ln for ln in run.server_logs if ln["event"] == "chat_start")["ts"] -= 5.0
+    assert kinds(liveness(run)) == {"delete_timeout"}
