@@ -36,6 +36,16 @@ Rules (times are the history's, from invoke to completion):
   the line, without consistent bounds, or when the line may be later than the
   give-up (a DELETE the server served late, however it logs it), it stays
   ``delete_timeout``;
+- a DELETE that timed out and that the server never logged as done is also
+  unknown when the client's requests to that process demonstrably did not
+  get through in its window: a chat to the same process, sent while the
+  DELETE was waiting, timed out at the client and the process never logged a
+  ``chat_start`` for it (CONTEXT.md: one per chat request, on arrival), while
+  it logged other arrivals inside that chat's own window (its loop was
+  running and serving). The DELETE's silence is then no evidence against the
+  server (#16: process_kill_restart, requests reaching a responsive server up
+  to 2.4 s late and some never). A DELETE the server logged as done, but
+  late, stays ``delete_timeout``;
 - a request slower than the bound by less than the harness's own event-loop
   stall (harness_self.json) is unknown: the client may have been the late one;
 - a slow chat is excused by a slow fault the backend's execution log shows
@@ -48,6 +58,8 @@ Without a bound only DELETE timeouts are judged and the verdict is at best unkno
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.clock import ClientClock
@@ -96,6 +108,35 @@ def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound
     return None
 
 
+def lost_on_the_way(run: RunData, ops: list[Op], clock: ClientClock, d: Op) -> str | None:
+    """Why the client's requests to ``d``'s process did not get through while timed-out DELETE ``d`` waited."""
+    sid, gave_up, port = d.session, d.seen_end, port_of(d.server)
+    if sid is None or gave_up is None or port is None:
+        return None
+    mine = [ln for ln in run.server_logs if str(ln.get("worker_port")) == str(port)]
+    if any(ln.get("event") == "session_deleted" and str(ln.get("session_id")) == sid for ln in mine):
+        return None  # the server did get to it: when it did is the question, and it was not in time
+    starts = [ln for ln in mine if ln.get("event") == "chat_start" and ln.get("caller_request_id") is not None]
+    arrivals = [s for s in (clock.span(ln) for ln in starts) if s is not None]  # only lines that name their caller
+    logged = {str(ln.get("caller_request_id")) for ln in run.server_logs if ln.get("caller_request_id") is not None}
+    rids = Counter(o.request_id for o in ops if o.request_id is not None)
+    for c in ops:
+        if c.f != "chat" or c.type != "info" or c.seen_end is None or port_of(c.server) != port:
+            continue
+        err = str((c.completion or {}).get("error") or "").lower()
+        if "timeout" not in err or c.request_id is None or rids[c.request_id] != 1 or c.request_id in logged:
+            continue
+        if not (c.start < gave_up and d.start < c.seen_end):
+            continue  # not sent while the DELETE waited
+        t0, t1 = c.start, c.seen_end
+        if any(t0 <= a and b <= t1 for a, b in arrivals):
+            return (
+                f"chat {c.request_id}, sent to the same process at {t0:.3f}, gave up at {t1:.3f} and never reached "
+                "it (no chat_start) while the process logged other arrivals meanwhile"
+            )
+    return None
+
+
 class Liveness:
     name = "liveness"
 
@@ -121,6 +162,7 @@ class Liveness:
         dropped = 0
         undecided = 0
         in_time: list[str] = []
+        lost: list[str] = []
         clock: ClientClock | None = None
         gap = execution_log_gap(run) if run.backend_executions else None
         for o in ops:
@@ -159,6 +201,10 @@ class Liveness:
                     why = served_in_time(run, ops, clock, o, bound)
                     if why is not None:
                         in_time.append(f"DELETE sent at {o.start:.3f}: {why}")
+                        continue
+                    why = lost_on_the_way(run, ops, clock, o)
+                    if why is not None:
+                        lost.append(f"DELETE sent at {o.start:.3f}: {why}")
                         continue
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
@@ -206,6 +252,12 @@ class Liveness:
                 f"{len(in_time)} DELETE timeout(s) the server provably served before the client gave up (its "
                 "session_deleted on the client's clock, harness/checkers/clock.py): the starved client did not read "
                 "the answer; " + "; ".join(in_time[:3])
+            )
+        if lost:
+            unknown.append(
+                f"{len(lost)} DELETE timeout(s) while the client's requests to that process did not get through "
+                "(a chat sent meanwhile never reached it, though it was serving others): the DELETE may never have "
+                "reached the server; " + "; ".join(lost[:3])
             )
         if stalled:
             unknown.append(

@@ -115,3 +115,40 @@ def test_a_line_that_cannot_be_this_deletes_does_not_excuse_it() -> None:
     run = skewed(timed_out_delete(9.7))
     next(ln for ln in run.server_logs if ln["event"] == "chat_start")["ts"] -= 5.0
     assert kinds(liveness(run)) == {"delete_timeout"}
+
+
+def lost_chat_beside(b: RunBuilder, *, logged: bool = False, others: bool = True, server: str = S0) -> None:
+    """While the DELETE (sent at t0, given up at t0 + 10.3) waits, a chat of another session to ``server``
+    times out at the client after 3 s; ``logged``: the server logged its arrival anyway; ``others``: the
+    process logged another chat's arrival inside that chat's window (it was serving)."""
+    d = next(e for e in b.events if e["f"] == "delete" and e["type"] == "invoke")
+    t0 = d["time"] + 2.0
+    other = b.create(server)
+    rid = b.uid("r")
+    c = b.invoke("chat", at=t0, server=server, session=other, turn=0, attempt=0, request_id=rid, process="agent-1")
+    if logged:
+        b.log("chat_start", server, t0 + 0.5, req_id="feedbeef", session_id=other, caller_request_id=rid)
+    b.complete(c, "info", at=t0 + 3.0, error="timeout after 3 s")
+    if others:
+        b.chat(other, 0, t0=t0 + 1.0, t1=t0 + 1.5, server=server, process="agent-2")
+    b.t = max(b.t, d["time"] + 10.4)
+
+
+def test_a_delete_timeout_while_requests_to_the_process_were_lost_on_the_way_is_unknown() -> None:
+    """Seen on a starved box (process_kill_restart): no session_deleted, the DELETE never reached the
+    responsive server, and neither did a chat sent meanwhile to the same process."""
+    b = timed_out_delete(None)
+    lost_chat_beside(b)
+    v = liveness(skewed(b))
+    assert v.status == "unknown" and not v.violations, v.violations
+    assert "did not get through" in v.notes, v.notes
+
+
+def test_a_delete_timeout_with_no_lost_request_or_a_late_session_deleted_is_still_a_deadlock() -> None:
+    for kw in ({"logged": True}, {"others": False}, {"server": S1}):  # it arrived / the process was silent / elsewhere
+        b = timed_out_delete(None)
+        lost_chat_beside(b, **kw)
+        assert "delete_timeout" in kinds(liveness(skewed(b))), kw
+    b = timed_out_delete(30.0)  # the server got to the DELETE, 30 s late: slow_delete, whatever else was lost
+    lost_chat_beside(b)
+    assert kinds(liveness(skewed(b))) == {"delete_timeout"}
