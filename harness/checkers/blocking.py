@@ -25,6 +25,11 @@ the rule is judged against the scenario's declared design: under
   issue #16; the sim's ``client_delay_ms`` makes it happen on purpose), so
   such a case is **unknown** with the reason, never invalid on client timing
   alone. (A chat whose outcome is unknown, ``info``, gives no end time.)
+  The server's evidence settles some such cases as no wait (#16): with the
+  chat's ``chat_done`` placed on the client's clock (harness/checkers/clock.py)
+  its proxy phase had less than 50 ms left when the DELETE / GET was sent
+  (the client read the chat's answer late), or the DELETE (answered 204) logged
+  ``session_deleted`` before that proxy phase ended (same process, same clock).
 
 Invalid only when the wait clearly exceeds what the design allows; valid when
 the evidence shows no such wait; unknown without evidence (no ``chat_done``
@@ -38,7 +43,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, by_session, log_events, pair_ops, process_key, variants
+from harness.checkers.clock import CLOCK_SLACK_S, ClientClock
+from harness.checkers.ops import (
+    Op,
+    by_session,
+    chat_done_by_caller,
+    chat_done_by_req,
+    done_for,
+    log_events,
+    pair_ops,
+    process_key,
+    variants,
+)
 from harness.rundata import RunData
 
 __all__ = ["MIN_PROXY_MS", "SHARE", "Blocking"]
@@ -87,6 +103,44 @@ def _timed(line: dict[str, Any]) -> _Timed | None:
     return _Timed(line, start, ts, start + wait / 1000.0, proxy_end - proxy / 1000.0, proxy_end)
 
 
+class _NoWait:
+    """The server's evidence that a DELETE / GET did not wait behind a chat's proxy phase (lazily built)."""
+
+    def __init__(self, run: RunData, ops: list[Op]) -> None:
+        self.run, self.ops = run, ops
+        self._clock: ClientClock | None = None
+        self._by: tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]] | None = None
+
+    def why(self, x: Op, c: Op) -> str | None:
+        if not self.run.server_logs:
+            return None
+        if self._by is None:
+            self._by = (chat_done_by_req(self.run), chat_done_by_caller(self.run))
+            self._clock = ClientClock(self.run, self.ops)
+        assert self._clock is not None
+        lines = done_for(c, *self._by)
+        t = _timed(lines[0]) if len(lines) == 1 else None
+        if t is None:
+            return None
+        key = process_key(t.line)
+        if x.f == "delete" and x.status == 204:  # the one DELETE that removed the session: its line is this one's
+            gone = [ln for ln in log_events(self.run, "session_deleted") if str(ln.get("session_id")) == x.session]
+            ts = _num(gone[0].get("ts")) if len(gone) == 1 and process_key(gone[0]) == key else None
+            if ts is not None and ts < t.proxy_end:
+                ahead = 1000.0 * (t.proxy_end - ts)
+                return f"DELETE at t={x.start:.3f}: session_deleted {ahead:.0f} ms before the proxy phase ended"
+        off = self._clock.offset(key)
+        if off is None:
+            return None
+        proxy_start = t.proxy_start - off.hi - CLOCK_SLACK_S  # earliest, on the client's clock
+        proxy_end = t.proxy_end - off.lo + CLOCK_SLACK_S  # latest
+        left_ms = (min(c.end, proxy_end) - max(x.start, proxy_start)) * 1000.0
+        if left_ms < MIN_PROXY_MS:
+            what = "DELETE" if x.f == "delete" else "GET"
+            return f"{what} at t={x.start:.3f}: the proxy phase had at most {max(left_ms, 0.0):.0f} ms left"
+        return None
+
+
 class Blocking:
     name = "blocking"
 
@@ -100,7 +154,8 @@ class Blocking:
         if n_log:
             evidence.append(f"{n_log} chat_done lock waits ({judged_log} beside a running proxy phase)")
         suspects: list[Violation] = []
-        n_cli = self._from_client(ops, suspects, declared)
+        settled: list[str] = []
+        n_cli = self._from_client(ops, suspects, declared, _NoWait(run, ops), settled)
         if n_cli:
             evidence.append(f"{n_cli} DELETE/GET overlapping a chat of their session")
         if declared:
@@ -111,6 +166,11 @@ class Blocking:
                 self.name,
                 [],
                 unknown=["no evidence: no chat_done timing buckets and no DELETE/GET overlapping a chat"],
+            )
+        if settled:
+            evidence.append(
+                f"{len(settled)} DELETE/GET that completed after an overlapping chat did not wait behind its proxy "
+                f"phase by the server's evidence (e.g. {settled[0]})"
             )
         unknown = []
         if suspects:
@@ -161,7 +221,7 @@ class Blocking:
         return n, judged
 
     @staticmethod
-    def _from_client(ops: list[Op], out: list[Violation], declared: bool) -> int:
+    def _from_client(ops: list[Op], out: list[Violation], declared: bool, no_wait: _NoWait, settled: list[str]) -> int:
         chats = by_session(ops, "chat")
         n = 0
         for sid, others in by_session(ops, ("delete", "get")).items():
@@ -174,6 +234,10 @@ class Blocking:
                     n += 1
                     remaining = (c.end - x.start) * 1000.0
                     if declared or remaining < MIN_PROXY_MS or x.seen_end < c.end:
+                        continue
+                    why = no_wait.why(x, c)
+                    if why is not None:
+                        settled.append(why)
                         continue
                     what = "DELETE" if x.f == "delete" else "GET"
                     out.append(
