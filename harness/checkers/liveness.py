@@ -36,6 +36,13 @@ Rules (times are the history's, from invoke to completion):
   the line, without consistent bounds, or when the line may be later than the
   give-up (a DELETE the server served late, however it logs it), it stays
   ``delete_timeout``;
+- a DELETE the client gave up on before the bound (an agent timeout shorter
+  than ``liveness_bound_s``, e.g. duplicate_inflight_retry's 0.6 s) is no
+  evidence of a deadlock by itself: it is ``delete_timeout`` only when the
+  process's log, on the client's clock, shows the session's only DELETE
+  served surely after the bound (its ``session_deleted``) or not at all while
+  the process kept logging surely past the bound; served within the bound, or
+  no evidence either way (no logs, a foreign server): unknown, with the reason;
 - a DELETE that timed out and that the server never logged as done is also
   unknown when the client's requests to that process demonstrably did not
   get through in its window: a chat to the same process, sent while the
@@ -105,6 +112,34 @@ def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound
             continue  # surely before this DELETE was sent: not its doing
         if latest < gave_up and (bound is None or latest - d.start <= bound):
             return f"session_deleted at client time {earliest:.3f}-{latest:.3f}, before the give-up at {gave_up:.3f}"
+        if bound is not None and gave_up - d.start < bound and latest - d.start <= bound:
+            return (
+                f"session_deleted at client time {earliest:.3f}-{latest:.3f}, within the {bound:g}s bound of the "
+                f"DELETE sent at {d.start:.3f} (the client gave up first, at {gave_up:.3f})"
+            )
+    return None
+
+
+def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float) -> str | None:
+    """Why DELETE ``d``, which the client gave up on before the bound, was provably not served within it.
+
+    The session's only DELETE, and its process's log, placed on the client's clock, shows either its
+    ``session_deleted`` surely later than the bound, or none at all while the process was still logging
+    surely after the bound (CONTEXT.md: a served DELETE logs ``session_deleted``). None: not proven."""
+    sid, port = d.session, port_of(d.server)
+    if sid is None or port is None or sum(1 for x in ops if x.f == "delete" and x.session == sid) != 1:
+        return None
+    deadline = d.start + bound
+    mine = [ln for ln in run.server_logs if str(ln.get("worker_port")) == str(port)]
+    deleted = [ln for ln in mine if ln.get("event") == "session_deleted" and str(ln.get("session_id")) == sid]
+    spans = [clock.span(ln) for ln in deleted]
+    if deleted:
+        if all(s is not None and s[0] > deadline for s in spans):
+            return f"its session_deleted is surely after the bound (client time > {deadline:.3f})"
+        return None
+    later = [s for s in (clock.span(ln) for ln in mine) if s is not None and s[0] > deadline]
+    if later:
+        return f"no session_deleted, while the process still logged at client time {later[-1][0]:.3f} > {deadline:.3f}"
     return None
 
 
@@ -163,6 +198,7 @@ class Liveness:
         undecided = 0
         in_time: list[str] = []
         lost: list[str] = []
+        early: list[str] = []
         clock: ClientClock | None = None
         gap = execution_log_gap(run) if run.backend_executions else None
         for o in ops:
@@ -206,6 +242,22 @@ class Liveness:
                     if why is not None:
                         lost.append(f"DELETE sent at {o.start:.3f}: {why}")
                         continue
+                if o.f == "delete" and not killed and not cut and bound is not None and dur < bound:
+                    # the client gave up before the bound: its timeout alone says nothing of a deadlock
+                    clock = clock or ClientClock(run, ops)
+                    why = served_late(run, ops, clock, o, bound) if run.server_logs else None
+                    if why is None:
+                        early.append(f"DELETE sent at {o.start:.3f}, given up after {dur:.3f}s")
+                        continue
+                    violations.append(
+                        Violation(
+                            f"DELETE timed out after {dur:.3f}s and was not served within the {bound:g}s bound: {why}",
+                            o.indices,
+                            o.session,
+                            "delete_timeout",
+                        )
+                    )
+                    continue
                 if o.f == "delete" and not killed and not cut:
                     violations.append(
                         Violation(
@@ -249,15 +301,21 @@ class Liveness:
             )
         if in_time:
             unknown.append(
-                f"{len(in_time)} DELETE timeout(s) the server provably served before the client gave up (its "
-                "session_deleted on the client's clock, harness/checkers/clock.py): the starved client did not read "
-                "the answer; " + "; ".join(in_time[:3])
+                f"{len(in_time)} DELETE timeout(s) the server provably served in time, before the client gave up or "
+                "within the bound (its session_deleted on the client's clock, harness/checkers/clock.py): the "
+                "starved client did not read the answer; " + "; ".join(in_time[:3])
             )
         if lost:
             unknown.append(
                 f"{len(lost)} DELETE timeout(s) while the client's requests to that process did not get through "
                 "(a chat sent meanwhile never reached it, though it was serving others): the DELETE may never have "
                 "reached the server; " + "; ".join(lost[:3])
+            )
+        if early:
+            unknown.append(
+                f"{len(early)} DELETE timeout(s) shorter than the bound that the server's logs do not show served "
+                "late or never: the client gave up before the bound, so whether the server would have answered "
+                "within it cannot be told; " + "; ".join(early[:3])
             )
         if stalled:
             unknown.append(

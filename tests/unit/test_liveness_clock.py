@@ -37,11 +37,15 @@ def skewed(b: RunBuilder) -> RunData:
     return run
 
 
-def timed_out_delete(deleted_after: float | None, *, late_reads: float = 0.0, server: str = S0) -> RunBuilder:
+def timed_out_delete(
+    deleted_after: float | None, *, late_reads: float = 0.0, server: str = S0, bound: float = 10.0
+) -> RunBuilder:
     """A session's two chats answered (each read ``late_reads`` s after the server finished it), then its
     only DELETE sent at t0 timed out at the client at t0 + 10.3; the server logged ``session_deleted`` at
-    t0 + ``deleted_after`` on the client's true clock (None: never)."""
+    t0 + ``deleted_after`` on the client's true clock (None: never). The liveness bound is ``bound`` (by
+    default below the client's wait: the client waited the whole bound)."""
     b = RunBuilder()
+    b.scenario["checks"]["liveness_bound_s"] = bound
     sid = b.create()
     for turn in (0, 1):
         t0 = b.tick(0.5)
@@ -85,7 +89,7 @@ def test_a_delete_the_server_served_before_the_client_gave_up_is_unknown() -> No
     before the client gave up; the 204 was never read."""
     v = liveness(skewed(timed_out_delete(9.7)))
     assert v.status == "unknown" and not v.violations, v.violations
-    assert "provably served before the client gave up" in v.notes, v.notes
+    assert "provably served in time, before the client gave up" in v.notes, v.notes
 
 
 def test_a_delete_the_server_served_late_is_still_a_deadlock() -> None:
@@ -99,6 +103,27 @@ def test_a_delete_the_server_served_late_is_still_a_deadlock() -> None:
     assert kinds(liveness(skewed(timed_out_delete(7.0, late_reads=2.0)))) == set()  # this one is
     # no line at all (the run ended before the slow server got to it)
     assert kinds(liveness(skewed(timed_out_delete(None)))) == {"delete_timeout"}
+
+
+def test_a_client_that_gave_up_before_the_bound_proves_no_deadlock_by_itself() -> None:
+    """The agent's own timeout (0.6 s in duplicate_inflight_retry) is shorter than the scenario's liveness
+    bound: the give-up alone is no evidence. Served within the bound: unknown; the logs show it served
+    surely after the bound, or not at all while the process kept logging past the bound: a deadlock;
+    no evidence either way: unknown (#16: a starved run's 0.76 s DELETE timeout)."""
+    within = liveness(skewed(timed_out_delete(20.0, bound=30.0)))
+    assert within.status == "unknown" and not within.violations, within.violations
+    assert "within the 30s bound" in within.notes, within.notes
+    silent = liveness(skewed(timed_out_delete(None, bound=30.0)))
+    assert silent.status == "unknown" and not silent.violations, silent.violations
+    assert "shorter than the bound" in silent.notes, silent.notes
+    assert kinds(liveness(skewed(timed_out_delete(40.0, bound=30.0)))) == {"delete_timeout"}
+    b = timed_out_delete(None, bound=30.0)
+    other = b.create()
+    b.log("chat_start", S0, b.t + 25.0, req_id="cafe0001", session_id=other, caller_request_id="x1")
+    assert kinds(liveness(skewed(b))) == {"delete_timeout"}  # the process was serving, and never deleted it
+    b = timed_out_delete(None, bound=30.0)
+    b.log("chat_start", S0, b.t + 5.0, req_id="cafe0002", session_id=b.create(), caller_request_id="x2")
+    assert liveness(skewed(b)).status == "unknown"  # its last line is within the bound: it may yet have
 
 
 def test_a_line_that_cannot_be_this_deletes_does_not_excuse_it() -> None:
