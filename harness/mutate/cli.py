@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.distributed.pool import RayUnavailable
+from harness.distributed.pool import INSTALL_HINT, RayUnavailable, ray_available
 from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
 from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
 from harness.mutate._generate import PROTOCOL_MODULES
@@ -66,6 +66,9 @@ def _line(r: MutantResult) -> str:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     exit_on_sigterm()
+    if args.ray is not None and not ray_available():  # before the baseline, not after it
+        print(f"harness mutate: {INSTALL_HINT}", file=sys.stderr)
+        return 2
     try:
         cfg = MutationConfig(
             modules=args.modules,
