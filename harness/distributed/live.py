@@ -131,13 +131,15 @@ class RayLive:
         """The alive nodes' ids, sorted (the actors' placement is then the same for the same cluster)."""
         return sorted(str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive"))
 
-    def actors(self) -> list[Any]:
-        """``agents_per_node`` actors on every alive node (node order, then index)."""
+    def actors(self, loopback: bool = False) -> list[Any]:
+        """``agents_per_node`` actors on every alive node (node order, then index); with ``loopback`` (the
+        servers listen on the driver's 127.0.0.1) on the driver's node only: no other node can reach them."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cls = self.ray.remote(num_cpus=0, max_restarts=0)(AgentActor)
+        nodes = [str(self.ray.get_runtime_context().get_node_id())] if loopback else self.nodes()
         out = []
-        for node in self.nodes():
+        for node in nodes:
             for _ in range(self.agents_per_node):
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
                 out.append(cls.options(scheduling_strategy=strategy).remote())
@@ -317,7 +319,8 @@ async def drive_on_ray(
     history_sink: IO[str] | None = None,
 ) -> DriveResult:
     """:func:`harness.runner.drive` with the sessions on Ray agent actors; the same :class:`DriveResult`."""
-    actors = live.actors()
+    loopback = all(httpx.URL(u).host in ("127.0.0.1", "localhost", "::1") for u in servers)
+    actors = live.actors(loopback=loopback)
     n = len(actors)
     await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
     control = httpx.AsyncClient(timeout=10.0)
@@ -326,6 +329,8 @@ async def drive_on_ray(
     monitor = SelfMonitor()
     monitor.start()
     notes: list[str] = []
+    if loopback and len(live.nodes()) > 1:
+        notes.append(f"--ray: the servers listen on loopback: {n} agent actor(s) on the driver's node only")
     try:
         await backend_probe(history, control, backend_url)
         syncs = []
