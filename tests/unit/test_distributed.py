@@ -110,7 +110,8 @@ def test_live_on_two_agent_actors_gives_the_verdicts_and_folder_of_one_process(h
     """``harness run --ray --agents-per-node 2``: the same verdicts and run folder as a local run of the same seed.
 
     One correct scenario (every checker valid) and one known-bad variant the scenario flags on every seed
-    (commit_aborted: every turn 1 is aborted), so both a pass and a failure are compared."""
+    (commit_aborted: every turn 1 is aborted), so both a pass and a failure are compared. Same verdicts:
+    the same invalid checkers, and no checker valid on one side and invalid on the other."""
     from harness.runner.cli import main as run_main
 
     runs = {"delete_during_proxy": [], "abort_retries_exhausted": ["--variant", "commit_aborted"]}
@@ -119,8 +120,17 @@ def test_live_on_two_agent_actors_gives_the_verdicts_and_folder_of_one_process(h
         rc_local = run_main([*argv, "--out", str(tmp_path / "local")])
         rc_ray = run_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "--agents-per-node", "2"])
         local, ray = tmp_path / "local" / name, tmp_path / "ray" / name
-        assert _verdicts(ray) == _verdicts(local), (name, _verdicts(local), _verdicts(ray))
-        assert rc_ray == rc_local == (1 if extra else 0), name
+        vl, vr = _verdicts(local), _verdicts(ray)
+        assert set(vl) == set(vr), (name, vl, vr)
+        # a definite verdict never contradicts; a live run on a loaded box may leave a timing-based check
+        # unknown (seen: blocking, on the *local* run: a DELETE "reached the server late"), local or on Ray
+        contradict = {k: (vl[k], vr[k]) for k in vl if vl[k] != vr[k] and "unknown" not in (vl[k], vr[k])}
+        assert not contradict, (name, contradict)
+        invalid = {k for k, v in vl.items() if v == "invalid"}
+        assert invalid == {k for k, v in vr.items() if v == "invalid"}, (name, vl, vr)
+        assert bool(invalid) == bool(extra), (name, vl)  # the known-bad variant is flagged, the correct one not
+        expected = {1} if extra else {0, 3}  # fail; pass, or cannot judge with a check left unknown
+        assert rc_local in expected and rc_ray in expected, (name, rc_local, rc_ray)
         assert _shape(ray) == _shape(local), name
         info = json.loads((ray / "harness_self.json").read_text())["ray"]
         sessions = json.loads((ray / "scenario.json").read_text())["workload"]["sessions"]
