@@ -414,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"harness run: {why}", file=sys.stderr)
             return EXIT_BAD_INPUT
         live_options["ray"] = ray_live
+    elif args.agents_per_node != 1:
+        print("harness run: --agents-per-node needs --ray", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         return _run(args, console, paths, loaded, target, target_args, live_options)
     finally:
@@ -432,8 +435,8 @@ def _ray_live(args: argparse.Namespace) -> tuple[Any, str]:
 
     try:
         return RayLive(None if args.ray == "local" else args.ray, args.agents_per_node), ""
-    except RayUnavailable as exc:
-        return None, str(exc)
+    except (RayUnavailable, ConnectionError, RuntimeError, ValueError) as exc:  # no Ray, or no cluster there
+        return None, f"--ray {args.ray}: {exc}" if not isinstance(exc, RayUnavailable) else str(exc)
 
 
 def _run(

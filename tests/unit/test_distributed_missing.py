@@ -46,5 +46,7 @@ def test_run_and_mutate_with_ray_without_ray_exit_two_with_the_install_hint(
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # no server was started
     assert run_main(["abort_retries_exhausted", "--ray", "--mode", "sim", "--out", str(tmp_path / "sim")]) == 2
     assert "not with --mode sim" in capsys.readouterr().err
+    assert run_main(["abort_retries_exhausted", "--agents-per-node", "2", "--out", str(tmp_path / "k")]) == 2
+    assert "--agents-per-node needs --ray" in capsys.readouterr().err
     assert mutate_main(["--ray", "--sample", "1", "--out", str(tmp_path / "mutate")]) == 2
     assert "pip install 'session-race-harness[ray]'" in capsys.readouterr().err
