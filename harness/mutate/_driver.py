@@ -72,6 +72,7 @@ class MutationConfig:
     live_timeout_s: float = 900.0
     equivalent_file: Path = DEFAULT_EQUIVALENT_FILE
     root: Path = ROOT
+    ray: str | None = None  # "local" (a private head) or a cluster address: the kill tests as Ray tasks (#15)
 
 
 @dataclass
@@ -500,7 +501,13 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
         # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
         random.Random(cfg.seed).shuffle(jobs)
         deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
-        _run_jobs(ctx, pristine, jobs, cfg.jobs, deadline, judged)
+        if cfg.ray is not None:
+            from harness.distributed.mutate import run_jobs_on_ray
+
+            address = None if cfg.ray == "local" else cfg.ray
+            run_jobs_on_ray(address, pristine, PACKAGE, jobs, cfg.jobs, deadline, judged)
+        else:
+            _run_jobs(ctx, pristine, jobs, cfg.jobs, deadline, judged)
         run = MutationRun(
             cfg,
             n_positions,

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.distributed.pool import INSTALL_HINT, RayUnavailable, ray_available
 from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
 from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
 from harness.mutate._generate import PROTOCOL_MODULES
@@ -33,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-seeds", type=_csv, default=["0", "1"], help="sim seeds per scenario (default 0,1)")
     p.add_argument("--scenarios", type=_csv, help="library scenario names for the kill test (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="mutants killed in parallel (default 1)")
+    p.add_argument(  # issue 15, docs/distributed.md
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="kill the mutants as Ray tasks: a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS",
+    )
     p.add_argument("--budget-s", type=float, help="stop starting mutants after S seconds (the rest: not_run)")
     p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 6 x the baseline's seconds + 60)")
     p.add_argument("--ids", type=_csv, help="run only these mutant ids")
@@ -58,6 +66,9 @@ def _line(r: MutantResult) -> str:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     exit_on_sigterm()
+    if args.ray is not None and not ray_available():  # before the baseline, not after it
+        print(f"harness mutate: {INSTALL_HINT}", file=sys.stderr)
+        return 2
     try:
         cfg = MutationConfig(
             modules=args.modules,
@@ -72,6 +83,7 @@ def main(argv: list[str]) -> int:
             functions=args.functions,
             live=args.live,
             equivalent_file=args.equivalent,
+            ray=args.ray,
         )
         if args.list:
             mutants, n, skipped, rejected = select_mutants(cfg)
@@ -81,7 +93,7 @@ def main(argv: list[str]) -> int:
             print(f"{len(mutants)} mutants of {n} positions ({skipped} in annotations, {rejected} rejected)")
             return 0
         run = run_mutation(cfg, progress=lambda r: print(_line(r), flush=True))
-    except (ValueError, EquivalentError) as exc:
+    except (ValueError, EquivalentError, RayUnavailable) as exc:
         print(f"harness mutate: {exc}", file=sys.stderr)
         return 2
     s = write_report(run, args.out, cfg.root)

@@ -243,8 +243,12 @@ def extract(run: RunData) -> LatencyData:
 
     pairs, data.unmatched_invokes = _pairs(run.history, lambda ev: ev.get("f") == "chat")
     for inv, done in pairs:
-        sent = _float(inv.get("time")) or 0.0
+        # a history merged from Ray agent actors widens each op by its clock uncertainty (docs/distributed.md):
+        # a latency is measured on one clock, so the widening comes off again
+        u = _float(inv.get("clock_uncertainty")) or 0.0
+        sent = (_float(inv.get("time")) or 0.0) + u
         intended = _float(inv.get("intended"))
+        intended = None if intended is None else intended + u
         headers = done.get("headers") or {}
         data.requests.append(
             ClientRequest(
@@ -256,7 +260,7 @@ def extract(run: RunData) -> LatencyData:
                 attempt=_int(inv.get("attempt")),
                 intended=sent if intended is None else min(intended, sent),
                 sent=sent,
-                end=_float(done.get("time")) or sent,
+                end=(_float(done.get("time")) or sent) - u,
                 outcome=client_outcome(done),
                 status=_int(done.get("status")),
                 variant=str(inv.get("variant") or variant),

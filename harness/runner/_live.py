@@ -100,6 +100,7 @@ def run_scenario(
     target_args: list[str] | None = None,
     server_logs: Sequence[Path] = (),
     on_phase: Phase | None = None,
+    ray: Any = None,
 ) -> RunResult:
     """Run one (already expanded) scenario live into ``out_dir/<name>``; never leaves a process behind.
 
@@ -107,6 +108,7 @@ def run_scenario(
     for the replay line only: the scenario already carries the target they made.
     ``server_logs``: log files of a deployment the harness did not start (``--server-log``); only
     what they gain during the run is read, with the scenario's ``[target.logs]`` config.
+    ``ray``: a :class:`harness.distributed.live.RayLive`: the sessions run on its agent actors (``--ray``).
     """
     sc = apply_overrides(scenario, variant_override, seed_override)
     run_dir = Path(out_dir) / (run_name or sc.name)
@@ -148,7 +150,7 @@ def run_scenario(
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
         offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
         with (run_dir / RUN_FILES["history"]).open("w") as sink:
-            data = asyncio.run(_run_async(sc, procs, res, progress, sink))
+            data = asyncio.run(_run_async(sc, procs, res, progress, sink, ray))
         if server_logs:
             extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
             data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
@@ -194,7 +196,12 @@ def finish_run(res: RunResult, sc: Scenario, *, report: bool, on_phase: Phase | 
 
 
 async def _run_async(
-    sc: Scenario, procs: ProcessGroup | None, res: RunResult, progress: Progress | None, sink: IO[str] | None = None
+    sc: Scenario,
+    procs: ProcessGroup | None,
+    res: RunResult,
+    progress: Progress | None,
+    sink: IO[str] | None = None,
+    ray: Any = None,
 ) -> RunData:
     try:
         if procs is not None:
@@ -208,16 +215,29 @@ async def _run_async(
         if procs is None:
             faults_applied = await _push_plan(sc, backend_url, res)
         try:
-            out = await drive(
-                sc,
-                servers,
-                backend_url=backend_url,
-                processes=procs,
-                progress=progress,
-                faults_applied=faults_applied,
-                history_sink=sink,
-                self_monitor=SelfMonitor(),
-            )
+            if ray is not None:  # issue 15: the sessions on Ray agent actors (docs/distributed.md)
+                from harness.distributed.live import drive_on_ray
+
+                out = await drive_on_ray(
+                    sc,
+                    servers,
+                    ray,
+                    backend_url=backend_url,
+                    processes=procs,
+                    faults_applied=faults_applied,
+                    history_sink=sink,
+                )
+            else:
+                out = await drive(
+                    sc,
+                    servers,
+                    backend_url=backend_url,
+                    processes=procs,
+                    progress=progress,
+                    faults_applied=faults_applied,
+                    history_sink=sink,
+                    self_monitor=SelfMonitor(),
+                )
         finally:
             if procs is None and faults_applied and backend_url:
                 await _put_plan(backend_url, {})  # leave the deployment's fake without this scenario's faults

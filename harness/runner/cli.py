@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="live: a log file of the server under test (repeatable); what it gains during the run is read",
     )
+    p.add_argument(  # issue 15, docs/distributed.md
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="live: run the sessions on Ray agent actors (a local head on 127.0.0.1, or a cluster ADDRESS)",
+    )
+    p.add_argument("--agents-per-node", type=int, default=1, metavar="K", help="with --ray: agent actors per node")
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")
     sim.add_argument("--depth", type=int, default=3, help="pct: bug depth d (d-1 priority change points)")
@@ -399,6 +407,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     _warn_target(target, loaded)
+    live_options: dict[str, Any] = {"server_logs": args.server_log} if args.server_log else {}
+    if args.ray is not None:
+        ray_live, why = _ray_live(args)
+        if ray_live is None:
+            print(f"harness run: {why}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        live_options["ray"] = ray_live
+    elif args.agents_per_node != 1:
+        print("harness run: --agents-per-node needs --ray", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return _run(args, console, paths, loaded, target, target_args, live_options)
+    finally:
+        if "ray" in live_options:
+            live_options["ray"].shutdown()
+
+
+def _ray_live(args: argparse.Namespace) -> tuple[Any, str]:
+    """``--ray``: the agent actors' Ray connection, or (None, why not)."""
+    if args.mode != "live":
+        return None, "--ray runs live sessions on agent actors: not with --mode sim (harness explore --ray is)"
+    if args.agents_per_node < 1:
+        return None, f"--agents-per-node must be >= 1, not {args.agents_per_node}"
+    from harness.distributed.live import RayLive
+    from harness.distributed.pool import RayUnavailable
+
+    try:
+        return RayLive(None if args.ray == "local" else args.ray, args.agents_per_node), ""
+    except (RayUnavailable, ConnectionError, RuntimeError, ValueError) as exc:  # no Ray, or no cluster there
+        return None, f"--ray {args.ray}: {exc}" if not isinstance(exc, RayUnavailable) else str(exc)
+
+
+def _run(
+    args: argparse.Namespace,
+    console: Console,
+    paths: list[Path],
+    loaded: list[Any],
+    target: dict[str, Any] | None,
+    target_args: list[str],
+    live_options: dict[str, Any],
+) -> int:
     out = Path(args.out)
     runs = [(name, one.workload.sessions) for sc in loaded for one, name in expand(sc, args.variant)]
     results: list[RunResult] = []
@@ -424,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                 else None,
                 target=target,
                 target_args=target_args,
-                live_options={"server_logs": args.server_log} if args.server_log else None,
+                live_options=live_options or None,
                 strict=args.strict,
                 fail_on_unknown=args.fail_on_unknown,
                 report=not args.no_report,

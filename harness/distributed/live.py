@@ -1,0 +1,443 @@
+"""``harness run --ray``: a live scenario's sessions sharded over agent actors (issue 15, docs/distributed.md).
+
+The driver (the ``harness run`` process) does everything a local run does except
+running the sessions: it starts the fake and the servers (or uses the
+``[target]`` urls), runs the chaos timeline (kills, restarts, outages: it holds
+the processes), the fuzzer and the collection at the end (final states, stats,
+the backend's execution log). The sessions run in ``K`` agent actors per Ray
+node, each with the existing agent code, its own HTTP clients, its own
+:class:`~harness.history.History` and its own per-session nemesis (DELETE
+during proxy, wrong-process probes: actions an agent triggers). Each actor
+returns its events; the driver merges them into the one history of the run
+folder, which is then identical in shape to a local run's.
+
+The global order (documented in docs/distributed.md, "The merged history"):
+
+- every process reads its own monotonic clock. At the start the driver pings
+  each actor three times: it reads its own clock ``t0``, the actor reads its
+  clock ``m``, the driver reads ``t1``; the ping with the smallest round trip
+  gives the actor's offset (``m`` is taken as simultaneous with
+  ``(t0 + t1) / 2``) and the uncertainty ``u = (t1 - t0) / 2``: the actor's
+  clock then reads driver time within ``+-u``.
+- an actor's history starts at the driver's t = 0 mapped to its clock, so its
+  times are in driver time; the driver then widens each of them by ``u``: an
+  invoke moves ``u`` earlier (``time`` and ``intended``), a completion ``u``
+  later, and both carry ``clock_uncertainty: u``. An operation of one actor then
+  precedes an operation of another process only if it completed more than
+  ``2u`` before the other was invoked: the checkers (which order operations by
+  ``completion.time < invoke.time``) see operations within the uncertainty as
+  overlapping, unchanged. A client latency is measured on one clock, so the
+  report takes the widening off again (``harness/report/buckets.py``).
+- the merged history is sorted by (time, source, the source's own order)
+  (source 0 is the driver, then actors in order), op ids are renumbered
+  (the driver's keep theirs, each actor's are shifted past them), ``index`` is
+  the new position. An invoke still precedes its completion.
+
+Client-latency HDR histograms: each actor records its chat latencies (one
+clock, no widening) into an HdrHistogram and returns it encoded; the driver adds
+them (``HdrHistogram.add``: counts merged, never percentiles averaged) into
+``harness_self.json``'s ``ray`` section, next to each actor's offset,
+uncertainty, sessions and self-monitor. The saturation check covers every
+process: the run is saturated if any of them was.
+
+Assignment: session ``i`` runs on actor ``(i + derive_seed(seed, "ray-shard")) % n``,
+a pure function of the seed and the session index (round robin from a seeded
+rotation, so the shards differ in size by at most one). The workload's
+``concurrency`` is split over the actors (their caps sum to it).
+
+This is tooling around protocol code: the actor reads the monotonic clock for
+the ping (``seam-ok``); the agents inside it use the seams as in a local run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import httpx
+from hdrh.histogram import HdrHistogram
+
+from harness.agents import Agent, HttpClient, make_client
+from harness.agents._script import ScriptedAgent
+from harness.chaos import Nemesis, ProcessControl
+from harness.fuzz import run_fuzz
+from harness.history import History
+from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
+from harness.runner._drive import DriveResult, _collect, backend_probe
+from harness.runner._selfmon import SelfMonitor
+from harness.scenario import Scenario
+from harness.seams import LoopClock
+from harness.workload import SessionPlan, WorkloadResult, derive_seed, plan_sessions, run_workload
+
+__all__ = [
+    "ClockSync",
+    "RayLive",
+    "actor_of",
+    "drive_on_ray",
+    "merge_histories",
+    "merge_self",
+    "shard_concurrency",
+]
+
+PINGS = 3
+
+
+def actor_of(seed: int, index: int, n_actors: int) -> int:
+    """The actor that runs session ``index``: a pure function of the seed and the index."""
+    return (index + derive_seed(seed, "ray-shard")) % max(1, n_actors)
+
+
+def shard_concurrency(concurrency: int, n_actors: int) -> list[int]:
+    """Each actor's share of the workload's concurrency cap (they sum to it; at least 1 each)."""
+    base, extra = divmod(concurrency, n_actors)
+    return [max(1, base + (1 if a < extra else 0)) for a in range(n_actors)]
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    """One actor's clock against the driver's: ``driver time = actor clock - start``, within ``+-uncertainty``."""
+
+    start: float  # the actor's monotonic reading at the driver's t = 0
+    uncertainty: float  # half the best ping's round trip, seconds
+
+    @staticmethod
+    def from_pings(pings: list[tuple[float, float, float]]) -> ClockSync:
+        """``pings``: (driver t0, actor clock, driver t1) per ping, driver times since the run's start."""
+        t0, m, t1 = min(pings, key=lambda p: p[2] - p[0])
+        return ClockSync(start=m - (t0 + t1) / 2.0, uncertainty=max(0.0, (t1 - t0) / 2.0))
+
+
+class RayLive:
+    """Where ``harness run --ray`` runs its agent actors: one Ray connection for a whole suite.
+
+    ``address=None``: a private local head on 127.0.0.1 (as ``RayPool``) with ``agents_per_node`` CPUs;
+    otherwise an existing cluster (``auto``, ``ray://host:10001``), never shut down by the harness.
+    """
+
+    def __init__(self, address: str | None, agents_per_node: int) -> None:
+        from harness.distributed.pool import RayPool
+
+        if agents_per_node < 1:
+            raise ValueError("--agents-per-node must be >= 1")
+        self.pool = RayPool(address, agents_per_node)
+        self.ray: Any = self.pool._ray
+        self.agents_per_node = agents_per_node
+
+    def nodes(self) -> list[str]:
+        """The alive nodes' ids, sorted (the actors' placement is then the same for the same cluster)."""
+        return sorted(str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive"))
+
+    def actors(self, loopback: bool = False) -> list[Any]:
+        """``agents_per_node`` actors on every alive node (node order, then index); with ``loopback`` (the
+        servers listen on the driver's 127.0.0.1) on the driver's node only: no other node can reach them."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        cls = self.ray.remote(num_cpus=0, max_restarts=0)(AgentActor)
+        nodes = [str(self.ray.get_runtime_context().get_node_id())] if loopback else self.nodes()
+        out = []
+        for node in nodes:
+            for _ in range(self.agents_per_node):
+                strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+                out.append(cls.options(scheduling_strategy=strategy).remote())
+        return out
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+    def __enter__(self) -> RayLive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
+
+
+class AgentActor:
+    """Runs one shard of a scenario's sessions (a Ray actor; a plain object in tests)."""
+
+    def node(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def clock(self) -> float:
+        return time.monotonic()  # seam-ok: the clock-offset ping (LoopClock reads the same clock)
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(run_shard(**job))
+
+
+async def run_shard(
+    *,
+    sc: Scenario,
+    servers: list[str],
+    backend_url: str | None,
+    actor: int,
+    n_actors: int,
+    start: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    """One actor's sessions against ``servers``, timed from ``start`` on this process's monotonic clock."""
+    plans = [p for p in plan_sessions(sc, len(servers)) if actor_of(sc.seed, p.index, n_actors) == actor]
+    clients: dict[str, HttpClient] = {k: make_client(k) for k in sorted({p.client for p in plans})}
+    control = httpx.AsyncClient(timeout=10.0)
+    history = History(LoopClock(), start=start)
+    monitor = SelfMonitor()
+    monitor.start()
+    try:
+
+        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+            try:
+                r = await control.request(method, url, json=body)
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"
+            return r.status_code, None
+
+        nemesis = Nemesis(sc.chaos, history, servers, request, backend_url=backend_url, base_plan=sc.backend.plan())
+
+        async def run_session(p: SessionPlan) -> None:
+            agent = (ScriptedAgent if p.script else Agent)(
+                p,
+                servers=servers,
+                client=clients[p.client],
+                history=history,
+                spec=sc.agent,
+                workload=sc.workload,
+                nemesis=nemesis,
+            )
+            await agent.run()
+
+        workload = await run_workload(
+            plans, run_session, now=history.now, concurrency=concurrency, duration_s=sc.workload.duration_s
+        )
+        await nemesis.drain()
+        history.close_open("run ended (duration bound)")
+        self_summary = await monitor.stop()
+        return {
+            "events": history.events,
+            "sessions": len(plans),
+            "workload": workload.__dict__,
+            "self": self_summary,
+            "lags_ms": monitor.lags_ms,
+            "hdr": _latency_hdr(history.events),
+        }
+    finally:
+        for c in clients.values():
+            with contextlib.suppress(Exception):
+                await c.aclose()
+        await control.aclose()
+
+
+def _latency_hdr(events: list[dict[str, Any]]) -> str:
+    """This actor's chat latencies (completion - invoke, one clock) as an encoded HdrHistogram."""
+    hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    sent: dict[int, float] = {}
+    for ev in events:
+        if ev.get("f") != "chat":
+            continue
+        if ev["type"] == "invoke":
+            sent[ev["op"]] = float(ev["time"])
+        elif ev["op"] in sent:
+            us = round((float(ev["time"]) - sent.pop(ev["op"])) * 1e6)
+            if LOWEST_US <= us <= HIGHEST_US:
+                hist.record_value(us)
+    return base64.b64encode(hist.encode()).decode() if hist.get_total_count() else ""
+
+
+def merge_hdr(encoded: list[str]) -> Any:
+    """The actors' histograms added (counts merged, never percentiles averaged)."""
+    total = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    for e in encoded:
+        if e:
+            total.add(HdrHistogram.decode(base64.b64decode(e)))
+    return total
+
+
+def merge_histories(
+    driver: list[dict[str, Any]], actors: list[tuple[list[dict[str, Any]], float]]
+) -> list[dict[str, Any]]:
+    """One history from the driver's events and each actor's (events, clock uncertainty): see the module docstring."""
+    next_op = 1 + max((int(e["op"]) for e in driver), default=-1)
+    rows: list[tuple[float, int, int, dict[str, Any]]] = [
+        (float(e["time"]), 0, i, dict(e)) for i, e in enumerate(driver)
+    ]
+    for src, (events, u) in enumerate(actors, start=1):
+        shift = next_op
+        for i, e in enumerate(events):
+            ev = dict(e)
+            ev["op"] = int(ev["op"]) + shift
+            sign = -1.0 if ev["type"] == "invoke" else 1.0
+            ev["time"] = round(float(ev["time"]) + sign * u, 6)
+            if ev.get("intended") is not None:  # an invoke's; a completion repeats it: the same shift
+                ev["intended"] = round(float(ev["intended"]) - u, 6)
+            ev["clock_uncertainty"] = round(u, 6)
+            rows.append((ev["time"], src, i, ev))
+        next_op = shift + 1 + max((int(e["op"]) for e in events), default=-1)
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    out = []
+    for n, (_t, _s, _i, ev) in enumerate(rows):
+        ev["index"] = n
+        out.append(ev)
+    return out
+
+
+def merge_self(driver: dict[str, Any], actors: list[dict[str, Any]], lags: list[float]) -> dict[str, Any]:
+    """``harness_self.json`` of a sharded run: the driver's keys, lag percentiles over every process's samples
+    (pooled, not averaged), the busiest process's CPU, saturated if any process was."""
+    merged = dict(driver)
+    s = sorted(lags)
+
+    def p(q: float) -> float:
+        return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
+
+    merged["samples"] = len(s)
+    merged["lag_p50_ms"], merged["lag_p99_ms"] = round(p(0.50), 3), round(p(0.99), 3)
+    merged["lag_max_ms"] = round(s[-1] if s else 0.0, 3)
+    merged["late_samples"] = sum(1 for v in s if v > float(driver.get("lag_limit_ms", 100.0)))
+    merged["cpu_fraction"] = max(
+        [float(driver.get("cpu_fraction", 0.0))] + [float(a.get("cpu_fraction", 0.0)) for a in actors]
+    )
+    reasons = [f"driver: {r}" for r in driver.get("reasons") or []]
+    for i, a in enumerate(actors):
+        reasons += [f"agent actor {i}: {r}" for r in a.get("reasons") or []]
+    merged["reasons"] = reasons
+    merged["saturated"] = bool(reasons)
+    return merged
+
+
+async def drive_on_ray(
+    sc: Scenario,
+    servers: list[str],
+    live: RayLive,
+    *,
+    backend_url: str | None = None,
+    processes: ProcessControl | None = None,
+    faults_applied: bool = True,
+    history_sink: IO[str] | None = None,
+) -> DriveResult:
+    """:func:`harness.runner.drive` with the sessions on Ray agent actors; the same :class:`DriveResult`."""
+    loopback = all(httpx.URL(u).host in ("127.0.0.1", "localhost", "::1") for u in servers)
+    actors = live.actors(loopback=loopback)
+    n = len(actors)
+    await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
+    control = httpx.AsyncClient(timeout=10.0)
+    history = History(LoopClock(), sink=history_sink)  # the driver's own ops: probes, chaos, fuzz
+    history.now()
+    monitor = SelfMonitor()
+    monitor.start()
+    notes: list[str] = []
+    if loopback and len(live.nodes()) > 1:
+        notes.append(f"--ray: the servers listen on loopback: {n} agent actor(s) on the driver's node only")
+    try:
+        await backend_probe(history, control, backend_url)
+        syncs = []
+        for a in actors:
+            pings = []
+            for _ in range(PINGS):
+                t0 = history.now()
+                m = float(await a.clock.remote())
+                pings.append((t0, m, history.now()))
+            syncs.append(ClockSync.from_pings(pings))
+        nodes = await asyncio.gather(*(a.node.remote() for a in actors))
+
+        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+            try:
+                r = await control.request(method, url, json=body)
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"
+            return r.status_code, None
+
+        nemesis = Nemesis(
+            sc.chaos,
+            history,
+            servers,
+            request,
+            backend_url=backend_url,
+            base_plan=sc.backend.plan(),
+            processes=processes,
+        )
+        caps = shard_concurrency(sc.workload.concurrency, n)
+        refs = [
+            a.run.remote(
+                {
+                    "sc": sc,
+                    "servers": servers,
+                    "backend_url": backend_url,
+                    "actor": i,
+                    "n_actors": n,
+                    "start": syncs[i].start,
+                    "concurrency": caps[i],
+                }
+            )
+            for i, a in enumerate(actors)
+        ]
+        timeline = asyncio.create_task(nemesis.timeline())
+        fuzzer = asyncio.create_task(run_fuzz(sc, servers, history, None))
+        shards: list[dict[str, Any]] = list(await asyncio.gather(*refs))
+        try:
+            await asyncio.wait_for(fuzzer, timeout=max(0.1, sc.workload.duration_s - history.now()))
+        except TimeoutError:
+            notes.append("fuzz cut by the duration bound")
+        try:
+            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
+        except TimeoutError:
+            timeline.cancel()
+            notes.append("chaos timeline cut at the end of the workload")
+        with contextlib.suppress(asyncio.CancelledError):
+            await timeline
+        await nemesis.drain()
+        history.close_open("run ended (duration bound)")
+        driver_self = await monitor.stop()
+        workload = WorkloadResult()
+        for s in shards:
+            w = s["workload"]
+            workload.started += w["started"]
+            workload.finished += w["finished"]
+            workload.not_started += w["not_started"]
+            workload.cut_by_bound += w["cut_by_bound"]
+            workload.errors.extend(w["errors"])
+        notes.extend(workload.errors[:5])
+        history.events[:] = merge_histories(
+            history.events, [(s["events"], y.uncertainty) for s, y in zip(shards, syncs, strict=True)]
+        )
+        history._next_op = 1 + max((int(e["op"]) for e in history.events), default=-1)
+        lags = [*monitor.lags_ms, *(v for s in shards for v in s["lags_ms"])]
+        harness_self = merge_self(driver_self, [s["self"] for s in shards], lags)
+        hdr = merge_hdr([s["hdr"] for s in shards])
+        harness_self["ray"] = {
+            "agents_per_node": live.agents_per_node,
+            "actors": [
+                {
+                    "node": nodes[i],
+                    "sessions": s["sessions"],
+                    "concurrency": caps[i],
+                    "clock_start": round(syncs[i].start, 9),
+                    "clock_uncertainty_s": round(syncs[i].uncertainty, 9),
+                    "self": s["self"],
+                }
+                for i, s in enumerate(shards)
+            ],
+            "client_chat_latency_hdr": base64.b64encode(hdr.encode()).decode() if hdr.get_total_count() else "",
+            "client_chat_latency_ms": {
+                "n": hdr.get_total_count(),
+                "p50": hdr.get_value_at_percentile(50.0) / 1000.0,
+                "p99": hdr.get_value_at_percentile(99.0) / 1000.0,
+                "max": hdr.get_max_value() / 1000.0,
+            },
+        }
+        saturated = SelfMonitor.note(harness_self)
+        if saturated:
+            notes.append(saturated)
+        data = await _collect(sc, history, servers, backend_url, control)
+        data.harness = harness_self
+        data.scenario["target"]["process_control"] = processes is not None
+        data.scenario["target"]["faults_applied"] = faults_applied
+        return DriveResult(data, workload, sum(int(s["sessions"]) for s in shards), notes)
+    finally:
+        await control.aclose()
+        for a in actors:
+            with contextlib.suppress(Exception):
+                live.ray.kill(a)

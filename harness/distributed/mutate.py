@@ -1,0 +1,92 @@
+"""``harness mutate --ray``: the stage-1 kill test of each mutant as a Ray task (issue 15, docs/distributed.md).
+
+The same jobs as ``--jobs`` (harness.mutate._driver): one per mutant, the kept
+cases in the same order, ``stop_at_first``, the same timeout. Only where a job
+runs changes: a Ray task unpacks the pristine ``reference_impl`` snapshot (put
+in the object store once, as a tar: a cluster's nodes do not share the
+driver's temp dir) and runs the job through the very same
+``_run_jobs`` (its tree, a child forked from a fork server that pre-imported
+the harness, the timeout kill), then returns the child's case records. The
+driver judges them with the same ``_judge_sim``, so a mutant's status, killing
+case and checkers are those of a local run (the kill test is a simulation: a
+pure function of the tree, the cases and their seeds).
+
+At most ``parallel`` jobs are in flight (the head's CPUs, ``--jobs``), so
+``--budget-s`` stops starting mutants as it does locally. A Ray worker keeps its
+fork server between tasks: the harness import is paid once per worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.distributed.pool import RayPool
+
+__all__ = ["kill_test", "run_jobs_on_ray"]
+
+OnDone = Callable[[Any, list[dict[str, Any]], bool, float], None]
+
+
+def _tar(root: Path, package: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(root / package, arcname=package)  # bytecode too, with its mtimes: the unmutated modules stay valid
+    return buf.getvalue()
+
+
+def kill_test(tree_tar: bytes, job: Any) -> tuple[list[dict[str, Any]], bool, float]:
+    """One mutant's kill test on this node: (the child's records, timed out, seconds)."""
+    from harness.mutate._driver import _context, _run_jobs
+
+    base = Path(tempfile.mkdtemp(prefix="harness-mutate-ray-"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tree_tar)) as tf:
+            tf.extractall(base / "pristine", filter="fully_trusted")  # our own snapshot, made by the driver
+        out: list[tuple[list[dict[str, Any]], bool, float]] = []
+        local = dataclasses.replace(job, work=base / "job", proc=None)
+        _run_jobs(_context(), base / "pristine", [local], 1, None, lambda _j, ev, to, el: out.append((ev, to, el)))
+        return out[0]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_jobs_on_ray(
+    address: str | None,
+    root: Path,
+    package: str,
+    jobs: list[Any],
+    parallel: int,
+    deadline: float | None,
+    on_done: OnDone,
+) -> list[Any]:
+    """``_run_jobs`` over Ray tasks (``address=None``: a local head); returns the jobs never started."""
+    pending = list(jobs)
+    with RayPool(address, parallel) as pool:
+        ray = pool._ray
+        task = ray.remote(num_cpus=1, max_retries=0)(kill_test)
+        tree = ray.put(_tar(root, package))
+        running: dict[Any, Any] = {}
+        try:
+            while pending or running:
+                now = time.monotonic()  # seam-ok: tooling, the budget
+                while pending and len(running) < max(1, parallel) and (deadline is None or now < deadline):
+                    job = pending.pop(0)
+                    running[task.remote(tree, job)] = job
+                if not running:
+                    break
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    events, timed_out, elapsed = ray.get(ref)
+                    on_done(running.pop(ref), events, timed_out, elapsed)
+        finally:  # an interrupt must not leave tasks running on the cluster
+            for ref in running:
+                ray.cancel(ref, force=True)
+    return pending

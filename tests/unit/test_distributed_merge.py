@@ -1,0 +1,102 @@
+"""The merge of a sharded live run (harness/distributed/live.py; issue 15). No Ray needed, milliseconds."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from harness.distributed.live import (
+    ClockSync,
+    _latency_hdr,
+    actor_of,
+    merge_hdr,
+    merge_histories,
+    merge_self,
+    shard_concurrency,
+)
+from harness.history import History, operations
+from harness.report.buckets import extract
+from harness.rundata import RunData
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.t
+
+
+def _chat(h: History, clock: FakeClock, session: str, t0: float, t1: float) -> None:
+    clock.t = t0
+    op = h.invoke(process=f"agent-{session}", f="chat", session=session, server="s", turn=1, attempt=1)
+    clock.t = t1
+    h.ok(op, status=200)
+
+
+def test_assignment_is_a_pure_balanced_function_of_seed_and_index() -> None:
+    a = [actor_of(7, i, 3) for i in range(30)]
+    assert a == [actor_of(7, i, 3) for i in range(30)]  # no state: the same seed gives the same shards
+    assert sorted(a.count(k) for k in range(3)) == [10, 10, 10]
+    assert {actor_of(s, 0, 2) for s in range(20)} == {0, 1}  # the seed rotates the assignment
+    assert sum(shard_concurrency(10, 3)) == 10 and shard_concurrency(1, 2) == [1, 1]
+
+
+def test_the_best_ping_sets_offset_and_uncertainty() -> None:
+    # actor clock = driver time + 100; pings of 10 ms, 2 ms and 6 ms round trip
+    pings = [(1.0, 101.004, 1.010), (2.0, 102.001, 2.002), (3.0, 103.003, 3.006)]
+    s = ClockSync.from_pings(pings)
+    assert abs(s.start - 100.0) < 1e-9 and abs(s.uncertainty - 0.001) < 1e-9
+
+
+def test_merge_widens_actor_ops_so_close_ops_of_two_processes_overlap() -> None:
+    cd, ca = FakeClock(), FakeClock()
+    driver, actor = History(cd), History(ca)
+    cd.t = ca.t = 0.0
+    driver.now(), actor.now()
+    cd.t = 1.0
+    kill = driver.invoke(process="nemesis", f="chaos", value="kill")
+    cd.t = 1.001
+    driver.ok(kill, value="kill")
+    _chat(actor, ca, "a", 1.0015, 1.2)  # invoked 0.5 ms after the kill completed, as the actor's clock says
+    merged = merge_histories(driver.events, [(actor.events, 0.002)])
+    assert [e["index"] for e in merged] == list(range(len(merged)))
+    pairs = list(operations(merged))
+    assert len({inv["op"] for inv, _ in pairs}) == 2  # op ids stay unique
+    (k_inv, k_done), (c_inv, c_done) = sorted(pairs, key=lambda p: p[0]["f"])
+    assert c_inv["time"] < k_done["time"]  # within the uncertainty: overlapping, not "after the kill"
+    assert c_inv["clock_uncertainty"] == c_done["clock_uncertainty"] == 0.002
+    assert "clock_uncertainty" not in k_inv
+    for inv, done in pairs:
+        assert done is not None and merged.index(inv) < merged.index(done)
+    # the report measures the chat on one clock: the widening comes off again
+    (req,) = extract(RunData(scenario={}, history=merged)).requests
+    assert abs((req.end - req.sent) - 0.1985) < 1e-6 and abs(req.sent - 1.0015) < 1e-6
+
+
+def test_actor_histograms_are_added_not_averaged() -> None:
+    ca, cb = FakeClock(), FakeClock()
+    a, b = History(ca), History(cb)
+    for i in range(99):
+        _chat(a, ca, f"a{i}", 10.0 * i, 10.0 * i + 0.010)  # 99 chats of 10 ms on one actor
+    _chat(b, cb, "b", 0.0, 1.0)  # one of 1 s on the other
+    total = merge_hdr([_latency_hdr(a.events), _latency_hdr(b.events), ""])
+    assert total.get_total_count() == 100
+    assert 9_990 <= total.get_value_at_percentile(99.0) <= 10_010  # the pooled p99 (an average of p99s: 505 ms)
+    assert total.get_max_value() >= 999_000
+    back = HdrHistogram.decode(base64.b64decode(_latency_hdr(b.events)))
+    assert back.get_total_count() == 1
+
+
+def test_saturation_of_any_process_makes_the_run_saturated() -> None:
+    quiet: dict[str, Any] = {"cpu_fraction": 0.2, "reasons": [], "saturated": False, "lag_limit_ms": 100.0}
+    busy = {**quiet, "cpu_fraction": 0.99, "reasons": ["harness CPU 99% of a core > 95%"], "saturated": True}
+    m = merge_self(quiet, [quiet, busy], [1.0, 2.0, 300.0])
+    assert m["saturated"] and m["cpu_fraction"] == 0.99 and m["reasons"] == ["agent actor 1: " + busy["reasons"][0]]
+    assert m["samples"] == 3 and m["lag_max_ms"] == 300.0 and m["late_samples"] == 1
+    assert not merge_self(quiet, [quiet, quiet], [1.0])["saturated"]
