@@ -40,7 +40,8 @@ Rules (times are the history's, from invoke to completion):
   than ``liveness_bound_s``, e.g. duplicate_inflight_retry's 0.6 s) is no
   evidence of a deadlock by itself: it is ``delete_timeout`` only when the
   process's log, on the client's clock, shows the session's only DELETE
-  served surely after the bound (its ``session_deleted``) or not at all while
+  served surely after the bound (its ``session_deleted``) or, when the client
+  records that it had written the whole request (``sent``), not at all while
   the process kept logging surely past the bound; served within the bound, or
   no evidence either way (no logs, a foreign server): unknown, with the reason;
 - a DELETE that timed out and that the server never logged as done is also
@@ -125,7 +126,9 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
 
     The session's only DELETE, and its process's log, placed on the client's clock, shows either its
     ``session_deleted`` surely later than the bound, or none at all while the process was still logging
-    surely after the bound (CONTEXT.md: a served DELETE logs ``session_deleted``). None: not proven."""
+    surely after the bound (CONTEXT.md: a served DELETE logs ``session_deleted``) although the client
+    had written the whole request (its completion says ``sent``: a starved client can give up before its
+    request leaves it). None: not proven."""
     sid, port = d.session, port_of(d.server)
     if sid is None or port is None or sum(1 for x in ops if x.f == "delete" and x.session == sid) != 1:
         return None
@@ -137,9 +140,14 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
         if all(s is not None and s[0] > deadline for s in spans):
             return f"its session_deleted is surely after the bound (client time > {deadline:.3f})"
         return None
+    if (d.completion or {}).get("sent") is not True:
+        return None  # the client may have given up before its request left it: the server never had it
     later = [s for s in (clock.span(ln) for ln in mine) if s is not None and s[0] > deadline]
     if later:
-        return f"no session_deleted, while the process still logged at client time {later[-1][0]:.3f} > {deadline:.3f}"
+        return (
+            f"the client had sent it, and there is no session_deleted while the process still logged at client "
+            f"time {later[-1][0]:.3f} > {deadline:.3f}"
+        )
     return None
 
 
