@@ -628,7 +628,7 @@ class _Run:
         else:
             fr = {"type": "abort", "message": "Abort request (fake_sglang)"}
         lps = self.answer.logprobs
-        return {
+        meta: dict[str, Any] = {
             "id": self.rid,
             "finish_reason": fr,
             "prompt_tokens": self.req.prompt_tokens,
@@ -636,6 +636,23 @@ class _Run:
             "cached_tokens": 0,
             "output_token_logprobs": [[lps[i], t] for i, t in enumerate(ids)],
         }
+        if self.fname == "retokenized_prompt":
+            meta["prompt_token_ids"] = self._retokenized()
+        return meta
+
+    def _retokenized(self) -> list[int]:
+        """The prompt a re-tokenizing backend reports: the sent ids with token ``at`` (else the last) replaced.
+
+        The model "saw" other tokens than the session server sent, so the server's new checkpoint
+        (prompt_token_ids + completion) breaks the prefix of the stored one whenever ``at`` falls inside it.
+        """
+        ids = list(self.req.ids)
+        at = self.fault.get("at") if self.fault is not None else 0
+        i = min(int(at if at is not None else 0), len(ids) - 1)
+        alt = next((t for t in self.model.encode(" retokenized") if t != ids[i]), ids[i] + 1)
+        ids[i] = alt
+        self.entry["retokenized_at"] = i
+        return ids
 
     def _body(self, finish: str, k: int) -> dict[str, Any]:
         ids, content, calls = self._completion(finish, k)
