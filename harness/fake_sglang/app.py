@@ -184,6 +184,7 @@ class FakeSGLang:
             "faults": {},
         }
         self.executions: dict[str, list[dict[str, Any]]] = {}
+        self._by_rid: dict[str, list[dict[str, Any]]] = {}  # rid -> its executions, for /abort_request's mark
         self._seen: dict[str, dict[bytes, int]] = {}
         self._ordinals: dict[str, int] = {}
         self._global_ordinal = 0
@@ -271,10 +272,14 @@ class FakeSGLang:
         self.counters["abort_requests"] += 1
         if body.get("abort_all") is True:
             flights = [f for fs in self._flights.values() for f in fs]
+            named = [e for es in self._by_rid.values() for e in es if e["outcome"] == "inflight"]
         elif isinstance(body.get("rid"), str):
             flights = list(self._flights.get(body["rid"], ()))
+            named = self._by_rid.get(body["rid"], [])
         else:
             raise BadRequest("abort_request: expected {'rid': str} or {'abort_all': true}")
+        for e in named:  # the execution log says the backend was told, whether or not it was still running
+            e["abort_requested"] = True
         for f in flights:
             f.aborted.set()
         await respond.send_json(send, 200, {"aborted": len(flights)})
@@ -451,6 +456,7 @@ class FakeSGLang:
             "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
         }
         self.executions.setdefault(req.key, []).append(entry)
+        self._by_rid.setdefault(rid, []).append(entry)
         flight = _Flight(rid)
         self._flights.setdefault(rid, []).append(flight)
         try:
