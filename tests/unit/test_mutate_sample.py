@@ -54,7 +54,7 @@ FLOOR = 0.71
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # 485-653 s measured on the shared box at load ~15 (the old kill set: 475 s at ~13, 79 s idle)
+@pytest.mark.timeout(1500)  # 485-653 s measured on the shared box at load ~15 (old kill set: 475 s at ~13, 79 s idle)
 def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_mutation(
         MutationConfig(modules=PROTOCOL_MODULES, sample=SAMPLE, seed=SEED, seeds=[0], scenarios=SCENARIOS, jobs=2)
