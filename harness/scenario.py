@@ -205,6 +205,9 @@ class AgentSpec:
     timeout_s: float = 10.0
     timeout_retries: int = 1
     stream_probability: float = 0.0  # per chat: ask for SSE (httpx and aiohttp agents)
+    # sent as the body's chat_template_kwargs (e.g. enable_thinking = false), with this probability per chat
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    template_kwargs_probability: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -819,9 +822,26 @@ def _parse_agent(t: _Table) -> AgentSpec:
         timeout_s=t.float_("timeout_s", 10.0, 0.01, 600.0),
         timeout_retries=t.int_("timeout_retries", 1, 0, 100),
         stream_probability=t.prob("stream_probability"),
+        chat_template_kwargs=_template_kwargs(t),
+        template_kwargs_probability=t.prob("template_kwargs_probability", 1.0),
     )
     t.done()
     return spec
+
+
+def _template_kwargs(t: _Table) -> dict[str, Any]:
+    """``chat_template_kwargs = { enable_thinking = false }``: identifier keys, scalar values."""
+    raw = t.raw("chat_template_kwargs", {})
+    if not isinstance(raw, Mapping):
+        raise t.err("chat_template_kwargs", f"expected a table such as {{ enable_thinking = false }}, got {raw!r}")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if not k.isidentifier():
+            raise t.err(f"chat_template_kwargs.{k}", "a template variable name must be an identifier")
+        if not isinstance(v, bool | int | float | str) or (isinstance(v, float) and not math.isfinite(v)):
+            raise t.err(f"chat_template_kwargs.{k}", f"expected a boolean, number or string, got {v!r}")
+        out[k] = v
+    return out
 
 
 def _parse_chaos(t: _Table, target: TargetSpec) -> ChaosSpec:

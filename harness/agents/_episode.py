@@ -558,6 +558,7 @@ class Agent:
             messages=len(body["messages"]),
             probe=message_probe(body["messages"]),
             stream=bool(body.get("stream")),
+            **({"template_kwargs": body["chat_template_kwargs"]} if "chat_template_kwargs" in body else {}),
             forced_fault=forced,
             **(how or {}),
         )
@@ -656,6 +657,11 @@ class Agent:
         wants = self.spec.stream_probability > 0 and self.client.kind != "openai"
         if wants and self._draw() < self.spec.stream_probability:
             body["stream"] = True
+        kw = self.spec.chat_template_kwargs
+        if kw and (
+            self.spec.template_kwargs_probability >= 1.0 or self._draw() < self.spec.template_kwargs_probability
+        ):
+            body["chat_template_kwargs"] = dict(kw)
         return body
 
     def _user(self, turn: int, variant: int) -> dict[str, Any]:

@@ -8,7 +8,10 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
 
 - a chat **500** is explained only when the backend itself answered that very
   request with a 500 (the execution log shows ``http_500`` applied to it: the
-  pass-through). Never by a fault class in the plan, never by a time window:
+  pass-through), or when the backend reported other ``prompt_token_ids``
+  than it was sent (``retokenized_prompt``: a broken prefix is the
+  protocol's 500 tokenization error; whether the prefix really broke is
+  token_state's business, which flags a commit of one). Never by a fault class in the plan, never by a time window:
   a server that answers 500 on invalid JSON from the backend is wrong even
   while an outage is declared;
 - a chat **502 / 503 / 504** is explained by the fault the backend applied to
@@ -127,6 +130,8 @@ class NoUnexpected5xx:
         if st == 500:
             if "http_500" in faults:
                 return "backend http_500 passed through", ""
+            if "retokenized_prompt" in faults:  # the protocol's answer to a broken prefix (CONTEXT.md: 500)
+                return "backend prompt_token_ids differ from the input_ids sent (tokenization error)", ""
             return "", "server error (500) on a chat: a tokenization error or a crash, never a backend fault"
         if any(plan_explains(st, {f}) for f in faults):
             return f"backend fault {faults[-1]}", ""

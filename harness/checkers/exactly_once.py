@@ -17,6 +17,14 @@ A turn legitimately runs more than once only through distinct client attempts
 (abort retries, timeout retries, duplicates), each with its own request id.
 Without an execution log (external backend) the verdict is unknown.
 
+When the run declares the ``delete_cancel`` design (CONTEXT.md: "DELETE cancels
+the in-flight proxy of that session (and tells the backend via ``POST
+/abort_request``)"), a chat that reached the backend and was answered 404 while
+its session was being deleted was cancelled mid-proxy: the backend must have
+been told to abort that generation by its ``rid`` (the fake marks the execution
+``abort_requested``). A generation left running for a client that is gone
+burns the GPU the design exists to free (``cancel_not_sent``).
+
 A log that is not continuous over the run (the backend restarted, or its log
 was cleared by ``POST /admin/reset``: harness/checkers/continuity.py) proves
 what it holds, not what it lacks: executions it shows still count (twice,
@@ -31,12 +39,33 @@ from collections import Counter
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.continuity import execution_log_gap
-from harness.checkers.ops import Op, pair_ops
+from harness.checkers.ops import Op, pair_ops, variants
 from harness.rundata import RunData
 
 
 class ExactlyOnce:
     name = "exactly_once"
+
+    @staticmethod
+    def _cancel_told(run: RunData, ops: list[Op], chats: dict[str, Op]) -> list[Violation]:
+        """delete_cancel: every execution of a chat cancelled by its session's DELETE was aborted by rid."""
+        deleted = {o.session for o in ops if o.f == "delete" and o.status is not None and 200 <= o.status < 300}
+        out: list[Violation] = []
+        for _key, execs in sorted(run.backend_executions.items()):
+            for ex in execs:
+                o = chats.get(str(ex.get("request_id")))
+                if o is None or o.status != 404 or o.session not in deleted or ex.get("abort_requested"):
+                    continue
+                out.append(
+                    Violation(
+                        f"chat {o.request_id} was cancelled by its session's DELETE (404) but the backend was never "
+                        f"told to abort generation {ex.get('rid')} (delete_cancel: POST /abort_request by rid)",
+                        o.indices,
+                        o.session,
+                        "cancel_not_sent",
+                    )
+                )
+        return out
 
     def check(self, run: RunData) -> Verdict:
         gap = execution_log_gap(run)
@@ -92,6 +121,8 @@ class ExactlyOnce:
                         "executed_twice",
                     )
                 )
+        if "delete_cancel" in variants(run):
+            violations.extend(self._cancel_told(run, ops, chats))
         missing = 0
         for rid, o in chats.items():
             if o.acknowledged and executed[rid] == 0:

@@ -10,6 +10,8 @@ log_consistency
 - one ``chat_done`` per chat the history saw answered (joined by the
   ``x-req-id`` response header, else by ``caller_request_id`` = ``x-request-id``),
   with the same status;
+- every bucket (and ``total_ms``, ``read_body_ms``) is a duration, never below 0
+  (a sign error in one bucket makes the sum *smaller*, so the sum rule alone misses it);
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
   (+ read_body) <= total_ms`` (+ 1 ms + 1 %); what they leave unexplained of
   the server's *own* handling above ``checks.options.log_overhead_ms`` (default
@@ -60,6 +62,8 @@ from harness.checkers.ops import (
 from harness.rundata import RunData
 
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
+# a bucket is a duration: below 0 only by a rounding of a 0 (a server that logs -0.0 or -1e-9 is not wrong)
+NEGATIVE_TOLERANCE_MS = 0.001
 
 
 def _num(x: Any) -> float | None:
@@ -194,6 +198,21 @@ class LogConsistency:
                     )
                     continue
                 body_ms = _num(ln.get("read_body_ms"))
+                negative = [
+                    f"{k}={v:g}"
+                    for k, v in (*zip(BUCKETS, parts, strict=True), ("read_body_ms", body_ms), ("total_ms", total))
+                    if v is not None and v < -NEGATIVE_TOLERANCE_MS
+                ]
+                if negative:
+                    violations.append(
+                        Violation(
+                            f"chat_done {ln.get('req_id')}: negative timing bucket(s) {', '.join(negative)} "
+                            "(a duration cannot be below 0)",
+                            op_idx(ln),
+                            ln.get("session_id"),
+                            "negative_bucket",
+                        )
+                    )
                 acc = sum(p for p in parts if p is not None) + (body_ms or 0.0)
                 handling = total - (body_ms or 0.0)
                 if body_ms is not None and body_ms > overhead_ms:

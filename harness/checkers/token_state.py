@@ -51,6 +51,7 @@ record's turn is the turn of the request it is linked to (``ops.Links``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -92,8 +93,12 @@ def _decoder(run: RunData) -> Callable[[list[int]], str | None] | None:
     return decode
 
 
-def generation_prompt(run: RunData) -> str | None:
-    """The text the chat template appends for ``add_generation_prompt=True`` (None: not separable)."""
+def generation_prompt(run: RunData, template_kwargs: dict[str, Any] | None = None) -> str | None:
+    """The text the chat template appends for ``add_generation_prompt=True`` (None: not separable).
+
+    ``template_kwargs`` are the request's ``chat_template_kwargs``: they may change it (the reasoning
+    family's ``enable_thinking=False`` closes an empty think block after the assistant header).
+    """
     target = run.scenario.get("target")
     name = target.get("tokenizer") if isinstance(target, dict) else None
     try:
@@ -101,8 +106,9 @@ def generation_prompt(run: RunData) -> str | None:
 
         tok = load_tokenizer(name if isinstance(name, str) else None)
         msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-        bare = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False))
-        full = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+        kw = dict(template_kwargs or {})
+        bare = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False, **kw))
+        full = str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kw))
     except Exception:
         return None
     tail = full[len(bare) :] if full.startswith(bare) else ""
@@ -122,6 +128,8 @@ class TokenState:
     name = "token_state"
     _decode: Callable[[list[int]], str | None] | None = None
     _gen: str | None = None
+    _gens: dict[str, str | None]
+    _run: RunData
 
     def check(self, run: RunData) -> Verdict:
         keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
@@ -131,6 +139,7 @@ class TokenState:
         trim = max_trim_tokens(run)
         self._decode = _decoder(run)
         self._gen = generation_prompt(run) if self._decode is not None else None
+        self._run, self._gens = run, {}
         violations: list[Violation] = []
         unknown: list[str] = []
         for sid, snap in sorted(snaps.items()):
@@ -265,11 +274,15 @@ class TokenState:
         if text is None:
             return
         last, first, first_n = probe.get("last"), probe.get("first"), probe.get("first_n")
-        if self._gen is not None and not text.endswith(self._gen):
+        # with chat_template_kwargs either rendering is the server's right: CONTEXT.md does not say it must apply them
+        gens = [
+            g for g in (self._gen, self._gen_for(op.invoke.get("template_kwargs") if op is not None else None)) if g
+        ]
+        if gens and not any(text.endswith(g) for g in gens):
             out.append(
                 Violation(
                     f"committed record of turn {turn}: the prompt does not end with the template's generation "
-                    f"prompt {self._gen!r} (ends {text[-40:]!r}): the model was not asked to answer",
+                    f"prompt {gens[-1]!r} (ends {text[-40:]!r}): the model was not asked to answer",
                     ops,
                     sid,
                     "no_generation_prompt",
@@ -298,6 +311,15 @@ class TokenState:
                         "history_resent",
                     )
                 )
+
+    def _gen_for(self, template_kwargs: Any) -> str | None:
+        """The generation prompt for a request that sent these ``chat_template_kwargs`` (cached per value)."""
+        if not isinstance(template_kwargs, dict) or not template_kwargs or self._gen is None:
+            return self._gen
+        key = json.dumps(template_kwargs, sort_keys=True, default=str)
+        if key not in self._gens:
+            self._gens[key] = generation_prompt(self._run, template_kwargs)
+        return self._gens[key]
 
     @staticmethod
     def _diverged(

@@ -33,6 +33,7 @@ __all__ = [
     "drop_chat_done",
     "drop_provisional",
     "drop_record",
+    "no_prefix_check",
     "reference_app",
     "refuse_retries",
     "slow_delete",
@@ -328,8 +329,18 @@ def drop_chat_done(**kw: Any) -> Any:
     return reference_app(**{**kw, "log_sink": lossy})
 
 
+def no_prefix_check(**kw: Any) -> Any:
+    """The prefix invariant is not checked: whatever prompt the backend reports is committed (a server that
+    trusts ``meta_info.prompt_token_ids`` blindly, or lost the check in a refactor). Stored history the
+    model never extended reaches training."""
+    app = reference_app(**kw)
+    app.state.server.tito.check_prefix = lambda base_ids, new_ids: None
+    return app
+
+
 # name -> factory, for proofs.toml (``bug = "NAME"``)
 BUGS: dict[str, Callable[..., Any]] = {
+    "no_prefix_check": no_prefix_check,
     "corrupt_prompt": corrupt_prompt,
     "crash_on_bad_json": crash_on_bad_json,
     "crash_on_upstream_error": crash_on_upstream_error,

@@ -184,6 +184,7 @@ class FakeSGLang:
             "faults": {},
         }
         self.executions: dict[str, list[dict[str, Any]]] = {}
+        self._by_rid: dict[str, list[dict[str, Any]]] = {}  # rid -> its executions, for /abort_request's mark
         self._seen: dict[str, dict[bytes, int]] = {}
         self._ordinals: dict[str, int] = {}
         self._global_ordinal = 0
@@ -271,10 +272,14 @@ class FakeSGLang:
         self.counters["abort_requests"] += 1
         if body.get("abort_all") is True:
             flights = [f for fs in self._flights.values() for f in fs]
+            named = [e for es in self._by_rid.values() for e in es if e["outcome"] == "inflight"]
         elif isinstance(body.get("rid"), str):
             flights = list(self._flights.get(body["rid"], ()))
+            named = self._by_rid.get(body["rid"], [])
         else:
             raise BadRequest("abort_request: expected {'rid': str} or {'abort_all': true}")
+        for e in named:  # the execution log says the backend was told, whether or not it was still running
+            e["abort_requested"] = True
         for f in flights:
             f.aborted.set()
         await respond.send_json(send, 200, {"aborted": len(flights)})
@@ -451,6 +456,7 @@ class FakeSGLang:
             "latency_ms": round(delay.total(len(answer.body_ids) + 1) * 1000, 3),
         }
         self.executions.setdefault(req.key, []).append(entry)
+        self._by_rid.setdefault(rid, []).append(entry)
         flight = _Flight(rid)
         self._flights.setdefault(rid, []).append(flight)
         try:
@@ -628,7 +634,7 @@ class _Run:
         else:
             fr = {"type": "abort", "message": "Abort request (fake_sglang)"}
         lps = self.answer.logprobs
-        return {
+        meta: dict[str, Any] = {
             "id": self.rid,
             "finish_reason": fr,
             "prompt_tokens": self.req.prompt_tokens,
@@ -636,6 +642,23 @@ class _Run:
             "cached_tokens": 0,
             "output_token_logprobs": [[lps[i], t] for i, t in enumerate(ids)],
         }
+        if self.fname == "retokenized_prompt":
+            meta["prompt_token_ids"] = self._retokenized()
+        return meta
+
+    def _retokenized(self) -> list[int]:
+        """The prompt a re-tokenizing backend reports: the sent ids with token ``at`` (else the last) replaced.
+
+        The model "saw" other tokens than the session server sent, so the server's new checkpoint
+        (prompt_token_ids + completion) breaks the prefix of the stored one whenever ``at`` falls inside it.
+        """
+        ids = list(self.req.ids)
+        at = self.fault.get("at") if self.fault is not None else 0
+        i = min(int(at if at is not None else 0), len(ids) - 1)
+        alt = next((t for t in self.model.encode(" retokenized") if t != ids[i]), ids[i] + 1)
+        ids[i] = alt
+        self.entry["retokenized_at"] = i
+        return ids
 
     def _body(self, finish: str, k: int) -> dict[str, Any]:
         ids, content, calls = self._completion(finish, k)

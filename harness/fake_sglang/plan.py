@@ -83,6 +83,8 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "invalid_json": {},
     "spike": {"ms": (_Float, None)},
     "tool_calls": {"count": (_Int, 1)},
+    # a re-tokenizing backend: meta_info.prompt_token_ids differs from the input_ids sent, from token ``at`` on
+    "retokenized_prompt": {"at": (_Int, 0)},
 }
 # http_<code> for any other 4xx/5xx code is accepted too (see _fault_params).
 
@@ -250,13 +252,22 @@ def _coerce(value: Any, typ: type, key: str, source: str) -> Any:
 def _check_param_range(name: str, p: str, v: Any, key: str, source: str) -> None:
     if p == "fraction" and not 0.0 <= v <= 1.0:
         raise _err(source, key, f"must be within [0, 1], got {v}")
+    if p == "at" and v < 0:
+        raise _err(source, key, f"must be >= 0, got {v}")
     if p in ("tokens", "chunks", "count") and v < (1 if p in ("chunks", "count") else 0):
         raise _err(source, key, f"must be >= {1 if p in ('chunks', 'count') else 0}, got {v}")
     if p in ("seconds", "ms") and v < 0:
         raise _err(source, key, f"must be >= 0, got {v}")
     if name == "hang" and p == "seconds" and v > HANG_MAX_S:
         raise _err(source, key, f"hang is bounded: at most {HANG_MAX_S:g} s, got {v}")
-    top = {"seconds": HANG_MAX_S, "ms": MAX_MS, "tokens": MAX_TOKENS, "chunks": MAX_CHUNKS, "count": MAX_TOOL_CALLS}
+    top = {
+        "seconds": HANG_MAX_S,
+        "ms": MAX_MS,
+        "tokens": MAX_TOKENS,
+        "at": MAX_CONTEXT,
+        "chunks": MAX_CHUNKS,
+        "count": MAX_TOOL_CALLS,
+    }
     if p in top and v > top[p]:
         raise _err(source, key, f"must be at most {top[p]:g}, got {v}")
 

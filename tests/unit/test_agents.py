@@ -15,7 +15,7 @@ import pytest
 from harness.agents import Reply, framing_facts
 from harness.rundata import RunData
 from harness.runner import run_inprocess
-from harness.scenario import parse_scenario
+from harness.scenario import ScenarioError, parse_scenario
 
 
 async def run_inproc(spec: dict[str, Any], *variants: str, processes: int = 1) -> RunData:
@@ -305,3 +305,29 @@ def test_committed_choice_picks_our_answer_that_a_record_holds() -> None:
     assert committed_choice([rec("first copy"), rec("second copy", "abort")], [a, b]) is a  # a provisional is no answer
     assert committed_choice([rec("someone else's")], [a, b]) is None  # never adopts what is not ours
     assert committed_choice(None, [a, b]) is None
+
+
+async def test_chat_template_kwargs_are_sent_where_the_scenario_asks_and_the_turns_commit() -> None:
+    """enable_thinking=False on the reasoning family: the server renders with it, the model answers, all valid."""
+    run = await run_inproc(
+        {
+            "target": {"tokenizer": "reasoning"},
+            "workload": {"sessions": 2, "turns": 3},
+            "agent": {"chat_template_kwargs": {"enable_thinking": False}, "client": {"httpx": 1, "openai": 1}},
+        }
+    )
+    invokes = [e for e in run.history if e["type"] == "invoke" and e["f"] == "chat"]
+    assert invokes and all(e["template_kwargs"] == {"enable_thinking": False} for e in invokes)
+    assert len(ops(run, "chat", "ok")) == 6
+    records = [r for e in ops(run, "get", "ok") for r in (e.get("body") or {}).get("records", [])]
+    assert records and all(r["request"]["chat_template_kwargs"] == {"enable_thinking": False} for r in records)
+    assert_all_valid(run)
+
+
+def test_chat_template_kwargs_must_be_identifiers_with_scalar_values() -> None:
+    with pytest.raises(ScenarioError, match=r"agent\.chat_template_kwargs\.enable_thinking.*boolean, number or string"):
+        parse_scenario({"agent": {"chat_template_kwargs": {"enable_thinking": [1]}}}, "x.toml")
+    with pytest.raises(ScenarioError, match="identifier"):
+        parse_scenario({"agent": {"chat_template_kwargs": {"not-a-name": True}}}, "x.toml")
+    sc = parse_scenario({"agent": {"chat_template_kwargs": {"enable_thinking": False}}}, "x.toml")
+    assert sc.agent.chat_template_kwargs == {"enable_thinking": False} and sc.agent.template_kwargs_probability == 1.0

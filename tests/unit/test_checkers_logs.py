@@ -147,3 +147,16 @@ def test_a_caller_request_id_said_only_at_chat_start_still_joins_the_history() -
     v = run_one(run, "log_consistency")
     assert v.status == "valid", v
     assert "13 joined to the history" in v.notes
+
+
+def test_a_negative_timing_bucket_is_a_violation_though_the_sum_still_fits() -> None:
+    """A sign error (lock_wait_ms - wait) makes the sum smaller: only a bucket-by-bucket check sees it."""
+    run = one_chat(200.0, 150.0, 10.0)
+    done = next(ln for ln in run.server_logs if ln["event"] == "chat_done")
+    done["lock_wait_ms"] = -12.5
+    v = run_one(run, "log_consistency")
+    assert kinds(v) == {"negative_bucket"}, v
+    assert "lock_wait_ms=-12.5" in v.violations[0].message
+    # a zero logged as -0.0 is no duration below 0
+    done["lock_wait_ms"] = -0.0
+    assert run_one(run, "log_consistency").status == "valid"

@@ -256,3 +256,23 @@ async def test_execution_log_says_where_each_fault_came_from() -> None:
             )
     got = [(e["fault"], e["fault_source"]) for e in app.executions["s"]]
     assert got == [(None, None), ("http_503", "plan:rule0"), ("abort", "header"), ("reset", "plan:outage")]
+
+
+async def test_retokenized_prompt_reports_other_prompt_ids_than_were_sent() -> None:
+    app = create_app(seed=1)
+    ids = TOK.encode(
+        TOK.apply_chat_template(MSGS, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+    )
+    async with client(app) as c:
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"input_ids": ids, "return_meta_info": True},
+            headers={"x-fake-fault": "retokenized_prompt;at=3", "x-smg-routing-key": "s"},
+        )
+    got = r.json()["choices"][0]["meta_info"]["prompt_token_ids"]
+    assert r.status_code == 200 and len(got) == len(ids)
+    assert got[:3] == ids[:3] and got[3] != ids[3] and got[4:] == ids[4:]
+    assert entry(app)["retokenized_at"] == 3
+    # no fault: the fake does not report prompt ids at all (the server keeps the ids it sent)
+    r, _ = await fault("none")
+    assert "prompt_token_ids" not in r.json()["choices"][0]["meta_info"]
