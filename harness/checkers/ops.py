@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from harness.rundata import RunData
+from harness.rundata import RunData, StoredBody, body_of
 
 INF = math.inf
 COMPLETION_TYPES = ("ok", "fail", "info")
@@ -152,7 +152,14 @@ class Op:
 
     @property
     def body(self) -> Any:
-        return None if self.completion is None else self.completion.get("body")
+        """The completion's ``body`` (a :class:`StoredBody` is decoded from the history file)."""
+        return body_of(self.completion)
+
+    @property
+    def has_dict_body(self) -> bool:
+        """``isinstance(self.body, dict)`` without decoding a stored body."""
+        b = None if self.completion is None else self.completion.get("body")
+        return isinstance(b, dict | StoredBody)
 
     @property
     def indices(self) -> list[int]:
@@ -270,10 +277,16 @@ def by_session(ops: Iterable[Op], f: str | tuple[str, ...] | None = None) -> dic
 
 @dataclass
 class Snapshot:
-    """A session's ``GET /sessions/{id}`` body and when it was taken."""
+    """A session's ``GET /sessions/{id}`` body and when it was taken.
+
+    ``stored`` is the body itself or, for a large loaded history, where it is in the file
+    (:class:`~harness.rundata.StoredBody`): decoded when a checker reads ``body`` or ``records``, and
+    only the last ``KEEP_RECORDS`` such snapshots keep their records, so a checker's walk over every
+    session holds a few sessions' states at a time, not the run's.
+    """
 
     session: str
-    body: dict[str, Any]
+    stored: dict[str, Any] | StoredBody
     time: float  # +inf for the final state (taken after every operation)
     source: str  # "final" or "collect"
     op: Op | None = None
@@ -287,13 +300,33 @@ class Snapshot:
     token_reason: str = ""
     _records: list[dict[str, Any]] | None = field(default=None, repr=False)
 
+    KEEP_RECORDS: ClassVar[int] = 32
+    _holding: ClassVar[OrderedDict[int, Snapshot]] = OrderedDict()  # stored snapshots holding records
+
+    @property
+    def body(self) -> dict[str, Any]:
+        b = self.stored
+        return b.load() if isinstance(b, StoredBody) else b
+
     @property
     def records(self) -> list[dict[str, Any]]:
         """The records in the canonical shape the checkers read (see :func:`normalize_record`)."""
         if self._records is None:
             r = self.body.get("records")
             raw = [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
-            self._records = [normalize_record(x, self.links) for x in raw]
+            records = [normalize_record(x, self.links) for x in raw]
+            if not isinstance(self.stored, StoredBody):
+                self._records = records
+                return records
+            held = Snapshot._holding
+            held[id(self)] = self
+            self._records = records
+            while len(held) > self.KEEP_RECORDS:
+                _, old = held.popitem(last=False)
+                old._records = None
+            return records
+        if id(self) in Snapshot._holding:
+            Snapshot._holding.move_to_end(id(self))
         return self._records
 
     @property
@@ -346,14 +379,15 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
             if (
                 g.type == "ok"
                 and g.status == 200
-                and isinstance(g.body, dict)
+                and g.has_dict_body
                 and (d is None or g.start < d.start)
                 and (best is None or g.start > best.start)
             ):
                 best = g
         if best is not None:
-            body = best.body
-            assert isinstance(body, dict)
+            assert best.completion is not None
+            body = best.completion["body"]
+            assert isinstance(body, dict | StoredBody)
             out[sid] = Snapshot(sid, body, best.start, "collect", best)
     missing = sorted(sid for sid in by_session(ops, "chat") if sid not in out)
     for snap in out.values():
