@@ -671,16 +671,20 @@ def find_token_key(run: RunData, snaps: list[Snapshot]) -> tuple[str | None, str
     if named:
         return named, f"target.protocol.token_ids_key = {named!r}"
     trim = max_trim_tokens(run)
-    present: dict[str, list[tuple[list[int] | None, Snapshot]]] = defaultdict(list)
+    # the snapshots per key, not their values: a run's every token list held at once is what a large
+    # run cannot afford (a snapshot's body may be decoded again from the history file when it is asked)
+    present: dict[str, list[Snapshot]] = defaultdict(list)
+    not_ints: set[str] = set()
     for snap in snaps:
         for k, v in snap.metadata.items():
-            present[str(k)].append((_int_list(v), snap))
+            present[str(k)].append(snap)
+            if _int_list(v) is None:
+                not_ints.add(str(k))
 
     def looks_right(k: str) -> bool | None:
-        vals = present[k]
-        if any(v is None for v, _ in vals):
+        if k in not_ints:
             return False
-        verdicts = [_consistent(v, s, trim) for v, s in vals if v is not None]
+        verdicts = [_consistent(_int_list(s.metadata.get(k)) or [], s, trim) for s in present[k]]
         if any(x is False for x in verdicts) and not any(x is True for x in verdicts):
             return False
         return True if any(x is True for x in verdicts) else None
