@@ -136,7 +136,8 @@ class StoredBody:
             self._recent.move_to_end(key)
             return got[1]
         raw = os.pread(self._src.fd, self.length, self.offset)
-        body = json.loads(raw.decode("utf-8", errors="replace"), parse_int=_shared_int)["body"]
+        # plain ints (the C decoder's fast path): a decoded body is transient, sharing its ints saves nothing
+        body = json.loads(raw.decode("utf-8", errors="replace"))["body"]
         if not isinstance(body, dict):  # the file changed under the descriptor: say so, never guess
             raise ValueError(f"{self._src.path}: byte {self.offset}: the stored GET body is gone")
         self._recent[key] = (self, body)
