@@ -15,7 +15,7 @@ import pytest
 from test_checkers_builders import clean_run, random_clean_run
 
 from harness import rundata
-from harness.checkers import check_all
+from harness.checkers import check_all, ops
 from harness.checkers.ops import Snapshot, pair_ops, snapshots
 from harness.rundata import RunData, StoredBody, body_of
 
@@ -38,7 +38,12 @@ def _big_run(sessions: int) -> RunData:
     return b.build()
 
 
-def test_lazy_load_gives_the_same_verdicts_and_writes_the_same_bytes(tmp_path: Path, every_line: None) -> None:
+@pytest.mark.parametrize("share", [False, True], ids=["small", "shared"])
+def test_lazy_load_gives_the_same_verdicts_and_writes_the_same_bytes(
+    tmp_path: Path, every_line: None, share: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if share:  # as a large run: the checkers share one Links and one set of snapshots
+        monkeypatch.setattr(ops, "SHARE_LINKS_EVENTS", 0)
     runs = [clean_run().build(), *(random_clean_run(seed).build() for seed in range(2))]
     bad = clean_run().build()  # one committed record dropped from a collected body: some checker must say so
     g = next(e for e in bad.history if e.get("f") == "get" and isinstance(e.get("body"), dict))
