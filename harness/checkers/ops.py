@@ -181,7 +181,7 @@ class _Memo:
     events: ClassVar[list[dict[str, Any]]] = []
     ops: ClassVar[list[Op]] = []
     links: ClassVar[list[tuple[RunData, Any, Any, Links]]] = []
-    snaps: ClassVar[list[tuple[RunData, Any, Any, Any, Links, dict[str, Snapshot], list[str]]]] = []
+    snaps: ClassVar[list[tuple[RunData, Any, Any, Any, Links, list[Op], dict[str, Snapshot], list[str]]]] = []
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -367,13 +367,14 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     links = shared_links(run, ops)
     shared = links is not None and any(links is entry[3] for entry in _Memo.links)
     if shared:  # a large run: every checker asks for the same snapshots; the token key is found once
-        for r, be, sc, fs, lk, got, miss in _Memo.snaps:
+        for r, be, sc, fs, lk, of, got, miss in _Memo.snaps:
             if (
                 r is run
                 and be is run.backend_executions
                 and sc is run.scenario
                 and fs is run.final_states
                 and lk is links
+                and _same(of, ops)  # the same operations (a checker may pass a selection)
             ):
                 return dict(got), list(miss)
     out: dict[str, Snapshot] = {}
@@ -408,7 +409,9 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     for snap in out.values():
         snap.token_key, snap.token_reason = key, reason
     if shared:
-        _Memo.snaps.append((run, run.backend_executions, run.scenario, run.final_states, links, out, missing))
+        _Memo.snaps.append(
+            (run, run.backend_executions, run.scenario, run.final_states, links, list(ops), out, missing)
+        )
     return dict(out) if shared else out, missing
 
 
