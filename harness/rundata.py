@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["CUT_REASON", "RUN_FILES", "RunData", "close_cut_history"]
+__all__ = ["CUT_REASON", "RUN_FILES", "RunData", "StoredBody", "body_of", "close_cut_history"]
 
 CUT_REASON = "run cut before this operation completed (signal or crash): outcome unknown"
 
@@ -96,6 +99,73 @@ class _Compactor:
         return ev
 
 
+class _Source:
+    """An open read-only descriptor on the ``history.jsonl`` a run was loaded from.
+
+    Held open (closed when the last :class:`StoredBody` goes) so that a body is re-read from the file as
+    it was loaded, even if the folder's history is rewritten (:meth:`RunData.save` replaces the file, the
+    descriptor still names the old one).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+
+
+class StoredBody:
+    """A GET completion's ``body`` left in ``history.jsonl``: where its line is, decoded on demand.
+
+    A collect ``GET`` body is a whole session state (every record's ``input_ids`` and logprobs): most of a
+    large history's bytes, and parsed it costs several times its size. Only the snapshot a checker asks
+    for is decoded (:func:`body_of`, ``Op.body``); the last few are kept decoded. Only dict bodies are
+    stored this way, so ``isinstance(body_of(ev), dict)`` is true of every one.
+    """
+
+    __slots__ = ("_src", "length", "offset")
+    KEEP = 32  # decoded bodies kept (a checker walks one session's snapshot at a time)
+    _recent: ClassVar[OrderedDict[tuple[int, int], tuple[StoredBody, dict[str, Any]]]] = OrderedDict()
+
+    def __init__(self, src: _Source, offset: int, length: int) -> None:
+        self._src, self.offset, self.length = src, offset, length
+
+    def load(self) -> dict[str, Any]:
+        key = (id(self._src), self.offset)
+        got = self._recent.get(key)
+        if got is not None and got[0] is self:
+            self._recent.move_to_end(key)
+            return got[1]
+        raw = os.pread(self._src.fd, self.length, self.offset)
+        # plain ints (the C decoder's fast path): a decoded body is transient, sharing its ints saves nothing
+        body = json.loads(raw.decode("utf-8", errors="replace"))["body"]
+        if not isinstance(body, dict):  # the file changed under the descriptor: say so, never guess
+            raise ValueError(f"{self._src.path}: byte {self.offset}: the stored GET body is gone")
+        self._recent[key] = (self, body)
+        if len(self._recent) > self.KEEP:
+            self._recent.popitem(last=False)
+        return body
+
+    def __repr__(self) -> str:
+        return f"StoredBody({self._src.path.name}@{self.offset}+{self.length})"
+
+
+def body_of(ev: dict[str, Any] | None) -> Any:
+    """An event's ``body`` as recorded: a :class:`StoredBody` is decoded from the history file."""
+    if ev is None:
+        return None
+    b = ev.get("body")
+    return b.load() if isinstance(b, StoredBody) else b
+
+
+def _plain(ev: dict[str, Any]) -> dict[str, Any]:
+    """The event as recorded (a stored body decoded), for writing it out."""
+    b = ev.get("body")
+    return {**ev, "body": b.load()} if isinstance(b, StoredBody) else ev
+
+
+LAZY_FILE_BYTES = 16 * 1024 * 1024  # a history this large keeps its GET bodies in the file (RunData.load)
+LAZY_LINE_BYTES = 2048  # ... those whose line is at least this long (a small body costs less than its pointer)
+
 # File names inside one scenario's run folder.
 RUN_FILES = {
     "scenario": "scenario.json",  # the validated scenario as plain data (+ "source": path)
@@ -122,9 +192,12 @@ class RunData:
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(self.scenario, indent=2, sort_keys=True, default=str))
-        with (run_dir / RUN_FILES["history"]).open("w") as fh:
+        hist = run_dir / RUN_FILES["history"]
+        tmp = hist.with_name(hist.name + ".tmp")  # replaced whole: a StoredBody may still read the old file
+        with tmp.open("w") as fh:
             for ev in self.history:
-                fh.write(json.dumps(ev, sort_keys=True) + "\n")
+                fh.write(json.dumps(_plain(ev), sort_keys=True) + "\n")
+        os.replace(tmp, hist)
         (run_dir / RUN_FILES["final_states"]).write_text(json.dumps(self.final_states, sort_keys=True))
         (run_dir / RUN_FILES["owners"]).write_text(json.dumps(self.owners, indent=1, sort_keys=True))
         (run_dir / RUN_FILES["backend_executions"]).write_text(json.dumps(self.backend_executions, sort_keys=True))
@@ -135,12 +208,15 @@ class RunData:
             (run_dir / RUN_FILES["harness"]).write_text(json.dumps(self.harness, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunData:
+    def load(cls, run_dir: Path, *, lazy_bodies: bool | None = None) -> RunData:
         """Read a run folder; a run cut short (a signal, a crash) reads too.
 
         A torn last line is skipped, and every operation the history invoked but
         never completed gets an ``info`` (unknown outcome) completion saying the
         run was cut: checkers then give verdicts with those operations unknown.
+
+        ``lazy_bodies`` (default: when history.jsonl is at least ``LAZY_FILE_BYTES``): GET completions'
+        dict bodies stay in the file as :class:`StoredBody` pointers, read back by :func:`body_of`.
         """
 
         def jsonl(name: str) -> list[dict[str, Any]]:
@@ -151,8 +227,15 @@ class RunData:
             compact = _Compactor()
             torn: int | None = None  # the number of a line that is not JSON: fine only if it is the last one
             n = 0
-            with p.open(errors="replace") as fh:  # line by line: never the whole file and its lines at once
-                for line in fh:
+            lazy = name == "history" and (
+                lazy_bodies if lazy_bodies is not None else p.stat().st_size >= LAZY_FILE_BYTES
+            )
+            src = _Source(p) if lazy else None
+            offset = 0
+            with p.open("rb") as fh:  # line by line: never the whole file and its lines at once
+                for raw in fh:
+                    at, offset = offset, offset + len(raw)
+                    line = raw.decode("utf-8", errors="replace")
                     if not line.strip():
                         continue
                     n += 1
@@ -164,6 +247,13 @@ class RunData:
                         torn = n
                         continue
                     if isinstance(obj, dict):
+                        if (
+                            src is not None
+                            and len(raw) >= LAZY_LINE_BYTES
+                            and obj.get("f") == "get"
+                            and isinstance(obj.get("body"), dict)
+                        ):
+                            obj["body"] = StoredBody(src, at, len(raw))
                         out.append(compact.event(obj))
             if torn is not None and (n > torn or n == 1):  # not the last line, or the only one
                 raise ValueError(f"{p}: line {torn} is not JSON (a corrupt run folder)")

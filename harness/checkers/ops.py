@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from harness.rundata import RunData
+from harness.rundata import RunData, StoredBody, body_of
 
 INF = math.inf
 COMPLETION_TYPES = ("ok", "fail", "info")
@@ -152,7 +152,14 @@ class Op:
 
     @property
     def body(self) -> Any:
-        return None if self.completion is None else self.completion.get("body")
+        """The completion's ``body`` (a :class:`StoredBody` is decoded from the history file)."""
+        return body_of(self.completion)
+
+    @property
+    def has_dict_body(self) -> bool:
+        """``isinstance(self.body, dict)`` without decoding a stored body."""
+        b = None if self.completion is None else self.completion.get("body")
+        return isinstance(b, dict | StoredBody)
 
     @property
     def indices(self) -> list[int]:
@@ -174,6 +181,7 @@ class _Memo:
     events: ClassVar[list[dict[str, Any]]] = []
     ops: ClassVar[list[Op]] = []
     links: ClassVar[list[tuple[RunData, Any, Any, Links]]] = []
+    snaps: ClassVar[list[tuple[RunData, Any, Any, Any, Links, list[Op], dict[str, Snapshot], list[str]]]] = []
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -193,7 +201,7 @@ def pair_ops(history: list[dict[str, Any]]) -> list[Op]:
     if history and _same(history, _Memo.events):
         return list(_Memo.ops)
     ops = _pair(history)
-    _Memo.events, _Memo.ops, _Memo.links = list(history), ops, []
+    _Memo.events, _Memo.ops, _Memo.links, _Memo.snaps = list(history), ops, [], []
     return list(ops)
 
 
@@ -270,10 +278,16 @@ def by_session(ops: Iterable[Op], f: str | tuple[str, ...] | None = None) -> dic
 
 @dataclass
 class Snapshot:
-    """A session's ``GET /sessions/{id}`` body and when it was taken."""
+    """A session's ``GET /sessions/{id}`` body and when it was taken.
+
+    ``stored`` is the body itself or, for a large loaded history, where it is in the file
+    (:class:`~harness.rundata.StoredBody`): decoded when a checker reads ``body`` or ``records``, and
+    only the last ``KEEP_RECORDS`` such snapshots keep their records, so a checker's walk over every
+    session holds a few sessions' states at a time, not the run's.
+    """
 
     session: str
-    body: dict[str, Any]
+    stored: dict[str, Any] | StoredBody
     time: float  # +inf for the final state (taken after every operation)
     source: str  # "final" or "collect"
     op: Op | None = None
@@ -287,13 +301,33 @@ class Snapshot:
     token_reason: str = ""
     _records: list[dict[str, Any]] | None = field(default=None, repr=False)
 
+    KEEP_RECORDS: ClassVar[int] = 32
+    _holding: ClassVar[OrderedDict[int, Snapshot]] = OrderedDict()  # stored snapshots holding records
+
+    @property
+    def body(self) -> dict[str, Any]:
+        b = self.stored
+        return b.load() if isinstance(b, StoredBody) else b
+
     @property
     def records(self) -> list[dict[str, Any]]:
         """The records in the canonical shape the checkers read (see :func:`normalize_record`)."""
         if self._records is None:
             r = self.body.get("records")
             raw = [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
-            self._records = [normalize_record(x, self.links) for x in raw]
+            records = [normalize_record(x, self.links) for x in raw]
+            if not isinstance(self.stored, StoredBody):
+                self._records = records
+                return records
+            held = Snapshot._holding
+            held[id(self)] = self
+            self._records = records
+            while len(held) > self.KEEP_RECORDS:
+                _, old = held.popitem(last=False)
+                old._records = None
+            return records
+        if id(self) in Snapshot._holding:
+            Snapshot._holding.move_to_end(id(self))
         return self._records
 
     @property
@@ -331,6 +365,18 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     (:func:`find_token_key`).
     """
     links = shared_links(run, ops)
+    shared = links is not None and any(links is entry[3] for entry in _Memo.links)
+    if shared:  # a large run: every checker asks for the same snapshots; the token key is found once
+        for r, be, sc, fs, lk, of, got, miss in _Memo.snaps:
+            if (
+                r is run
+                and be is run.backend_executions
+                and sc is run.scenario
+                and fs is run.final_states
+                and lk is links
+                and _same(of, ops)  # the same operations (a checker may pass a selection)
+            ):
+                return dict(got), list(miss)
     out: dict[str, Snapshot] = {}
     deleted = deletes_204(ops)
     for sid, body in run.final_states.items():
@@ -346,14 +392,15 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
             if (
                 g.type == "ok"
                 and g.status == 200
-                and isinstance(g.body, dict)
+                and g.has_dict_body
                 and (d is None or g.start < d.start)
                 and (best is None or g.start > best.start)
             ):
                 best = g
         if best is not None:
-            body = best.body
-            assert isinstance(body, dict)
+            assert best.completion is not None
+            body = best.completion["body"]
+            assert isinstance(body, dict | StoredBody)
             out[sid] = Snapshot(sid, body, best.start, "collect", best)
     missing = sorted(sid for sid in by_session(ops, "chat") if sid not in out)
     for snap in out.values():
@@ -361,7 +408,11 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     key, reason = find_token_key(run, list(out.values()))
     for snap in out.values():
         snap.token_key, snap.token_reason = key, reason
-    return out, missing
+    if shared:
+        _Memo.snaps.append(
+            (run, run.backend_executions, run.scenario, run.final_states, links, list(ops), out, missing)
+        )
+    return dict(out) if shared else out, missing
 
 
 # --- records --------------------------------------------------------------------------------
@@ -637,16 +688,20 @@ def find_token_key(run: RunData, snaps: list[Snapshot]) -> tuple[str | None, str
     if named:
         return named, f"target.protocol.token_ids_key = {named!r}"
     trim = max_trim_tokens(run)
-    present: dict[str, list[tuple[list[int] | None, Snapshot]]] = defaultdict(list)
+    # the snapshots per key, not their values: a run's every token list held at once is what a large
+    # run cannot afford (a snapshot's body may be decoded again from the history file when it is asked)
+    present: dict[str, list[Snapshot]] = defaultdict(list)
+    not_ints: set[str] = set()
     for snap in snaps:
         for k, v in snap.metadata.items():
-            present[str(k)].append((_int_list(v), snap))
+            present[str(k)].append(snap)
+            if _int_list(v) is None:
+                not_ints.add(str(k))
 
     def looks_right(k: str) -> bool | None:
-        vals = present[k]
-        if any(v is None for v, _ in vals):
+        if k in not_ints:
             return False
-        verdicts = [_consistent(v, s, trim) for v, s in vals if v is not None]
+        verdicts = [_consistent(_int_list(s.metadata.get(k)) or [], s, trim) for s in present[k]]
         if any(x is False for x in verdicts) and not any(x is True for x in verdicts):
             return False
         return True if any(x is True for x in verdicts) else None

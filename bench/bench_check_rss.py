@@ -1,0 +1,106 @@
+"""Benchmark: peak RSS and wall time of ``harness check`` and ``harness report`` on a recorded run folder.
+
+Issue 13: "checkers and report that stream the history: harness RSS bounded
+independent of run length". Each command runs as a child process on a copy of
+the folder (the recorded one stays as it was); its peak RSS is the kernel's
+``ru_maxrss`` of that child (``os.wait4``), exact, not sampled.
+
+``--replicate K`` measures on a synthetic folder of K copies of RUN_DIR with
+session ids, request ids and op ids made disjoint (bench_soak.replicate): the
+10^5-session figure is ten copies of a real 10^4-session soak. The copies
+overlap in time, so their verdicts are not meant to be read, only the memory.
+
+``--phases`` instead loads the folder in this process and prints RSS after the load, the pairing, the
+shared Links and each checker (where the memory goes).
+
+Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases]``.
+Not part of the test suite; it prints figures (bench/results_soak.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_soak import ENV, ROOT, replicate
+
+MB = 1024 * 1024
+
+
+def measure(argv: list[str]) -> tuple[int, float, float]:
+    """(exit code, peak RSS MB, wall seconds) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - t0  # ru_maxrss is in KiB on Linux
+
+
+def phases(run_dir: Path) -> None:
+    """RSS (psutil) after each step of a check, in this process."""
+    import psutil
+
+    from harness.checkers import CHECKERS, run_checker
+    from harness.checkers.ops import pair_ops, shared_links
+    from harness.rundata import RunData
+
+    me, t0 = psutil.Process(), time.perf_counter()
+
+    def say(what: str) -> None:
+        print(f"{what}: RSS {me.memory_info().rss / MB:.0f} MB, {time.perf_counter() - t0:.1f} s", flush=True)
+
+    say("imports")
+    run = RunData.load(run_dir)
+    say("RunData.load")
+    ops = pair_ops(run.history)
+    say("pair_ops")
+    shared_links(run, ops)
+    say("Links")
+    for name, checker in CHECKERS.items():
+        v = run_checker(checker, run)
+        say(f"{name} ({v.status})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--replicate", type=int, default=1, metavar="K", help="K disjoint copies of RUN_DIR")
+    ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument("--phases", action="store_true", help="RSS after each step of a check, in this process")
+    ap.add_argument("--tmp", type=Path, default=None, help="where the copy goes (default: a temp dir)")
+    args = ap.parse_args()
+    if args.phases and args.replicate <= 1:
+        phases(args.run_dir)
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        work = Path(tmp) / args.run_dir.name
+        if args.replicate > 1:
+            replicate(args.run_dir, work, args.replicate)
+        else:
+            shutil.copytree(args.run_dir, work)
+        hist = work / "history.jsonl"
+        events = sum(1 for _ in hist.open("rb"))
+        what = f"{args.replicate} disjoint copies of " if args.replicate > 1 else ""
+        print(f"input: {what}{args.run_dir}: {events} events, history.jsonl {hist.stat().st_size / MB:.0f} MB")
+        if args.phases:
+            phases(work)
+            return 0
+        py = sys.executable
+        rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])
+        print(f"harness check: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+        if not args.skip_report:
+            rc, peak, secs = measure([py, "-m", "harness.cli", "report", str(work)])
+            print(f"harness report: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
