@@ -24,6 +24,7 @@ its ``kind``.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,26 @@ __all__ = [
 ]
 
 _LIB_TIMEOUT_S = 3600.0  # the agent's asyncio.timeout is the real bound
+
+# Set by the agent around one call: a client that can tell puts ``sent`` in it, False when the request
+# starts and True once the whole request has been written (httpx's trace events; the sim's network when
+# it hands the request to the server). A request the client gave up on before ``sent`` may never have
+# reached the server: a starved client's timeout can fire first (liveness, #16).
+REQUEST_PROGRESS: ContextVar[dict[str, bool] | None] = ContextVar("REQUEST_PROGRESS", default=None)
+SENT_EVENTS = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
+
+
+def _trace_extensions() -> dict[str, Any] | None:
+    progress = REQUEST_PROGRESS.get()
+    if progress is None:
+        return None
+    progress["sent"] = False
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in SENT_EVENTS:
+            progress["sent"] = True
+
+    return {"trace": trace}
 
 
 @dataclass
@@ -127,7 +148,7 @@ class HttpxClient:
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
         try:
-            resp = await self.http.request(method, url, json=json_body, headers=headers)
+            resp = await self.http.request(method, url, json=json_body, headers=headers, extensions=_trace_extensions())
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from exc
         return _from_httpx(resp)

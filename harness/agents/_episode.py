@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.agents._clients import ClientFailure, HttpClient, Reply
+from harness.agents._clients import REQUEST_PROGRESS, ClientFailure, HttpClient, Reply
 from harness.chaos import Nemesis
 from harness.history import History
 from harness.scenario import AgentSpec, WorkloadSpec
@@ -472,12 +472,14 @@ class Agent:
 
     async def _call(self, op: int, coro: Any, cancel_after: float | None = None) -> Reply | ChatOutcome:
         limit = self.spec.timeout_s if cancel_after is None else min(cancel_after, self.spec.timeout_s)
+        progress: dict[str, bool] = {}  # the client's "sent" (REQUEST_PROGRESS), recorded when it gave up
+        token = REQUEST_PROGRESS.set(progress)
         try:
             async with asyncio.timeout(limit):
                 reply: Reply = await coro
         except TimeoutError:
             err = "client disconnected (chaos)" if cancel_after is not None else f"timeout after {limit:g} s"
-            self.history.info(op, error=err)
+            self.history.info(op, error=err, **progress)
             return ChatOutcome(op, "info", error=err, kind="disconnected" if cancel_after is not None else "timeout")
         except ClientFailure as exc:
             self.history.complete(op, "fail" if exc.outcome == "fail" else "info", error=str(exc))
@@ -485,6 +487,8 @@ class Agent:
         except asyncio.CancelledError:
             self.history.info(op, error="cancelled (run ended)")
             raise
+        finally:
+            REQUEST_PROGRESS.reset(token)
         return reply
 
     async def create(self, intended: float | None = None) -> str | None:

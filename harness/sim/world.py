@@ -262,6 +262,9 @@ class SimNetwork(httpx.AsyncBaseTransport):
             await asyncio.sleep(send_delay)
             if host.generation != generation or not host.alive:
                 raise _Killed()  # the process died while the request was on its way
+        trace = request.extensions.get("trace")
+        if trace is not None:  # the whole request is with the server now, as httpcore reports it live
+            await trace("http11.send_request_body.complete", {"request": request})
         try:
             response = await host.transport.handle_async_request(request)
         except asyncio.CancelledError:

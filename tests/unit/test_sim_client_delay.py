@@ -67,3 +67,23 @@ def test_known_bad_still_flagged_under_client_delay(variant: str, name: str, che
             return
         seen.append((seed, flagged))
     pytest.fail(f"{variant} on {name} not flagged by {checker} under client delay: {seen}")
+
+
+def test_a_timed_out_request_records_whether_it_had_left_the_client() -> None:
+    """The agent records ``sent`` with a timeout: False when its 0.6 s ran out while the (delayed) request
+    was still on its way, True when the server had it; liveness needs the difference (#16)."""
+    seen: set[bool] = set()
+    for seed in range(4):
+        r = simulate(
+            with_seed(
+                load_scenario(SCENARIOS / "duplicate_inflight_retry.toml", {"chaos.client_delay_ms": [0, 900]}), seed
+            ),
+            seed,
+            "random",
+            trace=False,
+        )
+        assert r.data is not None
+        timeouts = [e for e in r.data.history if e["type"] == "info" and "timeout after" in str(e.get("error"))]
+        seen |= {bool(e["sent"]) for e in timeouts if "sent" in e}
+        assert all("sent" in e for e in timeouts), [e for e in timeouts if "sent" not in e][:1]
+    assert seen == {True, False}, seen
