@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from harness.agents._pool import fast_transport
+
 __all__ = [
     "AiohttpClient",
     "ClientFailure",
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 _LIB_TIMEOUT_S = 3600.0  # the agent's asyncio.timeout is the real bound
+# One client per client kind is shared by every session (as an RL framework shares one client per
+# rollout worker): enough connections for thousands of concurrent sessions.
+_MAX_CONNECTIONS = 2000
+_MAX_KEEPALIVE = 200
 
 
 @dataclass
@@ -117,10 +123,12 @@ class HttpxClient:
     kind = "httpx"
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, client: httpx.AsyncClient | None = None):
+        limits = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE)
         self.http = client or httpx.AsyncClient(
-            transport=transport,
+            # sockets: httpx's transport on an O(1) pool (harness/agents/_pool.py), not httpcore's O(connections) one
+            transport=transport if transport is not None else fast_transport(limits),
             timeout=_LIB_TIMEOUT_S,
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            limits=limits,
         )
 
     async def send(
@@ -190,10 +198,11 @@ class OpenAIClient(HttpxClient):
 
         super().__init__(transport)
         bridge: Any = _Httpx2Bridge(transport) if transport is not None else None
+        limits = httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE)
         self.http2 = httpx2.AsyncClient(
-            transport=bridge,
+            transport=bridge if bridge is not None else fast_transport(limits, sdk=True),
             timeout=_LIB_TIMEOUT_S,
-            limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
+            limits=limits,
         )
         self._sdk: dict[str, Any] = {}
 
