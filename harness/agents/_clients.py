@@ -130,12 +130,22 @@ class HttpxClient:
             timeout=_LIB_TIMEOUT_S,
             limits=limits,
         )
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _url(self, url: str) -> httpx.URL:
+        """``url`` parsed once: httpx parses a ``str`` on every request (~10% of its cost), a ``URL`` it reuses."""
+        u = self._urls.get(url)
+        if u is None:
+            if len(self._urls) >= 4096:  # a session's URLs repeat every turn; older sessions' are dropped
+                self._urls.clear()
+            u = self._urls[url] = httpx.URL(url)
+        return u
 
     async def send(
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
         try:
-            resp = await self.http.request(method, url, json=json_body, headers=headers)
+            resp = await self.http.request(method, self._url(url), json=json_body, headers=headers)
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from exc
         return _from_httpx(resp)
