@@ -32,11 +32,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.agents._clients import HttpxClient  # noqa: E402
+from harness.agents._clients import (  # noqa: E402
+    _LIB_TIMEOUT_S,
+    _MAX_CONNECTIONS,
+    _MAX_KEEPALIVE,
+    AiohttpClient,
+    HttpClient,
+    HttpxClient,
+    OpenAIClient,
+)
 from harness.history import History  # noqa: E402
 from harness.seams import LoopClock  # noqa: E402
 
@@ -86,8 +95,27 @@ def _p(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
-async def drive(url: str, rate: float, seconds: float, concurrency: int) -> dict[str, float]:
-    client = HttpxClient()
+def make(kind: str, pool: str) -> HttpClient:
+    """The agents' client of ``kind``; ``pool="httpcore"`` puts httpcore's own pool back (the "before")."""
+    client: HttpClient
+    if kind == "aiohttp":
+        return AiohttpClient()
+    client = OpenAIClient() if kind == "openai" else HttpxClient()
+    if pool == "httpcore":
+        import httpx
+        import httpx2
+
+        assert isinstance(client, HttpxClient)
+        if isinstance(client, OpenAIClient):
+            lim2 = httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE)
+            client.http2 = httpx2.AsyncClient(timeout=_LIB_TIMEOUT_S, limits=lim2)
+        lim = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE)
+        client.http = httpx.AsyncClient(timeout=_LIB_TIMEOUT_S, limits=lim)
+    return client
+
+
+async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: str, pool: str) -> dict[str, Any]:
+    client = make(kind, pool)
     history = History(LoopClock())
     history.now()
     sem = asyncio.Semaphore(concurrency)
@@ -121,6 +149,9 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int) -> dict
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     await client.aclose()
     return {
+        "client": kind,
+        "pool": pool if kind != "aiohttp" else "aiohttp",
+        "load": os.getloadavg()[0],
         "offered": rate,
         "achieved": n / wall,
         "cpu_ms_per_req": 1000.0 * cpu / n,
@@ -135,6 +166,12 @@ def main() -> None:
     ap.add_argument("--rates", default="200,500,1000,2000,4000")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--client", default="httpx", help="httpx, openai or aiohttp (comma-separated: each in turn)")
+    ap.add_argument(
+        "--pool",
+        default="fast",
+        help="fast (the agents' pool, harness/agents/_pool.py), httpcore (httpcore's own: the before), or both",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", type=int, metavar="N", help="cProfile the first rate; print the top N functions")
     args = ap.parse_args()
@@ -146,25 +183,33 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             print(f"# echo ASGI server (uvicorn), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            print("offered/s  achieved/s  cpu_ms/req  turns/s/core  harness_cpu  gap_p50_ms  gap_p99_ms")
+            print(
+                "client   pool      load  offered/s  achieved/s  cpu_ms/req  turns/s/core  harness_cpu  "
+                "gap_p50_ms  gap_p99_ms"
+            )
+            pools = ["httpcore", "fast"] if args.pool == "both" else [args.pool]
             for rate in (float(r) for r in args.rates.split(",")):
-                if args.profile:
-                    import cProfile
-                    import pstats
+                for kind in args.client.split(","):
+                    for pool in pools if kind != "aiohttp" else ["fast"]:
+                        run = drive(url, rate, args.seconds, args.concurrency, kind, pool)
+                        if args.profile:
+                            import cProfile
+                            import pstats
 
-                    prof = cProfile.Profile()
-                    r = prof.runcall(asyncio.run, drive(url, rate, args.seconds, args.concurrency))
-                    pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
-                    args.profile = 0
-                else:
-                    r = asyncio.run(drive(url, rate, args.seconds, args.concurrency))
-                if args.json:
-                    print(json.dumps(r))
-                print(
-                    f"{r['offered']:9.0f}  {r['achieved']:10.0f}  {r['cpu_ms_per_req']:10.3f}  "
-                    f"{1000.0 / r['cpu_ms_per_req']:12.0f}  {r['cpu_fraction']:10.0%}  "
-                    f"{r['gap_p50_ms']:10.2f}  {r['gap_p99_ms']:10.2f}"
-                )
+                            prof = cProfile.Profile()
+                            r = prof.runcall(asyncio.run, run)
+                            pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+                            args.profile = 0
+                        else:
+                            r = asyncio.run(run)
+                        if args.json:
+                            print(json.dumps(r))
+                        print(
+                            f"{r['client']:8} {r['pool']:8} {r['load']:5.1f}  {r['offered']:9.0f}  "
+                            f"{r['achieved']:10.0f}  {r['cpu_ms_per_req']:10.3f}  "
+                            f"{1000.0 / r['cpu_ms_per_req']:12.0f}  {r['cpu_fraction']:10.0%}  "
+                            f"{r['gap_p50_ms']:10.2f}  {r['gap_p99_ms']:10.2f}"
+                        )
         finally:
             proc.terminate()
             proc.wait(timeout=10)

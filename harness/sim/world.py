@@ -149,6 +149,27 @@ def _declared_length(values: list[str]) -> tuple[int | None, str | None]:
     return int(v), None
 
 
+def _framing_headers(headers: httpx.Headers) -> tuple[list[str], bool]:
+    """(the Content-Length values, whether a Transfer-Encoding is present): ``get_list`` and ``in``, one pass.
+
+    httpx's own lookups re-detect the headers' encoding on every call (they ran
+    four times per request here); the names are compared lower-cased as httpx
+    does. Values in ASCII decode the same under any encoding httpx would pick;
+    anything else is left to httpx's own decoding.
+    """
+    lengths: list[bytes] = []
+    chunked = False
+    for k, v in headers.raw:
+        name = k.lower()
+        if name == b"content-length":
+            lengths.append(v)
+        elif name == b"transfer-encoding":
+            chunked = True
+    if not all(v.isascii() for v in lengths):
+        return headers.get_list("content-length"), chunked
+    return [v.decode("ascii") for v in lengths], chunked
+
+
 def request_framing_error(request: httpx.Request) -> str | None:
     """HTTP/1.1 framing of a request as a real client library would send it (None: fine).
 
@@ -158,10 +179,10 @@ def request_framing_error(request: httpx.Request) -> str | None:
     A proxy that forwards the client's length header onto a rewritten body has
     this bug; CONTEXT.md: forwarded headers go "less hop-by-hop and length headers".
     """
-    values = request.headers.get_list("content-length")
+    values, chunked = _framing_headers(request.headers)
     if not values:
         return None
-    if "transfer-encoding" in request.headers:
+    if chunked:
         return "request carries both Content-Length and Transfer-Encoding"
     n, why = _declared_length(values)
     if why is not None:
@@ -178,13 +199,13 @@ def request_framing_error(request: httpx.Request) -> str | None:
 
 def response_framing_error(request: httpx.Request, response: httpx.Response) -> str | None:
     """HTTP/1.1 framing of a buffered reply as a strict client parses it (None: fine)."""
-    values = response.headers.get_list("content-length")
+    values, chunked = _framing_headers(response.headers)
     if not values:
         return None
     n, why = _declared_length(values)
     if why is not None:
         return why
-    if "transfer-encoding" in response.headers:
+    if chunked:
         return "reply carries both Content-Length and Transfer-Encoding"
     got = len(response.content)
     if request.method != "HEAD" and response.status_code not in (204, 304) and n != got:
