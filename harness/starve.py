@@ -106,8 +106,8 @@ def run_scaled_cli(
     variant of a ``compare`` list, in a child process niced by ``nice`` (``python -m harness.starve``); its
     exit code (0 ran, 1 a scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``.
 
-    ``pause``: hog processes (:func:`cpu_hogs`) the child stops (SIGSTOP) while it starts or restarts server
-    processes and while it checks a finished run, and resumes (SIGCONT) for the workload: a verdict depends
+    ``pause``: hog processes (:func:`cpu_hogs`) the child stops (SIGSTOP) while it imports its modules, while
+    it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the workload: a verdict depends
     on the order of what happened while the sessions ran, never on how long a process took to import its
     libraries or a checker to read a history, and a niced start under the hogs costs ~10x its CPU in wall."""
     per = sessions if isinstance(sessions, Mapping) else {n: sessions for n in names}
@@ -177,10 +177,6 @@ def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> in
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from harness.runner._live import run_scenario
-    from harness.runner._suite import expand
-    from harness.scenario import load_scenario
-
     ap = argparse.ArgumentParser(prog="python -m harness.starve", description="library scenarios, scaled down")
     ap.add_argument("out", type=Path)
     ap.add_argument("--sessions", type=int, default=None, help="sessions of every NAME without its own =N")
@@ -196,8 +192,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"{item}: the session count must be a whole number")
         runs.append((name, int(n) if n else int(args.sessions)))
     pids = [int(p) for p in args.pause.split(",") if p.strip()]
-    if pids:
-        _pause_during_startup(pids)
+    with _stopped(pids):  # this process's own imports (~1-2 s of CPU) are startup too
+        from harness.runner._live import run_scenario
+        from harness.runner._suite import expand
+        from harness.scenario import load_scenario
+
+        if pids:
+            _pause_during_startup(pids)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # run_scenario's cleanup path: no server process left behind
