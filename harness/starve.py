@@ -107,9 +107,10 @@ def run_scaled_cli(
     exit code (0 ran, 1 a scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``.
 
     ``pause``: hog processes (:func:`cpu_hogs`) the child stops (SIGSTOP) while it imports its modules, while
-    it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the workload: a verdict depends
-    on the order of what happened while the sessions ran, never on how long a process took to import its
-    libraries or a checker to read a history, and a niced start under the hogs costs ~10x its CPU in wall."""
+    it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the
+    workload: a verdict depends on the order of what happened while the sessions ran, never on how long a
+    process took to import its libraries or a checker to read a history, and a niced start under the hogs
+    costs ~10x its CPU in wall."""
     per = sessions if isinstance(sessions, Mapping) else {n: sessions for n in names}
     argv = [sys.executable, "-m", "harness.starve", str(out), *(f"{n}={per[n]}" for n in names)]
     if pause:
