@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,61 @@ def run_suite_cli(
     return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
 
 
-def run_scaled_cli(out: Path, names: Sequence[str], *, sessions: int, nice: int = 0, timeout_s: float = 600.0) -> int:
-    """Library scenarios ``names`` live at ``sessions`` sessions each (every variant of a ``compare`` list),
-    in a child process niced by ``nice`` (``python -m harness.starve``); its exit code (0 ran, 1 a
-    scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``."""
-    argv = [sys.executable, "-m", "harness.starve", str(out), "--sessions", str(sessions), *names]
+def run_scaled_cli(
+    out: Path,
+    names: Sequence[str],
+    *,
+    sessions: int | Mapping[str, int],
+    nice: int = 0,
+    timeout_s: float = 600.0,
+    pause: Sequence[subprocess.Popen[bytes]] = (),
+) -> int:
+    """Library scenarios ``names`` live at ``sessions`` sessions each (a number, or one per name), every
+    variant of a ``compare`` list, in a child process niced by ``nice`` (``python -m harness.starve``); its
+    exit code (0 ran, 1 a scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``.
+
+    ``pause``: hog processes (:func:`cpu_hogs`) the child stops (SIGSTOP) while it imports its modules, while
+    it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the
+    workload: a verdict depends on the order of what happened while the sessions ran, never on how long a
+    process took to import its libraries or a checker to read a history, and a niced start under the hogs
+    costs ~10x its CPU in wall."""
+    per = sessions if isinstance(sessions, Mapping) else {n: sessions for n in names}
+    argv = [sys.executable, "-m", "harness.starve", str(out), *(f"{n}={per[n]}" for n in names)]
+    if pause:
+        argv += ["--pause", ",".join(str(p.pid) for p in pause)]
     return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def _stopped(pids: Sequence[int]) -> Iterator[None]:
+    """The processes ``pids`` stopped (SIGSTOP) for the block; resumed after, whatever happens."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _pause_during_startup(pids: Sequence[int]) -> None:
+    """This process's live runs stop the hogs ``pids`` while a server process group starts or restarts."""
+    from harness.runner._procs import ProcessGroup
+
+    start, restart = ProcessGroup.start, ProcessGroup.restart
+
+    async def paused_start(self: ProcessGroup) -> None:
+        with _stopped(pids):
+            await start(self)
+
+    async def paused_restart(self: ProcessGroup, index: int) -> None:
+        with _stopped(pids):
+            await restart(self, index)
+
+    ProcessGroup.start = paused_start  # type: ignore[method-assign]
+    ProcessGroup.restart = paused_restart  # type: ignore[method-assign]
 
 
 def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> int:
@@ -127,17 +177,29 @@ def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> in
 
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
-    import signal
-
-    from harness.runner._live import run_scenario
-    from harness.runner._suite import expand
-    from harness.scenario import load_scenario
 
     ap = argparse.ArgumentParser(prog="python -m harness.starve", description="library scenarios, scaled down")
     ap.add_argument("out", type=Path)
-    ap.add_argument("--sessions", type=int, required=True)
-    ap.add_argument("names", nargs="+")
+    ap.add_argument("--sessions", type=int, default=None, help="sessions of every NAME without its own =N")
+    ap.add_argument("--pause", default="", metavar="PID,...", help="hogs to stop during startup and checking")
+    ap.add_argument("names", nargs="+", metavar="NAME[=SESSIONS]")
     args = ap.parse_args(argv)
+    runs: list[tuple[str, int]] = []
+    for item in args.names:
+        name, _, n = item.partition("=")
+        if not n and args.sessions is None:
+            ap.error(f"{name}: no session count (NAME=N or --sessions N)")
+        if n and not n.isdigit():
+            ap.error(f"{item}: the session count must be a whole number")
+        runs.append((name, int(n) if n else int(args.sessions)))
+    pids = [int(p) for p in args.pause.split(",") if p.strip()]
+    with _stopped(pids):  # this process's own imports (~1-2 s of CPU) are startup too
+        from harness.runner._live import run_scenario
+        from harness.runner._suite import expand
+        from harness.scenario import load_scenario
+
+        if pids:
+            _pause_during_startup(pids)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # run_scenario's cleanup path: no server process left behind
@@ -145,11 +207,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     lib = Path(__file__).resolve().parents[1] / "scenarios"
     code = 0
-    for name in args.names:
-        sc = load_scenario(lib / f"{name}.toml", {"workload.sessions": args.sessions})
+    for name, sessions in runs:
+        sc = load_scenario(lib / f"{name}.toml", {"workload.sessions": sessions})
         for one, run_name in expand(sc):
-            res = run_scenario(one, args.out, run_name=run_name, report=False)
-            print(f"{run_name}: {res.status}", flush=True)
+            with contextlib.ExitStack() as checking:
+
+                def on_phase(phase: str) -> None:
+                    if phase == "checking" and pids:  # the verdicts are computed from the record: no hogs needed
+                        checking.enter_context(_stopped(pids))
+
+                res = run_scenario(one, args.out, run_name=run_name, report=False, on_phase=on_phase)
+            print(f"{run_name}: {res.status} ({res.duration_s:.1f} s, {sessions} sessions)", flush=True)
             code = code or (1 if res.status == "error" else 0)
     return code
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .proxy import DEFAULT_PASSTHROUGH_PATHS
-
 __all__ = [
     "BAD_VARIANTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_PASSTHROUGH_PATHS",
     "DESIGN_VARIANTS",
     "VARIANTS",
     "ServerConfig",
@@ -31,6 +30,18 @@ __all__ = [
 # over; 64 levels holds any tool schema seen in practice and keeps the parser far from recursion limits.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_JSON_DEPTH = 64
+
+# Backend paths a session's pass-through may reach: generation and read-only model info. Never the
+# engine's control plane (/abort_request, /flush_cache, /update_weights*) nor the fake's /admin/*.
+DEFAULT_PASSTHROUGH_PATHS: tuple[str, ...] = (
+    "/generate",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/models/*",
+    "/get_model_info",
+    "/health",
+    "/health_generate",
+)
 
 DESIGN_VARIANTS: dict[str, str] = {
     "lock_restore": "hold the session lock across the backend call (Phase 2): serialized, no stale writers, slower",

@@ -36,11 +36,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
 import httpx
+
+# the default allowlist lives in config.py (the launcher and the harness read it without the HTTP libraries)
+from .config import DEFAULT_PASSTHROUGH_PATHS
+
+if TYPE_CHECKING:
+    import aiohttp  # imported on first use: sim and the in-process paths inject a transport and never need it
 
 __all__ = [
     "DEFAULT_PASSTHROUGH_PATHS",
@@ -97,17 +102,6 @@ def forward_headers(raw: Iterable[tuple[bytes, bytes]], session_id: str) -> list
     return out
 
 
-# Backend paths a session's pass-through may reach: generation and read-only model info. Never the
-# engine's control plane (/abort_request, /flush_cache, /update_weights*) nor the fake's /admin/*.
-DEFAULT_PASSTHROUGH_PATHS: tuple[str, ...] = (
-    "/generate",
-    "/v1/completions",
-    "/v1/models",
-    "/v1/models/*",
-    "/get_model_info",
-    "/health",
-    "/health_generate",
-)
 _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+")
 
 
@@ -177,6 +171,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive_timeout)
             self._session = aiohttp.ClientSession(
@@ -185,6 +181,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import aiohttp  # a sys.modules lookup: Backend imported it when it chose this transport
+
         body = await request.aread()
         headers = [(k.decode("latin-1"), _header_text(v)) for k, v in request.headers.raw if k.lower() not in _NOT_SENT]
         t = request.extensions.get("timeout") or {}
@@ -225,6 +223,8 @@ class Backend:
     """
 
     def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport | None, timeout: float) -> None:
+        if transport is None:  # the live default: aiohttp is imported now, at startup, not in a first turn's latency
+            import aiohttp  # noqa: F401
         self.base_url = base_url
         self._transport = transport
         self._timeout = timeout

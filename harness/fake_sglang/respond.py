@@ -42,8 +42,6 @@ import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
-
 __all__ = [
     "Send",
     "close_mid_body",
@@ -104,6 +102,8 @@ async def drop_connection(send: Send) -> None:
     """Reset the connection before any byte of the response (RST, not FIN)."""
     t = _transport(send)
     if t is None:
+        import httpx  # in-process only (the caller's library); a live fake never loads it
+
         raise httpx.ReadError("[Errno 104] Connection reset by peer (fake_sglang: reset)")
     sock = t.get_extra_info("socket")
     if sock is not None:
@@ -140,6 +140,8 @@ async def close_now(send: Send) -> None:
     """Close a connection whose response has started but not finished: the client sees a short body."""
     t = _transport(send)
     if t is None:
+        import httpx  # in-process only, as above
+
         raise httpx.RemoteProtocolError(
             "peer closed connection without sending complete message body (fake_sglang: close mid-body)"
         )
