@@ -8,12 +8,16 @@ and ``chat_done`` lines are joined to its history operation bounds it:
 
 - the request reached the server after the client sent it:
   ``start_s >= invoke_c + off``, so ``off <= start_s - invoke_c``;
-- the server finished it before the client read the answer:
-  ``done_s <= complete_c + off``, so ``off >= done_s - complete_c``
-  (``start_s`` gives a weaker bound of the same kind).
+- the server started it before the client read the answer:
+  ``start_s <= complete_c + off``, so ``off >= start_s - complete_c``.
+  (``chat_done`` would give a tighter one, ``done_s - complete_c``, but only
+  for a server that writes it before it sends the answer, which CONTEXT.md
+  does not promise: a server that logs after sending, or is descheduled in
+  between on a starved box, would push the bound too high and map every line
+  too early.)
 
 Over all joined requests of one server process ``off`` lies in
-``[max(done_s - complete_c), min(start_s - invoke_c)]``; a line's ``ts`` then
+``[max(start_s - complete_c), min(start_s - invoke_c)]``; a line's ``ts`` then
 maps to the client-clock interval ``[ts - hi, ts - lo]``. The bounds hold
 however starved the client or the server was (starvation only widens them).
 They are per server process (``worker_port/pid``: a restarted process is a
@@ -33,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.checkers.ops import Op, chat_done_by_caller, chat_done_by_req, done_for, log_events, process_key
+from harness.checkers.ops import Op, log_events, process_key
 from harness.rundata import RunData
 
 __all__ = ["CLOCK_SLACK_S", "ClientClock", "Offset"]
@@ -74,7 +78,6 @@ class ClientClock:
                 starts_by_req[str(ln["req_id"])].append(ln)
             if ln.get("caller_request_id") is not None:
                 starts_by_caller[str(ln["caller_request_id"])].append(ln)
-        by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
         lo: dict[str, float] = {}
         hi: dict[str, float] = {}
         pairs: Counter[str] = Counter()
@@ -85,23 +88,19 @@ class ClientClock:
                 starts = starts_by_req[o.req_id]
             else:
                 starts = starts_by_caller.get(o.request_id or "", [])
+            # chat_start only: CONTEXT.md does not say chat_done is written before the answer is sent (a
+            # server may log it after, or be descheduled between the two on a starved box)
+            if len(starts) != 1:
+                continue  # none, or a request the server saw twice (a retry on another connection)
+            ts = _ts(starts[0])
+            if ts is None:
+                continue
+            key = process_key(starts[0])
+            pairs[key] += 1
+            hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
             answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
-            dones = done_for(o, by_req, by_caller) if answered else []
-            for lines, t_client, upper in ((starts, o.start, True), (dones, o.seen_end, False)):
-                if len(lines) != 1 or t_client is None:
-                    continue  # none, or a request the server saw twice (a retry on another connection)
-                ts = _ts(lines[0])
-                if ts is None:
-                    continue
-                key = process_key(lines[0])
-                pairs[key] += 1
-                if upper:
-                    hi[key] = min(hi.get(key, ts - t_client), ts - t_client)
-                    # it also started before the client had the answer: a (weaker) lower bound
-                    if answered and o.seen_end is not None:
-                        lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
-                else:
-                    lo[key] = max(lo.get(key, ts - t_client), ts - t_client)
+            if answered and o.seen_end is not None:  # and it started before the client had the answer
+                lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
         self._off: dict[str, Offset] = {}
         self._why: dict[str, str] = {}
         for key in pairs:

@@ -26,34 +26,41 @@ Rules (times are the history's, from invoke to completion):
   not silence: "disconnected", a reset) did not hang (a stuck server holds the
   connection open): its outcome is unknown and it is counted in the notes,
   not a deadlock;
-- a DELETE that timed out is unknown, not a deadlock, when the server provably
-  finished it before the client gave up: it is the session's only DELETE, its
-  process logged ``session_deleted`` for the session, and that line, placed on
-  the client's clock by the offset bounds of harness/checkers/clock.py (from
-  the process's joined chat_start / chat_done lines), lies after the DELETE
-  was sent and surely before the client gave up (and within the bound): the
-  server answered in time and the starved client did not read it (#16). Without
-  the line, without consistent bounds, or when the line may be later than the
-  give-up (a DELETE the server served late, however it logs it), it stays
-  ``delete_timeout``;
+- a DELETE that timed out before the client had written the whole request
+  (its completion says ``sent: false``, from httpx's trace events or the sim's
+  network) never reached the server: unknown, not a deadlock;
+- a DELETE that timed out is unknown, not a deadlock, when the server
+  probably answered in time and the client did not read it: it is the
+  session's only DELETE, its process logged ``session_deleted`` for the
+  session, that line, placed on the client's clock by the offset bounds of
+  harness/checkers/clock.py (from the process's chat_start lines), lies after
+  the DELETE was sent, surely before the client gave up and within the bound,
+  and the harness's own event loop stalled (harness_self.json) at least as
+  long as the time from that line to the give-up, or the harness was
+  saturated (its timing declared unreliable, runner/_selfmon.py) (#16).
+  ``session_deleted`` is our server's line, not a CONTEXT.md promise, and a
+  server may log it and then hang: without the client's own stall to explain
+  the silence it stays ``delete_timeout`` (a server that always does so is
+  flagged in every run whose harness was not saturated, and in sim);
 - a DELETE the client gave up on before the bound (an agent timeout shorter
   than ``liveness_bound_s``, e.g. duplicate_inflight_retry's 0.6 s) is no
-  evidence of a deadlock by itself: it is ``delete_timeout`` only when the
-  process's log, on the client's clock, shows the session's only DELETE
-  served surely after the bound (its ``session_deleted``) or, when the client
-  records that it had written the whole request (``sent``), not at all while
-  the process kept logging surely past the bound; served within the bound, or
-  no evidence either way (no logs, a foreign server): unknown, with the reason;
+  evidence of a deadlock by itself: it is ``delete_timeout`` only when its
+  process's ``session_deleted`` for the session's only DELETE lies, on the
+  client's clock, surely after the bound (served late). No such line proves
+  nothing (CONTEXT.md does not promise it; a server may drop a DELETE whose
+  client went away): unknown, with the reason;
 - a DELETE that timed out and that the server never logged as done is also
   unknown when the client's requests to that process demonstrably did not
-  get through in its window: a chat to the same process, sent while the
-  DELETE was waiting, timed out at the client and the process never logged a
-  ``chat_start`` for it (CONTEXT.md: one per chat request, on arrival), while
-  it logged other arrivals inside that chat's own window (its loop was
-  running and serving). The DELETE's silence is then no evidence against the
-  server (#16: process_kill_restart, requests reaching a responsive server up
-  to 2.4 s late and some never). A DELETE the server logged as done, but
-  late, stays ``delete_timeout``;
+  get through in its window: a chat of another session to the same process,
+  sent while the DELETE was waiting and not recorded as having left the
+  client (``sent``), timed out at the client and the process never logged a
+  ``chat_start`` for it, while it logged other arrivals inside that chat's
+  own window (its loop was running and serving). The DELETE's silence is then
+  no evidence against the server (#16: process_kill_restart, requests
+  reaching a responsive server up to 2.4 s late and some never). A chat of
+  the DELETE's own session is no such evidence (it may be waiting on the
+  DELETE), and a DELETE the server logged as done, but late, stays
+  ``delete_timeout``;
 - a request slower than the bound by less than the harness's own event-loop
   stall (harness_self.json) is unknown: the client may have been the late one;
 - a slow chat is excused by a slow fault the backend's execution log shows
@@ -93,7 +100,10 @@ SLOW_FAULTS = ("hang", "drip", "latency", "slow", "spike", "timeout", "outage", 
 JUDGED = ("chat", "get", "delete", "create", "probe")
 
 
-def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float | None) -> str | None:
+def served_in_time(
+    run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float | None, client_stall_s: float
+) -> str | None:
+    saturated = isinstance(run.harness, dict) and run.harness.get("saturated") is True
     """Why the server provably finished timed-out DELETE ``d`` before the client gave up (None: not proven)."""
     sid, gave_up, port = d.session, d.seen_end, port_of(d.server)
     if sid is None or gave_up is None or port is None:
@@ -111,8 +121,16 @@ def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound
         earliest, latest = span
         if latest < d.start:
             continue  # surely before this DELETE was sent: not its doing
-        if latest < gave_up and (bound is None or latest - d.start <= bound):
-            return f"session_deleted at client time {earliest:.3f}-{latest:.3f}, before the give-up at {gave_up:.3f}"
+        stalled = gave_up - latest <= client_stall_s or saturated
+        if latest < gave_up and (bound is None or latest - d.start <= bound) and stalled:
+            # a server may log the deletion and then hang before it answers: only a client that was itself
+            # frozen that long, or saturated (its timing declared unreliable), may be the one that did not read it
+            return (
+                f"session_deleted at client time {earliest:.3f}-{latest:.3f}, before the give-up at {gave_up:.3f}, "
+                f"and the harness's own loop stalled {client_stall_s:.1f} s"
+                + (" (saturated)" if saturated else "")
+                + " (harness_self.json)"
+            )
         if bound is not None and gave_up - d.start < bound and latest - d.start <= bound:
             return (
                 f"session_deleted at client time {earliest:.3f}-{latest:.3f}, within the {bound:g}s bound of the "
@@ -124,11 +142,10 @@ def served_in_time(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound
 def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float) -> str | None:
     """Why DELETE ``d``, which the client gave up on before the bound, was provably not served within it.
 
-    The session's only DELETE, and its process's log, placed on the client's clock, shows either its
-    ``session_deleted`` surely later than the bound, or none at all while the process was still logging
-    surely after the bound (CONTEXT.md: a served DELETE logs ``session_deleted``) although the client
-    had written the whole request (its completion says ``sent``: a starved client can give up before its
-    request leaves it). None: not proven."""
+    The session's only DELETE, and its process's log, placed on the client's clock, shows its
+    ``session_deleted`` surely later than the bound. Its absence proves nothing: CONTEXT.md does not
+    promise the line, a server may drop a DELETE whose client went away, and a starved client can give
+    up before its request left it. None: not proven."""
     sid, port = d.session, port_of(d.server)
     if sid is None or port is None or sum(1 for x in ops if x.f == "delete" and x.session == sid) != 1:
         return None
@@ -136,18 +153,8 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
     mine = [ln for ln in run.server_logs if str(ln.get("worker_port")) == str(port)]
     deleted = [ln for ln in mine if ln.get("event") == "session_deleted" and str(ln.get("session_id")) == sid]
     spans = [clock.span(ln) for ln in deleted]
-    if deleted:
-        if all(s is not None and s[0] > deadline for s in spans):
-            return f"its session_deleted is surely after the bound (client time > {deadline:.3f})"
-        return None
-    if (d.completion or {}).get("sent") is not True:
-        return None  # the client may have given up before its request left it: the server never had it
-    later = [s for s in (clock.span(ln) for ln in mine) if s is not None and s[0] > deadline]
-    if later:
-        return (
-            f"the client had sent it, and there is no session_deleted while the process still logged at client "
-            f"time {later[-1][0]:.3f} > {deadline:.3f}"
-        )
+    if deleted and all(s is not None and s[0] > deadline for s in spans):
+        return f"its session_deleted is surely after the bound (client time > {deadline:.3f})"
     return None
 
 
@@ -166,6 +173,8 @@ def lost_on_the_way(run: RunData, ops: list[Op], clock: ClientClock, d: Op) -> s
     for c in ops:
         if c.f != "chat" or c.type != "info" or c.seen_end is None or port_of(c.server) != port:
             continue
+        if c.session == sid or (c.completion or {}).get("sent") is True:
+            continue  # its own session's chat may wait on the DELETE; a chat that left the client was not lost
         err = str((c.completion or {}).get("error") or "").lower()
         if "timeout" not in err or c.request_id is None or rids[c.request_id] != 1 or c.request_id in logged:
             continue
@@ -240,9 +249,12 @@ class Liveness:
                 # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
                 # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
                 cut = cut or "ConnectTimeout" in err
+                if o.f == "delete" and not killed and not cut and (o.completion or {}).get("sent") is False:
+                    lost.append(f"DELETE sent at {o.start:.3f}: the client gave up before the request had left it")
+                    continue
                 if o.f == "delete" and not killed and not cut and run.server_logs:
                     clock = clock or ClientClock(run, ops)
-                    why = served_in_time(run, ops, clock, o, bound)
+                    why = served_in_time(run, ops, clock, o, bound, client_stall_s)
                     if why is not None:
                         in_time.append(f"DELETE sent at {o.start:.3f}: {why}")
                         continue
@@ -309,21 +321,22 @@ class Liveness:
             )
         if in_time:
             unknown.append(
-                f"{len(in_time)} DELETE timeout(s) the server provably served in time, before the client gave up or "
-                "within the bound (its session_deleted on the client's clock, harness/checkers/clock.py): the "
-                "starved client did not read the answer; " + "; ".join(in_time[:3])
+                f"{len(in_time)} DELETE timeout(s) the server logged as served in time, before the client gave up "
+                "or within the bound (its session_deleted on the client's clock, harness/checkers/clock.py), "
+                "while the client itself was stalled or had not waited the bound: the client may not have read the "
+                "answer; " + "; ".join(in_time[:3])
             )
         if lost:
             unknown.append(
-                f"{len(lost)} DELETE timeout(s) while the client's requests to that process did not get through "
-                "(a chat sent meanwhile never reached it, though it was serving others): the DELETE may never have "
-                "reached the server; " + "; ".join(lost[:3])
+                f"{len(lost)} DELETE timeout(s) that may never have reached the server (the client gave up before "
+                "the request had left it, or a chat of another session sent meanwhile to that process never reached "
+                "it, though it was serving others); " + "; ".join(lost[:3])
             )
         if early:
             unknown.append(
                 f"{len(early)} DELETE timeout(s) shorter than the bound that the server's logs do not show served "
-                "late or never: the client gave up before the bound, so whether the server would have answered "
-                "within it cannot be told; " + "; ".join(early[:3])
+                "late: the client gave up before the bound, so whether the server would have answered within it "
+                "cannot be told; " + "; ".join(early[:3])
             )
         if stalled:
             unknown.append(

@@ -21,6 +21,12 @@ be missing:
 - all but one of a group of concurrent duplicates of one turn (overlapping in
   time): exactly one of them commits, the others get ``state_changed`` (200, no
   commit) by design; the group needs one record, and stale_writers judges the rest;
+- a turn the server skipped by design (CONTEXT.md Phase 3: another request
+  committed meanwhile, skip the update, return the answer): its chat_done says
+  ``state_changed...`` and another chat of the session committed between its
+  chat_start and chat_done on the same process (e.g. a starved client's late
+  copy of the previous turn, which rolled that turn back and re-committed it
+  while this turn was in its proxy phase);
 - turns acknowledged after the state snapshot was taken.
 
 Order is the server's commit order (:class:`ops.ServerOrder`): a record is out
@@ -195,6 +201,7 @@ class LostTurns:
         violations: list[Violation] = []
         unknown: list[str] = []
         skipped_deleted = 0
+        skipped_by_design = 0
         checked = 0
         for sid in missing:
             acked = [o for o in chats_by_session[sid] if o.acknowledged]
@@ -258,6 +265,9 @@ class LostTurns:
                     )
                     continue
                 if not present:
+                    if all(order.skipped_for(o, chats) is not None for o in acked):
+                        skipped_by_design += 1  # another request committed during its proxy: a 200 skip
+                        continue
                     unseen = replaced_unseen(group, chats, order)
                     if unseen is True:
                         continue
@@ -324,4 +334,9 @@ class LostTurns:
         notes = f"{checked} sessions checked"
         if skipped_deleted:
             notes += f", {skipped_deleted} deleted/killed without a collected body skipped"
+        if skipped_by_design:
+            notes += (
+                f", {skipped_by_design} turn(s) answered 200 but skipped by the server because another request of "
+                "the session committed during their proxy phase (state_changed, by the server's log order)"
+            )
         return verdict(self.name, violations, unknown=unknown[:5], notes=notes)

@@ -1024,6 +1024,22 @@ class ServerOrder:
         p = self._pos.get(o.invoke_index)
         return p is not None and p[1] is not None and p[2] is not None
 
+    def skipped_for(self, o: Op, chats: Iterable[Op]) -> Op | None:
+        """The chat whose commit made the server skip ``o``'s update (CONTEXT.md Phase 3: another request
+        committed meanwhile, skip the update, return the answer): ``o``'s chat_done says
+        ``state_changed...`` and another chat of ``chats`` committed, on the same process, between ``o``'s
+        chat_start and its chat_done in that process's log. None: no such evidence."""
+        p = self._pos.get(o.invoke_index)
+        if p is None or p[1] is None or p[2] is None or not str(p[3] or "").startswith("state_changed"):
+            return None
+        for c in chats:
+            q = self._pos.get(c.invoke_index)
+            if c is o or q is None or q[0] != p[0] or q[2] is None or q[3] != "committed":
+                continue
+            if p[1] < q[2] < p[2]:
+                return c
+        return None
+
     def read_after(self, b: Op, a: Op) -> bool | None:
         """Did ``b`` read the session state after ``a`` finished its state update? None: cannot tell."""
         if b.start >= a.end:

@@ -202,6 +202,7 @@ def test_a_delete_that_never_connected_is_not_a_deadlock() -> None:
         ("ReadTimeout: ", True),
     ):
         b = RunBuilder()
+        b.scenario["checks"]["liveness_bound_s"] = 10.0  # the client waited the whole bound
         sid = b.create()
         b.chat(sid, 0)
         d = b.invoke("delete", session=sid, request_id=b.uid("r"), process="nemesis")
@@ -285,3 +286,35 @@ def test_going_on_from_an_overwritten_twin_rolls_its_turn_back_legitimately() ->
 def test_a_dropped_turn_the_client_went_on_from_as_stored_is_still_lost() -> None:
     run, _ = _twins_then_diverging_turn("y")  # y was the last commit: nothing diverged, yet turn 2 is gone
     assert "lost_turn" in kinds(check(run, "lost_turns"))
+
+
+# --- lost_turns: a turn skipped by design because another request committed during its proxy ---------
+
+
+def _turn_skipped_for_a_late_copy(*, late_copy: bool) -> RunData:
+    """Seen on a starved box (duplicate_inflight_retry): turn 0's first copy timed out at the client and
+    reached the server late; turn 1 was sent from the second copy's answer; the late copy rolled turn 0
+    back and re-committed it while turn 1 was in its proxy phase, so the server skipped turn 1's update
+    (state_changed) and answered 200, as CONTEXT.md's Phase 3 says. ``late_copy=False``: the same skip
+    with no other commit at all (a server skipping for no reason)."""
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0, 1)
+    t = b.tick()
+    skipped = b.chat(sid, 1, outcome="state_changed_skip", t0=t, t1=t + 0.5)
+    if late_copy:
+        late = b.chat(sid, 0, 0, back=1, t0=t + 0.1, t1=t + 0.3, status=200)
+    b.t = t + 0.6  # collected after both answers
+    b.collect_and_delete(sid)
+    run = b.build()
+    if late_copy:
+        move_line(run, "chat_start", late, before=("chat_start", skipped))
+        move_line(run, "chat_done", late, before=("chat_done", skipped))
+    return run
+
+
+def test_a_turn_skipped_because_another_request_committed_meanwhile_is_not_lost() -> None:
+    v = check(_turn_skipped_for_a_late_copy(late_copy=True), "lost_turns")
+    assert v.status == "valid", v.violations
+    assert "skipped by the server because another request" in v.notes, v.notes
+    assert "lost_turn" in kinds(check(_turn_skipped_for_a_late_copy(late_copy=False), "lost_turns"))
