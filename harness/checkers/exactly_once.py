@@ -49,13 +49,20 @@ class ExactlyOnce:
     @staticmethod
     def _cancel_told(run: RunData, ops: list[Op], chats: dict[str, Op]) -> list[Violation]:
         """delete_cancel: every execution of a chat cancelled by its session's DELETE was aborted by rid."""
-        deleted = {o.session for o in ops if o.f == "delete" and o.status is not None and 200 <= o.status < 300}
+        deletes: dict[str, list[float]] = {}  # session -> send times of its DELETEs answered 2xx
+        for d in ops:
+            if d.f == "delete" and d.session and d.status is not None and 200 <= d.status < 300:
+                deletes.setdefault(d.session, []).append(d.start)
         out: list[Violation] = []
         for _key, execs in sorted(run.backend_executions.items()):
             for ex in execs:
                 o = chats.get(str(ex.get("request_id")))
-                if o is None or o.status != 404 or o.session not in deleted or ex.get("abort_requested"):
+                if o is None or o.status != 404 or o.session is None or ex.get("abort_requested"):
                     continue
+                if str(ex.get("fault") or "").startswith("http_"):
+                    continue  # the backend's own 404, passed through (CONTEXT.md): no DELETE cancelled it
+                if not any(t <= o.end for t in deletes.get(o.session, [])):
+                    continue  # no DELETE of its session was sent while it was in flight
                 out.append(
                     Violation(
                         f"chat {o.request_id} was cancelled by its session's DELETE (404) but the backend was never "

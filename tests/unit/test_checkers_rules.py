@@ -531,6 +531,7 @@ def test_ownership_single_server_valid_and_unknown_without_owners() -> None:
 
 def test_request_that_never_completed_and_a_deleted_that_timed_out() -> None:
     b = RunBuilder()
+    b.scenario["checks"]["liveness_bound_s"] = 5.0  # the client waited the whole bound for the DELETE
     sid = b.create()
     hung = b.invoke("chat", session=sid, turn=0, attempt=0, request_id="rhung")
     d = b.invoke("delete", session=sid)

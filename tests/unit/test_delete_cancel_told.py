@@ -56,3 +56,31 @@ def test_a_cancelled_generation_is_aborted_at_the_backend_by_rid() -> None:
     assert _exactly_once(None).status == "valid"
     bad = _exactly_once("asgi:test_delete_cancel_told:silent_cancel")
     assert bad.status == "invalid" and {v.kind for v in bad.violations} == {"cancel_not_sent"}, bad
+
+
+def test_a_backend_404_passed_through_is_no_cancelled_chat() -> None:
+    """The backend's own 404 (fault http_404) is passed through (CONTEXT.md), and the episode's DELETE comes
+    long after the chat: no DELETE cancelled it, so nothing had to be aborted (review of #12)."""
+    from test_checkers_builders import RunBuilder
+
+    from harness.checkers import CHECKERS
+
+    b = RunBuilder(variants=["delete_cancel"], faults=["http_404"])
+    sid = b.create()
+    b.chat(sid, 0)
+    b.chat(sid, 1, outcome="upstream_error", status=404, execute=False)
+    rid = [e for e in b.events if e["f"] == "chat"][-1]["request_id"]
+    b.execs[sid].append(
+        {
+            "rid": "q1",
+            "request_id": rid,
+            "turn": 1,
+            "attempt": 0,
+            "outcome": "error",
+            "status": 404,
+            "fault": "http_404",
+        }
+    )
+    b.delete(sid)
+    v = CHECKERS["exactly_once"].check(b.build())
+    assert "cancel_not_sent" not in {x.kind for x in v.violations}, v.violations
