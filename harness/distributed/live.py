@@ -92,9 +92,12 @@ def actor_of(seed: int, index: int, n_actors: int) -> int:
 
 
 def shard_concurrency(concurrency: int, n_actors: int) -> list[int]:
-    """Each actor's share of the workload's concurrency cap (they sum to it; at least 1 each)."""
+    """Each actor's share of the workload's concurrency cap: they sum to it, at least 1 each, so there are
+    never more actors than ``concurrency`` (:func:`drive_on_ray` uses at most that many)."""
+    if not 1 <= n_actors <= concurrency:
+        raise ValueError(f"{n_actors} agent actors for a concurrency of {concurrency}: use 1 to {concurrency}")
     base, extra = divmod(concurrency, n_actors)
-    return [max(1, base + (1 if a < extra else 0)) for a in range(n_actors)]
+    return [base + (1 if a < extra else 0) for a in range(n_actors)]
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,10 @@ async def drive_on_ray(
     """:func:`harness.runner.drive` with the sessions on Ray agent actors; the same :class:`DriveResult`."""
     loopback = all(httpx.URL(u).host in ("127.0.0.1", "localhost", "::1") for u in servers)
     actors = live.actors(loopback=loopback)
-    n = len(actors)
+    # never more actors than the workload's concurrency: each actor runs at least one session at a time,
+    # so more would run more sessions at once than the scenario allows
+    n = max(1, min(len(actors), sc.workload.concurrency))
+    actors = actors[:n]
     await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
     control = httpx.AsyncClient(timeout=10.0)
     history = History(LoopClock(), sink=history_sink)  # the driver's own ops: probes, chaos, fuzz

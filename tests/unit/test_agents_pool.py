@@ -66,6 +66,7 @@ class Server:
         self.open = 0
         self.max_open = 0
         self.requests = 0
+        self.seen = asyncio.Event()  # set once a whole request has arrived
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,6 +85,7 @@ class Server:
                         length = int(line.split(":", 1)[1])
                 await reader.readexactly(length)
                 self.requests += 1
+                self.seen.set()
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 data, close = ANSWERS[self.answer]
@@ -197,12 +199,12 @@ async def test_connection_limit_queues_requests() -> None:
 
 
 async def test_a_cancelled_request_drops_its_connection_and_frees_the_slot() -> None:
-    server = await serving(delay=0.3)
+    server = await serving(delay=1.0)
     client = HttpxClient()
     pool = client.http._transport._pool  # type: ignore[attr-defined]
     async with server.server:  # type: ignore[union-attr]
         task = asyncio.create_task(outcome(client, server.url))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(server.seen.wait(), 30)  # the request is at the server, its answer 1 s away
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

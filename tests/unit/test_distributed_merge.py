@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from hdrh.histogram import HdrHistogram
 
 from harness.distributed.live import (
@@ -44,7 +45,9 @@ def test_assignment_is_a_pure_balanced_function_of_seed_and_index() -> None:
     assert a == [actor_of(7, i, 3) for i in range(30)]  # no state: the same seed gives the same shards
     assert sorted(a.count(k) for k in range(3)) == [10, 10, 10]
     assert {actor_of(s, 0, 2) for s in range(20)} == {0, 1}  # the seed rotates the assignment
-    assert sum(shard_concurrency(10, 3)) == 10 and shard_concurrency(1, 2) == [1, 1]
+    assert sum(shard_concurrency(10, 3)) == 10 and shard_concurrency(2, 2) == [1, 1]
+    with pytest.raises(ValueError):  # more actors than sessions may run at once: the scenario's cap exceeded
+        shard_concurrency(1, 2)
 
 
 def test_the_best_ping_sets_offset_and_uncertainty() -> None:
