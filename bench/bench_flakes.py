@@ -85,7 +85,8 @@ def main() -> int:
             cut = " (timed out: stopped)" if code == TIMED_OUT else ""
             print(f", exit {code}{cut}, {time.monotonic() - t0:.0f} s", flush=True)
         what = " ".join(args.scenarios) or "the default suite"
-        mode = "idle" if args.idle else f"starved: hogs={args.hogs or 'one per core'}, nice={args.nice}"
+        hogs = "one per core" if args.hogs is None else args.hogs  # --hogs 0: starved by whatever else runs
+        mode = "idle" if args.idle else f"starved: hogs={hogs}, nice={args.nice}"
         mode, n = f"{what}, {mode}", args.runs
     print(f"\n{n} runs ({checked} scenario runs checked) in {time.monotonic() - t_all:.0f} s ({mode})")
     print(f"false alarms in total: {sum(alarms.values())}")

@@ -67,7 +67,7 @@ from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
 from harness.history import History
 from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
-from harness.runner._drive import DriveResult, _collect, backend_probe
+from harness.runner._drive import DriveResult, _collect, backend_probe, control_request
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import LoopClock
@@ -191,14 +191,7 @@ async def run_shard(
     monitor = SelfMonitor()
     monitor.start()
     try:
-
-        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
-            try:
-                r = await control.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}"
-            return r.status_code, None
-
+        request = control_request(control)
         nemesis = Nemesis(sc.chaos, history, servers, request, backend_url=backend_url, base_plan=sc.backend.plan())
 
         async def run_session(p: SessionPlan) -> None:
@@ -349,13 +342,7 @@ async def drive_on_ray(
             syncs.append(ClockSync.from_pings(pings))
         nodes = await asyncio.gather(*(a.node.remote() for a in actors))
 
-        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
-            try:
-                r = await control.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}"
-            return r.status_code, None
-
+        request = control_request(control)
         nemesis = Nemesis(
             sc.chaos,
             history,

@@ -74,13 +74,7 @@ async def drive(
     try:
         await backend_probe(history, control, backend_url)  # where the backend's execution log starts
 
-        async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
-            try:
-                r = await control.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}"
-            return r.status_code, None
-
+        request = control_request(control)
         nemesis = Nemesis(
             sc.chaos,
             history,
@@ -149,6 +143,19 @@ async def drive(
 
 
 BACKEND_MARKS = ("boot_id", "resets")  # the fake's /stats fields that say whether its execution log is continuous
+
+
+def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any]:
+    """The nemesis's way to send one control request (DELETE, fault plan...): (status or None, error or None)."""
+
+    async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+        try:
+            r = await control.request(method, url, json=body)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return r.status_code, None
+
+    return request
 
 
 async def backend_probe(
