@@ -103,8 +103,11 @@ JUDGED = ("chat", "get", "delete", "create", "probe")
 def served_in_time(
     run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: float | None, client_stall_s: float
 ) -> str | None:
+    """Why timed-out DELETE ``d`` was probably answered in time by the server (None: not shown).
+
+    Its ``session_deleted`` lies before the give-up while the client itself stalled that long or was
+    saturated, or within the bound when the client gave up before the bound."""
     saturated = isinstance(run.harness, dict) and run.harness.get("saturated") is True
-    """Why the server provably finished timed-out DELETE ``d`` before the client gave up (None: not proven)."""
     sid, gave_up, port = d.session, d.seen_end, port_of(d.server)
     if sid is None or gave_up is None or port is None:
         return None
