@@ -67,7 +67,7 @@ from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
 from harness.history import History
 from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
-from harness.runner._drive import DriveResult, _collect, backend_probe, control_request
+from harness.runner._drive import DriveResult, _collect, backend_probe, control_request, settle_chaos
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import LoopClock
@@ -370,18 +370,7 @@ async def drive_on_ray(
         timeline = asyncio.create_task(nemesis.timeline())
         fuzzer = asyncio.create_task(run_fuzz(sc, servers, history, None))
         shards: list[dict[str, Any]] = list(await asyncio.gather(*refs))
-        try:
-            await asyncio.wait_for(fuzzer, timeout=max(0.1, sc.workload.duration_s - history.now()))
-        except TimeoutError:
-            notes.append("fuzz cut by the duration bound")
-        try:
-            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
-        except TimeoutError:
-            timeline.cancel()
-            notes.append("chaos timeline cut at the end of the workload")
-        with contextlib.suppress(asyncio.CancelledError):
-            await timeline
-        await nemesis.drain()
+        await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         history.close_open("run ended (duration bound)")
         driver_self = await monitor.stop()
         workload = WorkloadResult()

@@ -111,19 +111,7 @@ async def drive(
             duration_s=sc.workload.duration_s,
             on_done=on_done,
         )
-        try:
-            await asyncio.wait_for(fuzzer, timeout=max(0.1, sc.workload.duration_s - history.now()))
-        except TimeoutError:
-            notes.append("fuzz cut by the duration bound")
-        # A restart or an outage's end must happen before collection, or the final state lies.
-        try:
-            await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
-        except TimeoutError:
-            timeline.cancel()
-            notes.append("chaos timeline cut at the end of the workload")
-        with contextlib.suppress(asyncio.CancelledError):
-            await timeline
-        await nemesis.drain()
+        await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         notes.extend(workload.errors[:5])
         history.close_open("run ended (duration bound)")
         harness_self = await self_monitor.stop() if self_monitor is not None else {}
@@ -143,6 +131,30 @@ async def drive(
 
 
 BACKEND_MARKS = ("boot_id", "resets")  # the fake's /stats fields that say whether its execution log is continuous
+
+
+async def settle_chaos(
+    sc: Scenario,
+    history: History,
+    fuzzer: asyncio.Task[Any],
+    timeline: asyncio.Task[Any],
+    nemesis: Nemesis,
+    notes: list[str],
+) -> None:
+    """After the workload: let the fuzzer finish within the duration bound, then the chaos timeline (a restart
+    or an outage's end must happen before collection, or the final state lies), then the nemesis's own calls."""
+    try:
+        await asyncio.wait_for(fuzzer, timeout=max(0.1, sc.workload.duration_s - history.now()))
+    except TimeoutError:
+        notes.append("fuzz cut by the duration bound")
+    try:
+        await asyncio.wait_for(asyncio.shield(timeline), timeout=max(5.0, sc.target.startup_timeout_s))
+    except TimeoutError:
+        timeline.cancel()
+        notes.append("chaos timeline cut at the end of the workload")
+    with contextlib.suppress(asyncio.CancelledError):
+        await timeline
+    await nemesis.drain()
 
 
 def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any]:
