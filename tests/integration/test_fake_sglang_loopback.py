@@ -180,17 +180,27 @@ def test_latency_spike(server: tuple[str, Path]) -> None:
 
 def test_abort_and_plan_replacement(server: tuple[str, Path]) -> None:
     url = server[0]
-    plan = '[latency]\nmodel = "per_token"\nttft_ms = 10\nitl_ms = 30\n[[rules]]\nfault = "length"\nsession = "cut"\n'
+    # 10 tokens at 300 ms each: a 3 s window for the abort, however slow the box is to start the request
+    plan = '[latency]\nmodel = "per_token"\nttft_ms = 10\nitl_ms = 300\n[[rules]]\nfault = "length"\nsession = "cut"\n'
     assert httpx.put(url + "/admin/plan", content=plan).status_code == 200
     try:
         import threading
 
         out: dict[str, Any] = {}
-        t = threading.Thread(target=lambda: out.setdefault("r", post(url, rid="wire-1")))
+        t = threading.Thread(target=lambda: out.setdefault("r", post(url, rid="wire-1", timeout=30)))
         t.start()
-        time.sleep(0.2)
+        # abort once the fake has the request in flight (its execution log says so), not after a guessed sleep:
+        # on a starved CI box the request can take longer than any fixed sleep to arrive
+        deadline = time.monotonic() + 20
+        while not any(
+            e["rid"] == "wire-1" and e["outcome"] == "inflight"
+            for es in httpx.get(url + "/stats").json()["executions"].values()
+            for e in es
+        ):
+            assert time.monotonic() < deadline and t.is_alive(), "the request never showed in flight"
+            time.sleep(0.02)
         assert httpx.post(url + "/abort_request", json={"rid": "wire-1"}).json() == {"aborted": 1}
-        t.join(5)
+        t.join(30)
         ch = out["r"].json()["choices"][0]
         assert ch["finish_reason"] == "abort" and 0 < ch["meta_info"]["completion_tokens"] < 10
         r = httpx.post(url + "/v1/chat/completions", json={"messages": MSGS}, headers={"x-smg-routing-key": "cut"})
