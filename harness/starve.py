@@ -103,8 +103,9 @@ def run_scaled_cli(
     pause: Sequence[subprocess.Popen[bytes]] = (),
 ) -> int:
     """Library scenarios ``names`` live at ``sessions`` sessions each (a number, or one per name), every
-    variant of a ``compare`` list, in a child process niced by ``nice`` (``python -m harness.starve``); its
-    exit code (0 ran, 1 a scenario errored, :data:`TIMED_OUT`). The verdicts are in ``out/<run>/verdicts.json``.
+    variant of a ``compare`` list (``NAME@VARIANT``: that one only), in a child process niced by ``nice``
+    (``python -m harness.starve``); its exit code (0 ran, 1 a scenario errored, :data:`TIMED_OUT`). The
+    verdicts are in ``out/<run>/verdicts.json``.
 
     ``pause``: hog processes (:func:`cpu_hogs`) the child stops (SIGSTOP) while it imports its modules, while
     it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the
@@ -112,7 +113,7 @@ def run_scaled_cli(
     process took to import its libraries or a checker to read a history, and a niced start under the hogs
     costs ~10x its CPU in wall."""
     per = sessions if isinstance(sessions, Mapping) else {n: sessions for n in names}
-    argv = [sys.executable, "-m", "harness.starve", str(out), *(f"{n}={per[n]}" for n in names)]
+    argv = [sys.executable, "-m", "harness.starve", str(out), *(f"{n}={per[n.partition('@')[0]]}" for n in names)]
     if pause:
         argv += ["--pause", ",".join(str(p.pid) for p in pause)]
     return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
@@ -182,16 +183,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--sessions", type=int, default=None, help="sessions of every NAME without its own =N")
     ap.add_argument("--pause", default="", metavar="PID,...", help="hogs to stop during startup and checking")
-    ap.add_argument("names", nargs="+", metavar="NAME[=SESSIONS]")
+    ap.add_argument(
+        "names", nargs="+", metavar="NAME[@VARIANT][=SESSIONS]", help="@VARIANT: only that run of a compare list"
+    )
     args = ap.parse_args(argv)
-    runs: list[tuple[str, int]] = []
+    runs: list[tuple[str, str | None, int]] = []
     for item in args.names:
-        name, _, n = item.partition("=")
+        spec, _, n = item.partition("=")
+        name, _, variant = spec.partition("@")
         if not n and args.sessions is None:
-            ap.error(f"{name}: no session count (NAME=N or --sessions N)")
+            ap.error(f"{spec}: no session count (NAME=N or --sessions N)")
         if n and not n.isdigit():
             ap.error(f"{item}: the session count must be a whole number")
-        runs.append((name, int(n) if n else int(args.sessions)))
+        runs.append((name, variant or None, int(n) if n else int(args.sessions)))
     pids = [int(p) for p in args.pause.split(",") if p.strip()]
     with _stopped(pids):  # this process's own imports (~1-2 s of CPU) are startup too
         from harness.runner._live import run_scenario
@@ -207,8 +211,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     lib = Path(__file__).resolve().parents[1] / "scenarios"
     code = 0
-    for name, sessions in runs:
-        sc = load_scenario(lib / f"{name}.toml", {"workload.sessions": sessions})
+    for name, variant, sessions in runs:
+        overrides: dict[str, Any] = {"workload.sessions": sessions}
+        if variant is not None:
+            overrides["target.compare"] = [variant]
+        sc = load_scenario(lib / f"{name}.toml", overrides)
         for one, run_name in expand(sc):
             with contextlib.ExitStack() as checking:
 

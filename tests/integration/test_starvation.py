@@ -13,11 +13,15 @@ start). Cost: 253 s on the shared 2-core box at load 8-10 (611 s at load 11-18);
 hogs throughout took 181 s, with them stopped during startup and checking 40 s (load ~12). The
 full-size suite starved is ``bench/bench_flakes.py``'s job.
 
-Expected, as on an idle machine: no invalid verdict anywhere; and the checkers
+Expected, as on an idle machine: no invalid verdict anywhere; the checkers
 whose verdict depends on the order the server handled a session's requests
 (lost_turns, provisional, stale_writers, token_state) decide (valid), since
 the reference server logs chat_start / chat_done and the fake logs its
-executions: starvation may cost time, never a verdict.
+executions; and the races once judged from client timing (``IDLE_COMPARED``)
+give the same verdicts as an idle run of the same scaled scenarios, checker by
+checker, except that a checker judging partly from the client's own view
+(``CLIENT_VIEW``) may lose a decision to unknown, with its reason: starvation
+may cost time and certainty, never a verdict.
 """
 
 from __future__ import annotations
@@ -52,7 +56,23 @@ SESSIONS = {
     "litellm_abort_remap": 4,
     "abort_retries_exhausted": 3,
 }
+# variant_comparison's one run here: the lock held across the backend call, where an aborted copy processed
+# after its committed twin was once a false alarm (provisional_not_superseded). Its other three variants
+# (default, conflict_409, delete_cancel: 3 more server starts under the hogs, ~30 s of CI's budget) run starved
+# in bench/bench_flakes.py, and the default variant's races are the other scenarios' own.
+ONLY_VARIANT = {"variant_comparison": "lock_restore"}
+RUNS = [f"{n}@{ONLY_VARIANT[n]}" if n in ONLY_VARIANT else n for n in SESSIONS]
+# The races whose verdict was once decided from client timing (issue 16's false alarms), run idle too: the
+# starved verdicts must be the same as these, checker by checker (the others: no invalid, order checkers valid).
+IDLE_COMPARED = ["duplicate_inflight_retry", "multi_backend_race", "abort_retry_supersede", RUNS[3]]
 ORDER_CHECKERS = ("lost_turns", "provisional", "stale_writers", "token_state")
+# Checkers whose evidence is partly the client's own view, which starvation degrades: they may lose a decision
+# (valid idle, unknown starved, with the reason), never gain a violation. Seen in this test: a create the
+# starved client timed out on leaves a session the client never learned of (leaks: the excess is explained or
+# a leak, both fit); a DELETE that completed after a chat's proxy phase either waited behind it or reached the
+# server late (blocking: no line CONTEXT.md promises says when a DELETE arrived); a timed-out request is
+# judged by the server's clock where there is one (liveness).
+CLIENT_VIEW = {"leaks", "blocking", "liveness"}
 
 
 def verdicts(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -69,14 +89,14 @@ def test_every_default_scenario_has_a_starved_size() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the hogs are the point: on the shared 8-engineer box it took > 5 min
 def test_default_suite_holds_its_verdicts_under_starvation(tmp_path: Path) -> None:
+    idle_code = run_scaled_cli(tmp_path / "idle", IDLE_COMPARED, sessions=SESSIONS, timeout_s=300)
+    assert idle_code == 0, (tmp_path / "idle" / "cli_output.txt").read_text()
     with cpu_hogs(max_s=800) as hogs:
-        code = run_scaled_cli(tmp_path, list(SESSIONS), sessions=SESSIONS, nice=RUN_NICE, timeout_s=780, pause=hogs)
-    output = (tmp_path / "cli_output.txt").read_text()
+        code = run_scaled_cli(tmp_path / "starved", RUNS, sessions=SESSIONS, nice=RUN_NICE, timeout_s=780, pause=hogs)
+    output = (tmp_path / "starved" / "cli_output.txt").read_text()
     assert code == 0, output
-    runs = verdicts(tmp_path)
-    expected = {n for n in SESSIONS if n != "variant_comparison"}
-    assert expected <= set(runs), output
-    assert len([r for r in runs if r.startswith("variant_comparison")]) == 4, output  # one run per compared variant
+    runs = verdicts(tmp_path / "starved")
+    assert set(runs) == set(RUNS), output  # every run finished and was checked
     false_alarms = {
         (run, c): [x.get("message") for x in v.get("violations") or []][:2]
         for run, checks in runs.items()
@@ -89,3 +109,13 @@ def test_default_suite_holds_its_verdicts_under_starvation(tmp_path: Path) -> No
     }
     undecided = {k: n for k, n in undecided.items() if runs[k[0]][k[1]]["status"] != "valid"}
     assert not undecided, undecided
+    idle = verdicts(tmp_path / "idle")
+    assert set(idle) == set(IDLE_COMPARED)
+    changed = {}
+    for run, checks in idle.items():
+        for c, v in checks.items():
+            starved = runs[run].get(c, {})
+            lost = c in CLIENT_VIEW and (v["status"], starved.get("status")) == ("valid", "unknown")
+            if starved.get("status") != v["status"] and not (lost and starved.get("notes")):
+                changed[(run, c)] = (v["status"], starved.get("status"), starved.get("notes"))
+    assert not changed, changed  # (run, checker): (idle, starved, starved's reason)
