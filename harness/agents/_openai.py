@@ -47,14 +47,22 @@ async def trace_request(request: httpx2.Request) -> None:
 
 
 class _Tap(httpx2.AsyncByteStream):
-    """The response's raw byte stream, with every byte kept as it goes by."""
+    """The response's raw byte stream, with every byte kept as it goes by.
+
+    One pass over the wire, however often it is iterated: the SDK's drain after
+    ``[DONE]`` continues where its decoder stopped, as on a socket (an
+    in-process body could otherwise be replayed from the start).
+    """
 
     def __init__(self, inner: Any, into: bytearray) -> None:
         self.inner = inner
         self.into = into
+        self._wire: AsyncIterator[bytes] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self.inner:
+        if self._wire is None:
+            self._wire = self.inner.__aiter__()
+        async for part in self._wire:
             self.into += part
             yield part
 
