@@ -203,7 +203,10 @@ class _Httpx2Bridge:
         resp = await self.inner.handle_async_request(req)
         content = await resp.aread()
         await resp.aclose()
-        return httpx2.Response(resp.status_code, headers=list(resp.headers.multi_items()), content=content)
+        # a stream, not content=: httpx2 would add a content-length the server never sent (to a chunked reply too)
+        return httpx2.Response(
+            resp.status_code, headers=list(resp.headers.multi_items()), stream=httpx2.ByteStream(content)
+        )
 
     async def aclose(self) -> None:
         return None
