@@ -91,7 +91,7 @@ def _small(name: str) -> Any:
     ("target", "variant", "kinds"),
     [
         (None, None, set()),
-        ("asgi:hop_wrapper:create_app", None, {"hop_by_hop"}),
+        ("asgi:harness.coverage._bugs:forward_hop_by_hop", None, {"hop_by_hop"}),
         (None, "echo_upstream_framing", {"duplicate_header"}),
     ],
 )
