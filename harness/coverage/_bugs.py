@@ -203,15 +203,16 @@ def sse_without_done(**kw: Any) -> Any:
     return _SseWithoutDone(reference_app(**kw))
 
 
-class _ForwardHopByHop(_Wrap):
-    FORWARDED = [(b"keep-alive", b"timeout=5, max=100"), (b"proxy-connection", b"keep-alive")]
+_FORWARDED = ((b"keep-alive", b"timeout=5, max=100"), (b"proxy-connection", b"keep-alive"))
 
+
+class _ForwardHopByHop(_Wrap):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         chat = bool(CHAT.match(str(scope.get("path", ""))))
 
         async def forward(msg: Message) -> None:
             if chat and msg["type"] == "http.response.start":
-                msg = {**msg, "headers": [*msg.get("headers", []), *self.FORWARDED]}
+                msg = {**msg, "headers": [*msg.get("headers", []), *_FORWARDED]}
             await send(msg)
 
         await self.inner(scope, receive, forward)

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.chaos import ChaosSpec, Nemesis
+from harness.chaos import Nemesis
 from harness.history import History
 from harness.runner._drive import control_request
+from harness.scenario import ChaosSpec
 from harness.seams import LoopClock
 from harness.sim.world import SimNetwork
 
