@@ -154,10 +154,19 @@ class Nemesis:
         await self.delete(session, server, reason="delete_during_proxy")
 
     async def delete(self, session: str, server: str, *, reason: str) -> int | None:
+        from harness.agents._clients import REQUEST_PROGRESS
+
         op = self.history.invoke(process=self.process, f="delete", session=session, server=server, reason=reason)
-        status, err = await self.request("DELETE", f"{server}/sessions/{session}", None)
+        # "sent" as the agents record it (a requester that can tell sets it: control_request's httpx trace), so
+        # liveness's rules for a DELETE the client gave up on before it left apply to the nemesis's too
+        progress: dict[str, bool] = {}
+        token = REQUEST_PROGRESS.set(progress)
+        try:
+            status, err = await self.request("DELETE", f"{server}/sessions/{session}", None)
+        finally:
+            REQUEST_PROGRESS.reset(token)
         if status is None:
-            self.history.info(op, error=err)
+            self.history.info(op, error=err, **progress)
         elif 200 <= status < 300:
             self.history.ok(op, status=status)
             self.deleted[session] = server

@@ -204,7 +204,7 @@ class AgentSpec:
     max_retries: int = 3  # abort / 5xx retries of one turn
     timeout_s: float = 10.0
     timeout_retries: int = 1
-    stream_probability: float = 0.0  # per chat: ask for SSE (httpx and aiohttp agents)
+    stream_probability: float = 0.0  # per chat: ask for SSE (every client; the openai one through the SDK)
     # sent as the body's chat_template_kwargs (e.g. enable_thinking = false), with this probability per chat
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     template_kwargs_probability: float = 1.0

@@ -193,11 +193,20 @@ class _Httpx2Bridge:
         import httpx2
 
         body = await request.aread()
-        req = httpx.Request(request.method, str(request.url), headers=list(request.headers.multi_items()), content=body)
+        req = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=list(request.headers.multi_items()),
+            content=body,
+            extensions=request.extensions,  # the trace hook's "sent" (harness/agents/_openai.py)
+        )
         resp = await self.inner.handle_async_request(req)
         content = await resp.aread()
         await resp.aclose()
-        return httpx2.Response(resp.status_code, headers=list(resp.headers.multi_items()), content=content)
+        # a stream, not content=: httpx2 would add a content-length the server never sent (to a chunked reply too)
+        return httpx2.Response(
+            resp.status_code, headers=list(resp.headers.multi_items()), stream=httpx2.ByteStream(content)
+        )
 
     async def aclose(self) -> None:
         return None
@@ -229,6 +238,8 @@ class OpenAIClient(HttpxClient):
         import httpx2
         import openai  # noqa: F401 - imported here, before the run's first request, not inside the first chat
 
+        from harness.agents._openai import trace_request
+
         super().__init__(transport)
         bridge: Any = _Httpx2Bridge(transport) if transport is not None else None
         limits = httpx2.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE)
@@ -236,12 +247,15 @@ class OpenAIClient(HttpxClient):
             transport=bridge if bridge is not None else fast_transport(limits, sdk=True),
             timeout=_LIB_TIMEOUT_S,
             limits=limits,
+            event_hooks={"request": [trace_request]},
         )
         self._sdk: dict[str, Any] = {}
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         import httpx2
         import openai
+
+        from harness.agents._openai import read_stream
 
         base_url = f"{server}/sessions/{session_id}/v1"
         oc = self._sdk.get(base_url)
@@ -251,14 +265,19 @@ class OpenAIClient(HttpxClient):
             oc = self._sdk[base_url] = openai.AsyncOpenAI(
                 api_key="harness", base_url=base_url, http_client=self.http2, max_retries=0, timeout=_LIB_TIMEOUT_S
             )
-        kwargs = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        kwargs = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        stream = body.get("stream") is True  # streamed through the SDK's AsyncStream (harness/agents/_openai.py)
+        streaming: dict[str, Any] = {"stream": True} if stream else {}
         try:
             raw = await oc.chat.completions.with_raw_response.create(
                 model=body.get("model", "fake"),
                 messages=body["messages"],
                 extra_headers=headers,
                 extra_body=kwargs or None,
+                **streaming,
             )
+            if stream:
+                return await read_stream(raw)
         except openai.APIStatusError as exc:
             return _from_httpx2(exc.response)
         except openai.APITimeoutError as exc:

@@ -577,12 +577,15 @@ class Agent:
         if stream and r.status == 200:
             # Strict like a real streaming client: the OpenAI SSE rules, the terminator required.
             json_body = ["stream=true answered with a JSON body, not an event stream"]
-            facts["framing"]["sse_errors"] = json_body if r.body is not None else sse_problems(r.text)
+            sse = r.extra.get("sse_errors")  # a client that read the stream itself judged it (the SDK's)
+            facts["framing"]["sse_errors"] = (
+                sse if sse is not None else json_body if r.body is not None else sse_problems(r.text)
+            )
         if r.status != 200:
             err = r.body.get("error") if isinstance(r.body, dict) else None
             self.history.fail(op, status=r.status, error=err if err is not None else r.text[:500], **facts)
             return ChatOutcome(op, "fail", status=r.status)
-        data = r.body if r.body is not None else sse_completion(r.text)
+        data = r.body if r.body is not None else r.extra.get("completion") or sse_completion(r.text)
         choice: dict[str, Any] = {}
         if isinstance(data, dict) and isinstance(data.get("choices"), list) and data["choices"]:
             choice = data["choices"][0]
@@ -657,9 +660,7 @@ class Agent:
 
     def _body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
-        # The SDK agent never streams here: its streaming API hides the one SSE chunk's meta fields.
-        wants = self.spec.stream_probability > 0 and self.client.kind != "openai"
-        if wants and self._draw() < self.spec.stream_probability:
+        if self.spec.stream_probability > 0 and self._draw() < self.spec.stream_probability:
             body["stream"] = True
         kw = self.spec.chat_template_kwargs
         if kw and (

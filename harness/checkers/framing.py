@@ -15,9 +15,36 @@ What the runner records on each completion (docs/checkers.md):
 - or ``raw_headers``: ``[[name, value], ...]`` in wire order;
 - and ``error`` (the client's exception text) when the client could not parse.
 
-Rules: ``server``, ``date`` and ``content-length`` appear at most once;
-``content-length`` equals the body length; a client-side parse error about
-headers or payload length is a violation. A header value in ``headers`` that
+Rules (RFC 9110 / RFC 9112; the kind in brackets):
+
+- ``server``, ``date`` and ``content-length`` appear at most once: none of
+  them is a list field (RFC 9110 5.3, 8.6, 6.6.1, 10.2.4) [duplicate_header];
+- ``content-length`` equals the body length (RFC 9112 6.2, 6.3)
+  [content_length_mismatch];
+- no ``content-length`` together with ``transfer-encoding`` ("A sender MUST
+  NOT send a Content-Length header field in any message that contains a
+  Transfer-Encoding header field", RFC 9112 6.2) [length_with_chunked];
+- no ``transfer-encoding`` and no ``content-length`` but ``0`` on a 1xx or
+  204 reply (RFC 9110 8.6, RFC 9112 6.1: it has no body; a client that
+  honours the length waits for bytes that never come). ``content-length: 0``
+  is a MUST NOT too, but no client can misread it: tolerated
+  [framing_on_no_content];
+- no hop-by-hop field that describes someone else's connection (RFC 9110
+  7.6.1: an intermediary removes them before forwarding): ``te``,
+  ``proxy-connection`` and ``proxy-authorization`` never belong on a reply
+  (request or pre-standard fields); ``keep-alive`` and ``upgrade`` only with a
+  ``connection`` field that could name them (RFC 9110 7.6.1, 7.8);
+  ``trailer`` only on a chunked reply, which alone can carry trailers (RFC
+  9112 7.1.2); ``proxy-authenticate`` only on a 407 (RFC 9110 11.7.1).
+  ``connection`` itself and ``transfer-encoding`` are the replying server's
+  own (uvicorn sends ``connection: close``, aiohttp chunks its streams)
+  [hop_by_hop];
+- a client-side parse error about headers or payload length [parse_error].
+
+In simulation the reply the agent parses is the app's ``http.response.start``
+header list and the body bytes it sent, plus what the HTTP server layer adds
+(``harness/sim/world.py`` ``http_server_layer``: ``server``, ``date``, chunked
+framing), so these rules see in sim what they see live. A header value in ``headers`` that
 is two values joined by ", " (httpx joins duplicates) also counts as a
 duplicate. With no framing facts and no errors in the history the verdict is
 unknown.
@@ -32,6 +59,22 @@ from harness.checkers.ops import chaos_events, is_kill, pair_ops
 from harness.rundata import RunData
 
 SINGLE = ("server", "date", "content-length")
+NEVER_ON_A_REPLY = ("te", "proxy-connection", "proxy-authorization")
+WITH_CONNECTION_ONLY = ("keep-alive", "upgrade")
+
+
+def hop_by_hop(counts: dict[str, int], status: int | None) -> list[str]:
+    """The connection-specific fields of a reply that the replying server cannot have meant (see the rules)."""
+    out = [k for k in NEVER_ON_A_REPLY if counts.get(k)]
+    if not counts.get("connection"):
+        out += [k for k in WITH_CONNECTION_ONLY if counts.get(k)]
+    if counts.get("trailer") and not counts.get("transfer-encoding"):
+        out.append("trailer")
+    if counts.get("proxy-authenticate") and status != 407:
+        out.append("proxy-authenticate")
+    return out
+
+
 PARSE_ERRORS = (
     "duplicate",
     "content-length",
@@ -109,7 +152,43 @@ class HttpFraming:
                             "duplicate_header",
                         )
                     )
-                if cl is not None and body is not None and cl != body and counts.get("transfer-encoding", 0) == 0:
+                if counts.get("content-length") and counts.get("transfer-encoding"):
+                    violations.append(
+                        Violation(
+                            "content-length together with transfer-encoding (RFC 9112 6.2: a sender must not)",
+                            o.indices,
+                            o.session,
+                            "length_with_chunked",
+                        )
+                    )
+                # "content-length: 0" breaks no client (there is no body either way): tolerated, not flagged
+                framed = [k for k in ("transfer-encoding",) if counts.get(k)]
+                if counts.get("content-length") and cl != 0:
+                    framed.insert(0, "content-length")
+                if framed and o.status is not None and (o.status < 200 or o.status == 204):
+                    violations.append(
+                        Violation(
+                            f"{' and '.join(framed)} on a {o.status} reply, which has no body (RFC 9110 8.6)",
+                            o.indices,
+                            o.session,
+                            "framing_on_no_content",
+                        )
+                    )
+                hop = hop_by_hop(counts, o.status)
+                if hop:
+                    violations.append(
+                        Violation(
+                            f"hop-by-hop field(s) {', '.join(hop)} on the reply: another connection's, forwarded "
+                            "(RFC 9110 7.6.1)",
+                            o.indices,
+                            o.session,
+                            "hop_by_hop",
+                        )
+                    )
+                bodyless = o.status is not None and (o.status < 200 or o.status in (204, 304))  # RFC 9112 6.3
+                # a 1xx/204/304 has no body whatever its length says: that is framing_on_no_content's matter
+                chunked = bool(counts.get("transfer-encoding"))
+                if cl is not None and body is not None and cl != body and not chunked and not bodyless:
                     violations.append(
                         Violation(
                             f"content-length {cl} but the body has {body} bytes",

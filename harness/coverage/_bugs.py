@@ -33,6 +33,7 @@ __all__ = [
     "drop_chat_done",
     "drop_provisional",
     "drop_record",
+    "forward_hop_by_hop",
     "no_prefix_check",
     "reference_app",
     "refuse_retries",
@@ -202,6 +203,28 @@ def sse_without_done(**kw: Any) -> Any:
     return _SseWithoutDone(reference_app(**kw))
 
 
+_FORWARDED = ((b"keep-alive", b"timeout=5, max=100"), (b"proxy-connection", b"keep-alive"))
+
+
+class _ForwardHopByHop(_Wrap):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chat = bool(CHAT.match(str(scope.get("path", ""))))
+
+        async def forward(msg: Message) -> None:
+            if chat and msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*msg.get("headers", []), *_FORWARDED]}
+            await send(msg)
+
+        await self.inner(scope, receive, forward)
+
+
+def forward_hop_by_hop(**kw: Any) -> Any:
+    """Chat replies carry the connection fields of the backend's own hop (``keep-alive``, ``proxy-connection``
+    from a front end that announces keep-alive): a relay that copies upstream headers without RFC 9110 7.6.1's
+    hop-by-hop filter. No client parser rejects them; only http_framing's hop_by_hop rule tells."""
+    return _ForwardHopByHop(reference_app(**kw))
+
+
 class _CrashOnUpstream(_Wrap):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, raw = await self.captured(scope, receive)
@@ -348,6 +371,7 @@ BUGS: dict[str, Callable[..., Any]] = {
     "drop_chat_done": drop_chat_done,
     "drop_provisional": drop_provisional,
     "drop_record": drop_record,
+    "forward_hop_by_hop": forward_hop_by_hop,
     "refuse_retries": refuse_retries,
     "slow_delete": slow_delete,
     "sse_without_done": sse_without_done,

@@ -19,6 +19,7 @@ from typing import IO, Any
 import httpx
 
 from harness.agents import Agent, HttpClient, make_client
+from harness.agents._clients import _trace_extensions
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
@@ -162,7 +163,7 @@ def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any
 
     async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
         try:
-            r = await control.request(method, url, json=body)
+            r = await control.request(method, url, json=body, extensions=_trace_extensions())  # "sent", if asked
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         return r.status_code, None

@@ -213,6 +213,35 @@ def response_framing_error(request: httpx.Request, response: httpx.Response) -> 
     return None
 
 
+SERVER_HEADER = b"harness-sim"
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def http_server_layer(request: httpx.Request, response: httpx.Response, now: float) -> None:
+    """Add what the HTTP/1.1 server under an ASGI app adds to every reply, as uvicorn does live.
+
+    An ASGI app hands ``http.response.start`` headers and body bytes to its
+    server; the server owns the connection and adds its own ``server`` and
+    ``date`` fields *before* the app's (uvicorn prepends them whatever the app
+    sent), and frames a reply that declares no length with
+    ``transfer-encoding: chunked`` (RFC 9112 6.1/6.3: no body framing is sent
+    on 1xx, 204 and 304, nor for HEAD). In process nothing else adds them, so
+    without this a server that copies its backend's ``server`` / ``date`` /
+    ``transfer-encoding`` onto its reply (``echo_upstream_framing``) would look
+    clean in simulation and broken live. ``now`` is virtual time: the ``date``
+    replays byte for byte.
+    """
+    from email.utils import formatdate
+
+    layer = [(b"server", SERVER_HEADER), (b"date", formatdate(now, usegmt=True).encode("ascii"))]
+    lengths, chunked = _framing_headers(response.headers)
+    status = response.status_code
+    bodyless = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUS
+    if not lengths and not chunked and not bodyless:
+        layer.append((b"transfer-encoding", b"chunked"))
+    response.headers = httpx.Headers([*layer, *response.headers.raw])
+
+
 class SimNetwork(httpx.AsyncBaseTransport):
     """Routes requests by ``host:port`` to in-process ASGI apps, one task per request.
 
@@ -295,6 +324,7 @@ class SimNetwork(httpx.AsyncBaseTransport):
         if host.generation != generation:
             raise _Killed()
         await response.aread()  # the ASGI transport has buffered the body already: this only exposes it
+        http_server_layer(request, response, EPOCH + asyncio.get_running_loop().time())
         problem = response_framing_error(request, response)
         if problem is not None:  # a strict HTTP/1.1 client (h11, llhttp) refuses such a reply
             raise httpx.RemoteProtocolError(f"[sim] {problem}", request=request)

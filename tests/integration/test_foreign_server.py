@@ -59,6 +59,7 @@ PROVED = {
     "abort_retry_supersede",
     "delete_during_proxy",
     "duplicate_inflight_retry",
+    "litellm_abort_remap",  # the openai SDK agent, half its turns streamed through the SDK (~1.5 s of workload)
     "multi_backend_race",
     "process_kill_restart",
     "tool_retry_rollback",
