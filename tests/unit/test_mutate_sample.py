@@ -40,6 +40,8 @@ SCENARIOS = [
     "transport_faults",
     "retokenized_prompt",  # a backend that reports other prompt ids: the prefix invariant (R07), ~2 s a case
     "template_kwargs",  # chat_template_kwargs on the reasoning family, ~5 s a case at load 15
+    "length_continue",  # a turn after a length-cut answer (checkpoint without the stop token), ~3 s a case
+    "strict_tool_template",  # tool calls on a stricter template (scenarios/tokenizers/strict_tools), ~4 s a case
 ]
 # measured on t12-teeth (main f71537f): 26 killed / 13 survived / 1 equivalent = 0.667 (commit 174179b's full
 # sample, 462 s with 2 jobs at load ~13, the old 6-scenario set took 475 s at the same load; plus a60f3cde9426
