@@ -9,9 +9,16 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
 - a chat **500** is explained only when the backend itself answered that very
   request with a 500 (the execution log shows ``http_500`` applied to it: the
   pass-through), or when the backend reported other ``prompt_token_ids``
-  than it was sent (``retokenized_prompt``: a broken prefix is the
-  protocol's 500 tokenization error; whether the prefix really broke is
-  token_state's business, which flags a commit of one). Never by a fault class in the plan, never by a time window:
+  than it was sent on that very attempt (``retokenized_prompt``: a broken
+  prefix is the protocol's 500 tokenization error). The fault explains it
+  only where it can have broken the prefix: the fake marked the execution
+  (``retokenized_at``: it did rewrite a token of the ids it answered), the
+  answer was a complete, non-aborted generation (an aborted one is kept
+  provisional, with no prefix check), and the rewritten token lies inside a
+  checkpoint the session can have stored (the client saw an earlier answer
+  of that session at least that long; a first turn has none). Whether the
+  prefix really broke when the server commits is token_state's business.
+  Never by a fault class in the plan, never by a time window:
   a server that answers 500 on invalid JSON from the backend is wrong even
   while an outage is declared;
 - a chat **502 / 503 / 504** is explained by the fault the backend applied to
@@ -34,6 +41,7 @@ verdict is unknown. The notes report counts per status.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import (
@@ -87,6 +95,7 @@ class NoUnexpected5xx:
         ops = pair_ops(run.history)
         chaos = chaos_events(ops)
         links = Links(run, ops)
+        stored = _stored_upper_bounds(ops)
         counts: Counter[int] = Counter()
         explained: Counter[int] = Counter()
         violations: list[Violation] = []
@@ -96,7 +105,7 @@ class NoUnexpected5xx:
             if st is None or st < 500 or o.f in ("chaos", "fault"):
                 continue
             counts[st] += 1
-            why, reason = self._explain(o, st, chaos, links)
+            why, reason = self._explain(o, st, chaos, links, stored)
             if why:
                 explained[st] += 1
                 continue
@@ -116,7 +125,9 @@ class NoUnexpected5xx:
         return verdict(self.name, violations, unknown=unknown, notes=per)
 
     @staticmethod
-    def _explain(o: Op, st: int, chaos: list[Chaos], links: Links) -> tuple[str, str]:
+    def _explain(
+        o: Op, st: int, chaos: list[Chaos], links: Links, stored: dict[str, list[tuple[float, int | None]]]
+    ) -> tuple[str, str]:
         """(explanation, "") or ("", why not; "unattributable" when nothing can decide)."""
         t1 = o.seen_end if o.seen_end is not None else o.start
         for c in chaos:
@@ -131,7 +142,13 @@ class NoUnexpected5xx:
             if "http_500" in faults:
                 return "backend http_500 passed through", ""
             if "retokenized_prompt" in faults:  # the protocol's answer to a broken prefix (CONTEXT.md: 500)
-                return "backend prompt_token_ids differ from the input_ids sent (tokenization error)", ""
+                hit, why_not = _retokenized_hit(o, execs, stored.get(o.session or "", []))
+                if hit:
+                    return "backend prompt_token_ids differ from the input_ids sent (tokenization error)", ""
+                return (
+                    "",
+                    f"server error (500) on a chat whose retokenized_prompt fault cannot break the prefix: {why_not}",
+                )
             return "", "server error (500) on a chat: a tokenization error or a crash, never a backend fault"
         if any(plan_explains(st, {f}) for f in faults):
             return f"backend fault {faults[-1]}", ""
@@ -144,3 +161,45 @@ class NoUnexpected5xx:
         if not links.has_executions:
             return "", "unattributable"
         return "", "no backend execution of this request, and no backend outage overlapped it"
+
+
+def _stored_upper_bounds(ops: list[Op]) -> dict[str, list[tuple[float, int | None]]]:
+    """Per session, (when it was sent, prompt + completion tokens or None) of each 200 chat answer.
+
+    The server commits only what it answers, so while a request is served its session's stored
+    checkpoint is never longer than the longest answer to a chat that had started before the
+    request ended: these bound which token positions a request's prefix can hold.
+    """
+    out: dict[str, list[tuple[float, int | None]]] = {}
+    for o in ops:
+        if o.f != "chat" or o.status != 200 or o.completion is None or o.session is None or o.aborted:
+            continue
+        p, c = o.completion.get("prompt_tokens"), o.completion.get("completion_tokens")
+        n = int(p) + int(c) if isinstance(p, int) and isinstance(c, int) else None
+        out.setdefault(o.session, []).append((o.start, n))
+    return out
+
+
+def _retokenized_hit(o: Op, execs: list[dict[str, Any]], answers: list[tuple[float, int | None]]) -> tuple[bool, str]:
+    """Did this attempt's ``retokenized_prompt`` fault rewrite a token of a stored checkpoint? (yes, "") / (no, why)."""
+    marked = [
+        ex
+        for ex in execs
+        if fault_name(str(ex.get("fault") or "")) == "retokenized_prompt" and isinstance(ex.get("retokenized_at"), int)
+    ]
+    if not marked:
+        return False, "the backend never rewrote the prompt ids of this attempt (no retokenized_at in its execution)"
+    done = [ex for ex in marked if ex.get("outcome") == "completed" and ex.get("finish_reason") != "abort"]
+    if not done:
+        return False, "the rewritten answer was not a complete generation (aborted or cut: no prefix check applies)"
+    end = o.seen_end if o.seen_end is not None else o.start
+    before = [n for t, n in answers if t < end]
+    if not before:
+        return False, "no earlier answer of this session: nothing was stored, so no prefix can break"
+    if any(n is None for n in before):
+        return True, ""  # the answers carry no usage: a stored checkpoint exists, its length is not known
+    longest = max(n for n in before if n is not None)
+    at = min(int(ex["retokenized_at"]) for ex in done)
+    if at < longest:
+        return True, ""
+    return False, f"the rewritten token {at} lies after every checkpoint the session can hold (<= {longest} tokens)"

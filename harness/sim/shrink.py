@@ -10,7 +10,10 @@ How: greedy delta debugging over the scenario's knobs, on the raw TOML data
 (so the written file stays close to the original): fewer sessions, less
 concurrency, fewer turns, each chaos probability to zero, each forced fault,
 kill/restart, outage and backend rule removed, tool calls, retries and
-streaming off, one client kind, fewer processes, and for ``pct`` fewer
+streaming off, fewer client fuzz requests, the agent's
+``chat_template_kwargs`` dropped (or one variable of them, or sent on every
+chat instead of by ``template_kwargs_probability``), one client kind, fewer
+processes, and for ``pct`` fewer
 priority change points (a smaller depth). A candidate is kept when the same
 checker still says ``invalid`` (or the run still errors the same way) on the
 same seed, or on one of two neighbouring seeds (a smaller workload shifts
@@ -129,9 +132,15 @@ def _candidates(d: Data, strategy: str, depth: int) -> Iterator[tuple[str, Data,
             yield f"workload.{k} -> 0", _zero_workload_knob(d, k), depth
     if w.get("think_time_s"):
         yield "workload.think_time_s -> 0", drop("workload", "think_time_s"), depth
+    fz = w.get("fuzz")
+    if isinstance(fz, int) and fz > 0:
+        for m in sorted({0, fz // 2}):
+            if m < fz:
+                yield f"workload.fuzz {fz} -> {m}", put("workload", "fuzz", m), depth
     ag = _tbl(d, "agent")
     if ag.get("stream_probability"):
         yield "agent.stream_probability -> 0", put("agent", "stream_probability", 0.0), depth
+    yield from _template_kwargs_candidates(d, depth)
     client = ag.get("client")
     if isinstance(client, dict) and len([k for k, v in client.items() if v]) > 1:
         for kind in sorted((k for k, v in client.items() if v), key=lambda k: (k != "httpx", k)):  # httpx: simplest
@@ -143,6 +152,33 @@ def _candidates(d: Data, strategy: str, depth: int) -> Iterator[tuple[str, Data,
     if strategy == "pct":
         for dd in range(1, depth):
             yield f"pct depth {depth} -> {dd} (fewer change points)", copy.deepcopy(d), dd
+
+
+def _template_kwargs_candidates(d: Data, depth: int) -> Iterator[tuple[str, Data, int]]:
+    """The agent's ``chat_template_kwargs``: gone (with their probability, which means nothing
+    without them), one variable at a time gone, or sent on every chat (no per-chat draw)."""
+    ag = _tbl(d, "agent")
+    kw = ag.get("chat_template_kwargs")
+    if not isinstance(kw, dict) or not kw:
+        if "template_kwargs_probability" in ag:
+            x = copy.deepcopy(d)
+            x["agent"].pop("template_kwargs_probability")
+            yield "agent.template_kwargs_probability removed (no kwargs to send)", x, depth
+        return
+    x = copy.deepcopy(d)
+    x["agent"].pop("chat_template_kwargs")
+    x["agent"].pop("template_kwargs_probability", None)
+    yield "agent.chat_template_kwargs removed", x, depth
+    if len(kw) > 1:
+        for k in kw:
+            x = copy.deepcopy(d)
+            x["agent"]["chat_template_kwargs"].pop(k)
+            yield f"agent.chat_template_kwargs.{k} removed", x, depth
+    p = ag.get("template_kwargs_probability", 1.0)
+    if isinstance(p, int | float) and not isinstance(p, bool) and p < 1.0:
+        x = copy.deepcopy(d)
+        x["agent"]["template_kwargs_probability"] = 1.0
+        yield f"agent.template_kwargs_probability {p} -> 1 (every chat sends them)", x, depth
 
 
 def _zero_workload_knob(d: Data, k: str) -> Data:

@@ -347,6 +347,31 @@ def test_execution_fault_explains_only_what_it_produces() -> None:
     assert "503: 1 (1 explained)" in v.notes
 
 
+def test_a_500_is_explained_by_retokenized_prompt_only_on_the_attempt_it_hit() -> None:
+    def run(mark: dict[str, Any] | None, turn: int = 1, **ex: Any) -> Verdict:
+        b = RunBuilder(faults=["retokenized_prompt"])
+        sid = b.create()
+        if turn:
+            b.chat(sid, 0)  # a stored checkpoint of 4 + 3 tokens
+        b.chat(sid, turn, outcome="tokenization_error", fault="retokenized_prompt")
+        r = b.build()
+        last = r.backend_executions[sid][-1]
+        last.update(ex)
+        if mark is not None:
+            last.update(mark)
+        return run_one(r, "no_unexpected_5xx")
+
+    assert run({"retokenized_at": 0}).status == "valid"  # the fake rewrote token 0 of a stored checkpoint
+    for v, why in (
+        (run(None), "never rewrote"),  # fault drawn, but no body with other ids was sent
+        (run({"retokenized_at": 0}, turn=0), "nothing was stored"),  # a first turn: no prefix to break
+        (run({"retokenized_at": 9}), "after every checkpoint"),  # only the appended suffix was rewritten
+        (run({"retokenized_at": 0}, finish_reason="abort", outcome="aborted"), "not a complete generation"),
+    ):
+        assert kinds(v) == {"status_500"}, v
+        assert why in v.violations[0].message, v.violations[0].message
+
+
 def test_backend_outage_window_explains_502() -> None:
     b = RunBuilder()
     sid = b.create()

@@ -40,6 +40,8 @@ SCENARIOS = [
     "transport_faults",
     "retokenized_prompt",  # a backend that reports other prompt ids: the prefix invariant (R07), ~2 s a case
     "template_kwargs",  # chat_template_kwargs on the reasoning family, ~5 s a case at load 15
+    "length_continue",  # a turn after a length-cut answer (checkpoint without the stop token), ~3 s a case
+    "strict_tool_template",  # tool calls on a stricter template (scenarios/tokenizers/strict_tools), ~4 s a case
 ]
 # measured on t12-teeth (main f71537f): 26 killed / 13 survived / 1 equivalent = 0.667 (commit 174179b's full
 # sample, 462 s with 2 jobs at load ~13, the old 6-scenario set took 475 s at the same load; plus a60f3cde9426
@@ -49,12 +51,16 @@ SCENARIOS = [
 # t12-teeth3 commit 06fcc62 (the two scenarios above added, exactly_once's delete_cancel rule): 30 killed /
 # 9 survived / 1 equivalent = 0.769 (652.5 s with 2 jobs at load ~15; 0b86e99 without the delete_cancel
 # rule: 0.744 in 484.5 s), bench/results_mutation.md rows 5 and 6.
-MEASURED = 0.769
-FLOOR = 0.71
+# t12-score (b4cbcd6..ff8c1fe: length_continue and strict_tool_template added last to the kill set,
+# 01d81f4dcbae equivalent): 33 killed / 5 survived / 2 equivalent = 0.868 (796 s with 2 jobs at load ~10 with
+# two other runs of mine beside it; the unchanged config took 297 s at load ~5 just before). The two scenarios
+# run only for mutants the first eleven leave alive (8 of 40 here): ~3 s and ~4 s of CPU a case.
+MEASURED = 0.868
+FLOOR = 0.81
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # 485-653 s measured on the shared box at load ~15 (old kill set: 475 s at ~13, 79 s idle)
+@pytest.mark.timeout(1500)  # 297-817 s measured on the shared box at load 5-15 (old kill set: 475 s at ~13, 79 s idle)
 def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_mutation(
         MutationConfig(modules=PROTOCOL_MODULES, sample=SAMPLE, seed=SEED, seeds=[0], scenarios=SCENARIOS, jobs=2)

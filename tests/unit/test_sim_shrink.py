@@ -87,3 +87,27 @@ def test_committed_found_scenarios_still_fail_as_their_header_says(path: Path, t
     checker = re.search(r"^# checker: (\w+):", header, re.M).group(1)  # type: ignore[union-attr]
     r = run_sim(load_scenario(path), tmp_path, seed, strategy, report=False)
     assert checker in [v["checker"] for v in r.run.verdicts if v["status"] == "invalid"]
+
+
+def test_agent_template_kwargs_and_fuzz_are_kept_valid_and_can_be_shrunk() -> None:
+    from harness.sim.shrink import _candidates
+
+    raw = tomllib.loads((SCENARIOS / "template_kwargs.toml").read_text())
+    raw["agent"]["chat_template_kwargs"]["custom_flag"] = "x"
+    raw["workload"]["fuzz"] = 6
+    cands = {what: data for what, data, _ in _candidates(raw, "random", 3)}
+    gone = cands["agent.chat_template_kwargs removed"]
+    assert "chat_template_kwargs" not in gone["agent"] and "template_kwargs_probability" not in gone["agent"]
+    assert parse_scenario(gone, "shrunk").agent.chat_template_kwargs == {}
+    one = parse_scenario(cands["agent.chat_template_kwargs.custom_flag removed"], "shrunk").agent
+    assert dict(one.chat_template_kwargs) == {"enable_thinking": False}
+    always = parse_scenario(cands["agent.template_kwargs_probability 0.5 -> 1 (every chat sends them)"], "s").agent
+    assert always.template_kwargs_probability == 1.0 and always.chat_template_kwargs["enable_thinking"] is False
+    assert {"workload.fuzz 6 -> 0", "workload.fuzz 6 -> 3"} <= set(cands)
+    for what, data in cands.items():  # every candidate is a valid scenario and survives the file round trip
+        assert tomllib.loads(dump_toml(data)) == data, what
+        parse_scenario(data, what)
+    # a shrunk scenario that kept the kwargs writes them back as the agent sends them
+    kept = parse_scenario(tomllib.loads(dump_toml(raw)), "kept").agent
+    assert dict(kept.chat_template_kwargs) == {"enable_thinking": False, "custom_flag": "x"}
+    assert kept.template_kwargs_probability == 0.5
