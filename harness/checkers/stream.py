@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
+from harness.checkers.continuity import BACKEND_PROBE
 from harness.checkers.ops import Op
 from harness.rundata import CUT_REASON, RUN_FILES, RunData
 
@@ -56,6 +57,7 @@ __all__ = [
 GROUP_BYTES = 8 * 1024 * 1024  # history bytes per group (about): what one Part holds decoded
 TMP_DIR = ".harness-tmp"  # the run folder's own temp area (created and removed by the pass)
 GLOBAL = -1  # the group of records that belong to no session: part of every Part
+RUN_WIDE = ("chaos", "fault")  # operations every part holds (with the backend probes): windows any request may fall in
 
 
 class NotStreamable(ValueError):
@@ -66,19 +68,24 @@ class NotStreamable(ValueError):
 class Part:
     """One group of whole sessions as a small run.
 
-    ``run.history`` holds the group's sessions' events and every session-less event, in the run's order
-    and with their run-wide ``index``; ``run.server_logs`` likewise (``log_pos[i]`` is line i's position
-    in the run's server_logs.jsonl); ``run.backend_executions`` the group's routing keys (``exec_pos``:
-    (key, i) -> nothing moved: lists keep their order); ``run.final_states`` the group's sessions;
-    ``run.owners`` and ``run.scenario`` the whole run's. ``sessions`` are the sessions routed here: a
-    session-less event is in every part, so a part judges an operation only if its session is one of
-    ``sessions`` (:meth:`mine`), and a session-less one only in the first part (``first``).
+    ``run.history`` holds the group's sessions' events plus the run-wide ones (session-less events, every
+    chaos and fault operation, the backend probes), in the run's order and with their run-wide
+    ``index``; ``run.server_logs`` likewise (``log_pos[i]`` is line i's position in the run's
+    server_logs.jsonl); ``run.backend_executions`` the executions of the group's chats (joined by the
+    ``x-request-id`` they carry, as :class:`~harness.checkers.ops.Links` joins them) and the rest of the
+    group's routing keys, each key's list in its order (``exec_at[key][i]``: the place of item i in the
+    run's list for that key); ``run.final_states`` the group's sessions; ``run.owners`` and
+    ``run.scenario`` the whole run's. ``sessions`` are the sessions routed here: a run-wide event is in
+    every part, so a part judges an operation only if its session is one of ``sessions`` (:meth:`mine`),
+    and a session-less one only in the first part (``first``). ``context``: what is known run-wide.
     """
 
     run: RunData
     sessions: frozenset[str]
     log_pos: list[int]
     first: bool
+    context: RunContext
+    exec_at: dict[str, list[int]]  # exec_at[key][i]: run.backend_executions[key][i]'s place in the run's list
 
     chat_ops: Callable[[str], list[int] | None] = field(default=lambda key: None)
 
@@ -245,9 +252,9 @@ class Spill:
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE events (pos INTEGER PRIMARY KEY, grp INTEGER, line TEXT);"
             "CREATE TABLE logs (pos INTEGER PRIMARY KEY, grp INTEGER, line TEXT);"
-            "CREATE TABLE execs (pos INTEGER PRIMARY KEY, grp INTEGER, key TEXT, value TEXT);"
+            "CREATE TABLE execs (pos INTEGER PRIMARY KEY, grp INTEGER, key TEXT, at INTEGER, value TEXT);"
             "CREATE TABLE finals (pos INTEGER PRIMARY KEY, grp INTEGER, sid TEXT, value TEXT);"
-            "CREATE TABLE chats (key TEXT, kind INTEGER, inv INTEGER, ops TEXT);"
+            "CREATE TABLE chats (key TEXT, kind INTEGER, inv INTEGER, ops TEXT, session TEXT);"
         )
         self.global_events: list[tuple[int, dict[str, Any]]] = []
         self.global_logs: list[tuple[int, dict[str, Any]]] = []
@@ -292,12 +299,23 @@ class Spill:
             if len(rows) >= 10_000:
                 self._put("logs", rows)
         self._put("logs", rows)
+        self.db.execute("CREATE INDEX ch_k ON chats (key, kind, inv)")
         n_exec = 0
-        for pos, (key, value) in enumerate(_object_items(d / RUN_FILES["backend_executions"])):
+        pos = 0
+        for key, value in _object_items(d / RUN_FILES["backend_executions"]):
             n_exec += 1
             g = _group_of(key, self.groups)
             self.sessions.setdefault(g, set()).add(key)
-            rows.append((pos, g, key, json.dumps(value)))
+            if not isinstance(value, list) or not value:  # kept as it is, in its key's group
+                rows.append((pos, g, key, -1, json.dumps(value)))
+                pos += 1
+                continue
+            for i, ex in enumerate(value):
+                # with the chat whose x-request-id it carries (Links joins them by it, run-wide), else its key's
+                rid = ex.get("request_id") if isinstance(ex, dict) else None
+                home = self._chat_session(f"caller:{rid}") if rid is not None else None
+                rows.append((pos, g if home is None else _group_of(home, self.groups), key, i, json.dumps(ex)))
+                pos += 1
             if len(rows) >= 1_000:
                 self._put("execs", rows)
         self._put("execs", rows)
@@ -314,7 +332,6 @@ class Spill:
         self.db.executescript(
             "CREATE INDEX ev_g ON events (grp, pos); CREATE INDEX lg_g ON logs (grp, pos);"
             "CREATE INDEX ex_g ON execs (grp, pos); CREATE INDEX fs_g ON finals (grp, pos);"
-            "CREATE INDEX ch_k ON chats (key, kind, inv);"
         )
         self.context = RunContext(
             scenario=scenario,
@@ -342,16 +359,18 @@ class Spill:
                 return
             o = Op(op=inv.get("op"), f="chat", invoke_index=inv["index"], invoke=inv)
             o.completion, o.completion_index = done, done["index"]
-            at = json.dumps(o.indices)
+            at, sid = json.dumps(o.indices), o.session
             if o.req_id:
-                joins.append((o.req_id, 0, o.invoke_index, at))
+                joins.append((o.req_id, 0, o.invoke_index, at, sid))
             if o.request_id:
-                joins.append((f"caller:{o.request_id}", 1, o.invoke_index, at))
+                joins.append((f"caller:{o.request_id}", 1, o.invoke_index, at, sid))
             if len(joins) >= 10_000:
                 self._put("chats", joins)
 
         def emit(items: list[tuple[int, dict[str, Any]]], session: Any) -> None:
-            g = _group_of(session, self.groups)
+            inv = items[0][1]
+            run_wide = inv.get("f") in RUN_WIDE or (inv.get("f") == "probe" and inv.get("value") == BACKEND_PROBE)
+            g = GLOBAL if run_wide else _group_of(session, self.groups)
             for p, ev in items:
                 if g == GLOBAL:
                     self.global_events.append((p, ev))
@@ -420,7 +439,14 @@ class Spill:
         history = [ev for _, ev in heapq.merge(mine, self.global_events, key=lambda pe: pe[0])]
         logs_mine = [(p, json.loads(s)) for p, s in q("SELECT pos, line FROM logs WHERE grp = ? ORDER BY pos", (g,))]
         logs = list(heapq.merge(logs_mine, self.global_logs, key=lambda pe: pe[0]))
-        execs = {str(k): json.loads(v) for k, v in q("SELECT key, value FROM execs WHERE grp = ? ORDER BY pos", (g,))}
+        execs: dict[str, Any] = {}
+        exec_at: dict[str, list[int]] = {}
+        for k, i, v in q("SELECT key, at, value FROM execs WHERE grp = ? ORDER BY pos", (g,)):
+            if i < 0:
+                execs[str(k)] = json.loads(v)
+            else:
+                execs.setdefault(str(k), []).append(json.loads(v))
+                exec_at.setdefault(str(k), []).append(int(i))
         finals = {str(s): json.loads(v) for s, v in q("SELECT sid, value FROM finals WHERE grp = ? ORDER BY pos", (g,))}
         run = RunData(
             scenario=self.scenario,
@@ -431,7 +457,22 @@ class Spill:
             server_logs=[ln for _, ln in logs],
             harness=self.harness,
         )
-        return Part(run, frozenset(self.sessions.get(g, set())), [p for p, _ in logs], first, self.chat_ops)
+        assert self.context is not None
+        return Part(
+            run,
+            frozenset(self.sessions.get(g, set())),
+            [p for p, _ in logs],
+            first,
+            self.context,
+            exec_at,
+            self.chat_ops,
+        )
+
+    def _chat_session(self, key: str) -> str | None:
+        got = self.db.execute(
+            "SELECT session FROM chats WHERE key = ? ORDER BY kind DESC, inv DESC LIMIT 1", (key,)
+        ).fetchone()
+        return None if got is None or got[0] is None else str(got[0])
 
     def chat_ops(self, key: str) -> list[int] | None:
         """The history indices of the chat operation ``key`` names in the whole run, as the checkers'
