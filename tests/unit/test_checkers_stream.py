@@ -54,6 +54,8 @@ def _non_owners() -> RunData:
     b.log("session_created", S1, b.t, session_id=a)
     b.probe(c, server=S1, value="wrong_process", status=200)
     b.log("session_created", S1, b.t, session_id=c)
+    b.probe(c, value="odd", status=503)  # no_unexpected_5xx: two unexplained 5xx, of two statuses
+    b.probe(a, value="odd", status=500)
     run = b.build()
     chats = [e for e in run.history if e.get("f") == "chat" and e.get("type") == "ok"]
     for e in (chats[-1], chats[0]):  # http_framing: two violations on one reply, one on another
@@ -79,7 +81,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_some_checkers_have_a_per_session_step() -> None:
-    assert {"ownership", "no_resurrection", "http_framing"} <= {
+    assert {"ownership", "no_resurrection", "http_framing", "no_unexpected_5xx"} <= {
         n for n, c in CHECKERS.items() if isinstance(c, SessionChecker)
     }
 
