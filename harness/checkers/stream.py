@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
-from harness.checkers.continuity import BACKEND_PROBE
+from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op
-from harness.rundata import CUT_REASON, RUN_FILES, RunData
+from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
     "GROUP_BYTES",
@@ -86,8 +86,11 @@ class Part:
     first: bool
     context: RunContext
     exec_at: dict[str, list[int]]  # exec_at[key][i]: run.backend_executions[key][i]'s place in the run's list
+    group: int
+    split: dict[str, tuple[int, int]]  # caller request id carried by chats of several groups -> (first, home)
 
     chat_ops: Callable[[str], list[int] | None] = field(default=lambda key: None)
+    fuzzed: Callable[[str], bool] = field(default=lambda request_id: False)
 
     def mine(self, session: Any) -> bool:
         return self.first if session is None else str(session) in self.sessions
@@ -111,6 +114,7 @@ class RunContext:
     final_states_recorded: bool  # final_states.json has at least one entry
     has_server_logs: bool
     has_backend_executions: bool
+    execution_log_gap: str | None  # harness.checkers.continuity.execution_log_gap of the run
 
 
 Keyed = tuple[tuple[Any, ...], Violation]
@@ -254,7 +258,7 @@ class Spill:
             "CREATE TABLE logs (pos INTEGER PRIMARY KEY, grp INTEGER, line TEXT);"
             "CREATE TABLE execs (pos INTEGER PRIMARY KEY, grp INTEGER, key TEXT, at INTEGER, value TEXT);"
             "CREATE TABLE finals (pos INTEGER PRIMARY KEY, grp INTEGER, sid TEXT, value TEXT);"
-            "CREATE TABLE chats (key TEXT, kind INTEGER, inv INTEGER, ops TEXT, session TEXT);"
+            "CREATE TABLE chats (key TEXT, kind INTEGER, inv INTEGER, ops TEXT, session TEXT, grp INTEGER);"
         )
         self.global_events: list[tuple[int, dict[str, Any]]] = []
         self.global_logs: list[tuple[int, dict[str, Any]]] = []
@@ -300,6 +304,16 @@ class Spill:
                 self._put("logs", rows)
         self._put("logs", rows)
         self.db.execute("CREATE INDEX ch_k ON chats (key, kind, inv)")
+        # a caller request id that chats of several groups carry (ids collide: 32 random bits, ~10^5 chats):
+        # run-wide it is one entry (its first place, its last chat), so a part must know whether it is home
+        self.split: dict[str, tuple[int, int]] = {}
+        for key, first in self.db.execute(
+            "SELECT key, MIN(inv) FROM chats WHERE kind = 1 GROUP BY key HAVING COUNT(DISTINCT grp) > 1"
+        ).fetchall():
+            (home,) = self.db.execute(
+                "SELECT grp FROM chats WHERE key = ? AND kind = 1 ORDER BY inv DESC LIMIT 1", (key,)
+            ).fetchone()
+            self.split[str(key)[len("caller:") :]] = (int(first), int(home))
         n_exec = 0
         pos = 0
         for key, value in _object_items(d / RUN_FILES["backend_executions"]):
@@ -339,6 +353,7 @@ class Spill:
             final_states_recorded=n_final > 0,
             has_server_logs=n_logs > 0,
             has_backend_executions=n_exec > 0,
+            execution_log_gap=execution_log_gap(RunData(scenario, [ev for _, ev in self.global_events])),
         )
 
     def _history(self) -> None:
@@ -353,21 +368,27 @@ class Spill:
         last_index = -1
         pos = -1
 
-        def join(inv: dict[str, Any], done: dict[str, Any]) -> None:
-            """A chat operation's run-wide keys (``x-req-id``, ``caller:`` + request id), for :meth:`chat_ops`."""
-            if str(inv.get("f")) != "chat":
+        def join(inv: dict[str, Any], done: dict[str, Any], g: int) -> None:
+            """A chat operation's run-wide keys (``x-req-id``, ``caller:`` + request id), for :meth:`chat_ops`;
+            a fuzz operation's request id (``fuzz:``), for :meth:`Part.fuzzed`."""
+            f = str(inv.get("f"))
+            if f not in ("chat", "fuzz"):
                 return
-            o = Op(op=inv.get("op"), f="chat", invoke_index=inv["index"], invoke=inv)
+            o = Op(op=inv.get("op"), f=f, invoke_index=inv["index"], invoke=inv)
             o.completion, o.completion_index = done, done["index"]
             at, sid = json.dumps(o.indices), o.session
-            if o.req_id:
-                joins.append((o.req_id, 0, o.invoke_index, at, sid))
-            if o.request_id:
-                joins.append((f"caller:{o.request_id}", 1, o.invoke_index, at, sid))
+            if f == "fuzz":
+                if o.request_id:
+                    joins.append((f"fuzz:{o.request_id}", 2, o.invoke_index, at, sid, g))
+            else:
+                if o.req_id:
+                    joins.append((o.req_id, 0, o.invoke_index, at, sid, g))
+                if o.request_id:
+                    joins.append((f"caller:{o.request_id}", 1, o.invoke_index, at, sid, g))
             if len(joins) >= 10_000:
                 self._put("chats", joins)
 
-        def emit(items: list[tuple[int, dict[str, Any]]], session: Any) -> None:
+        def emit(items: list[tuple[int, dict[str, Any]]], session: Any) -> int:
             inv = items[0][1]
             run_wide = inv.get("f") in RUN_WIDE or (inv.get("f") == "probe" and inv.get("value") == BACKEND_PROBE)
             g = GLOBAL if run_wide else _group_of(session, self.groups)
@@ -378,6 +399,7 @@ class Spill:
                     rows.append((p, g, json.dumps(ev)))
             if g != GLOBAL:
                 self.sessions.setdefault(g, set()).add(str(session))
+            return g
 
         def index(ev: dict[str, Any], p: int) -> None:
             nonlocal last_index
@@ -404,8 +426,8 @@ class Spill:
                 inv = open_ops.pop(op, None)
                 if inv is None:
                     raise NotStreamable(f"completion of operation {op!r} without an invoke before it")
-                join(inv[1], ev)
-                emit([inv, (pos, ev)], ev["session"] if "session" in ev else inv[1].get("session"))
+                g = emit([inv, (pos, ev)], ev["session"] if "session" in ev else inv[1].get("session"))
+                join(inv[1], ev, g)
             else:  # close_cut_history counts it as a completion, pair_ops does not
                 raise NotStreamable(f"history line {pos + 1} has event type {typ!r}")
             if len(rows) >= 10_000:
@@ -419,8 +441,7 @@ class Spill:
             cut.update(type="info", time=end, intended=invoke.get("intended"), error=CUT_REASON, index=n + k)
             if n + k <= last_index:
                 raise NotStreamable("cut operations' indices would not follow the history's")
-            join(invoke, cut)
-            emit([(p, invoke), (n + k, cut)], invoke.get("session"))
+            join(invoke, cut, emit([(p, invoke), (n + k, cut)], invoke.get("session")))
         self._put("events", rows)
         self._put("chats", joins)
 
@@ -436,7 +457,7 @@ class Spill:
     def _part(self, g: int, *, first: bool) -> Part:
         q = self.db.execute
         mine = [(p, json.loads(s)) for p, s in q("SELECT pos, line FROM events WHERE grp = ? ORDER BY pos", (g,))]
-        history = [ev for _, ev in heapq.merge(mine, self.global_events, key=lambda pe: pe[0])]
+        history = History(ev for _, ev in heapq.merge(mine, self.global_events, key=lambda pe: pe[0]))
         logs_mine = [(p, json.loads(s)) for p, s in q("SELECT pos, line FROM logs WHERE grp = ? ORDER BY pos", (g,))]
         logs = list(heapq.merge(logs_mine, self.global_logs, key=lambda pe: pe[0]))
         execs: dict[str, Any] = {}
@@ -465,8 +486,16 @@ class Spill:
             first,
             self.context,
             exec_at,
+            g,
+            self.split,
             self.chat_ops,
+            self.fuzzed,
         )
+
+    def fuzzed(self, request_id: str) -> bool:
+        """Some fuzz operation of the run carries this request id."""
+        key = f"fuzz:{request_id}"
+        return self.db.execute("SELECT 1 FROM chats WHERE key = ? AND kind = 2 LIMIT 1", (key,)).fetchone() is not None
 
     def _chat_session(self, key: str) -> str | None:
         got = self.db.execute(
