@@ -61,6 +61,24 @@ def _non_owners() -> RunData:
     for e in (chats[-1], chats[0]):  # http_framing: two violations on one reply, one on another
         e["framing"] = {"header_counts": {"date": 2, "server": 1}, "content_length": 10, "body_bytes": 12}
     chats[1]["framing"] = {"header_counts": {"server": 2}}
+    # exactly_once: an execution repeated, one without a request id, one nobody sent executed under two keys,
+    # one of another session's chat, and two sessions' chats with one request id (ids collide at scale)
+    e = run.backend_executions
+    k0, k1 = sorted(e)[:2]
+    e[k0].append(dict(e[k0][0]))
+    e[k1].append({**e[k1][0], "request_id": None})
+    e[k0].append({**e[k0][0], "request_id": "nobody-sent-this"})
+    e[k1].append({**e[k1][0], "request_id": "nobody-sent-this"})
+    e[k1].append(dict(e[k0][1]))
+    invokes = {ev["op"]: ev for ev in run.history if ev.get("type") == "invoke" and ev.get("f") == "chat"}
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for ev in invokes.values():
+        by_session.setdefault(str(ev["session"]), []).append(ev)
+    s0, s1 = sorted(by_session)[:2]
+    shared = by_session[s0][-1]["request_id"]
+    for ev in run.history:
+        if ev.get("op") == by_session[s1][0]["op"]:
+            ev["request_id"] = shared
     return run
 
 
@@ -81,7 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_some_checkers_have_a_per_session_step() -> None:
-    assert {"ownership", "no_resurrection", "http_framing", "no_unexpected_5xx"} <= {
+    assert {"ownership", "no_resurrection", "http_framing", "no_unexpected_5xx", "exactly_once"} <= {
         n for n, c in CHECKERS.items() if isinstance(c, SessionChecker)
     }
 
