@@ -91,14 +91,16 @@ print(how)
 """
 
 
-def stream(work: Path, names: str) -> None:
+def stream(work: Path, names: str, whole: bool = True) -> None:
     """Peak RSS of the per-session pass and of check_all for ``names``, and whether their verdicts agree."""
     got: dict[str, bytes] = {}
-    for mode in ("stream", "whole"):
+    for mode in ("stream", "whole") if whole else ("stream",):
         out = work.parent / f"verdicts-{mode}.json"
         rc, peak, secs = measure([sys.executable, "-c", STREAM_CHILD, str(work), names, mode, str(out)])
         print(f"{mode}: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s", flush=True)
         got[mode] = out.read_bytes() if out.exists() else b""
+    if not whole:
+        return
     same = got["stream"] == got["whole"] and bool(got["stream"])
     print(f"verdicts: {'identical' if same else 'DIFFERENT'} ({len(got['stream'])} bytes)")
 
@@ -110,6 +112,7 @@ def main() -> int:
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--phases", action="store_true", help="RSS after each step of a check, in this process")
     ap.add_argument("--stream", default=None, metavar="NAMES", help="per-session pass vs check_all for these")
+    ap.add_argument("--skip-whole", action="store_true", help="with --stream: the per-session pass only")
     ap.add_argument("--tmp", type=Path, default=None, help="where the copy goes (default: a temp dir)")
     args = ap.parse_args()
     if args.phases and args.replicate <= 1:
@@ -129,7 +132,7 @@ def main() -> int:
             phases(work)
             return 0
         if args.stream:
-            stream(work, args.stream)
+            stream(work, args.stream, whole=not args.skip_whole)
             return 0
         py = sys.executable
         rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])
