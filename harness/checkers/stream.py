@@ -57,7 +57,8 @@ __all__ = [
 GROUP_BYTES = 8 * 1024 * 1024  # history bytes per group (about): what one Part holds decoded
 TMP_DIR = ".harness-tmp"  # the run folder's own temp area (created and removed by the pass)
 GLOBAL = -1  # the group of records that belong to no session: part of every Part
-RUN_WIDE = ("chaos", "fault")  # operations every part holds (with the backend probes): windows any request may fall in
+RUN_WIDE = ("chaos", "fault", "stats")  # operations every part holds (with the backend and stats probes)
+RUN_WIDE_LOGS = ("heartbeat",)  # log lines every part holds: a process's count of all its sessions
 
 
 class NotStreamable(ValueError):
@@ -69,12 +70,13 @@ class Part:
     """One group of whole sessions as a small run.
 
     ``run.history`` holds the group's sessions' events plus the run-wide ones (session-less events, every
-    chaos and fault operation, the backend probes), in the run's order and with their run-wide
-    ``index``; ``run.server_logs`` likewise (``log_pos[i]`` is line i's position in the run's
-    server_logs.jsonl); ``run.backend_executions`` the executions of the group's chats (joined by the
-    ``x-request-id`` they carry, as :class:`~harness.checkers.ops.Links` joins them) and the rest of the
-    group's routing keys, each key's list in its order (``exec_at[key][i]``: the place of item i in the
-    run's list for that key); ``run.final_states`` the group's sessions; ``run.owners`` and
+    chaos and fault operation, the backend and stats probes), in the run's order and with their run-wide
+    ``index``; ``run.server_logs`` likewise (session-less lines and every heartbeat are run-wide;
+    ``log_pos[i]`` is line i's position in the run's server_logs.jsonl); ``run.backend_executions`` the
+    executions of the group's chats (joined by the ``x-request-id`` they carry, as
+    :class:`~harness.checkers.ops.Links` joins them) and the rest of the group's routing keys, each
+    key's list in its order (``exec_at[key][i]``: the place of item i in the run's list for that key);
+    ``run.final_states`` the group's sessions; ``run.owners`` and
     ``run.scenario`` the whole run's. ``sessions`` are the sessions routed here: a run-wide event is in
     every part, so a part judges an operation only if its session is one of ``sessions`` (:meth:`mine`),
     and a session-less one only in the first part (``first``). ``context``: what is known run-wide.
@@ -287,6 +289,8 @@ class Spill:
 
         scenario, owners, harness = js("scenario", {}), js("owners", {}), js("harness", {})
         self.scenario, self.owners, self.harness = scenario, owners, harness
+        for sid in owners if isinstance(owners, dict) else ():  # a session only owners.json names is one too
+            self.sessions.setdefault(_group_of(sid, self.groups), set()).add(str(sid))
         self.db.execute("BEGIN")
         self._history()
         rows: list[tuple[Any, ...]] = []
@@ -294,7 +298,7 @@ class Spill:
         for pos, ln in enumerate(_jsonl(d / RUN_FILES["server_logs"])):
             n_logs += 1
             sid = ln.get("session_id")
-            g = _group_of(sid, self.groups)
+            g = GLOBAL if ln.get("event") in RUN_WIDE_LOGS else _group_of(sid, self.groups)
             if g == GLOBAL:
                 self.global_logs.append((pos, ln))
             else:
@@ -390,7 +394,8 @@ class Spill:
 
         def emit(items: list[tuple[int, dict[str, Any]]], session: Any) -> int:
             inv = items[0][1]
-            run_wide = inv.get("f") in RUN_WIDE or (inv.get("f") == "probe" and inv.get("value") == BACKEND_PROBE)
+            f = inv.get("f")
+            run_wide = f in RUN_WIDE or (f == "probe" and inv.get("value") in (BACKEND_PROBE, "stats"))
             g = GLOBAL if run_wide else _group_of(session, self.groups)
             for p, ev in items:
                 if g == GLOBAL:
