@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_checkers_builders import S1, clean_run, random_clean_run
+from test_checkers_builders import S0, S1, clean_run, random_clean_run
 from test_checkers_rules import sessions
 
 from harness.checkers import CHECKERS, check_all
@@ -56,6 +56,9 @@ def _non_owners() -> RunData:
     b.log("session_created", S1, b.t, session_id=c)
     b.probe(c, value="odd", status=503)  # no_unexpected_5xx: two unexplained 5xx, of two statuses
     b.probe(a, value="odd", status=500)
+    b.heartbeat(S0, sessions=7)  # leaks: a process counting sessions nobody left it, and a stats snapshot too
+    b.heartbeat(S1)
+    b.stats(S0, sessions=9)
     run = b.build()
     chats = [e for e in run.history if e.get("f") == "chat" and e.get("type") == "ok"]
     for e in (chats[-1], chats[0]):  # http_framing: two violations on one reply, one on another
@@ -99,7 +102,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_some_checkers_have_a_per_session_step() -> None:
-    assert {"ownership", "no_resurrection", "http_framing", "no_unexpected_5xx", "exactly_once"} <= {
+    assert {"ownership", "no_resurrection", "http_framing", "no_unexpected_5xx", "exactly_once", "leaks"} <= {
         n for n, c in CHECKERS.items() if isinstance(c, SessionChecker)
     }
 
