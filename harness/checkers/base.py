@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from harness.rundata import RunData, UnreadableBody
+from harness.rundata import History, RunData, UnreadableBody
 
 __all__ = [
     "CHECKERS",
@@ -182,4 +182,6 @@ def check_all(run: RunData, names: Iterable[str] | None = None) -> list[Verdict]
         bad = [n for n in selected if n not in CHECKERS]
         if bad:
             raise ValueError(f"unknown checker(s) {bad}; allowed: {sorted(CHECKERS)}")
+    if not isinstance(run.history, History):  # a run built in memory: its checkers share one pairing too
+        run = replace(run, history=History(run.history))
     return [run_checker(CHECKERS[n], run) for n in selected]
