@@ -10,10 +10,14 @@ session ids, request ids and op ids made disjoint (bench_soak.replicate): the
 10^5-session figure is ten copies of a real 10^4-session soak. The copies
 overlap in time, so their verdicts are not meant to be read, only the memory.
 
+``--stream NAMES`` (comma-separated checker names, or ``all``) measures the per-session check pass
+(harness/checkers/stream.py) against ``check_all`` over the loaded run for those checkers, each a child
+process, and compares their verdicts (JSON, byte for byte).
+
 ``--phases`` instead loads the folder in this process and prints RSS after the load, the pairing, the
 shared Links and each checker (where the memory goes).
 
-Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases]``.
+Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases] [--stream NAMES]``.
 Not part of the test suite; it prints figures (bench/results_soak.md).
 """
 
@@ -69,12 +73,46 @@ def phases(run_dir: Path) -> None:
         say(f"{name} ({v.status})")
 
 
+STREAM_CHILD = """
+import json, sys
+from pathlib import Path
+run_dir, names, mode, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+from harness.checkers import CHECKERS, check_all
+from harness.checkers.stream import check_streaming
+from harness.rundata import RunData
+sel = list(CHECKERS) if names == "all" else names.split(",")
+if mode == "whole":
+    verdicts, how = check_all(RunData.load(run_dir), sel), "whole run"
+else:
+    got = check_streaming(run_dir, sel)
+    verdicts, how = got.verdicts, f"per session {got.streamed}, whole run {got.whole} {got.why_whole}"
+out.write_text(json.dumps([v.to_dict() for v in verdicts], indent=1, sort_keys=True))
+print(how)
+"""
+
+
+def stream(work: Path, names: str, whole: bool = True) -> None:
+    """Peak RSS of the per-session pass and of check_all for ``names``, and whether their verdicts agree."""
+    got: dict[str, bytes] = {}
+    for mode in ("stream", "whole") if whole else ("stream",):
+        out = work.parent / f"verdicts-{mode}.json"
+        rc, peak, secs = measure([sys.executable, "-c", STREAM_CHILD, str(work), names, mode, str(out)])
+        print(f"{mode}: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s", flush=True)
+        got[mode] = out.read_bytes() if out.exists() else b""
+    if not whole:
+        return
+    same = got["stream"] == got["whole"] and bool(got["stream"])
+    print(f"verdicts: {'identical' if same else 'DIFFERENT'} ({len(got['stream'])} bytes)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--replicate", type=int, default=1, metavar="K", help="K disjoint copies of RUN_DIR")
     ap.add_argument("--skip-report", action="store_true")
     ap.add_argument("--phases", action="store_true", help="RSS after each step of a check, in this process")
+    ap.add_argument("--stream", default=None, metavar="NAMES", help="per-session pass vs check_all for these")
+    ap.add_argument("--skip-whole", action="store_true", help="with --stream: the per-session pass only")
     ap.add_argument("--tmp", type=Path, default=None, help="where the copy goes (default: a temp dir)")
     args = ap.parse_args()
     if args.phases and args.replicate <= 1:
@@ -92,6 +130,9 @@ def main() -> int:
         print(f"input: {what}{args.run_dir}: {events} events, history.jsonl {hist.stat().st_size / MB:.0f} MB")
         if args.phases:
             phases(work)
+            return 0
+        if args.stream:
+            stream(work, args.stream, whole=not args.skip_whole)
             return 0
         py = sys.executable
         rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])

@@ -16,9 +16,18 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-__all__ = ["CUT_REASON", "RUN_FILES", "RunData", "StoredBody", "body_of", "close_cut_history"]
+__all__ = [
+    "CUT_REASON",
+    "RUN_FILES",
+    "History",
+    "RunData",
+    "StoredBody",
+    "UnreadableBody",
+    "body_of",
+    "close_cut_history",
+]
 
 CUT_REASON = "run cut before this operation completed (signal or crash): outcome unknown"
 
@@ -39,18 +48,36 @@ def close_cut_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 FREEZE_EVENTS = 50_000
-_INTS: dict[str, int] = {}
+SHARED_INTS = 1_000_000  # distinct int values shared per load (a bound on the table, not on the run)
 
 
-def _shared_int(text: str) -> int:
-    """One int object per distinct value (token ids repeat across records, GET bodies and final states):
-    a run's ints cost a pointer each instead of an object each. Same values, same types."""
-    v = _INTS.get(text)
-    if v is None:
-        v = int(text)
-        if len(_INTS) < 1_000_000:
-            _INTS[text] = v
-    return v
+def _int_sharer() -> Any:
+    """A ``parse_int`` that makes one int object per distinct value (token ids repeat across records, GET
+    bodies and final states): a run's ints cost a pointer each instead of an object each. Same values,
+    same types. One table per :meth:`RunData.load`, gone with it: nothing of one run outlives its load."""
+    table: dict[str, int] = {}
+
+    def shared_int(text: str) -> int:
+        v = table.get(text)
+        if v is None:
+            v = int(text)
+            if len(table) < SHARED_INTS:
+                table[text] = v
+        return v
+
+    return shared_int
+
+
+class History(list[dict[str, Any]]):
+    """A run's history events (a plain list) that carries the checkers' memo of it (``harness.checkers.ops``:
+    the pairing, the shared Links and snapshots), so what is derived from one run lives and dies with that
+    run's list, never in a class or module attribute that keeps the last run alive after it is gone."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, events: Any = ()) -> None:
+        super().__init__(events)
+        self.memo: Any = None
 
 
 class _Compactor:
@@ -104,13 +131,24 @@ class _Source:
 
     Held open (closed when the last :class:`StoredBody` goes) so that a body is re-read from the file as
     it was loaded, even if the folder's history is rewritten (:meth:`RunData.save` replaces the file, the
-    descriptor still names the old one).
+    descriptor still names the old one). It also keeps the last few bodies decoded from it (``recent``,
+    by offset: plain data, no reference back), so that cache goes with the run too.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
+        self.recent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.holding: OrderedDict[int, Any] = OrderedDict()  # weak references to what readers derived from it
         weakref.finalize(self, os.close, self.fd)
+
+
+class UnreadableBody(ValueError):
+    """A stored GET body that cannot be read back as it was loaded (the file changed or is corrupt).
+
+    A problem of the run folder, not of a checker: :func:`harness.checkers.base.run_checker` reports it
+    as the checker's ``unknown`` with this reason (bad input is reported, never raised out of a check).
+    """
 
 
 class StoredBody:
@@ -118,31 +156,40 @@ class StoredBody:
 
     A collect ``GET`` body is a whole session state (every record's ``input_ids`` and logprobs): most of a
     large history's bytes, and parsed it costs several times its size. Only the snapshot a checker asks
-    for is decoded (:func:`body_of`, ``Op.body``); the last few are kept decoded. Only dict bodies are
-    stored this way, so ``isinstance(body_of(ev), dict)`` is true of every one.
+    for is decoded (:func:`body_of`, ``Op.body``); the last few are kept decoded (per source file). Only
+    dict bodies are stored this way, so ``isinstance(body_of(ev), dict)`` is true of every one; one that
+    cannot be read back raises :class:`UnreadableBody`.
     """
 
     __slots__ = ("_src", "length", "offset")
-    KEEP = 32  # decoded bodies kept (a checker walks one session's snapshot at a time)
-    _recent: ClassVar[OrderedDict[tuple[int, int], tuple[StoredBody, dict[str, Any]]]] = OrderedDict()
+    KEEP = 32  # decoded bodies kept per source (a checker walks one session's snapshot at a time)
 
     def __init__(self, src: _Source, offset: int, length: int) -> None:
         self._src, self.offset, self.length = src, offset, length
 
+    @property
+    def source(self) -> _Source:
+        return self._src
+
     def load(self) -> dict[str, Any]:
-        key = (id(self._src), self.offset)
-        got = self._recent.get(key)
-        if got is not None and got[0] is self:
-            self._recent.move_to_end(key)
-            return got[1]
-        raw = os.pread(self._src.fd, self.length, self.offset)
-        # plain ints (the C decoder's fast path): a decoded body is transient, sharing its ints saves nothing
-        body = json.loads(raw.decode("utf-8", errors="replace"))["body"]
+        recent = self._src.recent
+        got = recent.get(self.offset)
+        if got is not None:
+            recent.move_to_end(self.offset)
+            return got
+        where = f"{self._src.path}: byte {self.offset}"
+        try:
+            raw = os.pread(self._src.fd, self.length, self.offset)
+            # plain ints (the C decoder's fast path): a decoded body is transient, sharing its ints saves nothing
+            line = json.loads(raw.decode("utf-8", errors="replace"))
+        except (OSError, ValueError) as exc:
+            raise UnreadableBody(f"{where}: the stored GET body cannot be read back ({exc})") from None
+        body = line.get("body") if isinstance(line, dict) else None
         if not isinstance(body, dict):  # the file changed under the descriptor: say so, never guess
-            raise ValueError(f"{self._src.path}: byte {self.offset}: the stored GET body is gone")
-        self._recent[key] = (self, body)
-        if len(self._recent) > self.KEEP:
-            self._recent.popitem(last=False)
+            raise UnreadableBody(f"{where}: the stored GET body is gone (the file changed after it was loaded)")
+        recent[self.offset] = body
+        if len(recent) > self.KEEP:
+            recent.popitem(last=False)
         return body
 
     def __repr__(self) -> str:
@@ -161,6 +208,10 @@ def _plain(ev: dict[str, Any]) -> dict[str, Any]:
     """The event as recorded (a stored body decoded), for writing it out."""
     b = ev.get("body")
     return {**ev, "body": b.load()} if isinstance(b, StoredBody) else ev
+
+
+def _history(events: list[dict[str, Any]]) -> History:
+    return events if isinstance(events, History) else History(events)
 
 
 LAZY_FILE_BYTES = 16 * 1024 * 1024  # a history this large keeps its GET bodies in the file (RunData.load)
@@ -223,7 +274,7 @@ class RunData:
             p = run_dir / RUN_FILES[name]
             if not p.exists():
                 return []
-            out = []
+            out: list[dict[str, Any]] = []
             compact = _Compactor()
             torn: int | None = None  # the number of a line that is not JSON: fine only if it is the last one
             n = 0
@@ -242,7 +293,7 @@ class RunData:
                     if torn is not None:
                         break
                     try:
-                        obj = json.loads(line, parse_int=_shared_int)
+                        obj = json.loads(line, parse_int=shared_int)
                     except ValueError:
                         torn = n
                         continue
@@ -261,7 +312,9 @@ class RunData:
 
         def js(name: str, default: Any) -> Any:
             p = run_dir / RUN_FILES[name]
-            return json.loads(p.read_text(), parse_int=_shared_int) if p.exists() else default
+            return json.loads(p.read_text(), parse_int=shared_int) if p.exists() else default
+
+        shared_int = _int_sharer()
 
         # A run folder is millions of small dicts and lists, none of them in a reference cycle: the cyclic
         # collector would walk them all again and again while they are built (and again in every checker,
@@ -272,7 +325,7 @@ class RunData:
         try:
             run = cls(
                 scenario=js("scenario", {}),
-                history=close_cut_history(jsonl("history")),
+                history=_history(close_cut_history(jsonl("history"))),
                 final_states=js("final_states", {}),
                 owners=js("owners", {}),
                 backend_executions=js("backend_executions", {}),

@@ -9,17 +9,19 @@ history without the fields a rule needs), so a report can never mistake
 unknown beats valid.
 
 A checker that raises is turned into an ``unknown`` verdict that carries the
-error, so one buggy checker cannot hide the others' findings.
+error, so one buggy checker cannot hide the others' findings; a stored GET body
+that cannot be read back (:class:`~harness.rundata.UnreadableBody`) is an
+``unknown`` saying the run data is unreadable, with where and why.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from harness.rundata import RunData
+from harness.rundata import History, RunData, UnreadableBody
 
 __all__ = [
     "CHECKERS",
@@ -161,6 +163,8 @@ def run_checker(checker: Checker, run: RunData) -> Verdict:
     """Run one checker; a crash becomes an honest ``unknown`` carrying the error."""
     try:
         return checker.check(run)
+    except UnreadableBody as exc:  # the run folder's problem, reported as such (not a checker crash)
+        return Verdict(checker.name, "unknown", [], f"run data unreadable: {exc}")
     except Exception as exc:  # a checker bug must not hide the other verdicts
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return Verdict(checker.name, "unknown", [], f"checker crashed: {tb}")
@@ -178,4 +182,6 @@ def check_all(run: RunData, names: Iterable[str] | None = None) -> list[Verdict]
         bad = [n for n in selected if n not in CHECKERS]
         if bad:
             raise ValueError(f"unknown checker(s) {bad}; allowed: {sorted(CHECKERS)}")
+    if not isinstance(run.history, History):  # a run built in memory: its checkers share one pairing too
+        run = replace(run, history=History(run.history))
     return [run_checker(CHECKERS[n], run) for n in selected]

@@ -41,9 +41,11 @@ verdict is unknown. The notes report counts per status.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import (
     Chaos,
     Links,
@@ -55,6 +57,7 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
 from harness.rundata import RunData
 
 # fault classes of the fake SGLang (harness.fake_sglang.plan.FAULTS) that make the session
@@ -161,6 +164,55 @@ class NoUnexpected5xx:
         if not links.has_executions:
             return "", "unattributable"
         return "", "no backend execution of this request, and no backend outage overlapped it"
+
+    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
+        ops = pair_ops(run.history)
+        chaos = chaos_events(ops)  # run-wide: every part holds every chaos and fault operation
+        links = Links(run, ops)  # this group's chats and the executions that carry their request ids
+        links.has_executions = part.context.has_backend_executions and execution_log_gap(run) is None
+        stored = _stored_upper_bounds(ops)  # per session: a session's answers are all in its part
+        counts: Counter[int] = Counter()
+        explained: Counter[int] = Counter()
+        out: list[Keyed] = []
+        unattributed: list[tuple[int, str]] = []
+        for o in ops:
+            st = o.status
+            if st is None or st < 500 or o.f in ("chaos", "fault") or not part.mine(o.session):
+                continue
+            counts[st] += 1
+            why, reason = self._explain(o, st, chaos, links, stored)
+            if why:
+                explained[st] += 1
+            elif reason == "unattributable":
+                unattributed.append((o.invoke_index, f"{o.f} {o.request_id or o.session} answered {st}"))
+            else:
+                msg = f"{o.f} answered {st}: {reason}"
+                out.append(((o.invoke_index,), Violation(msg, o.indices, o.session, f"status_{st}")))
+        return {
+            "counts": counts,
+            "explained": explained,
+            "out": out,
+            "unattributed": unattributed[:1],
+            "n_unattributed": len(unattributed),
+        }
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        counts: Counter[int] = sum((p["counts"] for p in parts), Counter())
+        explained: Counter[int] = sum((p["explained"] for p in parts), Counter())
+        per = ", ".join(f"{s}: {counts[s]} ({explained[s]} explained)" for s in sorted(counts)) or "no 5xx"
+        run = RunData(scenario=context.scenario, history=[])
+        if not faults_applied(run) and fault_kinds(run):
+            unknown = ["target.faults_applied is false: the scenario's backend faults were not applied"]
+            return verdict(self.name, [], unknown=unknown, notes=per)
+        unknown = []
+        n = sum(p["n_unattributed"] for p in parts)
+        if n:
+            first = min(x for p in parts for x in p["unattributed"])[1]
+            unknown.append(f"{n} 5xx not attributable without the backend's execution log (e.g. {first})")
+        return verdict(self.name, merge_violations(p["out"] for p in parts), unknown=unknown, notes=per)
 
 
 def _stored_upper_bounds(ops: list[Op]) -> dict[str, list[tuple[float, int | None]]]:

@@ -36,10 +36,14 @@ with the reason (at most invalid on what the log does show).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import Op, pair_ops, variants
+from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
 from harness.rundata import RunData
 
 
@@ -147,5 +151,95 @@ class ExactlyOnce:
         notes = f"{n} backend executions, {len(chats)} chat requests"
         if gap is None:
             return verdict(self.name, violations, notes=notes)
+        why = f"{gap}; {missing} acknowledged chat(s) absent from it not judged, a double execution across it unseen"
+        return verdict(self.name, violations, unknown=[why], notes=notes)
+
+    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # Each execution is in the part of the chat whose request id it carries (else its routing key's), so a
+    # chat's executions are all in its part; a request id no chat carries may be executed in several parts.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
+        ops = pair_ops(run.history)
+        chats: dict[str, Op] = {}
+        first: dict[str, int] = {}  # where the run-wide table has the entry: its first chat
+        for o in ops:
+            rid = o.request_id
+            if o.f != "chat" or not rid:
+                continue
+            split = part.split.get(rid)
+            if split is not None and split[1] != part.group:
+                continue  # the run-wide entry is another part's (its last chat is there)
+            chats[rid] = o
+            first.setdefault(rid, split[0] if split is not None else o.invoke_index)
+        out: list[Keyed] = []
+        executed: Counter[str] = Counter()
+        orphans: Counter[str] = Counter()  # executed request ids no chat of this part carries
+        n = 0
+        for key, execs in sorted(run.backend_executions.items()):
+            places = part.exec_at.get(key, [])
+            for j, ex in enumerate(execs):
+                n += 1
+                at = (key, places[j] if j < len(places) else j)
+                rid = ex.get("request_id")
+                if rid is None:
+                    msg = f"backend execution {ex.get('rid')} carries no x-request-id (not forwarded?)"
+                    out.append(((0, *at), Violation(msg, [], key, "unattributed_execution")))
+                    continue
+                if str(rid) not in chats and part.fuzzed(str(rid)):
+                    continue
+                chat = chats.get(str(rid))
+                if chat is None:
+                    orphans[str(rid)] += 1
+                    msg = f"backend executed request {rid} that no agent sent"
+                    out.append(((0, *at), Violation(msg, [], key, "unknown_execution")))
+                    continue
+                executed[str(rid)] += 1
+                if chat.session is not None and chat.session != key:
+                    msg = f"request {rid} of session {chat.session} executed under routing key {key}"
+                    out.append(((0, *at), Violation(msg, chat.indices, chat.session, "wrong_routing_key")))
+        for rid, k in sorted(executed.items()):
+            if k > 1:
+                o = chats[rid]
+                msg = f"request {rid} executed {k} times by the backend"
+                out.append(((1, rid), Violation(msg, o.indices, o.session, "executed_twice")))
+        if "delete_cancel" in variants(run):
+            for key, execs in sorted(run.backend_executions.items()):
+                places = part.exec_at.get(key, [])
+                for j, ex in enumerate(execs):
+                    one = replace(run, backend_executions={key: [ex]})
+                    for v in self._cancel_told(one, ops, chats):
+                        out.append(((2, key, places[j] if j < len(places) else j), v))
+        gap = execution_log_gap(run)
+        missing = 0
+        for rid, o in chats.items():
+            if o.acknowledged and executed[rid] == 0:
+                missing += 1
+                if gap is None:
+                    msg = "chat acknowledged (200) but never executed by the backend"
+                    out.append(((3, first[rid]), Violation(msg, o.indices, o.session, "ack_without_execution")))
+        return {"out": out, "orphans": orphans, "n": n, "chats": len(chats), "missing": missing}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        if not context.has_backend_executions:
+            return verdict(
+                self.name, [], unknown=[context.execution_log_gap or "no backend execution log (external backend?)"]
+            )
+        keyed = [kv for p in parts for kv in p["out"]]
+        orphans: Counter[str] = sum((p["orphans"] for p in parts), Counter())
+        for rid, k in orphans.items():
+            if k > 1:  # executed in several parts: no chat carries it, so no ops and no session
+                keyed.append(
+                    (
+                        (1, rid),
+                        Violation(f"request {rid} executed {k} times by the backend", [], None, "executed_twice"),
+                    )
+                )
+        violations = merge_violations([keyed])
+        notes = f"{sum(p['n'] for p in parts)} backend executions, {sum(p['chats'] for p in parts)} chat requests"
+        gap = context.execution_log_gap
+        if gap is None:
+            return verdict(self.name, violations, notes=notes)
+        missing = sum(p["missing"] for p in parts)
         why = f"{gap}; {missing} acknowledged chat(s) absent from it not judged, a double execution across it unseen"
         return verdict(self.name, violations, unknown=[why], notes=notes)

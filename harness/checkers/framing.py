@@ -52,10 +52,13 @@ unknown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import chaos_events, is_kill, pair_ops
+from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
 from harness.rundata import RunData
 
 SINGLE = ("server", "date", "content-length")
@@ -239,6 +242,31 @@ class HttpFraming:
                 violations.append(
                     Violation(f"client could not parse the reply: {err[:200]}", o.indices, o.session, "parse_error")
                 )
+        if not facts and not violations:
+            return verdict(self.name, [], unknown=["the history records no framing facts (framing / raw_headers)"])
+        return verdict(self.name, violations, notes=f"{facts} replies with framing facts")
+
+    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+
+    def part(self, part: Part) -> dict[str, Any]:
+        """check() over this group's own operations (and the run-wide chaos, for the kills)."""
+        ops = pair_ops(part.run.history)
+        keep = {
+            id(e)
+            for o in ops
+            if part.mine(o.session) or o.f in ("chaos", "fault")
+            for e in (o.invoke, o.completion)
+            if e is not None
+        }
+        v = self.check(replace(part.run, history=[e for e in part.run.history if id(e) in keep]))
+        at = {i: o.invoke_index for o in ops for i in o.indices}  # one op's violations keep their order
+        out: list[Keyed] = [((at[x.ops[0]], j), x) for j, x in enumerate(v.violations)]
+        facts = int(v.notes.split(" ", 1)[0]) if v.status != "unknown" else 0  # "{facts} replies with ..."
+        return {"out": out, "facts": facts}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        violations = merge_violations(p["out"] for p in parts)
+        facts = sum(p["facts"] for p in parts)
         if not facts and not violations:
             return verdict(self.name, [], unknown=["the history records no framing facts (framing / raw_headers)"])
         return verdict(self.name, violations, notes=f"{facts} replies with framing facts")

@@ -44,7 +44,9 @@ judged. Without server logs (an external target) log_consistency is unknown.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -59,6 +61,7 @@ from harness.checkers.ops import (
     port_of,
     process_key,
 )
+from harness.checkers.stream import Part, RunContext
 from harness.rundata import RunData
 
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
@@ -417,6 +420,118 @@ class Leaks:
                     Violation(
                         f"final stats of {server}: sessions={int(v)} but the run left {alive} alive there",
                         o.indices,
+                        None,
+                        "sessions_leak",
+                    )
+                )
+        if not evidence and not violations:
+            unknown.append(
+                "no heartbeat after a DELETE and no final stats snapshot (history probe value='stats'): "
+                "a leak of deleted sessions could not be seen"
+            )
+        return verdict(self.name, violations, unknown=unknown, notes=f"{evidence} session counts compared")
+
+    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # Cross-session: a heartbeat counts every session of its process, a stats snapshot every session of its
+    # server. Heartbeats and stats probes are in every part; each part counts its own sessions' creates and
+    # deletes before each heartbeat (one array per part) and its own sessions alive per server; reduce adds.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
+        ops = pair_ops(run.history)
+        beats: list[tuple[str, float]] = []  # (process, sessions=) of every heartbeat, in check()'s order
+        live_before, deleted_before = array("q"), array("q")
+        for proc, lines in sorted(_by_process(run).items()):
+            live = deleted = 0
+            for ln in lines:
+                ev = ln.get("event")
+                if ev == "session_created" and part.mine(ln.get("session_id")):
+                    live += 1
+                elif ev == "session_deleted" and part.mine(ln.get("session_id")):
+                    live -= 1
+                    deleted += 1
+                elif ev == "heartbeat":
+                    v = _num(ln.get("sessions"))
+                    if v is None:
+                        continue
+                    if part.first:
+                        beats.append((proc, v))
+                    live_before.append(live)
+                    deleted_before.append(deleted)
+        last_stats: dict[str, Op] = {}
+        for o in ops:
+            if is_stats(o) and o.server:
+                last_stats[o.server.rstrip("/")] = o
+        owners = {sid: url.rstrip("/") for sid, url in run.owners.items() if part.mine(sid)}
+        for o in ops:
+            if o.f == "create" and o.type == "ok" and o.session and o.server and part.mine(o.session):
+                owners.setdefault(o.session, o.server.rstrip("/"))
+        servers: dict[str, tuple[bool, int]] = {}  # server -> (a final state missing, sessions left alive)
+        for server in last_stats:
+            mine = [sid for sid, url in owners.items() if url == server or port_of(url) == port_of(server)]
+            missing = any(sid not in run.final_states for sid in mine)
+            servers[server] = (missing, sum(1 for sid in mine if run.final_states.get(sid) is not None))
+        out: dict[str, Any] = {"live": live_before, "deleted": deleted_before, "servers": servers}
+        if part.first:  # the run-wide facts, the same in every part
+            out["beats"] = beats
+            out["killed"] = any(is_kill(c) for c in chaos_events(ops))
+            out["stats"] = {
+                server: (_num(o.body.get("sessions")), o.indices)
+                for server, o in last_stats.items()
+                if isinstance(o.body, dict)
+            }
+            out["unseen"] = {
+                server: sum(
+                    1
+                    for c in ops
+                    if c.f == "create"
+                    and c.end == INF
+                    and c.session is None
+                    and c.server
+                    and (c.server.rstrip("/") == server or port_of(c.server) == port_of(server))
+                )
+                for server in last_stats
+            }
+        return out
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        head = parts[0]
+        violations: list[Violation] = []
+        unknown: list[str] = []
+        evidence = 0
+        for k, (proc, v) in enumerate(head["beats"]):
+            live = sum(p["live"][k] for p in parts)
+            if any(p["deleted"][k] for p in parts):
+                evidence += 1
+            if int(v) != live:
+                violations.append(
+                    Violation(
+                        f"process {proc}: heartbeat sessions={int(v)} but {live} created and not deleted",
+                        [],
+                        None,
+                        "sessions_leak_heartbeat",
+                    )
+                )
+        for server, (v, indices) in sorted(head["stats"].items()):
+            if v is None:
+                continue
+            if any(p["servers"][server][0] for p in parts):
+                unknown.append(f"final states missing for sessions of {server}")
+                continue
+            alive = sum(p["servers"][server][1] for p in parts)
+            unseen = head["unseen"][server]
+            evidence += 1
+            if alive < int(v) <= alive + unseen:
+                unknown.append(
+                    f"final stats of {server}: sessions={int(v)}, the run left {alive} alive there and {unseen} "
+                    "create(s) of unknown outcome (client timeout) may have made the rest"
+                )
+                continue
+            if int(v) != alive and not (head["killed"] and int(v) < alive):
+                violations.append(
+                    Violation(
+                        f"final stats of {server}: sessions={int(v)} but the run left {alive} alive there",
+                        indices,
                         None,
                         "sessions_leak",
                     )

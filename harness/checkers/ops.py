@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections import OrderedDict, defaultdict
+import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from harness.rundata import RunData, StoredBody, body_of
+from harness.rundata import History, RunData, StoredBody, body_of
 
 INF = math.inf
 COMPLETION_TYPES = ("ok", "fail", "info")
@@ -175,13 +176,27 @@ def _index(ev: dict[str, Any], pos: int) -> int:
 
 
 class _Memo:
-    """The last history paired (every checker of a run pairs the same one): its events as they were
-    (a shallow copy, to tell an edited list from the same one), its operations and their :class:`Links`."""
+    """A loaded history's memo (kept on its :class:`~harness.rundata.History`, so it goes with the run):
+    the events as they were paired (a shallow copy, to tell an edited list from the same one), its
+    operations, and the :class:`Links` and snapshots built over them. Runs are named by weak reference
+    (no cycle through the run, which a large load moves out of the collector's sight)."""
 
-    events: ClassVar[list[dict[str, Any]]] = []
-    ops: ClassVar[list[Op]] = []
-    links: ClassVar[list[tuple[RunData, Any, Any, Links]]] = []
-    snaps: ClassVar[list[tuple[RunData, Any, Any, Any, Links, list[Op], dict[str, Snapshot], list[str]]]] = []
+    __slots__ = ("events", "links", "ops", "snaps")
+
+    def __init__(self, events: list[dict[str, Any]], ops: list[Op]) -> None:
+        self.events, self.ops = events, ops
+        self.links: list[tuple[weakref.ref[RunData], Any, Any, Links]] = []
+        self.snaps: list[
+            tuple[weakref.ref[RunData], Any, Any, Any, Links, list[Op], dict[str, Snapshot], list[str]]
+        ] = []
+
+
+def _memo(history: list[dict[str, Any]]) -> _Memo | None:
+    """The memo of ``history`` if it is a loaded run's :class:`History` still holding the same events."""
+    if not isinstance(history, History):
+        return None
+    m = history.memo
+    return m if isinstance(m, _Memo) and history and _same(history, m.events) else None
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -194,14 +209,16 @@ def pair_ops(history: list[dict[str, Any]]) -> list[Op]:
     Returns operations in invoke order. A completion without an invoke is kept as
     an operation whose invoke is the completion itself (so it is not lost).
 
-    The checkers of one run all pair the same history: the last one paired is
-    remembered (while its list holds the same event objects) and each caller gets
-    a new list of the same (read-only) :class:`Op` objects.
+    The checkers of one run all pair the same history: a loaded run's pairing is
+    remembered on its :class:`History` (while the list holds the same event objects)
+    and each caller gets a new list of the same (read-only) :class:`Op` objects.
     """
-    if history and _same(history, _Memo.events):
-        return list(_Memo.ops)
+    m = _memo(history)
+    if m is not None:
+        return list(m.ops)
     ops = _pair(history)
-    _Memo.events, _Memo.ops, _Memo.links, _Memo.snaps = list(history), ops, [], []
+    if isinstance(history, History):
+        history.memo = _Memo(list(history), ops)
     return list(ops)
 
 
@@ -210,16 +227,17 @@ SHARE_LINKS_EVENTS = 50_000  # below this a run's Links are cheap; a small run's
 
 def shared_links(run: RunData, ops: list[Op]) -> Links:
     """``Links(run, ops)``, built once per large run when ``ops``' chats are those of the remembered pairing."""
-    memo = _Memo.ops
-    if len(run.history) < SHARE_LINKS_EVENTS or not ops or not memo or not _same(run.history, _Memo.events):
+    m = _memo(run.history)
+    if len(run.history) < SHARE_LINKS_EVENTS or not ops or m is None or not m.ops:
         return Links(run, ops)
+    memo = m.ops
     if not _same(ops, memo) and not _same([o for o in ops if o.f == "chat"], [o for o in memo if o.f == "chat"]):
         return Links(run, ops)
-    for r, be, sc, links in _Memo.links:
-        if r is run and be is run.backend_executions and sc is run.scenario:
+    for r, be, sc, links in m.links:
+        if r() is run and be is run.backend_executions and sc is run.scenario:
             return links
     links = Links(run, memo)
-    _Memo.links.append((run, run.backend_executions, run.scenario, links))
+    m.links.append((weakref.ref(run), run.backend_executions, run.scenario, links))
     return links
 
 
@@ -301,8 +319,7 @@ class Snapshot:
     token_reason: str = ""
     _records: list[dict[str, Any]] | None = field(default=None, repr=False)
 
-    KEEP_RECORDS: ClassVar[int] = 32
-    _holding: ClassVar[OrderedDict[int, Snapshot]] = OrderedDict()  # stored snapshots holding records
+    KEEP_RECORDS: ClassVar[int] = 32  # stored snapshots holding their records, per history file
 
     @property
     def body(self) -> dict[str, Any]:
@@ -312,22 +329,23 @@ class Snapshot:
     @property
     def records(self) -> list[dict[str, Any]]:
         """The records in the canonical shape the checkers read (see :func:`normalize_record`)."""
+        b = self.stored
         if self._records is None:
             r = self.body.get("records")
             raw = [x for x in r if isinstance(x, dict)] if isinstance(r, list) else []
             records = [normalize_record(x, self.links) for x in raw]
-            if not isinstance(self.stored, StoredBody):
-                self._records = records
-                return records
-            held = Snapshot._holding
-            held[id(self)] = self
             self._records = records
-            while len(held) > self.KEEP_RECORDS:
-                _, old = held.popitem(last=False)
-                old._records = None
+            if isinstance(b, StoredBody):  # held by weak reference on the file's source: gone with the run
+                held = b.source.holding
+                held[id(self)] = weakref.ref(self)
+                while len(held) > self.KEEP_RECORDS:
+                    _, ref = held.popitem(last=False)
+                    old = ref()
+                    if old is not None:
+                        old._records = None
             return records
-        if id(self) in Snapshot._holding:
-            Snapshot._holding.move_to_end(id(self))
+        if isinstance(b, StoredBody) and id(self) in b.source.holding:
+            b.source.holding.move_to_end(id(self))
         return self._records
 
     @property
@@ -365,11 +383,13 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     (:func:`find_token_key`).
     """
     links = shared_links(run, ops)
-    shared = links is not None and any(links is entry[3] for entry in _Memo.links)
+    m = _memo(run.history)
+    shared = m is not None and any(links is entry[3] for entry in m.links)
     if shared:  # a large run: every checker asks for the same snapshots; the token key is found once
-        for r, be, sc, fs, lk, of, got, miss in _Memo.snaps:
+        assert m is not None
+        for r, be, sc, fs, lk, of, got, miss in m.snaps:
             if (
-                r is run
+                r() is run
                 and be is run.backend_executions
                 and sc is run.scenario
                 and fs is run.final_states
@@ -409,8 +429,9 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     for snap in out.values():
         snap.token_key, snap.token_reason = key, reason
     if shared:
-        _Memo.snaps.append(
-            (run, run.backend_executions, run.scenario, run.final_states, links, list(ops), out, missing)
+        assert m is not None
+        m.snaps.append(
+            (weakref.ref(run), run.backend_executions, run.scenario, run.final_states, links, list(ops), out, missing)
         )
     return dict(out) if shared else out, missing
 

@@ -21,9 +21,12 @@ legitimately win the lock first). 5xx answers are left to no_unexpected_5xx.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import Op, deletes_204, log_events, pair_ops, process_key
+from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
 from harness.rundata import RunData
 
 JUDGED = ("chat", "get", "probe", "delete")
@@ -121,3 +124,79 @@ class NoResurrection:
                     )
                 )
         return out
+
+    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
+        ops = pair_ops(run.history)
+        deleted = {sid: d for sid, d in deletes_204(ops).items() if part.mine(sid)}
+        out: list[Keyed] = []
+        for o in ops:
+            sid = o.session
+            if sid is None or sid not in deleted or o.f not in JUDGED or o is deleted[sid]:
+                continue
+            d = deleted[sid]
+            t_del = d.seen_end
+            if t_del is None or o.start <= t_del:
+                continue
+            st = o.status
+            if st is None or st == 404 or st >= 500:
+                continue
+            msg = (
+                f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
+                f"not 404: the session came back"
+            )
+            out.append(((0, o.invoke_index), Violation(msg, d.indices + o.indices, sid, "resurrected")))
+        no_final: list[str] = []
+        for sid, d in sorted(deleted.items()):
+            if sid not in run.final_states:
+                no_final.append(sid)
+            elif run.final_states[sid] is not None:
+                msg = "final GET of a deleted session returned a body, not 404"
+                out.append(((1, sid), Violation(msg, d.indices, sid, "resurrected_final")))
+        created = Counter(
+            str(ln.get("session_id"))
+            for ln in run.server_logs
+            if ln.get("event") == "session_created" and part.mine(ln.get("session_id"))
+        )
+        for sid, n in sorted(created.items()):
+            if n > 1 and sid in deleted:
+                msg = f"server logged session_created {n} times for one session id"
+                out.append(((2, sid), Violation(msg, deleted[sid].indices, sid, "recreated")))
+        gone: dict[str, set[str]] = {}
+        for pos, ln in zip(part.log_pos, run.server_logs, strict=True):  # _writes_after_delete, per group
+            ev = ln.get("event")
+            sid = str(ln.get("session_id"))
+            if not part.mine(ln.get("session_id")):
+                continue
+            proc = process_key(ln)
+            if ev == "session_deleted":
+                gone.setdefault(proc, set()).add(sid)
+            elif ev == "session_created":
+                gone.get(proc, set()).discard(sid)
+            elif ev == "chat_done" and ln.get("outcome") in ("committed", "aborted") and sid in gone.get(proc, set()):
+                dead = deleted.get(sid)
+                # the request behind the line may be any session's: looked up run-wide, as check() does
+                at = part.chat_ops(str(ln.get("req_id"))) or part.chat_ops(f"caller:{ln.get('caller_request_id')}")
+                msg = (
+                    f"req_id {ln.get('req_id')} logged outcome {ln.get('outcome')!r} after the session was "
+                    "deleted: a write into a dead session (closing not re-checked)"
+                )
+                ixs = (dead.indices if dead is not None else []) + (at or [])
+                out.append(((3, pos), Violation(msg, ixs, sid, "write_after_delete")))
+        return {"deleted": len(deleted), "no_final": no_final, "out": out}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        violations = merge_violations(p["out"] for p in parts)
+        n_deleted = sum(p["deleted"] for p in parts)
+        unknown: list[str] = []
+        if context.final_states_recorded:
+            missing = sorted(sid for p in parts for sid in p["no_final"])
+            unknown = [f"no final state recorded for deleted session {sid}" for sid in missing]
+        if n_deleted and not context.final_states_recorded:
+            unknown.append("final_states missing: only the history after each DELETE was checked")
+        notes = f"{n_deleted} sessions deleted with 204"
+        if unknown and violations:
+            return verdict(self.name, violations, notes=notes + "; " + "; ".join(unknown))
+        return verdict(self.name, violations, unknown=unknown[:3], notes=notes)

@@ -132,6 +132,14 @@ class TokenState:
     _run: RunData
 
     def check(self, run: RunData) -> Verdict:
+        try:
+            return self._check(run)
+        finally:  # the registered instance is shared by every run checked: it keeps nothing of this one
+            self._decode = self._gen = None
+            self.__dict__.pop("_run", None)
+            self.__dict__.pop("_gens", None)
+
+    def _check(self, run: RunData) -> Verdict:
         keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
         ops = pair_ops(run.history)
         snaps, _ = snapshots(run, ops)

@@ -1,4 +1,4 @@
-"""pair_ops remembers the last history it paired (every checker of a run pairs the same one): the same
+"""pair_ops remembers a run's pairing on its History (every checker of a run pairs the same one): the same
 list gives the same operations, and an edited list (an event appended or replaced) is paired afresh."""
 
 from __future__ import annotations
@@ -6,16 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from harness.checkers.ops import pair_ops
+from harness.rundata import History
 
 
-def events(n: int) -> list[dict[str, Any]]:
+def events(n: int) -> History:
     out: list[dict[str, Any]] = []
     for op in range(n):
         base = {"op": op, "f": "chat", "process": "p", "session": "s", "time": float(op)}
         out += [{**base, "type": "invoke"}, {**base, "type": "ok", "status": 200}]
     for i, e in enumerate(out):
         e["index"] = i
-    return out
+    return History(out)
 
 
 def test_same_history_same_ops_new_list() -> None:

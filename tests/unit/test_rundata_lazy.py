@@ -73,7 +73,10 @@ def test_a_walk_over_every_snapshot_holds_a_bounded_number_of_states(tmp_path: P
     assert sum(seen) > 0
     holding = [s for s in collected if s._records is not None]
     assert len(holding) <= Snapshot.KEEP_RECORDS
-    assert len(StoredBody._recent) <= StoredBody.KEEP
+    first = collected[0].stored
+    assert isinstance(first, StoredBody)
+    assert len(first.source.recent) <= StoredBody.KEEP
+    assert len(first.source.holding) <= Snapshot.KEEP_RECORDS
     eager = RunData.load(tmp_path, lazy_bodies=False)
     esnaps, _ = snapshots(eager, pair_ops(eager.history))
     assert {sid: s.records for sid, s in snaps.items()} == {sid: s.records for sid, s in esnaps.items()}
@@ -83,3 +86,45 @@ def test_a_small_history_is_loaded_as_before(tmp_path: Path) -> None:
     clean_run().build().save(tmp_path)
     run = RunData.load(tmp_path)
     assert not any(isinstance(e.get("body"), StoredBody) for e in run.history)
+
+
+def test_a_stored_body_that_cannot_be_read_back_is_an_unknown_with_the_reason(tmp_path: Path, every_line: None) -> None:
+    """A corrupt stored body is the run folder's problem: the checkers that read it say unknown and why,
+    nothing raises out of check_all (the file is changed in place after the load, as a disk error would)."""
+    run = _big_run(3)
+    run.save(tmp_path)
+    lazy = RunData.load(tmp_path, lazy_bodies=True)
+    stored = [e["body"] for e in lazy.history if isinstance(e.get("body"), StoredBody)]
+    assert stored
+    with (tmp_path / "history.jsonl").open("r+b") as fh:  # the same file the descriptor reads
+        for b in stored:
+            fh.seek(b.offset + b.length // 2)
+            fh.write(b"\x00garbage{{")
+    verdicts = check_all(lazy)
+    unreadable = [v for v in verdicts if "run data unreadable" in v.notes]
+    assert unreadable, [v.to_dict() for v in verdicts]
+    for v in unreadable:
+        assert v.status == "unknown" and "history.jsonl: byte" in v.notes and "cannot be read back" in v.notes
+    assert not any("checker crashed" in v.notes for v in verdicts)
+
+
+def test_nothing_of_a_checked_run_outlives_it(
+    tmp_path: Path, every_line: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkers' memo (pairing, Links, snapshots) and the decoded-body caches live on the run's own
+    objects: once the run is dropped, it is freed and its history file's descriptor is closed."""
+    import gc
+    import os
+    import weakref
+
+    monkeypatch.setattr(ops, "SHARE_LINKS_EVENTS", 0)  # as a large run: Links and snapshots shared (memoized)
+    _big_run(4).save(tmp_path)
+    run = RunData.load(tmp_path, lazy_bodies=True)
+    check_all(run)
+    fd = next(e["body"] for e in run.history if isinstance(e.get("body"), StoredBody)).source.fd
+    ref = weakref.ref(run)
+    del run
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
