@@ -67,7 +67,14 @@ from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
 from harness.history import History
 from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
-from harness.runner._drive import DriveResult, _collect, backend_probe, control_request, settle_chaos
+from harness.runner._drive import (
+    DriveResult,
+    _collect,
+    backend_probe,
+    control_client,
+    control_request,
+    settle_chaos,
+)
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import LoopClock
@@ -186,7 +193,7 @@ async def run_shard(
     """One actor's sessions against ``servers``, timed from ``start`` on this process's monotonic clock."""
     plans = [p for p in plan_sessions(sc, len(servers)) if actor_of(sc.seed, p.index, n_actors) == actor]
     clients: dict[str, HttpClient] = {k: make_client(k) for k in sorted({p.client for p in plans})}
-    control = httpx.AsyncClient(timeout=10.0)
+    control = control_client()
     history = History(LoopClock(), start=start)
     monitor = SelfMonitor()
     monitor.start()
@@ -322,7 +329,7 @@ async def drive_on_ray(
     n = max(1, min(len(actors), sc.workload.concurrency))
     actors = actors[:n]
     await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
-    control = httpx.AsyncClient(timeout=10.0)
+    control = control_client()
     history = History(LoopClock(), sink=history_sink)  # the driver's own ops: probes, chaos, fuzz
     history.now()
     monitor = SelfMonitor()
