@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import IO, Any
@@ -84,6 +86,7 @@ __all__ = [
     "ClockSync",
     "RayLive",
     "actor_of",
+    "actor_shifts",
     "drive_on_ray",
     "merge_histories",
     "merge_self",
@@ -259,24 +262,61 @@ def merge_hdr(encoded: list[str]) -> Any:
     return total
 
 
+MIN_GAP_S = 1e-5  # two of one actor's events closer than this (10 us): neither side is moved towards the other
+
+
+def actor_shifts(events: list[dict[str, Any]], u: float) -> list[float]:
+    """How far each of one actor's events moves in the merge (seconds; an invoke's <= 0, a completion's >= 0).
+
+    Across processes the clocks agree within ``u`` only, so an invoke moves ``u`` earlier and a completion
+    ``u`` later. Within the actor there is one clock and its order is exact: an op that completed before
+    another op of the same actor was invoked must still precede it after the merge (back-to-back turns of
+    a session, a DELETE after the chat it follows). So a completion moves at most 0.4 of the gap to the
+    actor's next later invoke, an invoke at most 0.4 of the gap back to its latest earlier completion, and
+    neither moves when that gap is under ``MIN_GAP_S`` (rounding to 1 us could reorder it): every ordered
+    pair of the actor keeps at least 0.2 of its gap between them.
+    """
+    comps = sorted(float(e["time"]) for e in events if e["type"] != "invoke")
+    invs = sorted(float(e["time"]) for e in events if e["type"] == "invoke")
+    out: list[float] = []
+    for e in events:
+        t = float(e["time"])
+        if e["type"] == "invoke":
+            k = bisect.bisect_left(comps, t)  # comps[k - 1]: the latest completion strictly before t
+            gap = t - comps[k - 1] if k else math.inf
+            out.append(-(0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap)))
+        else:
+            k = bisect.bisect_right(invs, t)  # invs[k]: the earliest invoke strictly after t
+            gap = invs[k] - t if k < len(invs) else math.inf
+            out.append(0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap))
+    return out
+
+
 def merge_histories(
     driver: list[dict[str, Any]], actors: list[tuple[list[dict[str, Any]], float]]
 ) -> list[dict[str, Any]]:
-    """One history from the driver's events and each actor's (events, clock uncertainty): see the module docstring."""
+    """One history from the driver's events and each actor's (events, clock uncertainty): see the module docstring.
+
+    Each actor event is moved by :func:`actor_shifts` and carries ``clock_uncertainty`` (the actor's ``u``)
+    and ``clock_shift`` (how far it moved, signed), so one-clock measures (latencies) can take it off again.
+    """
     next_op = 1 + max((int(e["op"]) for e in driver), default=-1)
     rows: list[tuple[float, int, int, dict[str, Any]]] = [
         (float(e["time"]), 0, i, dict(e)) for i, e in enumerate(driver)
     ]
     for src, (events, u) in enumerate(actors, start=1):
         shift = next_op
-        for i, e in enumerate(events):
+        invoke_shift: dict[int, float] = {}
+        for i, (e, d) in enumerate(zip(events, actor_shifts(events, u), strict=True)):
             ev = dict(e)
+            if ev["type"] == "invoke":
+                invoke_shift[int(ev["op"])] = d
             ev["op"] = int(ev["op"]) + shift
-            sign = -1.0 if ev["type"] == "invoke" else 1.0
-            ev["time"] = round(float(ev["time"]) + sign * u, 6)
-            if ev.get("intended") is not None:  # an invoke's; a completion repeats it: the same shift
-                ev["intended"] = round(float(ev["intended"]) - u, 6)
+            ev["time"] = round(float(ev["time"]) + d, 6)
+            if ev.get("intended") is not None:  # an invoke's; a completion repeats it: the invoke's shift
+                ev["intended"] = round(float(ev["intended"]) + invoke_shift.get(int(e["op"]), d), 6)
             ev["clock_uncertainty"] = round(u, 6)
+            ev["clock_shift"] = round(d, 6)
             rows.append((ev["time"], src, i, ev))
         next_op = shift + 1 + max((int(e["op"]) for e in events), default=-1)
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
@@ -325,19 +365,24 @@ async def drive_on_ray(
     loopback = all(httpx.URL(u).host in ("127.0.0.1", "localhost", "::1") for u in servers)
     actors = live.actors(loopback=loopback)
     # never more actors than the workload's concurrency: each actor runs at least one session at a time,
-    # so more would run more sessions at once than the scenario allows
+    # so more would run more sessions at once than the scenario allows; the surplus is killed at once
     n = max(1, min(len(actors), sc.workload.concurrency))
+    _kill(live, actors[n:])
     actors = actors[:n]
-    await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
+    try:
+        await asyncio.gather(*(a.clock.remote() for a in actors))  # every actor is up before t = 0
+    except BaseException:
+        _kill(live, actors)  # one that never answered is killed too, not left running on the cluster
+        raise
     control = control_client()
     history = History(LoopClock(), sink=history_sink)  # the driver's own ops: probes, chaos, fuzz
     history.now()
     monitor = SelfMonitor()
     monitor.start()
     notes: list[str] = []
-    if loopback and len(live.nodes()) > 1:
-        notes.append(f"--ray: the servers listen on loopback: {n} agent actor(s) on the driver's node only")
     try:
+        if loopback and len(live.nodes()) > 1:
+            notes.append(f"--ray: the servers listen on loopback: {n} agent actor(s) on the driver's node only")
         await backend_probe(history, control, backend_url)
         syncs = []
         for a in actors:
@@ -376,7 +421,15 @@ async def drive_on_ray(
         ]
         timeline = asyncio.create_task(nemesis.timeline())
         fuzzer = asyncio.create_task(run_fuzz(sc, servers, history, None))
-        shards: list[dict[str, Any]] = list(await asyncio.gather(*refs))
+        try:
+            shards: list[dict[str, Any]] = list(await asyncio.gather(*refs))
+        except BaseException:
+            # a shard failed (or the run was interrupted): no kill, restart or outage may fire after the
+            # run is over, so the chaos timeline and the fuzzer end before the error goes up
+            for t in (timeline, fuzzer):
+                t.cancel()
+            await asyncio.gather(timeline, fuzzer, return_exceptions=True)
+            raise
         await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         history.close_open("run ended (duration bound)")
         driver_self = await monitor.stop()
@@ -426,7 +479,13 @@ async def drive_on_ray(
         data.scenario["target"]["faults_applied"] = faults_applied
         return DriveResult(data, workload, sum(int(s["sessions"]) for s in shards), notes)
     finally:
+        if monitor._task is not None:  # an error before the end: the monitor's timer task goes too
+            await monitor.stop()
         await control.aclose()
-        for a in actors:
-            with contextlib.suppress(Exception):
-                live.ray.kill(a)
+        _kill(live, actors)
+
+
+def _kill(live: RayLive, actors: list[Any]) -> None:
+    for a in actors:
+        with contextlib.suppress(Exception):
+            live.ray.kill(a)

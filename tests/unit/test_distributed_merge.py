@@ -103,3 +103,29 @@ def test_saturation_of_any_process_makes_the_run_saturated() -> None:
     assert m["saturated"] and m["cpu_fraction"] == 0.99 and m["reasons"] == ["agent actor 1: " + busy["reasons"][0]]
     assert m["samples"] == 3 and m["lag_max_ms"] == 300.0 and m["late_samples"] == 1
     assert not merge_self(quiet, [quiet, quiet], [1.0])["saturated"]
+
+
+def test_one_actors_own_order_survives_the_widening() -> None:
+    """Widening is for comparisons across processes: two ops of one actor (one clock) keep their order."""
+    cd, ca = FakeClock(), FakeClock()
+    driver, actor = History(cd), History(ca)
+    driver.now(), actor.now()
+    _chat(actor, ca, "a", 1.0, 1.1)  # turn 1 ...
+    _chat(actor, ca, "a", 1.1002, 1.3)  # ... and turn 2 sent 0.2 ms later: well inside u = 2 ms
+    _chat(actor, ca, "a", 1.300005, 1.4)  # sent 5 us after turn 2 completed: too close to move either
+    cd.t = 1.5
+    kill = driver.invoke(process="nemesis", f="chaos", value="kill")
+    driver.ok(kill, value="kill")
+    merged = merge_histories(driver.events, [(actor.events, 0.002)])
+    chats = [(inv, done) for inv, done in operations(merged) if inv["f"] == "chat"]
+    (i1, d1), (i2, d2), (i3, d3) = chats
+    assert d1 is not None and d2 is not None and d3 is not None
+    assert d1["time"] < i2["time"]  # still "turn 1 completed before turn 2 was sent"
+    assert i1["time"] == round(1.0 - 0.002, 6)  # nothing of the actor before it: the full u
+    assert d3["time"] == round(1.4 + 0.002, 6)  # nothing after it: the full u, so the kill 0.1 s later...
+    (k_inv, _), *_ = [(inv, done) for inv, done in operations(merged) if inv["f"] == "chaos"]
+    assert d3["time"] < k_inv["time"]  # ... is still after it, and one 1 ms later would not be
+    assert d2["time"] == 1.3 and i3["time"] == 1.300005 and d2["time"] < i3["time"]
+    # the report takes each event's own shift off: the latencies are the actor's own
+    reqs = extract(RunData(scenario={}, history=merged)).requests
+    assert [round(r.end - r.sent, 6) for r in sorted(reqs, key=lambda r: r.sent)] == [0.1, 0.1998, 0.099995]
