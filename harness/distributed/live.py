@@ -20,18 +20,25 @@ The global order (documented in docs/distributed.md, "The merged history"):
   ``(t0 + t1) / 2``) and the uncertainty ``u = (t1 - t0) / 2``: the actor's
   clock then reads driver time within ``+-u``.
 - an actor's history starts at the driver's t = 0 mapped to its clock, so its
-  times are in driver time; the driver then widens each of them by ``u``: an
-  invoke moves ``u`` earlier (``time`` and ``intended``), a completion ``u``
-  later, and both carry ``clock_uncertainty: u``. An operation of one actor then
-  precedes an operation of another process only if it completed more than
-  ``2u`` before the other was invoked: the checkers (which order operations by
+  times are in driver time; the driver then widens them by ``u`` for
+  comparisons across processes: an invoke moves up to ``u`` earlier (``time``
+  and ``intended``), a completion up to ``u`` later, never so far that two ops
+  of the same actor (one clock, exactly ordered) would overlap
+  (:func:`actor_shifts`); each carries ``clock_uncertainty: u`` and
+  ``clock_shift`` (how far it moved). An operation of one actor then precedes an
+  operation of another process only if it completed clearly before the other
+  was invoked: the checkers (which order operations by
   ``completion.time < invoke.time``) see operations within the uncertainty as
   overlapping, unchanged. A client latency is measured on one clock, so the
-  report takes the widening off again (``harness/report/buckets.py``).
+  report takes each event's shift off again (``harness/report/buckets.py``).
 - the merged history is sorted by (time, source, the source's own order)
-  (source 0 is the driver, then actors in order), op ids are renumbered
-  (the driver's keep theirs, each actor's are shifted past them), ``index`` is
-  the new position. An invoke still precedes its completion.
+  (source 0 is the driver, then actors in order); the driver's op ids stay,
+  actor ``k``'s are its own plus ``k * OP_STRIDE``; ``index`` is the new
+  position. An invoke still precedes its completion.
+- streamed: every ``STREAM_EVERY_S`` the driver drains each actor's new events
+  and writes the part of the merge no later event can precede to
+  ``history.jsonl`` (:class:`HistoryStream`), so a cut run leaves a checkable
+  history as a local run does; at the shards' end the rest of the merge follows.
 
 Client-latency HDR histograms: each actor records its chat latencies (one
 clock, no widening) into an HdrHistogram and returns it encoded; the driver adds
@@ -55,8 +62,10 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import heapq
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -67,7 +76,7 @@ from harness.agents import Agent, HttpClient, make_client
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
-from harness.history import History
+from harness.history import _ENCODE_LINE, History
 from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 from harness.runner._drive import (
     DriveResult,
@@ -84,6 +93,7 @@ from harness.workload import SessionPlan, WorkloadResult, derive_seed, plan_sess
 
 __all__ = [
     "ClockSync",
+    "HistoryStream",
     "RayLive",
     "actor_of",
     "actor_shifts",
@@ -169,18 +179,38 @@ class RayLive:
 
 
 class AgentActor:
-    """Runs one shard of a scenario's sessions (a Ray actor; a plain object in tests)."""
+    """Runs one shard of a scenario's sessions (an async Ray actor; a plain object in tests).
 
-    def node(self) -> str:
+    Async so that ``drain`` runs while ``run`` does: the driver takes the shard's new events every
+    ``STREAM_EVERY_S`` and streams them into the run's history.jsonl (a cut run leaves them behind).
+    """
+
+    def __init__(self) -> None:
+        self._history: History | None = None
+        self._drained = 0
+
+    async def node(self) -> str:
         import ray
 
         return str(ray.get_runtime_context().get_node_id())
 
-    def clock(self) -> float:
+    async def clock(self) -> float:
         return time.monotonic()  # seam-ok: the clock-offset ping (LoopClock reads the same clock)
 
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        return asyncio.run(run_shard(**job))
+    async def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        return await run_shard(**job, on_history=self._watch)
+
+    def _watch(self, history: History) -> None:
+        self._history, self._drained = history, 0
+
+    async def drain(self) -> dict[str, Any]:
+        """The shard's events since the last drain, and its clock now (driver time): nothing older will come."""
+        h = self._history
+        if h is None:
+            return {"events": [], "now": None}
+        new = h.events[self._drained :]
+        self._drained += len(new)
+        return {"events": new, "now": h.now()}
 
 
 async def run_shard(
@@ -192,12 +222,15 @@ async def run_shard(
     n_actors: int,
     start: float,
     concurrency: int,
+    on_history: Callable[[History], None] | None = None,
 ) -> dict[str, Any]:
     """One actor's sessions against ``servers``, timed from ``start`` on this process's monotonic clock."""
     plans = [p for p in plan_sessions(sc, len(servers)) if actor_of(sc.seed, p.index, n_actors) == actor]
     clients: dict[str, HttpClient] = {k: make_client(k) for k in sorted({p.client for p in plans})}
     control = control_client()
     history = History(LoopClock(), start=start)
+    if on_history is not None:
+        on_history(history)
     monitor = SelfMonitor()
     monitor.start()
     try:
@@ -265,6 +298,17 @@ def merge_hdr(encoded: list[str]) -> Any:
 MIN_GAP_S = 1e-5  # two of one actor's events closer than this (10 us): neither side is moved towards the other
 
 
+def _shift(e: dict[str, Any], u: float, comps: list[float], invs: list[float]) -> float:
+    t = float(e["time"])
+    if e["type"] == "invoke":
+        k = bisect.bisect_left(comps, t)  # comps[k - 1]: the latest completion strictly before t
+        gap = t - comps[k - 1] if k else math.inf
+        return -(0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap))
+    k = bisect.bisect_right(invs, t)  # invs[k]: the earliest invoke strictly after t
+    gap = invs[k] - t if k < len(invs) else math.inf
+    return 0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap)
+
+
 def actor_shifts(events: list[dict[str, Any]], u: float) -> list[float]:
     """How far each of one actor's events moves in the merge (seconds; an invoke's <= 0, a completion's >= 0).
 
@@ -274,22 +318,26 @@ def actor_shifts(events: list[dict[str, Any]], u: float) -> list[float]:
     a session, a DELETE after the chat it follows). So a completion moves at most 0.4 of the gap to the
     actor's next later invoke, an invoke at most 0.4 of the gap back to its latest earlier completion, and
     neither moves when that gap is under ``MIN_GAP_S`` (rounding to 1 us could reorder it): every ordered
-    pair of the actor keeps at least 0.2 of its gap between them.
+    pair of the actor keeps at least 0.2 of its gap between them. An event's shift depends only on the
+    actor's events up to ``2.5 u`` after it (what lets the driver stream the merge, :class:`HistoryStream`).
     """
     comps = sorted(float(e["time"]) for e in events if e["type"] != "invoke")
     invs = sorted(float(e["time"]) for e in events if e["type"] == "invoke")
-    out: list[float] = []
-    for e in events:
-        t = float(e["time"])
-        if e["type"] == "invoke":
-            k = bisect.bisect_left(comps, t)  # comps[k - 1]: the latest completion strictly before t
-            gap = t - comps[k - 1] if k else math.inf
-            out.append(-(0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap)))
-        else:
-            k = bisect.bisect_right(invs, t)  # invs[k]: the earliest invoke strictly after t
-            gap = invs[k] - t if k < len(invs) else math.inf
-            out.append(0.0 if gap < MIN_GAP_S else min(u, 0.4 * gap))
-    return out
+    return [_shift(e, u, comps, invs) for e in events]
+
+
+OP_STRIDE = 1_000_000_000  # actor k's op ids are its own + k * OP_STRIDE (the driver's keep theirs)
+
+
+def _moved(e: dict[str, Any], src: int, d: float, inv_d: float, u: float) -> dict[str, Any]:
+    ev = dict(e)
+    ev["op"] = int(ev["op"]) + src * OP_STRIDE
+    ev["time"] = round(float(ev["time"]) + d, 6)
+    if ev.get("intended") is not None:  # an invoke's; a completion repeats it: the invoke's shift
+        ev["intended"] = round(float(ev["intended"]) + inv_d, 6)
+    ev["clock_uncertainty"] = round(u, 6)
+    ev["clock_shift"] = round(d, 6)
+    return ev
 
 
 def merge_histories(
@@ -300,31 +348,95 @@ def merge_histories(
     Each actor event is moved by :func:`actor_shifts` and carries ``clock_uncertainty`` (the actor's ``u``)
     and ``clock_shift`` (how far it moved, signed), so one-clock measures (latencies) can take it off again.
     """
-    next_op = 1 + max((int(e["op"]) for e in driver), default=-1)
     rows: list[tuple[float, int, int, dict[str, Any]]] = [
         (float(e["time"]), 0, i, dict(e)) for i, e in enumerate(driver)
     ]
+    if driver and max(int(e["op"]) for e in driver) >= OP_STRIDE:
+        raise ValueError(f"the driver has {OP_STRIDE} ops or more: actor op ids would collide with its own")
     for src, (events, u) in enumerate(actors, start=1):
-        shift = next_op
         invoke_shift: dict[int, float] = {}
         for i, (e, d) in enumerate(zip(events, actor_shifts(events, u), strict=True)):
-            ev = dict(e)
-            if ev["type"] == "invoke":
-                invoke_shift[int(ev["op"])] = d
-            ev["op"] = int(ev["op"]) + shift
-            ev["time"] = round(float(ev["time"]) + d, 6)
-            if ev.get("intended") is not None:  # an invoke's; a completion repeats it: the invoke's shift
-                ev["intended"] = round(float(ev["intended"]) + invoke_shift.get(int(e["op"]), d), 6)
-            ev["clock_uncertainty"] = round(u, 6)
-            ev["clock_shift"] = round(d, 6)
+            if e["type"] == "invoke":
+                invoke_shift[int(e["op"])] = d
+            ev = _moved(e, src, d, invoke_shift.get(int(e["op"]), d), u)
             rows.append((ev["time"], src, i, ev))
-        next_op = shift + 1 + max((int(e["op"]) for e in events), default=-1)
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     out = []
     for n, (_t, _s, _i, ev) in enumerate(rows):
         ev["index"] = n
         out.append(ev)
     return out
+
+
+class HistoryStream:
+    """The merged history written as the run goes (``history.jsonl`` of a cut Ray run is checkable).
+
+    Fed the driver's events and each actor's drained events with the actor's clock now; writes, in the
+    order of :func:`merge_histories` and with its op ids, times and ``index``, every event that no later
+    one can precede: events whose merged time is below ``min(every source's now) - 4 u - 1 ms`` (an
+    actor's event is final once its actor's clock is ``3 u`` past it; a later one moves at most ``u``
+    earlier). :meth:`finish` writes the rest of the final merge, so the file is that merge's lines.
+    """
+
+    def __init__(self, sink: IO[str], uncertainties: list[float]) -> None:
+        self.sink = sink
+        self.u = uncertainties
+        self.margin = 4.0 * max(uncertainties, default=0.0) + 1e-3
+        n = len(uncertainties)
+        self.events: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        self.comps: list[list[float]] = [[] for _ in range(n)]
+        self.invs: list[list[float]] = [[] for _ in range(n)]
+        self.inv_shift: list[dict[int, float]] = [{} for _ in range(n)]
+        self.placed = [0] * n  # per actor: events already moved into ``heap``
+        self.now: list[float | None] = [None] * n
+        self.driver_placed = 0
+        self.heap: list[tuple[float, int, int, dict[str, Any]]] = []
+        self.written = 0
+
+    def add(self, actor: int, drained: dict[str, Any]) -> None:
+        for e in drained["events"]:
+            self.events[actor].append(e)
+            (self.invs if e["type"] == "invoke" else self.comps)[actor].append(float(e["time"]))
+        if drained.get("now") is not None:
+            self.now[actor] = float(drained["now"])
+
+    def write(self, driver: list[dict[str, Any]], driver_now: float) -> None:
+        for i in range(self.driver_placed, len(driver)):
+            heapq.heappush(self.heap, (float(driver[i]["time"]), 0, i, dict(driver[i])))
+        self.driver_placed = len(driver)
+        known = [driver_now]
+        for a, evs in enumerate(self.events):
+            now = self.now[a]
+            if now is None:  # not started yet: its first events will be after t = 0 - u
+                known.append(-self.u[a])
+                continue
+            known.append(now)
+            final = now - 3.0 * self.u[a] - 1e-3
+            while self.placed[a] < len(evs) and float(evs[self.placed[a]]["time"]) < final:
+                i = self.placed[a]
+                e = evs[i]
+                d = _shift(e, self.u[a], self.comps[a], self.invs[a])
+                if e["type"] == "invoke":
+                    self.inv_shift[a][int(e["op"])] = d
+                ev = _moved(e, a + 1, d, self.inv_shift[a].get(int(e["op"]), d), self.u[a])
+                heapq.heappush(self.heap, (ev["time"], a + 1, i, ev))
+                self.placed[a] += 1
+        watermark = min(known) - self.margin
+        while self.heap and self.heap[0][0] < watermark:
+            self._line(heapq.heappop(self.heap)[3])
+        self.sink.flush()
+
+    def _line(self, ev: dict[str, Any]) -> None:
+        ev["index"] = self.written
+        self.written += 1
+        self.sink.write(_ENCODE_LINE(ev) + "\n")
+
+    def finish(self, merged: list[dict[str, Any]]) -> None:
+        """Everything of the final merge not written yet (the stream wrote a prefix of it)."""
+        for ev in merged[self.written :]:
+            self.sink.write(_ENCODE_LINE(ev) + "\n")
+        self.written = len(merged)
+        self.sink.flush()
 
 
 def merge_self(driver: dict[str, Any], actors: list[dict[str, Any]], lags: list[float]) -> dict[str, Any]:
@@ -375,7 +487,8 @@ async def drive_on_ray(
         _kill(live, actors)  # one that never answered is killed too, not left running on the cluster
         raise
     control = control_client()
-    history = History(LoopClock(), sink=history_sink)  # the driver's own ops: probes, chaos, fuzz
+    # the driver's own ops (probes, chaos, fuzz); with a sink they go to it merged with the actors' (HistoryStream)
+    history = History(LoopClock())
     history.now()
     monitor = SelfMonitor()
     monitor.start()
@@ -421,15 +534,21 @@ async def drive_on_ray(
         ]
         timeline = asyncio.create_task(nemesis.timeline())
         fuzzer = asyncio.create_task(run_fuzz(sc, servers, history, None))
+        stream = HistoryStream(history_sink, [y.uncertainty for y in syncs]) if history_sink is not None else None
+        pump = asyncio.create_task(_pump(stream, actors, history, notes)) if stream is not None else None
         try:
             shards: list[dict[str, Any]] = list(await asyncio.gather(*refs))
         except BaseException:
             # a shard failed (or the run was interrupted): no kill, restart or outage may fire after the
             # run is over, so the chaos timeline and the fuzzer end before the error goes up
-            for t in (timeline, fuzzer):
-                t.cancel()
-            await asyncio.gather(timeline, fuzzer, return_exceptions=True)
+            for t in (timeline, fuzzer, pump):
+                if t is not None:
+                    t.cancel()
+            await asyncio.gather(*(t for t in (timeline, fuzzer, pump) if t is not None), return_exceptions=True)
             raise
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
         await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         history.close_open("run ended (duration bound)")
         driver_self = await monitor.stop()
@@ -446,6 +565,9 @@ async def drive_on_ray(
             history.events, [(s["events"], y.uncertainty) for s, y in zip(shards, syncs, strict=True)]
         )
         history._next_op = 1 + max((int(e["op"]) for e in history.events), default=-1)
+        if stream is not None and history_sink is not None:
+            stream.finish(history.events)  # the file is now the merged history; what follows streams as usual
+            history._sink = history_sink
         lags = [*monitor.lags_ms, *(v for s in shards for v in s["lags_ms"])]
         harness_self = merge_self(driver_self, [s["self"] for s in shards], lags)
         hdr = merge_hdr([s["hdr"] for s in shards])
@@ -483,6 +605,23 @@ async def drive_on_ray(
             await monitor.stop()
         await control.aclose()
         _kill(live, actors)
+
+
+STREAM_EVERY_S = 1.0  # how often the driver drains the actors' new events into history.jsonl
+
+
+async def _pump(stream: HistoryStream, actors: list[Any], history: History, notes: list[str]) -> None:
+    """Every ``STREAM_EVERY_S``: each actor's new events into ``stream`` (until cancelled at the shards' end)."""
+    while True:
+        await asyncio.sleep(STREAM_EVERY_S)
+        try:
+            drained = await asyncio.gather(*(a.drain.remote() for a in actors))
+        except Exception as exc:  # the run goes on; only a cut run's file would miss the actors' events
+            notes.append(f"--ray: streaming the agent actors' events stopped: {type(exc).__name__}: {exc}")
+            return
+        for i, d in enumerate(drained):
+            stream.add(i, d)
+        stream.write(history.events, history.now())
 
 
 def _kill(live: RayLive, actors: list[Any]) -> None:

@@ -129,3 +129,36 @@ def test_one_actors_own_order_survives_the_widening() -> None:
     # the report takes each event's own shift off: the latencies are the actor's own
     reqs = extract(RunData(scenario={}, history=merged)).requests
     assert [round(r.end - r.sent, 6) for r in sorted(reqs, key=lambda r: r.sent)] == [0.1, 0.1998, 0.099995]
+
+
+def test_the_streamed_history_is_the_final_merge_line_for_line() -> None:
+    """A cut Ray run keeps what was streamed: a prefix of the merged history, and at the end the whole of it."""
+    import io
+    import json
+
+    from harness.distributed.live import HistoryStream
+
+    cd, ca, cb = FakeClock(), FakeClock(), FakeClock()
+    driver, a, b = History(cd), History(ca), History(cb)
+    driver.now(), a.now(), b.now()
+    sink = io.StringIO()
+    stream = HistoryStream(sink, [0.002, 0.001])
+    taken = [0, 0]
+    for step in range(40):  # 40 polls; each actor runs back-to-back chats, the driver a chaos event now and then
+        t = 0.05 * step
+        _chat(a, ca, f"a{step % 3}", t + 0.0001, t + 0.03)
+        _chat(b, cb, f"b{step % 2}", t + 0.0302, t + 0.0499)
+        if step % 7 == 0:
+            cd.t = t + 0.01
+            driver.event(process="nemesis", f="chaos", value={"action": "kill", "process": 0})
+        cd.t = ca.t = cb.t = t + 0.05
+        for k, h in enumerate((a, b)):
+            stream.add(k, {"events": h.events[taken[k] :], "now": h.now()})
+            taken[k] = len(h.events)
+        stream.write(driver.events, driver.now())
+    partial = [json.loads(line) for line in sink.getvalue().splitlines()]
+    merged = merge_histories(driver.events, [(a.events, 0.002), (b.events, 0.001)])
+    assert 0 < len(partial) < len(merged)  # the last few ms are held back: a later event might precede them
+    assert partial == json.loads(json.dumps(merged[: len(partial)]))
+    stream.finish(merged)
+    assert [json.loads(line) for line in sink.getvalue().splitlines()] == json.loads(json.dumps(merged))
