@@ -97,9 +97,12 @@ __all__ = [
     "RayLive",
     "actor_of",
     "actor_shifts",
+    "assign_by_node",
     "drive_on_ray",
+    "group_size",
     "merge_histories",
     "merge_self",
+    "node_groups",
     "shard_concurrency",
 ]
 
@@ -109,6 +112,36 @@ PINGS = 3
 def actor_of(seed: int, index: int, n_actors: int) -> int:
     """The actor that runs session ``index``: a pure function of the seed and the index."""
     return (index + derive_seed(seed, "ray-shard")) % max(1, n_actors)
+
+
+def node_groups(nodes: list[str]) -> list[str]:
+    """The named nodes of a per-node deployment (``[target] nodes``, one name per url), in first-seen order."""
+    return list(dict.fromkeys(nodes))
+
+
+def group_size(n_groups: int, agents_per_node: int, concurrency: int) -> int:
+    """Actors per node of a per-node deployment: ``--agents-per-node``, fewer if they would exceed ``concurrency``."""
+    if not 1 <= n_groups <= concurrency:
+        raise ValueError(f"{n_groups} nodes for a concurrency of {concurrency}: every node needs a session at a time")
+    return max(1, min(agents_per_node, concurrency // n_groups))
+
+
+def assign_by_node(sc: Scenario, nodes: list[str], per_group: int) -> list[list[int]]:
+    """Session indices per actor when each node's actors drive only the servers on that node.
+
+    A session belongs to the node of the url its plan picks (the plans are a local run's, so the same
+    session talks to the same server); within the node it goes round robin over the node's
+    ``per_group`` actors from a seeded rotation. Actor ``g * per_group + j`` is node ``g``'s ``j``-th.
+    """
+    groups = node_groups(nodes)
+    out: list[list[int]] = [[] for _ in range(len(groups) * per_group)]
+    seen = [0] * len(groups)
+    rotate = derive_seed(sc.seed, "ray-shard")
+    for p in plan_sessions(sc, len(nodes)):
+        g = groups.index(nodes[p.server])
+        out[g * per_group + (seen[g] + rotate) % per_group].append(p.index)
+        seen[g] += 1
+    return out
 
 
 def shard_concurrency(concurrency: int, n_actors: int) -> list[int]:
@@ -154,16 +187,30 @@ class RayLive:
         """The alive nodes' ids, sorted (the actors' placement is then the same for the same cluster)."""
         return sorted(str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive"))
 
-    def actors(self, loopback: bool = False) -> list[Any]:
+    def actors(self, loopback: bool = False, groups: list[str] | None = None, per_group: int = 0) -> list[Any]:
         """``agents_per_node`` actors on every alive node (node order, then index); with ``loopback`` (the
-        servers listen on the driver's 127.0.0.1) on the driver's node only: no other node can reach them."""
+        servers listen on the driver's 127.0.0.1) on the driver's node only: no other node can reach them.
+
+        ``groups`` (a per-node deployment, ``[target] nodes``): ``per_group`` actors for each named node, in
+        order, on the alive Ray node with that IP address; a name that is no node's IP is an error, unless
+        every url is loopback (two url sets on one machine standing in for two nodes): the driver's node.
+        """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cls = self.ray.remote(num_cpus=0, max_restarts=0)(AgentActor)
-        nodes = [str(self.ray.get_runtime_context().get_node_id())] if loopback else self.nodes()
+        here = str(self.ray.get_runtime_context().get_node_id())
+        if groups is None:
+            placement = [here] if loopback else self.nodes()
+            per_group = self.agents_per_node
+        else:
+            by_ip = {str(n["NodeManagerAddress"]): str(n["NodeID"]) for n in self.ray.nodes() if n.get("Alive")}
+            missing = [g for g in groups if g not in by_ip]
+            if missing and not loopback:
+                raise ValueError(f"[target] nodes: {missing} name no alive Ray node (their IPs: {sorted(by_ip)})")
+            placement = [by_ip.get(g, here) for g in groups]
         out = []
-        for node in nodes:
-            for _ in range(self.agents_per_node):
+        for node in placement:
+            for _ in range(per_group):
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
                 out.append(cls.options(scheduling_strategy=strategy).remote())
         return out
@@ -223,9 +270,17 @@ async def run_shard(
     start: float,
     concurrency: int,
     on_history: Callable[[History], None] | None = None,
+    sessions: list[int] | None = None,
 ) -> dict[str, Any]:
-    """One actor's sessions against ``servers``, timed from ``start`` on this process's monotonic clock."""
-    plans = [p for p in plan_sessions(sc, len(servers)) if actor_of(sc.seed, p.index, n_actors) == actor]
+    """One actor's sessions against ``servers``, timed from ``start`` on this process's monotonic clock.
+
+    ``sessions``: the session indices to run (a per-node deployment); by default :func:`actor_of`'s share."""
+    mine = set(sessions) if sessions is not None else None
+    plans = [
+        p
+        for p in plan_sessions(sc, len(servers))
+        if (p.index in mine if mine is not None else actor_of(sc.seed, p.index, n_actors) == actor)
+    ]
     clients: dict[str, HttpClient] = {k: make_client(k) for k in sorted({p.client for p in plans})}
     control = control_client()
     history = History(LoopClock(), start=start)
@@ -475,7 +530,15 @@ async def drive_on_ray(
 ) -> DriveResult:
     """:func:`harness.runner.drive` with the sessions on Ray agent actors; the same :class:`DriveResult`."""
     loopback = all(httpx.URL(u).host in ("127.0.0.1", "localhost", "::1") for u in servers)
-    actors = live.actors(loopback=loopback)
+    per_node = list(sc.target.nodes) if len(sc.target.nodes) == len(servers) else None
+    assigned: list[list[int]] | None = None
+    k = 0
+    if per_node is not None:  # a per-node deployment: each node's actors drive that node's servers
+        k = group_size(len(node_groups(per_node)), live.agents_per_node, sc.workload.concurrency)
+        assigned = assign_by_node(sc, per_node, k)
+        actors = live.actors(loopback=loopback, groups=node_groups(per_node), per_group=k)
+    else:
+        actors = live.actors(loopback=loopback)
     # never more actors than the workload's concurrency: each actor runs at least one session at a time,
     # so more would run more sessions at once than the scenario allows; the surplus is killed at once
     n = max(1, min(len(actors), sc.workload.concurrency))
@@ -528,6 +591,7 @@ async def drive_on_ray(
                     "n_actors": n,
                     "start": syncs[i].start,
                     "concurrency": caps[i],
+                    "sessions": assigned[i] if assigned is not None else None,
                 }
             )
             for i, a in enumerate(actors)
@@ -576,6 +640,7 @@ async def drive_on_ray(
             "actors": [
                 {
                     "node": nodes[i],
+                    "deployment_node": node_groups(per_node)[i // k] if per_node is not None else None,
                     "sessions": s["sessions"],
                     "concurrency": caps[i],
                     "clock_start": round(syncs[i].start, 9),

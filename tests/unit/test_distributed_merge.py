@@ -20,6 +20,7 @@ from harness.distributed.live import (
 from harness.history import History, operations
 from harness.report.buckets import extract
 from harness.rundata import RunData
+from harness.scenario import Scenario
 
 
 class FakeClock:
@@ -162,3 +163,23 @@ def test_the_streamed_history_is_the_final_merge_line_for_line() -> None:
     assert partial == json.loads(json.dumps(merged[: len(partial)]))
     stream.finish(merged)
     assert [json.loads(line) for line in sink.getvalue().splitlines()] == json.loads(json.dumps(merged))
+
+
+def test_a_per_node_deployment_gives_each_session_to_an_actor_of_its_servers_node() -> None:
+    import dataclasses
+
+    from harness.distributed.live import assign_by_node, group_size
+    from harness.scenario import TargetSpec, WorkloadSpec
+    from harness.workload import plan_sessions
+
+    nodes = ["10.0.0.1", "10.0.0.1", "10.0.0.2"]  # two servers on one node, one on the other
+    sc = Scenario(name="t", seed=3, target=TargetSpec(processes=3), workload=WorkloadSpec(sessions=60))
+    shards = assign_by_node(sc, nodes, 2)
+    assert sorted(i for s in shards for i in s) == list(range(60))  # every session once
+    server = {p.index: p.server for p in plan_sessions(sc, 3)}
+    for a, shard in enumerate(shards):
+        assert shard and {nodes[server[i]] for i in shard} == {nodes[0] if a < 2 else nodes[2]}
+    assert shards == assign_by_node(dataclasses.replace(sc), nodes, 2)  # a pure function of the plans
+    assert group_size(2, 4, 6) == 3 and group_size(2, 2, 64) == 2
+    with pytest.raises(ValueError):
+        group_size(3, 1, 2)  # three nodes cannot each run a session at a concurrency of 2
