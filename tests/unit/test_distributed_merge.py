@@ -183,3 +183,14 @@ def test_a_per_node_deployment_gives_each_session_to_an_actor_of_its_servers_nod
     assert group_size(2, 4, 6) == 3 and group_size(2, 2, 64) == 2
     with pytest.raises(ValueError):
         group_size(3, 1, 2)  # three nodes cannot each run a session at a concurrency of 2
+
+
+def test_target_nodes_need_one_name_per_url(tmp_path: Any) -> None:
+    from harness.scenario import ScenarioError, load_scenario
+
+    base = '[target]\nkind = "urls"\nurls = ["http://127.0.0.1:1", "http://127.0.0.1:2"]\n'
+    (tmp_path / "ok.toml").write_text(base + 'nodes = ["a", "b"]\n')
+    assert load_scenario(str(tmp_path / "ok.toml")).target.nodes == ("a", "b")
+    (tmp_path / "bad.toml").write_text(base + 'nodes = ["a"]\n')
+    with pytest.raises(ScenarioError, match="one node name per url"):
+        load_scenario(str(tmp_path / "bad.toml"))
