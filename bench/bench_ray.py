@@ -11,7 +11,8 @@ chat completions with status 200 / (last chat completion - first chat invoke), f
 the verdict is printed too.
 
 Explore: ``abort_retries_exhausted``, ``--seeds`` seeds, for each of ``--workers`` (default 1,2,4): local
-processes (``--jobs W``), then a local Ray head with W CPUs (head start printed, not counted). Seeds/s =
+processes (``--jobs W``), then a local Ray head with W CPUs (head start and the workers' first task, W
+seeds that start them and import the harness, printed, not counted). Seeds/s =
 seeds / wall seconds; the scaling column is seeds/s over the 1-worker figure of the same kind (the issue's
 goal: >= 0.8 x linear from 1 to 2).
 
@@ -112,7 +113,11 @@ def explore_bench(seeds: int, workers: list[int]) -> None:
     for j in workers:
         t0 = time.perf_counter()
         with RayPool(None, j):
-            print(f"{'':>22} (local head with {j} CPU(s) started in {time.perf_counter() - t0:.1f} s)")
+            head = time.perf_counter() - t0
+            t1 = time.perf_counter()  # untimed: the workers start and import the harness on their first task
+            explore(path, range(seeds, seeds + j), "random", jobs=j, stop_on_first=False, ray="local")
+            warm = time.perf_counter() - t1
+            print(f"{'':>22} (local head with {j} CPU(s) started in {head:.1f} s, workers warmed in {warm:.1f} s)")
             one("Ray worker(s)", j, "local")
 
 
