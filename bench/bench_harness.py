@@ -46,6 +46,7 @@ from harness.agents._clients import (  # noqa: E402
     HttpxClient,
     OpenAIClient,
 )
+from harness.agents._clients import make_client as make_client_orig  # noqa: E402
 from harness.history import History  # noqa: E402
 from harness.seams import LoopClock  # noqa: E402
 
@@ -68,6 +69,39 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": BODY})
 """
 
+# The same echo, speaking just enough of the session protocol for whole agent episodes (``--agents``):
+# create answers a fresh id, a chat the fixed completion, GET a session with no records, DELETE 204.
+SESSION_ECHO = r"""
+import itertools, json, time
+BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "fake", "choices": [{"index": 0,
+    "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+IDS = itertools.count()
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    t0 = time.perf_counter_ns()
+    more = True
+    while more:
+        msg = await receive()
+        more = msg.get("more_body", False)
+    path, method, status = scope["path"], scope["method"], 200
+    if method == "POST" and path == "/sessions":
+        body = json.dumps({"session_id": "%032x" % next(IDS)}).encode()
+    elif method == "POST":
+        body = BODY
+    elif method == "DELETE":
+        status, body = 204, b""
+    elif path.startswith("/sessions/"):
+        body = json.dumps({"session_id": path.split("/")[2], "records": [], "metadata": {}}).encode()
+    else:
+        body = b"{}"
+    dt = time.perf_counter_ns() - t0
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()), (b"x-server-ns", str(dt).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -75,8 +109,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_echo(port: int, tmp: Path) -> subprocess.Popen[bytes]:
-    (tmp / "echo_app.py").write_text(ECHO)
+def start_echo(port: int, tmp: Path, app: str = ECHO) -> subprocess.Popen[bytes]:
+    (tmp / "echo_app.py").write_text(app)
     cmd = [sys.executable, "-m", "uvicorn", "echo_app:app", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(cmd, cwd=tmp)
@@ -161,6 +195,135 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: s
     }
 
 
+class CannedClient:
+    """No network: the session echo's answers, as the agents' client interface returns them (``--client canned``:
+    what the agent, history and runner cost per turn without any HTTP library)."""
+
+    kind = "httpx"
+    CHAT = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def send(self, method: str, url: str, *, json_body: Any = None, headers: Any = None) -> Any:
+        from harness.agents._clients import Reply
+
+        await asyncio.sleep(0)
+        if json_body is not None:
+            json.dumps(json_body)  # what a client's serialisation costs at least
+        path = url.split("/", 3)[3] if url.count("/") >= 3 else ""
+        status, raw = 200, b"{}"
+        if method == "POST" and path == "sessions":
+            self.n += 1
+            raw = json.dumps({"session_id": f"{self.n:032x}"}).encode()
+        elif method == "POST":
+            raw = self.CHAT
+        elif method == "DELETE":
+            status, raw = 204, b""
+        elif path.startswith("sessions/"):
+            raw = json.dumps({"session_id": path.split("/")[1], "records": [], "metadata": {}}).encode()
+        pairs = [("content-type", "application/json"), ("content-length", str(len(raw)))]
+        return Reply(status, pairs, json.loads(raw) if raw else None, raw.decode(), len(raw))
+
+    async def chat(self, server: str, session_id: str, body: Any, headers: Any) -> Any:
+        return await self.send("POST", f"{server}/sessions/{session_id}/v1/chat/completions", json_body=body)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def drive_agents(url: str, sessions: int, turns: int, concurrency: int, kind: str, sink: Path) -> dict[str, Any]:
+    """Whole agent episodes through the runner's own ``drive`` (create, turns, collect, delete, the final
+    probes), history streamed to ``sink`` as a live run does: what one agent turn costs end to end."""
+    import harness.runner._drive as drive_mod
+    from harness.runner._drive import drive as run_drive
+
+    if kind == "canned":
+        drive_mod.make_client = lambda k, t=None: CannedClient()  # type: ignore[assignment,misc]
+        kind = "httpx"
+    from harness.scenario import AgentSpec, Scenario, WorkloadSpec
+
+    def scenario(n: int) -> Scenario:
+        w = WorkloadSpec(sessions=n, concurrency=concurrency, turns=(turns, turns), duration_s=600.0)
+        return Scenario(name="bench_agents", seed=1, workload=w, agent=AgentSpec(clients={kind: 1.0}))
+
+    await run_drive(scenario(min(sessions, concurrency)), [url])  # warm the code paths and imports
+    with sink.open("w") as fh:
+        c0, w0 = time.process_time(), time.perf_counter()
+        result = await run_drive(scenario(sessions), [url], history_sink=fh)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    events = result.data.history
+    agent_done = [e for e in events if e["type"] != "invoke" and str(e["process"]).startswith("agent-")]
+    chats = [e for e in agent_done if e["f"] == "chat" and e["type"] == "ok"]
+    sent = {e["op"]: e["time"] for e in events if e["type"] == "invoke" and e["f"] == "chat"}
+    lat = [1000.0 * (e["time"] - sent[e["op"]]) for e in chats]
+    return {
+        "client": "canned" if drive_mod.make_client is not make_client_orig else kind,
+        "load": os.getloadavg()[0],
+        "sessions": sessions,
+        "requests": len(agent_done),
+        "chats": len(chats),
+        "cpu_ms_per_req": 1000.0 * cpu / max(1, len(agent_done)),
+        "cpu_ms_per_turn": 1000.0 * cpu / max(1, len(chats)),
+        "turns_per_s": len(chats) / wall,
+        "cpu_fraction": cpu / wall,
+        "lat_p50_ms": _p(lat, 0.5),
+        "lat_p99_ms": _p(lat, 0.99),
+    }
+
+
+def main_agents(args: argparse.Namespace) -> None:
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_echo(port, Path(tmp), SESSION_ECHO)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            print(
+                f"# session echo ASGI server (uvicorn), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
+            print(
+                f"# {args.agents} agent episodes x {args.turns} turns, concurrency {args.concurrency}, "
+                "through runner._drive.drive, history streamed to a file"
+            )
+            print(
+                "client   load  requests  chats  cpu_ms/req  cpu_ms/turn  turns/s/core  turns/s  harness_cpu  "
+                "lat_p50_ms  lat_p99_ms"
+            )
+            for kind in args.client.split(","):
+                run = drive_agents(url, args.agents, args.turns, args.concurrency, kind, Path(tmp) / "history.jsonl")
+                if args.profile:
+                    import cProfile
+                    import pstats
+
+                    prof = cProfile.Profile()
+                    r = prof.runcall(asyncio.run, run)
+                    pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+                    args.profile = 0
+                else:
+                    r = asyncio.run(run)
+                if args.json:
+                    print(json.dumps(r))
+                print(
+                    f"{r['client']:8} {r['load']:5.1f}  {r['requests']:8}  {r['chats']:5}  "
+                    f"{r['cpu_ms_per_req']:10.3f}  "
+                    f"{r['cpu_ms_per_turn']:11.3f}  {1000.0 / r['cpu_ms_per_turn']:12.0f}  {r['turns_per_s']:7.0f}  "
+                    f"{r['cpu_fraction']:10.0%}  {r['lat_p50_ms']:10.2f}  {r['lat_p99_ms']:10.2f}"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="200,500,1000,2000,4000")
@@ -173,8 +336,18 @@ def main() -> None:
         help="fast (the agents' pool, harness/agents/_pool.py), httpcore (httpcore's own: the before), or both",
     )
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--agents",
+        type=int,
+        metavar="N",
+        help="instead of bare requests: N whole agent episodes through the runner (create, --turns chats, "
+        "collect, delete), against a session-protocol echo; --concurrency sessions at once",
+    )
+    ap.add_argument("--turns", type=int, default=8, help="chat turns per episode with --agents")
     ap.add_argument("--profile", type=int, metavar="N", help="cProfile the first rate; print the top N functions")
     args = ap.parse_args()
+    if args.agents:
+        return main_agents(args)
     import tempfile
 
     port = free_port()

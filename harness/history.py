@@ -42,6 +42,10 @@ COMPLETION_TYPES: frozenset[str] = frozenset({"ok", "fail", "info"})
 _FUNCTIONS = frozenset({"create", "chat", "get", "delete", "probe", "chaos", "fault", "fuzz"})
 
 
+# One encoder for every sink line: ``json.dumps`` with arguments builds a new ``JSONEncoder`` per call
+_ENCODE_LINE = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
 class HistoryError(RuntimeError):
     """Misuse of the recorder: completing an unknown or already completed op."""
 
@@ -160,7 +164,7 @@ class History:
         ev["index"] = len(self.events)
         self.events.append(ev)
         if self._sink is not None:
-            self._sink.write(json.dumps(ev, sort_keys=True, default=str) + "\n")
+            self._sink.write(_ENCODE_LINE(ev) + "\n")
             if len(self.events) % self.FLUSH_EVERY == 0:
                 self._sink.flush()
 

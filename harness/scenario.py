@@ -110,6 +110,7 @@ class TargetSpec:
     tokenizer: str | None = None
     server_args: tuple[str, ...] = ()  # extra CLI args for every server process
     urls: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # urls target: the node each url's server runs on (`run --ray`, docs/distributed.md)
     backend_url: str | None = None
     startup_timeout_s: float = 20.0
     cmd: tuple[str, ...] = ()  # command target: argv template with {placeholders}
@@ -574,10 +575,14 @@ def _parse_target(t: _Table) -> TargetSpec:
                 raise t.err("urls", f"{u!r} is not an http(s) URL")
         if compare:
             raise t.err("compare", 'compare needs kind = "reference" (the runner cannot switch an external server)')
+        nodes = t.strs("nodes")
+        if nodes and (len(nodes) != len(urls) or not all(nodes)):
+            raise t.err("nodes", f"one node name per url: {len(urls)} urls, {len(nodes)} nodes")
         spec = TargetSpec(
             kind=kind,
             processes=len(urls),
             urls=tuple(u.rstrip("/") for u in urls),
+            nodes=nodes,
             backend_url=_parse_backend_url(t),
             variants=variants,
             health_path=_parse_health_path(t),

@@ -210,6 +210,26 @@ class _Stream:
         return None
 
 
+class _LoopLock:
+    """httpcore's ``AsyncLock`` interface on an ``asyncio.Lock``.
+
+    httpcore's own takes an ``anyio.Lock``, whose every acquire, contended or not, is a cancel-shielded
+    checkpoint: one more trip through the event loop, twice per request (the connection's state lock at
+    the request's start and at the response's close). asyncio's lock takes a free lock at once; waiting,
+    fairness and cancellation while waiting are the same.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> _LoopLock:
+        await self._lock.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class AsyncioBackend:
     """httpcore's ``AsyncNetworkBackend`` on the running asyncio loop, raising ``hc``'s exceptions."""
 
@@ -318,6 +338,9 @@ class FastPool:
         except BaseException:
             await self._release(conn)
             raise
+        inner = getattr(conn, "_connection", None)  # the HTTP/1.1 connection, made by the first request
+        if inner is not None and not isinstance(getattr(inner, "_state_lock", None), _LoopLock):
+            inner._state_lock = _LoopLock()  # free now: held only around state changes, not while waiting
         return self._hc.Response(
             status=response.status,
             headers=response.headers,
@@ -356,6 +379,7 @@ class FastPool:
         conn = self._hc.AsyncHTTPConnection(
             origin=url.origin, keepalive_expiry=self._expiry, network_backend=self._backend
         )
+        conn._request_lock = _LoopLock()
         self._open[conn] = key
         return conn
 

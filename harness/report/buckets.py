@@ -245,10 +245,13 @@ def extract(run: RunData) -> LatencyData:
     for inv, done in pairs:
         # a history merged from Ray agent actors widens each op by its clock uncertainty (docs/distributed.md):
         # a latency is measured on one clock, so the widening comes off again
+        # (``clock_shift``: how far each event moved; older merged histories moved every event by ``u``)
         u = _float(inv.get("clock_uncertainty")) or 0.0
-        sent = (_float(inv.get("time")) or 0.0) + u
+        u_inv = -(_float(inv.get("clock_shift")) or 0.0) if "clock_shift" in inv else u
+        u_done = (_float(done.get("clock_shift")) or 0.0) if "clock_shift" in done else u
+        sent = (_float(inv.get("time")) or 0.0) + u_inv
         intended = _float(inv.get("intended"))
-        intended = None if intended is None else intended + u
+        intended = None if intended is None else intended + u_inv
         headers = done.get("headers") or {}
         data.requests.append(
             ClientRequest(
@@ -260,7 +263,7 @@ def extract(run: RunData) -> LatencyData:
                 attempt=_int(inv.get("attempt")),
                 intended=sent if intended is None else min(intended, sent),
                 sent=sent,
-                end=(_float(done.get("time")) or sent) - u,
+                end=(_float(done.get("time")) or sent) - u_done,
                 outcome=client_outcome(done),
                 status=_int(done.get("status")),
                 variant=str(inv.get("variant") or variant),

@@ -20,6 +20,7 @@ import httpx
 
 from harness.agents import Agent, HttpClient, make_client
 from harness.agents._clients import _trace_extensions
+from harness.agents._pool import fast_transport
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
@@ -30,7 +31,7 @@ from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
 from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
 
-__all__ = ["DriveResult", "Progress", "drive"]
+__all__ = ["DriveResult", "Progress", "control_client", "drive"]
 
 Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
 
@@ -66,7 +67,7 @@ async def drive(
     # Every client kind the plans use is built (and its library imported) before t = 0: built lazily,
     # `import openai` alone blocked the loop for 0.5-2.5 s while other sessions were in flight (#15).
     clients: dict[str, HttpClient] = {k: make_client(k, transport) for k in sorted({p.client for p in plans})}
-    control = httpx.AsyncClient(transport=transport, timeout=10.0)
+    control = control_client(transport)
     history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
     if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
@@ -156,6 +157,18 @@ async def settle_chaos(
     with contextlib.suppress(asyncio.CancelledError):
         await timeline
     await nemesis.drain()
+
+
+def control_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The runner's own client (probes, the nemesis's control calls, the final GET of every session).
+
+    Over sockets it gets the agents' O(1) pool (harness/agents/_pool.py): with httpcore's own, the
+    collection's 32 concurrent final GETs re-scanned every pooled connection per request, which cost
+    more CPU than the agents' whole workload in a 400-session run (bench_harness.py --agents, #15).
+    """
+    if transport is None:
+        transport = fast_transport(httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    return httpx.AsyncClient(transport=transport, timeout=10.0)
 
 
 def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any]:

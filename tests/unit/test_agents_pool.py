@@ -231,3 +231,29 @@ def httpx_core() -> Any:
     import httpcore
 
     return httpcore
+
+
+async def _two_chats(lean: bool) -> list[tuple[Any, ...]]:
+    """Two chats through HttpxClient (its lean send, or AsyncClient.send); the requests the transport got."""
+    requests: list[tuple[Any, ...]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, str(request.url), request.headers.multi_items(), request.content))
+        cookie = [("set-cookie", "route=p1; Path=/")] if len(requests) == 1 else []
+        return httpx.Response(200, headers=cookie, content=BODY)
+
+    transport = httpx.MockTransport(answer)
+    client = HttpxClient(transport) if lean else HttpxClient(client=httpx.AsyncClient(transport=transport))
+    assert client._lean is lean
+    for _ in range(2):
+        r = await client.chat("http://127.0.0.1:9", "s1", {"model": "m", "messages": []}, {"x-turn": "0"})
+        assert r.status == 200 and r.body["choices"][0]["message"]["content"] == "ok"
+    await client.aclose()
+    return requests
+
+
+async def test_lean_send_puts_the_same_request_on_the_wire_and_keeps_cookies() -> None:
+    """HttpxClient skips AsyncClient.send's layers (#15): the request bytes and the cookie jar must not change."""
+    full, lean = await _two_chats(False), await _two_chats(True)
+    assert lean == full
+    assert ("cookie", "route=p1") in lean[1][2]  # the cookie the first answer set went back with the second

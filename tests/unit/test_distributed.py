@@ -173,3 +173,31 @@ def test_mutate_on_ray_gives_the_results_of_local_children(head: Any, tmp_path: 
     ray = judge("ray", lambda jobs, done: run_jobs_on_ray(None, ROOT, "reference_impl", jobs, 1, None, done))
     assert ray == local, (local, ray)
     assert local[killable.id][0] == "killed" and local["unchanged"][0] == "survived", local
+
+
+def test_live_on_a_per_node_deployment_faked_as_two_url_sets(head: Any, tmp_path: Path) -> None:
+    """``[target] nodes``: each named node gets its own agent actors, which drive only that node's servers.
+
+    The local head has one node, so two url sets on loopback stand in for two nodes (their actors are
+    placed on the driver's node). One small live run, one actor per node (each actor is a worker process)."""
+    import dataclasses
+
+    from harness.distributed.live import RayLive
+    from harness.runner import run_scenario
+    from harness.scenario import load_scenario
+    from harness.workload import plan_sessions
+
+    sc = load_scenario(str(SCENARIOS / "rapid_lifecycle.toml"))  # 2 server processes
+    sc = dataclasses.replace(
+        sc,
+        target=dataclasses.replace(sc.target, nodes=("node-a", "node-b")),
+        workload=dataclasses.replace(sc.workload, sessions=24, concurrency=8),
+    )
+    with RayLive(None, 1) as live:
+        r = run_scenario(sc, tmp_path, report=False, ray=live)
+    assert r.status != "error", r.error
+    assert "invalid" not in _verdicts(r.run_dir).values()
+    info = json.loads((r.run_dir / "harness_self.json").read_text())["ray"]
+    assert [a["deployment_node"] for a in info["actors"]] == ["node-a", "node-b"]
+    per_server = [sum(1 for p in plan_sessions(sc, 2) if p.server == s) for s in (0, 1)]
+    assert [a["sessions"] for a in info["actors"]] == per_server  # each node's actor ran its own server's sessions
