@@ -13,7 +13,8 @@ and read the answer. When the agents (not the server) are the bottleneck, a
   core is saturated by the harness itself.
 
 When lag p99 exceeds ``LAG_P99_LIMIT_MS`` (in at least ``MIN_LATE_SAMPLES``
-samples) or CPU exceeds ``CPU_LIMIT`` the run is *harness saturated*: the
+samples), or two or more stalls over that limit add up to more than
+``BLOCKED_LIMIT`` of the run, or CPU exceeds ``CPU_LIMIT`` the run is *harness saturated*: the
 report and the terminal summary say that client latency is not attributable
 to the server (server-side buckets from the server's own log lines still are).
 
@@ -37,10 +38,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CPU_LIMIT", "LAG_P99_LIMIT_MS", "MIN_LATE_SAMPLES", "SATURATED_NOTE", "SelfMonitor"]
+__all__ = ["BLOCKED_LIMIT", "CPU_LIMIT", "LAG_P99_LIMIT_MS", "MIN_LATE_SAMPLES", "SATURATED_NOTE", "SelfMonitor"]
 
 LAG_P99_LIMIT_MS = 100.0
 MIN_LATE_SAMPLES = 3  # separate late timer firings before a lag p99 over the limit counts (see the docstring)
+BLOCKED_LIMIT = 0.25  # share of the run the loop spent in stalls over the lag limit (at least 2 of them)
 CPU_LIMIT = 0.95
 SATURATED_NOTE = "harness saturated: client latency not attributable to the server"
 
@@ -112,6 +114,14 @@ class SelfMonitor:
             reasons.append(
                 f"event-loop lag p99 {lag_p99:.1f} ms > {self.lag_limit_ms:g} ms"
                 f" ({late} of {len(self.lags_ms)} samples late)"
+            )
+        stalled_s = sum(lag for lag in self.lags_ms if lag > self.lag_limit_ms) / 1000.0
+        if not reasons and late >= 2 and stalled_s > BLOCKED_LIMIT * wall:
+            # few but long stalls: agents that block the loop together (one stall per burst of turns) make
+            # few late samples, each late by many intervals; a loop blocked for a quarter of the run is
+            # saturated however its lateness is spread (one stall alone is still only a stall)
+            reasons.append(
+                f"event loop blocked {stalled_s / wall:.0%} of the run ({late} stalls over {self.lag_limit_ms:g} ms)"
             )
         if cpu > self.cpu_limit:
             reasons.append(f"harness CPU {cpu:.0%} of a core > {self.cpu_limit:.0%}")

@@ -61,3 +61,12 @@ def test_a_loop_late_again_and_again_is_saturated() -> None:
     s = _from_lags([2.0] * 57 + [150.0, 300.0, 120.0])
     assert s["saturated"] is True and s["late_samples"] == 3
     assert "3 of 60 samples late" in str(s["reasons"])
+
+
+def test_few_long_stalls_that_block_a_quarter_of_the_run_are_saturation() -> None:
+    """Agents that block the loop together make one long stall per burst: 2 late samples of 1.5 s in a 10 s run."""
+    s = _from_lags([2.0] * 58 + [1500.0, 1500.0])
+    assert s["late_samples"] == 2 and s["saturated"] is True
+    assert "blocked 30% of the run" in str(s["reasons"])
+    assert _from_lags([2.0] * 58 + [600.0, 600.0])["saturated"] is False  # 12% of the run: two stalls only
+    assert _from_lags([2.0] * 59 + [4000.0])["saturated"] is False  # one stall, however long, is a stall
