@@ -647,7 +647,8 @@ class _Run:
         return meta
 
     def _retokenized(self) -> list[int]:
-        """The prompt a re-tokenizing backend reports: the sent ids with token ``at`` (else the last) replaced.
+        """The prompt a re-tokenizing backend reports: the sent ids with token ``at`` (else the last) replaced
+        (by ``alt`` when the fault names a token id other than the one sent).
 
         The model "saw" other tokens than the session server sent, so the server's new checkpoint
         (prompt_token_ids + completion) breaks the prefix of the stored one whenever ``at`` falls inside it.
@@ -655,7 +656,11 @@ class _Run:
         ids = list(self.req.ids)
         at = self.fault.get("at") if self.fault is not None else 0
         i = min(int(at if at is not None else 0), len(ids) - 1)
-        alt = next((t for t in self.model.encode(" retokenized") if t != ids[i]), ids[i] + 1)
+        forced = self.fault.get("alt") if self.fault is not None else None
+        if forced is not None and int(forced) != ids[i]:
+            alt = int(forced)  # e.g. a smaller id than the one sent: a prefix check must not compare by order
+        else:
+            alt = next((t for t in self.model.encode(" retokenized") if t != ids[i]), ids[i] + 1)
         ids[i] = alt
         self.entry["retokenized_at"] = i
         return ids

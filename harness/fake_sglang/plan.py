@@ -84,7 +84,8 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "spike": {"ms": (_Float, None)},
     "tool_calls": {"count": (_Int, 1)},
     # a re-tokenizing backend: meta_info.prompt_token_ids differs from the input_ids sent, from token ``at`` on
-    "retokenized_prompt": {"at": (_Int, 0)},
+    # (replaced by token id ``alt`` when given, else by the first token of " retokenized" that differs)
+    "retokenized_prompt": {"at": (_Int, 0), "alt": (_Int, None)},
 }
 # http_<code> for any other 4xx/5xx code is accepted too (see _fault_params).
 

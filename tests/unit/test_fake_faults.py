@@ -273,6 +273,15 @@ async def test_retokenized_prompt_reports_other_prompt_ids_than_were_sent() -> N
     assert r.status_code == 200 and len(got) == len(ids)
     assert got[:3] == ids[:3] and got[3] != ids[3] and got[4:] == ids[4:]
     assert entry(app)["retokenized_at"] == 3
+    # alt names the replacement token (here 0: smaller than the one sent)
+    async with client(app) as c:
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"input_ids": ids, "return_meta_info": True},
+            headers={"x-fake-fault": "retokenized_prompt;at=0;alt=0", "x-smg-routing-key": "s2"},
+        )
+    got = r.json()["choices"][0]["meta_info"]["prompt_token_ids"]
+    assert ids[0] != 0 and got[0] == 0 and got[1:] == ids[1:]
     # no fault: the fake does not report prompt ids at all (the server keeps the ids it sent)
     r, _ = await fault("none")
     assert "prompt_token_ids" not in r.json()["choices"][0]["meta_info"]
