@@ -496,12 +496,18 @@ def _known_checkers() -> tuple[str, ...] | None:
 
 
 def _tokenizer_key(t: _Table) -> str | None:
-    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder (relative to the working directory)."""
+    """``tokenizer = "NAME|DIR"``: a shipped family or a tokenizer folder. A relative DIR is looked up beside
+    the scenario file first (a scenario that ships its own tokenizer works from any working directory and
+    from the installed library), then relative to the working directory; the folder found is kept absolute."""
     value = t.str_("tokenizer", None)
     if value is None:
         return None
-    from harness.tokenizer import TokenizerError, resolve_tokenizer
+    from harness.tokenizer import SHIPPED, TokenizerError, resolve_tokenizer
 
+    if value not in SHIPPED and value.strip() and not Path(value).expanduser().is_absolute():
+        beside = Path(t.file).resolve().parent / value
+        if beside.is_dir():
+            value = str(beside)
     try:
         resolve_tokenizer(value)
     except TokenizerError as exc:

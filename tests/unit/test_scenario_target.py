@@ -133,3 +133,25 @@ def test_command_group_fills_each_process_placeholders(tmp_path: Path) -> None:
         assert s.capture == tmp_path / "server-logs" / f"server-{i}.log" and s.health_path == "/healthz"
     assert len(ports) == 2 and group.backend.url.rsplit(":", 1)[1] not in ports
     assert "--tokenizer" in group.backend.argv and "reasoning" in group.backend.argv  # the fake uses the same one
+
+
+def test_a_relative_tokenizer_folder_is_found_beside_the_scenario_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from harness.tokenizer import DATA_ROOT
+
+    lib = tmp_path / "lib"
+    shutil.copytree(DATA_ROOT / "chatml", lib / "toks" / "mine")
+    (lib / "own.toml").write_text('name = "own"\n[target]\ntokenizer = "toks/mine"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory has no toks/: the scenario's folder is what counts
+    sc = load_scenario(lib / "own.toml")
+    assert sc.target.tokenizer == str((lib / "toks" / "mine").resolve())
+    (elsewhere / "toks").mkdir()  # a folder of the same name in the working directory does not win
+    assert load_scenario(lib / "own.toml").target.tokenizer == str((lib / "toks" / "mine").resolve())
+    (lib / "cwd.toml").write_text('name = "cwd"\n[target]\ntokenizer = "cwdtok"\n')
+    shutil.copytree(DATA_ROOT / "chatml", elsewhere / "cwdtok")  # not beside the file: the working directory's
+    assert load_scenario(lib / "cwd.toml").target.tokenizer == "cwdtok"
