@@ -505,7 +505,7 @@ def _tokenizer_key(t: _Table) -> str | None:
     from harness.tokenizer import SHIPPED, TokenizerError, resolve_tokenizer
 
     if value not in SHIPPED and value.strip() and not Path(value).expanduser().is_absolute():
-        beside = Path(t.file).resolve().parent / value
+        beside = (Path(t.file).resolve().parent / value).resolve()
         if beside.is_dir():
             value = str(beside)
     try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -319,6 +320,25 @@ def found_path(found_dir: Path, name: str, seed: int) -> Path:
     return found_dir / f"{name}-{seed}.toml"
 
 
+def _repoint_tokenizer(data: Data, original: Path, found_dir: Path) -> Data:
+    """A ``[target] tokenizer`` folder named relative to the original scenario file (it is looked up beside
+    the file first, :func:`harness.scenario._tokenizer_key`), named again relative to the found file's folder,
+    so the written scenario finds the same folder wherever it is run from."""
+    target = data.get("target")
+    value = target.get("tokenizer") if isinstance(target, dict) else None
+    if not isinstance(value, str) or not value.strip() or Path(value).expanduser().is_absolute():
+        return data
+    from harness.tokenizer import SHIPPED
+
+    if value in SHIPPED:
+        return data
+    beside = original.resolve().parent / value
+    if not beside.is_dir():
+        return data  # a shipped family's name, or a folder relative to the working directory: left as written
+    again = Path(os.path.relpath(beside, found_dir.resolve())).as_posix()
+    return {**data, "target": {**target, "tokenizer": again}}
+
+
 def write_found(res: ShrinkResult, original: str, found_dir: Path, *, target: str | None = None) -> Path:
     """Write ``scenarios/found/<name>-<seed>.toml`` with a header naming where it came from."""
     base = str(res.data.get("name") or Path(original).stem)
@@ -327,6 +347,7 @@ def write_found(res: ShrinkResult, original: str, found_dir: Path, *, target: st
     data["seed"] = res.seed
     found_dir.mkdir(parents=True, exist_ok=True)
     path = found_path(found_dir, base, res.seed)
+    data = _repoint_tokenizer(data, Path(original), found_dir)
     flags = f"--seed {res.seed} --strategy {res.strategy}" + (f" --depth {res.depth}" if res.strategy == "pct" else "")
     if target:
         flags += f" --target {target}"

@@ -6,13 +6,14 @@ import json
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.scenario import load_scenario, parse_scenario
 from harness.sim.explore import run_seed
 from harness.sim.runner import run_sim, with_seed
-from harness.sim.shrink import dump_toml, shrink, write_found
+from harness.sim.shrink import ShrinkResult, dump_toml, shrink, write_found
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -111,3 +112,19 @@ def test_agent_template_kwargs_and_fuzz_are_kept_valid_and_can_be_shrunk() -> No
     kept = parse_scenario(tomllib.loads(dump_toml(raw)), "kept").agent
     assert dict(kept.chat_template_kwargs) == {"enable_thinking": False, "custom_flag": "x"}
     assert kept.template_kwargs_probability == 0.5
+
+
+def test_a_found_file_names_its_tokenizer_folder_from_where_it_is_written(tmp_path: Path, monkeypatch: Any) -> None:
+    """strict_tool_template names its tokenizer folder relative to scenarios/; the found file goes elsewhere
+    (scenarios/found/ or any --found-dir) and must still parse to the same folder, from any working directory."""
+    src = SCENARIOS / "strict_tool_template.toml"
+    raw = tomllib.loads(src.read_text())
+    res = ShrinkResult(raw, seed=3, strategy="random", depth=0, checker="refused_legal", message="m", runs=1)
+    found = write_found(res, str(src), tmp_path / "deep" / "found")
+    written = tomllib.loads(found.read_text())["target"]["tokenizer"]
+    assert not Path(written).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    again = load_scenario(found)
+    assert again.target.tokenizer is not None
+    assert Path(again.target.tokenizer).resolve() == (SCENARIOS / "tokenizers" / "strict_tools").resolve()
+    assert load_scenario(src).target.tokenizer == again.target.tokenizer
