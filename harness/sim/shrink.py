@@ -325,7 +325,9 @@ def _repoint_tokenizer(data: Data, original: Path, found_dir: Path) -> Data:
     the file first, :func:`harness.scenario._tokenizer_key`), named again relative to the found file's folder,
     so the written scenario finds the same folder wherever it is run from."""
     target = data.get("target")
-    value = target.get("tokenizer") if isinstance(target, dict) else None
+    if not isinstance(target, dict):
+        return data
+    value = target.get("tokenizer")
     if not isinstance(value, str) or not value.strip() or Path(value).expanduser().is_absolute():
         return data
     from harness.tokenizer import SHIPPED
@@ -334,7 +336,7 @@ def _repoint_tokenizer(data: Data, original: Path, found_dir: Path) -> Data:
         return data
     beside = original.resolve().parent / value
     if not beside.is_dir():
-        return data  # a shipped family's name, or a folder relative to the working directory: left as written
+        return data  # a folder relative to the working directory: left as written
     again = Path(os.path.relpath(beside, found_dir.resolve())).as_posix()
     return {**data, "target": {**target, "tokenizer": again}}
 
