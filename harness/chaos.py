@@ -153,18 +153,23 @@ class Nemesis:
         )
         await self.delete(session, server, reason="delete_during_proxy")
 
-    async def delete(self, session: str, server: str, *, reason: str) -> int | None:
+    async def _traced(self, method: str, url: str, body: Any) -> tuple[int | None, str | None, dict[str, bool]]:
+        """``self.request`` with the request's progress (``sent``) as the agents record it: a requester that
+        can tell sets it (control_request's httpx trace), so the checkers' rules for a request the client gave
+        up on before it left (liveness's for a DELETE) apply to the nemesis's requests too."""
         from harness.agents._clients import REQUEST_PROGRESS
 
-        op = self.history.invoke(process=self.process, f="delete", session=session, server=server, reason=reason)
-        # "sent" as the agents record it (a requester that can tell sets it: control_request's httpx trace), so
-        # liveness's rules for a DELETE the client gave up on before it left apply to the nemesis's too
         progress: dict[str, bool] = {}
         token = REQUEST_PROGRESS.set(progress)
         try:
-            status, err = await self.request("DELETE", f"{server}/sessions/{session}", None)
+            status, err = await self.request(method, url, body)
         finally:
             REQUEST_PROGRESS.reset(token)
+        return status, err, progress
+
+    async def delete(self, session: str, server: str, *, reason: str) -> int | None:
+        op = self.history.invoke(process=self.process, f="delete", session=session, server=server, reason=reason)
+        status, err, progress = await self._traced("DELETE", f"{server}/sessions/{session}", None)
         if status is None:
             self.history.info(op, error=err, **progress)
         elif 200 <= status < 300:
@@ -198,9 +203,9 @@ class Nemesis:
             op = self.history.invoke(
                 process=self.process, f="probe", session=session, server=other, value="wrong_process", method=method
             )
-            status, err = await self.request(method, url, body)
+            status, err, progress = await self._traced(method, url, body)
             if status is None:
-                self.history.info(op, error=err, value="wrong_process")
+                self.history.info(op, error=err, value="wrong_process", **progress)
             else:
                 self.history.complete(op, "ok" if status == 404 else "fail", status=status, value="wrong_process")
 
@@ -257,11 +262,11 @@ class Nemesis:
 
     async def _set_plan(self, plan: dict[str, Any], value: dict[str, Any]) -> None:
         op = self.history.invoke(process=self.process, f="chaos", server=self.backend_url or "", value=value)
-        status, err = await self.request("PUT", f"{self.backend_url}/admin/plan", plan)
+        status, err, progress = await self._traced("PUT", f"{self.backend_url}/admin/plan", plan)
         if status is not None and 200 <= status < 300:
             self.history.ok(op, value=value, status=status)
         else:
-            self.history.fail(op, value=value, status=status, error=err)
+            self.history.fail(op, value=value, status=status, error=err, **progress)
 
     # -- bookkeeping --------------------------------------------------------------
 

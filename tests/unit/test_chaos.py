@@ -108,3 +108,30 @@ async def test_noop_nemesis_does_nothing() -> None:
     await n.timeline()
     await n.drain()
     assert h.events == []
+
+
+class Unsent(Recorder):
+    """A requester that gives up before the request left, and says so as control_request does."""
+
+    async def __call__(self, method: str, url: str, body: Any) -> tuple[int | None, str | None]:
+        from harness.agents._clients import REQUEST_PROGRESS
+
+        self.calls.append((method, url, body))
+        progress = REQUEST_PROGRESS.get()
+        assert progress is not None  # every nemesis request is traced
+        progress["sent"] = False
+        return None, "connect timeout"
+
+
+async def test_every_nemesis_request_records_whether_it_was_sent() -> None:
+    """DELETEs, wrong-process probes and backend plan changes that fail carry ``sent``, as the agents' do."""
+    h = History(LoopClock())
+    h.now()
+    spec = ChaosSpec(backend_outage=(Outage(at_s=0.0, duration_s=0.0, fault="reset"),))
+    n = Nemesis(spec, h, ["http://a", "http://b"], Unsent(), backend_url="http://be", base_plan={})
+    await n.delete("s", "http://a", reason="test")
+    await n.probe_wrong_process("s", 0, 1, 0)
+    await asyncio.wait_for(n.timeline(), 5)
+    ended = [e for e in h.events if e["type"] in ("info", "fail")]
+    assert [e["f"] for e in ended] == ["delete", "probe", "probe", "chaos", "chaos"]
+    assert all(e.get("sent") is False for e in ended), ended
