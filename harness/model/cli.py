@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.distributed import add_ray_option
+
 from ._calibrate import Calibration, calibrate, load_calibration
 from ._params import ModelParams, ParamsError, from_plain, from_scenario, load_params
 from ._report import percentile_table, plot_buckets, plot_sweep, sweep_table
@@ -77,9 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-agents", type=_ints, default=[16, 64, 256, 1024], metavar="N,N,...")
     p.add_argument("--sweep-bucket", default="total_ms", choices=(*BUCKETS, CLIENT))
     p.add_argument("--slo-ms", type=float, help="p99 bound for the sweep (default: the scenario's slo.total_ms)")
-    p.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS", help="sweep points on Ray (docs/distributed.md)"
-    )
+    add_ray_option(p, "sweep points on Ray: a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS")
     p.add_argument("--jobs", type=int, default=2, help="with --ray and no ADDRESS: the local head's CPUs (default 2)")
     p.add_argument("--out", help="folder for summary.json, plots and calibration (default: print only)")
     return p

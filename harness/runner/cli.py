@@ -28,6 +28,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness.distributed import add_ray_option
 from harness.runfolder import RunFolderError
 from harness.runner._live import RunResult
 from harness.runner._suite import check_variant, expand, find_scenarios, load_for_target, run_suite
@@ -97,13 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="live: a log file of the server under test (repeatable); what it gains during the run is read",
     )
-    p.add_argument(  # issue 15, docs/distributed.md
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="live: run the sessions on Ray agent actors (a local head on 127.0.0.1, or a cluster ADDRESS)",
-    )
+    add_ray_option(p, "live: run the sessions on Ray agent actors (a local head on 127.0.0.1, or a cluster ADDRESS)")
     p.add_argument("--agents-per-node", type=int, default=1, metavar="K", help="with --ray: agent actors per node")
     sim = p.add_argument_group("sim mode (docs/sim.md)")
     sim.add_argument("--strategy", default="random", choices=("random", "pct", "fifo"), help="scheduling strategy")

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from harness.distributed import add_ray_option
 from harness.distributed.pool import RayUnavailable
 from harness.scenario import Scenario, ScenarioError, expand_variants, load_scenario
 from harness.sim.explore import SeedResult, default_jobs, explore
@@ -88,13 +89,7 @@ def explore_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
     p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes (default: up to 2)")
-    p.add_argument(  # issue 15, docs/distributed.md
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="run the seeds on Ray: a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS",
-    )
+    add_ray_option(p, "run the seeds on Ray: a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS")
     p.add_argument("--no-shrink", action="store_true", help="do not shrink the failing run")
     p.add_argument("--found-dir", default="scenarios/found", help="where shrunk scenarios go")
     p.add_argument("--max-shrink-runs", type=int, default=150, help="budget of simulated runs for shrinking")
