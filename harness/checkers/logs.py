@@ -82,17 +82,38 @@ def _by_process(run: RunData) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _ops_by_join(ops: list[Op]) -> tuple[dict[str, Op], dict[str, Op]]:
+def _ops_by_join(ops: list[Op]) -> tuple[dict[str, Op], dict[str, Op], dict[tuple[str, str], Op]]:
     by_req: dict[str, Op] = {}
     by_rid: dict[str, Op] = {}
+    by_req_session: dict[tuple[str, str], Op] = {}  # a server request id shared by sessions' chats: see of_session
     for o in ops:
         if o.f != "chat":
             continue
         if o.req_id:
             by_req[o.req_id] = o
+            if o.session is not None:
+                by_req_session[(o.req_id, str(o.session))] = o
         if o.request_id:
             by_rid[o.request_id] = o
-    return by_req, by_rid
+    return by_req, by_rid, by_req_session
+
+
+def _split_by_session(
+    starts: dict[str, list[dict[str, Any]]], dones: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[tuple[str, str], list[dict[str, Any]]]]:
+    """``chat_start`` and ``chat_done`` lines of each server request id as one request, keyed ``(id, "")``;
+    or, when that id's lines name two or more sessions, one request per session, keyed ``(id, session)``
+    (8 hex characters: two sessions' chats may share one; :func:`harness.checkers.ops.of_session`)."""
+    out_s: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    out_d: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rid in set(starts) | set(dones):
+        both = (*starts.get(rid, []), *dones.get(rid, []))
+        split = len({str(ln["session_id"]) for ln in both if ln.get("session_id") is not None}) >= 2
+        for src, dst in ((starts, out_s), (dones, out_d)):
+            for ln in src.get(rid, []):
+                sid = ln.get("session_id")
+                dst.setdefault((rid, str(sid) if split and sid is not None else ""), []).append(ln)
+    return out_s, out_d
 
 
 class LogConsistency:
@@ -103,31 +124,39 @@ class LogConsistency:
             return verdict(self.name, [], unknown=["no server logs (external target?)"])
         ops = pair_ops(run.history)
         killed = any(is_kill(c) for c in chaos_events(ops))
-        by_req_op, by_rid_op = _ops_by_join(ops)
+        by_req_op, by_rid_op, by_req_session_op = _ops_by_join(ops)
         raw = option(run, "log_overhead_ms", 250.0)
         overhead_ms = float(raw) if isinstance(raw, (int, float)) else 250.0
         violations: list[Violation] = []
 
         def op_idx(ln: dict[str, Any]) -> list[int]:
-            o = by_req_op.get(str(ln.get("req_id"))) or by_rid_op.get(str(ln.get("caller_request_id")))
+            o = (
+                by_req_session_op.get((str(ln.get("req_id")), str(ln.get("session_id"))))
+                or by_req_op.get(str(ln.get("req_id")))
+                or by_rid_op.get(str(ln.get("caller_request_id")))
+            )
             return o.indices if o else []
 
-        starts: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        dones: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        dones_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for ln in run.server_logs:
             rid = ln.get("req_id")
             if rid is None:
                 continue
             if ln.get("event") == "chat_start":
-                starts[str(rid)].append(ln)
+                starts_by_req[str(rid)].append(ln)
             elif ln.get("event") == "chat_done":
-                dones[str(rid)].append(ln)
-        for rid, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
-            caller = next((x.get("caller_request_id") for x in starts.get(rid, []) if x.get("caller_request_id")), None)
+                dones_by_req[str(rid)].append(ln)
+        # (request id, session or "") -> lines: one request's lines, even where two sessions share its id
+        starts, dones = _split_by_session(starts_by_req, dones_by_req)
+        keys = set(starts) | set(dones)
+        for key, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
+            caller = next((x.get("caller_request_id") for x in starts.get(key, []) if x.get("caller_request_id")), None)
             if caller is not None:
                 lst[:] = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
-        for rid in sorted(set(starts) | set(dones)):
-            s, d = starts.get(rid, []), dones.get(rid, [])
+        for key in sorted(keys):
+            rid = key[0]
+            s, d = starts.get(key, []), dones.get(key, [])
             sample = (d or s)[0]
             sid = sample.get("session_id")
             if len(d) > 1:
@@ -156,7 +185,10 @@ class LogConsistency:
         for o in ops:
             if o.f != "chat" or o.status is None or o.type not in ("ok", "fail"):
                 continue
-            lines = dones.get(o.req_id, []) if o.req_id else by_caller.get(o.request_id or "", [])
+            if o.req_id:
+                lines = dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])
+            else:
+                lines = by_caller.get(o.request_id or "", [])
             if not lines and o.req_id is None and o.request_id is None:
                 continue
             if not lines:
@@ -249,7 +281,10 @@ class LogConsistency:
         for o in ops:
             if o.f != "chat" or o.completion is None or o.type not in ("ok", "fail"):
                 continue
-            lines = dones.get(o.req_id, []) if o.req_id else by_caller.get(o.request_id or "", [])
+            if o.req_id:
+                lines = dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])
+            else:
+                lines = by_caller.get(o.request_id or "", [])
             total = _num(lines[-1].get("total_ms")) if lines else None
             t0, t1 = _num(o.invoke.get("time")), _num(o.completion.get("time"))
             if total is None or t0 is None or t1 is None:

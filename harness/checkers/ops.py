@@ -766,18 +766,44 @@ def chat_done_by_req(run: RunData) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def of_session(lines: list[dict[str, Any]], session: Any) -> list[dict[str, Any]]:
+    """The log lines of one server request id that are ``session``'s.
+
+    CONTEXT.md's request id is 8 hex characters: in a run of 10^5 sessions (4x10^5 chats) about 18 pairs of
+    chats share one, so a join by request id alone gives one chat the other's lines. Every ``chat_start`` and
+    ``chat_done`` names its ``session_id``: when the lines of one id name two or more sessions, only the
+    operation's own session's are its (maybe none). Lines that name one session, or none, are all the
+    id's, as before: a server whose logged session id is spelled unlike the client's still joins."""
+    named = {str(ln["session_id"]) for ln in lines if ln.get("session_id") is not None}
+    if len(named) < 2:
+        return lines
+    return [ln for ln in lines if ln.get("session_id") is not None and str(ln["session_id"]) == str(session)]
+
+
+def _caller_of(starts: list[dict[str, Any]], session: Any, *, first: bool = False) -> str | None:
+    """The caller's ``x-request-id`` that the ``chat_start`` lines of one request id (of ``session``) logged:
+    the last that logged one, or (``first``) what the first logged."""
+    mine = of_session(starts, session)
+    if first:
+        caller = mine[0].get("caller_request_id") if mine else None
+        return None if caller is None else str(caller)
+    logged = [ln for ln in mine if ln.get("caller_request_id") is not None]
+    return None if not logged else str(logged[-1]["caller_request_id"])
+
+
 def chat_done_by_caller(run: RunData) -> dict[str, list[dict[str, Any]]]:
     """``chat_done`` lines by the caller's ``x-request-id``: their own ``caller_request_id``, else the one
-    their ``chat_start`` (same ``req_id``) logged; the protocol's log lines promise it only on ``chat_start``."""
-    caller_of: dict[str, str] = {}
+    their ``chat_start`` (same ``req_id``, same session: :func:`of_session`) logged; the protocol's log lines
+    promise it only on ``chat_start``."""
+    starts: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ln in log_events(run, "chat_start"):
-        if ln.get("req_id") is not None and ln.get("caller_request_id") is not None:
-            caller_of[str(ln["req_id"])] = str(ln["caller_request_id"])
+        if ln.get("req_id") is not None:
+            starts[str(ln["req_id"])].append(ln)
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ln in log_events(run, "chat_done"):
         caller = ln.get("caller_request_id")
-        if caller is None and ln.get("req_id") is not None:
-            caller = caller_of.get(str(ln["req_id"]))
+        if caller is None and ln.get("req_id") is not None and str(ln["req_id"]) in starts:
+            caller = _caller_of(starts[str(ln["req_id"])], ln.get("session_id"))
         if caller is not None:
             out[str(caller)].append(ln)
     return out
@@ -786,9 +812,11 @@ def chat_done_by_caller(run: RunData) -> dict[str, list[dict[str, Any]]]:
 def done_for(
     op: Op, by_req: dict[str, list[dict[str, Any]]], by_caller: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """The ``chat_done`` lines of one chat operation (by x-req-id, else by x-request-id)."""
+    """The ``chat_done`` lines of one chat operation (by x-req-id within its session, else by x-request-id)."""
     if op.req_id is not None and op.req_id in by_req:
-        return by_req[op.req_id]
+        mine = of_session(by_req[op.req_id], op.session)
+        if mine:
+            return mine
     if op.request_id is not None:
         return by_caller.get(op.request_id, [])
     return []
@@ -980,13 +1008,17 @@ class ServerOrder:
     def __init__(self, run: RunData, ops: Iterable[Op]) -> None:
         self._pos: dict[int, tuple[str, int | None, int | None, str | None]] = {}
         starts: dict[str, tuple[str, int]] = {}  # caller request id -> (process, position)
-        starts_by_req: dict[str, tuple[str, int, str | None]] = {}
         dones: dict[str, tuple[str, int, str | None]] = {}  # caller request id -> (process, position, outcome)
-        dones_by_req: dict[str, tuple[str, int, str | None]] = {}
+        # server request id -> its lines with their positions: 8 hex characters may name chats of several
+        # sessions (of_session picks an operation's own)
+        starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        dones_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        at: dict[int, int] = {}  # id(line) -> its position in the log
         for i, ln in enumerate(run.server_logs):
             ev = ln.get("event")
             if ev not in ("chat_start", "chat_done"):
                 continue
+            at[id(ln)] = i
             proc = process_key(ln)
             caller = ln.get("caller_request_id")
             req = ln.get("req_id")
@@ -995,14 +1027,14 @@ class ServerOrder:
                 if caller is not None:
                     starts.setdefault(str(caller), (proc, i))
                 if req is not None:
-                    starts_by_req.setdefault(str(req), (proc, i, None if caller is None else str(caller)))
+                    starts_by_req[str(req)].append(ln)
             else:
                 if caller is None and req is not None and str(req) in starts_by_req:
-                    caller = starts_by_req[str(req)][2]
+                    caller = _caller_of(starts_by_req[str(req)], ln.get("session_id"), first=True)
                 if caller is not None:
                     dones.setdefault(str(caller), (proc, i, outcome))
                 if req is not None:
-                    dones_by_req.setdefault(str(req), (proc, i, outcome))
+                    dones_by_req[str(req)].append(ln)
         self.exec_pos: dict[int, tuple[str, int]] = {}
         chats = [o for o in ops if o.f == "chat"]
         links = shared_links(run, chats)
@@ -1019,9 +1051,13 @@ class ServerOrder:
             d = dones.get(o.request_id or "")
             if o.req_id is not None:
                 if s is None and o.req_id in starts_by_req:
-                    sr = starts_by_req[o.req_id]
-                    s = (sr[0], sr[1])
-                d = dones_by_req.get(o.req_id, d)
+                    sr = of_session(starts_by_req[o.req_id], o.session)
+                    if sr:
+                        s = (process_key(sr[0]), at[id(sr[0])])
+                dr = of_session(dones_by_req[o.req_id], o.session) if o.req_id in dones_by_req else []
+                if dr:
+                    outcome = None if dr[0].get("outcome") is None else str(dr[0].get("outcome"))
+                    d = (process_key(dr[0]), at[id(dr[0])], outcome)
             where = s[0] if s is not None else d[0] if d is not None else None
             if where is None:
                 continue

@@ -318,3 +318,57 @@ def test_a_turn_skipped_because_another_request_committed_meanwhile_is_not_lost(
     assert v.status == "valid", v.violations
     assert "skipped by the server because another request" in v.notes, v.notes
     assert "lost_turn" in kinds(check(_turn_skipped_for_a_late_copy(late_copy=False), "lost_turns"))
+
+
+def test_a_server_request_id_shared_by_two_sessions_joins_each_chat_to_its_own_lines(tmp_path: Any) -> None:
+    """CONTEXT.md's server request id is 8 hex characters: a 10^5-session run has ~18 pairs of chats that share
+    one. A join by that id alone gives one session's chat the other's chat_start/chat_done, and lost_turns then
+    calls a correct run out of order. Each chat is joined to its own session's lines (every chat_start and
+    chat_done names its session_id). Here: a correct sim run of duplicate_inflight_retry, then two chats of
+    different sessions given one server request id, in the answers' headers and in the log lines."""
+    import json
+    from pathlib import Path
+
+    from harness.checkers.ops import pair_ops
+    from harness.scenario import load_scenario
+    from harness.sim.runner import simulate, with_seed
+
+    root = Path(__file__).resolve().parents[2]
+    sc = with_seed(load_scenario(root / "scenarios" / "duplicate_inflight_retry.toml"), 1, None)
+    out = simulate(sc, 1, "random", trace=False)
+    assert out.data is not None, out.error
+    run = out.data
+    names = ("lost_turns", "provisional", "stale_writers", "log_consistency", "blocking", "token_state")
+    before = {n: json.dumps(check(run, n).to_dict(), sort_keys=True) for n in names}
+    assert all(json.loads(before[n])["status"] != "invalid" for n in names), before
+    chats = [o for o in pair_ops(run.history) if o.f == "chat" and o.req_id and o.session]
+    by_session: dict[str, list[Any]] = {}
+    for o in chats:
+        by_session.setdefault(str(o.session), []).append(o)
+    (sa, la), (_sb, lb) = list(by_session.items())[:2]
+    changed = 0
+    for a, b in zip(la[:3], lb[:3], strict=True):  # three of a's chats each take the id of one of b's
+        old, new = a.req_id, b.req_id
+        for ev in run.history:
+            h = ev.get("headers")
+            if isinstance(h, dict) and h.get("x-req-id") == old:
+                h["x-req-id"] = new
+                changed += 1
+        for ln in run.server_logs:
+            if ln.get("req_id") == old and str(ln.get("session_id")) == sa:
+                ln["req_id"] = new
+                changed += 1
+    assert changed >= 6
+    again = RunData(
+        scenario=run.scenario,
+        history=type(run.history)(run.history),
+        final_states=run.final_states,
+        owners=run.owners,
+        backend_executions=run.backend_executions,
+        server_logs=run.server_logs,
+        harness=run.harness,
+    )
+    after = {n: json.dumps(check(again, n).to_dict(), sort_keys=True) for n in names}
+    for n in names:
+        assert json.loads(after[n])["status"] != "invalid", (n, after[n])
+    assert after["lost_turns"] == before["lost_turns"]
