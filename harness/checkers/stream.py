@@ -108,7 +108,7 @@ class Part:
         on first use: most checkers never ask)."""
         sessions = {str(ev["session"]) for ev in run.history if ev.get("session") is not None}
         sessions |= {str(ln["session_id"]) for ln in run.server_logs if ln.get("session_id") is not None}
-        sessions |= {str(k) for part in (run.backend_executions, run.final_states, run.owners) for k in part}
+        sessions |= {str(k) for table in (run.backend_executions, run.final_states, run.owners) for k in table}
         lookups: dict[str, Any] = {}
 
         def chats() -> dict[str, list[int]]:
