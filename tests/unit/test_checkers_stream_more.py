@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_checkers_builders import clean_run
+from test_checkers_builders import EPOCH, RunBuilder, clean_run
 
 from harness.checkers import CHECKERS, check_all
 from harness.checkers.__main__ import main as check_main
@@ -29,7 +29,7 @@ from harness.sim.runner import save_outcome, simulate, with_seed
 from harness.verdict import check_folder, run_checkers
 
 ROOT = Path(__file__).resolve().parents[2]
-MINE = ["bad_input", "refused_legal", "leaks"]
+MINE = ["bad_input", "refused_legal", "leaks", "blocking"]
 # (scenario, variant, bug, judged as the default design): known-bad runs of docs/coverage.md, seed 0
 SIMS = [
     ("malformed_requests", "auto_create", None, False),  # bad_input unknown_session_served, leaks sessions_leak
@@ -60,10 +60,33 @@ def _sim(tmp: Path, name: str, variant: str | None, bug: str | None, as_default:
     return d
 
 
+def delete_beside_chat(*, proxy_end: float, sent: float, deleted: float) -> RunData:
+    """test_blocking_clock's DELETE beside a chat, with the chat that pins the server's clock to the client's
+    in another session: a part that holds the DELETE does not hold what places its chat on the client's clock."""
+    b = RunBuilder()
+    sid, other = b.create(), b.create()
+    b.chat(other, 0, t0=0.5, t1=0.6)  # answered at once: pins the server's clock to the client's
+    b.chat(sid, 0, t0=1.0, t1=1.5)
+    done = [ln for ln in b.logs if ln["event"] == "chat_done"][-1]
+    done.update(ts=EPOCH + proxy_end + 0.0004, total_ms=(proxy_end - 1.0) * 1000 + 0.4, tokenize_out_ms=0.4)
+    done.update(proxy_elapsed_ms=(proxy_end - 1.0) * 1000 - 1.0)
+    d = b.invoke("delete", at=sent, session=sid, request_id=b.uid("r"), process="nemesis")
+    b.log("session_deleted", "http://127.0.0.1:9001", deleted, session_id=sid)
+    b.complete(d, status=204, at=1.55, framing=b.framing(0))
+    b.deleted.add(sid)
+    return b.build()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     tmp = tmp_path_factory.mktemp("stream_more")
     out = [_sim(tmp, *s) for s in SIMS]
+    for k, (proxy_end, sent, deleted) in enumerate([(1.2, 1.3, 1.52), (1.49, 1.3, 1.52), (1.49, 1.05, 1.06)]):
+        # a DELETE beside a chat, settled (or not) by the server's evidence on the client's clock: the clock
+        # is bound by every session's chats, so with a group per session it comes from the other parts
+        d = tmp / f"clock{k}"
+        delete_beside_chat(proxy_end=proxy_end, sent=sent, deleted=deleted).save(d)
+        out.append(d)
     cut = tmp / "cut"  # a run cut by a signal: its last operations never completed (history torn mid-line too)
     clean_run().build().save(cut)
     lines = (cut / "history.jsonl").read_text().splitlines(keepends=True)
@@ -87,6 +110,13 @@ def test_the_per_session_pass_gives_the_whole_run_verdicts(runs: list[Path], gro
         invalid |= {v.checker for v in whole if v.status == "invalid"}
         assert not (d / TMP_DIR).exists()
     assert invalid == set(MINE)  # each checker's known-bad server is caught: no vacuous equivalence
+
+
+def test_the_cross_session_clock_settles_a_delete_in_both_paths(runs: list[Path]) -> None:
+    clock = [d for d in runs if d.name.startswith("clock")]
+    got = [check_streaming(d, ["blocking"], groups=1_000_003).verdicts[0] for d in clock]
+    assert [v.status for v in got] == ["valid", "unknown", "valid"], [v.notes for v in got]
+    assert "at most 10 ms left" in got[0].notes and "session_deleted" in got[2].notes
 
 
 def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
