@@ -57,7 +57,7 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
 )
-from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 # fault classes of the fake SGLang (harness.fake_sglang.plan.FAULTS) that make the session
@@ -95,37 +95,7 @@ class NoUnexpected5xx:
     name = "no_unexpected_5xx"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
-        chaos = chaos_events(ops)
-        links = Links(run, ops)
-        stored = _stored_upper_bounds(ops)
-        counts: Counter[int] = Counter()
-        explained: Counter[int] = Counter()
-        violations: list[Violation] = []
-        unattributed: list[str] = []
-        for o in ops:
-            st = o.status
-            if st is None or st < 500 or o.f in ("chaos", "fault"):
-                continue
-            counts[st] += 1
-            why, reason = self._explain(o, st, chaos, links, stored)
-            if why:
-                explained[st] += 1
-                continue
-            if reason == "unattributable":
-                unattributed.append(f"{o.f} {o.request_id or o.session} answered {st}")
-                continue
-            violations.append(Violation(f"{o.f} answered {st}: {reason}", o.indices, o.session, f"status_{st}"))
-        per = ", ".join(f"{s}: {counts[s]} ({explained[s]} explained)" for s in sorted(counts)) or "no 5xx"
-        unknown: list[str] = []
-        if not faults_applied(run) and fault_kinds(run):
-            unknown.append("target.faults_applied is false: the scenario's backend faults were not applied")
-            return verdict(self.name, [], unknown=unknown, notes=per)
-        if unattributed:
-            unknown.append(
-                f"{len(unattributed)} 5xx not attributable without the backend's execution log (e.g. {unattributed[0]})"
-            )
-        return verdict(self.name, violations, unknown=unknown, notes=per)
+        return check_whole(self, run)
 
     @staticmethod
     def _explain(
@@ -165,7 +135,7 @@ class NoUnexpected5xx:
             return "", "unattributable"
         return "", "no backend execution of this request, and no backend outage overlapped it"
 
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
 
     def part(self, part: Part) -> dict[str, Any]:
         run = part.run

@@ -43,7 +43,7 @@ from typing import Any
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.continuity import execution_log_gap
 from harness.checkers.ops import Op, pair_ops, variants
-from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -79,82 +79,9 @@ class ExactlyOnce:
         return out
 
     def check(self, run: RunData) -> Verdict:
-        gap = execution_log_gap(run)
-        if not run.backend_executions:
-            return verdict(self.name, [], unknown=[gap or "no backend execution log (external backend?)"])
-        ops = pair_ops(run.history)
-        chats: dict[str, Op] = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
-        # a generation a client asked for through the session pass-through (``/sessions/{id}/generate``) is
-        # no chat turn: exactly-once is judged on chats, these are only not "unknown"
-        passed = {o.request_id for o in ops if o.f == "fuzz" and o.request_id}
-        violations: list[Violation] = []
-        executed: Counter[str] = Counter()
-        n = 0
-        for key, execs in sorted(run.backend_executions.items()):
-            for ex in execs:
-                n += 1
-                rid = ex.get("request_id")
-                if rid is None:
-                    violations.append(
-                        Violation(
-                            f"backend execution {ex.get('rid')} carries no x-request-id (not forwarded?)",
-                            [],
-                            key,
-                            "unattributed_execution",
-                        )
-                    )
-                    continue
-                if str(rid) in passed and str(rid) not in chats:
-                    continue
-                executed[str(rid)] += 1
-                o = chats.get(str(rid))
-                if o is None:
-                    violations.append(
-                        Violation(f"backend executed request {rid} that no agent sent", [], key, "unknown_execution")
-                    )
-                elif o.session is not None and o.session != key:
-                    violations.append(
-                        Violation(
-                            f"request {rid} of session {o.session} executed under routing key {key}",
-                            o.indices,
-                            o.session,
-                            "wrong_routing_key",
-                        )
-                    )
-        for rid, k in sorted(executed.items()):
-            if k > 1:
-                o = chats.get(rid)
-                violations.append(
-                    Violation(
-                        f"request {rid} executed {k} times by the backend",
-                        o.indices if o else [],
-                        o.session if o else None,
-                        "executed_twice",
-                    )
-                )
-        if "delete_cancel" in variants(run):
-            violations.extend(self._cancel_told(run, ops, chats))
-        missing = 0
-        for rid, o in chats.items():
-            if o.acknowledged and executed[rid] == 0:
-                missing += 1
-                if gap is not None:
-                    continue
-                violations.append(
-                    Violation(
-                        "chat acknowledged (200) but never executed by the backend",
-                        o.indices,
-                        o.session,
-                        "ack_without_execution",
-                    )
-                )
-        notes = f"{n} backend executions, {len(chats)} chat requests"
-        if gap is None:
-            return verdict(self.name, violations, notes=notes)
-        why = f"{gap}; {missing} acknowledged chat(s) absent from it not judged, a double execution across it unseen"
-        return verdict(self.name, violations, unknown=[why], notes=notes)
+        return check_whole(self, run)
 
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
     # Each execution is in the part of the chat whose request id it carries (else its routing key's), so a
     # chat's executions are all in its part; a request id no chat carries may be executed in several parts.
 

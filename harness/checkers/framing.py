@@ -53,12 +53,11 @@ unknown.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import chaos_events, is_kill, pair_ops
-from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
+from harness.checkers.ops import Op, chaos_events, is_kill, pair_ops
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 SINGLE = ("server", "date", "content-length")
@@ -133,13 +132,23 @@ class HttpFraming:
     name = "http_framing"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
+        return check_whole(self, run)
+
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
+
+    def part(self, part: Part) -> dict[str, Any]:
+        """The rules over this group's own operations (and the run-wide chaos, for the kills)."""
+        ops = pair_ops(part.run.history)
         killed = [c for c in chaos_events(ops) if is_kill(c)]
-        violations: list[Violation] = []
+        out: list[Keyed] = []
         facts = 0
+
+        def add(o: Op, msg: str, kind: str) -> None:  # one operation's violations keep their order
+            out.append(((o.invoke_index, len(out)), Violation(msg, o.indices, o.session, kind)))
+
         for o in ops:
             c = o.completion
-            if c is None or o.f in ("chaos", "fault"):
+            if c is None or o.f in ("chaos", "fault") or not part.mine(o.session):
                 continue
             got = _counts(c)
             if got is not None:
@@ -147,69 +156,43 @@ class HttpFraming:
                 counts, cl, body = got
                 dups = [k for k in SINGLE if counts.get(k, 0) > 1]
                 if dups:
-                    violations.append(
-                        Violation(
-                            f"duplicate header(s) {', '.join(f'{k} x{counts[k]}' for k in dups)}",
-                            o.indices,
-                            o.session,
-                            "duplicate_header",
-                        )
-                    )
+                    add(o, f"duplicate header(s) {', '.join(f'{k} x{counts[k]}' for k in dups)}", "duplicate_header")
                 if counts.get("content-length") and counts.get("transfer-encoding"):
-                    violations.append(
-                        Violation(
-                            "content-length together with transfer-encoding (RFC 9112 6.2: a sender must not)",
-                            o.indices,
-                            o.session,
-                            "length_with_chunked",
-                        )
+                    add(
+                        o,
+                        "content-length together with transfer-encoding (RFC 9112 6.2: a sender must not)",
+                        "length_with_chunked",
                     )
                 # "content-length: 0" breaks no client (there is no body either way): tolerated, not flagged
                 framed = [k for k in ("transfer-encoding",) if counts.get(k)]
                 if counts.get("content-length") and cl != 0:
                     framed.insert(0, "content-length")
                 if framed and o.status is not None and (o.status < 200 or o.status == 204):
-                    violations.append(
-                        Violation(
-                            f"{' and '.join(framed)} on a {o.status} reply, which has no body (RFC 9110 8.6)",
-                            o.indices,
-                            o.session,
-                            "framing_on_no_content",
-                        )
+                    add(
+                        o,
+                        f"{' and '.join(framed)} on a {o.status} reply, which has no body (RFC 9110 8.6)",
+                        "framing_on_no_content",
                     )
                 hop = hop_by_hop(counts, o.status)
                 if hop:
-                    violations.append(
-                        Violation(
-                            f"hop-by-hop field(s) {', '.join(hop)} on the reply: another connection's, forwarded "
-                            "(RFC 9110 7.6.1)",
-                            o.indices,
-                            o.session,
-                            "hop_by_hop",
-                        )
+                    add(
+                        o,
+                        f"hop-by-hop field(s) {', '.join(hop)} on the reply: another connection's, forwarded "
+                        "(RFC 9110 7.6.1)",
+                        "hop_by_hop",
                     )
                 bodyless = o.status is not None and (o.status < 200 or o.status in (204, 304))  # RFC 9112 6.3
                 # a 1xx/204/304 has no body whatever its length says: that is framing_on_no_content's matter
                 chunked = bool(counts.get("transfer-encoding"))
                 if cl is not None and body is not None and cl != body and not chunked and not bodyless:
-                    violations.append(
-                        Violation(
-                            f"content-length {cl} but the body has {body} bytes",
-                            o.indices,
-                            o.session,
-                            "content_length_mismatch",
-                        )
-                    )
+                    add(o, f"content-length {cl} but the body has {body} bytes", "content_length_mismatch")
             fr = c.get("framing")
             sse = fr.get("sse_errors") if isinstance(fr, dict) else None
             if isinstance(sse, list) and sse:
-                violations.append(
-                    Violation(
-                        f"streamed answer breaks the OpenAI SSE rules: {'; '.join(str(x) for x in sse[:3])}",
-                        o.indices,
-                        o.session,
-                        "sse_malformed",
-                    )
+                add(
+                    o,
+                    f"streamed answer breaks the OpenAI SSE rules: {'; '.join(str(x) for x in sse[:3])}",
+                    "sse_malformed",
                 )
             hdrs = o.headers
             joined = [
@@ -224,13 +207,10 @@ class HttpFraming:
             ]
             if joined and got is None:
                 facts += 1
-                violations.append(
-                    Violation(
-                        f"header(s) {joined} carry several values joined by ', ': duplicated on the wire",
-                        o.indices,
-                        o.session,
-                        "duplicate_header",
-                    )
+                add(
+                    o,
+                    f"header(s) {joined} carry several values joined by ', ': duplicated on the wire",
+                    "duplicate_header",
                 )
             raw_err = c.get("error")
             # only the client's own exception text: a 5xx body naming the *backend's* framing is not ours
@@ -239,29 +219,7 @@ class HttpFraming:
                 t1 = o.seen_end if o.seen_end is not None else o.start
                 if any(k.covers(o.start, t1, margin=1.0) for k in killed):
                     continue
-                violations.append(
-                    Violation(f"client could not parse the reply: {err[:200]}", o.indices, o.session, "parse_error")
-                )
-        if not facts and not violations:
-            return verdict(self.name, [], unknown=["the history records no framing facts (framing / raw_headers)"])
-        return verdict(self.name, violations, notes=f"{facts} replies with framing facts")
-
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
-
-    def part(self, part: Part) -> dict[str, Any]:
-        """check() over this group's own operations (and the run-wide chaos, for the kills)."""
-        ops = pair_ops(part.run.history)
-        keep = {
-            id(e)
-            for o in ops
-            if part.mine(o.session) or o.f in ("chaos", "fault")
-            for e in (o.invoke, o.completion)
-            if e is not None
-        }
-        v = self.check(replace(part.run, history=[e for e in part.run.history if id(e) in keep]))
-        at = {i: o.invoke_index for o in ops for i in o.indices}  # one op's violations keep their order
-        out: list[Keyed] = [((at[x.ops[0]], j), x) for j, x in enumerate(v.violations)]
-        facts = int(v.notes.split(" ", 1)[0]) if v.status != "unknown" else 0  # "{facts} replies with ..."
+                add(o, f"client could not parse the reply: {err[:200]}", "parse_error")
         return {"out": out, "facts": facts}
 
     def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import log_events, pair_ops, port_of
-from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
+from harness.checkers.ops import pair_ops, port_of
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 JUDGED = ("chat", "get", "delete", "probe")
@@ -36,66 +36,9 @@ class Ownership:
     name = "ownership"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
-        owners: dict[str, str] = dict(run.owners)
-        for o in ops:
-            if o.f == "create" and o.type == "ok" and o.session and o.server and o.session not in owners:
-                owners[o.session] = o.server
-        servers = {o.server for o in ops if o.server and o.f in (*JUDGED, "create")}
-        servers |= set(owners.values())
-        if len(servers) <= 1:
-            return verdict(self.name, [], notes="single server process: nothing to check")
-        if not owners:
-            return verdict(self.name, [], unknown=["several servers but no owners recorded (owners.json / create ops)"])
-        violations: list[Violation] = []
-        foreign = 0
-        unowned = 0
-        for o in ops:
-            sid = o.session
-            if o.f not in JUDGED or sid is None or o.server is None:
-                continue
-            owner = owners.get(sid)
-            if owner is None:
-                unowned += 1
-                continue
-            if o.server.rstrip("/") == owner.rstrip("/"):
-                continue
-            foreign += 1
-            st = o.status
-            if st is not None and 200 <= st < 300:
-                violations.append(
-                    Violation(
-                        f"{o.f} to {o.server}, which does not own the session (owner {owner}), answered {st}",
-                        o.indices,
-                        sid,
-                        "served_by_non_owner",
-                    )
-                )
-        owner_port = {sid: port_of(url) for sid, url in owners.items()}
-        for ln in log_events(run, ("session_created", "chat_done")):
-            sid = ln.get("session_id")
-            port = ln.get("worker_port")
-            if sid is None or port is None or owner_port.get(str(sid)) is None:
-                continue
-            if int(port) == owner_port[str(sid)]:
-                continue
-            if ln.get("event") == "session_created" or ln.get("outcome") == "committed":
-                violations.append(
-                    Violation(
-                        f"server on port {port} logged {ln.get('event')}"
-                        f"{'/committed' if ln.get('event') == 'chat_done' else ''} for a session owned by "
-                        f"{owners[str(sid)]}",
-                        [],
-                        str(sid),
-                        "state_on_non_owner",
-                    )
-                )
-        notes = f"{len(servers)} servers, {foreign} requests to non-owners"
-        if unowned:
-            notes += f", {unowned} ops on sessions with no known owner"
-        return verdict(self.name, violations, notes=notes)
+        return check_whole(self, run)
 
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
 
     def part(self, part: Part) -> dict[str, Any]:
         run = part.run

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, deletes_204, log_events, pair_ops, process_key
-from harness.checkers.stream import Keyed, Part, RunContext, merge_violations
+from harness.checkers.ops import deletes_204, pair_ops, process_key
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 JUDGED = ("chat", "get", "probe", "delete")
@@ -36,96 +36,9 @@ class NoResurrection:
     name = "no_resurrection"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
-        deleted = deletes_204(ops)
-        violations: list[Violation] = []
-        unknown: list[str] = []
-        for o in ops:
-            sid = o.session
-            if sid is None or sid not in deleted or o.f not in JUDGED or o is deleted[sid]:
-                continue
-            d = deleted[sid]
-            t_del = d.seen_end
-            if t_del is None or o.start <= t_del:
-                continue
-            st = o.status
-            if st is None or st == 404 or st >= 500:
-                continue
-            violations.append(
-                Violation(
-                    f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
-                    f"not 404: the session came back",
-                    d.indices + o.indices,
-                    sid,
-                    "resurrected",
-                )
-            )
-        for sid, d in sorted(deleted.items()):
-            if sid not in run.final_states:
-                if run.final_states:
-                    unknown.append(f"no final state recorded for deleted session {sid}")
-                continue
-            if run.final_states[sid] is not None:
-                violations.append(
-                    Violation(
-                        "final GET of a deleted session returned a body, not 404", d.indices, sid, "resurrected_final"
-                    )
-                )
-        created = Counter(str(ln.get("session_id")) for ln in log_events(run, "session_created"))
-        for sid, n in sorted(created.items()):
-            if n > 1 and sid in deleted:
-                violations.append(
-                    Violation(
-                        f"server logged session_created {n} times for one session id",
-                        deleted[sid].indices,
-                        sid,
-                        "recreated",
-                    )
-                )
-        chats = {o.req_id: o for o in ops if o.f == "chat" and o.req_id}
-        chats.update({f"caller:{o.request_id}": o for o in ops if o.f == "chat" and o.request_id})
-        violations.extend(self._writes_after_delete(run, deleted, chats))
-        if deleted and not run.final_states:
-            unknown.append("final_states missing: only the history after each DELETE was checked")
-        notes = f"{len(deleted)} sessions deleted with 204"
-        if unknown and violations:
-            return verdict(self.name, violations, notes=notes + "; " + "; ".join(unknown))
-        return verdict(self.name, violations, unknown=unknown[:3], notes=notes)
+        return check_whole(self, run)
 
-    @staticmethod
-    def _writes_after_delete(run: RunData, deleted: dict[str, Op], chats: dict[str, Op]) -> list[Violation]:
-        """Per process, in log order: no commit (or provisional) after ``session_deleted``.
-
-        DELETE sets ``closing`` before it waits for the lock, so a Phase 3 that
-        runs after the removal must skip its write (``closing_skip``). A server
-        without that re-check (``no_closing_recheck``) commits into the dead
-        session and answers 200: the turn is acknowledged and silently lost.
-        """
-        out: list[Violation] = []
-        gone: dict[str, set[str]] = {}
-        for ln in run.server_logs:
-            ev = ln.get("event")
-            sid = str(ln.get("session_id"))
-            proc = process_key(ln)
-            if ev == "session_deleted":
-                gone.setdefault(proc, set()).add(sid)
-            elif ev == "session_created":
-                gone.get(proc, set()).discard(sid)
-            elif ev == "chat_done" and ln.get("outcome") in ("committed", "aborted") and sid in gone.get(proc, set()):
-                d = deleted.get(sid)
-                o = chats.get(str(ln.get("req_id"))) or chats.get(f"caller:{ln.get('caller_request_id')}")
-                out.append(
-                    Violation(
-                        f"req_id {ln.get('req_id')} logged outcome {ln.get('outcome')!r} after the session was "
-                        "deleted: a write into a dead session (closing not re-checked)",
-                        (d.indices if d is not None else []) + (o.indices if o is not None else []),
-                        sid,
-                        "write_after_delete",
-                    )
-                )
-        return out
-
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
 
     def part(self, part: Part) -> dict[str, Any]:
         run = part.run
@@ -165,7 +78,11 @@ class NoResurrection:
                 msg = f"server logged session_created {n} times for one session id"
                 out.append(((2, sid), Violation(msg, deleted[sid].indices, sid, "recreated")))
         gone: dict[str, set[str]] = {}
-        for pos, ln in zip(part.log_pos, run.server_logs, strict=True):  # _writes_after_delete, per group
+        # per process, in log order: no commit (or provisional) after ``session_deleted``. DELETE sets
+        # ``closing`` before it waits for the lock, so a Phase 3 that runs after the removal must skip its
+        # write (``closing_skip``). A server without that re-check (``no_closing_recheck``) commits into the
+        # dead session and answers 200: the turn is acknowledged and silently lost.
+        for pos, ln in zip(part.log_pos, run.server_logs, strict=True):
             ev = ln.get("event")
             sid = str(ln.get("session_id"))
             if not part.mine(ln.get("session_id")):

@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
-from harness.checkers.ops import Op
+from harness.checkers.ops import Op, pair_ops
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "SessionChecker",
     "Spill",
     "check_streaming",
+    "check_whole",
     "merge_violations",
 ]
 
@@ -96,6 +97,60 @@ class Part:
 
     def mine(self, session: Any) -> bool:
         return self.first if session is None else str(session) in self.sessions
+
+    @classmethod
+    def whole(cls, run: RunData) -> Part:
+        """A loaded run as one part: what a :class:`SessionChecker`'s ``check(run)`` reduces.
+
+        Every session is its own (``first`` too), every record keeps its place (``log_pos`` and ``exec_at``
+        are the identity), the context is what :class:`Spill` computes of the run, and the run-wide lookups
+        answer from the run's own operations, as :meth:`Spill.chat_ops` and :meth:`Spill.fuzzed` do (built
+        on first use: most checkers never ask)."""
+        sessions = {str(ev["session"]) for ev in run.history if ev.get("session") is not None}
+        sessions |= {str(ln["session_id"]) for ln in run.server_logs if ln.get("session_id") is not None}
+        sessions |= {str(k) for table in (run.backend_executions, run.final_states, run.owners) for k in table}
+        lookups: dict[str, Any] = {}
+
+        def chats() -> dict[str, list[int]]:
+            if "chats" not in lookups:
+                ops = [o for o in pair_ops(run.history) if o.f == "chat"]
+                table = {o.req_id: o.indices for o in ops if o.req_id}  # the last in operation order wins,
+                table.update({f"caller:{o.request_id}": o.indices for o in ops if o.request_id})  # caller: over
+                lookups["chats"] = table
+            got: dict[str, list[int]] = lookups["chats"]
+            return got
+
+        def fuzzed(request_id: str) -> bool:
+            if "fuzz" not in lookups:
+                lookups["fuzz"] = {o.request_id for o in pair_ops(run.history) if o.f == "fuzz" and o.request_id}
+            return request_id in lookups["fuzz"]
+
+        context = RunContext(
+            scenario=run.scenario,
+            owners=run.owners,
+            final_states_recorded=bool(run.final_states),
+            has_server_logs=bool(run.server_logs),
+            has_backend_executions=bool(run.backend_executions),
+            execution_log_gap=execution_log_gap(run),
+        )
+        return cls(
+            run,
+            frozenset(sessions),
+            list(range(len(run.server_logs))),
+            True,
+            context,
+            {k: list(range(len(v))) for k, v in run.backend_executions.items() if isinstance(v, list)},
+            0,
+            {},  # one part: no request id is carried by chats of several
+            lambda key: chats().get(key),
+            fuzzed,
+        )
+
+
+def check_whole(checker: SessionChecker, run: RunData) -> Verdict:
+    """A :class:`SessionChecker`'s whole-run verdict: its reduce over the one part that is the whole run."""
+    part = Part.whole(run)
+    return checker.reduce([checker.part(part)], part.context)
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from test_checkers_builders import S0, S1, clean_run, random_clean_run
 from test_checkers_rules import sessions
 
 from harness.checkers import CHECKERS, check_all
-from harness.checkers.stream import TMP_DIR, NotStreamable, SessionChecker, Spill, check_streaming
+from harness.checkers.stream import TMP_DIR, NotStreamable, Part, SessionChecker, Spill, check_streaming
 from harness.rundata import RunData
 from harness.scenario import load_scenario
 from harness.sim.runner import save_outcome, simulate, with_seed
@@ -59,11 +59,14 @@ def _non_owners() -> RunData:
     b.heartbeat(S0, sessions=7)  # leaks: a process counting sessions nobody left it, and a stats snapshot too
     b.heartbeat(S1)
     b.stats(S0, sessions=9)
+    fz = b.invoke("fuzz", process="fuzzer", request_id="passed-through")  # a generate through the pass-through
+    b.complete(fz, status=200)
     run = b.build()
     chats = [e for e in run.history if e.get("f") == "chat" and e.get("type") == "ok"]
     for e in (chats[-1], chats[0]):  # http_framing: two violations on one reply, one on another
         e["framing"] = {"header_counts": {"date": 2, "server": 1}, "content_length": 10, "body_bytes": 12}
     chats[1]["framing"] = {"header_counts": {"server": 2}}
+    chats[2]["headers"] = {**chats[2]["headers"], "x-req-id": chats[3]["headers"]["x-req-id"]}  # 8 hex ids collide
     # exactly_once: an execution repeated, one without a request id, one nobody sent executed under two keys,
     # one of another session's chat, and two sessions' chats with one request id (ids collide at scale)
     e = run.backend_executions
@@ -73,6 +76,7 @@ def _non_owners() -> RunData:
     e[k0].append({**e[k0][0], "request_id": "nobody-sent-this"})
     e[k1].append({**e[k1][0], "request_id": "nobody-sent-this"})
     e[k1].append(dict(e[k0][1]))
+    e[k1].append({**e[k1][0], "request_id": "passed-through"})  # no chat turn: exactly_once skips it
     invokes = {ev["op"]: ev for ev in run.history if ev.get("type") == "invoke" and ev.get("f") == "chat"}
     by_session: dict[str, list[dict[str, Any]]] = {}
     for ev in invokes.values():
@@ -111,6 +115,7 @@ def test_some_checkers_have_a_per_session_step() -> None:
 def test_the_per_session_pass_gives_the_whole_run_verdicts(runs: list[Path], groups: int) -> None:
     streamed = [n for n, c in CHECKERS.items() if isinstance(c, SessionChecker)]
     seen: set[str] = set()
+    invalid: set[str] = set()
     for d in runs:
         whole = check_all(RunData.load(d), streamed)
         got = check_streaming(d, streamed, groups=groups)
@@ -118,7 +123,30 @@ def test_the_per_session_pass_gives_the_whole_run_verdicts(runs: list[Path], gro
         assert _js(got.verdicts) == _js(whole), d.name
         seen |= {v.status for v in whole}
         assert not (d / TMP_DIR).exists()  # the pass removed what it wrote, and only that
+        invalid |= {v.checker for v in whole if v.status == "invalid"}
     assert {"valid", "invalid"} <= seen  # the runs exercise both outcomes (the known-bad variants are caught)
+    assert invalid == set(streamed)  # and every checker compared is invalid on some run: no vacuous match
+
+
+def test_the_whole_run_part_is_the_one_group_spill_part(runs: list[Path]) -> None:
+    """``Part.whole`` (what every per-session checker's ``check`` reduces) answers as the spill does."""
+    asked = 0
+    for d in runs:
+        run = RunData.load(d)
+        whole = Part.whole(run)
+        with Spill(d, groups=1) as sp:
+            (one,) = list(sp.parts())
+            assert whole.context == one.context and whole.first and one.first
+            assert whole.log_pos == one.log_pos and whole.exec_at == one.exec_at and whole.split == one.split == {}
+            assert one.sessions <= whole.sessions
+            keys = {"caller:nobody", "nobody", *(e.get("request_id") or "" for e in run.history)}
+            for e in run.history:
+                keys |= {f"caller:{e.get('request_id')}", str((e.get("headers") or {}).get("x-req-id"))}
+            for k in sorted(keys):
+                assert whole.chat_ops(k) == sp.chat_ops(k), (d.name, k)
+                assert whole.fuzzed(k) == sp.fuzzed(k), (d.name, k)
+                asked += whole.chat_ops(k) is not None or whole.fuzzed(k)
+    assert asked > 10
 
 
 def test_every_checker_through_the_streaming_entry_point(runs: list[Path]) -> None:
