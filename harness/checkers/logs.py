@@ -40,6 +40,14 @@ leaks
 
 Processes killed by chaos lose their tail of log lines; requests on them are not
 judged. Without server logs (an external target) log_consistency is unknown.
+
+log_consistency is checked on the whole run, not per session (harness/checkers/stream.py):
+``inflight_now`` is one process's running count over every session's
+``chat_start`` / ``chat_done``, in timestamp order and clamped at 0, so what a
+line should say depends on every line of every session before it; no bounded
+summary of a group of sessions gives it (the drift rule would need the run's
+lines of each process in order). leaks is per session: its heartbeats and
+stats snapshots are in every part, and creates, deletes and live sessions add.
 """
 
 from __future__ import annotations
