@@ -215,8 +215,15 @@ class Blocking:
             per[(process_key(line), str(line["session_id"]))].append((part.log_pos[i], t))
         judged = 0
 
+        local: dict[str, list[int]] | None = None
+
         def indices(req_id: Any) -> list[int]:
-            return part.chat_ops(str(req_id)) or []  # the run's last chat operation of that x-req-id
+            nonlocal local
+            if str(req_id):
+                return part.chat_ops(str(req_id)) or []  # the run's last chat operation of that x-req-id
+            if local is None:  # an empty x-req-id, which the run-wide table does not hold: this part's
+                local = {o.req_id: o.indices for o in pair_ops(part.run.history) if o.f == "chat" and o.req_id == ""}
+            return local.get("", [])
 
         for (_, sid), lines in per.items():
             first = lines[0][0]  # check()'s order: the (process, session) groups by their first line
