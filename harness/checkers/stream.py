@@ -155,7 +155,10 @@ def check_whole(checker: SessionChecker, run: RunData) -> Verdict:
 
 @runtime_checkable
 class SessionChecker(Checker, Protocol):
-    """A checker with a per-session pass: ``reduce([part(p) for p in parts], parts=n)`` == ``check(run)``."""
+    """A checker with a per-session pass: ``reduce([part(p) for p in parts], context)`` == ``check(run)``.
+
+    Its rules are written once, in ``part`` and ``reduce``: ``check(run)`` is :func:`check_whole`, the
+    reduce over the one part that is the whole run (:meth:`Part.whole`)."""
 
     def part(self, part: Part) -> Any: ...
 
