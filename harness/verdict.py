@@ -45,8 +45,10 @@ __all__ = [
     "EXIT_PASS",
     "META_FILE",
     "SUMMARY_BUCKETS",
+    "FolderCheck",
     "GateOutcome",
     "Judgement",
+    "check_folder",
     "fresh_verdicts",
     "gate_for_run",
     "judge",
@@ -167,6 +169,69 @@ def run_checkers(run: RunData, names: Sequence[str] | None = None) -> list[dict[
     if names is None:
         verdicts.extend(_untestable(run.scenario))
     return verdicts
+
+
+@dataclass
+class FolderCheck:
+    """:func:`check_folder`'s answer: the verdicts, how each checker ran, and the run it loaded."""
+
+    verdicts: list[dict[str, Any]]
+    streamed: list[str]  # checked a session group at a time (harness/checkers/stream.py)
+    whole: list[str]  # checked on the whole run loaded in memory
+    why_whole: str  # why checkers with per-session steps ran whole ("" when none did)
+    run: RunData  # the folder, loaded once after the per-session pass (for the judgement and the rest)
+
+    def how(self) -> str:
+        """One line saying which checkers ran per session and which on the whole run."""
+        line = f"checked per session: {', '.join(self.streamed) or 'none'}; on the whole run: "
+        line += ", ".join(self.whole) or "none"
+        return line + (f" (per-session pass not possible: {self.why_whole})" if self.why_whole else "")
+
+
+def check_folder(run_dir: Path, names: Sequence[str] | None = None) -> FolderCheck:
+    """``run_checkers(RunData.load(run_dir), names)`` with the same verdicts, in less memory.
+
+    The selected checkers that have per-session steps run first, over the folder a session group at a
+    time (:func:`harness.checkers.stream.check_streaming`); then the folder is loaded once, for the
+    others and for the caller (the judgement reads it). A history the grouping cannot reproduce exactly
+    (``NotStreamable``) is checked whole, and ``why_whole`` says why.
+    """
+    from harness.checkers import CHECKERS, check_all
+    from harness.checkers.stream import SessionChecker, check_streaming
+
+    run_dir = Path(run_dir)
+    if names is not None:
+        selected = list(dict.fromkeys(names))
+        bad = [n for n in selected if n not in CHECKERS]
+        if bad:
+            raise ValueError(f"unknown checker(s) {bad}; allowed: {sorted(CHECKERS)}")
+    else:
+        enabled = _enabled(_scenario_of(run_dir))
+        selected = list(CHECKERS) if enabled is None else list(dict.fromkeys(enabled))
+        bad = [n for n in selected if n not in CHECKERS]
+        if bad:  # check_all's refusal, before any work
+            raise ValueError(f"unknown checker(s) {bad}; allowed: {sorted(CHECKERS)}")
+    per_session = [n for n in selected if isinstance(CHECKERS[n], SessionChecker)]
+    got: dict[str, dict[str, Any]] = {}
+    why = ""
+    if per_session:
+        res = check_streaming(run_dir, per_session)
+        why = res.why_whole
+        got = {v.checker: v.to_dict() for v, n in zip(res.verdicts, per_session, strict=True) if n in res.streamed}
+    run = RunData.load(run_dir)
+    rest = [n for n in selected if n not in got]
+    got.update((v.checker, v.to_dict()) for v in check_all(run, rest))
+    verdicts = [got[n] for n in selected]
+    if names is None:
+        verdicts.extend(_untestable(run.scenario))
+    return FolderCheck(verdicts, [n for n in selected if n not in rest], rest, why, run)
+
+
+def _scenario_of(run_dir: Path) -> dict[str, Any]:
+    """The folder's scenario as :meth:`RunData.load` reads it (a corrupt file is a ValueError there too)."""
+    p = run_dir / RUN_FILES["scenario"]
+    raw = json.loads(p.read_text()) if p.exists() else {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def write_verdicts(run_dir: Path, verdicts: list[dict[str, Any]], *, server_logs: Sequence[str] = ()) -> None:

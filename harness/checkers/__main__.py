@@ -1,7 +1,11 @@
 """Re-check a run folder: ``python -m harness.checkers RUN_DIR [--checker NAME ...] [--json]``.
 
-Loads the folder with :meth:`RunData.load`, runs the checkers and prints one
-line per checker (and its violations), then one line saying how many
+Runs the checkers that have per-session steps over the folder a session group
+at a time (harness/checkers/stream.py, bounded memory), then loads the folder
+with :meth:`RunData.load` for the others and the judgement (same verdicts as
+checking the loaded run), and prints one line per checker (and its
+violations), one line saying which checkers ran per session and which on the
+whole run, then one line saying how many
 verdicts were unknown and why, and one listing declared faults that never
 fired. The scenario's enabled checkers are run (``--checker`` for others) and,
 without ``--checker``, ``verdicts.json`` is rewritten, so ``harness report``
@@ -84,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"--checker: unknown checker(s) {bad}; allowed: {', '.join(sorted(CHECKERS))}", file=sys.stderr)
         return 2
-    from harness.verdict import judge, run_checkers, write_verdicts
+    from harness.verdict import check_folder, judge, run_checkers, write_verdicts
 
     try:
-        run = RunData.load(args.run_dir)
-        if args.server_log:
+        if args.server_log:  # the folder's own logs are replaced: every checker reads the loaded, joined run
+            run = RunData.load(args.run_dir)
             _use_server_logs(run, args.server_log)
-        verdicts = run_checkers(run, args.checker)
+            verdicts = run_checkers(run, args.checker)
+            how = "checked on the whole run (--server-log replaces the folder's server logs): all"
+        else:
+            fc = check_folder(args.run_dir, args.checker)
+            run, verdicts, how = fc.run, fc.verdicts, fc.how()
         if args.checker is None:  # the scenario's own set: what every other command reads
             write_verdicts(args.run_dir, verdicts, server_logs=[str(f) for f in args.server_log])
         j = judge(args.run_dir, run=run, verdicts=verdicts, strict=args.strict, fail_on_unknown=args.fail_on_unknown)
@@ -103,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     said = f"verdict: {j.verdict.upper()} (exit {j.exit_code})" + (f": {'; '.join(j.reasons)}" if j.reasons else "")
     if args.json:
         print(json.dumps(verdicts, indent=2))
+        print(how, file=sys.stderr)
         print(said, file=sys.stderr)
     else:
         print(format_table([Verdict.from_dict(v) for v in verdicts]))
+        print(how)
         for line in att.lines:
             print(line)
         for c in j.slo.get("checks") or []:

@@ -26,15 +26,23 @@ that an unknown session is a 404. So, per fuzz operation:
 
 Unknown: a canary snapshot is missing (its GET failed), or a kill overlapped
 the fuzz. A run without fuzz operations has nothing to judge: valid, noted.
+
+Per session (harness/checkers/stream.py): each part judges its own sessions' fuzz
+operations and keeps, per snapshot reason, its last GET (a few fields, its place
+in the run's order); the reduce takes the run's last per reason and compares
+them. ``check`` is that reduce over the one part that is the whole run.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import Op, pair_ops
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -59,80 +67,82 @@ class BadInput:
     name = "bad_input"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
-        fuzz = [o for o in ops if o.invoke.get("fuzz") is not None]
-        if not fuzz:
-            return verdict(self.name, [], notes="no fuzz requests in this run ([workload] fuzz = N sends them)")
-        kills = [o for o in ops if o.f == "chaos" and isinstance(o.value, dict) and o.value.get("action") == "kill"]
-        violations: list[Violation] = []
-        unknown: list[str] = []
+        return check_whole(self, run)
+
+    def part(self, part: Part) -> dict[str, Any]:
+        ops = pair_ops(part.run.history)
+        fuzz = [o for o in ops if o.invoke.get("fuzz") is not None and part.mine(o.session)]
+        out: list[Keyed] = []
         timeouts = 0
-        statuses: dict[str, int] = {}
+        statuses: Counter[str] = Counter()
         for o in fuzz:
             name = str(o.invoke.get("fuzz"))
             st = o.status
+            key = (o.invoke_index,)
             if o.type == "info" or st is None:
                 if o.completion is not None and o.completion.get("dropped"):
-                    violations.append(
-                        Violation(f"{name}: connection dropped, no answer", o.indices, o.session, "no_answer")
+                    out.append(
+                        (key, Violation(f"{name}: connection dropped, no answer", o.indices, o.session, "no_answer"))
                     )
                 else:
                     timeouts += 1
                 continue
-            bucket = f"{st // 100}xx"
-            statuses[bucket] = statuses.get(bucket, 0) + 1
+            statuses[f"{st // 100}xx"] += 1
             if st >= 500:
-                violations.append(Violation(f"{name}: answered {st}", o.indices, o.session, "status_5xx"))
+                out.append((key, Violation(f"{name}: answered {st}", o.indices, o.session, "status_5xx")))
             elif 200 <= st < 300:
                 if o.invoke.get("fuzz_category") == "odd_session_id":
-                    violations.append(
-                        Violation(
-                            f"{name}: a session never created was served ({st})",
-                            o.indices,
-                            None,
-                            "unknown_session_served",
-                        )
-                    )
+                    msg = f"{name}: a session never created was served ({st})"
+                    out.append((key, Violation(msg, o.indices, None, "unknown_session_served")))
                 elif o.invoke.get("expect") == "4xx":
-                    violations.append(
-                        Violation(
-                            f"{name}: a request no server can accept answered {st}",
-                            o.indices,
-                            o.session,
-                            "accepted_malformed",
-                        )
-                    )
+                    msg = f"{name}: a request no server can accept answered {st}"
+                    out.append((key, Violation(msg, o.indices, o.session, "accepted_malformed")))
             elif st == 413 and isinstance(o.invoke.get("body_bytes"), int) and o.invoke["body_bytes"] < SMALL_BODY:
                 # 413 says the body is too large: for a few hundred bytes no server's limit makes that true
-                violations.append(
-                    Violation(
-                        f"{name}: 413 (too large) for a {o.invoke['body_bytes']}-byte body",
-                        o.indices,
-                        o.session,
-                        "too_large_claimed",
-                    )
-                )
+                msg = f"{name}: 413 (too large) for a {o.invoke['body_bytes']}-byte body"
+                out.append((key, Violation(msg, o.indices, o.session, "too_large_claimed")))
             elif not 400 <= st < 500 and o.invoke.get("expect") == "4xx":
                 # a refusal is a 4xx (the HTTP client error class): a 1xx/3xx tells the client nothing usable
-                violations.append(
-                    Violation(
-                        f"{name}: a malformed request answered {st}, not a 4xx refusal",
-                        o.indices,
-                        o.session,
-                        "not_a_refusal",
-                    )
-                )
-        snaps = self._snapshots(ops)
-        unreadable = self._snapshots(ops, broken=True)
+                msg = f"{name}: a malformed request answered {st}, not a 4xx refusal"
+                out.append((key, Violation(msg, o.indices, o.session, "not_a_refusal")))
+        mine = [o for o in ops if part.mine(o.session)]
+        return {
+            "fuzz": len(fuzz),
+            "out": out,
+            "timeouts": timeouts,
+            "statuses": statuses,
+            "acked": list({o.session for o in fuzz if o.acknowledged}),  # the sessions of accepted cases (few)
+            "snaps": {r: _snap(o) for r, o in self._snapshots(mine).items()},
+            "unreadable": {r: _snap(o) for r, o in self._snapshots(mine, broken=True).items()},
+            # chaos operations are in every part: the run's kills
+            "killed": any(
+                o.f == "chaos" and isinstance(o.value, dict) and o.value.get("action") == "kill" for o in ops
+            ),
+        }
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        n_fuzz = sum(p["fuzz"] for p in parts)
+        if not n_fuzz:
+            return verdict(self.name, [], notes="no fuzz requests in this run ([workload] fuzz = N sends them)")
+        violations = merge_violations(p["out"] for p in parts)
+        unknown: list[str] = []
+        timeouts = sum(p["timeouts"] for p in parts)
+        statuses: Counter[str] = sum((p["statuses"] for p in parts), Counter())
+        acked = {s for p in parts for s in p["acked"]}
+
+        def last(which: str, reason: str) -> dict[str, Any] | None:
+            got = [p[which][reason] for p in parts if reason in p[which]]
+            return max(got, key=lambda x: x["at"]) if got else None  # the run's last in operation order
+
         for role in ("canary", "victim"):
-            before, after = snaps.get(f"fuzz_{role}_before"), snaps.get(f"fuzz_{role}_after")
-            broken = unreadable.get(f"fuzz_{role}_after")
+            before, after = last("snaps", f"fuzz_{role}_before"), last("snaps", f"fuzz_{role}_after")
+            broken = last("unreadable", f"fuzz_{role}_after")
             if before is not None and broken is not None:
                 violations.append(
                     Violation(
-                        f"{role} session cannot be read back after the fuzz: {broken.status or 'no answer'}",
-                        broken.indices,
-                        broken.session,
+                        f"{role} session cannot be read back after the fuzz: {broken['status'] or 'no answer'}",
+                        broken["indices"],
+                        broken["session"],
                         "state_unreadable",
                     )
                 )
@@ -140,26 +150,26 @@ class BadInput:
             if before is None or after is None:
                 unknown.append(f"no {role} snapshot before and after the fuzz (a GET failed)")
                 continue
-            if role == "victim" and any(o.session == before.session and o.acknowledged for o in fuzz):
+            if role == "victim" and before["session"] in acked:
                 continue  # a case was accepted: a real turn, judged by the other checkers
-            if promised_view(before.body) != promised_view(after.body):
+            if before["view"] != after["view"]:
                 kind = "canary_changed" if role == "canary" else "rejected_changed_state"
                 what = "no request addressed it" if role == "canary" else "every request to it was refused"
                 violations.append(
                     Violation(
                         f"{role} session's records or token ids changed though {what}",
-                        [*before.indices, *after.indices],
-                        before.session,
+                        [*before["indices"], *after["indices"]],
+                        before["session"],
                         kind,
                     )
                 )
-        if kills and violations:
+        if parts[0]["killed"] and violations:
             unknown.append("a process was killed during the run: fuzz answers not judged")
             violations = []
-        parts = [f"{len(fuzz)} fuzz requests", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))]
+        said = [f"{n_fuzz} fuzz requests", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))]
         if timeouts:
-            parts.append(f"{timeouts} timed out (not judged)")
-        return verdict(self.name, violations, unknown=unknown, notes="; ".join(p for p in parts if p))
+            said.append(f"{timeouts} timed out (not judged)")
+        return verdict(self.name, violations, unknown=unknown, notes="; ".join(p for p in said if p))
 
     @staticmethod
     def _snapshots(ops: list[Op], broken: bool = False) -> dict[str, Op]:
@@ -173,3 +183,14 @@ class BadInput:
             if (o.type == "ok") if not broken else failed:
                 out[reason] = o
         return out
+
+
+def _snap(o: Op) -> dict[str, Any]:
+    """What the reduce reads of one snapshot GET: its place, session, indices, status and promised view."""
+    return {
+        "at": o.invoke_index,
+        "session": o.session,
+        "indices": o.indices,
+        "status": o.status,
+        "view": promised_view(o.body) if o.type == "ok" else None,
+    }

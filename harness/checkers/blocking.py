@@ -39,11 +39,12 @@ timing buckets and no DELETE / GET that overlapped a chat of its session).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.clock import CLOCK_SLACK_S, ClientClock
+from harness.checkers.clock import CLOCK_SLACK_S, ClientClock, clock_bounds
 from harness.checkers.ops import (
     Op,
     by_session,
@@ -55,6 +56,7 @@ from harness.checkers.ops import (
     process_key,
     variants,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 __all__ = ["MIN_PROXY_MS", "SHARE", "Blocking"]
@@ -103,59 +105,76 @@ def _timed(line: dict[str, Any]) -> _Timed | None:
     return _Timed(line, start, ts, start + wait / 1000.0, proxy_end - proxy / 1000.0, proxy_end)
 
 
-class _NoWait:
-    """The server's evidence that a DELETE / GET did not wait behind a chat's proxy phase (lazily built)."""
+def _settled_by_deletion(x: Op, t: _Timed, gone: list[dict[str, Any]]) -> str | None:
+    """The one DELETE that removed the session (204) logged ``session_deleted`` before ``t``'s proxy phase ended."""
+    if x.f == "delete" and x.status == 204:  # the one DELETE that removed the session: its line is this one's
+        ts = _num(gone[0].get("ts")) if len(gone) == 1 and process_key(gone[0]) == process_key(t.line) else None
+        if ts is not None and ts < t.proxy_end:
+            ahead = 1000.0 * (t.proxy_end - ts)
+            return f"DELETE at t={x.start:.3f}: session_deleted {ahead:.0f} ms before the proxy phase ended"
+    return None
 
-    def __init__(self, run: RunData, ops: list[Op]) -> None:
-        self.run, self.ops = run, ops
-        self._clock: ClientClock | None = None
-        self._by: tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]] | None = None
 
-    def why(self, x: Op, c: Op) -> str | None:
-        if not self.run.server_logs:
-            return None
-        if self._by is None:
-            self._by = (chat_done_by_req(self.run), chat_done_by_caller(self.run))
-            self._clock = ClientClock(self.run, self.ops)
-        assert self._clock is not None
-        lines = done_for(c, *self._by)
-        t = _timed(lines[0]) if len(lines) == 1 else None
-        if t is None:
-            return None
-        key = process_key(t.line)
-        if x.f == "delete" and x.status == 204:  # the one DELETE that removed the session: its line is this one's
-            gone = [ln for ln in log_events(self.run, "session_deleted") if str(ln.get("session_id")) == x.session]
-            ts = _num(gone[0].get("ts")) if len(gone) == 1 and process_key(gone[0]) == key else None
-            if ts is not None and ts < t.proxy_end:
-                ahead = 1000.0 * (t.proxy_end - ts)
-                return f"DELETE at t={x.start:.3f}: session_deleted {ahead:.0f} ms before the proxy phase ended"
-        off = self._clock.offset(key)
-        if off is None:
-            return None
-        proxy_start = t.proxy_start - off.hi - CLOCK_SLACK_S  # earliest, on the client's clock
-        proxy_end = t.proxy_end - off.lo + CLOCK_SLACK_S  # latest
-        left_ms = (min(c.end, proxy_end) - max(x.start, proxy_start)) * 1000.0
-        if left_ms < MIN_PROXY_MS:
-            what = "DELETE" if x.f == "delete" else "GET"
-            return f"{what} at t={x.start:.3f}: the proxy phase had at most {max(left_ms, 0.0):.0f} ms left"
+def _settled_by_clock(clock: ClientClock, pending: tuple[Any, ...]) -> str | None:
+    """The proxy phase, placed on the client's clock, had under ``MIN_PROXY_MS`` left when the DELETE / GET left."""
+    key, proxy_start_s, proxy_end_s, x_f, x_start, c_end = pending
+    off = clock.offset(key)
+    if off is None:
         return None
+    proxy_start = proxy_start_s - off.hi - CLOCK_SLACK_S  # earliest, on the client's clock
+    proxy_end = proxy_end_s - off.lo + CLOCK_SLACK_S  # latest
+    left_ms = (min(c_end, proxy_end) - max(x_start, proxy_start)) * 1000.0
+    if left_ms < MIN_PROXY_MS:
+        what = "DELETE" if x_f == "delete" else "GET"
+        return f"{what} at t={x_start:.3f}: the proxy phase had at most {max(left_ms, 0.0):.0f} ms left"
+    return None
 
 
 class Blocking:
     name = "blocking"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    # The rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # A session's lock waits and its DELETE / GET overlaps are its own; only the server's evidence that such an
+    # overlap did not wait needs the client clock, which every process's chats bound (harness/checkers/clock.py):
+    # a part gives its chats' bounds and the overlaps it could not settle alone, the reduce settles them.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
         declared = "lock_restore" in variants(run)
-        violations: list[Violation] = []
+        out: list[Keyed] = []
+        n_log, judged_log = self._from_logs(part, out, declared)
+        cli = self._from_client(part, ops, declared)
+        cli["bounds"] = clock_bounds(run, ops, part.mine, part.split) if run.server_logs else {}
+        return {"n_log": n_log, "judged_log": judged_log, "out": out, **cli}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        declared = "lock_restore" in variants(RunData(scenario=context.scenario, history=[]))
         evidence: list[str] = []
-        by_req = {o.req_id: o.indices for o in ops if o.f == "chat" and o.req_id is not None}
-        n_log, judged_log = self._from_logs(run, violations, declared, by_req)
+        n_log, judged_log = sum(p["n_log"] for p in parts), sum(p["judged_log"] for p in parts)
         if n_log:
             evidence.append(f"{n_log} chat_done lock waits ({judged_log} beside a running proxy phase)")
-        suspects: list[Violation] = []
-        settled: list[str] = []
-        n_cli = self._from_client(ops, suspects, declared, _NoWait(run, ops), settled)
+        # every overlap that completed after its chat, in check()'s order: settled, or suspect
+        cases: list[tuple[tuple[int, ...], str | None, str]] = [c for p in parts for c in p["cases"]]
+        n_cli = sum(p["n_cli"] for p in parts)
+        deferred = [d for p in parts for d in p["deferred"]]
+        clock = ClientClock.from_bounds(p["bounds"] for p in parts) if deferred else None
+        for steps in deferred:  # the rest of check()'s walk of one DELETE / GET, now that the clock is known
+            for key, is_case, why, message, pending in steps:
+                n_cli += 1
+                if not is_case:
+                    continue
+                if why is None and pending is not None and clock is not None:
+                    why = _settled_by_clock(clock, pending)
+                cases.append((key, why, message))
+                if why is None:
+                    break
+        cases.sort(key=lambda c: c[0])
+        settled = [why for _, why, _ in cases if why is not None]
+        suspects = [message for _, why, message in cases if why is None]
         if n_cli:
             evidence.append(f"{n_cli} DELETE/GET overlapping a chat of their session")
         if declared:
@@ -176,25 +195,40 @@ class Blocking:
         if suspects:
             unknown.append(
                 f"{len(suspects)} DELETE/GET completed only after an overlapping chat of their session (e.g. "
-                f"{suspects[0].message.split(': it waited')[0]}): they waited behind its proxy phase or reached the "
+                f"{suspects[0].split(': it waited')[0]}): they waited behind its proxy phase or reached the "
                 "server late; the client's timing cannot tell which"
             )
+        violations = merge_violations(p["out"] for p in parts)
         return verdict(self.name, violations, unknown=unknown, notes="; ".join(evidence))
 
     @staticmethod
-    def _from_logs(run: RunData, out: list[Violation], declared: bool, by_req: dict[str, list[int]]) -> tuple[int, int]:
-        per: dict[tuple[str, str], list[_Timed]] = defaultdict(list)
+    def _from_logs(part: Part, out: list[Keyed], declared: bool) -> tuple[int, int]:
+        per: dict[tuple[str, str], list[tuple[int, _Timed]]] = defaultdict(list)
         n = 0
-        for line in log_events(run, "chat_done"):
+        for i, line in enumerate(part.run.server_logs):
+            if line.get("event") != "chat_done":
+                continue
             t = _timed(line)
-            if t is None or line.get("session_id") is None:
+            if t is None or line.get("session_id") is None or not part.mine(line["session_id"]):
                 continue
             n += 1
-            per[(process_key(line), str(line["session_id"]))].append(t)
+            per[(process_key(line), str(line["session_id"]))].append((part.log_pos[i], t))
         judged = 0
+
+        local: dict[str, list[int]] | None = None
+
+        def indices(req_id: Any) -> list[int]:
+            nonlocal local
+            if str(req_id):
+                return part.chat_ops(str(req_id)) or []  # the run's last chat operation of that x-req-id
+            if local is None:  # an empty x-req-id, which the run-wide table does not hold: this part's
+                local = {o.req_id: o.indices for o in pair_ops(part.run.history) if o.f == "chat" and o.req_id == ""}
+            return local.get("", [])
+
         for (_, sid), lines in per.items():
-            for b in lines:
-                for a in lines:
+            first = lines[0][0]  # check()'s order: the (process, session) groups by their first line
+            for at, b in lines:
+                for _, a in lines:
                     if a is b:
                         continue
                     remaining = (a.proxy_end - max(a.proxy_start, b.start)) * 1000.0
@@ -207,48 +241,76 @@ class Blocking:
                     still_waiting = b.wait_end >= a.proxy_end - (1.0 - SHARE) * remaining / 1000.0
                     if covered < SHARE * remaining or not still_waiting or declared:
                         continue
-                    out.append(
-                        Violation(
-                            f"chat {b.line.get('req_id')} waited {covered:.0f} ms for the session lock while chat "
-                            f"{a.line.get('req_id')} was in its proxy phase ({remaining:.0f} ms of it left): "
-                            "requests must not wait behind Phase 2 unless lock_restore is declared",
-                            [*by_req.get(str(b.line.get("req_id")), []), *by_req.get(str(a.line.get("req_id")), [])],
-                            sid,
-                            "lock_wait_behind_proxy",
-                        )
+                    v = Violation(
+                        f"chat {b.line.get('req_id')} waited {covered:.0f} ms for the session lock while chat "
+                        f"{a.line.get('req_id')} was in its proxy phase ({remaining:.0f} ms of it left): "
+                        "requests must not wait behind Phase 2 unless lock_restore is declared",
+                        [*indices(b.line.get("req_id")), *indices(a.line.get("req_id"))],
+                        sid,
+                        "lock_wait_behind_proxy",
                     )
+                    out.append(((first, at), v))
                     break
         return n, judged
 
     @staticmethod
-    def _from_client(ops: list[Op], out: list[Violation], declared: bool, no_wait: _NoWait, settled: list[str]) -> int:
+    def _from_client(part: Part, ops: list[Op], declared: bool) -> dict[str, Any]:
+        """The part's DELETE / GET that overlapped a chat of their session, as check() walks them.
+
+        ``n_cli`` counts the overlaps, ``cases`` the overlaps that completed only after their chat: (its place,
+        the server's evidence that it did not wait or None, the suspect's message). A DELETE / GET whose
+        evidence needs the client clock is walked in the reduce, from that overlap on (``deferred``): check()
+        goes on to its next chat when the evidence settles it, and stops at the first it does not."""
+        run = part.run
         chats = by_session(ops, "chat")
+        by: tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]] | None = None
         n = 0
+        cases: list[tuple[tuple[int, ...], str | None, str]] = []
+        deferred: list[list[tuple[tuple[int, ...], bool, str | None, str, tuple[Any, ...] | None]]] = []
         for sid, others in by_session(ops, ("delete", "get")).items():
+            if not part.mine(sid):
+                continue
             for x in others:
                 if x.seen_end is None or x.type == "info":
                     continue
+                steps: list[tuple[tuple[int, ...], bool, str | None, str, tuple[Any, ...] | None]] = []
                 for c in chats.get(sid, []):
                     if c.type not in ("ok", "fail") or not c.start <= x.start < c.end:
                         continue
-                    n += 1
+                    key: tuple[int, ...] = (others[0].invoke_index, x.invoke_index, c.invoke_index)  # check()'s order
                     remaining = (c.end - x.start) * 1000.0
                     if declared or remaining < MIN_PROXY_MS or x.seen_end < c.end:
-                        continue
-                    why = no_wait.why(x, c)
-                    if why is not None:
-                        settled.append(why)
+                        steps.append((key, False, None, "", None))
                         continue
                     what = "DELETE" if x.f == "delete" else "GET"
-                    out.append(
-                        Violation(
-                            f"{what} of the session, sent while chat turn {c.turn} attempt {c.attempt} had "
-                            f"{remaining:.0f} ms to go, completed only after that chat did "
-                            f"({(x.seen_end - x.start) * 1000.0:.0f} ms): it waited behind the proxy phase",
-                            [*x.indices, *c.indices],
-                            sid,
-                            "delete_behind_proxy" if x.f == "delete" else "get_behind_proxy",
-                        )
+                    message = (
+                        f"{what} of the session, sent while chat turn {c.turn} attempt {c.attempt} had "
+                        f"{remaining:.0f} ms to go, completed only after that chat did "
+                        f"({(x.seen_end - x.start) * 1000.0:.0f} ms): it waited behind the proxy phase"
                     )
-                    break
-        return n
+                    why: str | None = None
+                    pending: tuple[Any, ...] | None = None
+                    if run.server_logs:  # the server's evidence that it did not wait
+                        by = by or (chat_done_by_req(run), chat_done_by_caller(run))
+                        lines = done_for(c, *by)
+                        t = _timed(lines[0]) if len(lines) == 1 else None
+                        if t is not None:
+                            gone = [
+                                ln
+                                for ln in log_events(run, "session_deleted")
+                                if str(ln.get("session_id")) == x.session
+                            ]
+                            why = _settled_by_deletion(x, t, gone)
+                            if why is None:  # placed on the client's clock in the reduce
+                                pending = (process_key(t.line), t.proxy_start, t.proxy_end, x.f, x.start, c.end)
+                    steps.append((key, True, why, message, pending))
+                    if why is None and pending is None:
+                        break  # a suspect: check() goes on to the next DELETE / GET
+                for k, step in enumerate(steps):
+                    if step[4] is not None:  # pending
+                        deferred.append(steps[k:])
+                        break
+                    n += 1
+                    if step[1]:
+                        cases.append((step[0], step[2], step[3]))
+        return {"n_cli": n, "cases": cases, "deferred": deferred}

@@ -33,14 +33,14 @@ server event on the client's timeline.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from harness.checkers.ops import Op, log_events, process_key
 from harness.rundata import RunData
 
-__all__ = ["CLOCK_SLACK_S", "ClientClock", "Offset"]
+__all__ = ["CLOCK_SLACK_S", "Bounds", "ClientClock", "Offset", "clock_bounds"]
 
 # log times may be printed to the millisecond (a text log's asctime), and a wall clock that NTP slews
 # drifts at most 500 ppm (10 ms over a 20 s run): every mapped interval is widened by this much
@@ -65,54 +65,90 @@ class Offset:
         return self.hi - self.lo
 
 
+Bounds = dict[str, tuple[int, float | None, float | None]]  # process -> (joined requests, lo, hi) of some chats
+
+
+def clock_bounds(
+    run: RunData, ops: Iterable[Op], mine: Callable[[Any], bool] = lambda s: True, shared: Container[str] = ()
+) -> Bounds:
+    """The offset bounds the chats of ``ops`` whose session is ``mine`` give, per server process.
+
+    ``shared``: request ids that other chats, not in ``ops``, carry too (those are skipped, as two chats
+    of one id are). Bounds of disjoint sets of chats combine by :meth:`ClientClock.from_bounds`."""
+    chats = [o for o in ops if o.f == "chat"]
+    rids = Counter(o.request_id for o in chats if o.request_id is not None)
+    starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    starts_by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in log_events(run, "chat_start"):
+        if ln.get("req_id") is not None:
+            starts_by_req[str(ln["req_id"])].append(ln)
+        if ln.get("caller_request_id") is not None:
+            starts_by_caller[str(ln["caller_request_id"])].append(ln)
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    pairs: Counter[str] = Counter()
+    for o in chats:
+        if not mine(o.session):
+            continue
+        if o.request_id is not None and (rids[o.request_id] > 1 or o.request_id in shared):
+            continue  # two operations share the id: which line is whose cannot be told
+        if o.req_id is not None and o.req_id in starts_by_req:
+            starts = starts_by_req[o.req_id]
+        else:
+            starts = starts_by_caller.get(o.request_id or "", [])
+        # chat_start only: CONTEXT.md does not say chat_done is written before the answer is sent (a
+        # server may log it after, or be descheduled between the two on a starved box)
+        if len(starts) != 1:
+            continue  # none, or a request the server saw twice (a retry on another connection)
+        ts = _ts(starts[0])
+        if ts is None:
+            continue
+        key = process_key(starts[0])
+        pairs[key] += 1
+        hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
+        answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
+        if answered and o.seen_end is not None:  # and it started before the client had the answer
+            lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
+    return {key: (n, lo.get(key), hi.get(key)) for key, n in pairs.items()}
+
+
 class ClientClock:
     """Per server process, the offset bounds of its log clock against the history's clock."""
 
-    def __init__(self, run: RunData, ops: Iterable[Op]) -> None:
-        chats = [o for o in ops if o.f == "chat"]
-        rids = Counter(o.request_id for o in chats if o.request_id is not None)
-        starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        starts_by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for ln in log_events(run, "chat_start"):
-            if ln.get("req_id") is not None:
-                starts_by_req[str(ln["req_id"])].append(ln)
-            if ln.get("caller_request_id") is not None:
-                starts_by_caller[str(ln["caller_request_id"])].append(ln)
-        lo: dict[str, float] = {}
-        hi: dict[str, float] = {}
-        pairs: Counter[str] = Counter()
-        for o in chats:
-            if o.request_id is not None and rids[o.request_id] > 1:
-                continue  # two operations share the id: which line is whose cannot be told
-            if o.req_id is not None and o.req_id in starts_by_req:
-                starts = starts_by_req[o.req_id]
-            else:
-                starts = starts_by_caller.get(o.request_id or "", [])
-            # chat_start only: CONTEXT.md does not say chat_done is written before the answer is sent (a
-            # server may log it after, or be descheduled between the two on a starved box)
-            if len(starts) != 1:
-                continue  # none, or a request the server saw twice (a retry on another connection)
-            ts = _ts(starts[0])
-            if ts is None:
-                continue
-            key = process_key(starts[0])
-            pairs[key] += 1
-            hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
-            answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
-            if answered and o.seen_end is not None:  # and it started before the client had the answer
-                lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
+    def __init__(self, run: RunData | None, ops: Iterable[Op] = ()) -> None:
         self._off: dict[str, Offset] = {}
         self._why: dict[str, str] = {}
-        for key in pairs:
-            if key not in lo or key not in hi:
+        if run is not None:
+            self._set(clock_bounds(run, ops))
+
+    @classmethod
+    def from_bounds(cls, parts: Iterable[Bounds]) -> ClientClock:
+        """The clock of the chats of several :func:`clock_bounds` (disjoint sets of chats)."""
+        pairs: Counter[str] = Counter()
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for b in parts:
+            for key, (n, l_, h) in b.items():
+                pairs[key] += n
+                if l_ is not None:
+                    lo[key] = max(lo.get(key, l_), l_)
+                if h is not None:
+                    hi[key] = min(hi.get(key, h), h)
+        clock = cls(None)
+        clock._set({key: (n, lo.get(key), hi.get(key)) for key, n in pairs.items()})
+        return clock
+
+    def _set(self, bounds: Bounds) -> None:
+        for key, (_, lo, hi) in bounds.items():
+            if lo is None or hi is None:
                 self._why[key] = "its chat lines bound the clock offset on one side only"
-            elif lo[key] > hi[key] + CLOCK_SLACK_S:
+            elif lo > hi + CLOCK_SLACK_S:
                 self._why[key] = (
-                    f"its chat lines give contradicting clock offsets ({lo[key]:.3f} > {hi[key]:.3f}): "
+                    f"its chat lines give contradicting clock offsets ({lo:.3f} > {hi:.3f}): "
                     "the server's log clock cannot be compared with the client's"
                 )
             else:
-                self._off[key] = Offset(lo[key], hi[key], pairs[key])
+                self._off[key] = Offset(lo, hi, bounds[key][0])
 
     def offset(self, key: str) -> Offset | None:
         """The bounds of process ``key`` (``worker_port/pid``), None when there are none or they contradict."""

@@ -70,6 +70,14 @@ Rules (times are the history's, from invoke to completion):
   chat is unknown (counted, with the gap's reason), not a violation.
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
+
+Checked on the whole run, not per session (harness/checkers/stream.py): a timed-out
+DELETE's excuse reads other sessions' data, unbounded. "Lost on the way" looks
+for a chat of *another* session to the same process that timed out unseen while
+that process logged arrivals (any session's ``chat_start``) inside its window,
+placed on a client clock every session's chats bound: a part cannot know
+another part's arrival times, and carrying them to a reduce is carrying the
+log. (The rest, slow requests and hangs, is per operation.)
 """
 
 from __future__ import annotations

@@ -40,6 +40,14 @@ leaks
 
 Processes killed by chaos lose their tail of log lines; requests on them are not
 judged. Without server logs (an external target) log_consistency is unknown.
+
+log_consistency is checked on the whole run, not per session (harness/checkers/stream.py):
+``inflight_now`` is one process's running count over every session's
+``chat_start`` / ``chat_done``, in timestamp order and clamped at 0, so what a
+line should say depends on every line of every session before it; no bounded
+summary of a group of sessions gives it (the drift rule would need the run's
+lines of each process in order). leaks is per session: its heartbeats and
+stats snapshots are in every part, and creates, deletes and live sessions add.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from harness.checkers.ops import (
     port_of,
     process_key,
 )
-from harness.checkers.stream import Part, RunContext
+from harness.checkers.stream import Part, RunContext, check_whole
 from harness.rundata import RunData
 
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
@@ -383,90 +391,9 @@ class Leaks:
     name = "leaks"
 
     def check(self, run: RunData) -> Verdict:
-        ops = pair_ops(run.history)
-        violations: list[Violation] = []
-        unknown: list[str] = []
-        evidence = 0
-        killed = any(is_kill(c) for c in chaos_events(ops))
-        # heartbeats against created - deleted, per process
-        for proc, lines in sorted(_by_process(run).items()):
-            live = 0
-            deleted = 0
-            for ln in lines:
-                ev = ln.get("event")
-                if ev == "session_created":
-                    live += 1
-                elif ev == "session_deleted":
-                    live -= 1
-                    deleted += 1
-                elif ev == "heartbeat":
-                    v = _num(ln.get("sessions"))
-                    if v is None:
-                        continue
-                    if deleted:  # a heartbeat before any DELETE cannot show a leak
-                        evidence += 1
-                    if int(v) != live:
-                        violations.append(
-                            Violation(
-                                f"process {proc}: heartbeat sessions={int(v)} but {live} created and not deleted",
-                                [],
-                                None,
-                                "sessions_leak_heartbeat",
-                            )
-                        )
-        # final stats snapshots against the sessions the run left alive
-        last_stats: dict[str, Op] = {}
-        for o in ops:
-            if is_stats(o) and o.server:
-                last_stats[o.server.rstrip("/")] = o
-        owners = {sid: url.rstrip("/") for sid, url in run.owners.items()}
-        for o in ops:
-            if o.f == "create" and o.type == "ok" and o.session and o.server:
-                owners.setdefault(o.session, o.server.rstrip("/"))
-        for server, o in sorted(last_stats.items()):
-            assert isinstance(o.body, dict)
-            v = _num(o.body.get("sessions"))
-            if v is None:
-                continue
-            mine = [sid for sid, url in owners.items() if url == server or port_of(url) == port_of(server)]
-            if any(sid not in run.final_states for sid in mine):
-                unknown.append(f"final states missing for sessions of {server}")
-                continue
-            alive = sum(1 for sid in mine if run.final_states.get(sid) is not None)
-            # a create whose answer the (starved) client never got may have made a session the run cannot name
-            unseen = sum(
-                1
-                for c in ops
-                if c.f == "create"
-                and c.end == INF
-                and c.session is None
-                and c.server
-                and (c.server.rstrip("/") == server or port_of(c.server) == port_of(server))
-            )
-            evidence += 1
-            if alive < int(v) <= alive + unseen:
-                unknown.append(
-                    f"final stats of {server}: sessions={int(v)}, the run left {alive} alive there and {unseen} "
-                    "create(s) of unknown outcome (client timeout) may have made the rest"
-                )
-                continue
-            if int(v) != alive and not (killed and int(v) < alive):
-                violations.append(
-                    Violation(
-                        f"final stats of {server}: sessions={int(v)} but the run left {alive} alive there",
-                        o.indices,
-                        None,
-                        "sessions_leak",
-                    )
-                )
-        if not evidence and not violations:
-            unknown.append(
-                "no heartbeat after a DELETE and no final stats snapshot (history probe value='stats'): "
-                "a leak of deleted sessions could not be seen"
-            )
-        return verdict(self.name, violations, unknown=unknown, notes=f"{evidence} session counts compared")
+        return check_whole(self, run)
 
-    # --- the per-session pass (harness/checkers/stream.py): the same verdict as check(), a group at a time
+    # The rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
     # Cross-session: a heartbeat counts every session of its process, a stats snapshot every session of its
     # server. Heartbeats and stats probes are in every part; each part counts its own sessions' creates and
     # deletes before each heartbeat (one array per part) and its own sessions alive per server; reduce adds.

@@ -42,11 +42,17 @@ protocol does not fix and are not judged. A refused chat without
 request (turn 0, attempt 0, no earlier chat); otherwise it is unknown, with
 the reason. Fuzz requests (tagged ``fuzz`` / ``expect``: hostile input on
 purpose) are bad_input's business and skipped.
+
+Every rule reads one session's operations (and the run-wide chaos, owners and
+plan), so the per-session pass (harness/checkers/stream.py) judges each part's
+sessions and the reduce merges them in the run's order; ``check`` is that
+reduce over the one part that is the whole run.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -63,6 +69,7 @@ from harness.checkers.ops import (
     pair_ops,
     variants,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 __all__ = ["LEGAL_KINDS", "RefusedLegal"]
@@ -87,18 +94,23 @@ class RefusedLegal:
     name = "refused_legal"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
-        chaos = [c for c in chaos_events(ops) if is_kill(c)]
-        links = Links(run, ops)
+        chaos = [c for c in chaos_events(ops) if is_kill(c)]  # chaos operations are in every part
+        links = Links(run, ops)  # this group's chats and the executions that carry their request ids
+        links.has_executions = part.context.has_backend_executions and part.context.execution_log_gap is None
         plan = fault_kinds(run) if faults_applied(run) else set()
         conflict = "conflict_409" in variants(run)
         owners = {str(k): str(v).rstrip("/") for k, v in run.owners.items() if isinstance(v, str)}
-        chats = by_session(ops, "chat")
+        chats = {sid: cl for sid, cl in by_session(ops, "chat").items() if part.mine(sid)}
         deletes = by_session(ops, "delete")
         creates = {o.session: o for o in ops if o.f == "create" and o.type == "ok" and o.session is not None}
         counts: Counter[str] = Counter()
-        violations: list[Violation] = []
-        undecided: list[str] = []
+        out: list[Keyed] = []
+        undecided: list[tuple[tuple[int, int], str]] = []
         for sid, cl in chats.items():
             for o in cl:
                 st = o.status
@@ -106,6 +118,7 @@ class RefusedLegal:
                     continue
                 if _field(o, "fuzz") is not None or _field(o, "expect") is not None:
                     continue  # careless / hostile input on purpose: bad_input's business
+                key = (cl[0].invoke_index, o.invoke_index)  # check()'s order: by session, then by operation
                 counts[str(st)] += 1
                 if self._passed_through(o, st, links, plan):
                     counts["passed_through"] += 1
@@ -127,57 +140,53 @@ class RefusedLegal:
                 if kind is None:
                     first = o.turn == 0 and o.attempt == 0 and not any(c.start < o.start for c in cl if c is not o)
                     if not first:
-                        undecided.append(f"chat {o.request_id} (turn {o.turn}, attempt {o.attempt}) answered {st}")
+                        undecided.append(
+                            (key, f"chat {o.request_id} (turn {o.turn}, attempt {o.attempt}) answered {st}")
+                        )
                         continue
                     kind = "first"
                 if str(kind) not in LEGAL_KINDS:
-                    undecided.append(f"chat {o.request_id} of request_kind {kind!r} answered {st}")
+                    undecided.append((key, f"chat {o.request_id} of request_kind {kind!r} answered {st}"))
                     continue
                 after = _field(o, "retry_after")
                 what = f"{kind}" + (f" after {after}" if after else "")
                 if st == 409:
                     if not conflict:
-                        violations.append(
-                            Violation(
-                                f"chat turn {o.turn} attempt {o.attempt} ({what}) answered 409, but the design "
-                                "does not declare conflict_409 (a state change during the proxy is a silent 200)",
-                                o.indices,
-                                sid,
-                                "conflict_undeclared",
-                            )
+                        msg = (
+                            f"chat turn {o.turn} attempt {o.attempt} ({what}) answered 409, but the design "
+                            "does not declare conflict_409 (a state change during the proxy is a silent 200)"
                         )
+                        out.append((key, Violation(msg, o.indices, sid, "conflict_undeclared")))
                         continue
                     if any(c is not o and c.overlaps(o) for c in cl):
                         counts["conflict"] += 1
                         continue
-                    violations.append(
-                        Violation(
-                            f"chat turn {o.turn} attempt {o.attempt} ({what}) answered 409 though no other chat "
-                            "of the session was in flight: nothing could have changed its state",
-                            o.indices,
-                            sid,
-                            "conflict_without_race",
-                        )
+                    msg = (
+                        f"chat turn {o.turn} attempt {o.attempt} ({what}) answered 409 though no other chat "
+                        "of the session was in flight: nothing could have changed its state"
                     )
+                    out.append((key, Violation(msg, o.indices, sid, "conflict_without_race")))
                     continue
                 live = "no DELETE, no kill of its server, sent to its owner"
-                violations.append(
-                    Violation(
-                        f"chat turn {o.turn} attempt {o.attempt} ({what}) answered {st} on a live session ({live}): "
-                        "the protocol accepts this request",
-                        o.indices,
-                        sid,
-                        f"refused_{st}",
-                    )
+                msg = (
+                    f"chat turn {o.turn} attempt {o.attempt} ({what}) answered {st} on a live session ({live}): "
+                    "the protocol accepts this request"
                 )
+                out.append((key, Violation(msg, o.indices, sid, f"refused_{st}")))
+        return {"counts": counts, "out": out, "undecided": undecided[:1], "n_undecided": len(undecided)}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        counts: Counter[str] = sum((p["counts"] for p in parts), Counter())
         notes = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "no 4xx on chats"
         unknown = []
-        if undecided:
+        n = sum(p["n_undecided"] for p in parts)
+        if n:
+            first = min(x for p in parts for x in p["undecided"])[1]
             unknown.append(
-                f"{len(undecided)} refused chat(s) without a request_kind the checker can judge "
-                f"(e.g. {undecided[0]}): the history does not say what was sent"
+                f"{n} refused chat(s) without a request_kind the checker can judge "
+                f"(e.g. {first}): the history does not say what was sent"
             )
-        return verdict(self.name, violations, unknown=unknown, notes=notes)
+        return verdict(self.name, merge_violations(p["out"] for p in parts), unknown=unknown, notes=notes)
 
     @staticmethod
     def _passed_through(o: Op, st: int, links: Links, plan: set[str]) -> bool:

@@ -312,11 +312,14 @@ def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list
 
 def _check(res: RunResult, sc: Scenario) -> None:
     try:
-        from harness.verdict import run_checkers, write_verdicts
+        from harness.verdict import check_folder, write_verdicts
     except ImportError:
         res.notes.append("harness.checkers not available: no verdicts")
         return
-    verdicts = run_checkers(RunData.load(res.run_dir))  # the one checker path (harness/verdict.py)
+    # the one checker path (harness/verdict.py), per session where a checker can (same verdicts, less memory)
+    checked = check_folder(res.run_dir)
+    verdicts = checked.verdicts
+    del checked  # the loaded run is not kept past the check
     write_verdicts(res.run_dir, verdicts)
     res.verdicts = verdicts
     statuses = [str(v.get("status")) for v in verdicts]
