@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         "--fail-on-unknown", action="store_true", help="exit 3 (cannot judge) on unknown verdicts or SLOs without data"
     )
     p.add_argument(
+        "--per-session",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="check a session group at a time where a checker can (same verdicts, less memory): auto = for a "
+        "folder of 64 MiB of run data or more (default), always, or never",
+    )
+    p.add_argument(
         "--server-log",
         action="append",
         default=[],
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             verdicts = run_checkers(run, args.checker)
             how = "checked on the whole run (--server-log replaces the folder's server logs): all"
         else:
-            fc = check_folder(args.run_dir, args.checker)
+            mode = {"auto": None, "always": True, "never": False}[args.per_session]
+            fc = check_folder(args.run_dir, args.checker, per_session=mode)
             run, verdicts, how = fc.run, fc.verdicts, fc.how()
         if args.checker is None:  # the scenario's own set: what every other command reads
             write_verdicts(args.run_dir, verdicts, server_logs=[str(f) for f in args.server_log])

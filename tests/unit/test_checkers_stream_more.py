@@ -122,7 +122,7 @@ def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
 ) -> None:
     for d in (runs[0], runs[-1]):  # a known-bad run and the cut one (cut operations unknown)
         want = run_checkers(RunData.load(d))
-        code = check_main([str(d)])
+        code = check_main([str(d), "--per-session", "always"])
         said = capsys.readouterr().out
         per = [v["checker"] for v in want if isinstance(CHECKERS.get(v["checker"]), SessionChecker)]
         rest = [v["checker"] for v in want if v["checker"] in CHECKERS and v["checker"] not in per]
@@ -131,9 +131,14 @@ def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
         assert code == (1 if any(v["status"] == "invalid" for v in want) else 0)
         assert not (d / TMP_DIR).exists()
     assert any(e.get("error") == CUT_REASON for e in RunData.load(runs[-1]).history)  # its cut ops: info, unknown
-    fc = check_folder(runs[0], ["leaks", "liveness"])  # a selection, in its order
+    fc = check_folder(runs[0], ["leaks", "liveness"], per_session=True)  # a selection, in its order
     assert [v["checker"] for v in fc.verdicts] == ["leaks", "liveness"]
     assert fc.streamed == ["leaks"] and fc.whole == ["liveness"]
+    small = check_folder(runs[0], ["leaks", "liveness"])  # the default: a run this small is checked whole
+    assert small.verdicts == fc.verdicts and small.streamed == [] and small.whole == ["leaks", "liveness"]
+    assert small.why_whole.startswith("a small run (") and "under 64 MiB" in small.how()
+    check_main([str(runs[0]), "--per-session", "never"])
+    assert "checked per session: none; on the whole run:" in capsys.readouterr().out
 
 
 def test_harness_check_with_replaced_server_logs_runs_whole(
