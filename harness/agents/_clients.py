@@ -218,11 +218,11 @@ class H1Client:
 
     def __init__(self) -> None:
         self.pool = H1Pool(max_connections=_MAX_CONNECTIONS, max_keepalive=_MAX_KEEPALIVE)
-        self._urls: dict[str, tuple[str, int, str] | None] = {}
+        self._urls: dict[str, tuple[str, int, str, str] | None] = {}
         self._other: HttpxClient | None = None  # any scheme but plain http (not one the harness drives)
 
-    def _split(self, url: str) -> tuple[str, int, str] | None:
-        """(host, port, request target) as httpx would send them, parsed once per URL; None: not http://."""
+    def _split(self, url: str) -> tuple[str, int, str, str] | None:
+        """(host, port, request target, Host header) as httpx sends them, parsed once per URL; None: not http://."""
         try:
             return self._urls[url]
         except KeyError:
@@ -230,9 +230,8 @@ class H1Client:
         if len(self._urls) >= 4096:  # a session's URLs repeat every turn; older sessions' are dropped
             self._urls.clear()
         u = httpx.URL(url)
-        parts = (u.host, u.port or 80, u.raw_path.decode("ascii")) if u.scheme == "http" and u.host else None
-        if parts is not None and u.port in (None, 80):
-            parts = None  # httpx's Host header omits a default port; rare enough to leave to httpx
+        ok = u.scheme == "http" and bool(u.host)
+        parts = (u.host, u.port or 80, u.raw_path.decode("ascii"), u.netloc.decode("ascii")) if ok else None
         self._urls[url] = parts
         return parts
 
@@ -244,10 +243,10 @@ class H1Client:
             if self._other is None:
                 self._other = HttpxClient()
             return await self._other.send(method, url, json_body=json_body, headers=headers)
-        host, port, target = parts
+        host, port, target, netloc = parts
         body = json_bytes(json_body) if json_body is not None else None
         try:
-            r = await self.pool.request(method, host, port, target, headers, body, REQUEST_PROGRESS.get())
+            r = await self.pool.request(method, host, port, target, headers, body, REQUEST_PROGRESS.get(), netloc)
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from exc
         raw = r.body

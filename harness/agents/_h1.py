@@ -436,13 +436,14 @@ class H1Pool:
         headers: dict[str, str] | None,
         body: bytes | None,
         progress: dict[str, bool] | None,
+        host_header: str | None = None,
     ) -> Response:
+        """One exchange; ``host_header`` as httpx writes it (the URL's netloc: no default port, IPv6 bracketed)."""
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        hostport = f"{host}:{port}"
         jar = self._cookies.get(host)
         cookie = "; ".join(f"{k}={v}" for k, v in jar.items()) if jar else None
-        data = encode_request(method, hostport, target, headers, body, cookie)
+        data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie)
         if progress is not None:
             progress["sent"] = False
         conn = await self._acquire((host, port))

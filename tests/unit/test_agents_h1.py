@@ -225,3 +225,18 @@ async def test_connection_limit_queues_requests() -> None:
         assert [r[1] for r in results] == [200] * 10
         assert client.pool.open_connections <= 2
     await client.aclose()
+
+
+async def test_same_host_header_and_target_as_httpx_for_other_url_shapes() -> None:
+    """``localhost`` and a path httpx percent-encodes: the Host header is the URL's netloc, the target httpx's."""
+    seen = []
+    for client in (HttpxClient(client=httpx.AsyncClient(timeout=30.0, verify=False)), H1Client()):
+        async with Server("ok") as server:
+            port = server.url.rsplit(":", 1)[1]
+            r = await client.send(
+                "GET", f"http://localhost:{port}/sessions/a b/é?x=1&y=ü", headers={"x-request-id": "r"}
+            )
+            await client.aclose()
+        seen.append((r.status, [q.replace(port.encode(), b"PORT") for q in server.requests]))
+    assert seen[1] == seen[0]
+    assert b"Host: localhost:PORT\r\n" in seen[1][1][0]
