@@ -1,10 +1,12 @@
 """The agents' own HTTP/1.1 client: httpx's bytes and h11's rules, without their objects (issue 15).
 
-Why: driving a server through ``httpx`` costs 1.8-2.4 ms of CPU per request on
-this box (measured by ``bench/bench_harness.py``), most of it h11's event
-machinery and httpx's request and response objects, so the harness could not
-drive 2,000 turns/s per core and its own time showed in client latencies. This
-client does the same work in a few Python calls per request.
+Why: driving a server through the ``httpx`` library costs 1.8-2.4 ms of CPU
+per agent request on this box (``bench/bench_harness.py --agents``), most of it
+h11's event machinery and httpx's request and response objects, so the harness
+was far from 2,000 turns/s per core and its own time showed in client
+latencies. This client does the same exchange in a few Python calls: 0.6-0.7 ms
+per agent request, of which ~0.4 ms is the agent and history with no HTTP at
+all (bench/results_harness.md).
 
 "The same" is the contract, and ``tests/unit/test_agents_h1.py`` holds it
 against a stock ``httpx.AsyncClient`` on the same raw server answers:
