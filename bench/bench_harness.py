@@ -7,7 +7,8 @@ in its own OS process, answering every POST with a fixed chat completion): the s
 puts its own handling time in ``x-server-ns``, so ``client time - server time`` is what
 the harness (and loopback, and uvicorn's HTTP layer) added.
 
-The client is the agents' own path: ``harness.agents._clients.HttpxClient.chat`` plus one
+The client is the agents' own path: ``make_client(kind).chat`` (``httpx`` is the agents' own HTTP/1.1
+client over sockets, ``harness/agents/_h1.py``; ``httpx-lib`` the httpx library) plus one
 ``History.invoke`` / ``History.ok`` pair per request, as an agent turn records it; open
 loop at ``--rates`` requests/s (Poisson-free, evenly spaced) with up to ``--concurrency``
 in flight, one event loop, one process. Per rate it prints achieved turns/s, the
@@ -45,6 +46,7 @@ from harness.agents._clients import (  # noqa: E402
     HttpClient,
     HttpxClient,
     OpenAIClient,
+    make_client,
 )
 from harness.agents._clients import make_client as make_client_orig  # noqa: E402
 from harness.history import History  # noqa: E402
@@ -134,6 +136,8 @@ def make(kind: str, pool: str) -> HttpClient:
     client: HttpClient
     if kind == "aiohttp":
         return AiohttpClient()
+    if kind == "httpx":
+        return make_client("httpx")  # the agents' own HTTP/1.1 client: no pool to swap
     client = OpenAIClient() if kind == "openai" else HttpxClient()
     if pool == "httpcore":
         import httpx
@@ -184,7 +188,7 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: s
     await client.aclose()
     return {
         "client": kind,
-        "pool": pool if kind != "aiohttp" else "aiohttp",
+        "pool": pool if kind in ("httpx-lib", "openai") else "own",
         "load": os.getloadavg()[0],
         "offered": rate,
         "achieved": n / wall,
@@ -329,7 +333,12 @@ def main() -> None:
     ap.add_argument("--rates", default="200,500,1000,2000,4000")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--client", default="httpx", help="httpx, openai or aiohttp (comma-separated: each in turn)")
+    ap.add_argument(
+        "--client",
+        default="httpx",
+        help="httpx (the agents' own client), httpx-lib, openai, aiohttp or, with --agents, canned "
+        "(comma-separated: each in turn)",
+    )
     ap.add_argument(
         "--pool",
         default="fast",
@@ -363,7 +372,7 @@ def main() -> None:
             pools = ["httpcore", "fast"] if args.pool == "both" else [args.pool]
             for rate in (float(r) for r in args.rates.split(",")):
                 for kind in args.client.split(","):
-                    for pool in pools if kind != "aiohttp" else ["fast"]:
+                    for pool in pools if kind in ("httpx-lib", "openai") else ["fast"]:
                         run = drive(url, rate, args.seconds, args.concurrency, kind, pool)
                         if args.profile:
                             import cProfile

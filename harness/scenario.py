@@ -54,7 +54,7 @@ __all__ = [
     "parse_scenario",
 ]
 
-CLIENT_KINDS = ("httpx", "openai", "aiohttp")
+CLIENT_KINDS = ("httpx", "openai", "aiohttp", "httpx-lib")  # httpx-lib: the library itself (agents/_clients.py)
 SLO_BUCKETS = (
     "lock_wait_ms",
     "tokenize_in_ms",
@@ -825,7 +825,10 @@ def _parse_agent(t: _Table) -> AgentSpec:
         if not any(w > 0 for w in clients.values()):
             raise t.err("client", "at least one client needs a positive weight")
     else:
-        raise t.err("client", 'expected "httpx" | "openai" | "aiohttp", or weights such as { httpx = 2, openai = 1 }')
+        raise t.err(
+            "client",
+            'expected "httpx" | "openai" | "aiohttp" | "httpx-lib", or weights such as { httpx = 2, openai = 1 }',
+        )
     spec = AgentSpec(
         clients=clients,
         litellm_remap=t.bool_("litellm_remap", False),

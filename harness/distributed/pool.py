@@ -23,9 +23,13 @@ a worker process exactly as it would in a local one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable, Iterable
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["RayPool", "RayUnavailable", "local_init_kwargs", "ray_available"]
@@ -80,6 +84,38 @@ def local_init_kwargs(workers: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred(what: str) -> Iterator[list[int]]:
+    """A first Ctrl-C (SIGINT) while ``what`` runs is held until it is over; a second one interrupts at once.
+
+    ``ray.init`` starts a head (GCS, raylet, dashboard and runtime-env agents: 10-20 s on a loaded box); a
+    KeyboardInterrupt raised inside it left that head half started, its agents orphaned and running, and once
+    crashed the interpreter (SIGSEGV). Held, the interrupt is raised by the caller once the head is whole and
+    has been shut down. Yields a one-item list: the count of interrupts seen. Main thread only (elsewhere
+    Python delivers no SIGINT anyway).
+    """
+    seen = [0]
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # a background job that ignores Ctrl-C: nothing to hold
+        yield seen
+        return
+
+    def hold(signum: int, frame: Any) -> None:
+        seen[0] += 1
+        if seen[0] > 1:
+            raise KeyboardInterrupt
+        print(f"harness: interrupted; stopping once {what} (Ctrl-C again to force)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class RayPool:
     """``map(fn, jobs)`` over Ray tasks, in input order; ``shutdown()`` ends a head this pool started."""
 
@@ -87,11 +123,20 @@ class RayPool:
         ray = self._ray = _ray(local=address is None)
         self.started_head = False
         if not ray.is_initialized():
-            if address is None:
-                ray.init(**local_init_kwargs(workers or 1))
-                self.started_head = True
-            else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            with _ctrl_c_deferred("the Ray head is up" if address is None else "Ray is connected") as ctrl_c:
+                try:
+                    if address is None:
+                        ray.init(**local_init_kwargs(workers or 1))
+                        self.started_head = True
+                    else:
+                        ray.init(address=address, log_to_driver=False, configure_logging=False)
+                except KeyboardInterrupt:  # the second Ctrl-C: whatever came up goes down
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()
+                    raise
+            if ctrl_c[0]:
+                self.shutdown()
+                raise KeyboardInterrupt
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, workers if workers is not None else cpus)
         self._remote: dict[Callable[..., Any], Any] = {}

@@ -404,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     _warn_target(target, loaded)
     live_options: dict[str, Any] = {"server_logs": args.server_log} if args.server_log else {}
     if args.ray is not None:
-        ray_live, why = _ray_live(args)
+        try:
+            ray_live, why = _ray_live(args)
+        except KeyboardInterrupt:  # Ctrl-C while the Ray head started: it was shut down once up (distributed/pool.py)
+            console.print("[bold red]interrupted[/]: the Ray head was shut down; no run was started")
+            return 130
         if ray_live is None:
             print(f"harness run: {why}", file=sys.stderr)
             return EXIT_BAD_INPUT

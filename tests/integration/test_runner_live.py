@@ -81,7 +81,7 @@ def test_small_scenario_end_to_end(tmp_path: Path) -> None:
     assert run.backend_executions
     assert len(run.owners) == 6 and set(run.owners.values()) <= set(run.scenario["servers"])  # type: ignore[arg-type]
     assert {e["client"] for e in run.history if e["type"] == "invoke" and e["f"] == "chat"} == {
-        "httpx",
+        "httpx->h1",  # client = "httpx" over sockets: the agents' own HTTP/1.1 client (harness/agents/_h1.py)
         "openai",
         "aiohttp",
     }
