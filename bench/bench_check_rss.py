@@ -17,7 +17,10 @@ process, and compares their verdicts (JSON, byte for byte).
 ``--phases`` instead loads the folder in this process and prints RSS after the load, the pairing, the
 shared Links and each checker (where the memory goes).
 
-Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases] [--stream NAMES]``.
+``--in-place`` (with ``--stream``): measure on RUN_DIR itself instead of a copy (a 10^5 folder is 2 GB).
+
+Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases] [--stream NAMES]
+[--skip-whole] [--in-place]``.
 Not part of the test suite; it prints figures (bench/results_soak.md).
 """
 
@@ -91,11 +94,11 @@ print(how)
 """
 
 
-def stream(work: Path, names: str, whole: bool = True) -> None:
+def stream(work: Path, names: str, whole: bool = True, out_dir: Path | None = None) -> None:
     """Peak RSS of the per-session pass and of check_all for ``names``, and whether their verdicts agree."""
     got: dict[str, bytes] = {}
     for mode in ("stream", "whole") if whole else ("stream",):
-        out = work.parent / f"verdicts-{mode}.json"
+        out = (out_dir or work.parent) / f"verdicts-{mode}.json"
         rc, peak, secs = measure([sys.executable, "-c", STREAM_CHILD, str(work), names, mode, str(out)])
         print(f"{mode}: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s", flush=True)
         got[mode] = out.read_bytes() if out.exists() else b""
@@ -114,7 +117,16 @@ def main() -> int:
     ap.add_argument("--stream", default=None, metavar="NAMES", help="per-session pass vs check_all for these")
     ap.add_argument("--skip-whole", action="store_true", help="with --stream: the per-session pass only")
     ap.add_argument("--tmp", type=Path, default=None, help="where the copy goes (default: a temp dir)")
+    ap.add_argument(
+        "--in-place",
+        action="store_true",
+        help="with --stream: measure on RUN_DIR itself, no copy (the pass writes only its own .harness-tmp/)",
+    )
     args = ap.parse_args()
+    if args.in_place and args.stream and args.replicate <= 1:
+        print(f"input: {args.run_dir} (in place)")
+        stream(args.run_dir, args.stream, whole=not args.skip_whole, out_dir=args.tmp or Path(tempfile.gettempdir()))
+        return 0
     if args.phases and args.replicate <= 1:
         phases(args.run_dir)
         return 0

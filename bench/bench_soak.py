@@ -210,7 +210,7 @@ def check_only(run_dir: Path, sample_s: float) -> None:
 
 
 SID = re.compile(r"\b([0-9a-f]{32})\b")
-RQ = re.compile(r'"([0-9a-f]{8})"')
+RQ = re.compile(r'"([0-9a-f]{8}(?:[0-9a-f]{8})?)"')  # server req ids (8 hex), caller request ids (16)
 
 
 def replicate(src: Path, dst: Path, k: int) -> None:

@@ -210,6 +210,28 @@ def _plain(ev: dict[str, Any]) -> dict[str, Any]:
     return {**ev, "body": b.load()} if isinstance(b, StoredBody) else ev
 
 
+def _line(ev: dict[str, Any]) -> str:
+    """An event's line in history.jsonl as :meth:`RunData.save` writes it."""
+    return json.dumps(_plain(ev), sort_keys=True) + "\n"
+
+
+def _holds(path: Path, events: list[dict[str, Any]]) -> bool:
+    """``path`` is already, byte for byte, what :meth:`RunData.save` would write for ``events``.
+
+    A live run's history is appended to history.jsonl as it happens (harness.history, so a cut run leaves it
+    behind); the save at the end then finds it there and does not write it again. Read one line at a time,
+    stopped at the first difference (an event changed after it was written, a torn tail, a cut-run closing):
+    then the file is rewritten as before.
+    """
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        for ev in events:
+            if fh.readline() != _line(ev).encode("utf-8", "surrogatepass"):
+                return False
+        return fh.read(1) == b""
+
+
 def _history(events: list[dict[str, Any]]) -> History:
     return events if isinstance(events, History) else History(events)
 
@@ -244,11 +266,12 @@ class RunData:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(self.scenario, indent=2, sort_keys=True, default=str))
         hist = run_dir / RUN_FILES["history"]
-        tmp = hist.with_name(hist.name + ".tmp")  # replaced whole: a StoredBody may still read the old file
-        with tmp.open("w") as fh:
-            for ev in self.history:
-                fh.write(json.dumps(_plain(ev), sort_keys=True) + "\n")
-        os.replace(tmp, hist)
+        if not _holds(hist, self.history):  # a live run appended it as it went: not written a second time
+            tmp = hist.with_name(hist.name + ".tmp")  # replaced whole: a StoredBody may still read the old file
+            with tmp.open("w") as fh:
+                for ev in self.history:
+                    fh.write(_line(ev))
+            os.replace(tmp, hist)
         (run_dir / RUN_FILES["final_states"]).write_text(json.dumps(self.final_states, sort_keys=True))
         (run_dir / RUN_FILES["owners"]).write_text(json.dumps(self.owners, indent=1, sort_keys=True))
         (run_dir / RUN_FILES["backend_executions"]).write_text(json.dumps(self.backend_executions, sort_keys=True))

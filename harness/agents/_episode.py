@@ -507,7 +507,7 @@ class Agent:
 
     async def _create_once(self, intended: float | None) -> str | None:
         self._last_create_kind = None
-        rid = self.ids.request_id()
+        rid = self.ids.caller_request_id()
         op = self.history.invoke(
             process=self.plan.process,
             f="create",
@@ -542,7 +542,7 @@ class Agent:
         cancel_after: float | None = None,
         how: dict[str, Any] | None = None,
     ) -> ChatOutcome:
-        rid = self.ids.request_id()
+        rid = self.ids.caller_request_id()
         headers = self._headers(rid, turn, attempt)
         forced = self.plan.chaos.forced_fault(turn) if attempt == 0 else None
         if forced:
@@ -620,7 +620,7 @@ class Agent:
 
     async def _session_request(self, method: str, f: str, sid: str, reason: str) -> tuple[int, Reply | None]:
         """One GET or DELETE of a session, invoked in the history; (op, reply or None if it never answered)."""
-        rid = self.ids.request_id()
+        rid = self.ids.caller_request_id()
         op = self.history.invoke(
             process=self.plan.process,
             f=f,

@@ -147,7 +147,7 @@ class ScriptedAgent(Agent):
         return self.chosen[turn]
 
     async def _chat_step(self, sid: str, step: ScriptStep, body: dict[str, Any]) -> ChatOutcome:
-        rid = step.request_id or self.ids.request_id()
+        rid = step.request_id or self.ids.caller_request_id()
         headers = self._headers(rid, step.turn, step.attempt)
         if step.fault:
             headers["x-fake-fault"] = step.fault

@@ -632,13 +632,16 @@ def _streamed(run_dir: Path, checkers: list[SessionChecker], groups: int | None)
     crashed: dict[str, Verdict] = {}
     with Spill(run_dir, groups=groups) as sp:
         assert sp.context is not None
-        for part in sp.parts():
+        parts = sp.parts()
+        # one part alive at a time: ``for part in parts`` would hold the last one while the next is decoded
+        while (part := next(parts, None)) is not None:
             for c in checkers:
                 if c.name in crashed:
                     continue
                 v = run_checker(_PartStep(c, part, partial[c.name]), part.run)
                 if v.status != "valid":  # the part step raised: the checker's verdict is that crash
                     crashed[c.name] = v
+            del part
         ctx = sp.context
     out: dict[str, Verdict] = dict(crashed)
     for c in checkers:

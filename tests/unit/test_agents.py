@@ -8,6 +8,7 @@ against the real protocol, and the checkers judge the result.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -55,6 +56,7 @@ async def test_happy_episode_create_turns_collect_delete() -> None:
     invokes = [e for e in run.history if e["type"] == "invoke" and e["f"] == "chat"]
     assert {(e["turn"], e["attempt"]) for e in invokes} == {(0, 0), (1, 0), (2, 0)}
     assert len({e["request_id"] for e in invokes}) == 6
+    assert all(re.fullmatch(r"[0-9a-f]{16}", e["request_id"]) for e in invokes)  # 64 bits: no collisions at 10^5
     assert set(run.final_states.values()) == {None}  # deleted at episode end
     assert_all_valid(run)
 

@@ -98,3 +98,26 @@ def test_sink_streams_and_reader_round_trips(tmp_path: Path) -> None:
     pairs = list(operations(back))
     assert len(pairs) == 1 and pairs[0][1] is not None and pairs[0][1]["status"] == 204
     assert completions(back, "delete")[0]["type"] == "ok"
+
+
+def test_save_does_not_write_again_a_history_the_run_appended(tmp_path: Path) -> None:
+    from harness.rundata import RUN_FILES, RunData
+
+    clock = FakeClock()
+    path = tmp_path / RUN_FILES["history"]
+    with path.open("w") as sink:
+        h = History(clock, sink=sink)
+        op = h.invoke(process="agent-0", f="chat", session="s\u00e9", server="http://x", turn=0, request_id="r")
+        clock.t += 1.0
+        h.ok(op, status=200, body={"k": [1, 2.5, None, "\ud800"]})
+        h.invoke(process="agent-1", f="create", server="http://x")
+        h.close_open("run ended")
+    written = path.read_bytes()
+    inode = path.stat().st_ino
+    RunData(scenario={}, history=h.events).save(tmp_path)
+    assert path.stat().st_ino == inode and path.read_bytes() == written  # found there, not rewritten
+    h.events[1]["status"] = 500  # changed after it was appended: the file is rewritten with it
+    RunData(scenario={}, history=h.events).save(tmp_path)
+    assert path.stat().st_ino != inode and json.loads(path.read_bytes().splitlines()[1])["status"] == 500
+    RunData(scenario={}, history=h.events[:2]).save(tmp_path)  # fewer events than the file holds
+    assert len(path.read_bytes().splitlines()) == 2
