@@ -20,6 +20,8 @@ from __future__ import annotations
 import pytest
 
 from harness.mutate import PROTOCOL_MODULES, MutationConfig, run_mutation
+from harness.mutate._driver import ROOT
+from harness.mutate._report import summary
 
 SAMPLE = 40
 SEED = 12
@@ -70,8 +72,10 @@ def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pyte
     counts = run.counts()
     assert counts.get("not_run", 0) == 0
     survivors = [r for r in run.results if r.status in ("survived", "timeout")]
+    stk = summary(run, ROOT)["seconds_to_kill_sim"]  # the same figures as harness mutate's summary.md
     with capsys.disabled():
         print(f"\nmutation sample: score {run.score:.3f} (floor {FLOOR}), {counts}, {run.elapsed_s:.0f} s")
+        print(f"  seconds to kill in sim: median {stk['median']}, p90 {stk['p90']}, max {stk['max']}")
         for r in survivors:
             m = r.mutant
             print(f"  {r.status} {m.id} {m.module}:{m.position.line} {m.position.function}: {m.before} -> {m.after}")
