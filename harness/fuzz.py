@@ -248,9 +248,13 @@ def _wrong_method(rng: random.Random) -> Case:
             ("PATCH", "/sessions/{victim}"),
             ("POST", "/sessions/{victim}"),
             ("PUT", "/sessions/{victim}"),
+            # a well-formed chat body, but PUT: only POST is the tracked chat; any other method falls to the plain
+            # pass-through, where the backend's chat route refuses it (405) as the server itself may
+            ("PUT", "/sessions/{victim}/v1/chat/completions"),
         ]
     )
-    return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps({}), "4xx")
+    body = {"model": _MODEL, "messages": _BASE} if path.endswith("/completions") else {}
+    return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps(body), "4xx")
 
 
 def _odd_session_id(rng: random.Random) -> Case:
@@ -272,6 +276,7 @@ def _odd_session_id(rng: random.Random) -> Case:
 # server may refuse any of them (an allowlist), so each expects only "no 5xx".
 _PASSTHROUGH: tuple[tuple[str, str, Any], ...] = (
     ("GET", "v1/models", None),
+    ("GET", "v1/models/fake-sglang", None),  # OpenAI's retrieve-model route, the fake's one model
     ("GET", "health", None),
     ("GET", "get_model_info", None),
     ("POST", "generate", {"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}}),

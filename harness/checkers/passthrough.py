@@ -19,8 +19,8 @@ the fuzz workload's ``passthrough`` cases, ``[workload] fuzz = N``):
   ``..`` climbing above the session; RFC 3986 dot segments and empty
   segments are removed, as every server means the same by them;
 - it then names one of the fake's non-admin routes with its method (``GET
-  /health``, ``/health_generate``, ``/v1/models``, ``/get_model_info``,
-  ``POST /generate``), and is not the chat endpoint (tracked, not passed
+  /health``, ``/health_generate``, ``/v1/models``, ``/v1/models/fake-sglang``,
+  ``/get_model_info``, ``POST /generate``), and is not the chat endpoint (tracked, not passed
   through);
 - the session was live: created, no DELETE of it invoked before the answer,
   no process kill since it was created.
@@ -48,6 +48,7 @@ BACKEND_ROUTES = frozenset(
         ("GET", "/health"),
         ("GET", "/health_generate"),
         ("GET", "/v1/models"),
+        ("GET", "/v1/models/fake-sglang"),  # OpenAI's retrieve-model, for the fake's one model
         ("GET", "/get_model_info"),
         ("POST", "/generate"),
     }

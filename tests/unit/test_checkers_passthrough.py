@@ -69,8 +69,23 @@ def test_plain_path_is_rfc3986_dot_removal_and_refuses_odd_bytes() -> None:
         assert plain_path(odd) is None, odd
 
 
-def test_the_routes_are_the_fake_backends_own() -> None:
+def test_the_routes_are_the_fake_backends_own_and_answer_2xx() -> None:
+    import asyncio
+    import json
+
+    import httpx
+
     app = create_app(seed=0)
-    routes = set(app._routes)
-    assert routes >= BACKEND_ROUTES
     assert not {p for _, p in BACKEND_ROUTES} & {"/abort_request", "/stats", "/admin/plan", "/admin/reset"}
+
+    async def call(method: str, path: str) -> int:
+        body = (
+            {"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}} if method == "POST" else None
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fake") as c:
+            r = await c.request(method, path, content=None if body is None else json.dumps(body))
+            return r.status_code
+
+    for method, path in sorted(BACKEND_ROUTES):
+        assert 200 <= asyncio.run(call(method, path)) < 300, (method, path)
+    assert asyncio.run(call("GET", "/v1/models/ab")) == 404  # another model: the backend's own 404, not judged
