@@ -30,7 +30,9 @@ key, an odd role or content part).
 After the cases, a *rollback probe* on a third session: two committed turns,
 then a request that diverges before the first assistant turn, which would
 discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
-``"4xx"``.
+``"4xx"``; then the next legal turn of that session as a plain OpenAI client
+sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
+(``expect = "no_5xx"``: a server may not depend on headers of our own).
 """
 
 from __future__ import annotations
@@ -387,15 +389,15 @@ class _Fuzzer:
         await self._chat_completion(op, sid, body, rid, 0)
 
     async def _chat_completion(
-        self, op: int, sid: str, body: bytes | None, rid: str, attempt: int, turn: int = 0
+        self, op: int, sid: str, body: bytes | None, rid: str, attempt: int, turn: int = 0, plain: bool = False
     ) -> Any:
-        """Send one chat; the assistant message of a 200 answer that was not aborted (else None)."""
-        headers = {
-            "x-request-id": rid,
-            "x-turn": str(turn),
-            "x-attempt": str(attempt),
-            "content-type": "application/json",
-        }
+        """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
+
+        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own).
+        """
+        headers = {"x-request-id": rid, "content-type": "application/json"}
+        if not plain:
+            headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
         r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
         if r is None:
             return None
@@ -445,6 +447,24 @@ class _Fuzzer:
             msgs.append({"role": "user", "content": f"Another one, please ({turn + 1})."})
         over = _dumps({"model": _MODEL, "messages": [*_BASE, {"role": "user", "content": "Start over."}]})
         await self.case(_chat_case("rollback:two_steps", "rollback", over, "4xx"), sid, turn=2)
+        # the next legal turn as a plain client sends it: without the harness's x-turn / x-attempt headers
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=2,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(msgs),
+            stream=False,
+            fuzz="headers:plain_client",
+            fuzz_category="headers",
+            expect="no_5xx",
+        )
+        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
