@@ -15,9 +15,10 @@ history op that records ``method`` and a ``path`` under ``/sessions/{id}/``:
 the fuzz workload's ``passthrough`` cases, ``[workload] fuzz = N``):
 
 - the path after ``/sessions/{id}/`` is plain: no percent escape, backslash,
-  ``?``, ``#``, control or non-ASCII byte (a server may refuse those) and no
-  ``..`` climbing above the session; RFC 3986 dot segments and empty
-  segments are removed, as every server means the same by them;
+  ``?``, ``#``, control or non-ASCII byte (a server may refuse those), no
+  empty segment (``//`` names another path: a plain proxy forwards it and
+  the backend may answer 404) and no ``..`` climbing above the session; RFC
+  3986 dot segments are removed (HTTP clients remove them before sending);
 - it then names one of the fake's non-admin routes with its method (``GET
   /health``, ``/health_generate``, ``/v1/models``, ``/v1/models/fake-sglang``,
   ``/get_model_info``, ``POST /generate``), and is not the chat endpoint (tracked, not passed
@@ -58,12 +59,14 @@ _ODD = frozenset("%\\?#")
 
 
 def plain_path(tail: str) -> str | None:
-    """The backend path a plain pass-through tail names (``./v1//models`` -> ``/v1/models``); None if odd."""
+    """The backend path a plain pass-through tail names (``./v1/models`` -> ``/v1/models``); None if odd."""
     if any(c in _ODD or not (" " < c < "\x7f") for c in tail):
         return None
     out: list[str] = []
     for seg in tail.split("/"):
-        if seg in ("", "."):
+        if seg == "":
+            return None  # "//" or a trailing "/": another path to the backend (RFC 3986 keeps empty segments)
+        if seg == ".":
             continue
         if seg == "..":
             if not out:

@@ -38,7 +38,7 @@ def _run(cases: list[tuple[str, str, int]], *, delete_first: bool = False, plan:
 
 
 def test_a_refused_backend_route_is_flagged_and_its_answer_is_not() -> None:
-    v = _run([("GET", "health", 200), ("POST", "generate", 200), ("GET", "./v1//models", 403)])
+    v = _run([("GET", "health", 200), ("POST", "generate", 200), ("GET", "./v1/models", 403)])
     assert v.status == "invalid"
     assert [x.kind for x in v.violations] == ["legal_passthrough_refused"]
     assert "/v1/models" in v.violations[0].message
@@ -52,6 +52,7 @@ def test_hostile_spellings_admin_paths_and_dead_sessions_are_not_judged() -> Non
         ("GET", "%2e%2e/health", 400),
         ("GET", "a\\..\\health", 400),
         ("GET", "..", 400),
+        ("GET", "./v1//models", 404),  # an empty segment: another backend path, which the backend may not know
         ("POST", "health", 405),  # not the route's method
         ("POST", "v1/chat/completions", 400),  # the tracked chat endpoint
     ]
@@ -63,7 +64,8 @@ def test_hostile_spellings_admin_paths_and_dead_sessions_are_not_judged() -> Non
 
 
 def test_plain_path_is_rfc3986_dot_removal_and_refuses_odd_bytes() -> None:
-    assert plain_path("./v1//models") == "/v1/models"
+    assert plain_path("./v1/models") == "/v1/models"
+    assert plain_path("./v1//models") is None and plain_path("v1/models/") is None
     assert plain_path("v1/models/../models") == "/v1/models"
     for odd in ("..", "a/../../x", "%2e%2e", "a\\b", "a?b", "x#y", "h\x00", "h\u00e9"):
         assert plain_path(odd) is None, odd
