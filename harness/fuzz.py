@@ -26,6 +26,13 @@ correct server can accept the request (not JSON, not an object, no usable
 ``messages``, a wrong method, an unknown session), ``"no_5xx"`` where a
 server may forward it and the backend decide (a wrong type at an optional
 key, an odd role or content part).
+
+After the cases, a *rollback probe* on a third session: two committed turns,
+then a request that diverges before the first assistant turn, which would
+discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
+``"4xx"``; then the next legal turn of that session as a plain OpenAI client
+sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
+(``expect = "no_5xx"``: a server may not depend on headers of our own).
 """
 
 from __future__ import annotations
@@ -248,9 +255,13 @@ def _wrong_method(rng: random.Random) -> Case:
             ("PATCH", "/sessions/{victim}"),
             ("POST", "/sessions/{victim}"),
             ("PUT", "/sessions/{victim}"),
+            # a well-formed chat body, but PUT: only POST is the tracked chat; any other method falls to the plain
+            # pass-through, where the backend's chat route refuses it (405) as the server itself may
+            ("PUT", "/sessions/{victim}/v1/chat/completions"),
         ]
     )
-    return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps({}), "4xx")
+    body = {"model": _MODEL, "messages": _BASE} if path.endswith("/completions") else {}
+    return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps(body), "4xx")
 
 
 def _odd_session_id(rng: random.Random) -> Case:
@@ -272,6 +283,7 @@ def _odd_session_id(rng: random.Random) -> Case:
 # server may refuse any of them (an allowlist), so each expects only "no 5xx".
 _PASSTHROUGH: tuple[tuple[str, str, Any], ...] = (
     ("GET", "v1/models", None),
+    ("GET", "v1/models/fake-sglang", None),  # OpenAI's retrieve-model route, the fake's one model
     ("GET", "health", None),
     ("GET", "get_model_info", None),
     ("POST", "generate", {"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}}),
@@ -376,20 +388,83 @@ class _Fuzzer:
         )
         await self._chat_completion(op, sid, body, rid, 0)
 
-    async def _chat_completion(self, op: int, sid: str, body: bytes | None, rid: str, attempt: int) -> None:
-        headers = {"x-request-id": rid, "x-turn": "0", "x-attempt": str(attempt), "content-type": "application/json"}
+    async def _chat_completion(
+        self, op: int, sid: str, body: bytes | None, rid: str, attempt: int, turn: int = 0, plain: bool = False
+    ) -> Any:
+        """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
+
+        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own).
+        """
+        headers = {"x-request-id": rid, "content-type": "application/json"}
+        if not plain:
+            headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
         r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
         if r is None:
-            return
+            return None
         fields = _reply_fields(r)
         if r.status_code != 200:
             self.history.fail(op, **fields, error=r.text[:300])
-            return
+            return None
         data = _json(r)
         choice = data["choices"][0] if isinstance(data, dict) and data.get("choices") else {}
         finish = choice.get("finish_reason") if isinstance(choice, dict) else None
         aborted = r.headers.get("x-sglang-aborted") == "1" or finish == "abort"
         self.history.ok(op, **fields, finish_reason=finish, aborted=aborted)
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        return msg if isinstance(msg, dict) and not aborted else None
+
+    async def rollback_probe(self) -> None:
+        """Two committed turns, then a request that would roll both back: CONTEXT.md refuses it (400).
+
+        The retry rollback discards at most one assistant step. The probe's own
+        session (neither canary nor victim) holds [system, user, a0, user, a1];
+        the request [system, user, "start over"] diverges before a0, so honouring
+        it would discard both steps. Tagged ``fuzz`` with ``expect = "4xx"``.
+        """
+        sid = await self.create("rollback_probe")
+        if sid is None:
+            return
+        msgs: list[dict[str, Any]] = list(_BASE)
+        for turn in (0, 1):
+            rid = self._rid()
+            op = self.history.invoke(
+                process="fuzzer",
+                f="chat",
+                session=sid,
+                server=self.server,
+                turn=turn,
+                attempt=0,
+                request_id=rid,
+                intended=self.history.now(),
+                messages=len(msgs),
+                stream=False,
+            )
+            body = _dumps({"model": _MODEL, "messages": msgs})
+            reply = await self._chat_completion(op, sid, body, rid, 0, turn)
+            if reply is None:
+                return  # a fault or an abort: no two committed steps to roll back
+            msgs = [*msgs, {k: reply[k] for k in ("role", "content", "tool_calls") if reply.get(k) is not None}]
+            msgs.append({"role": "user", "content": f"Another one, please ({turn + 1})."})
+        over = _dumps({"model": _MODEL, "messages": [*_BASE, {"role": "user", "content": "Start over."}]})
+        await self.case(_chat_case("rollback:two_steps", "rollback", over, "4xx"), sid, turn=2)
+        # the next legal turn as a plain client sends it: without the harness's x-turn / x-attempt headers
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=2,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(msgs),
+            stream=False,
+            fuzz="headers:plain_client",
+            fuzz_category="headers",
+            expect="no_5xx",
+        )
+        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
@@ -401,7 +476,7 @@ class _Fuzzer:
         else:
             self.history.fail(op, status=r.status_code, error=r.text[:300])
 
-    async def case(self, case: Case, victim: str) -> None:
+    async def case(self, case: Case, victim: str, turn: int = 0) -> None:
         path = case.path.replace("{victim}", victim)
         rid = self._rid()
         tags: dict[str, Any] = {"fuzz": case.name, "fuzz_category": case.category, "expect": case.expect}
@@ -413,14 +488,14 @@ class _Fuzzer:
                 f="chat",
                 session=victim,
                 server=self.server,
-                turn=0,
+                turn=turn,
                 attempt=self.attempts,
                 request_id=rid,
                 intended=self.history.now(),
                 stream=False,
                 **tags,
             )
-            await self._chat_completion(op, victim, case.body, rid, self.attempts)
+            await self._chat_completion(op, victim, case.body, rid, self.attempts, turn)
             return
         addressed = victim if "{victim}" in case.path else None
         op = self.history.invoke(
@@ -473,5 +548,6 @@ async def run_fuzz(
             await fz.snapshot(sid, f"fuzz_{role}_before")
         for case in derive_cases(sc.seed, sc.workload.fuzz):
             await fz.case(case, victim)
+        await fz.rollback_probe()
         for sid, role in ((canary, "canary"), (victim, "victim")):
             await fz.snapshot(sid, f"fuzz_{role}_after")

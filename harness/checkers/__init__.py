@@ -39,6 +39,7 @@ from harness.checkers.liveness import Liveness
 from harness.checkers.logs import Leaks, LogConsistency
 from harness.checkers.lost_turns import LostTurns
 from harness.checkers.ownership import Ownership
+from harness.checkers.passthrough import Passthrough
 from harness.checkers.provisional import Provisional
 from harness.checkers.refused_legal import RefusedLegal
 from harness.checkers.resurrection import NoResurrection
@@ -75,5 +76,6 @@ if not CHECKERS:
         BadInput(),
         RefusedLegal(),
         Blocking(),
+        Passthrough(),
     ):
         register(_c)

@@ -61,6 +61,8 @@ MAX_JSON_DEPTH = 64
 NO_KEY = "-"
 CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
+MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
+MODELS_PREFIX = "/v1/models/"
 _MALFORMED = frozenset({"no_meta_info", "null_content", "logprob_mismatch", "invalid_json"})
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
@@ -195,6 +197,8 @@ class FakeSGLang:
         kind = scope["type"]
         if kind == "http":
             handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None and scope["method"] == "GET" and scope["path"].startswith(MODELS_PREFIX):
+                handler = self._model  # OpenAI's retrieve-model, /v1/models/{model} (SGLang serves it too)
             self.counters["requests"] += 1
             if handler is None:
                 if scope["path"] in self._paths:
@@ -236,10 +240,18 @@ class FakeSGLang:
         )
 
     async def _model_info(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond.send_json(send, 200, {"model_path": "fake-sglang", "is_generation": True})
+        await respond.send_json(send, 200, {"model_path": MODEL_ID, "is_generation": True})
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond.send_json(send, 200, {"object": "list", "data": [{"id": "fake-sglang", "object": "model"}]})
+        await respond.send_json(send, 200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"][len(MODELS_PREFIX) :] == MODEL_ID:
+            await respond.send_json(send, 200, {"id": MODEL_ID, "object": "model"})
+        else:
+            await respond.send_json(
+                send, *_error(404, "model_not_found", f"no model {scope['path'][len(MODELS_PREFIX) :][:80]!r}")
+            )
 
     async def _get_plan(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_safe(send, 200, self.plan.describe())

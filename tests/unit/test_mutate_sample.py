@@ -20,6 +20,8 @@ from __future__ import annotations
 import pytest
 
 from harness.mutate import PROTOCOL_MODULES, MutationConfig, run_mutation
+from harness.mutate._driver import ROOT
+from harness.mutate._report import summary
 
 SAMPLE = 40
 SEED = 12
@@ -55,6 +57,9 @@ SCENARIOS = [
 # 01d81f4dcbae equivalent): 33 killed / 5 survived / 2 equivalent = 0.868 (796 s with 2 jobs at load ~10 with
 # two other runs of mine beside it; the unchanged config took 297 s at load ~5 just before). The two scenarios
 # run only for mutants the first eleven leave alive (8 of 40 here): ~3 s and ~4 s of CPU a case.
+# t12-triage (58757a8: the fuzz's PUT chat, model route, rollback probe and plain-client turn reach
+# malformed_requests): the same 33 / 5 / 2 = 0.868, 562 s with 2 jobs at load ~12-14 (the 120-sample measurement
+# beside it); seconds to kill in sim median 12.3, p90 45.7, max 74.1 (first figures: the test did not print them).
 MEASURED = 0.868
 FLOOR = 0.81
 
@@ -70,8 +75,10 @@ def test_mutation_score_over_the_fixed_sample_stays_above_the_floor(capsys: pyte
     counts = run.counts()
     assert counts.get("not_run", 0) == 0
     survivors = [r for r in run.results if r.status in ("survived", "timeout")]
+    stk = summary(run, ROOT)["seconds_to_kill_sim"]  # the same figures as harness mutate's summary.md
     with capsys.disabled():
         print(f"\nmutation sample: score {run.score:.3f} (floor {FLOOR}), {counts}, {run.elapsed_s:.0f} s")
+        print(f"  seconds to kill in sim: median {stk['median']}, p90 {stk['p90']}, max {stk['max']}")
         for r in survivors:
             m = r.mutant
             print(f"  {r.status} {m.id} {m.module}:{m.position.line} {m.position.function}: {m.before} -> {m.after}")

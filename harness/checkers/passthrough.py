@@ -1,0 +1,144 @@
+"""passthrough: a legal request through the session pass-through reaches the backend; it is not refused.
+
+CONTEXT.md's protocol table: ``/sessions/{id}/{path}`` (any method) is a
+*plain pass-through proxy to the backend*. Its hardening rule limits that:
+odd paths may neither produce a 500 nor reach the backend's *admin*
+endpoints. So a server may refuse a hostile spelling or a control-plane path,
+but a plain request, on a live session, to one of the backend's own
+generation or read-only paths must be proxied: the client gets the
+backend's answer, never the session server's refusal.
+
+The backend is the harness's fake SGLang, whose routes are fixed
+(harness/fake_sglang/app.py; tests/unit/test_checkers_passthrough.py keeps
+the list below in step with them). Judged, per pass-through request (any
+history op that records ``method`` and a ``path`` under ``/sessions/{id}/``:
+the fuzz workload's ``passthrough`` cases, ``[workload] fuzz = N``):
+
+- the path after ``/sessions/{id}/`` is plain: no percent escape, backslash,
+  ``?``, ``#``, control or non-ASCII byte (a server may refuse those), no
+  empty segment (``//`` names another path: a plain proxy forwards it and
+  the backend may answer 404) and no ``..`` climbing above the session; RFC
+  3986 dot segments are removed (HTTP clients remove them before sending);
+- it then names one of the fake's non-admin routes with its method (``GET
+  /health``, ``/health_generate``, ``/v1/models``, ``/v1/models/fake-sglang``,
+  ``/get_model_info``, ``POST /generate``), and is not the chat endpoint (tracked, not passed
+  through);
+- the session was live: created, no DELETE of it invoked before the answer,
+  no process kill since it was created.
+
+Such a request answered with a 4xx is ``legal_passthrough_refused``; a 5xx
+or no answer is no_unexpected_5xx's / bad_input's business, a 2xx is the
+backend's answer. A 4xx the backend itself may have given (the scenario's
+fault plan has 4xx classes, for ``POST /generate``) is counted, not judged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.checkers.base import Verdict, Violation, verdict
+from harness.checkers.ops import Chaos, Op, by_session, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
+from harness.rundata import RunData
+
+__all__ = ["BACKEND_ROUTES", "Passthrough", "plain_path"]
+
+# the fake SGLang's routes that are neither its control plane (/abort_request, /admin/*, /stats) nor the chat
+# endpoint: generation and read-only model info, what an agent framework reaches through a session
+BACKEND_ROUTES = frozenset(
+    {
+        ("GET", "/health"),
+        ("GET", "/health_generate"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/fake-sglang"),  # OpenAI's retrieve-model, for the fake's one model
+        ("GET", "/get_model_info"),
+        ("POST", "/generate"),
+    }
+)
+CHAT = "/v1/chat/completions"
+_ODD = frozenset("%\\?#")
+
+
+def plain_path(tail: str) -> str | None:
+    """The backend path a plain pass-through tail names (``./v1/models`` -> ``/v1/models``); None if odd."""
+    if any(c in _ODD or not (" " < c < "\x7f") for c in tail):
+        return None
+    out: list[str] = []
+    for seg in tail.split("/"):
+        if seg == "":
+            return None  # "//" or a trailing "/": another path to the backend (RFC 3986 keeps empty segments)
+        if seg == ".":
+            continue
+        if seg == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _tail(path: str, sid: str) -> str | None:
+    prefix = f"/sessions/{sid}/"
+    if not path.startswith(prefix) or path.endswith("..."):  # a recorded path over 200 chars is cut: not judged
+        return None
+    return path[len(prefix) :]
+
+
+class Passthrough:
+    name = "passthrough"
+
+    def check(self, run: RunData) -> Verdict:
+        ops = pair_ops(run.history)
+        kills = [c for c in chaos_events(ops) if is_kill(c)]
+        deletes = by_session(ops, "delete")
+        creates = {o.session: o for o in ops if o.f == "create" and o.type == "ok" and o.session is not None}
+        backend_4xx = faults_applied(run) and any(
+            k.startswith(("http_4", "status_4")) or k == "unparsed" for k in fault_kinds(run)
+        )
+        counts: Counter[str] = Counter()
+        violations: list[Violation] = []
+        for o in ops:
+            sid, method, path = o.session, o.invoke.get("method"), o.invoke.get("path")
+            if sid is None or not isinstance(method, str) or not isinstance(path, str):
+                continue
+            tail = _tail(path, sid)
+            if tail is None:
+                continue
+            target = plain_path(tail)
+            if target is None or target == CHAT or (method.upper(), target) not in BACKEND_ROUTES:
+                counts["not_judged"] += 1
+                continue
+            counts["judged"] += 1
+            st = o.status
+            if st is None or not 400 <= st < 500:
+                counts["answered" if st is not None else "no_answer"] += 1
+                continue
+            if self._not_live(o, sid, creates.get(sid), deletes.get(sid, []), kills):
+                counts["not_live"] += 1
+                continue
+            if target == "/generate" and backend_4xx:
+                counts["backend_may_refuse"] += 1
+                continue
+            violations.append(
+                Violation(
+                    f"{method} {path} (the backend's {method.upper()} {target}) answered {st} on a live session: "
+                    "CONTEXT.md: /sessions/{id}/{path} is a plain pass-through proxy to the backend, and this "
+                    "path is the backend's own, not its control plane",
+                    o.indices,
+                    sid,
+                    "legal_passthrough_refused",
+                )
+            )
+        if not counts["judged"]:
+            return verdict(self.name, [], notes="no plain pass-through request to a backend route in this run")
+        notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        return verdict(self.name, violations, notes=notes)
+
+    @staticmethod
+    def _not_live(o: Op, sid: str, created: Op | None, deletes: list[Op], kills: list[Chaos]) -> bool:
+        if created is None:
+            return True
+        end = o.seen_end if o.seen_end is not None else o.start
+        if any(d.start <= end for d in deletes):
+            return True
+        return any(k.start <= end and k.end >= created.start for k in kills)
