@@ -36,6 +36,7 @@ __all__ = [
     "forward_hop_by_hop",
     "no_prefix_check",
     "reference_app",
+    "refuse_passthrough",
     "refuse_retries",
     "slow_delete",
     "sse_without_done",
@@ -290,6 +291,24 @@ def refuse_retries(**kw: Any) -> Any:
     return _RefuseRetries(reference_app(**kw))
 
 
+_SESSION_PATH = re.compile(r"^/sessions/[^/]+/(?P<rest>.+)$")
+
+
+class _RefusePassthrough(_Wrap):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        m = _SESSION_PATH.match(scope.get("path", ""))
+        if m is not None and not CHAT.match(scope.get("path", "")) and m.group("rest") != "generate":
+            await _answer(send, *_error(403, "forbidden", "path not allowed through the session"))
+            return
+        await self.inner(scope, receive, send)
+
+
+def refuse_passthrough(**kw: Any) -> Any:
+    """An allowlist of pass-through paths too narrow: only ``generate`` is proxied, every other backend path
+    (its health and model routes too) is refused 403, as if it were an admin endpoint."""
+    return _RefusePassthrough(reference_app(**kw))
+
+
 class _SlowDelete(_Wrap):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("method") == "DELETE":
@@ -372,6 +391,7 @@ BUGS: dict[str, Callable[..., Any]] = {
     "drop_provisional": drop_provisional,
     "drop_record": drop_record,
     "forward_hop_by_hop": forward_hop_by_hop,
+    "refuse_passthrough": refuse_passthrough,
     "refuse_retries": refuse_retries,
     "slow_delete": slow_delete,
     "sse_without_done": sse_without_done,
