@@ -67,7 +67,10 @@ def test_command_target_runs_kills_restarts_and_captures_output(tmp_path: Path) 
     # the JSON lines on stderr became the run's server logs: a chat_done from every process that answered a chat
     done = [ln for ln in run.server_logs if ln.get("event") == "chat_done"]
     answered = {int(e["server"].rsplit(":", 1)[1]) for e in run.history if e["f"] == "chat" and e["type"] == "ok"}
-    assert answered and {ln["worker_port"] for ln in done} == answered
+    sent = {int(e["server"].rsplit(":", 1)[1]) for e in run.history if e["f"] == "chat" and e["type"] == "invoke"}
+    # a process also logs chat_done for a chat whose client timed out or got an error (a loaded box, the
+    # kill): every process that answered logged, and only processes that were sent chats did
+    assert answered and answered <= {ln["worker_port"] for ln in done} <= sent
     heartbeats = {ln["worker_port"] for ln in run.server_logs if ln.get("event") == "heartbeat"}
     assert len(heartbeats) == 2  # both processes' output was read, whatever the load did to the schedule
     assert run.backend_executions  # the fake the harness started, with the scenario's plan
