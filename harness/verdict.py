@@ -189,8 +189,10 @@ class FolderCheck:
 
 
 # Below this much run data (history, server logs, backend executions) a folder is checked whole: the
-# per-session pass gives the same verdicts but spills everything to SQLite first (about 1.4x the CPU on the
-# 10^4-session soak), which buys memory only where the loaded run is large (494 MB for that soak's 158 MB).
+# per-session pass gives the same verdicts but spills everything to SQLite first, which buys memory only
+# where the loaded run is large (494 MB for the 10^4-session soak's 158 MB history). And while some selected
+# checker has no per-session steps the folder is loaded whole anyway, so the pass saves nothing: on that
+# soak `harness check` peaked at 672 MB with it and 662 MB without, at 103 s and 82 s of CPU (quiet box).
 PER_SESSION_MIN_BYTES = 64 * 1024 * 1024
 
 
@@ -213,8 +215,8 @@ def check_folder(run_dir: Path, names: Sequence[str] | None = None, *, per_sessi
     time (:func:`harness.checkers.stream.check_streaming`); then the folder is loaded once, for the
     others and for the caller (the judgement reads it). A history the grouping cannot reproduce exactly
     (``NotStreamable``) is checked whole, and ``why_whole`` says why. ``per_session``: None (the default)
-    takes that pass only for a folder of at least :data:`PER_SESSION_MIN_BYTES` of run data; True always;
-    False never (everything on the loaded run).
+    takes that pass only where it saves memory: a folder of at least :data:`PER_SESSION_MIN_BYTES` of run
+    data, every selected checker with per-session steps; True always; False never (all on the loaded run).
     """
     from harness.checkers import CHECKERS, check_all
     from harness.checkers.stream import SessionChecker, check_streaming
@@ -236,9 +238,13 @@ def check_folder(run_dir: Path, names: Sequence[str] | None = None, *, per_sessi
     why = ""
     if steps and per_session is None:
         size = _run_bytes(run_dir)
+        whole = [n for n in selected if n not in steps]
         if size < PER_SESSION_MIN_BYTES:
             per_session = False
             why = f"a small run ({size / 2**20:.1f} MiB of run data, under {PER_SESSION_MIN_BYTES // 2**20} MiB)"
+        elif whole:
+            per_session = False
+            why = f"the run is loaded whole anyway for {', '.join(whole)} (no per-session steps)"
     if steps and per_session is not False:
         res = check_streaming(run_dir, steps)
         why = res.why_whole

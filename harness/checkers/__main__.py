@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         "--per-session",
         choices=("auto", "always", "never"),
         default="auto",
-        help="check a session group at a time where a checker can (same verdicts, less memory): auto = for a "
-        "folder of 64 MiB of run data or more (default), always, or never",
+        help="check a session group at a time where a checker can (same verdicts, less memory): auto = where it "
+        "saves memory, a folder of 64 MiB of run data or more whose checkers all have per-session steps "
+        "(default); always; never",
     )
     p.add_argument(
         "--server-log",

@@ -141,6 +141,21 @@ def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
     assert "checked per session: none; on the whole run:" in capsys.readouterr().out
 
 
+def test_the_default_takes_the_per_session_pass_only_where_it_saves_memory(
+    runs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big folder (here: any, the threshold at 0) is checked per session only when every selected checker
+    can be: one that cannot needs the run loaded whole, and then the pass would cost CPU and save nothing."""
+    import harness.verdict as verdict
+
+    monkeypatch.setattr(verdict, "PER_SESSION_MIN_BYTES", 0)
+    mixed = check_folder(runs[0], ["leaks", "liveness"])
+    assert mixed.streamed == [] and "loaded whole anyway for liveness" in mixed.why_whole
+    alone = check_folder(runs[0], ["leaks", "blocking"])
+    assert alone.streamed == ["leaks", "blocking"] and alone.why_whole == ""
+    assert alone.verdicts == check_folder(runs[0], ["leaks", "blocking"], per_session=False).verdicts
+
+
 def test_harness_check_with_replaced_server_logs_runs_whole(
     runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
