@@ -68,6 +68,7 @@ from harness.checkers.ops import (
     pair_ops,
     port_of,
     process_key,
+    sessions_named,
 )
 from harness.checkers.stream import Part, RunContext, check_whole
 from harness.rundata import RunData
@@ -112,16 +113,16 @@ def _split_by_session(
     """``chat_start`` and ``chat_done`` lines of each server request id as one request, keyed ``(id, "")``;
     or, when that id's lines name two or more sessions, one request per session, keyed ``(id, session)``
     (8 hex characters: two sessions' chats may share one; :func:`harness.checkers.ops.of_session`)."""
-    out_s: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    out_d: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for rid in set(starts) | set(dones):
-        both = (*starts.get(rid, []), *dones.get(rid, []))
-        split = len({str(ln["session_id"]) for ln in both if ln.get("session_id") is not None}) >= 2
-        for src, dst in ((starts, out_s), (dones, out_d)):
-            for ln in src.get(rid, []):
+    split = {rid for rid in (*starts, *dones) if len(sessions_named([*starts.get(rid, []), *dones.get(rid, [])])) > 1}
+    out: list[dict[tuple[str, str], list[dict[str, Any]]]] = []
+    for src in (starts, dones):  # each in its own order (the log's), as before: violations keep their order
+        dst: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for rid, lines in src.items():
+            for ln in lines:
                 sid = ln.get("session_id")
-                dst.setdefault((rid, str(sid) if split and sid is not None else ""), []).append(ln)
-    return out_s, out_d
+                dst.setdefault((rid, str(sid) if rid in split and sid is not None else ""), []).append(ln)
+        out.append(dst)
+    return out[0], out[1]
 
 
 class LogConsistency:

@@ -766,6 +766,11 @@ def chat_done_by_req(run: RunData) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def sessions_named(lines: Iterable[dict[str, Any]]) -> set[str]:
+    """The ``session_id`` values some of these log lines name."""
+    return {str(ln["session_id"]) for ln in lines if ln.get("session_id") is not None}
+
+
 def of_session(lines: list[dict[str, Any]], session: Any) -> list[dict[str, Any]]:
     """The log lines of one server request id that are ``session``'s.
 
@@ -774,8 +779,7 @@ def of_session(lines: list[dict[str, Any]], session: Any) -> list[dict[str, Any]
     ``chat_done`` names its ``session_id``: when the lines of one id name two or more sessions, only the
     operation's own session's are its (maybe none). Lines that name one session, or none, are all the
     id's, as before: a server whose logged session id is spelled unlike the client's still joins."""
-    named = {str(ln["session_id"]) for ln in lines if ln.get("session_id") is not None}
-    if len(named) < 2:
+    if len(sessions_named(lines)) < 2:
         return lines
     return [ln for ln in lines if ln.get("session_id") is not None and str(ln["session_id"]) == str(session)]
 
