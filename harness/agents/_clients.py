@@ -82,6 +82,11 @@ class Reply:
     error: str | None = None  # a client-side complaint about a response it still got
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, status: int, header_pairs: list[tuple[str, str]], raw: bytes) -> Reply:
+        """A plain (not streamed) answer: its body parsed as JSON where it is JSON, and as text."""
+        return cls(status, header_pairs, _parse_json(raw), raw.decode("utf-8", "replace"), len(raw))
+
     def header(self, name: str) -> str | None:
         for k, v in self.header_pairs:
             if k == name:
@@ -125,13 +130,7 @@ def _chat_url(server: str, session_id: str) -> str:
 
 def _from_httpx(resp: httpx.Response) -> Reply:
     raw = resp.content
-    return Reply(
-        status=resp.status_code,
-        header_pairs=[(k.lower(), v) for k, v in resp.headers.multi_items()],
-        body=_parse_json(raw),
-        text=raw.decode("utf-8", "replace"),
-        body_bytes=len(raw),
-    )
+    return Reply.of(resp.status_code, [(k.lower(), v) for k, v in resp.headers.multi_items()], raw)
 
 
 def _httpx_failure(exc: Exception) -> ClientFailure:
@@ -250,13 +249,7 @@ class H1Client:
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from exc
         raw = r.body
-        return Reply(
-            status=r.status,
-            header_pairs=r.headers,
-            body=_parse_json(raw),
-            text=raw.decode("utf-8", "replace"),
-            body_bytes=len(raw),
-        )
+        return Reply.of(r.status, r.headers, raw)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
@@ -301,13 +294,7 @@ class _Httpx2Bridge:
 
 def _from_httpx2(resp: Any) -> Reply:
     raw: bytes = resp.content
-    return Reply(
-        status=int(resp.status_code),
-        header_pairs=[(str(k).lower(), str(v)) for k, v in resp.headers.multi_items()],
-        body=_parse_json(raw),
-        text=raw.decode("utf-8", "replace"),
-        body_bytes=len(raw),
-    )
+    return Reply.of(int(resp.status_code), [(str(k).lower(), str(v)) for k, v in resp.headers.multi_items()], raw)
 
 
 class OpenAIClient(HttpxClient):
@@ -418,13 +405,7 @@ class AiohttpClient:
             raise ClientFailure("info", "protocol", f"{type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ClientFailure("info", "disconnected", f"{type(exc).__name__}: {exc}") from exc
-        return Reply(
-            status=status,
-            header_pairs=pairs,
-            body=_parse_json(raw),
-            text=raw.decode("utf-8", "replace"),
-            body_bytes=len(raw),
-        )
+        return Reply.of(status, pairs, raw)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
