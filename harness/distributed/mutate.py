@@ -1,4 +1,4 @@
-"""``harness mutate --ray``: the stage-1 kill test of each mutant as a Ray task (issue 15, docs/distributed.md).
+"""``harness mutate --ray``: each mutant's kill test, and with ``--live`` its live suite, as a Ray task (issue 15).
 
 The same jobs as ``--jobs`` (harness.mutate._driver): one per mutant, the kept
 cases in the same order, ``stop_at_first``, the same timeout. Only where a job
@@ -14,6 +14,15 @@ pure function of the tree, the cases and their seeds).
 At most ``parallel`` jobs are in flight (the head's CPUs, ``--jobs``), so
 ``--budget-s`` stops starting mutants as it does locally. A Ray worker keeps its
 fork server between tasks: the harness import is paid once per worker.
+
+Stage 2 (``--live``): the unmutated tree's live suite, then every survivor's,
+each a Ray task running the very same ``live_test`` as a local run (its own
+mutated tree in the task's temp dir, its own ``harness run`` whose servers bind
+free loopback ports of the task's node); the driver judges the returned exit
+code and invalid checkers with the same ``_judge_live``. ``parallel`` suites are
+in flight (``--jobs``; Ray also holds tasks back beyond the cluster's CPUs).
+docs/distributed.md says what can differ: a live run is timed, so a suite run
+beside others is run on a busier node.
 """
 
 from __future__ import annotations
@@ -30,9 +39,13 @@ from typing import Any
 
 from harness.distributed.pool import RayPool
 
-__all__ = ["kill_test", "run_jobs_on_ray"]
+__all__ = ["kill_test", "live_suite_task", "run_jobs_on_ray", "run_live_on_ray"]
 
 OnDone = Callable[[Any, list[dict[str, Any]], bool, float], None]
+LiveDone = Callable[[str, dict[str, Any]], None]
+
+# after an interrupt, how long a cancelled live task gets to kill its ``harness run`` before it is force-killed
+CANCEL_GRACE_S = 20.0
 
 
 def _tar(root: Path, package: str) -> bytes:
@@ -90,3 +103,55 @@ def run_jobs_on_ray(
             for ref in running:
                 ray.cancel(ref, force=True)
     return pending
+
+
+def live_suite_task(tree_tar: bytes, mutant: Any, timeout_s: float, suite: tuple[str, ...]) -> dict[str, Any]:
+    """One tree's live suite on this node (``mutant=None``: the unmutated tree): ``live_test``'s result."""
+    from harness.mutate._driver import live_test
+
+    base = Path(tempfile.mkdtemp(prefix="harness-mutate-ray-live-"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tree_tar)) as tf:
+            tf.extractall(base / "pristine", filter="fully_trusted")  # our own snapshot, made by the driver
+        return live_test(base / "pristine", mutant, base / "live", timeout_s, suite)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_live_on_ray(
+    address: str | None,
+    root: Path,
+    package: str,
+    items: list[tuple[str, Any]],
+    parallel: int,
+    timeout_s: float,
+    suite: tuple[str, ...],
+    on_done: LiveDone,
+) -> None:
+    """``live_test`` of each ``(key, mutant)`` as a Ray task, ``parallel`` in flight; ``on_done(key, result)``.
+
+    An interrupt cancels the running tasks gently first (a KeyboardInterrupt in the task, which kills its
+    ``harness run``'s process group), then forcibly whatever is still running after ``CANCEL_GRACE_S``.
+    """
+    pending = list(items)
+    with RayPool(address, parallel) as pool:
+        ray = pool._ray
+        task = ray.remote(num_cpus=1, max_retries=0)(live_suite_task)
+        tree = ray.put(_tar(root, package))
+        running: dict[Any, str] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < max(1, parallel):
+                    key, mutant = pending.pop(0)
+                    running[task.remote(tree, mutant, timeout_s, suite)] = key
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    result = ray.get(ref)
+                    on_done(running.pop(ref), result)
+        finally:
+            if running:
+                for ref in running:
+                    ray.cancel(ref)
+                _, left = ray.wait(list(running), num_returns=len(running), timeout=CANCEL_GRACE_S)
+                for ref in left:
+                    ray.cancel(ref, force=True)

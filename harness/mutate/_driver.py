@@ -22,6 +22,8 @@ Stage 2 (``live=True``): every stage-1 survivor gets ``harness run --suite
 default`` (live: processes and loopback sockets) with the tree first on
 ``PYTHONPATH`` and the temp dir as working directory (so ``python -m
 reference_impl`` in the child processes imports the mutant, not the repo).
+Locally one survivor at a time; with ``ray`` each survivor's suite is a Ray
+task (``--jobs`` in flight), judged by the same code (docs/distributed.md).
 
 This module is tooling: it reads the wall clock and starts processes, the
 protocol code it tests never does.
@@ -29,6 +31,7 @@ protocol code it tests never does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -54,6 +57,7 @@ __all__ = ["MutantResult", "MutationConfig", "MutationRun", "library_cases", "ru
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "reference_impl"
+DEFAULT_LIVE_SUITE = ("--suite", "default")  # stage 2: the ``harness run`` arguments that pick the suite
 
 
 @dataclass
@@ -73,6 +77,7 @@ class MutationConfig:
     equivalent_file: Path = DEFAULT_EQUIVALENT_FILE
     root: Path = ROOT
     ray: str | None = None  # "local" (a private head) or a cluster address: the kill tests as Ray tasks (#15)
+    live_suite: Sequence[str] = DEFAULT_LIVE_SUITE  # stage 2's ``harness run`` selection (tests: a small one)
 
 
 @dataclass
@@ -311,14 +316,26 @@ def _judge_sim(result: MutantResult, events: list[dict[str, Any]], timed_out: bo
 
 # -- stage 2: the live default suite --------------------------------------------------------
 
+LiveDone = Callable[[str, dict[str, Any]], None]  # (mutant id or "baseline", the suite's result)
 
-def _live_suite(root: Path, tree: Path, work: Path, timeout_s: float) -> dict[str, Any]:
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group we started: the runner (its watchdog stops its servers)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _live_suite(
+    root: Path, tree: Path, work: Path, timeout_s: float, suite: Sequence[str] = DEFAULT_LIVE_SUITE
+) -> dict[str, Any]:
     """``harness run --suite default`` against ``tree``; exit code and the invalid checkers per run."""
     out = work / "live"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = [sys.executable, "-m", "harness.cli", "run", "--suite", "default", "--out", str(out), "--quiet"]
+    argv = [sys.executable, "-m", "harness.cli", "run", *suite, "--out", str(out), "--quiet"]
     t0 = time.monotonic()  # seam-ok: tooling
     proc = subprocess.Popen(
         argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -326,9 +343,11 @@ def _live_suite(root: Path, tree: Path, work: Path, timeout_s: float) -> dict[st
     try:
         rc: int | None = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group we started: the runner and its servers
-        proc.wait()
+        _kill_group(proc)
         rc = None
+    except BaseException:  # Ctrl-C, SIGTERM's SystemExit, a cancelled Ray task: the runner must not outlive us
+        _kill_group(proc)
+        raise
     invalid: dict[str, list[str]] = {}
     for verdicts in sorted(out.glob("*/verdicts.json")):
         try:
@@ -342,38 +361,96 @@ def _live_suite(root: Path, tree: Path, work: Path, timeout_s: float) -> dict[st
     return {"rc": rc, "invalid": invalid, "seconds": round(time.monotonic() - t0, 1)}  # seam-ok: tooling
 
 
-def _stage2(cfg: MutationConfig, survivors: list[MutantResult], base: Path, run: MutationRun) -> None:
-    work = base / "live-baseline"
-    work.mkdir()
-    baseline = _live_suite(cfg.root, _make_tree(cfg.root, work, None), work, cfg.live_timeout_s)
-    shutil.rmtree(work, ignore_errors=True)
+def live_test(
+    root: Path, mutant: Mutant | None, work: Path, timeout_s: float, suite: Sequence[str] = DEFAULT_LIVE_SUITE
+) -> dict[str, Any]:
+    """One tree's live suite (``mutant=None``: the unmutated tree) in ``work``, removed after; adds ``wall_s``.
+
+    The same function runs here (serially) and in a Ray task (``harness mutate --live --ray``): every call has
+    its own tree and its own ``harness run``, whose servers bind free loopback ports of their own.
+    """
+    work.mkdir(parents=True)
+    t0 = time.monotonic()  # seam-ok: tooling
+    try:
+        res = _live_suite(root, _make_tree(root, work, mutant), work, timeout_s, suite)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res["wall_s"] = time.monotonic() - t0  # seam-ok: tooling
+    return res
+
+
+def _run_live_local(
+    root: Path,
+    items: list[tuple[str, Mutant | None]],
+    base: Path,
+    timeout_s: float,
+    suite: Sequence[str],
+    done: LiveDone,
+) -> None:
+    for key, mutant in items:
+        done(key, live_test(root, mutant, base / f"live-{key}", timeout_s, suite))
+
+
+def _judge_live(r: MutantResult, res: dict[str, Any]) -> None:
+    r.wall_s += float(res.get("wall_s") or 0.0)
+    r.stage = "live"
+    if res["rc"] is None:
+        r.status, r.reason = "timeout", "live default suite"
+    elif res["rc"] != 0:
+        runs = sorted(res["invalid"])
+        r.status = "killed"
+        r.seconds_to_kill = res["seconds"]
+        r.killed_by = {
+            "case": f"live:{runs[0]}" if runs else "live",
+            "scenario": runs[0] if runs else None,
+            "variant": None,
+            "seed": None,
+            "checkers": res["invalid"].get(runs[0], []) if runs else [],
+            "error": None if runs else f"harness run exited {res['rc']}",
+            "first_violation": None,
+        }
+
+
+def _stage2(
+    cfg: MutationConfig,
+    survivors: list[MutantResult],
+    base: Path,
+    run: MutationRun,
+    progress: Callable[[MutantResult], None] | None = None,
+) -> None:
+    """The live suite of the unmutated tree, then (if it was green) of every survivor: here one at a time, or
+    with ``cfg.ray`` as Ray tasks, ``cfg.jobs`` in flight (harness.distributed.mutate.run_live_on_ray).
+
+    Either way a survivor is judged by the same ``_judge_live`` on the same result of the same ``live_test``.
+    """
+    suite = tuple(cfg.live_suite)
+    if cfg.ray is not None:
+        from harness.distributed.mutate import run_live_on_ray
+
+        address = None if cfg.ray == "local" else cfg.ray
+
+        def run_items(items: list[tuple[str, Mutant | None]], done: LiveDone) -> None:
+            run_live_on_ray(address, cfg.root, PACKAGE, items, cfg.jobs, cfg.live_timeout_s, suite, done)
+    else:
+
+        def run_items(items: list[tuple[str, Mutant | None]], done: LiveDone) -> None:
+            _run_live_local(cfg.root, items, base, cfg.live_timeout_s, suite, done)
+
+    got: dict[str, dict[str, Any]] = {}
+    run_items([("baseline", None)], lambda key, res: got.__setitem__(key, res))
+    baseline = {k: v for k, v in got["baseline"].items() if k != "wall_s"}
     run.live_baseline = baseline
     if baseline["rc"] != 0:
         run.notes.append(f"live stage skipped: the unmutated server's default suite was not green ({baseline})")
         return
-    for r in survivors:
-        work = base / f"live-{r.mutant.id}"
-        work.mkdir()
-        t0 = time.monotonic()  # seam-ok: tooling
-        res = _live_suite(cfg.root, _make_tree(cfg.root, work, r.mutant), work, cfg.live_timeout_s)
-        shutil.rmtree(work, ignore_errors=True)
-        r.wall_s += time.monotonic() - t0  # seam-ok: tooling
-        r.stage = "live"
-        if res["rc"] is None:
-            r.status, r.reason = "timeout", "live default suite"
-        elif res["rc"] != 0:
-            runs = sorted(res["invalid"])
-            r.status = "killed"
-            r.seconds_to_kill = res["seconds"]
-            r.killed_by = {
-                "case": f"live:{runs[0]}" if runs else "live",
-                "scenario": runs[0] if runs else None,
-                "variant": None,
-                "seed": None,
-                "checkers": res["invalid"].get(runs[0], []) if runs else [],
-                "error": None if runs else f"harness run exited {res['rc']}",
-                "first_violation": None,
-            }
+    by_id = {r.mutant.id: r for r in survivors}
+
+    def judged(key: str, res: dict[str, Any]) -> None:
+        _judge_live(by_id[key], res)
+        if progress is not None:
+            progress(by_id[key])
+
+    run_items([(r.mutant.id, r.mutant) for r in survivors], judged)
 
 
 # -- the whole run ---------------------------------------------------------------------------
@@ -446,7 +523,12 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
     equivalents = load_equivalents(cfg.equivalent_file)
     cases = library_cases(cfg.root, cfg.scenarios, cfg.seeds)
     base = Path(tempfile.mkdtemp(prefix="harness-mutate-"))
+    head = contextlib.ExitStack()
     try:
+        if cfg.ray is not None:  # one head (or connection) for both stages: a local head costs 10-20 s to start
+            from harness.distributed.pool import RayPool
+
+            head.enter_context(RayPool(None if cfg.ray == "local" else cfg.ray, cfg.jobs))
         # one snapshot of the package: mutants and every tree come from it, so an edit to the working copy
         # during a long run (a merge, a colleague's save) cannot mix two versions of the server in one tree
         pristine = base / "pristine"
@@ -522,10 +604,11 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
         )
         if cfg.live:
             survivors = [r for r in run.results if r.status == "survived"]
-            _stage2(dataclasses.replace(cfg, root=pristine), survivors, base, run)
+            _stage2(dataclasses.replace(cfg, root=pristine), survivors, base, run, progress)
         run.elapsed_s = time.monotonic() - t_start  # seam-ok: tooling
         return run
     finally:
+        head.close()
         shutil.rmtree(base, ignore_errors=True)
         _stop_forkserver()
 

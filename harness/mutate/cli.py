@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.distributed import add_ray_option
 from harness.distributed.pool import INSTALL_HINT, RayUnavailable, ray_available
 from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
 from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
@@ -33,13 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     p.add_argument("--sim-seeds", type=_csv, default=["0", "1"], help="sim seeds per scenario (default 0,1)")
     p.add_argument("--scenarios", type=_csv, help="library scenario names for the kill test (default: all)")
-    p.add_argument("--jobs", type=int, default=1, help="mutants killed in parallel (default 1)")
-    p.add_argument(  # issue 15, docs/distributed.md
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="kill the mutants as Ray tasks: a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS",
+    p.add_argument("--jobs", type=int, default=1, help="mutants killed (live suites run) in parallel (default 1)")
+    add_ray_option(  # issue 15
+        p,
+        "kill the mutants (and with --live run their live suites) as Ray tasks, --jobs in flight: "
+        "a local head on 127.0.0.1 with --jobs CPUs, or a cluster ADDRESS",
     )
     p.add_argument("--budget-s", type=float, help="stop starting mutants after S seconds (the rest: not_run)")
     p.add_argument("--timeout-s", type=float, help="per-mutant timeout (default 6 x the baseline's seconds + 60)")
