@@ -106,41 +106,65 @@ def _verdicts(run_dir: Path) -> dict[str, str]:
     return {str(v["checker"]): str(v["status"]) for v in rows}
 
 
+def _same_live_verdicts(tmp_path: Path, name: str, extra: list[str], flagged: bool) -> set[str]:
+    """One live run of ``name`` in this process and one on 2 agent actors, same seed: the same verdicts and folder.
+
+    Same verdicts: the same invalid checkers (returned), and no checker valid on one side and invalid on the
+    other."""
+    from harness.runner.cli import main as run_main
+
+    argv = [name, "--seed", "5", "--quiet", "--no-report", *extra]
+    rc_local = run_main([*argv, "--out", str(tmp_path / "local")])
+    rc_ray = run_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "--agents-per-node", "2"])
+    local, ray = tmp_path / "local" / name, tmp_path / "ray" / name
+    vl, vr = _verdicts(local), _verdicts(ray)
+    assert set(vl) == set(vr), (name, vl, vr)
+    # a definite verdict never contradicts; a live run on a loaded box may leave a timing-based check
+    # unknown (seen: blocking, on the *local* run: a DELETE "reached the server late"), local or on Ray
+    contradict = {k: (vl[k], vr[k]) for k in vl if vl[k] != vr[k] and "unknown" not in (vl[k], vr[k])}
+    assert not contradict, (name, contradict)
+    invalid = {k for k, v in vl.items() if v == "invalid"}
+    assert invalid == {k for k, v in vr.items() if v == "invalid"}, (name, vl, vr)
+    assert bool(invalid) == flagged, (name, vl)  # the known-bad variant is flagged, the correct one not
+    expected = {1} if flagged else {0, 3}  # fail; pass, or cannot judge with a check left unknown
+    assert rc_local in expected and rc_ray in expected, (name, rc_local, rc_ray)
+    assert _shape(ray) == _shape(local), name
+    info = json.loads((ray / "harness_self.json").read_text())["ray"]
+    sessions = json.loads((ray / "scenario.json").read_text())["workload"]["sessions"]
+    assert len(info["actors"]) == 2 and sum(a["sessions"] for a in info["actors"]) == sessions
+    assert all(a["sessions"] > 0 for a in info["actors"])
+    events = [json.loads(ln) for ln in (ray / "history.jsonl").read_text().splitlines()]
+    chats = [e for e in events if e["f"] == "chat"]
+    assert chats and all("clock_uncertainty" in e for e in chats)
+    assert [e["index"] for e in events] == list(range(len(events)))
+    assert info["client_chat_latency_ms"]["n"] == sum(1 for e in chats if e["type"] != "invoke")
+    return invalid
+
+
 def test_live_on_two_agent_actors_gives_the_verdicts_and_folder_of_one_process(head: Any, tmp_path: Path) -> None:
     """``harness run --ray --agents-per-node 2``: the same verdicts and run folder as a local run of the same seed.
 
     One correct scenario (every checker valid) and one known-bad variant the scenario flags on every seed
-    (commit_aborted: every turn 1 is aborted), so both a pass and a failure are compared. Same verdicts:
-    the same invalid checkers, and no checker valid on one side and invalid on the other."""
-    from harness.runner.cli import main as run_main
+    (commit_aborted: every turn 1 is aborted), so both a pass and a failure are compared."""
+    _same_live_verdicts(tmp_path / "a", "delete_during_proxy", [], False)
+    _same_live_verdicts(tmp_path / "b", "abort_retries_exhausted", ["--variant", "commit_aborted"], True)
 
-    runs = {"delete_during_proxy": [], "abort_retries_exhausted": ["--variant", "commit_aborted"]}
-    for name, extra in runs.items():
-        argv = [name, "--seed", "5", "--quiet", "--no-report", *extra]
-        rc_local = run_main([*argv, "--out", str(tmp_path / "local")])
-        rc_ray = run_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "--agents-per-node", "2"])
-        local, ray = tmp_path / "local" / name, tmp_path / "ray" / name
-        vl, vr = _verdicts(local), _verdicts(ray)
-        assert set(vl) == set(vr), (name, vl, vr)
-        # a definite verdict never contradicts; a live run on a loaded box may leave a timing-based check
-        # unknown (seen: blocking, on the *local* run: a DELETE "reached the server late"), local or on Ray
-        contradict = {k: (vl[k], vr[k]) for k in vl if vl[k] != vr[k] and "unknown" not in (vl[k], vr[k])}
-        assert not contradict, (name, contradict)
-        invalid = {k for k, v in vl.items() if v == "invalid"}
-        assert invalid == {k for k, v in vr.items() if v == "invalid"}, (name, vl, vr)
-        assert bool(invalid) == bool(extra), (name, vl)  # the known-bad variant is flagged, the correct one not
-        expected = {1} if extra else {0, 3}  # fail; pass, or cannot judge with a check left unknown
-        assert rc_local in expected and rc_ray in expected, (name, rc_local, rc_ray)
-        assert _shape(ray) == _shape(local), name
-        info = json.loads((ray / "harness_self.json").read_text())["ray"]
-        sessions = json.loads((ray / "scenario.json").read_text())["workload"]["sessions"]
-        assert len(info["actors"]) == 2 and sum(a["sessions"] for a in info["actors"]) == sessions
-        assert all(a["sessions"] > 0 for a in info["actors"])
-        events = [json.loads(ln) for ln in (ray / "history.jsonl").read_text().splitlines()]
-        chats = [e for e in events if e["f"] == "chat"]
-        assert chats and all("clock_uncertainty" in e for e in chats)
-        assert [e["index"] for e in events] == list(range(len(events)))
-        assert info["client_chat_latency_ms"]["n"] == sum(1 for e in chats if e["type"] != "invoke")
+
+FOREIGN_CMD = "{python} -m tests.foreign_server --port {port} --backend-url {backend_url} --tokenizer {tokenizer}"
+
+
+def test_live_on_two_agent_actors_against_the_foreign_server_gives_the_verdicts_of_one_process(
+    head: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command target on Ray: ``--server-cmd`` starts tests/foreign_server (a server we did not ship: aiohttp,
+    its own field names, text logs) on the driver's loopback, and 2 agent actors drive it. One pair of runs (the
+    suite's budget): its known-bad ``auto_create`` (a chat on a deleted session brings it back), so the
+    comparison covers the checkers it fails (no_resurrection among them, on both sides) and the ones it
+    passes (no checker valid on one side and invalid on the other)."""
+    monkeypatch.chdir(SCENARIOS.parent)  # ``-m tests.foreign_server`` is found from the repository root
+    cmd = FOREIGN_CMD + " --bug auto_create"
+    invalid = _same_live_verdicts(tmp_path, "delete_during_proxy", ["--server-cmd", cmd], True)
+    assert "no_resurrection" in invalid, invalid
 
 
 def test_mutate_on_ray_gives_the_results_of_local_children(head: Any, tmp_path: Path) -> None:
