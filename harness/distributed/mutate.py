@@ -44,8 +44,9 @@ __all__ = ["kill_test", "live_suite_task", "run_jobs_on_ray", "run_live_on_ray"]
 OnDone = Callable[[Any, list[dict[str, Any]], bool, float], None]
 LiveDone = Callable[[str, dict[str, Any]], None]
 
-# after an interrupt, how long a cancelled live task gets to kill its ``harness run`` before it is force-killed
-CANCEL_GRACE_S = 20.0
+# after an interrupt, how long a cancelled live task gets before it is force-killed (the gentle cancel was not
+# seen to end a task waiting on its ``harness run``; the force kill took the runner and its servers with it)
+CANCEL_GRACE_S = 5.0
 
 
 def _tar(root: Path, package: str) -> bytes:
@@ -105,11 +106,21 @@ def run_jobs_on_ray(
     return pending
 
 
-def live_suite_task(tree_tar: bytes, mutant: Any, timeout_s: float, suite: tuple[str, ...]) -> dict[str, Any]:
+def _scratch(scratch: str | None, prefix: str) -> Path:
+    """A temp dir of the task's own: inside the driver's ``scratch`` dir when that is on this node, so whatever
+    a killed task leaves (a cancelled task's worker may be stopped while it removes its tree) goes with the
+    driver's own cleanup; else in this node's temp dir."""
+    where = scratch if scratch is not None and Path(scratch).is_dir() else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+
+
+def live_suite_task(
+    tree_tar: bytes, mutant: Any, timeout_s: float, suite: tuple[str, ...], scratch: str | None = None
+) -> dict[str, Any]:
     """One tree's live suite on this node (``mutant=None``: the unmutated tree): ``live_test``'s result."""
     from harness.mutate._driver import live_test
 
-    base = Path(tempfile.mkdtemp(prefix="harness-mutate-ray-live-"))
+    base = _scratch(scratch, "harness-mutate-ray-live-")
     try:
         with tarfile.open(fileobj=io.BytesIO(tree_tar)) as tf:
             tf.extractall(base / "pristine", filter="fully_trusted")  # our own snapshot, made by the driver
@@ -127,23 +138,26 @@ def run_live_on_ray(
     timeout_s: float,
     suite: tuple[str, ...],
     on_done: LiveDone,
+    scratch: Path | None = None,
 ) -> None:
     """``live_test`` of each ``(key, mutant)`` as a Ray task, ``parallel`` in flight; ``on_done(key, result)``.
 
     An interrupt cancels the running tasks gently first (a KeyboardInterrupt in the task, which kills its
     ``harness run``'s process group), then forcibly whatever is still running after ``CANCEL_GRACE_S``.
+    ``scratch``: the driver's temp dir; a task on the driver's node works inside it (``_scratch``).
     """
     pending = list(items)
     with RayPool(address, parallel) as pool:
         ray = pool._ray
         task = ray.remote(num_cpus=1, max_retries=0)(live_suite_task)
         tree = ray.put(_tar(root, package))
+        where = None if scratch is None else str(scratch)
         running: dict[Any, str] = {}
         try:
             while pending or running:
                 while pending and len(running) < max(1, parallel):
                     key, mutant = pending.pop(0)
-                    running[task.remote(tree, mutant, timeout_s, suite)] = key
+                    running[task.remote(tree, mutant, timeout_s, suite, where)] = key
                 ready, _ = ray.wait(list(running), num_returns=1)
                 for ref in ready:
                     result = ray.get(ref)

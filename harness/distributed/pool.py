@@ -116,6 +116,22 @@ def _ctrl_c_deferred(what: str) -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep the caller's Python SIGTERM handler through ``ray.init``.
+
+    ``ray.init`` installs Ray's own (C++) SIGTERM handler in the driver, which logs and ends the process at
+    once: a command's ``exit_on_sigterm`` (``harness mutate``) then never ran, so its Ray tasks were not
+    cancelled and their temp trees were left behind. A default or ignored handler is left to Ray.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
 class RayPool:
     """``map(fn, jobs)`` over Ray tasks, in input order; ``shutdown()`` ends a head this pool started."""
 
@@ -123,23 +139,27 @@ class RayPool:
         ray = self._ray = _ray(local=address is None)
         self.started_head = False
         if not ray.is_initialized():
-            with _ctrl_c_deferred("the Ray head is up" if address is None else "Ray is connected") as ctrl_c:
-                try:
-                    if address is None:
-                        ray.init(**local_init_kwargs(workers or 1))
-                        self.started_head = True
-                    else:
-                        ray.init(address=address, log_to_driver=False, configure_logging=False)
-                except KeyboardInterrupt:  # the second Ctrl-C: whatever came up goes down
-                    with contextlib.suppress(Exception):
-                        ray.shutdown()
-                    raise
-            if ctrl_c[0]:
-                self.shutdown()
-                raise KeyboardInterrupt
+            with _sigterm_kept():
+                self._init(ray, address, workers)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, workers if workers is not None else cpus)
         self._remote: dict[Callable[..., Any], Any] = {}
+
+    def _init(self, ray: Any, address: str | None, workers: int | None) -> None:
+        with _ctrl_c_deferred("the Ray head is up" if address is None else "Ray is connected") as ctrl_c:
+            try:
+                if address is None:
+                    ray.init(**local_init_kwargs(workers or 1))
+                    self.started_head = True
+                else:
+                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except KeyboardInterrupt:  # the second Ctrl-C: whatever came up goes down
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                raise
+        if ctrl_c[0]:
+            self.shutdown()
+            raise KeyboardInterrupt
 
     def _task(self, fn: Callable[[T], R]) -> Any:
         task = self._remote.get(fn)

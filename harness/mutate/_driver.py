@@ -431,7 +431,7 @@ def _stage2(
         address = None if cfg.ray == "local" else cfg.ray
 
         def run_items(items: list[tuple[str, Mutant | None]], done: LiveDone) -> None:
-            run_live_on_ray(address, cfg.root, PACKAGE, items, cfg.jobs, cfg.live_timeout_s, suite, done)
+            run_live_on_ray(address, cfg.root, PACKAGE, items, cfg.jobs, cfg.live_timeout_s, suite, done, base)
     else:
 
         def run_items(items: list[tuple[str, Mutant | None]], done: LiveDone) -> None:
