@@ -309,8 +309,10 @@ def main_agents(args: argparse.Namespace) -> None:
                     import cProfile
                     import pstats
 
-                    prof = cProfile.Profile()
+                    prof = cProfile.Profile(time.process_time)  # CPU, not wall: a descheduled send is not cost
                     r = prof.runcall(asyncio.run, run)
+                    if args.profile_out:
+                        prof.dump_stats(args.profile_out)
                     pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
                     args.profile = 0
                 else:
@@ -354,6 +356,7 @@ def main() -> None:
     )
     ap.add_argument("--turns", type=int, default=8, help="chat turns per episode with --agents")
     ap.add_argument("--profile", type=int, metavar="N", help="cProfile the first rate; print the top N functions")
+    ap.add_argument("--profile-out", metavar="FILE", help="with --profile: also save the stats to FILE (pstats)")
     args = ap.parse_args()
     if args.agents:
         return main_agents(args)
@@ -378,8 +381,10 @@ def main() -> None:
                             import cProfile
                             import pstats
 
-                            prof = cProfile.Profile()
+                            prof = cProfile.Profile(time.process_time)  # CPU, not wall: a descheduled send is not cost
                             r = prof.runcall(asyncio.run, run)
+                            if args.profile_out:
+                                prof.dump_stats(args.profile_out)
                             pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
                             args.profile = 0
                         else:
