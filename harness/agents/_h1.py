@@ -74,10 +74,15 @@ _CRLF = b"\r\n"
 _COMPACT_JSON = tuple(int(x) for x in httpx.__version__.split(".")[:2]) >= (0, 28)
 
 
+# httpx 0.28's json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), its encoder built
+# once (json.dumps with arguments builds a JSONEncoder per call)
+_ENCODE_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def json_bytes(value: Any) -> bytes:
     """A JSON body as the installed httpx encodes it."""
     if _COMPACT_JSON:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return _ENCODE_COMPACT(value).encode("utf-8")
     return json.dumps(value).encode("utf-8")
 
 
