@@ -124,11 +124,19 @@ class History:
         inv = self._open.pop(op, None)
         if inv is None:
             raise HistoryError(f"op {op} is not open (never invoked, or already completed)")
-        ev: dict[str, Any] = {k: inv[k] for k in ("op", "process", "f", "session", "server", "turn", "attempt")}
-        ev["request_id"] = inv["request_id"]
-        ev["intended"] = inv["intended"]
-        ev["type"] = type
-        ev["time"] = round(self.now(), 6)
+        ev: dict[str, Any] = {
+            "op": inv["op"],
+            "process": inv["process"],
+            "f": inv["f"],
+            "session": inv["session"],
+            "server": inv["server"],
+            "turn": inv["turn"],
+            "attempt": inv["attempt"],
+            "request_id": inv["request_id"],
+            "intended": inv["intended"],
+            "type": type,
+            "time": round(self.now(), 6),
+        }
         ev.update(fields)
         self._append(ev)
         return ev

@@ -24,13 +24,14 @@ its ``kind``.
 from __future__ import annotations
 
 import json
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from harness.agents._h1 import H1Pool, json_bytes
+from harness.agents._h1 import H1Pool, Response, json_bytes
 from harness.agents._pool import fast_transport
 
 __all__ = [
@@ -85,7 +86,14 @@ class Reply:
     @classmethod
     def of(cls, status: int, header_pairs: list[tuple[str, str]], raw: bytes) -> Reply:
         """A plain (not streamed) answer: its body parsed as JSON where it is JSON, and as text."""
-        return cls(status, header_pairs, _parse_json(raw), raw.decode("utf-8", "replace"), len(raw))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return cls(status, header_pairs, _parse_json(raw), raw.decode("utf-8", "replace"), len(raw))
+        # A valid UTF-8 object or array: json.loads(raw) would decode it as this same text (its encoding
+        # detection says utf-8 for a first byte "{" or "[" followed by a non-NUL one), so parse the text once.
+        body = _parse_json_text(text) if raw[:1] in (b"{", b"[") and raw[1:2] != b"\x00" else _parse_json(raw)
+        return cls(status, header_pairs, body, text, len(raw))
 
     def header(self, name: str) -> str | None:
         for k, v in self.header_pairs:
@@ -115,11 +123,31 @@ class HttpClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~-]+)+")  # segments of unreserved characters, no dots: as httpx sends it
+
+
+def _origin(origin: str) -> tuple[str, int, str] | None:
+    """(host, port, Host header) of ``http://authority`` as httpx parses it; None: not one ``_split`` may reuse."""
+    if any(c in origin for c in "?#\\@%") or not origin.isascii():
+        return None
+    u = httpx.URL(origin + "/")
+    if u.scheme != "http" or not u.host or u.raw_path != b"/":
+        return None
+    return u.host, u.port or 80, u.netloc.decode("ascii")
+
+
 def _parse_json(raw: bytes) -> Any:
     if not raw:
         return None
     try:
         return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _parse_json_text(text: str) -> Any:
+    try:
+        return json.loads(text)
     except ValueError:
         return None
 
@@ -215,41 +243,73 @@ class H1Client:
 
     kind = "httpx->h1"
 
-    def __init__(self) -> None:
-        self.pool = H1Pool(max_connections=_MAX_CONNECTIONS, max_keepalive=_MAX_KEEPALIVE)
+    def __init__(self, *, max_connections: int = _MAX_CONNECTIONS, max_keepalive: int = _MAX_KEEPALIVE) -> None:
+        self.pool = H1Pool(max_connections=max_connections, max_keepalive=max_keepalive)
         self._urls: dict[str, tuple[str, int, str, str] | None] = {}
+        self._origins: dict[str, tuple[str, int, str] | None] = {}  # "http://host:port" -> (host, port, Host header)
         self._other: HttpxClient | None = None  # any scheme but plain http (not one the harness drives)
 
     def _split(self, url: str) -> tuple[str, int, str, str] | None:
-        """(host, port, request target, Host header) as httpx sends them, parsed once per URL; None: not http://."""
+        """(host, port, request target, Host header) as httpx sends them, parsed once per URL; None: not http://.
+
+        A new session's URLs are its server's origin plus a path of plain segments (``/sessions/<id>``): the
+        origin is parsed by httpx once, and such a path is its own request target (httpx leaves unreserved
+        characters as they are, and there are no dot segments to resolve). Any other URL is httpx's to parse.
+        """
         try:
             return self._urls[url]
         except KeyError:
             pass
         if len(self._urls) >= 4096:  # a session's URLs repeat every turn; older sessions' are dropped
             self._urls.clear()
-        u = httpx.URL(url)
-        ok = u.scheme == "http" and bool(u.host)
-        parts = (u.host, u.port or 80, u.raw_path.decode("ascii"), u.netloc.decode("ascii")) if ok else None
+            self._origins.clear()
+        parts: tuple[str, int, str, str] | None = None
+        slash = url.find("/", 7)
+        if slash != -1 and url.startswith("http://") and _PLAIN_PATH.fullmatch(url, slash) is not None:
+            origin = url[:slash]
+            try:
+                o = self._origins[origin]
+            except KeyError:
+                o = self._origins[origin] = _origin(origin)
+            if o is not None:
+                parts = (o[0], o[1], url[slash:], o[2])
+        if parts is None:
+            u = httpx.URL(url)
+            ok = u.scheme == "http" and bool(u.host)
+            parts = (u.host, u.port or 80, u.raw_path.decode("ascii"), u.netloc.decode("ascii")) if ok else None
         self._urls[url] = parts
         return parts
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        progress: dict[str, bool] | None = None,
+        timeout_s: float | None = None,
+    ) -> Response | None:
+        """One request to a plain ``http://`` URL: the raw answer (httpx's exceptions); None for another scheme."""
+        parts = self._split(url)
+        if parts is None:
+            return None
+        host, port, target, netloc = parts
+        body = json_bytes(json_body) if json_body is not None else None
+        return await self.pool.request(method, host, port, target, headers, body, progress, netloc, timeout_s)
 
     async def send(
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
-        parts = self._split(url)
-        if parts is None:
+        try:
+            r = await self.exchange(method, url, json_body=json_body, headers=headers, progress=REQUEST_PROGRESS.get())
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from exc
+        if r is None:
             if self._other is None:
                 self._other = HttpxClient()
             return await self._other.send(method, url, json_body=json_body, headers=headers)
-        host, port, target, netloc = parts
-        body = json_bytes(json_body) if json_body is not None else None
-        try:
-            r = await self.pool.request(method, host, port, target, headers, body, REQUEST_PROGRESS.get(), netloc)
-        except httpx.HTTPError as exc:
-            raise _httpx_failure(exc) from exc
-        raw = r.body
-        return Reply.of(r.status, r.headers, raw)
+        return Reply.of(r.status, r.headers, r.body)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)

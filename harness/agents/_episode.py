@@ -53,7 +53,7 @@ __all__ = [
     "sse_problems",
 ]
 
-_RECORDED_HEADERS = ("x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding")
+_RECORDED_HEADERS = frozenset({"x-sglang-aborted", "x-req-id", "server", "date", "content-length", "transfer-encoding"})
 _RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 _SYSTEM = "You are a careful assistant in a reinforcement-learning rollout."
 

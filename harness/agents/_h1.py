@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import re
 import select
 from typing import Any
 
@@ -73,10 +74,15 @@ _CRLF = b"\r\n"
 _COMPACT_JSON = tuple(int(x) for x in httpx.__version__.split(".")[:2]) >= (0, 28)
 
 
+# httpx 0.28's json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), its encoder built
+# once (json.dumps with arguments builds a JSONEncoder per call)
+_ENCODE_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def json_bytes(value: Any) -> bytes:
     """A JSON body as the installed httpx encodes it."""
     if _COMPACT_JSON:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return _ENCODE_COMPACT(value).encode("utf-8")
     return json.dumps(value).encode("utf-8")
 
 
@@ -126,6 +132,7 @@ class _Conn(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.idle_since = 0.0
+        self.timeout_s: float | None = None  # per wait, as httpx's read/write timeouts; None: the caller's bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -189,7 +196,10 @@ class _Conn(asyncio.Protocol):
             self.transport.resume_reading()
         w = self.waiter = self.loop.create_future()
         try:
-            await w
+            if self.timeout_s is None:
+                await w
+            else:
+                await _bounded(w, self.timeout_s, httpx.ReadTimeout)
         finally:
             self.waiter = None
 
@@ -207,9 +217,21 @@ class _Conn(asyncio.Protocol):
         if self.write_paused:
             d = self.drainer = self.loop.create_future()
             try:
-                await d
+                if self.timeout_s is None:
+                    await d
+                else:
+                    await _bounded(d, self.timeout_s, httpx.WriteTimeout)
             finally:
                 self.drainer = None
+
+
+async def _bounded(fut: asyncio.Future[None], timeout_s: float, error: type[httpx.TimeoutException]) -> None:
+    """Wait for ``fut`` at most ``timeout_s``; then ``error`` with httpcore's message, as httpx raises it."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await fut
+    except TimeoutError:
+        raise error("timed out") from None
 
 
 def _protocol_error(msg: str) -> httpx.RemoteProtocolError:
@@ -296,8 +318,75 @@ def _content_decode(raw_fields: list[tuple[bytes, bytes]], body: bytes) -> bytes
         resp.close()
 
 
-async def _read_head(conn: _Conn) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The next final response head on ``conn``: (status, http version, fields); 1xx answers skipped."""
+# The common answer's head in a few C calls (``_fast_head``). h11's field grammar (``header_field_re``) on ASCII
+# text: a token, ":", then a value whose characters are anything but NUL and the whitespace other than space and
+# tab (its ``[^\x00\s]`` and ``[ \t]``: CR, LF, VT, FF), its leading and trailing spaces and tabs not part of it.
+# One match per line from the line's start (``^`` with MULTILINE) to its LF: as many matches as LFs means every
+# line is a valid field (a folded or bad line cannot match at its start).
+_STATUS_ASCII = re.compile(status_line_re.pattern.decode("ascii"), re.ASCII)
+_FIELD_LINE = re.compile(r"^([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([^\x00\r\n\x0b\x0c]*)\r?\n", re.ASCII | re.MULTILINE)
+_BYTES_WS = " \t\n\r\x0b\x0c"  # what ``bytes.strip()`` strips (``str.strip()`` strips more)
+
+# A parsed final head: (status, HTTP/1.0 or older, header pairs as httpx decodes them, content length, chunked,
+# connection: close, the normalized raw fields or None when the pairs are ASCII and say the same)
+_Head = tuple[int, bool, list[tuple[str, str]], int | None, bool, bool, list[tuple[bytes, bytes]] | None]
+
+
+def _fast_head(block: bytes) -> _Head | None:
+    """``_slow_head``'s answer for the common head, or None to let ``_slow_head`` decide (and word any error).
+
+    Taken only when the outcome cannot differ: an all-ASCII head (so the header pairs decode as ``ascii``),
+    a final status (not 1xx), every line matching h11's field grammar (so no obsolete folding), no
+    ``Transfer-Encoding``, and at most one ``Content-Length`` of plain digits. Everything else, every error
+    included, goes through the line-by-line h11 rules.
+    """
+    if not block.isascii():
+        return None
+    text = block.decode("ascii")
+    nl = text.find("\n")
+    line = text[:nl]
+    m = _STATUS_ASCII.fullmatch(line[:-1] if line.endswith("\r") else line)
+    if m is None:
+        return None
+    status = int(m["status_code"])
+    if 100 <= status < 200:
+        return None
+    fields = text[nl + 1 : len(text) - (2 if text.endswith("\r\n") else 1)]  # without the blank line
+    found = _FIELD_LINE.findall(fields)
+    if len(found) != fields.count("\n"):
+        return None
+    pairs = [(name.lower(), value.rstrip(" \t")) for name, value in found]
+    length: int | None = None
+    close = False
+    for name, value in pairs:
+        if name == "content-length":
+            if length is not None or not value.isdigit() or len(value) > CONTENT_LENGTH_MAX_DIGITS:
+                return None
+            length = int(value)
+        elif name == "transfer-encoding":
+            return None
+        elif name == "connection" and "close" in [v.strip(_BYTES_WS).lower() for v in value.split(",")]:
+            close = True
+    return status, m["http_version"] < "1.1", pairs, length, False, close, None
+
+
+def _slow_head(block: bytes) -> _Head | None:
+    """h11's reading of one head, line by line, with its errors; None for an informational (1xx) answer."""
+    lines = block.split(b"\n")
+    del lines[-2:]
+    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+    g = _validate(status_line_re, lines[0], "illegal status line: {!r}")
+    status = int(g["status_code"])
+    fields = _header_lines(lines[1:])
+    if 100 <= status < 200 and status != 101:
+        return None  # informational: httpcore reads on to the final answer
+    version = g["http_version"] or b"1.1"
+    fields, length, chunked, close = _normalize(fields)
+    return status, version < b"1.1", _decode_headers(fields), length, chunked, close, fields
+
+
+async def _read_head(conn: _Conn) -> _Head:
+    """The next final response head on ``conn``; 1xx answers skipped."""
     while True:
         buf = conn.buf
         if buf[:1] == b"\n" or buf[:2] == b"\r\n":
@@ -322,16 +411,11 @@ async def _read_head(conn: _Conn) -> tuple[int, bytes, list[tuple[bytes, bytes]]
             continue
         block = bytes(buf[:cut])
         del buf[:cut]
-        lines = block.split(b"\n")
-        del lines[-2:]
-        lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
-        g = _validate(status_line_re, lines[0], "illegal status line: {!r}")
-        status = int(g["status_code"])
-        fields = _header_lines(lines[1:])
-        if 100 <= status < 200 and status != 101:
-            continue  # informational: httpcore reads on to the final answer
-        version = g["http_version"] or b"1.1"
-        return status, version, fields
+        head = _fast_head(block)
+        if head is None:
+            head = _slow_head(block)
+        if head is not None:
+            return head
 
 
 async def _read_exact(conn: _Conn, n: int) -> bytes:
@@ -439,8 +523,14 @@ class H1Pool:
         body: bytes | None,
         progress: dict[str, bool] | None,
         host_header: str | None = None,
+        timeout_s: float | None = None,
     ) -> Response:
-        """One exchange; ``host_header`` as httpx writes it (the URL's netloc: no default port, IPv6 bracketed)."""
+        """One exchange; ``host_header`` as httpx writes it (the URL's netloc: no default port, IPv6 bracketed).
+
+        ``timeout_s``: httpx's timeout, per phase (waiting for a connection, connecting, each write and read
+        wait), raising httpx's timeout exceptions with httpcore's messages; None (the agents): the caller bounds
+        the whole call.
+        """
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         jar = self._cookies.get(host)
@@ -448,31 +538,36 @@ class H1Pool:
         data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie)
         if progress is not None:
             progress["sent"] = False
-        conn = await self._acquire((host, port))
+        conn = await self._acquire((host, port), timeout_s)
+        conn.timeout_s = timeout_s
         reusable = False
         try:
             await conn.write(data)
             if progress is not None:
                 progress["sent"] = True
-            status, version, fields = await _read_head(conn)
-            fields, length, chunked, close = _normalize(fields)
+            status, old, pairs, length, chunked, close, fields = await _read_head(conn)
             to_eof = False
             if status in (204, 304) or method == "HEAD" or status == 101:
                 raw = b""
             elif chunked:
                 raw = await _read_chunked(conn)
             elif length is not None:
-                raw = await _read_exact(conn, length) if length else b""
+                if len(conn.buf) >= length:  # the whole body came with the head (the usual case)
+                    raw = bytes(conn.buf[:length])
+                    del conn.buf[:length]
+                else:
+                    raw = await _read_exact(conn, length)
             else:
                 to_eof = True
                 raw = await _read_to_eof(conn)
-            reusable = not (close or to_eof or status == 101 or version < b"1.1")
+            reusable = not (close or to_eof or status == 101 or old)
         finally:
             self._release(conn, reusable)
-        pairs = _decode_headers(fields)
         if raw:
             for k, _v in pairs:
                 if k == "content-encoding":
+                    if fields is None:  # an ASCII head: its raw fields are the pairs, encoded back
+                        fields = [(n.encode("ascii"), x.encode("ascii")) for n, x in pairs]
                     raw = _content_decode(fields, raw)
                     break
         for k, v in pairs:
@@ -482,7 +577,7 @@ class H1Pool:
                     self._cookies.setdefault(host, {})[name.strip()] = rest.split(";", 1)[0].strip()
         return Response(status, pairs, raw)
 
-    async def _acquire(self, key: tuple[str, int]) -> _Conn:
+    async def _acquire(self, key: tuple[str, int], timeout_s: float | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
         while True:
             stack = self._idle.get(key)
@@ -501,19 +596,25 @@ class H1Pool:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
-            except BaseException:
+                async with asyncio.timeout(timeout_s):
+                    await waiter
+            except BaseException as exc:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
                 elif waiter.done() and not waiter.cancelled():
                     self._wake()  # woken, then cancelled: pass the turn on
+                if isinstance(exc, TimeoutError) and timeout_s is not None:
+                    raise httpx.PoolTimeout("timed out waiting for a connection from the pool") from None
                 raise
         self._n_open += 1
         try:
-            _, conn = await loop.create_connection(lambda: _Conn(loop, key), key[0], key[1])
+            async with asyncio.timeout(timeout_s):
+                _, conn = await loop.create_connection(lambda: _Conn(loop, key), key[0], key[1])
         except BaseException as exc:
             self._n_open -= 1
             self._wake()
+            if isinstance(exc, TimeoutError) and timeout_s is not None:
+                raise httpx.ConnectTimeout("timed out") from None
             if isinstance(exc, OSError):
                 raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -19,8 +20,7 @@ from typing import IO, Any
 import httpx
 
 from harness.agents import Agent, HttpClient, make_client
-from harness.agents._clients import _trace_extensions
-from harness.agents._pool import fast_transport
+from harness.agents._clients import REQUEST_PROGRESS, H1Client, _trace_extensions
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
@@ -31,7 +31,7 @@ from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
 from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
 
-__all__ = ["DriveResult", "Progress", "control_client", "drive"]
+__all__ = ["Control", "ControlReply", "DriveResult", "Progress", "SocketControl", "control_client", "drive"]
 
 Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
 
@@ -159,24 +159,78 @@ async def settle_chaos(
     await nemesis.drain()
 
 
-def control_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+_CONTROL_TIMEOUT_S = 10.0  # httpx's meaning: per phase (pool wait, connect, write, each read)
+
+
+class ControlReply:
+    """What the runner reads of a control answer: ``httpx.Response``'s ``status_code``, ``content``, ``json()``."""
+
+    __slots__ = ("content", "status_code")
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code = status_code
+        self.content = content
+
+    def json(self) -> Any:
+        return json.loads(self.content)  # as httpx.Response.json(): ValueError when it is not JSON
+
+
+class SocketControl:
+    """The runner's control client over sockets, on the agents' HTTP/1.1 client (harness/agents/_h1.py).
+
+    It replaces an ``httpx.AsyncClient`` (timeout 10 s) and keeps what the history and the nemesis see of
+    one: the same request bytes, httpx's exception classes and messages, httpx's timeout per phase, the
+    request's ``sent``. Why: the final GET of every session went through httpx's client layers at ~1 ms of
+    CPU each, an eighth of a run's requests (bench_harness.py --agents, #15). A URL that is not plain
+    ``http://`` goes through httpx itself.
+    """
+
+    def __init__(self) -> None:
+        self._h1 = H1Client(max_connections=100, max_keepalive=20)
+        self._other: httpx.AsyncClient | None = None
+
+    async def request(
+        self, method: str, url: str, *, json: Any = None, progress: dict[str, bool] | None = None
+    ) -> ControlReply | httpx.Response:
+        r = await self._h1.exchange(method, url, json_body=json, progress=progress, timeout_s=_CONTROL_TIMEOUT_S)
+        if r is not None:
+            return ControlReply(r.status, r.body)
+        if self._other is None:
+            self._other = httpx.AsyncClient(timeout=_CONTROL_TIMEOUT_S)
+        ext = _trace_extensions() if progress is not None else None  # httpx's trace: "sent", as control_request's
+        return await self._other.request(method, url, json=json, extensions=ext)
+
+    async def get(self, url: str) -> ControlReply | httpx.Response:
+        return await self.request("GET", url)
+
+    async def aclose(self) -> None:
+        await self._h1.aclose()
+        if self._other is not None:
+            await self._other.aclose()
+
+
+Control = httpx.AsyncClient | SocketControl
+
+
+def control_client(transport: httpx.AsyncBaseTransport | None = None) -> Control:
     """The runner's own client (probes, the nemesis's control calls, the final GET of every session).
 
-    Over sockets it gets the agents' O(1) pool (harness/agents/_pool.py): with httpcore's own, the
-    collection's 32 concurrent final GETs re-scanned every pooled connection per request, which cost
-    more CPU than the agents' whole workload in a 400-session run (bench_harness.py --agents, #15).
+    Over sockets: :class:`SocketControl`. With a transport (simulation, in-process tests): httpx on it.
     """
     if transport is None:
-        transport = fast_transport(httpx.Limits(max_connections=100, max_keepalive_connections=20))
-    return httpx.AsyncClient(transport=transport, timeout=10.0)
+        return SocketControl()
+    return httpx.AsyncClient(transport=transport, timeout=_CONTROL_TIMEOUT_S)
 
 
-def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any]:
+def control_request(control: Control) -> Callable[[str, str, Any], Any]:
     """The nemesis's way to send one control request (DELETE, fault plan...): (status or None, error or None)."""
 
     async def request(method: str, url: str, body: Any) -> tuple[int | None, str | None]:
         try:
-            r = await control.request(method, url, json=body, extensions=_trace_extensions())  # "sent", if asked
+            if isinstance(control, SocketControl):
+                r = await control.request(method, url, json=body, progress=REQUEST_PROGRESS.get())  # "sent"
+            else:
+                r = await control.request(method, url, json=body, extensions=_trace_extensions())  # "sent", if asked
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         return r.status_code, None
@@ -184,9 +238,7 @@ def control_request(control: httpx.AsyncClient) -> Callable[[str, str, Any], Any
     return request
 
 
-async def backend_probe(
-    history: History, control: httpx.AsyncClient, backend_url: str | None
-) -> dict[str, list[dict[str, Any]]]:
+async def backend_probe(history: History, control: Control, backend_url: str | None) -> dict[str, list[dict[str, Any]]]:
     """``GET {backend}/stats`` as a ``probe`` op (``value: "backend_stats"``), returning its executions.
 
     Taken at the run's start and at its end: the completion's ``body`` keeps only what says
@@ -217,7 +269,7 @@ async def backend_probe(
 
 
 async def _collect(
-    sc: Scenario, history: History, servers: list[str], backend_url: str | None, control: httpx.AsyncClient
+    sc: Scenario, history: History, servers: list[str], backend_url: str | None, control: Control
 ) -> RunData:
     owners: dict[str, str] = {}
     deleted: set[str] = set()

@@ -240,3 +240,97 @@ async def test_same_host_header_and_target_as_httpx_for_other_url_shapes() -> No
         seen.append((r.status, [q.replace(port.encode(), b"PORT") for q in server.requests]))
     assert seen[1] == seen[0]
     assert b"Host: localhost:PORT\r\n" in seen[1][1][0]
+
+
+_HEADS = [
+    *(a for a, _ in ANSWERS.values()),
+    head("content-length: 2", "x-a:\tv\t ", "x-b:", "x-c:  a  b  ", "x-d: a\x1fb") + b"ok",
+    head("Content-Length: 2", "Connection: Upgrade, close\x1f") + b"ok",
+    head("content-length: 2", "connection: keep-alive,\tCLOSE ") + b"ok",
+    head("content-length: 002") + b"ok",
+    head("content-length: 1" + "0" * 21),
+    head("content-length: 2", "x: a\x0bb") + b"ok",
+    head("content-length: 2", "x: a\x00b") + b"ok",
+    head("content-length: 2", "x: a\rb") + b"ok",
+    head("content-length: 2", "x : a") + b"ok",
+    head("content-length: 2", ": a") + b"ok",
+    head("content-length: 2", "x\ta: b") + b"ok",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx: a\r\r\n\r\nok",
+    b"HTTP/1.1 200 OK\ncontent-length: 2\r\nx: 1\n\r\nok",
+    b"HTTP/1.1 304 Not Modified\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+    b"HTTP/1.0 200\r\nx: \xc3\xa9\r\n\r\n",
+    b"HTTP/1.1 200 \x80\r\n\r\n",
+    b"HTTP/1.1 200 OK \t\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", _HEADS, ids=range(len(_HEADS)))
+def test_the_fast_head_says_what_h11s_line_by_line_reading_says(raw: bytes) -> None:
+    """``_fast_head`` only ever answers what ``_slow_head`` (h11's rules) answers, and declines what it must."""
+    from harness.agents._h1 import _fast_head, _slow_head
+
+    i, j = raw.find(b"\n\r\n"), raw.find(b"\n\n")
+    if i == -1 and j == -1:
+        return  # no complete head: never parsed
+    block = raw[: j + 2] if j != -1 and (i == -1 or j < i) else raw[: i + 3]
+    fast = _fast_head(block)
+    try:
+        slow: Any = _slow_head(block)
+    except httpx.HTTPError as exc:
+        slow = exc
+    if fast is None:
+        return
+    assert not isinstance(slow, Exception) and slow is not None
+    assert fast[:6] == slow[:6]
+    assert slow[6] == [(k.encode(), v.encode()) for k, v in fast[2]]  # the raw fields it leaves to be rebuilt
+
+
+def test_the_fast_head_is_taken_for_a_plain_answer() -> None:
+    from harness.agents._h1 import _fast_head
+
+    got = _fast_head(head(f"content-length: {N}", "Content-Type: application/json", "Connection: close"))
+    assert got == (
+        200,
+        False,
+        [("content-length", str(N)), ("content-type", "application/json"), ("connection", "close")],
+        N,
+        False,
+        True,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/sessions/0123abcd/v1/chat/completions",
+        "http://127.0.0.1:80/sessions/x",
+        "http://LocalHost:8000/sessions/a_b-c~d",
+        "http://[::1]:8000/sessions/a",
+        "http://u:p@h:1/sessions/a",
+        "http://h:1?x/sessions/a",
+        "http://h:1#f/a",
+        "http://h:1/a/./b",
+        "http://h:1/a/",
+        "http://h:1/a%20b",
+        "http://h:1/a?x=1",
+        "http://h:1",
+        "https://h:1/a",
+        "HTTP://h:1/a",
+        "http://h%41:1/a",
+    ],
+)
+def test_url_split_is_httpxs(url: str) -> None:
+    """H1Client's shortcut for a new session's URL gives what parsing it with httpx gives."""
+
+    def httpx_split(u: httpx.URL) -> tuple[str, int, str, str] | None:
+        if u.scheme != "http" or not u.host:
+            return None
+        return u.host, u.port or 80, u.raw_path.decode("ascii"), u.netloc.decode("ascii")
+
+    slash = url.find("/", 8)
+    other = (url[:slash] if slash != -1 else url) + "/sessions/zz"  # the same origin, another session's path
+    client = H1Client()
+    for u in (url, url, other, other):  # the second time from the cache
+        assert client._split(u) == httpx_split(httpx.URL(u)), u
