@@ -32,7 +32,9 @@ then a request that diverges before the first assistant turn, which would
 discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
 ``"4xx"``; then the next legal turn of that session as a plain OpenAI client
 sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
-(``expect = "no_5xx"``: a server may not depend on headers of our own).
+(``expect = "no_5xx"``: a server may not depend on headers of our own), and
+the turn after it with those headers malformed (``x-turn: two``,
+``x-attempt: -1``; careless input: never a 500, and the backend ignores them).
 """
 
 from __future__ import annotations
@@ -389,14 +391,25 @@ class _Fuzzer:
         await self._chat_completion(op, sid, body, rid, 0)
 
     async def _chat_completion(
-        self, op: int, sid: str, body: bytes | None, rid: str, attempt: int, turn: int = 0, plain: bool = False
+        self,
+        op: int,
+        sid: str,
+        body: bytes | None,
+        rid: str,
+        attempt: int,
+        turn: int = 0,
+        plain: bool = False,
+        odd: bool = False,
     ) -> Any:
         """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
 
-        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own).
+        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own);
+        ``odd``: those two headers sent malformed (not non-negative integers).
         """
         headers = {"x-request-id": rid, "content-type": "application/json"}
-        if not plain:
+        if odd:
+            headers.update({"x-turn": "two", "x-attempt": "-1"})
+        elif not plain:
             headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
         r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
         if r is None:
@@ -464,7 +477,29 @@ class _Fuzzer:
             fuzz_category="headers",
             expect="no_5xx",
         )
-        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
+        reply = await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
+        if reply is None:
+            return
+        # and the turn after it with the harness's headers malformed: careless input, never a 500
+        msgs = [*msgs, {k: reply[k] for k in ("role", "content", "tool_calls") if reply.get(k) is not None}]
+        msgs.append({"role": "user", "content": "And once more."})
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=3,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(msgs),
+            stream=False,
+            fuzz="headers:odd_turn_attempt",
+            fuzz_category="headers",
+            expect="no_5xx",
+        )
+        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 3, odd=True)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
