@@ -34,7 +34,11 @@ discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
 sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
 (``expect = "no_5xx"``: a server may not depend on headers of our own), and
 the turn after it with those headers malformed (``x-turn: two``,
-``x-attempt: -1``; careless input: never a 500, and the backend ignores them).
+``x-attempt: -1``; careless input: never a 500, and the backend ignores them)
+and its user message as OpenAI content parts (one ``text`` part, legal: its
+text must reach the model, token_state rule 5). Before its turns, one legal
+pass-through ``POST generate`` of that session that the fake answers with a
+connection reset (``x-fake-fault: reset``): a 502, never a 500.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = ["CATEGORIES", "Case", "derive_cases", "run_fuzz"]
 _SYSTEM = {"role": "system", "content": "You answer briefly."}
 _USER = {"role": "user", "content": "Name one prime number."}
 _BASE = [_SYSTEM, _USER]
+_PARTS_TEXT = "And once more, as content parts."
 _MODEL = "fake-model"
 
 # The OpenAI chat request: key -> the JSON types it accepts.
@@ -437,6 +442,7 @@ class _Fuzzer:
         sid = await self.create("rollback_probe")
         if sid is None:
             return
+        await self.transport_probe(sid)
         msgs: list[dict[str, Any]] = list(_BASE)
         for turn in (0, 1):
             rid = self._rid()
@@ -482,7 +488,8 @@ class _Fuzzer:
             return
         # and the turn after it with the harness's headers malformed: careless input, never a 500
         msgs = [*msgs, {k: reply[k] for k in ("role", "content", "tool_calls") if reply.get(k) is not None}]
-        msgs.append({"role": "user", "content": "And once more."})
+        # its user message as OpenAI content parts (one text part): legal, and its text must reach the model
+        msgs.append({"role": "user", "content": [{"type": "text", "text": _PARTS_TEXT}]})
         rid = self._rid()
         op = self.history.invoke(
             process="fuzzer",
@@ -498,8 +505,42 @@ class _Fuzzer:
             fuzz="headers:odd_turn_attempt",
             fuzz_category="headers",
             expect="no_5xx",
+            probe={"last": _PARTS_TEXT},  # token_state rule 5: the appended text is in the added tokens
         )
         await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 3, odd=True)
+
+    async def transport_probe(self, sid: str) -> None:
+        """A legal pass-through ``POST generate`` that the backend answers with a connection reset.
+
+        The client's headers reach the backend (CONTEXT.md), so ``x-fake-fault: reset`` makes the fake drop
+        the connection: a transport error to the backend, which the server answers 502 (CONTEXT.md), never
+        500. Tagged ``expect = "backend_fault"``: bad_input leaves its status to no_unexpected_5xx, which
+        attributes it to the fault in the fake's execution log. A server that does not forward the header
+        gets the backend's 200.
+        """
+        rid = self._rid()
+        path = f"/sessions/{sid}/generate"
+        body = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}})
+        op = self.history.invoke(
+            process="fuzzer",
+            f="fuzz",
+            session=sid,
+            server=self.server,
+            request_id=rid,
+            method="POST",
+            path=path,
+            fuzz="passthrough:POST generate (backend reset)",
+            fuzz_category="passthrough",
+            expect="backend_fault",
+            body_bytes=len(body),
+        )
+        headers = {"x-request-id": rid, "content-type": "application/json", "x-fake-fault": "reset"}
+        r = await self._send(op, "POST", f"{self.server}{path}", body, headers)
+        if r is not None:
+            if 200 <= r.status_code < 300:
+                self.history.ok(op, **_reply_fields(r))
+            else:
+                self.history.fail(op, **_reply_fields(r))
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
