@@ -38,7 +38,8 @@ the turn after it with those headers malformed (``x-turn: two``,
 and its user message as OpenAI content parts (one ``text`` part, legal: its
 text must reach the model, token_state rule 5). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
-connection reset (``x-fake-fault: reset``): a 502, never a 500.
+connection reset (``x-fake-fault: reset``), and a chat whose answer's
+``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
 """
 
 from __future__ import annotations
@@ -405,6 +406,7 @@ class _Fuzzer:
         turn: int = 0,
         plain: bool = False,
         odd: bool = False,
+        fault: str | None = None,
     ) -> Any:
         """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
 
@@ -416,6 +418,8 @@ class _Fuzzer:
             headers.update({"x-turn": "two", "x-attempt": "-1"})
         elif not plain:
             headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
+        if fault is not None:
+            headers["x-fake-fault"] = fault
         r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
         if r is None:
             return None
@@ -541,6 +545,27 @@ class _Fuzzer:
                 self.history.ok(op, **_reply_fields(r))
             else:
                 self.history.fail(op, **_reply_fields(r))
+        # a chat whose answer is malformed past its first choice: choices = [null, the answer] (the fake's
+        # null_first_choice), a backend answer without a usable choices[0]: 502, never 500 (CONTEXT.md)
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=0,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(_BASE),
+            stream=False,
+            fuzz="backend:null_first_choice",
+            fuzz_category="backend",
+            expect="backend_fault",
+        )
+        await self._chat_completion(
+            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
+        )
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)

@@ -72,6 +72,7 @@ TRANSPORT_FAULTS = (
     "slow_drip",
     "no_meta_info",
     "null_content",
+    "null_first_choice",
     "logprob_mismatch",
     "invalid_json",
     "outage",
