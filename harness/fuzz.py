@@ -32,7 +32,14 @@ then a request that diverges before the first assistant turn, which would
 discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
 ``"4xx"``; then the next legal turn of that session as a plain OpenAI client
 sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
-(``expect = "no_5xx"``: a server may not depend on headers of our own).
+(``expect = "no_5xx"``: a server may not depend on headers of our own), and
+the turn after it with those headers malformed (``x-turn: two``,
+``x-attempt: -1``; careless input: never a 500, and the backend ignores them)
+and its user message as OpenAI content parts (one ``text`` part, legal: its
+text must reach the model, token_state rule 5). Before its turns, one legal
+pass-through ``POST generate`` of that session that the fake answers with a
+connection reset (``x-fake-fault: reset``), and a chat whose answer's
+``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ __all__ = ["CATEGORIES", "Case", "derive_cases", "run_fuzz"]
 _SYSTEM = {"role": "system", "content": "You answer briefly."}
 _USER = {"role": "user", "content": "Name one prime number."}
 _BASE = [_SYSTEM, _USER]
+_PARTS_TEXT = "And once more, as content parts."
 _MODEL = "fake-model"
 
 # The OpenAI chat request: key -> the JSON types it accepts.
@@ -389,15 +397,29 @@ class _Fuzzer:
         await self._chat_completion(op, sid, body, rid, 0)
 
     async def _chat_completion(
-        self, op: int, sid: str, body: bytes | None, rid: str, attempt: int, turn: int = 0, plain: bool = False
+        self,
+        op: int,
+        sid: str,
+        body: bytes | None,
+        rid: str,
+        attempt: int,
+        turn: int = 0,
+        plain: bool = False,
+        odd: bool = False,
+        fault: str | None = None,
     ) -> Any:
         """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
 
-        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own).
+        ``plain``: only the headers a plain OpenAI client sends (no x-turn / x-attempt, the harness's own);
+        ``odd``: those two headers sent malformed (not non-negative integers).
         """
         headers = {"x-request-id": rid, "content-type": "application/json"}
-        if not plain:
+        if odd:
+            headers.update({"x-turn": "two", "x-attempt": "-1"})
+        elif not plain:
             headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
+        if fault is not None:
+            headers["x-fake-fault"] = fault
         r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
         if r is None:
             return None
@@ -424,6 +446,7 @@ class _Fuzzer:
         sid = await self.create("rollback_probe")
         if sid is None:
             return
+        await self.transport_probe(sid)
         msgs: list[dict[str, Any]] = list(_BASE)
         for turn in (0, 1):
             rid = self._rid()
@@ -464,7 +487,85 @@ class _Fuzzer:
             fuzz_category="headers",
             expect="no_5xx",
         )
-        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
+        reply = await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 2, plain=True)
+        if reply is None:
+            return
+        # and the turn after it with the harness's headers malformed: careless input, never a 500
+        msgs = [*msgs, {k: reply[k] for k in ("role", "content", "tool_calls") if reply.get(k) is not None}]
+        # its user message as OpenAI content parts (one text part): legal, and its text must reach the model
+        msgs.append({"role": "user", "content": [{"type": "text", "text": _PARTS_TEXT}]})
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=3,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(msgs),
+            stream=False,
+            fuzz="headers:odd_turn_attempt",
+            fuzz_category="headers",
+            expect="no_5xx",
+            probe={"last": _PARTS_TEXT},  # token_state rule 5: the appended text is in the added tokens
+        )
+        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 3, odd=True)
+
+    async def transport_probe(self, sid: str) -> None:
+        """A legal pass-through ``POST generate`` that the backend answers with a connection reset.
+
+        The client's headers reach the backend (CONTEXT.md), so ``x-fake-fault: reset`` makes the fake drop
+        the connection: a transport error to the backend, which the server answers 502 (CONTEXT.md), never
+        500. Tagged ``expect = "backend_fault"``: bad_input leaves its status to no_unexpected_5xx, which
+        attributes it to the fault in the fake's execution log. A server that does not forward the header
+        gets the backend's 200.
+        """
+        rid = self._rid()
+        path = f"/sessions/{sid}/generate"
+        body = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}})
+        op = self.history.invoke(
+            process="fuzzer",
+            f="fuzz",
+            session=sid,
+            server=self.server,
+            request_id=rid,
+            method="POST",
+            path=path,
+            fuzz="passthrough:POST generate (backend reset)",
+            fuzz_category="passthrough",
+            expect="backend_fault",
+            body_bytes=len(body),
+        )
+        headers = {"x-request-id": rid, "content-type": "application/json", "x-fake-fault": "reset"}
+        r = await self._send(op, "POST", f"{self.server}{path}", body, headers)
+        if r is not None:
+            if 200 <= r.status_code < 300:
+                self.history.ok(op, **_reply_fields(r))
+            else:
+                self.history.fail(op, **_reply_fields(r))
+        # a chat whose answer is malformed past its first choice: choices = [null, the answer] (the fake's
+        # null_first_choice), a backend answer without a usable choices[0]: 502, never 500 (CONTEXT.md)
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=0,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(_BASE),
+            stream=False,
+            fuzz="backend:null_first_choice",
+            fuzz_category="backend",
+            expect="backend_fault",
+        )
+        await self._chat_completion(
+            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
+        )
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)

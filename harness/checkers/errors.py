@@ -28,7 +28,9 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
   outage window the request overlapped;
 - any 5xx is explained by a kill of the server that answered it, overlapping
   the request; non-chat operations (create, get, delete, probe) never reach
-  the backend, so only that explains theirs.
+  the backend, so only that explains theirs; a request through a session's
+  pass-through (``/sessions/{id}/{path}``) does, and is judged as a chat is
+  for the statuses other than 500.
 
 Requests are matched to the backend's executions through the fake's own log
 (the forwarded ``x-request-id``, else routing key + turn + attempt:
@@ -70,6 +72,7 @@ TRANSPORT_FAULTS = (
     "slow_drip",
     "no_meta_info",
     "null_content",
+    "null_first_choice",
     "logprob_mismatch",
     "invalid_json",
     "outage",
@@ -99,7 +102,12 @@ class NoUnexpected5xx:
 
     @staticmethod
     def _explain(
-        o: Op, st: int, chaos: list[Chaos], links: Links, stored: dict[str, list[tuple[float, int | None]]]
+        o: Op,
+        st: int,
+        chaos: list[Chaos],
+        links: Links,
+        stored: dict[str, list[tuple[float, int | None]]],
+        passed: dict[str, list[dict[str, Any]]] | None = None,
     ) -> tuple[str, str]:
         """(explanation, "") or ("", why not; "unattributable" when nothing can decide)."""
         t1 = o.seen_end if o.seen_end is not None else o.start
@@ -107,9 +115,9 @@ class NoUnexpected5xx:
             same = c.server is None or o.server is None or c.server.rstrip("/") == o.server.rstrip("/")
             if is_kill(c) and same and c.covers(o.start, t1, margin=1.0):
                 return f"chaos {c.kind}", ""
-        if o.f != "chat":
+        if o.f != "chat" and not _passthrough(o):
             return "", "a request that never reaches the backend, and no kill of its server overlapped it"
-        execs = links.executions_of(o)
+        execs = links.executions_of(o) if o.f == "chat" else (passed or {}).get(o.request_id or "", [])
         faults = [fault_name(str(ex["fault"])) for ex in execs if ex.get("fault")]
         if st == 500:
             if "http_500" in faults:
@@ -144,6 +152,7 @@ class NoUnexpected5xx:
         links = Links(run, ops)  # this group's chats and the executions that carry their request ids
         links.has_executions = part.context.has_backend_executions and execution_log_gap(run) is None
         stored = _stored_upper_bounds(ops)  # per session: a session's answers are all in its part
+        passed = _passthrough_executions(run, ops)
         counts: Counter[int] = Counter()
         explained: Counter[int] = Counter()
         out: list[Keyed] = []
@@ -153,7 +162,7 @@ class NoUnexpected5xx:
             if st is None or st < 500 or o.f in ("chaos", "fault") or not part.mine(o.session):
                 continue
             counts[st] += 1
-            why, reason = self._explain(o, st, chaos, links, stored)
+            why, reason = self._explain(o, st, chaos, links, stored, passed)
             if why:
                 explained[st] += 1
             elif reason == "unattributable":
@@ -183,6 +192,30 @@ class NoUnexpected5xx:
             first = min(x for p in parts for x in p["unattributed"])[1]
             unknown.append(f"{n} 5xx not attributable without the backend's execution log (e.g. {first})")
         return verdict(self.name, merge_violations(p["out"] for p in parts), unknown=unknown, notes=per)
+
+
+def _passthrough(o: Op) -> bool:
+    """A request through a session's plain pass-through (``/sessions/{id}/{path}``, not the chat): it
+    reaches the backend, so the backend's fault on it explains its gateway error like a chat's."""
+    path = o.invoke.get("path")
+    if not isinstance(path, str) or not isinstance(o.invoke.get("method"), str):
+        return False
+    parts = path.split("?", 1)[0].split("/")
+    return len(parts) > 3 and parts[1] == "sessions" and "/".join(parts[3:]) != "v1/chat/completions"
+
+
+def _passthrough_executions(run: RunData, ops: list[Op]) -> dict[str, list[dict[str, Any]]]:
+    """The backend executions of pass-through requests that answered 5xx, by the forwarded x-request-id."""
+    want = {o.request_id for o in ops if o.request_id and (o.status or 0) >= 500 and _passthrough(o)}
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not want:
+        return out
+    for execs in run.backend_executions.values():
+        for ex in execs if isinstance(execs, list) else ():
+            rid = ex.get("request_id") if isinstance(ex, dict) else None
+            if isinstance(rid, str) and rid in want:
+                out.setdefault(rid, []).append(ex)
+    return out
 
 
 def _stored_upper_bounds(ops: list[Op]) -> dict[str, list[tuple[float, int | None]]]:

@@ -41,6 +41,16 @@ re-tokenization. Per session snapshot:
    without them, or a run whose tokenizer cannot be loaded (an external server's own tokenizer folder
    that is not given), is not judged by this rule.
 
+6. the join closes the stored turn once (``join_doubled``): the special tokens around the checkpoint's end in
+   the new prompt (the checkpoint's trailing special / whitespace tokens, the model's stop token among
+   them, and the added tokens' leading ones, up to the appended message's first text) hold no closing
+   special token more often than the chat template itself renders it between an assistant turn's
+   generated text and the next message (probed on the template: a plain and a tool-call turn, then a
+   user or tool message, empty or not). A server that joins at the wrong place (its closer or stop
+   search, the stop token it reads) renders the turn's closing again after the model's own, a prompt
+   no template renders (CONTEXT.md: "take the text after that prefix, and join it to the stored tokens
+   at the boundary"). Not judged when the template cannot be probed or the tokenizer is not loadable.
+
 A record without ``input_ids`` or without ``output_token_logprobs`` makes the
 session unknown (the server did not keep what TITO needs). The protocol fixes
 that ``metadata`` holds the accumulated token ids, not the key's name: it is
@@ -124,8 +134,126 @@ def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
     return False
 
 
+_PROBE_SYSTEM, _PROBE_USER, _PROBE_CONTENT, _PROBE_ARG, _PROBE_NEXT = (
+    "Aardvark",
+    "Bison",
+    "Xylophone",
+    "Quokka",
+    "Zebra",
+)
+
+
+class _Joins:
+    """Rule 6's view of one tokenizer: its special tokens and the closing runs its template renders."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        specials: dict[int, str] = {
+            int(i): str(a.content)
+            for i, a in (getattr(tok, "added_tokens_decoder", None) or {}).items()
+            if getattr(a, "special", False) and a.content
+        }
+        self.special_ids = specials
+        self.texts = sorted(set(specials.values()), key=len, reverse=True)
+        self._sep: dict[int, bool] = {}
+        self.limits: dict[str, int] | None = self._probe()
+
+    def _run(self, text: str) -> list[str]:
+        """The special tokens of ``text``'s leading run of special tokens and whitespace."""
+        out: list[str] = []
+        p = 0
+        while p < len(text):
+            hit = next((t for t in self.texts if text.startswith(t, p)), None)
+            if hit is not None:
+                out.append(hit)
+                p += len(hit)
+            elif text[p].isspace():
+                p += 1
+            else:
+                break
+        return out
+
+    def _probe(self) -> dict[str, int] | None:
+        """Per closing special token, the most times the template renders it between a turn and the next."""
+        fn = {"name": "search", "arguments": json.dumps({"query": _PROBE_ARG})}
+        call: dict[str, Any] = {"id": "call_probe1", "type": "function", "function": fn}
+        shapes = [
+            ({"role": "assistant", "content": _PROBE_CONTENT}, False),
+            ({"role": "assistant", "content": _PROBE_CONTENT, "tool_calls": [call]}, True),
+            ({"role": "assistant", "content": "", "tool_calls": [call]}, True),
+        ]
+        limits: dict[str, int] = {}
+        judged = 0
+        for msg, calls in shapes:
+            nexts = [{"role": "user", "content": c} for c in (_PROBE_NEXT, "")]
+            if calls:
+                nexts += [{"role": "tool", "tool_call_id": "call_probe1", "content": c} for c in (_PROBE_NEXT, "")]
+            for nxt in nexts:
+                head = [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_USER}]
+                try:
+                    text = str(
+                        self.tok.apply_chat_template([*head, msg, nxt], tokenize=False, add_generation_prompt=True)
+                    )
+                except Exception:  # a template that refuses this shape: the others still say
+                    continue
+                a = max(text.rfind(_PROBE_CONTENT) + len(_PROBE_CONTENT), text.rfind(_PROBE_ARG) + len(_PROBE_ARG))
+                if a < len(_PROBE_ARG):
+                    continue
+                u = text.find(_PROBE_NEXT, a) if nxt["content"] else len(text)
+                seg = text[a : u if u >= 0 else len(text)]
+                first = min((i for i in (seg.find(t) for t in self.texts) if i >= 0), default=-1)
+                if first < 0:
+                    continue
+                counts: dict[str, int] = {}
+                for t in self._run(seg[first:]):
+                    counts[t] = counts.get(t, 0) + 1
+                for t, n in counts.items():
+                    limits[t] = max(limits.get(t, 0), n)
+                judged += 1
+        return limits if judged else None
+
+    def is_sep(self, tid: int) -> bool:
+        got = self._sep.get(tid)
+        if got is None:
+            try:
+                got = tid in self.special_ids or not str(self.tok.decode([tid])).strip()
+            except Exception:
+                got = False
+            self._sep[tid] = got
+        return got
+
+    def doubled(self, ids: list[int], start: int, b: int) -> list[str]:
+        """The closing specials the join at ``b`` renders more often than the template (empty: none)."""
+        if self.limits is None:
+            return []
+        lo = b
+        while lo > start and self.is_sep(ids[lo - 1]):
+            lo -= 1
+        hi = b
+        while hi < len(ids) and self.is_sep(ids[hi]):
+            hi += 1
+        counts: dict[str, int] = {}
+        for t in ids[lo:hi]:
+            text = self.special_ids.get(t)
+            if text is not None and text in self.limits:
+                counts[text] = counts.get(text, 0) + 1
+        return [t for t, n in counts.items() if n > self.limits[t]]
+
+
+def _load_joins(run: RunData) -> _Joins | None:
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        return _Joins(load_tokenizer(name if isinstance(name, str) else None))
+    except Exception:  # not loadable here: rule 6 is not judged
+        return None
+
+
 class TokenState:
     name = "token_state"
+    _joins: _Joins | None = None
     _decode: Callable[[list[int]], str | None] | None = None
     _gen: str | None = None
     _gens: dict[str, str | None]
@@ -135,7 +263,7 @@ class TokenState:
         try:
             return self._check(run)
         finally:  # the registered instance is shared by every run checked: it keeps nothing of this one
-            self._decode = self._gen = None
+            self._decode = self._gen = self._joins = None
             self.__dict__.pop("_run", None)
             self.__dict__.pop("_gens", None)
 
@@ -147,6 +275,7 @@ class TokenState:
         trim = max_trim_tokens(run)
         self._decode = _decoder(run)
         self._gen = generation_prompt(run) if self._decode is not None else None
+        self._joins = _load_joins(run) if self._decode is not None else None
         self._run, self._gens = run, {}
         violations: list[Violation] = []
         unknown: list[str] = []
@@ -227,6 +356,21 @@ class TokenState:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
             if chain and extends(chain[-1], ids, trim):
                 self._suffix_rule(chain[-1], ids, trim, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
+                base = chain[-1]
+                if self._joins is not None and ids[: len(base)] == base:
+                    doubled = self._joins.doubled(ids, starts[-1], len(base))
+                    if doubled:
+                        out.append(
+                            Violation(
+                                f"committed record of turn {turn}: the prompt closes the stored turn twice at the "
+                                f"checkpoint's end (token {len(base)}): {doubled} more often than the chat template "
+                                "renders between a turn and the next message (the join is not at the stored "
+                                "tokens' end)",
+                                idx(r),
+                                sid,
+                                "join_doubled",
+                            )
+                        )
             chain.append(cp)
             starts.append(len(ids))
             prev_turn = turn

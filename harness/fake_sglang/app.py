@@ -8,7 +8,8 @@ looks (``choices[0].meta_info.output_token_logprobs``, ``completion_tokens``,
 
 Determinism: an answer, its latency and its fault are a pure function of
 (seed, ``X-SMG-Routing-Key``, turn, attempt, prompt ids). Turn and attempt come
-from the ``x-turn`` / ``x-attempt`` headers when present; else the turn is the
+from the ``x-turn`` / ``x-attempt`` headers when present and well-formed (a malformed one is
+ignored, as a real backend ignores headers it does not know); else the turn is the
 number of assistant turns in the prompt and the attempt is how many times this
 session already sent this exact prompt. Nothing reads wall-clock time except
 ``created`` (through the injected Clock); waits use ``asyncio.sleep``.
@@ -63,7 +64,7 @@ CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
 MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
 MODELS_PREFIX = "/v1/models/"
-_MALFORMED = frozenset({"no_meta_info", "null_content", "logprob_mismatch", "invalid_json"})
+_MALFORMED = frozenset({"no_meta_info", "null_content", "null_first_choice", "logprob_mismatch", "invalid_json"})
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
 
@@ -104,14 +105,17 @@ def _error(status: int, type_: str, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"type": type_, "message": message}}
 
 
-def _nonneg_header(value: str, name: str) -> int:
+def _nonneg_header(value: str) -> int | None:
+    """A harness header (``x-turn`` / ``x-attempt``) as a non-negative integer; anything else: None.
+
+    A malformed one is ignored, as a real backend ignores headers it does not know (SGLang reads
+    neither): the turn and attempt are then derived from the prompt, as for a client that sends none.
+    """
     try:
         v = int(value)
     except ValueError:
-        raise BadRequest(f"header {name}: expected a non-negative integer, got {value!r}") from None
-    if v < 0:
-        raise BadRequest(f"header {name}: expected a non-negative integer, got {value!r}")
-    return v
+        return None
+    return v if v >= 0 else None
 
 
 def _opt_int(body: dict[str, Any], *names: str) -> int | None:
@@ -367,9 +371,9 @@ class FakeSGLang:
             if name == b"x-smg-routing-key":
                 key = value.decode("latin-1")
             elif name == b"x-turn":
-                turn = _nonneg_header(value.decode("latin-1"), "x-turn")
+                turn = _nonneg_header(value.decode("latin-1"))
             elif name == b"x-attempt":
-                attempt = _nonneg_header(value.decode("latin-1"), "x-attempt")
+                attempt = _nonneg_header(value.decode("latin-1"))
             elif name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"x-fake-fault":
@@ -730,6 +734,9 @@ class _Run:
                 holder["message"]["content"] = None
             else:
                 holder["text"] = None
+        elif f == "null_first_choice":  # a second choice (n > 1 answers) after a first that is not an object
+            if "choices" in obj:
+                obj["choices"] = [None, *obj["choices"]]
         elif f == "logprob_mismatch":
             lps = holder["meta_info"]["output_token_logprobs"]
             if lps:

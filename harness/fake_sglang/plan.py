@@ -79,6 +79,7 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "slow_drip": {"seconds": (_Float, 5.0), "chunks": (_Int, 20)},
     "no_meta_info": {},
     "null_content": {},
+    "null_first_choice": {},  # choices = [null, the answer]: a malformed body (choices[0] is not an object)
     "logprob_mismatch": {},
     "invalid_json": {},
     "spike": {"ms": (_Float, None)},

@@ -318,8 +318,6 @@ async def test_bad_input_is_400_json(why: str, body: Any) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "headers"),
     [
-        ("/v1/chat/completions", {"messages": MSGS}, {"x-turn": "abc"}),
-        ("/v1/chat/completions", {"messages": MSGS}, {"x-attempt": "-1"}),
         ("/v1/chat/completions", {"messages": MSGS}, {"x-fake-fault": "explode"}),
         ("/v1/chat/completions", {"messages": MSGS}, {"x-fake-fault": "abort;fraction=2"}),
         ("/v1/chat/completions", {"messages": MSGS}, {"x-fake-fault": "abort;bogus=1"}),

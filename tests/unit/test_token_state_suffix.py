@@ -25,7 +25,7 @@ def enc(text: str) -> list[int]:
     return list(TOK.encode(text, add_special_tokens=False))
 
 
-def run_with(second_suffix: str, last: str = "And another one?") -> RunData:
+def run_with(second_suffix: str, last: str = "And another one?", first_answer: str = "Two.<|im_end|>") -> RunData:
     b = RunBuilder()
     sid = b.create()
     b.chat(sid, 0)
@@ -40,7 +40,7 @@ def run_with(second_suffix: str, last: str = "And another one?") -> RunData:
     st = run.final_states[sid]
     assert st is not None
     r0, r1 = st["records"]
-    p0, c0 = enc(HEAD + GEN), enc("Two.<|im_end|>")
+    p0, c0 = enc(HEAD + GEN), enc(first_answer)
     p1, c1 = [*p0, *c0, *enc(second_suffix)], enc("Three.<|im_end|>")
     for rec, p, c in ((r0, p0, c0), (r1, p1, c1)):
         rec["request"]["input_ids"] = p
@@ -77,3 +77,16 @@ def test_an_agent_that_quotes_its_first_message_is_not_a_resend() -> None:
     quoted = f"You said: {SYS}"
     run = run_with(f"\n<|im_start|>user\n{quoted}<|im_end|>\n{GEN}", last=quoted)
     assert kinds(run) == {}
+
+
+def test_a_join_that_closes_the_stored_turn_again_is_flagged() -> None:
+    # rule 6: the model's stop token closed the turn; a suffix that starts with the closer again (a stop search
+    # that missed it, a closer search that took another special token) renders a prompt no template renders
+    doubled = f"<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    assert set(kinds(run_with(doubled))) == {"join_doubled"}
+
+
+def test_a_length_cut_turn_closed_by_the_suffix_is_one_closing() -> None:
+    # the model did not generate its stop token (finish_reason length): the suffix brings the closer, once
+    closed = f"<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    assert kinds(run_with(closed, first_answer="Two")) == {}
