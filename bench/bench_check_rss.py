@@ -42,12 +42,16 @@ from bench_soak import ENV, ROOT, replicate
 MB = 1024 * 1024
 
 
+LAST_CPU = [0.0]  # CPU seconds (user + system) of the last child measure() waited for
+
+
 def measure(argv: list[str]) -> tuple[int, float, float]:
-    """(exit code, peak RSS MB, wall seconds) of one child process."""
+    """(exit code, peak RSS MB, wall seconds) of one child process; its CPU seconds go to ``LAST_CPU``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - t0  # ru_maxrss is in KiB on Linux
 
 
@@ -148,10 +152,10 @@ def main() -> int:
             return 0
         py = sys.executable
         rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])
-        print(f"harness check: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+        print(f"harness check: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s wall, {LAST_CPU[0]:.1f} s CPU")
         if not args.skip_report:
             rc, peak, secs = measure([py, "-m", "harness.cli", "report", str(work)])
-            print(f"harness report: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+            print(f"harness report: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s wall, {LAST_CPU[0]:.1f} s CPU")
     return 0
 
 
