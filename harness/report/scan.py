@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from harness.checkers.continuity import BACKEND_PROBE
 from harness.report.buckets import SERVER_BUCKETS
 from harness.rundata import FREEZE_EVENTS, RUN_FILES, RunData, close_cut_history
 
-__all__ = ["CHAT_DONE_KEYS", "EVENT_KEYS", "EXECUTION_KEYS", "LeanRun", "lean_run"]
+__all__ = ["CHAT_DONE_KEYS", "EVENT_KEYS", "EXECUTION_KEYS", "LeanEvent", "LeanLogLine", "LeanRun", "lean_run"]
 
 # what extract, build_timeline (ops_from_history, _detail), _ops, close_cut_history and continuity read of an event
 EVENT_KEYS = frozenset(
@@ -84,6 +84,64 @@ CHAT_DONE_KEYS = frozenset(
 EXECUTION_KEYS = ("fault", "fault_source", "request_id")
 
 
+class _Record(Mapping[str, Any]):
+    """A read-only event of a few known keys, a slot each: what the readers do with a dict (``get``, ``in``,
+    ``[k]``, ``dict(r)``) at a fifth of a dict's memory. A key that was absent stays absent (``in`` is false,
+    ``get`` gives the default), so a reader that tells "absent" from ``None`` reads the same."""
+
+    __slots__ = ()
+    _names: frozenset[str] = frozenset()  # the slots, for a membership test that is one hash
+    _order: tuple[str, ...] = ()
+
+    def __init__(self, pairs: Iterator[tuple[str, Any]]) -> None:
+        for k, v in pairs:
+            object.__setattr__(self, k, v)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default) if key in self._names else default
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key) if key in self._names else self._missing(key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    @staticmethod
+    def _missing(key: str) -> Any:
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._names and hasattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._order if hasattr(self, k))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise TypeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class LeanEvent(_Record):
+    """A history event reduced to :data:`EVENT_KEYS` (and ``headers``, ``body`` where kept)."""
+
+    __slots__ = (*sorted(EVENT_KEYS), "headers", "body")
+    _order = __slots__
+    _names = frozenset(__slots__)
+
+
+class LeanLogLine(_Record):
+    """A ``chat_done`` server log line reduced to :data:`CHAT_DONE_KEYS`."""
+
+    __slots__ = tuple(sorted(CHAT_DONE_KEYS))
+    _order = __slots__
+    _names = frozenset(__slots__)
+
+
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """RunData.load's reading of a jsonl file, a dict at a time (torn last line skipped, else corrupt)."""
     from harness.checkers.stream import _jsonl as read
@@ -98,24 +156,33 @@ def _object_items(path: Path) -> Iterator[tuple[str, Any]]:
     return read(path)
 
 
-def _lean_event(ev: dict[str, Any], strs: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+_EMPTY: dict[str, Any] = {}  # the headers of a completion that carries no x-req-id (read, never written)
+
+
+def _lean_event(ev: dict[str, Any], strs: dict[str, str]) -> LeanEvent:
+    out: list[tuple[str, Any]] = []
     for k, v in ev.items():
         if k in EVENT_KEYS:
-            out[k] = strs.setdefault(v, v) if type(v) is str and len(v) <= 256 else v
+            out.append((k, strs.setdefault(v, v) if type(v) is str and len(v) <= 256 else v))
     if "headers" in ev:
         h = ev["headers"]
         if isinstance(h, dict):
-            out["headers"] = {REQ_ID_HEADER: h[REQ_ID_HEADER]} if REQ_ID_HEADER in h else {}
-        else:
-            out["headers"] = h
+            rid = h.get(REQ_ID_HEADER)
+            h = (
+                {REQ_ID_HEADER: strs.setdefault(rid, rid) if type(rid) is str else rid}
+                if REQ_ID_HEADER in h
+                else _EMPTY
+            )
+        out.append(("headers", h))
     if "body" in ev and ev.get("f") == "probe" and ev.get("value") == BACKEND_PROBE and ev.get("type") != "invoke":
-        out["body"] = ev["body"]
-    return out
+        out.append(("body", ev["body"]))
+    return LeanEvent(iter(out))
 
 
-def _lean_log(line: dict[str, Any], strs: dict[str, str]) -> dict[str, Any]:
-    return {k: strs.setdefault(v, v) if type(v) is str else v for k, v in line.items() if k in CHAT_DONE_KEYS}
+def _lean_log(line: dict[str, Any], strs: dict[str, str]) -> LeanLogLine:
+    return LeanLogLine(
+        (k, strs.setdefault(v, v) if type(v) is str else v) for k, v in line.items() if k in CHAT_DONE_KEYS
+    )
 
 
 def _lean_executions(execs: Any) -> list[dict[str, Any]] | None:
@@ -149,9 +216,9 @@ def lean_run(run_dir: Path | str) -> LeanRun:
         executions = {k: _lean_executions(v) for k, v in _object_items(run_dir / RUN_FILES["backend_executions"])}
         run = LeanRun(
             scenario=_js(run_dir, "scenario", {}),
-            history=close_cut_history(history),
+            history=close_cut_history(history),  # type: ignore[arg-type]  # read as dicts are read
             backend_executions=executions,  # type: ignore[arg-type]  # None: a member that is not a list
-            server_logs=logs,
+            server_logs=logs,  # type: ignore[arg-type]
             harness=_js(run_dir, "harness", {}),
         )
     finally:
