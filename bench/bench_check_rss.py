@@ -19,8 +19,11 @@ shared Links and each checker (where the memory goes).
 
 ``--in-place`` (with ``--stream``): measure on RUN_DIR itself instead of a copy (a 10^5 folder is 2 GB).
 
-Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--phases] [--stream NAMES]
-[--skip-whole] [--in-place]``.
+``--report-only``: ``harness report`` alone (a copy without ``verdicts.json`` gets ``[]``, which no command
+re-checks, so the figure is the report's, not a check's).
+
+Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--report-only] [--phases]
+[--stream NAMES] [--skip-whole] [--in-place]``.
 Not part of the test suite; it prints figures (bench/results_soak.md).
 """
 
@@ -42,12 +45,16 @@ from bench_soak import ENV, ROOT, replicate
 MB = 1024 * 1024
 
 
+LAST_CPU = [0.0]  # CPU seconds (user + system) of the last child measure() waited for
+
+
 def measure(argv: list[str]) -> tuple[int, float, float]:
-    """(exit code, peak RSS MB, wall seconds) of one child process."""
+    """(exit code, peak RSS MB, wall seconds) of one child process; its CPU seconds go to ``LAST_CPU``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - t0  # ru_maxrss is in KiB on Linux
 
 
@@ -113,6 +120,11 @@ def main() -> int:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--replicate", type=int, default=1, metavar="K", help="K disjoint copies of RUN_DIR")
     ap.add_argument("--skip-report", action="store_true")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="harness report only; a copy without verdicts.json gets an empty one (no record: not re-checked)",
+    )
     ap.add_argument("--phases", action="store_true", help="RSS after each step of a check, in this process")
     ap.add_argument("--stream", default=None, metavar="NAMES", help="per-session pass vs check_all for these")
     ap.add_argument("--skip-whole", action="store_true", help="with --stream: the per-session pass only")
@@ -147,11 +159,15 @@ def main() -> int:
             stream(work, args.stream, whole=not args.skip_whole)
             return 0
         py = sys.executable
-        rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])
-        print(f"harness check: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+        if args.report_only:  # the report's own memory: a folder without verdicts would be checked first
+            if not (work / "verdicts.json").exists():
+                (work / "verdicts.json").write_text("[]")
+        else:
+            rc, peak, secs = measure([py, "-m", "harness.cli", "check", str(work)])
+            print(f"harness check: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s wall, {LAST_CPU[0]:.1f} s CPU")
         if not args.skip_report:
             rc, peak, secs = measure([py, "-m", "harness.cli", "report", str(work)])
-            print(f"harness report: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s")
+            print(f"harness report: exit {rc}, peak RSS {peak:.0f} MB, {secs:.1f} s wall, {LAST_CPU[0]:.1f} s CPU")
     return 0
 
 

@@ -179,7 +179,9 @@ class FolderCheck:
     streamed: list[str]  # checked a session group at a time (harness/checkers/stream.py)
     whole: list[str]  # checked on the whole run loaded in memory
     why_whole: str  # why checkers with per-session steps ran whole ("" when none did)
-    run: RunData  # the folder, loaded once after the per-session pass (for the judgement and the rest)
+    # the folder for the judgement: loaded whole when some checker needed it, else only what the judgement and
+    # the report read (harness.report.scan.lean_run: a LeanRun, never for a checker)
+    run: RunData
 
     def how(self) -> str:
         """One line saying which checkers ran per session and which on the whole run."""
@@ -213,7 +215,8 @@ def check_folder(run_dir: Path, names: Sequence[str] | None = None, *, per_sessi
 
     The selected checkers that have per-session steps run first, over the folder a session group at a
     time (:func:`harness.checkers.stream.check_streaming`); then the folder is loaded once, for the
-    others and for the caller (the judgement reads it). A history the grouping cannot reproduce exactly
+    others; when none is left, only what the judgement reads is kept (:func:`harness.report.scan.lean_run`),
+    so the run is never whole in memory. A history the grouping cannot reproduce exactly
     (``NotStreamable``) is checked whole, and ``why_whole`` says why. ``per_session``: None (the default)
     takes that pass only where it saves memory: a folder of at least :data:`PER_SESSION_MIN_BYTES` of run
     data, every selected checker with per-session steps; True always; False never (all on the loaded run).
@@ -251,9 +254,14 @@ def check_folder(run_dir: Path, names: Sequence[str] | None = None, *, per_sessi
         got = {v.checker: v.to_dict() for v, n in zip(res.verdicts, steps, strict=True) if n in res.streamed}
     elif steps and not why:
         why = "asked for (per_session=False)"
-    run = RunData.load(run_dir)
     rest = [n for n in selected if n not in got]
-    got.update((v.checker, v.to_dict()) for v in check_all(run, rest))
+    if rest:
+        run: RunData = RunData.load(run_dir)
+        got.update((v.checker, v.to_dict()) for v in check_all(run, rest))
+    else:  # every checker ran per session: the judgement's share of the folder, never the whole run
+        from harness.report.scan import lean_run
+
+        run = lean_run(run_dir)
     verdicts = [got[n] for n in selected]
     if names is None:
         verdicts.extend(_untestable(run.scenario))
@@ -292,7 +300,9 @@ def fresh_verdicts(run_dir: Path, run: RunData | None = None) -> tuple[list[dict
 
     Stale: its record names other checker code or other run files than the folder now holds, or there
     is a record but no verdicts.json. Without a record the file is used as it is (older harness, by hand).
-    A folder without a history has nothing to check: what is there is returned.
+    A folder without a history has nothing to check: what is there is returned. Re-checked on ``run`` when
+    it is the folder loaded whole, else through :func:`check_folder` (per session where it can, the
+    same verdicts).
     """
     vpath, mpath = run_dir / RUN_FILES["verdicts"], run_dir / META_FILE
     meta: Any = None
@@ -315,8 +325,9 @@ def fresh_verdicts(run_dir: Path, run: RunData | None = None) -> tuple[list[dict
         why = "the run folder changed since verdicts.json was written"
     if why is None:
         return _load_list(vpath), None
-    run = run if run is not None else RunData.load(run_dir)
-    verdicts = run_checkers(run)
+    from harness.report.scan import LeanRun
+
+    verdicts = run_checkers(run) if run is not None and not isinstance(run, LeanRun) else check_folder(run_dir).verdicts
     write_verdicts(run_dir, verdicts)
     return verdicts, f"re-checked: {why}"
 
@@ -415,8 +426,10 @@ def judge(
     """
     run_dir = Path(run_dir)
     has_history = (run_dir / RUN_FILES["history"]).is_file()
-    if run is None and has_history:
-        run = RunData.load(run_dir)
+    if run is None and has_history:  # what the judgement reads of it (never the whole run)
+        from harness.report.scan import lean_run
+
+        run = lean_run(run_dir)
     scenario = run.scenario if run is not None else _read_scenario(run_dir)
     s_strict, s_unknown = _scenario_policy(scenario)
     j = Judgement(

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from harness.report.buckets import extract
-from harness.rundata import RUN_FILES, RunData
+from harness.report.scan import lean_run
+from harness.rundata import RUN_FILES
 
 __all__ = ["BaselineError", "baseline_main", "save_baseline"]
 
@@ -57,7 +58,7 @@ def _copy_run(src: Path, dst: Path) -> None:
             for field in DROPPED_FIELDS:
                 ev.pop(field, None)
             fout.write(json.dumps(ev, sort_keys=True) + "\n")
-    a, b = extract(RunData.load(src)), extract(RunData.load(dst))
+    a, b = extract(lean_run(src)), extract(lean_run(dst))
     if a.server != b.server or a.requests != b.requests or a.turns != b.turns:
         raise BaselineError(f"{dst}: the copy's latency samples differ from {src}'s (a bug in the copy)")
 

@@ -60,7 +60,7 @@ def run_variant(scenario: dict[str, Any]) -> str:
     return "+".join(str(v) for v in variants)
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: a slot each instead of a dict each
 class ServerRequest:
     """One ``chat_done`` line."""
 
@@ -75,7 +75,7 @@ class ServerRequest:
     inflight_now: int | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: a slot each instead of a dict each
 class ClientRequest:
     """One chat HTTP attempt from the history (invoke + completion)."""
 
@@ -105,7 +105,7 @@ class ClientRequest:
         return (self.end - self.sent) * 1000.0
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: a slot each instead of a dict each
 class ClientTurn:
     agent: str
     session: str
@@ -122,7 +122,7 @@ class ClientTurn:
         return (self.end - self.start) * 1000.0
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: a slot each instead of a dict each
 class MarkedEvent:
     """A chaos or backend-fault event, to mark on timelines."""
 
@@ -155,7 +155,7 @@ class LatencyData:
         return [s.value for s in self.series(name) if outcome in (None, "all", s.outcome)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     value: float | None
     outcome: str

@@ -1,6 +1,7 @@
 """Build a run's report folder, and a suite's, from what the run recorded.
 
-``build_run_report(run_dir)`` reads only the run folder (RunData + verdicts.json)
+``build_run_report(run_dir)`` reads only the run folder (verdicts.json, and the fields the report reads
+of the rest: :func:`harness.report.scan.lean_run`, never the whole run)
 and writes ``summary.json``, ``report.md``, ``report.html``, ``junit.xml``,
 ``plots/*.png`` and ``plots/timeline.svg`` next to them. Running it twice gives
 the same files: the bootstrap is seeded from the scenario's seed, and the run
@@ -18,9 +19,10 @@ from harness.report.buckets import extract
 from harness.report.meta import MetaSource, clock_kind, load_or_collect, replay_command
 from harness.report.plots import plot_run, plot_variants
 from harness.report.render import junit_xml, markdown_run, markdown_suite, run_html, suite_html
+from harness.report.scan import lean_run
 from harness.report.summary import SCHEMA_VERSION, run_summary, suite_summary
 from harness.report.timeline import build_timeline, numbered_violations, op_row
-from harness.rundata import RUN_FILES, RunData
+from harness.rundata import RUN_FILES
 
 __all__ = ["REPORT_FILES", "build_run_report", "build_suite_report", "find_runs", "is_run_dir"]
 
@@ -86,8 +88,9 @@ def build_run_report(run_dir: Path | str, *, meta: MetaSource | None = None) -> 
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_FILES['history']} or {RUN_FILES['scenario']})")
     from harness.verdict import fresh_verdicts, judge
 
-    run = RunData.load(run_dir)
-    verdicts, _stale = fresh_verdicts(run_dir, run)  # re-checked (and rewritten) when verdicts.json is stale
+    # re-checked (and rewritten) when verdicts.json is stale, by check_folder: per session where it can
+    verdicts, _stale = fresh_verdicts(run_dir)
+    run = lean_run(run_dir)  # what the report reads of the folder, a line at a time (harness/report/scan.py)
     data = extract(run)
     name = str(run.scenario.get("name") or run_dir.name)
     plots_dir = run_dir / "plots"

@@ -60,8 +60,9 @@ import numpy as np
 
 from harness.report.buckets import SERIES, LatencyData, extract, run_variant
 from harness.report.build import find_runs, is_run_dir
+from harness.report.scan import lean_run
 from harness.report.stats import HIGHEST_US, bootstrap_order_statistic, nearest_rank
-from harness.rundata import RunData
+from harness.rundata import RUN_FILES
 from harness.scenario import GATE_BUCKETS, BucketGate
 from harness.verdict import EXIT_BAD_INPUT as V_BAD_INPUT
 from harness.verdict import EXIT_CANNOT_JUDGE, EXIT_FAIL, EXIT_PASS, worst_exit
@@ -143,6 +144,12 @@ class Comparison:
         return f"{head}: {self.message}"
 
 
+def _scenario(run_dir: Path) -> Any:
+    """A run folder's scenario as RunData.load reads it (``{}`` without one), without loading the run."""
+    p = run_dir / RUN_FILES["scenario"]
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
 def default_min_samples(percentile: float) -> int:
     """Enough samples that about 10 of them lie beyond the percentile."""
     tail = max(1e-9, 1.0 - percentile / 100.0)
@@ -153,7 +160,7 @@ def load_samples(run_dir: Path, bucket: str, *, outcome: str | None = None) -> l
     """One run's samples of a bucket (ms), in range, missing values dropped."""
     if bucket not in SERIES:
         raise CompareError(f"unknown bucket {bucket!r}; known: {', '.join(SERIES)}")
-    return _in_range(extract(RunData.load(run_dir)), bucket, outcome)
+    return _in_range(extract(lean_run(run_dir)), bucket, outcome)
 
 
 def _in_range(data: LatencyData, bucket: str, outcome: str | None) -> list[float]:
@@ -563,8 +570,8 @@ def _judge(
         if mode == "pooled" and deterministic:
             run_mode = "exact"
         bounds = bounds_for(cruns)
-        bdata = [extract(RunData.load(r)) for r in bruns]
-        cdata = [extract(RunData.load(r)) for r in cruns]
+        bdata = [extract(lean_run(r)) for r in bruns]
+        cdata = [extract(lean_run(r)) for r in cruns]
         cthreshold = control_threshold if control_threshold is not None else max(g.threshold for g in bounds)
         control, warning = _control(bdata, cdata, cthreshold)
         for g in bounds:
@@ -669,7 +676,7 @@ def gate_verdict(
         pairs, notes = _pairs(baseline, current)
 
         def bounds_for(runs: list[Path]) -> list[BucketBounds]:
-            declared = scenario_gate(RunData.load(runs[0]).scenario if runs else {})
+            declared = scenario_gate(_scenario(runs[0]) if runs else {})
             return resolve_gate(
                 declared,
                 buckets=buckets,

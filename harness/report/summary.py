@@ -123,7 +123,9 @@ def attention(run_dir: Path, verdicts: list[dict[str, Any]], run: RunData | None
     cov = summary.get("faults") if isinstance(summary, dict) else None
     if not isinstance(cov, dict):
         if run is None and (run_dir / "history.jsonl").exists():
-            run = RunData.load(run_dir)
+            from harness.report.scan import lean_run
+
+            run = lean_run(run_dir)
         cov = _coverage(run) if run is not None else {}
     scenario = read("scenario.json")
     checks = scenario.get("checks") if isinstance(scenario, dict) else None

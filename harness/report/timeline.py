@@ -51,7 +51,7 @@ _LANE_PAD = 3
 _MAX_TRACKS = 4  # overlapping ops of one session stack up to this many rows
 
 
-@dataclass
+@dataclass(slots=True)  # one per operation of the run: a slot each instead of a dict each
 class Op:
     """One operation: its invoke and its completion (``end`` None: never completed)."""
 
