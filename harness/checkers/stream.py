@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import shutil
 import sqlite3
 import tempfile
 import zlib
@@ -39,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.checkers import spill_area
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, pair_ops
@@ -320,11 +319,16 @@ class Spill:
         try:
             if not area.exists():
                 area.mkdir()
+                (area / spill_area.AREA_MARK).touch()
                 self._made_area = True
-            self.dir = Path(tempfile.mkdtemp(prefix="stream-", dir=area))
+            else:
+                spill_area.clean_stale(area)  # a pass killed by SIGKILL left its directory
+            self.dir = spill_area.make_dir(area)
         except OSError:
             self._made_area = False
-            self.dir = Path(tempfile.mkdtemp(prefix="harness-stream-"))
+            self.dir = spill_area.make_dir(Path(tempfile.gettempdir()))
+        self._closed = False
+        spill_area.guard(id(self), self.close)  # SIGTERM / SIGINT: the files go with the process
         self.db = sqlite3.connect(self.dir / "run.sqlite", isolation_level=None)
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
@@ -605,13 +609,13 @@ class Spill:
         return None if got is None else [int(i) for i in json.loads(got[0])]
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        spill_area.unguard(id(self))
         self.db.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if self._made_area:
-            try:
-                os.rmdir(self.run_dir / TMP_DIR)  # only if empty: another pass may be using it
-            except OSError:
-                pass
+        spill_area.remove_dir(self.dir)
+        spill_area.remove_area(self.run_dir / TMP_DIR)  # only if a pass made it and it is empty now
 
     def __enter__(self) -> Spill:
         return self
