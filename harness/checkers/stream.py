@@ -305,8 +305,11 @@ class Spill:
     """A run folder's records grouped by session in an SQLite file under the folder's temp area.
 
     ``with Spill(run_dir) as sp: for part in sp.parts(): ...``. The file and the directory holding it
-    are this object's own (``.harness-tmp/`` is created only if absent and removed only if this spill
-    created it and left it empty); where the folder is not writable the system temp dir is used.
+    are this object's own (``.harness-tmp/`` is created only if absent, marked, and removed only if a pass
+    created it and nothing but its mark is left); where the folder is not writable the system temp dir is used.
+    SIGTERM and SIGINT remove it before the process dies, and a directory a SIGKILLed pass left is removed by the next
+    (harness/checkers/spill_area.py). While filling, :class:`~harness.checkers.stream_joins.JoinEvidence`
+    gathers what the record/log-joining checkers need run-wide (``RunContext.token_key``, ``joins_whole``).
     """
 
     def __init__(self, run_dir: Path, *, groups: int | None = None) -> None:
