@@ -4,9 +4,10 @@ These checkers join records to requests (ops.Links) and chats to the server's lo
 the run's token key (ops.find_token_key): harness/checkers/stream_joins.py proves from the spill that a part's joins
 are the whole run's, else they are checked whole, and decides the token key over every session's snapshot as the
 whole run does. Compared as JSON with one group and with (about) one group per session over simulation runs against
-the known-bad servers each checker exists to catch (docs/coverage.md), so every checker here is invalid on some run,
-and over built runs: server request ids that collide across groups (streamed, same verdicts), caller ids and backend
-rids that do (checked whole, said why), token ids under another metadata key name, a run cut mid-operation.
+the known-bad servers each checker exists to catch (docs/coverage.md) and a built run with a provisional record
+dropped, so every checker here is invalid on some run; and over built runs: server request ids that collide across
+groups (streamed, same verdicts), caller ids and backend rids that do (checked whole, said why), token ids under
+another metadata key name, a run cut mid-operation. ~10 s idle (two simulations).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ MINE = ["lost_turns", "provisional", "token_state", "stale_writers"]
 SIMS = [
     ("tool_retry_rollback", None, "drop_record", False),  # lost_turns lost_turn, token_state checkpoints_mismatch
     ("duplicate_inflight_retry", "no_num_assistant_guard", None, False),  # stale_writers double_commit, token_state
-    ("abort_retries_exhausted", "commit_aborted", None, False),  # provisional
 ]
 
 
@@ -103,7 +103,23 @@ def other_token_key() -> RunData:
     return run
 
 
+def provisional_dropped() -> RunData:
+    """Retries ran out on a turn but no state keeps its provisional record (provisional: provisional_missing)."""
+    run = clean_run().build()
+
+    def drop(body: Any) -> None:
+        if isinstance(body, dict) and isinstance(body.get("records"), list):
+            body["records"] = [r for r in body["records"] if r.get("kind") != "provisional"]
+
+    for body in run.final_states.values():
+        drop(body)
+    for ev in run.history:
+        drop(ev.get("body"))
+    return run
+
+
 BUILT = {
+    "provisional_dropped": provisional_dropped,
     "server_ids_collide": server_ids_collide,
     "caller_ids_collide": caller_ids_collide,
     "rid_executed_elsewhere": rid_executed_elsewhere,
@@ -172,13 +188,3 @@ def test_the_spill_decides_the_token_key_as_the_whole_run_does(runs: list[Path])
                 assert sp.context is not None and sp.context.token_key == want, d.name
         keys.add(want[0])
     assert {"token_ids", "acc_ids"} <= keys
-
-
-def test_harness_check_per_session_writes_the_loaded_runs_verdicts(runs: list[Path]) -> None:
-    from harness.checkers.__main__ import main as check_main
-    from harness.verdict import run_checkers
-
-    d = runs[0]
-    want = run_checkers(RunData.load(d))
-    check_main([str(d), "--per-session", "always"])
-    assert json.loads((d / "verdicts.json").read_text()) == json.loads(json.dumps(want))
