@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -61,6 +62,7 @@ from harness.checkers.ops import (
     record_rid,
     snapshots,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -189,8 +191,17 @@ class LostTurns:
     name = "lost_turns"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    whole_when = staticmethod(joins_whole)
+
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # A session's violations and unknowns are keyed (phase, session, n): the whole run's order.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
-        snaps, missing = snapshots(run, ops)
+        snaps, missing = snapshots(run, ops, part.context.token_key)
         chats_by_session = by_session(ops, "chat")
         deleted = deletes_204(ops)
         kills = [c for c in chaos_events(ops) if is_kill(c)]
@@ -198,12 +209,27 @@ class LostTurns:
         # a DELETE whose outcome the client never learnt (timeout) may have deleted the session
         maybe_deleted = {o.session for o in ops if o.f == "delete" and o.session and o.end == float("inf")}
         maybe_deleted |= {str(ln.get("session_id")) for ln in run.server_logs if ln.get("event") == "session_deleted"}
-        violations: list[Violation] = []
-        unknown: list[str] = []
+        out: list[Keyed] = []
+        unknowns: list[tuple[tuple[Any, ...], str]] = []
+        seq = 0
+        phase = 0
+
+        def violation(v: Violation) -> None:
+            nonlocal seq
+            out.append(((phase, sid, seq), v))
+            seq += 1
+
+        def unknown(why: str) -> None:
+            nonlocal seq
+            unknowns.append(((phase, sid, seq), why))
+            seq += 1
+
         skipped_deleted = 0
         skipped_by_design = 0
         checked = 0
         for sid in missing:
+            if not part.mine(sid):
+                continue
             acked = [o for o in chats_by_session[sid] if o.acknowledged]
             if not acked:
                 continue
@@ -215,7 +241,7 @@ class LostTurns:
                 if any(c.server is None or c.server.rstrip("/") == owner for c in kills):
                     skipped_deleted += 1
                     continue
-                violations.append(
+                violation(
                     Violation(
                         f"session vanished (final GET 404, never deleted) with {len(acked)} acknowledged turns",
                         [i for o in acked for i in o.indices],
@@ -224,8 +250,11 @@ class LostTurns:
                     )
                 )
             else:
-                unknown.append(f"no state for session {sid} (neither final state nor collect GET body)")
+                unknown(f"no state for session {sid} (neither final state nor collect GET body)")
+        phase = 1
         for sid, snap in sorted(snaps.items()):
+            if not part.mine(sid):
+                continue
             chats = sorted(chats_by_session.get(sid, []), key=lambda o: o.start)
             if not chats:
                 continue
@@ -233,7 +262,7 @@ class LostTurns:
             records = snap.records
             rids = [record_rid(r) for r in records]
             if records and all(r is None for r in rids):
-                unknown.append(
+                unknown(
                     f"records of {sid} cannot be linked to requests (no backend execution matches their answers' "
                     "meta_info.id and they echo no caller request id)"
                 )
@@ -243,7 +272,7 @@ class LostTurns:
             for rid, n in counts.items():
                 if n > 1:
                     ops_ = [i for o in chats if o.request_id == rid for i in o.indices]
-                    violations.append(
+                    violation(
                         Violation(f"request {rid} stored {n} times in the records", ops_, sid, "duplicate_record")
                     )
             position = {rid: i for i, rid in enumerate(rids) if rid is not None}
@@ -259,7 +288,7 @@ class LostTurns:
                 committed = [p for p in present if record_kind(records[p]) == "committed"]
                 idx = [i for o in acked for i in o.indices] + snap.indices
                 if not present and unlinked:
-                    unknown.append(
+                    unknown(
                         f"turn {acked[0].turn} of {sid} not found among the linked records, and {unlinked} "
                         "record(s) could not be linked to a request"
                     )
@@ -275,7 +304,7 @@ class LostTurns:
                     if overwritten is True:
                         continue
                     if overwritten is None:
-                        unknown.append(
+                        unknown(
                             f"turn {acked[0].turn} of {sid}: copies {[o.request_id for o in acked]} answered 200 "
                             "with different content and the client went on from one of them; whether another copy "
                             "overwrote it first (so the next turn rolled it back legitimately) the server's order "
@@ -283,13 +312,13 @@ class LostTurns:
                         )
                         continue
                     if unseen is None or any(e is None for e in excused):
-                        unknown.append(
+                        unknown(
                             f"turn {acked[0].turn} of {sid} acknowledged by {[o.request_id for o in acked]} is not "
                             "in the records, and without the server's order (chat_start/chat_done lines, backend "
                             "execution log) a later or unseen copy may have rolled it back legitimately"
                         )
                         continue
-                    violations.append(
+                    violation(
                         Violation(
                             f"turn {acked[0].turn} acknowledged (200) by request(s) "
                             f"{[o.request_id for o in acked]} is missing from the {snap.source} records",
@@ -300,7 +329,7 @@ class LostTurns:
                     )
                     continue
                 if not committed:
-                    violations.append(
+                    violation(
                         Violation(
                             f"turn {acked[0].turn} acknowledged (200, not aborted) is stored only as provisional",
                             idx,
@@ -321,7 +350,7 @@ class LostTurns:
                 for a_w, a_ops in before:
                     if order.read_after(b_w, a_w) is not True:
                         continue
-                    violations.append(
+                    violation(
                         Violation(
                             f"records out of order: turn {b_ops[0].turn} stored before turn {a_ops[0].turn}, "
                             f"though request {b_w.request_id} read the state after {a_w.request_id} committed",
@@ -331,6 +360,21 @@ class LostTurns:
                         )
                     )
                     break
+        unknowns.sort(key=lambda kv: kv[0])
+        return {
+            "out": out,
+            "unknown": unknowns[:5],
+            "checked": checked,
+            "deleted": skipped_deleted,
+            "by_design": skipped_by_design,
+        }
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        checked = sum(p["checked"] for p in parts)
+        skipped_deleted = sum(p["deleted"] for p in parts)
+        skipped_by_design = sum(p["by_design"] for p in parts)
+        unknown = [why for _, why in sorted((kv for p in parts for kv in p["unknown"]), key=lambda kv: kv[0])]
+        violations = merge_violations(p["out"] for p in parts)
         notes = f"{checked} sessions checked"
         if skipped_deleted:
             notes += f", {skipped_deleted} deleted/killed without a collected body skipped"

@@ -370,7 +370,9 @@ def deletes_204(ops: Iterable[Op]) -> dict[str, Op]:
     return out
 
 
-def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[str]]:
+def snapshots(
+    run: RunData, ops: list[Op], token_key: tuple[str | None, str] | None = None
+) -> tuple[dict[str, Snapshot], list[str]]:
     """Best state per session: the final state if the session was never deleted,
     else the last collect ``GET`` body recorded before its (first 204) DELETE. A
     body in the final state of a deleted session is a resurrection
@@ -380,7 +382,8 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     sessions that have chat operations but neither source of state. Each
     snapshot's records are linked to the requests that produced them
     (:class:`Links`) and its token ids are found under the run's token key
-    (:func:`find_token_key`).
+    (:func:`find_token_key`, or ``token_key`` when the caller decided it over the whole run: a part of a
+    per-session pass, harness/checkers/stream.py).
     """
     links = shared_links(run, ops)
     m = _memo(run.history)
@@ -396,6 +399,9 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
                 and lk is links
                 and _same(of, ops)  # the same operations (a checker may pass a selection)
             ):
+                if token_key is not None:
+                    for snap in got.values():
+                        snap.token_key, snap.token_reason = token_key
                 return dict(got), list(miss)
     out: dict[str, Snapshot] = {}
     deleted = deletes_204(ops)
@@ -425,7 +431,7 @@ def snapshots(run: RunData, ops: list[Op]) -> tuple[dict[str, Snapshot], list[st
     missing = sorted(sid for sid in by_session(ops, "chat") if sid not in out)
     for snap in out.values():
         snap.links = links
-    key, reason = find_token_key(run, list(out.values()))
+    key, reason = find_token_key(run, list(out.values())) if token_key is None else token_key
     for snap in out.values():
         snap.token_key, snap.token_reason = key, reason
     if shared:
@@ -555,7 +561,7 @@ def _int_list(x: Any) -> list[int] | None:
     return None
 
 
-def normalize_record(rec: dict[str, Any], links: Links | None) -> dict[str, Any]:
+def normalize_record(rec: dict[str, Any], links: Links | None, names: dict[str, str] | None = None) -> dict[str, Any]:
     """A record in the shape the checkers read, whatever the server named its fields.
 
     ``kind`` (``target.protocol.kind_key``, else ``kind``, else inferred from the
@@ -564,7 +570,8 @@ def normalize_record(rec: dict[str, Any], links: Links | None) -> dict[str, Any]
     ``_turn`` / ``_link``: the request that produced it, found by :class:`Links`.
     """
     out = dict(rec)
-    names = links.names if links is not None else {}
+    if names is None:
+        names = links.names if links is not None else {}
     kind_key = names.get("kind_key")
     if kind_key and kind_key in rec:
         out["kind"] = str(rec[kind_key])
@@ -677,22 +684,83 @@ class Links:
         return None, ""
 
 
-def _consistent(values: list[int], snap: Snapshot, trim: int) -> bool | None:
-    """Does a list look like this session's token state: some committed prompt is a prefix of it?"""
-    prompts = [
-        p for r in snap.records if record_kind(r) == "committed" and (p := record_input_ids(r)) is not None and p
-    ]
-    if not prompts:
-        return None
-    return any(_extends(p, values, trim) for p in prompts)
-
-
 def _extends(prefix: list[int], ids: list[int], trim: int) -> bool:
     for k in range(0, min(trim, len(prefix)) + 1):
         p = prefix[: len(prefix) - k]
         if ids[: len(p)] == p:
             return True
     return False
+
+
+class TokenKeyEvidence:
+    """What :func:`find_token_key` decides from, per snapshot and combinable: for every metadata key, whether
+    some snapshot holds a value that is not an int list there, and whether some snapshot's value there is
+    (or is not) consistent with its records (a committed prompt is a prefix of it); and how many snapshots.
+    Small (a few flags per metadata key name), so a per-session pass can gather it over the whole run
+    (harness/checkers/stream.py) and both paths decide the run's token key the same way."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, list[bool]] = {}  # key -> [not an int list somewhere, consistent somewhere, not somewhere]
+        self.snaps = 0
+
+    def add(self, metadata: dict[str, Any], records: list[dict[str, Any]], trim: int) -> None:
+        """One snapshot: its ``metadata`` and its normalized records."""
+        self.snaps += 1
+        prompts = [p for r in records if record_kind(r) == "committed" and (p := record_input_ids(r)) is not None and p]
+        for k, v in metadata.items():
+            flags = self.keys.setdefault(str(k), [False, False, False])
+            ints = _int_list(v)
+            if ints is None:
+                flags[0] = True
+            if prompts:  # _consistent: None (no committed prompt) sets neither flag
+                if any(_extends(p, ints or [], trim) for p in prompts):
+                    flags[1] = True
+                else:
+                    flags[2] = True
+
+    def add_body(self, body: dict[str, Any], names: dict[str, str], trim: int) -> None:
+        """One snapshot given as its ``GET /sessions/{id}`` body (records normalized with the run's names)."""
+        raw = body.get("records")
+        recs = [normalize_record(x, None, names) for x in raw if isinstance(x, dict)] if isinstance(raw, list) else []
+        meta = body.get("metadata")
+        self.add(meta if isinstance(meta, dict) else {}, recs, trim)
+
+    def decide(self, run: RunData) -> tuple[str | None, str]:
+        """:func:`find_token_key`'s answer from this evidence."""
+        named = protocol(run).get("token_ids_key")
+        if named:
+            return named, f"target.protocol.token_ids_key = {named!r}"
+        present = self.keys
+
+        def looks_right(k: str) -> bool | None:
+            not_int, true, false = present[k]
+            if not_int:
+                return False
+            if false and not true:
+                return False
+            return True if true else None
+
+        known = [k for k in TOKEN_KEYS if k in present]
+        if len(known) == 1 and looks_right(known[0]) is not False:
+            return known[0], f"metadata key {known[0]!r}"
+        if len(known) == 1:
+            return known[0], f"metadata key {known[0]!r} (its values do not look like the records' tokens)"
+        if len(known) > 1:
+            good = [k for k in known if looks_right(k) is True]
+            if len(good) == 1:
+                return good[0], f"metadata key {good[0]!r} (the one of {known} consistent with the records)"
+            return None, (
+                f"metadata keys {known} could each hold the token ids; name one with [target.protocol] token_ids_key"
+            )
+        other = [k for k in sorted(present) if looks_right(k) is True]
+        if len(other) == 1:
+            return other[0], f"metadata key {other[0]!r} (the only int list consistent with the records)"
+        if not self.snaps:
+            return None, "no session state"
+        why = f"candidates {other}" if other else f"tried {list(TOKEN_KEYS)}"
+        return None, (
+            f"no metadata key is recognizably the token ids ({why}); name it with [target.protocol] token_ids_key"
+        )
 
 
 def find_token_key(run: RunData, snaps: list[Snapshot]) -> tuple[str | None, str]:
@@ -703,51 +771,16 @@ def find_token_key(run: RunData, snaps: list[Snapshot]) -> tuple[str | None, str
     whose lists are consistent with the records (a committed prompt is a prefix
     of them); with none of them, any other metadata key holding int lists that
     are consistent with the records, if exactly one does. Else None and the
-    reason, which checkers turn into ``unknown``.
+    reason, which checkers turn into ``unknown``. Decided from
+    :class:`TokenKeyEvidence` (one snapshot at a time: a run's every token list held at once is what a
+    large run cannot afford).
     """
-    named = protocol(run).get("token_ids_key")
-    if named:
-        return named, f"target.protocol.token_ids_key = {named!r}"
-    trim = max_trim_tokens(run)
-    # the snapshots per key, not their values: a run's every token list held at once is what a large
-    # run cannot afford (a snapshot's body may be decoded again from the history file when it is asked)
-    present: dict[str, list[Snapshot]] = defaultdict(list)
-    not_ints: set[str] = set()
-    for snap in snaps:
-        for k, v in snap.metadata.items():
-            present[str(k)].append(snap)
-            if _int_list(v) is None:
-                not_ints.add(str(k))
-
-    def looks_right(k: str) -> bool | None:
-        if k in not_ints:
-            return False
-        verdicts = [_consistent(_int_list(s.metadata.get(k)) or [], s, trim) for s in present[k]]
-        if any(x is False for x in verdicts) and not any(x is True for x in verdicts):
-            return False
-        return True if any(x is True for x in verdicts) else None
-
-    known = [k for k in TOKEN_KEYS if k in present]
-    if len(known) == 1 and looks_right(known[0]) is not False:
-        return known[0], f"metadata key {known[0]!r}"
-    if len(known) == 1:
-        return known[0], f"metadata key {known[0]!r} (its values do not look like the records' tokens)"
-    if len(known) > 1:
-        good = [k for k in known if looks_right(k) is True]
-        if len(good) == 1:
-            return good[0], f"metadata key {good[0]!r} (the one of {known} consistent with the records)"
-        return None, (
-            f"metadata keys {known} could each hold the token ids; name one with [target.protocol] token_ids_key"
-        )
-    other = [k for k in sorted(present) if looks_right(k) is True]
-    if len(other) == 1:
-        return other[0], f"metadata key {other[0]!r} (the only int list consistent with the records)"
-    if not snaps:
-        return None, "no session state"
-    why = f"candidates {other}" if other else f"tried {list(TOKEN_KEYS)}"
-    return None, (
-        f"no metadata key is recognizably the token ids ({why}); name it with [target.protocol] token_ids_key"
-    )
+    ev = TokenKeyEvidence()
+    if not protocol(run).get("token_ids_key"):
+        trim = max_trim_tokens(run)
+        for snap in snaps:
+            ev.add(snap.metadata, snap.records, trim)
+    return ev.decide(run)
 
 
 # --- server logs --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ plain 200 without the header.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -47,6 +48,7 @@ from harness.checkers.ops import (
     record_turn,
     snapshots,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -62,33 +64,47 @@ class Provisional:
     name = "provisional"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    whole_when = staticmethod(joins_whole)
+
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # Violations are keyed as the whole run finds them: the history's (0, invoke index), the execution log's
+    # (1, key order, place in the key's list), the snapshots' (2, session, n).
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
-        snaps, _ = snapshots(run, ops)
+        snaps, _ = snapshots(run, ops, part.context.token_key)
         chats_by_session = by_session(ops, "chat")
         deletes = by_session(ops, "delete")
         unordered = 0
         by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)
         order = ServerOrder(run, ops)
-        violations: list[Violation] = []
-        unknown: list[str] = []
+        out: list[Keyed] = []
+        unknowns: list[tuple[tuple[Any, ...], str]] = []
 
         # history: an abort the client can see must carry the header
         for o in ops:
-            if o.f != "chat" or o.type != "ok" or o.status != 200 or o.completion is None:
+            if o.f != "chat" or o.type != "ok" or o.status != 200 or o.completion is None or not part.mine(o.session):
                 continue
             if str(o.completion.get("finish_reason")) == "abort" and not _header_aborted(o):
-                violations.append(
-                    Violation(
-                        "answer with finish_reason 'abort' lacks x-sglang-aborted: 1 (abort committed as a turn?)",
-                        o.indices,
-                        o.session,
-                        "abort_without_header",
+                out.append(
+                    (
+                        (0, o.invoke_index),
+                        Violation(
+                            "answer with finish_reason 'abort' lacks x-sglang-aborted: 1 (abort committed as a turn?)",
+                            o.indices,
+                            o.session,
+                            "abort_without_header",
+                        ),
                     )
                 )
         # backend execution log: an abort executed by the backend reached the client unmarked
         by_rid = {o.request_id: o for o in ops if o.f == "chat" and o.request_id}
         for sid, execs in run.backend_executions.items():
-            for ex in execs:
+            places = part.exec_at.get(sid, [])
+            for j, ex in enumerate(execs):
                 if str(ex.get("finish_reason")) != "abort":
                     continue
                 eo = by_rid.get(str(ex.get("request_id")))
@@ -96,31 +112,40 @@ class Provisional:
                     continue
                 if str(eo.completion.get("finish_reason") if eo.completion else "") == "abort":
                     continue  # already reported above
-                violations.append(
-                    Violation(
-                        "backend aborted this generation but the client got a plain 200 without x-sglang-aborted",
-                        eo.indices,
-                        sid,
-                        "abort_unmarked",
-                    )
-                )
+                at = (1, part.key_order.get(sid, 0), places[j] if j < len(places) else j)
+                msg = "backend aborted this generation but the client got a plain 200 without x-sglang-aborted"
+                out.append((at, Violation(msg, eo.indices, sid, "abort_unmarked")))
 
         checked = 0
+        kinds_inferred = False
         for sid, snap in sorted(snaps.items()):
+            if not part.mine(sid):
+                continue
+            kinds_inferred = kinds_inferred or any(r.get("_kind_inferred") for r in snap.records)
             records = snap.records
             chats = sorted(chats_by_session.get(sid, []), key=lambda o: o.start)
             ops_by_rid: dict[str, Op] = {o.request_id: o for o in chats if o.request_id}
+            seq = 0
+
+            def violation(v: Violation) -> None:
+                nonlocal seq
+                out.append(((2, v.session, seq), v))
+                seq += 1
+
+            def unknown(why: str, sid: str = sid) -> None:
+                nonlocal seq
+                unknowns.append(((2, sid, seq), why))
+                seq += 1
+
             checked += 1
             prov = [i for i, r in enumerate(records) if record_kind(r) == "provisional"]
             sidx = snap.indices
             if len(prov) > 1:
-                violations.append(
-                    Violation(f"{len(prov)} provisional records (at most one)", sidx, sid, "many_provisional")
-                )
+                violation(Violation(f"{len(prov)} provisional records (at most one)", sidx, sid, "many_provisional"))
             for i in prov:
                 if i != len(records) - 1:
                     po = ops_by_rid.get(_rid(records[i]))
-                    violations.append(
+                    violation(
                         Violation(
                             f"provisional record at position {i} of {len(records)}, not at the tail",
                             sidx + (po.indices if po else []),
@@ -135,7 +160,7 @@ class Provisional:
                 committed_before = [r for r in records[:i] if record_kind(r) == "committed"]
                 last_cp = record_checkpoint(committed_before[-1]) if committed_before else []
                 if cp and isinstance(token_ids, list) and token_ids == cp and cp != last_cp:
-                    violations.append(
+                    violation(
                         Violation(
                             "metadata.token_ids equal the provisional record's prompt + completion: "
                             "an aborted turn committed tokens",
@@ -147,7 +172,7 @@ class Provisional:
             for i, r in enumerate(records):
                 if record_kind(r) == "committed" and record_finish_reason(r) == "abort":
                     po = ops_by_rid.get(_rid(r))
-                    violations.append(
+                    violation(
                         Violation(
                             f"committed record {i} holds a backend answer with finish_reason 'abort'",
                             sidx + (po.indices if po else []),
@@ -170,12 +195,12 @@ class Provisional:
                 after = [(b, order.read_after(b, po)) for b in cands]
                 later = [b for b, a in after if a is True]
                 if not later and any(a is None for _, a in after):
-                    unknown.append(
+                    unknown(
                         f"provisional of turn {turn} in {sid} kept after an acknowledged retry that the server's "
                         "evidence cannot order before or after the aborted copy"
                     )
                 if later:
-                    violations.append(
+                    violation(
                         Violation(
                             f"provisional record of turn {turn} survived a successful retry",
                             sidx + (po.indices if po else []) + [j for b in later for j in b.indices],
@@ -211,7 +236,7 @@ class Provisional:
                     record_rid(tail) is not None and last.request_id is not None and record_rid(tail) != last.request_id
                 )
             ):
-                violations.append(
+                violation(
                     Violation(
                         f"retries ran out on turn {last.turn} (last attempt aborted) but the {snap.source} state "
                         "has no provisional record for it at the tail",
@@ -220,7 +245,21 @@ class Provisional:
                         "provisional_missing",
                     )
                 )
-        unknown = unknown[:5]
+        unknowns.sort(key=lambda kv: kv[0])
+        return {
+            "out": out,
+            "unknown": unknowns[:5],
+            "checked": checked,
+            "unordered": unordered,
+            "inferred": kinds_inferred,
+        }
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        run = RunData(scenario=context.scenario, history=[])
+        checked = sum(p["checked"] for p in parts)
+        unordered = sum(p["unordered"] for p in parts)
+        violations = merge_violations(p["out"] for p in parts)
+        unknown = [why for _, why in sorted((kv for p in parts for kv in p["unknown"]), key=lambda kv: kv[0])][:5]
         if not faults_applied(run) and any("abort" in k for k in fault_kinds(run)):
             unknown.append("target.faults_applied is false: the scenario's abort faults were not applied")
         notes = f"{checked} session states checked"
@@ -228,6 +267,6 @@ class Provisional:
             notes += (
                 f"; {unordered} whose final chats the server's evidence cannot order not judged for retries run out"
             )
-        if any(r.get("_kind_inferred") for snap in snaps.values() for r in snap.records):
+        if any(p["inferred"] for p in parts):
             notes += "; records carry no kind: an aborted answer is taken as the provisional"
         return verdict(self.name, violations, unknown=unknown, notes=notes)

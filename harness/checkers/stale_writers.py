@@ -28,6 +28,9 @@ Duplicates are chats of one session and one turn whose intervals overlap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.lost_turns import duplicate_groups
 from harness.checkers.ops import (
@@ -41,6 +44,7 @@ from harness.checkers.ops import (
     snapshots,
     variants,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -48,19 +52,32 @@ class StaleWriters:
     name = "stale_writers"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    whole_when = staticmethod(joins_whole)
+
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
-        snaps, _ = snapshots(run, ops)
+        snaps, _ = snapshots(run, ops, part.context.token_key)
         by_req, by_caller = chat_done_by_req(run), chat_done_by_caller(run)  # conflict_409 outcomes
-        vs = variants(run)
-        conflict = "conflict_409" in vs
-        violations: list[Violation] = []
+        conflict = "conflict_409" in variants(run)
+        out: list[Keyed] = []
         n_groups = 0
         unjudged = 0
         unlogged = 0
         for sid, chats in sorted(by_session(ops, "chat").items()):
+            if not part.mine(sid):
+                continue
             snap = snaps.get(sid)
             records = snap.records if snap else []
             committed_rids = [record_rid(r) for r in records if record_kind(r) == "committed"]
+
+            def add(v: Violation) -> None:
+                out.append(((v.session, len(out)), v))  # the whole run's order: by session, then as found
+
             for group in duplicate_groups(chats):
                 if len(group) < 2:
                     continue
@@ -72,7 +89,7 @@ class StaleWriters:
                 # the state: more than one committed record from this group
                 in_state = [r for r in records if record_kind(r) == "committed" and record_rid(r) in rids]
                 if len(in_state) > 1:
-                    violations.append(
+                    add(
                         Violation(
                             f"{len(in_state)} concurrent duplicates of turn {group[0].turn} were all committed",
                             idx + (snap.indices if snap else []),
@@ -87,7 +104,7 @@ class StaleWriters:
                     if not done:
                         unlogged += 1  # without the outcome a silent skip and a rolled-back commit look alike
                     elif any(d.get("outcome") == "state_changed_skip" for d in done):
-                        violations.append(
+                        add(
                             Violation(
                                 "conflict_409: a duplicate skipped because state changed but got a silent 200",
                                 o.indices,
@@ -97,12 +114,16 @@ class StaleWriters:
                         )
             for o in chats:
                 if o.status == 409 and o.request_id in committed_rids:
-                    violations.append(
-                        Violation("request answered 409 was committed anyway", o.indices, sid, "conflict_committed")
-                    )
+                    add(Violation("request answered 409 was committed anyway", o.indices, sid, "conflict_committed"))
+        return {"out": out, "groups": n_groups, "unjudged": unjudged, "unlogged": unlogged}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        n_groups = sum(p["groups"] for p in parts)
+        unjudged = sum(p["unjudged"] for p in parts)
+        unlogged = sum(p["unlogged"] for p in parts)
         notes = f"{n_groups} duplicate groups checked"
         if unjudged:
             notes += f", {unjudged} on sessions without state (deleted, nothing collected) not judged"
         if unlogged:
             notes += f", {unlogged} conflict_409 answers without a chat_done line not judged"
-        return verdict(self.name, violations, notes=notes)
+        return verdict(self.name, merge_violations(p["out"] for p in parts), notes=notes)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
-import shutil
 import sqlite3
 import tempfile
 import zlib
@@ -39,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.checkers import spill_area
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, pair_ops
+from harness.checkers.stream_joins import JoinEvidence
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "Spill",
     "check_streaming",
     "check_whole",
+    "joins_whole",
     "merge_violations",
 ]
 
@@ -94,6 +95,8 @@ class Part:
 
     chat_ops: Callable[[str], list[int] | None] = field(default=lambda key: None)
     fuzzed: Callable[[str], bool] = field(default=lambda request_id: False)
+    # key -> a number that orders the keys of run.backend_executions as the run's file does (keys do not interleave)
+    key_order: dict[str, int] = field(default_factory=dict)
 
     def mine(self, session: Any) -> bool:
         return self.first if session is None else str(session) in self.sessions
@@ -144,6 +147,7 @@ class Part:
             {},  # one part: no request id is carried by chats of several
             lambda key: chats().get(key),
             fuzzed,
+            {str(k): n for n, k in enumerate(run.backend_executions)},
         )
 
 
@@ -175,9 +179,18 @@ class RunContext:
     has_server_logs: bool
     has_backend_executions: bool
     execution_log_gap: str | None  # harness.checkers.continuity.execution_log_gap of the run
+    # the run's token key (ops.find_token_key) as the spill decided it; None: decide it from the part (the whole run)
+    token_key: tuple[str | None, str] | None = None
+    joins_whole: str = ""  # why a part's record and log joins may not be the whole run's (stream_joins), "" if exact
 
 
 Keyed = tuple[tuple[Any, ...], Violation]
+
+
+def joins_whole(context: RunContext) -> str:
+    """A ``whole_when`` for checkers that join records and log lines across a run (stream_joins): why a part's
+    joins may not be the whole run's, "" when they are provably the same."""
+    return context.joins_whole
 
 
 def merge_violations(parts: Iterable[Iterable[Keyed]]) -> list[Violation]:
@@ -292,8 +305,11 @@ class Spill:
     """A run folder's records grouped by session in an SQLite file under the folder's temp area.
 
     ``with Spill(run_dir) as sp: for part in sp.parts(): ...``. The file and the directory holding it
-    are this object's own (``.harness-tmp/`` is created only if absent and removed only if this spill
-    created it and left it empty); where the folder is not writable the system temp dir is used.
+    are this object's own (``.harness-tmp/`` is created only if absent, marked, and removed only if a pass
+    created it and nothing but its mark is left); where the folder is not writable the system temp dir is used.
+    SIGTERM and SIGINT remove it before the process dies, and a directory a SIGKILLed pass left is removed by the next
+    (harness/checkers/spill_area.py). While filling, :class:`~harness.checkers.stream_joins.JoinEvidence`
+    gathers what the record/log-joining checkers need run-wide (``RunContext.token_key``, ``joins_whole``).
     """
 
     def __init__(self, run_dir: Path, *, groups: int | None = None) -> None:
@@ -306,11 +322,16 @@ class Spill:
         try:
             if not area.exists():
                 area.mkdir()
+                (area / spill_area.AREA_MARK).touch()
                 self._made_area = True
-            self.dir = Path(tempfile.mkdtemp(prefix="stream-", dir=area))
+            else:
+                spill_area.clean_stale(area)  # a pass killed by SIGKILL left its directory
+            self.dir = spill_area.make_dir(area)
         except OSError:
             self._made_area = False
-            self.dir = Path(tempfile.mkdtemp(prefix="harness-stream-"))
+            self.dir = spill_area.make_dir(Path(tempfile.gettempdir()))
+        self._closed = False
+        spill_area.guard(id(self), self.close)  # SIGTERM / SIGINT: the files go with the process
         self.db = sqlite3.connect(self.dir / "run.sqlite", isolation_level=None)
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
@@ -349,6 +370,7 @@ class Spill:
         self.scenario, self.owners, self.harness = scenario, owners, harness
         for sid in owners if isinstance(owners, dict) else ():  # a session only owners.json names is one too
             self.sessions.setdefault(_group_of(sid, self.groups), set()).add(str(sid))
+        self.joins = JoinEvidence(self.db, scenario if isinstance(scenario, dict) else {})
         self.db.execute("BEGIN")
         self._history()
         rows: list[tuple[Any, ...]] = []
@@ -362,6 +384,7 @@ class Spill:
             else:
                 self.sessions.setdefault(g, set()).add(str(sid))
                 rows.append((pos, g, json.dumps(ln)))
+            self.joins.log_line(ln, g)
             if len(rows) >= 10_000:
                 self._put("logs", rows)
         self._put("logs", rows)
@@ -391,6 +414,7 @@ class Spill:
                 rid = ex.get("request_id") if isinstance(ex, dict) else None
                 home = self._chat_session(f"caller:{rid}") if rid is not None else None
                 rows.append((pos, g if home is None else _group_of(home, self.groups), key, i, json.dumps(ex)))
+                self.joins.execution(ex, rows[-1][1])
                 pos += 1
             if len(rows) >= 1_000:
                 self._put("execs", rows)
@@ -401,9 +425,11 @@ class Spill:
             g = _group_of(sid, self.groups)
             self.sessions.setdefault(g, set()).add(sid)
             rows.append((pos, g, sid, json.dumps(value)))
+            self.joins.final(sid, value, g)
             if len(rows) >= 1_000:
                 self._put("finals", rows)
         self._put("finals", rows)
+        joins_whole, token_key = self.joins.finish(self.split)
         self.db.execute("COMMIT")
         self.db.executescript(
             "CREATE INDEX ev_g ON events (grp, pos); CREATE INDEX lg_g ON logs (grp, pos);"
@@ -416,6 +442,8 @@ class Spill:
             has_server_logs=n_logs > 0,
             has_backend_executions=n_exec > 0,
             execution_log_gap=execution_log_gap(RunData(scenario, [ev for _, ev in self.global_events])),
+            token_key=token_key,
+            joins_whole=joins_whole,
         )
 
     def _history(self) -> None:
@@ -439,6 +467,8 @@ class Spill:
             o = Op(op=inv.get("op"), f=f, invoke_index=inv["index"], invoke=inv)
             o.completion, o.completion_index = done, done["index"]
             at, sid = json.dumps(o.indices), o.session
+            if f == "chat":
+                self.joins.chat(o.request_id, o.req_id)
             if f == "fuzz":
                 if o.request_id:
                     joins.append((f"fuzz:{o.request_id}", 2, o.invoke_index, at, sid, g))
@@ -491,6 +521,7 @@ class Spill:
                     raise NotStreamable(f"completion of operation {op!r} without an invoke before it")
                 g = emit([inv, (pos, ev)], ev["session"] if "session" in ev else inv[1].get("session"))
                 join(inv[1], ev, g)
+                self.joins.operation(inv[1], ev, g)
             else:  # close_cut_history counts it as a completion, pair_ops does not
                 raise NotStreamable(f"history line {pos + 1} has event type {typ!r}")
             if len(rows) >= 10_000:
@@ -504,7 +535,9 @@ class Spill:
             cut.update(type="info", time=end, intended=invoke.get("intended"), error=CUT_REASON, index=n + k)
             if n + k <= last_index:
                 raise NotStreamable("cut operations' indices would not follow the history's")
-            join(invoke, cut, emit([(p, invoke), (n + k, cut)], invoke.get("session")))
+            g = emit([(p, invoke), (n + k, cut)], invoke.get("session"))
+            join(invoke, cut, g)
+            self.joins.operation(invoke, cut, g)
         self._put("events", rows)
         self._put("chats", joins)
 
@@ -525,7 +558,9 @@ class Spill:
         logs = list(heapq.merge(logs_mine, self.global_logs, key=lambda pe: pe[0]))
         execs: dict[str, Any] = {}
         exec_at: dict[str, list[int]] = {}
-        for k, i, v in q("SELECT key, at, value FROM execs WHERE grp = ? ORDER BY pos", (g,)):
+        key_order: dict[str, int] = {}
+        for p, k, i, v in q("SELECT pos, key, at, value FROM execs WHERE grp = ? ORDER BY pos", (g,)):
+            key_order.setdefault(str(k), int(p))
             if i < 0:
                 execs[str(k)] = json.loads(v)
             else:
@@ -553,6 +588,7 @@ class Spill:
             self.split,
             self.chat_ops,
             self.fuzzed,
+            key_order,
         )
 
     def fuzzed(self, request_id: str) -> bool:
@@ -576,13 +612,13 @@ class Spill:
         return None if got is None else [int(i) for i in json.loads(got[0])]
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        spill_area.unguard(id(self))
         self.db.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if self._made_area:
-            try:
-                os.rmdir(self.run_dir / TMP_DIR)  # only if empty: another pass may be using it
-            except OSError:
-                pass
+        spill_area.remove_dir(self.dir)
+        spill_area.remove_area(self.run_dir / TMP_DIR)  # only if a pass made it and it is empty now
 
     def __enter__(self) -> Spill:
         return self
@@ -614,10 +650,13 @@ def check_streaming(run_dir: Path, names: Iterable[str] | None = None, *, groups
     got: dict[str, Verdict] = {}
     why = ""
     if streaming:
+        whys: list[str] = []
         try:
-            got = _streamed(Path(run_dir), [CHECKERS[n] for n in streaming], groups)  # type: ignore[misc]
+            got = _streamed(Path(run_dir), [CHECKERS[n] for n in streaming], groups, whys)  # type: ignore[misc]
         except NotStreamable as exc:
             why, got = str(exc), {}
+        else:
+            why = "; ".join(whys)
     rest = [n for n in selected if n not in got]
     if rest:
         run = RunData.load(Path(run_dir))
@@ -627,12 +666,24 @@ def check_streaming(run_dir: Path, names: Iterable[str] | None = None, *, groups
     return StreamResult([got[n] for n in selected], [n for n in selected if n not in rest], rest, why)
 
 
-def _streamed(run_dir: Path, checkers: list[SessionChecker], groups: int | None) -> dict[str, Verdict]:
-    partial: dict[str, list[Any]] = {c.name: [] for c in checkers}
+def _streamed(run_dir: Path, checkers: list[SessionChecker], groups: int | None, whys: list[str]) -> dict[str, Verdict]:
+    """The verdicts of ``checkers`` over the spill's parts; one whose ``whole_when(context)`` gives a reason
+    (the part cannot be shown to see what the whole run shows it) is left out, with the reason in ``whys``."""
     crashed: dict[str, Verdict] = {}
     with Spill(run_dir, groups=groups) as sp:
         assert sp.context is not None
-        parts = sp.parts()
+        kept: list[SessionChecker] = []
+        left: dict[str, list[str]] = {}
+        for c in checkers:
+            why = getattr(c, "whole_when", lambda ctx: "")(sp.context)
+            if why:
+                left.setdefault(why, []).append(c.name)
+            else:
+                kept.append(c)
+        whys.extend(f"{', '.join(names)}: {why}" for why, names in left.items())
+        checkers = kept
+        partial: dict[str, list[Any]] = {c.name: [] for c in checkers}
+        parts = sp.parts() if checkers else iter(())
         # one part alive at a time: ``for part in parts`` would hold the last one while the next is decoded
         while (part := next(parts, None)) is not None:
             for c in checkers:

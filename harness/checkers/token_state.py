@@ -62,7 +62,7 @@ record's turn is the turn of the request it is linked to (``ops.Links``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -80,6 +80,7 @@ from harness.checkers.ops import (
     record_turn,
     snapshots,
 )
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
 
 
@@ -260,37 +261,59 @@ class TokenState:
     _run: RunData
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    whole_when = staticmethod(joins_whole)
+
+    # the rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # The token key is the run's (ops.find_token_key): the spill decides it over every session's snapshot.
+
+    def part(self, part: Part) -> dict[str, Any]:
         try:
-            return self._check(run)
+            return self._part(part)
         finally:  # the registered instance is shared by every run checked: it keeps nothing of this one
             self._decode = self._gen = self._joins = None
             self.__dict__.pop("_run", None)
             self.__dict__.pop("_gens", None)
 
-    def _check(self, run: RunData) -> Verdict:
+    def _part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         keep_rollbacks = bool(option(run, "records_keep_rollbacks", False))
         ops = pair_ops(run.history)
-        snaps, _ = snapshots(run, ops)
+        snaps, _ = snapshots(run, ops, part.context.token_key)
         chats = by_session(ops, "chat")
         trim = max_trim_tokens(run)
         self._decode = _decoder(run)
         self._gen = generation_prompt(run) if self._decode is not None else None
         self._joins = _load_joins(run) if self._decode is not None else None
         self._run, self._gens = run, {}
-        violations: list[Violation] = []
-        unknown: list[str] = []
+        out: list[Keyed] = []
+        unknown: list[tuple[str, str]] = []
+        n = 0
         for sid, snap in sorted(snaps.items()):
+            if not part.mine(sid):
+                continue
+            n += 1
             by_rid = {o.request_id: o for o in chats.get(sid, []) if o.request_id}
-            problem = self._check_one(snap, trim, violations, by_rid, keep_rollbacks)
-            if problem:
-                unknown.append(problem)
+            found: list[Violation] = []
+            problem = self._check_one(snap, trim, found, by_rid, keep_rollbacks)
+            out.extend(((sid, k), v) for k, v in enumerate(found))
+            if problem and len(unknown) < 5:
+                unknown.append((sid, problem))
         key = next(iter(snaps.values())).token_key if snaps else None
+        return {"out": out, "unknown": unknown, "n": n, "key": key, "trim": trim}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        trim = max_trim_tokens(RunData(scenario=context.scenario, history=[]))
+        n = sum(p["n"] for p in parts)
+        key = next((p["key"] for p in parts if p["n"]), None)
+        unknown = [why for _, why in sorted(kv for p in parts for kv in p["unknown"])][:5]
         where = f", token ids under metadata.{key}" if key else ""
         return verdict(
             self.name,
-            violations,
-            unknown=unknown[:5],
-            notes=f"{len(snaps)} session states checked, max_trim_tokens={trim}{where}",
+            merge_violations(p["out"] for p in parts),
+            unknown=unknown,
+            notes=f"{n} session states checked, max_trim_tokens={trim}{where}",
         )
 
     def _check_one(

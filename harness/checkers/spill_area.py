@@ -1,0 +1,141 @@
+"""The per-session pass's temp files: made, marked, removed on a signal, and cleaned after a killed pass.
+
+A :class:`~harness.checkers.stream.Spill` keeps its SQLite file in a directory of its own under the run
+folder's ``.harness-tmp/``: ``stream-<pid>-<random>/`` holding an ``owner`` file (the pid). A pass killed
+by SIGTERM or SIGINT removes it on the way out (:func:`guard`: the handler removes every live spill's
+directory, then lets the signal do what it would have done); one killed by SIGKILL cannot, and the next
+pass on that folder removes it (:func:`clean_stale`): only directories of that name whose ``owner``
+names a process that no longer exists, only the files a spill writes, and the directory only if that
+left it empty. ``.harness-tmp/`` itself carries a ``made-by-harness`` file when a pass created it, so a
+later pass may remove it once nothing else is in it. Nothing else there is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+__all__ = ["AREA_MARK", "OWNER", "SPILL_FILES", "clean_stale", "guard", "make_dir", "remove_dir", "unguard"]
+
+OWNER = "owner"
+AREA_MARK = "made-by-harness"
+SPILL_FILES = ("run.sqlite", "run.sqlite-journal", "run.sqlite-wal", "run.sqlite-shm", OWNER)
+_NAME = re.compile(r"stream-(\d+)-[A-Za-z0-9_]+")
+
+
+def make_dir(area: Path) -> Path:
+    """A new spill directory under ``area`` (which exists), with its ``owner`` file."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=f"stream-{os.getpid()}-", dir=area))
+    (d / OWNER).write_text(f"{os.getpid()}\n")
+    return d
+
+
+def remove_dir(d: Path) -> None:
+    """Remove a spill directory: the files a spill writes, then the directory if that emptied it."""
+    for name in SPILL_FILES:
+        try:
+            (d / name).unlink()
+        except OSError:
+            pass
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def remove_area(area: Path) -> None:
+    """Remove ``.harness-tmp/`` if a pass made it (its mark) and nothing but the mark is in it."""
+    try:
+        if sorted(p.name for p in area.iterdir()) == [AREA_MARK]:
+            (area / AREA_MARK).unlink()
+            area.rmdir()  # fails if another pass made its directory meanwhile: left, harmless
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours to signal
+        return True
+    return True
+
+
+def clean_stale(area: Path) -> list[Path]:
+    """Remove the spill directories under ``area`` whose owner process is gone (a pass killed by SIGKILL)."""
+    gone: list[Path] = []
+    try:
+        entries = list(area.iterdir())
+    except OSError:
+        return gone
+    for d in entries:
+        m = _NAME.fullmatch(d.name)
+        if m is None or not d.is_dir():
+            continue
+        try:
+            owner = int((d / OWNER).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not marked as a spill's: not ours to judge
+        if owner != int(m.group(1)) or owner == os.getpid() or _alive(owner):
+            continue
+        remove_dir(d)
+        if not d.exists():
+            gone.append(d)
+    return gone
+
+
+# --- signals --------------------------------------------------------------------------------
+
+_LIVE: dict[int, Callable[[], None]] = {}  # id(spill) -> its close
+_SAVED: dict[int, Any] = {}  # signal -> the handler it had before the first live spill
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    prev = _SAVED.get(signum, signal.SIG_DFL)
+    if callable(prev):  # e.g. SIGINT's KeyboardInterrupt: the exception unwinds through the spill's close
+        prev(signum, frame)
+        return
+    for close in list(_LIVE.values()):
+        close()
+    _restore()
+    if prev == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # die of the signal, as without the pass
+
+
+def _restore() -> None:
+    for s, h in _SAVED.items():
+        try:
+            signal.signal(s, h)
+        except (ValueError, OSError, TypeError):
+            pass
+    _SAVED.clear()
+
+
+def guard(key: int, close: Callable[[], None]) -> None:
+    """While ``close``'s spill lives, SIGTERM and SIGINT remove its files before the process dies."""
+    _LIVE[key] = close
+    if _SAVED or threading.current_thread() is not threading.main_thread():
+        return  # installed already, or not installable (signals reach the main thread only)
+    for s in SIGNALS:
+        prev = signal.getsignal(s)
+        if prev is None or prev == signal.SIG_IGN:  # ignored, or a handler not set from Python: left as it is
+            continue
+        _SAVED[s] = prev
+        signal.signal(s, _handler)
+
+
+def unguard(key: int) -> None:
+    _LIVE.pop(key, None)
+    if not _LIVE and threading.current_thread() is threading.main_thread():
+        _restore()
