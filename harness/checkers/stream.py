@@ -42,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, pair_ops
+from harness.checkers.stream_index import LogIndex
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
@@ -94,6 +95,8 @@ class Part:
 
     chat_ops: Callable[[str], list[int] | None] = field(default=lambda key: None)
     fuzzed: Callable[[str], bool] = field(default=lambda request_id: False)
+    # the run's whole server log as a compact index (harness/checkers/stream_index.py), built on first use
+    log_index: Callable[[], LogIndex] = field(default=lambda: LogIndex(()))
 
     def mine(self, session: Any) -> bool:
         return self.first if session is None else str(session) in self.sessions
@@ -125,6 +128,12 @@ class Part:
                 lookups["fuzz"] = {o.request_id for o in pair_ops(run.history) if o.f == "fuzz" and o.request_id}
             return request_id in lookups["fuzz"]
 
+        def log_index() -> LogIndex:
+            if "index" not in lookups:
+                lookups["index"] = LogIndex(run.server_logs)
+            got: LogIndex = lookups["index"]
+            return got
+
         context = RunContext(
             scenario=run.scenario,
             owners=run.owners,
@@ -144,6 +153,7 @@ class Part:
             {},  # one part: no request id is carried by chats of several
             lambda key: chats().get(key),
             fuzzed,
+            log_index,
         )
 
 
@@ -324,6 +334,7 @@ class Spill:
         self.global_logs: list[tuple[int, dict[str, Any]]] = []
         self.sessions: dict[int, set[str]] = {}
         self.context: RunContext | None = None
+        self._log_index: LogIndex | None = None
         try:
             self._fill()
         except BaseException:
@@ -553,7 +564,14 @@ class Spill:
             self.split,
             self.chat_ops,
             self.fuzzed,
+            self.log_index,
         )
+
+    def log_index(self) -> LogIndex:
+        """The run's server log as a :class:`LogIndex`: one more pass over server_logs.jsonl, on first use."""
+        if self._log_index is None:
+            self._log_index = LogIndex(_jsonl(self.run_dir / RUN_FILES["server_logs"]))
+        return self._log_index
 
     def fuzzed(self, request_id: str) -> bool:
         """Some fuzz operation of the run carries this request id."""
