@@ -24,6 +24,7 @@ in-flight walk's few results (``bench/diag_stream_index.py`` measures it).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from array import array
@@ -38,6 +39,42 @@ from harness.checkers.ops import Op
 __all__ = ["LogIndex", "indexed_clock_bounds"]
 
 _HEX = re.compile(r"[0-9a-f]{1,15}")
+_WALKED = {"chat_start": 0, "chat_done": 1, "heartbeat": 2}
+_Walked = tuple[list[tuple[float, int]], tuple[int, float] | None]  # (heartbeats (inflight, open)), drift (pos, by)
+
+
+def _hash64(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def _walk(ts: array[float], pos: array[int], what: bytearray, value: array[float], has: bytearray) -> _Walked:
+    """One process's lines (file order) walked in ``ts`` order (stable), as LogConsistency._inflight does."""
+    n = len(ts)
+    order: Iterable[int] = range(n)
+    if any(ts[i] > ts[i + 1] for i in range(n - 1)) or any(t != t for t in ts):  # not in order yet (or a NaN)
+        order = sorted(range(n), key=ts.__getitem__)
+    open_ = 0
+    beats: list[tuple[float, int]] = []
+    excess: list[tuple[float, int]] = []
+    base: float | None = None
+    for i in order:
+        k = what[i]
+        if k == 0:
+            open_ += 1
+            if has[i]:
+                excess.append((value[i] - open_, pos[i]))
+        elif k == 1:
+            if has[i]:
+                excess.append((value[i] - (open_ - 1), pos[i]))
+            open_ = max(0, open_ - 1)
+        elif has[i] and value[i] != open_:
+            beats.append((value[i], open_))
+    drift: tuple[int, float] | None = None
+    if excess:
+        base = min(e for e, _ in excess)
+        first = next(((p, e - base) for e, p in excess if e > base), None)
+        drift = first
+    return beats, drift
 
 
 def _num(x: Any) -> float | None:
@@ -80,6 +117,126 @@ class _Sorted:
         return sum(a.itemsize * len(a) for a in (self.keys, self.ts, self.proc)) + len(self.has_ts)
 
 
+_NO = (1 << 64) - 1  # no caller: a code no string gets (hex codes carry a length of 1-15 in the top bits)
+_Done = tuple[int, float | None, float | None, int]  # chat_done lines, the last's status, total_ms, request id
+
+
+class _Summary:
+    """Per code (sorted): how many chat_done lines, and the last's status, total_ms and server request id."""
+
+    def __init__(self, rows: list[tuple[int, int, float | None, float | None, int]]) -> None:
+        rows.sort(key=lambda r: r[0])
+        self.keys = array("Q", (r[0] for r in rows))
+        self.n = array("l", (r[1] for r in rows))
+        self.status = array("d", (0.0 if r[2] is None else r[2] for r in rows))
+        self.total = array("d", (0.0 if r[3] is None else r[3] for r in rows))
+        self.has = bytearray((r[2] is not None) | (r[3] is not None) << 1 for r in rows)
+        self.req = array("Q", (r[4] for r in rows))
+
+    def find(self, key: int | None) -> _Done | None:
+        if key is None:
+            return None
+        i = bisect_left(self.keys, key)
+        if i == len(self.keys) or self.keys[i] != key:
+            return None
+        h = self.has[i]
+        return self.n[i], self.status[i] if h & 1 else None, self.total[i] if h & 2 else None, self.req[i]
+
+    def nbytes(self) -> int:
+        return sum(a.itemsize * len(a) for a in (self.keys, self.n, self.status, self.total, self.req)) + len(self.has)
+
+
+class _ChatLines:
+    """The chat_start / chat_done lines that carry a server request id, as columns, until :meth:`seal`."""
+
+    def __init__(self) -> None:
+        self.code, self.session, self.pos, self.caller = array("Q"), array("Q"), array("q"), array("Q")
+        self.status, self.total = array("d"), array("d")
+        self.flags = bytearray()  # 1 names a session, 2 chat_done, 4 a truthy caller, 8 status, 16 total_ms
+
+    def add(self, index: LogIndex, pos: int, ln: dict[str, Any], done: bool, caller: Any) -> None:
+        sid = ln.get("session_id")
+        status, total = (_num(ln.get("status")), _num(ln.get("total_ms"))) if done else (None, None)
+        self.code.append(index.intern(str(ln["req_id"])))
+        self.session.append(0 if sid is None else _hash64(str(sid)))
+        self.pos.append(pos)
+        self.caller.append(_NO if caller is None else index.intern(str(caller)))
+        self.status.append(0.0 if status is None else status)
+        self.total.append(0.0 if total is None else total)
+        flags = (sid is not None) | done << 1 | bool(caller) << 2 | (status is not None) << 3 | (total is not None) << 4
+        self.flags.append(flags)
+
+    def seal(self) -> tuple[set[int], set[int], dict[int, int], _Summary, _Summary]:
+        """log_consistency's grouping of these lines over the whole log (``_split_by_session``, the caller
+        filled in from the request's chat_start, ``by_caller`` in its order): the split request ids, the mixed
+        ones, the first chat_done of each split one, and the chat_done summaries by request id and by caller."""
+        codes, flags = self.code, self.flags
+        order = sorted(range(len(codes)), key=codes.__getitem__)  # by request id, file order within one
+        split: set[int] = set()
+        mixed: set[int] = set()
+        first_done: dict[int, int] = {}
+        by_req: list[tuple[int, int, float | None, float | None, int]] = []
+        by_caller: list[tuple[tuple[int, int, int], int, float | None, float | None, int]] = []
+
+        def status(k: int) -> float | None:
+            return self.status[k] if flags[k] & 8 else None
+
+        def total(k: int) -> float | None:
+            return self.total[k] if flags[k] & 16 else None
+
+        i = 0
+        while i < len(order):
+            code = codes[order[i]]
+            j = i
+            while j < len(order) and codes[order[j]] == code:
+                j += 1
+            group = order[i:j]
+            named = {self.session[k] for k in group if flags[k] & 1}
+            anon = any(not flags[k] & 1 for k in group)
+            is_split = len(named) > 1
+            if is_split:
+                split.add(code)
+            elif named and anon:
+                mixed.add(code)
+
+            def key(k: int, is_split: bool = is_split) -> int:
+                return self.session[k] if is_split and flags[k] & 1 else -1
+
+            callers: dict[int, int] = {}  # each request's caller: its first chat_start's that names a truthy one
+            first_of: dict[int, int] = {}  # each request's first chat_done
+            dones = [k for k in group if flags[k] & 2]
+            for k in group:
+                if not flags[k] & 2 and flags[k] & 4:
+                    callers.setdefault(key(k), self.caller[k])
+            for k in dones:
+                first_of.setdefault(key(k), self.pos[k])
+            if dones:
+                rid_first = self.pos[dones[0]]
+                if is_split:
+                    first_done[code] = rid_first
+                else:
+                    last = dones[-1]
+                    by_req.append((code, len(dones), status(last), total(last), code))
+                for k in dones:
+                    c = self.caller[k] if flags[k] & 4 else callers.get(key(k), self.caller[k])
+                    if c != _NO:
+                        by_caller.append(((rid_first, first_of[key(k)], self.pos[k]), c, status(k), total(k), code))
+            i = j
+        del order
+        by_caller.sort(key=lambda r: (r[1], r[0]))  # by caller, each in by_caller's order
+        rows: list[tuple[int, int, float | None, float | None, int]] = []
+        i = 0
+        while i < len(by_caller):
+            j = i
+            while j < len(by_caller) and by_caller[j][1] == by_caller[i][1]:
+                j += 1
+            _, c, st, tot, req = by_caller[j - 1]
+            rows.append((c, j - i, st, tot, req))
+            i = j
+        del by_caller
+        return split, mixed, first_done, _Summary(by_req), _Summary(rows)
+
+
 class LogIndex:
     """What the per-session steps need of the whole server log, in one pass over its lines (in file order).
 
@@ -93,17 +250,41 @@ class LogIndex:
 
     def __init__(self, lines: Iterable[dict[str, Any]]) -> None:
         self._other: dict[str, int] = {}
+        self._names: list[str] = []
         self.procs: list[str] = []
         self._proc_ids: dict[str, int] = {}
         self._by_req = _Sorted()
         self._by_caller = _Sorted()
         logged = array("Q")
         arrivals: dict[str, dict[int, list[float]]] = {}
+        # log_consistency's in-flight walk: per process, its chat_start / chat_done / heartbeat lines
+        walk: dict[int, tuple[array[float], array[int], bytearray, array[float], bytearray]] = {}
+        self._walk_error: Exception | None = None
+        # the server request ids of chat lines and the sessions they name (a hash: only told apart within one id)
+        cols = _ChatLines()
         self.n_lines = 0
-        for _pos, ln in enumerate(lines):
+        for pos, ln in enumerate(lines):
             self.n_lines += 1
             ev = ln.get("event")
+            if self._walk_error is None:
+                try:
+                    ts_sort = float(ln.get("ts", 0.0))  # log_consistency's order of one process's lines
+                except (TypeError, ValueError) as exc:
+                    self._walk_error = exc
+                else:
+                    if ev in _WALKED:
+                        w = walk.get(proc := self._proc(ln))
+                        if w is None:
+                            w = walk[proc] = (array("d"), array("q"), bytearray(), array("d"), bytearray())
+                        v = _num(ln.get("inflight" if ev == "heartbeat" else "inflight_now"))
+                        w[0].append(ts_sort)
+                        w[1].append(pos)
+                        w[2].append(_WALKED[ev])
+                        w[3].append(0.0 if v is None else v)
+                        w[4].append(v is not None)
             caller = ln.get("caller_request_id")
+            if ev in ("chat_start", "chat_done") and ln.get("req_id") is not None:
+                cols.add(self, pos, ln, ev == "chat_done", caller)
             if caller is not None:
                 logged.append(self.intern(str(caller)))
             if ev == "chat_start":
@@ -122,6 +303,10 @@ class LogIndex:
         self._arrivals = {
             port: {proc: array("d", sorted(ts)) for proc, ts in per.items()} for port, per in arrivals.items()
         }
+        self._inflight = {self.procs[proc]: _walk(*w) for proc, w in walk.items()}
+        del walk
+        self._split, self._mixed, self._first_done, self._done_by_req, self._done_by_caller = cols.seal()
+        del cols
 
     @classmethod
     def of(cls, lines: Iterable[dict[str, Any]]) -> LogIndex:
@@ -140,7 +325,13 @@ class LogIndex:
         got = self.code(s)
         if got is None:
             got = self._other[s] = len(self._other)
+            self._names.append(s)
         return got
+
+    def name(self, code: int) -> str:
+        """The string a code stands for."""
+        n = code >> 60
+        return format(code & ((1 << 60) - 1), f"0{n}x") if n else str(self._names[code])
 
     def _proc(self, ln: dict[str, Any]) -> int:
         key = f"{ln.get('worker_port', '?')}/{ln.get('pid', '?')}"  # harness.checkers.ops.process_key
@@ -172,9 +363,40 @@ class LogIndex:
         for proc, ts in self._arrivals.get(str(port), {}).items():
             yield self.procs[proc], ts
 
+    def split(self, req_id: str) -> bool:
+        """The ``chat_start`` / ``chat_done`` lines of this server request id name two or more sessions."""
+        return self.code(req_id) in self._split
+
+    def mixed(self, req_id: str) -> bool:
+        """Some chat line of this server request id names no session and some other line names one."""
+        return self.code(req_id) in self._mixed
+
+    def first_done(self, req_id: str) -> int:
+        """The position of the first ``chat_done`` of a :meth:`split` request id (-1 if none)."""
+        code = self.code(req_id)
+        return -1 if code is None else self._first_done.get(code, -1)
+
+    def done_by_req(self, req_id: str) -> _Done | None:
+        """The chat_done lines of a request id that is not :meth:`split` (all its request's lines)."""
+        return self._done_by_req.find(self.code(req_id))
+
+    def done_by_caller(self, caller: str) -> _Done | None:
+        """The chat_done lines log_consistency joins to this caller request id (its own, or its request's
+        chat_start's), the last in its order: by request id's first chat_done, the request, the line."""
+        return self._done_by_caller.find(self.code(caller))
+
+    def inflight(self) -> dict[str, _Walked]:
+        """Per process (``worker_port/pid``): its heartbeats that disagree with the chats in flight
+        (``inflight``, in flight), and the first line whose ``inflight_now`` drifts above the lowest excess
+        (its position, the drift), as log_consistency walks every session's lines in ``ts`` order."""
+        if self._walk_error is not None:
+            raise self._walk_error
+        return self._inflight
+
     def nbytes(self) -> int:
         """The index's columns, in bytes (the code table of odd-shaped strings not counted)."""
         n = self._by_req.nbytes() + self._by_caller.nbytes() + self._logged.itemsize * len(self._logged)
+        n += self._done_by_req.nbytes() + self._done_by_caller.nbytes()
         return n + sum(a.itemsize * len(a) for per in self._arrivals.values() for a in per.values())
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_checkers_builders import EPOCH, RunBuilder, clean_run
 
-from harness.checkers import CHECKERS, check_all
+from harness.checkers import CHECKERS, Verdict, check_all
 from harness.checkers.__main__ import main as check_main
 from harness.checkers.stream import TMP_DIR, SessionChecker, check_streaming
 from harness.coverage._compute import BUGS_MODULE
@@ -122,10 +122,9 @@ class WholeOnly:
 
     name = "whole_only"
 
-    def check(self, run: RunData) -> Any:
+    def check(self, run: RunData) -> Verdict:
         v = CHECKERS["liveness"].check(run)
-        v.checker = self.name
-        return v
+        return Verdict(self.name, v.status, v.violations, v.notes)
 
 
 @pytest.fixture

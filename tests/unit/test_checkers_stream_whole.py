@@ -6,7 +6,7 @@ the process a timed-out DELETE waited on, a process's in-flight count over every
 session's lines. The runs put that evidence in other sessions than the one judged,
 so with (about) one group per session it comes from other parts; each checker is
 invalid on some run and unknown on another (no vacuous equivalence). Builder runs:
-no simulation, well under a second in all.
+no simulation, about a second in all.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_checkers_builders import S1, RunBuilder, clean_run
+from test_checkers_builders import S0, S1, RunBuilder, clean_run
 from test_checkers_passthrough import SRV, Tick
 from test_liveness_clock import lost_chat_beside, skewed, timed_out_delete
 
@@ -26,7 +26,7 @@ from harness.checkers.stream_index import LogIndex
 from harness.history import History
 from harness.rundata import RunData
 
-MINE = ["liveness", "passthrough"]
+MINE = ["liveness", "log_consistency", "passthrough"]
 
 
 def _js(verdicts: list[Any]) -> list[str]:
@@ -64,6 +64,36 @@ def _liveness_runs() -> list[RunData]:
     return out
 
 
+def _log_run() -> RunData:
+    """log_consistency's rules over lines of several sessions: two sessions' chats sharing a server request id,
+    lines that name no session (with a session's lines of their id, and alone), a drifting in-flight count on one
+    process whose other sessions' lines are in other parts, a heartbeat that disagrees, bad buckets, a lost line."""
+    b = clean_run()
+    b.heartbeat(S0, inflight=3)
+    run = b.build()
+    logs = run.server_logs
+    chat_lines = [ln for ln in logs if ln["event"] in ("chat_start", "chat_done")]
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for ln in chat_lines:
+        by_session.setdefault(ln["session_id"], []).append(ln)
+    a, c, e = sorted(by_session)[:3]
+    shared, moved = by_session[a][0]["req_id"], by_session[c][0]["req_id"]
+    for ln in by_session[c][:2]:  # c's first chat gets a's first request id: lines and the client's header
+        ln["req_id"] = shared
+    for ev in run.history:
+        if (ev.get("headers") or {}).get("x-req-id") == moved:
+            ev["headers"] = {**ev["headers"], "x-req-id": shared}
+    del by_session[a][2]["session_id"]  # a line naming no session, beside its id's lines naming a
+    done = by_session[c][3]
+    done.update(tokenize_in_ms=-3.0, total_ms=done["total_ms"] + 2000.0)  # negative; longer than the client waited
+    logs.remove(by_session[e][-1])  # e's last chat_done lost: missing_chat_done and an unlogged request
+    for ln in by_session[e][-3:-1]:
+        ln["inflight_now"] += 1  # the counter drifts from e's last chats on
+    logs.append({**by_session[a][0], "req_id": "0dd", "ts": logs[-1]["ts"] + 1.0})  # alone, naming no session
+    del logs[-1]["session_id"]
+    return run
+
+
 def _passthrough_run() -> RunData:
     h = History(Tick())
     for sid in ("v", "w"):
@@ -85,7 +115,7 @@ def _passthrough_run() -> RunData:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     tmp = tmp_path_factory.mktemp("stream_whole")
-    built = [*_liveness_runs(), _passthrough_run(), clean_run().build()]
+    built = [*_liveness_runs(), _log_run(), _passthrough_run(), clean_run().build()]
     out = []
     for k, run in enumerate(built):
         d = tmp / f"run{k}"
