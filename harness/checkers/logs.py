@@ -41,13 +41,15 @@ leaks
 Processes killed by chaos lose their tail of log lines; requests on them are not
 judged. Without server logs (an external target) log_consistency is unknown.
 
-log_consistency is checked on the whole run, not per session (harness/checkers/stream.py):
-``inflight_now`` is one process's running count over every session's
-``chat_start`` / ``chat_done``, in timestamp order and clamped at 0, so what a
-line should say depends on every line of every session before it; no bounded
-summary of a group of sessions gives it (the drift rule would need the run's
-lines of each process in order). leaks is per session: its heartbeats and
-stats snapshots are in every part, and creates, deletes and live sessions add.
+Both are checked a group of sessions at a time (harness/checkers/stream.py), check()
+being the one group of them all. log_consistency's cross-session facts come from
+the run-wide :class:`~harness.checkers.stream_index.LogIndex`, one pass over the
+log: ``inflight_now`` is one process's running count over every session's
+``chat_start`` / ``chat_done`` in timestamp order, clamped at 0, so that walk is
+the index's; so are the request ids two sessions share and the ``chat_done``
+lines a chat joins (a server may log a session id spelled unlike the client's).
+leaks: its heartbeats and stats snapshots are in every part, and creates,
+deletes and live sessions add.
 """
 
 from __future__ import annotations

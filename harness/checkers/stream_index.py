@@ -48,7 +48,7 @@ def _hash64(s: str) -> int:
 
 
 def _walk(ts: array[float], pos: array[int], what: bytearray, value: array[float], has: bytearray) -> _Walked:
-    """One process's lines (file order) walked in ``ts`` order (stable), as LogConsistency._inflight does."""
+    """One process's lines (file order) walked in ``ts`` order (stable), as log_consistency's in-flight rule does."""
     n = len(ts)
     order: Iterable[int] = range(n)
     if any(ts[i] > ts[i + 1] for i in range(n - 1)) or any(t != t for t in ts):  # not in order yet (or a NaN)
@@ -167,7 +167,7 @@ class _ChatLines:
         self.flags.append(flags)
 
     def seal(self) -> tuple[set[int], set[int], dict[int, int], _Summary, _Summary]:
-        """log_consistency's grouping of these lines over the whole log (``_split_by_session``, the caller
+        """log_consistency's grouping of these lines over the whole log (``logs._split_by_session``, the caller
         filled in from the request's chat_start, ``by_caller`` in its order): the split request ids, the mixed
         ones, the first chat_done of each split one, and the chat_done summaries by request id and by caller."""
         codes, flags = self.code, self.flags
