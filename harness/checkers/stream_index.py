@@ -97,7 +97,7 @@ class _Sorted:
         self.proc.append(proc)
 
     def seal(self) -> None:
-        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        order = _order(self.keys)
         self.keys = array("Q", (self.keys[i] for i in order))
         self.ts = array("d", (self.ts[i] for i in order))
         self.has_ts = bytearray(self.has_ts[i] for i in order)
@@ -121,17 +121,30 @@ _NO = (1 << 64) - 1  # no caller: a code no string gets (hex codes carry a lengt
 _Done = tuple[int, float | None, float | None, int]  # chat_done lines, the last's status, total_ms, request id
 
 
-class _Summary:
-    """Per code (sorted): how many chat_done lines, and the last's status, total_ms and server request id."""
+def _order(keys: array[int]) -> array[int]:
+    """The positions of ``keys`` in stable sorted order, sorted as one packed int each (no tuple or
+    key list per row: a sort of 10^6 rows by ``key=`` holds about 80 MB at once)."""
+    packed = [(k << 32) | i for i, k in enumerate(keys)]
+    packed.sort()
+    return array("Q", (x & 0xFFFFFFFF for x in packed))
 
-    def __init__(self, rows: list[tuple[int, int, float | None, float | None, int]]) -> None:
-        rows.sort(key=lambda r: r[0])
-        self.keys = array("Q", (r[0] for r in rows))
-        self.n = array("l", (r[1] for r in rows))
-        self.status = array("d", (0.0 if r[2] is None else r[2] for r in rows))
-        self.total = array("d", (0.0 if r[3] is None else r[3] for r in rows))
-        self.has = bytearray((r[2] is not None) | (r[3] is not None) << 1 for r in rows)
-        self.req = array("Q", (r[4] for r in rows))
+
+class _Summary:
+    """Per code (added in sorted order): how many chat_done lines, and the last's status, total_ms and
+    server request id."""
+
+    def __init__(self) -> None:
+        self.keys, self.n, self.req = array("Q"), array("l"), array("Q")
+        self.status, self.total = array("d"), array("d")
+        self.has = bytearray()
+
+    def add(self, key: int, n: int, status: float | None, total: float | None, req: int) -> None:
+        self.keys.append(key)
+        self.n.append(n)
+        self.status.append(0.0 if status is None else status)
+        self.total.append(0.0 if total is None else total)
+        self.has.append((status is not None) | (total is not None) << 1)
+        self.req.append(req)
 
     def find(self, key: int | None) -> _Done | None:
         if key is None:
@@ -171,12 +184,13 @@ class _ChatLines:
         filled in from the request's chat_start, ``by_caller`` in its order): the split request ids, the mixed
         ones, the first chat_done of each split one, and the chat_done summaries by request id and by caller."""
         codes, flags = self.code, self.flags
-        order = sorted(range(len(codes)), key=codes.__getitem__)  # by request id, file order within one
+        order = _order(codes)  # by request id, file order within one
         split: set[int] = set()
         mixed: set[int] = set()
         first_done: dict[int, int] = {}
-        by_req: list[tuple[int, int, float | None, float | None, int]] = []
-        by_caller: list[tuple[tuple[int, int, int], int, float | None, float | None, int]] = []
+        by_req = _Summary()
+        # by_caller's rows: the caller, the chat_done line, and its place (first chat_done of its id, of its request)
+        c_code, c_row, c_rid_first, c_key_first = array("Q"), array("q"), array("q"), array("q")
 
         def status(k: int) -> float | None:
             return self.status[k] if flags[k] & 8 else None
@@ -216,25 +230,32 @@ class _ChatLines:
                     first_done[code] = rid_first
                 else:
                     last = dones[-1]
-                    by_req.append((code, len(dones), status(last), total(last), code))
+                    by_req.add(code, len(dones), status(last), total(last), code)
                 for k in dones:
                     c = self.caller[k] if flags[k] & 4 else callers.get(key(k), self.caller[k])
                     if c != _NO:
-                        by_caller.append(((rid_first, first_of[key(k)], self.pos[k]), c, status(k), total(k), code))
+                        c_code.append(c)
+                        c_row.append(k)
+                        c_rid_first.append(rid_first)
+                        c_key_first.append(first_of[key(k)])
             i = j
         del order
-        by_caller.sort(key=lambda r: (r[1], r[0]))  # by caller, each in by_caller's order
-        rows: list[tuple[int, int, float | None, float | None, int]] = []
+        by_caller = _Summary()
+        order = _order(c_code)  # by caller; the last of each in by_caller's order
         i = 0
-        while i < len(by_caller):
+        while i < len(order):
+            c = c_code[order[i]]
             j = i
-            while j < len(by_caller) and by_caller[j][1] == by_caller[i][1]:
+            best, at = (-1, -1, -1), -1
+            while j < len(order) and c_code[order[j]] == c:
+                r = order[j]
+                place = (c_rid_first[r], c_key_first[r], self.pos[c_row[r]])
+                if place > best:
+                    best, at = place, c_row[r]
                 j += 1
-            _, c, st, tot, req = by_caller[j - 1]
-            rows.append((c, j - i, st, tot, req))
+            by_caller.add(c, j - i, status(at), total(at), codes[at])
             i = j
-        del by_caller
-        return split, mixed, first_done, _Summary(by_req), _Summary(rows)
+        return split, mixed, first_done, by_req, by_caller
 
 
 class LogIndex:
