@@ -71,25 +71,34 @@ Rules (times are the history's, from invoke to completion):
 
 Without a bound only DELETE timeouts are judged and the verdict is at best unknown.
 
-Checked on the whole run, not per session (harness/checkers/stream.py): a timed-out
-DELETE's excuse reads other sessions' data, unbounded. "Lost on the way" looks
-for a chat of *another* session to the same process that timed out unseen while
-that process logged arrivals (any session's ``chat_start``) inside its window,
-placed on a client clock every session's chats bound: a part cannot know
-another part's arrival times, and carrying them to a reduce is carrying the
-log. (The rest, slow requests and hangs, is per operation.)
+Checked a group of sessions at a time (harness/checkers/stream.py), check() being the
+one group of them all. Slow requests and hangs are per operation; a timed-out
+DELETE's excuses read other sessions' data: the client clock that places its
+``session_deleted`` (every process's chats bound it) and, for "lost on the way",
+other sessions' chats to the same process and that process's arrivals. A part
+judges what its own sessions decide and hands such DELETEs to the reduce, with
+its chats' clock bounds (joined to their ``chat_start`` through the run-wide
+:class:`~harness.checkers.stream_index.LogIndex`, as ``clock_bounds`` joins
+them over the whole log), its timed-out chats that may have been lost and the
+request ids of its operations; the reduce settles them with the index's
+arrivals. The end of the history (for hangs) is the parts' latest time.
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.clock import ClientClock
-from harness.checkers.continuity import execution_log_gap
+from harness.checkers.clock import CLOCK_SLACK_S, ClientClock
+from harness.checkers.continuity import BACKEND_PROBE
 from harness.checkers.ops import (
     INF,
     Op,
+    by_session,
     chaos_events,
     checks_cfg,
     fault_kinds,
@@ -101,6 +110,8 @@ from harness.checkers.ops import (
     run_end,
     shared_links,
 )
+from harness.checkers.stream import RUN_WIDE, Keyed, Part, RunContext, check_whole, merge_violations
+from harness.checkers.stream_index import LogIndex, indexed_clock_bounds
 from harness.rundata import RunData
 
 DROPPED = ("disconnect", "reset", "remoteprotocolerror", "readerror", "connection closed", "broken pipe")
@@ -169,34 +180,45 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
     return None
 
 
-def lost_on_the_way(run: RunData, ops: list[Op], clock: ClientClock, d: Op) -> str | None:
-    """Why the client's requests to ``d``'s process did not get through while timed-out DELETE ``d`` waited."""
+def _judged_here(part: Part, o: Op) -> bool:
+    """The part that judges ``o``: its session's (as the pass groups it), a run-wide operation the first."""
+    inv = o.invoke
+    f = inv.get("f")
+    if f in RUN_WIDE or (f == "probe" and inv.get("value") in (BACKEND_PROBE, "stats")):
+        return part.first
+    c = o.completion
+    return part.mine(c["session"] if c is not None and "session" in c else inv.get("session"))
+
+
+# a chat that timed out unsent and that no log line names as its caller: (its place, port, session,
+# request id's code, request id, sent, gave up)
+_Lost = tuple[int, int, str | None, int, str, float, float]
+
+
+def _lost_on_the_way(
+    index: LogIndex, clock: ClientClock, d: Op, deleted: list[dict[str, Any]], chats: list[_Lost], rids: Counter[int]
+) -> str | None:
+    """:func:`lost_on_the_way` from the parts' timed-out chats (``chats``, in operation order, those the log
+    never names as a caller), the run's request id counts (``rids``, by code) and the index's arrivals."""
     sid, gave_up, port = d.session, d.seen_end, port_of(d.server)
     if sid is None or gave_up is None or port is None:
         return None
-    mine = [ln for ln in run.server_logs if str(ln.get("worker_port")) == str(port)]
-    if any(ln.get("event") == "session_deleted" and str(ln.get("session_id")) == sid for ln in mine):
+    if any(str(ln.get("worker_port")) == str(port) for ln in deleted):
         return None  # the server did get to it: when it did is the question, and it was not in time
-    starts = [ln for ln in mine if ln.get("event") == "chat_start" and ln.get("caller_request_id") is not None]
-    arrivals = [s for s in (clock.span(ln) for ln in starts) if s is not None]  # only lines that name their caller
-    logged = {str(ln.get("caller_request_id")) for ln in run.server_logs if ln.get("caller_request_id") is not None}
-    rids = Counter(o.request_id for o in ops if o.request_id is not None)
-    for c in ops:
-        if c.f != "chat" or c.type != "info" or c.seen_end is None or port_of(c.server) != port:
+    arrivals = [(off, ts) for proc, ts in index.arrivals(port) if (off := clock.offset(proc)) is not None]
+    for _, c_port, c_session, code, c_rid, t0, t1 in chats:
+        if c_port != port or c_session == sid or rids[code] != 1:
             continue
-        if c.session == sid or (c.completion or {}).get("sent") is True:
-            continue  # its own session's chat may wait on the DELETE; a chat that left the client was not lost
-        err = str((c.completion or {}).get("error") or "").lower()
-        if "timeout" not in err or c.request_id is None or rids[c.request_id] != 1 or c.request_id in logged:
-            continue
-        if not (c.start < gave_up and d.start < c.seen_end):
+        if not (t0 < gave_up and d.start < t1):
             continue  # not sent while the DELETE waited
-        t0, t1 = c.start, c.seen_end
-        if any(t0 <= a and b <= t1 for a, b in arrivals):
-            return (
-                f"chat {c.request_id}, sent to the same process at {t0:.3f}, gave up at {t1:.3f} and never reached "
-                "it (no chat_start) while the process logged other arrivals meanwhile"
-            )
+        for off, ts in arrivals:  # some arrival whose span lies inside [t0, t1]: both ends grow with ts
+            hi, lo = off.hi, off.lo
+            i = bisect_left(ts, t0, key=lambda x: x - hi - CLOCK_SLACK_S)
+            if i < len(ts) and ts[i] - lo + CLOCK_SLACK_S <= t1:
+                return (
+                    f"chat {c_rid}, sent to the same process at {t0:.3f}, gave up at {t1:.3f} and never reached "
+                    "it (no chat_start) while the process logged other arrivals meanwhile"
+                )
     return None
 
 
@@ -204,97 +226,80 @@ class Liveness:
     name = "liveness"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run, ctx = part.run, part.context
         ops = pair_ops(run.history)
         cfg = checks_cfg(run)
         raw = cfg.get("liveness_bound_s")
         bound = float(raw) if isinstance(raw, (int, float)) else None
-        end_of_run = run_end(ops)
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
         links = shared_links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
         outages = [c for c in chaos if is_outage(c)]
-        violations: list[Violation] = []
+        out: list[Keyed] = []
         # the harness's own event-loop lag (runner/_selfmon.py): how long the client could not read an answer
         lag = run.harness.get("lag_max_ms") if isinstance(run.harness, dict) else None
         client_stall_s = float(lag) / 1000.0 if isinstance(lag, (int, float)) and not isinstance(lag, bool) else 0.0
-        stalled = 0
-        open_ops = 0
-        timeouts = 0
-        dropped = 0
-        undecided = 0
-        in_time: list[str] = []
-        lost: list[str] = []
-        early: list[str] = []
-        clock: ClientClock | None = None
-        gap = execution_log_gap(run) if run.backend_executions else None
+        n: Counter[str] = Counter()
+        lists: dict[str, list[tuple[int, str]]] = {"in_time": [], "lost": [], "early": []}
+        hangs: list[tuple[int, str, float, list[int], str | None]] = []  # never completed: judged by the run's end
+        pending: list[tuple[int, Op, list[Op], list[dict[str, Any]], float]] = []  # DELETEs the clock settles
+        gap = ctx.execution_log_gap if ctx.has_backend_executions else None
+        deletes = by_session(ops, "delete")
         for o in ops:
-            if o.f not in JUDGED:
+            if o.f not in JUDGED or not _judged_here(part, o):
                 continue
             t1 = o.seen_end
             killed = any(c.covers(o.start, t1 if t1 is not None else INF, margin=1.0) for c in kills)
             if o.completion is None:
-                open_ops += 1
-                if bound is not None and end_of_run - o.start > bound and not killed:
-                    violations.append(
-                        Violation(
-                            f"{o.f} invoked at t={o.start:.3f} never completed "
-                            f"(history ends at t={end_of_run:.3f}, bound {bound}s)",
-                            o.indices,
-                            o.session,
-                            "never_completed",
-                        )
-                    )
+                n["open"] += 1
+                if bound is not None and not killed:
+                    hangs.append((o.invoke_index, o.f, o.start, o.indices, o.session))
                 continue
             assert t1 is not None
             dur = t1 - o.start
             if o.type == "info":
-                timeouts += 1
+                n["timeouts"] += 1
                 err = str((o.completion or {}).get("error") or "")
                 cut = "run ended" in err or "cancelled" in err  # the run stopped waiting, not the server
                 low = err.lower()
                 if o.f == "delete" and "timeout" not in low and any(w in low for w in DROPPED):
-                    dropped += 1  # a transport error, not silence: the DELETE did not hang
+                    n["dropped"] += 1  # a transport error, not silence: the DELETE did not hang
                     continue
                 # the kernel completes a TCP connect even when the server's loop is stuck: a connect that timed
                 # out is a starved client (or box), and a DELETE that never reached the server cannot deadlock it
                 cut = cut or "ConnectTimeout" in err
                 if o.f == "delete" and not killed and not cut and (o.completion or {}).get("sent") is False:
-                    lost.append(f"DELETE sent at {o.start:.3f}: the client gave up before the request had left it")
+                    lists["lost"].append(
+                        (
+                            o.invoke_index,
+                            f"DELETE sent at {o.start:.3f}: the client gave up before the request had left it",
+                        )
+                    )
                     continue
-                if o.f == "delete" and not killed and not cut and run.server_logs:
-                    clock = clock or ClientClock(run, ops)
-                    why = served_in_time(run, ops, clock, o, bound, client_stall_s)
-                    if why is not None:
-                        in_time.append(f"DELETE sent at {o.start:.3f}: {why}")
-                        continue
-                    why = lost_on_the_way(run, ops, clock, o)
-                    if why is not None:
-                        lost.append(f"DELETE sent at {o.start:.3f}: {why}")
-                        continue
+                if o.f == "delete" and not killed and not cut and ctx.has_server_logs:
+                    # its excuses need the client clock (every part's chats): settled in the reduce
+                    sid = o.session
+                    gone = [
+                        ln
+                        for ln in run.server_logs
+                        if ln.get("event") == "session_deleted" and str(ln.get("session_id")) == sid
+                    ]
+                    pending.append((o.invoke_index, o, deletes.get(sid, []) if sid is not None else [], gone, dur))
+                    continue
                 if o.f == "delete" and not killed and not cut and bound is not None and dur < bound:
                     # the client gave up before the bound: its timeout alone says nothing of a deadlock
-                    clock = clock or ClientClock(run, ops)
-                    why = served_late(run, ops, clock, o, bound) if run.server_logs else None
-                    if why is None:
-                        early.append(f"DELETE sent at {o.start:.3f}, given up after {dur:.3f}s")
-                        continue
-                    violations.append(
-                        Violation(
-                            f"DELETE timed out after {dur:.3f}s and was not served within the {bound:g}s bound: {why}",
-                            o.indices,
-                            o.session,
-                            "delete_timeout",
-                        )
-                    )
+                    lists["early"].append((o.invoke_index, f"DELETE sent at {o.start:.3f}, given up after {dur:.3f}s"))
                     continue
                 if o.f == "delete" and not killed and not cut:
-                    violations.append(
-                        Violation(
-                            f"DELETE timed out after {dur:.3f}s: deadlock?", o.indices, o.session, "delete_timeout"
-                        )
+                    v = Violation(
+                        f"DELETE timed out after {dur:.3f}s: deadlock?", o.indices, o.session, "delete_timeout"
                     )
+                    out.append(((o.invoke_index,), v))
                 continue
             if bound is None or dur <= bound or killed:
                 continue
@@ -302,58 +307,163 @@ class Liveness:
                 faults = [str(ex["fault"]).lower() for ex in links.executions_of(o) if ex.get("fault")]
                 if any(w in f for f in faults for w in SLOW_FAULTS):
                     continue
-                if slow_plan and not run.backend_executions:
+                if slow_plan and not ctx.has_backend_executions:
                     continue
                 if slow_plan and gap is not None and not links.executions_of(o):
-                    undecided += 1  # its execution (and the fault it got) may be in the part of the log lost
+                    n["undecided"] += 1  # its execution (and the fault it got) may be in the part of the log lost
                     continue
                 if any(c.covers(o.start, t1) for c in outages):
                     continue
             if dur - client_stall_s <= bound:
-                stalled += 1  # the client itself was frozen that long: the server may have answered in time
+                n["stalled"] += 1  # the client itself was frozen that long: the server may have answered in time
                 continue
-            violations.append(
-                Violation(
-                    f"{o.f} took {dur:.3f}s > liveness bound {bound}s",
-                    o.indices,
-                    o.session,
-                    "delete_slow" if o.f == "delete" else "slow",
+            v = Violation(
+                f"{o.f} took {dur:.3f}s > liveness bound {bound}s",
+                o.indices,
+                o.session,
+                "delete_slow" if o.f == "delete" else "slow",
+            )
+            out.append(((o.invoke_index,), v))
+        res: dict[str, Any] = {
+            "n": n,
+            "counts": {k: len(v) for k, v in lists.items()},
+            "lists": {k: v[:3] for k, v in lists.items()},  # the first three of each, in operation order
+            "out": out,
+            "hangs": hangs,
+            "pending": pending,
+            "end": run_end(ops),
+            "stall": client_stall_s,
+        }
+        if ctx.has_server_logs:  # what the reduce needs to settle any part's pending DELETEs
+            index = part.log_index()
+            res["bounds"] = indexed_clock_bounds(index, ops, lambda o: _judged_here(part, o), part.split)
+            rids = array("Q")
+            lost: list[_Lost] = []
+            for o in ops:
+                if o.request_id is None or not _judged_here(part, o):
+                    continue
+                code = index.intern(o.request_id)
+                rids.append(code)
+                if o.f != "chat" or o.type != "info" or o.seen_end is None or (o.completion or {}).get("sent") is True:
+                    continue
+                port = port_of(o.server)
+                err = str((o.completion or {}).get("error") or "").lower()
+                if port is None or "timeout" not in err or index.logged(o.request_id):
+                    continue
+                lost.append((o.invoke_index, port, o.session, code, o.request_id, o.start, o.seen_end))
+            res["rids"], res["maybe_lost"] = rids, lost
+            if part.first:
+                res["index"], res["harness"] = index, run.harness
+        return res
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        run = RunData(scenario=context.scenario, history=[])
+        cfg = checks_cfg(run)
+        raw = cfg.get("liveness_bound_s")
+        bound = float(raw) if isinstance(raw, (int, float)) else None
+        end_of_run = max([0.0, *(p["end"] for p in parts)])
+        n: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        lists: dict[str, list[tuple[int, str]]] = {"in_time": [], "lost": [], "early": []}
+        out: list[Keyed] = []
+        for p in parts:
+            n.update(p["n"])
+            counts.update(p["counts"])
+            out.extend(p["out"])
+            for k, v in p["lists"].items():
+                lists[k].extend(v)
+            for key, f, start, indices, session in p["hangs"]:
+                if bound is not None and end_of_run - start > bound:
+                    v = Violation(
+                        f"{f} invoked at t={start:.3f} never completed "
+                        f"(history ends at t={end_of_run:.3f}, bound {bound}s)",
+                        indices,
+                        session,
+                        "never_completed",
+                    )
+                    out.append(((key,), v))
+        pending = sorted((x for p in parts for x in p["pending"]), key=lambda x: x[0])
+        if pending:
+            head = parts[0]
+            index: LogIndex = head["index"]
+            harness, stall = head["harness"], head["stall"]
+            clock = ClientClock.from_bounds(p["bounds"] for p in parts)
+            maybe_lost = sorted(x for p in parts for x in p["maybe_lost"])
+            wanted = {x[3] for x in maybe_lost}
+            rids: Counter[int] = Counter(c for p in parts for c in p["rids"] if c in wanted)
+            for key, d, session_deletes, gone, dur in pending:
+                mini = RunData(scenario=context.scenario, history=[], server_logs=gone, harness=harness)
+                why = served_in_time(mini, session_deletes, clock, d, bound, stall)
+                if why is not None:
+                    lists["in_time"].append((key, f"DELETE sent at {d.start:.3f}: {why}"))
+                    counts["in_time"] += 1
+                    continue
+                why = _lost_on_the_way(index, clock, d, gone, maybe_lost, rids)
+                if why is not None:
+                    lists["lost"].append((key, f"DELETE sent at {d.start:.3f}: {why}"))
+                    counts["lost"] += 1
+                    continue
+                if bound is not None and dur < bound:
+                    why = served_late(mini, session_deletes, clock, d, bound)
+                    if why is None:
+                        lists["early"].append((key, f"DELETE sent at {d.start:.3f}, given up after {dur:.3f}s"))
+                        counts["early"] += 1
+                        continue
+                    v = Violation(
+                        f"DELETE timed out after {dur:.3f}s and was not served within the {bound:g}s bound: {why}",
+                        d.indices,
+                        d.session,
+                        "delete_timeout",
+                    )
+                    out.append(((key,), v))
+                    continue
+                out.append(
+                    (
+                        (key,),
+                        Violation(
+                            f"DELETE timed out after {dur:.3f}s: deadlock?", d.indices, d.session, "delete_timeout"
+                        ),
+                    )
                 )
-            )
+        violations = merge_violations([out])
+        in_time, lost, early = (sorted(lists[k]) for k in ("in_time", "lost", "early"))
         shown = "none" if bound is None else f"{bound:g}s"
-        notes = f"bound={shown}, {timeouts} client timeouts (indeterminate), {open_ops} without completion"
-        if dropped:
-            notes += f", {dropped} DELETE(s) ended by a dropped connection (outcome unknown, not a hang)"
+        notes = f"bound={shown}, {n['timeouts']} client timeouts (indeterminate), {n['open']} without completion"
+        if n["dropped"]:
+            notes += f", {n['dropped']} DELETE(s) ended by a dropped connection (outcome unknown, not a hang)"
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
-        if undecided:
+        if n["undecided"]:
             unknown.append(
-                f"{gap}: {undecided} chat(s) slower than the bound absent from it, whether a slow fault explains them"
-                " is unknown"
+                f"{context.execution_log_gap}: {n['undecided']} chat(s) slower than the bound absent from it, whether "
+                "a slow fault explains them is unknown"
             )
-        if in_time:
+        if counts["in_time"]:
             unknown.append(
-                f"{len(in_time)} DELETE timeout(s) the server logged as served in time, before the client gave up "
-                "or within the bound (its session_deleted on the client's clock, harness/checkers/clock.py), "
+                f"{counts['in_time']} DELETE timeout(s) the server logged as served in time, before the client gave "
+                "up or within the bound (its session_deleted on the client's clock, harness/checkers/clock.py), "
                 "while the client itself was stalled or had not waited the bound: the client may not have read the "
-                "answer; " + "; ".join(in_time[:3])
+                "answer; " + "; ".join(m for _, m in in_time[:3])
             )
-        if lost:
+        if counts["lost"]:
             unknown.append(
-                f"{len(lost)} DELETE timeout(s) that may never have reached the server (the client gave up before "
-                "the request had left it, or a chat of another session sent meanwhile to that process never reached "
-                "it, though it was serving others); " + "; ".join(lost[:3])
+                f"{counts['lost']} DELETE timeout(s) that may never have reached the server (the client gave up "
+                "before the request had left it, or a chat of another session sent meanwhile to that process never "
+                "reached it, though it was serving others); " + "; ".join(m for _, m in lost[:3])
             )
-        if early:
+        if counts["early"]:
             unknown.append(
-                f"{len(early)} DELETE timeout(s) shorter than the bound that the server's logs do not show served "
-                "late: the client gave up before the bound, so whether the server would have answered within it "
-                "cannot be told; " + "; ".join(early[:3])
+                f"{counts['early']} DELETE timeout(s) shorter than the bound that the server's logs do not show "
+                "served late: the client gave up before the bound, so whether the server would have answered within "
+                "it cannot be told; " + "; ".join(m for _, m in early[:3])
             )
-        if stalled:
+        if n["stalled"]:
+            stall_s = parts[0]["stall"]
             unknown.append(
-                f"{stalled} request(s) slower than the bound, but by less than the harness's own event-loop stall "
-                f"({client_stall_s:.1f} s, harness_self.json): the client, not the server, may have been late"
+                f"{n['stalled']} request(s) slower than the bound, but by less than the harness's own event-loop stall "
+                f"({stall_s:.1f} s, harness_self.json): the client, not the server, may have been late"
             )
+        kinds = fault_kinds(run)
+        slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
         if slow_plan and not faults_applied(run):
             unknown.append("target.faults_applied is false: the scenario's slow / hang faults were not applied")
         return verdict(self.name, violations, unknown=unknown, notes=notes)

@@ -41,20 +41,22 @@ leaks
 Processes killed by chaos lose their tail of log lines; requests on them are not
 judged. Without server logs (an external target) log_consistency is unknown.
 
-log_consistency is checked on the whole run, not per session (harness/checkers/stream.py):
-``inflight_now`` is one process's running count over every session's
-``chat_start`` / ``chat_done``, in timestamp order and clamped at 0, so what a
-line should say depends on every line of every session before it; no bounded
-summary of a group of sessions gives it (the drift rule would need the run's
-lines of each process in order). leaks is per session: its heartbeats and
-stats snapshots are in every part, and creates, deletes and live sessions add.
+Both are checked a group of sessions at a time (harness/checkers/stream.py), check()
+being the one group of them all. log_consistency's cross-session facts come from
+the run-wide :class:`~harness.checkers.stream_index.LogIndex`, one pass over the
+log: ``inflight_now`` is one process's running count over every session's
+``chat_start`` / ``chat_done`` in timestamp order, clamped at 0, so that walk is
+the index's; so are the request ids two sessions share and the ``chat_done``
+lines a chat joins (a server may log a session id spelled unlike the client's).
+leaks: its heartbeats and stats snapshots are in every part, and creates,
+deletes and live sessions add.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Container, Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
@@ -68,9 +70,9 @@ from harness.checkers.ops import (
     pair_ops,
     port_of,
     process_key,
-    sessions_named,
 )
-from harness.checkers.stream import Part, RunContext, check_whole
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
+from harness.checkers.stream_index import LogIndex
 from harness.rundata import RunData
 
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
@@ -91,29 +93,13 @@ def _by_process(run: RunData) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _ops_by_join(ops: list[Op]) -> tuple[dict[str, Op], dict[str, Op], dict[tuple[str, str], Op]]:
-    by_req: dict[str, Op] = {}
-    by_rid: dict[str, Op] = {}
-    by_req_session: dict[tuple[str, str], Op] = {}  # a server request id shared by sessions' chats: see of_session
-    for o in ops:
-        if o.f != "chat":
-            continue
-        if o.req_id:
-            by_req[o.req_id] = o
-            if o.session is not None:
-                by_req_session[(o.req_id, str(o.session))] = o
-        if o.request_id:
-            by_rid[o.request_id] = o
-    return by_req, by_rid, by_req_session
-
-
 def _split_by_session(
-    starts: dict[str, list[dict[str, Any]]], dones: dict[str, list[dict[str, Any]]]
+    starts: dict[str, list[dict[str, Any]]], dones: dict[str, list[dict[str, Any]]], split: Container[str]
 ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[tuple[str, str], list[dict[str, Any]]]]:
     """``chat_start`` and ``chat_done`` lines of each server request id as one request, keyed ``(id, "")``;
-    or, when that id's lines name two or more sessions, one request per session, keyed ``(id, session)``
-    (8 hex characters: two sessions' chats may share one; :func:`harness.checkers.ops.of_session`)."""
-    split = {rid for rid in (*starts, *dones) if len(sessions_named([*starts.get(rid, []), *dones.get(rid, [])])) > 1}
+    or, when that id's lines name two or more sessions (``split``: the whole log's), one request per
+    session, keyed ``(id, session)`` (8 hex characters: two sessions' chats may share one;
+    :func:`harness.checkers.ops.of_session`); its lines that name no session are ``(id, "")``."""
     out: list[dict[tuple[str, str], list[dict[str, Any]]]] = []
     for src in (starts, dones):  # each in its own order (the log's), as before: violations keep their order
         dst: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -125,27 +111,53 @@ def _split_by_session(
     return out[0], out[1]
 
 
+class _Split:
+    """The whole log's split request ids, asked of the index (a ``Container`` for :func:`_split_by_session`)."""
+
+    def __init__(self, index: LogIndex) -> None:
+        self.index = index
+
+    def __contains__(self, rid: object) -> bool:
+        return isinstance(rid, str) and self.index.split(rid)
+
+
 class LogConsistency:
     name = "log_consistency"
 
     def check(self, run: RunData) -> Verdict:
-        if not run.server_logs:
-            return verdict(self.name, [], unknown=["no server logs (external target?)"])
+        return check_whole(self, run)
+
+    # The rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # A request's lines are its session's (grouped with it; lines naming no session are in every part, judged
+    # where their request's other lines are, else in the first part); which request ids two sessions share, and
+    # each process's in-flight walk over every session's lines, come from the run-wide LogIndex; the operation
+    # a line names is the run's (Part.chat_ops). Violations keep check()'s order by their keys.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run, ctx = part.run, part.context
+        if not ctx.has_server_logs:
+            return {}
+        index = part.log_index()
+        split = _Split(index)
         ops = pair_ops(run.history)
         killed = any(is_kill(c) for c in chaos_events(ops))
-        by_req_op, by_rid_op, by_req_session_op = _ops_by_join(ops)
+        by_req_session: dict[tuple[str, str], list[int]] = {}  # a server request id shared by sessions' chats
+        for o in ops:
+            if o.f == "chat" and o.req_id and o.session is not None:
+                by_req_session[(o.req_id, str(o.session))] = o.indices
         raw = option(run, "log_overhead_ms", 250.0)
         overhead_ms = float(raw) if isinstance(raw, (int, float)) else 250.0
-        violations: list[Violation] = []
+        out: list[Keyed] = []
 
         def op_idx(ln: dict[str, Any]) -> list[int]:
-            o = (
-                by_req_session_op.get((str(ln.get("req_id")), str(ln.get("session_id"))))
-                or by_req_op.get(str(ln.get("req_id")))
-                or by_rid_op.get(str(ln.get("caller_request_id")))
+            got = (
+                by_req_session.get((str(ln.get("req_id")), str(ln.get("session_id"))))
+                or part.chat_ops(str(ln.get("req_id")))
+                or part.chat_ops(f"caller:{ln.get('caller_request_id')}")
             )
-            return o.indices if o else []
+            return got or []
 
+        pos_of = {id(ln): part.log_pos[i] for i, ln in enumerate(run.server_logs)}
         starts_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
         dones_by_req: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for ln in run.server_logs:
@@ -157,235 +169,262 @@ class LogConsistency:
             elif ln.get("event") == "chat_done":
                 dones_by_req[str(rid)].append(ln)
         # (request id, session or "") -> lines: one request's lines, even where two sessions share its id
-        starts, dones = _split_by_session(starts_by_req, dones_by_req)
-        keys = set(starts) | set(dones)
+        starts, dones = _split_by_session(starts_by_req, dones_by_req, split)
+
+        def judged(key: tuple[str, str]) -> bool:
+            """This part judges the request: its lines name a session of this part; lines that name none are
+            in every part, judged with a session's lines of their id, else in the first part."""
+            lines = [*starts.get(key, []), *dones.get(key, [])]
+            named = [ln for ln in lines if ln.get("session_id") is not None]
+            if named:
+                return part.mine(named[0]["session_id"])
+            return part.first and (key[1] != "" or key[0] in split or not index.mixed(key[0]))
+
+        keys = {k for k in set(starts) | set(dones) if judged(k)}
         for key, lst in dones.items():  # a server may name the caller's x-request-id only at chat_start
             caller = next((x.get("caller_request_id") for x in starts.get(key, []) if x.get("caller_request_id")), None)
             if caller is not None:
-                lst[:] = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
-        for key in sorted(keys):
+                new = [ln if ln.get("caller_request_id") else {**ln, "caller_request_id": caller} for ln in lst]
+                for old, ln in zip(lst, new, strict=True):
+                    pos_of[id(ln)] = pos_of[id(old)]
+                lst[:] = new
+        for key in keys:
             rid = key[0]
             s, d = starts.get(key, []), dones.get(key, [])
             sample = (d or s)[0]
             sid = sample.get("session_id")
+            head: tuple[Any, ...] = (1, rid, key[1])
             if len(d) > 1:
-                violations.append(
-                    Violation(f"{len(d)} chat_done lines for req_id {rid}", op_idx(sample), sid, "many_chat_done")
-                )
+                v = Violation(f"{len(d)} chat_done lines for req_id {rid}", op_idx(sample), sid, "many_chat_done")
+                out.append(((*head, 0), v))
             if len(s) > 1:
-                violations.append(
-                    Violation(f"{len(s)} chat_start lines for req_id {rid}", op_idx(sample), sid, "many_chat_start")
-                )
+                v = Violation(f"{len(s)} chat_start lines for req_id {rid}", op_idx(sample), sid, "many_chat_start")
+                out.append(((*head, 1), v))
             if s and not d and not killed:
-                violations.append(
-                    Violation(f"chat_start without chat_done (req_id {rid})", op_idx(sample), sid, "missing_chat_done")
-                )
+                v = Violation(f"chat_start without chat_done (req_id {rid})", op_idx(sample), sid, "missing_chat_done")
+                out.append(((*head, 2), v))
             if d and not s:
-                violations.append(
-                    Violation(f"chat_done without chat_start (req_id {rid})", op_idx(sample), sid, "missing_chat_start")
-                )
-        # history join
-        by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for lst in dones.values():
-            for ln in lst:
-                if ln.get("caller_request_id") is not None:
-                    by_caller[str(ln["caller_request_id"])].append(ln)
-        joined = 0
-        for o in ops:
-            if o.f != "chat" or o.status is None or o.type not in ("ok", "fail"):
-                continue
-            if o.req_id:
+                v = Violation(f"chat_done without chat_start (req_id {rid})", op_idx(sample), sid, "missing_chat_start")
+                out.append(((*head, 3), v))
+        # history join: a request id two sessions share is the session's own lines (here), any other the log's
+
+        def joined_to(o: Op) -> tuple[float | None, float | None, str] | None:
+            """The chat's chat_done lines (None: none): the last's status, total_ms and request id."""
+            if o.req_id and o.req_id in split:
                 lines = dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])
-            else:
-                lines = by_caller.get(o.request_id or "", [])
-            if not lines and o.req_id is None and o.request_id is None:
+                last = lines[-1] if lines else None
+                return (
+                    None
+                    if last is None
+                    else (_num(last.get("status")), _num(last.get("total_ms")), str(last.get("req_id")))
+                )
+            got = index.done_by_req(o.req_id) if o.req_id else index.done_by_caller(o.request_id or "")
+            return None if got is None else (got[1], got[2], index.name(got[3]))
+
+        joined = 0
+        chats = [o for o in ops if o.f == "chat" and o.session is not None and part.mine(o.session)]
+        chats += [o for o in ops if o.f == "chat" and o.session is None and part.first]
+        chats.sort(key=lambda o: o.invoke_index)
+        for o in chats:
+            if o.status is None or o.type not in ("ok", "fail"):
                 continue
-            if not lines:
+            found = joined_to(o)
+            if found is None and o.req_id is None and o.request_id is None:
+                continue
+            if found is None:
                 if killed:
                     continue
-                violations.append(
-                    Violation(
-                        f"chat answered {o.status} has no chat_done line (req {o.req_id or o.request_id})",
-                        o.indices,
-                        o.session,
-                        "unlogged_request",
-                    )
+                v = Violation(
+                    f"chat answered {o.status} has no chat_done line (req {o.req_id or o.request_id})",
+                    o.indices,
+                    o.session,
+                    "unlogged_request",
                 )
+                out.append(((2, o.invoke_index), v))
                 continue
             joined += 1
-            st = _num(lines[-1].get("status"))
+            st = found[0]
             if st is not None and int(st) != o.status:
-                violations.append(
-                    Violation(
-                        f"chat_done says status {int(st)} but the client got {o.status}",
-                        o.indices,
-                        o.session,
-                        "status_mismatch",
-                    )
+                v = Violation(
+                    f"chat_done says status {int(st)} but the client got {o.status}",
+                    o.indices,
+                    o.session,
+                    "status_mismatch",
                 )
+                out.append(((2, o.invoke_index), v))
         # buckets: only the server's own handling (total_ms less the client-paced body read) is judged
         slow_bodies: list[float] = []
         unattributed: list[float] = []
         unexplained: list[float] = []
-        for lst in dones.values():
+        n_done = 0
+        for key, lst in dones.items():
+            if key not in keys:
+                continue
+            n_done += len(lst)
+            rid = key[0]
+            # check()'s order: request ids by their first chat_done, then the id's sessions, then the lines
+            first = index.first_done(rid) if rid in split else pos_of[id(lst[0])]
             for ln in lst:
+                at = (3, first, pos_of[id(lst[0])], pos_of[id(ln)])
                 total = _num(ln.get("total_ms"))
-                parts = [_num(ln.get(b)) for b in BUCKETS]
-                if total is None or any(p is None for p in parts):
-                    violations.append(
-                        Violation(
-                            f"chat_done {ln.get('req_id')} lacks a timing bucket",
-                            op_idx(ln),
-                            ln.get("session_id"),
-                            "missing_bucket",
-                        )
+                buckets = [_num(ln.get(b)) for b in BUCKETS]
+                if total is None or any(p is None for p in buckets):
+                    v = Violation(
+                        f"chat_done {ln.get('req_id')} lacks a timing bucket",
+                        op_idx(ln),
+                        ln.get("session_id"),
+                        "missing_bucket",
                     )
+                    out.append(((*at, 0), v))
                     continue
                 body_ms = _num(ln.get("read_body_ms"))
                 negative = [
                     f"{k}={v:g}"
-                    for k, v in (*zip(BUCKETS, parts, strict=True), ("read_body_ms", body_ms), ("total_ms", total))
+                    for k, v in (*zip(BUCKETS, buckets, strict=True), ("read_body_ms", body_ms), ("total_ms", total))
                     if v is not None and v < -NEGATIVE_TOLERANCE_MS
                 ]
                 if negative:
-                    violations.append(
-                        Violation(
-                            f"chat_done {ln.get('req_id')}: negative timing bucket(s) {', '.join(negative)} "
-                            "(a duration cannot be below 0)",
-                            op_idx(ln),
-                            ln.get("session_id"),
-                            "negative_bucket",
-                        )
+                    v = Violation(
+                        f"chat_done {ln.get('req_id')}: negative timing bucket(s) {', '.join(negative)} "
+                        "(a duration cannot be below 0)",
+                        op_idx(ln),
+                        ln.get("session_id"),
+                        "negative_bucket",
                     )
-                acc = sum(p for p in parts if p is not None) + (body_ms or 0.0)
+                    out.append(((*at, 1), v))
+                acc = sum(p for p in buckets if p is not None) + (body_ms or 0.0)
                 handling = total - (body_ms or 0.0)
                 if body_ms is not None and body_ms > overhead_ms:
                     slow_bodies.append(body_ms)
                 if acc > total + 1.0 + 0.01 * total:
-                    violations.append(
-                        Violation(
-                            f"chat_done {ln.get('req_id')}: buckets sum to {acc:.1f} ms > total_ms {total:.1f}",
-                            op_idx(ln),
-                            ln.get("session_id"),
-                            "buckets_exceed_total",
-                        )
+                    v = Violation(
+                        f"chat_done {ln.get('req_id')}: buckets sum to {acc:.1f} ms > total_ms {total:.1f}",
+                        op_idx(ln),
+                        ln.get("session_id"),
+                        "buckets_exceed_total",
                     )
+                    out.append(((*at, 2), v))
                 elif total - acc > max(overhead_ms, 0.5 * handling):
                     # Time in no bucket is not a protocol violation: a server whose event loop is starved of CPU
                     # (a busy CI runner) takes longer between phases than inside them. Reported, never invalid.
                     (unattributed if body_ms is None else unexplained).append(total - acc)
-        unknown: list[str] = []
-        gap_notes: list[str] = []
-        if unattributed:
-            gap_notes.append(
-                f"{len(unattributed)} chat_done line(s) leave up to {max(unattributed):.0f} ms of total_ms in no "
-                "bucket and do not say how long the request body took to arrive (read_body_ms)"
-            )
-        if unexplained:
-            gap_notes.append(
-                f"{len(unexplained)} chat_done line(s) leave up to {max(unexplained):.0f} ms of the server's own "
-                "handling in no bucket (a CPU-starved server loop waits between phases; not a protocol violation)"
-            )
         # the server cannot have handled a request for longer than its client waited for the answer
-        for o in ops:
-            if o.f != "chat" or o.completion is None or o.type not in ("ok", "fail"):
+        for o in chats:
+            if o.completion is None or o.type not in ("ok", "fail"):
                 continue
-            if o.req_id:
-                lines = dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])
-            else:
-                lines = by_caller.get(o.request_id or "", [])
-            total = _num(lines[-1].get("total_ms")) if lines else None
+            found = joined_to(o)
+            total = found[1] if found is not None else None
             t0, t1 = _num(o.invoke.get("time")), _num(o.completion.get("time"))
             if total is None or t0 is None or t1 is None:
                 continue
             client_ms = (t1 - t0) * 1000.0
             if total > client_ms + 5.0 + 0.01 * client_ms:
-                violations.append(
-                    Violation(
-                        f"chat_done {lines[-1].get('req_id')}: total_ms {total:.1f} but the client had its answer "
-                        f"after {client_ms:.1f} ms (the server's timing is wrong)",
-                        o.indices,
-                        o.session,
-                        "total_exceeds_client",
-                    )
+                v = Violation(
+                    f"chat_done {found[2] if found else ''}: total_ms {total:.1f} but the client had its answer "
+                    f"after {client_ms:.1f} ms (the server's timing is wrong)",
+                    o.indices,
+                    o.session,
+                    "total_exceeds_client",
                 )
-        # inflight
-        violations.extend(self._inflight(run, ops, op_idx, killed))
-        notes = f"{sum(len(v) for v in dones.values())} chat_done lines, {joined} joined to the history"
-        if gap_notes:
-            notes += "; " + "; ".join(gap_notes)
-        if slow_bodies:
-            notes += (
-                f"; slow client: {len(slow_bodies)} request body(ies) took over {overhead_ms:.0f} ms to arrive "
-                f"(max {max(slow_bodies):.0f} ms), the client's time, not counted against the server"
-            )
-        return verdict(self.name, violations, unknown=unknown, notes=notes)
-
-    @staticmethod
-    def _inflight(run: RunData, ops: list[Op], op_idx: Any, killed: bool) -> list[Violation]:
-        out: list[Violation] = []
-        for proc, lines in sorted(_by_process(run).items()):
-            open_ = 0
-            excess: list[tuple[float, dict[str, Any]]] = []
-            for ln in lines:
-                ev = ln.get("event")
-                if ev == "chat_start":
-                    open_ += 1
-                    v = _num(ln.get("inflight_now"))
-                    if v is not None:
-                        excess.append((v - open_, ln))
-                elif ev == "chat_done":
-                    v = _num(ln.get("inflight_now"))
-                    if v is not None:
-                        excess.append((v - (open_ - 1), ln))
-                    open_ = max(0, open_ - 1)
-                elif ev == "heartbeat":
-                    v = _num(ln.get("inflight"))
-                    if v is not None and v != open_ and not killed:
-                        out.append(
-                            Violation(
-                                f"process {proc}: heartbeat inflight={int(v)} while {open_} chats were in flight",
-                                [],
-                                None,
-                                "inflight_heartbeat",
-                            )
-                        )
-            if excess:
-                base = min(e for e, _ in excess)
-                drift = [(e, ln) for e, ln in excess if e > base]
-                if drift:
-                    e, ln = drift[0]
+                out.append(((4, o.invoke_index), v))
+        # inflight: every process's walk is the index's; its drifting line is judged where the line is
+        walks = index.inflight()
+        here = {part.log_pos[i]: ln for i, ln in enumerate(run.server_logs)}
+        for proc, (beats, drift) in walks.items():
+            if part.first and not killed:
+                for k, (inflight, open_) in enumerate(beats):
+                    message = f"process {proc}: heartbeat inflight={int(inflight)} while {open_} chats were in flight"
+                    out.append(((5, proc, 0, k), Violation(message, [], None, "inflight_heartbeat")))
+            if drift is not None and drift[0] in here:
+                ln = here[drift[0]]
+                sid = ln.get("session_id")
+                if part.first if sid is None else part.mine(sid):
                     out.append(
-                        Violation(
-                            f"process {proc}: inflight_now drifts {int(e - base)} above the chats actually in flight "
-                            f"from req_id {ln.get('req_id')} on (counter not decremented on some path)",
-                            op_idx(ln),
-                            ln.get("session_id"),
-                            "inflight_drift",
+                        (
+                            (5, proc, 1, 0),
+                            Violation(
+                                f"process {proc}: inflight_now drifts {int(drift[1])} above the chats actually in "
+                                f"flight from req_id {ln.get('req_id')} on (counter not decremented on some path)",
+                                op_idx(ln),
+                                sid,
+                                "inflight_drift",
+                            ),
                         )
                     )
         # A chat whose client gave up (timeout, disconnect) may still be running on the
         # server when the final snapshot is taken; more than those is a leak.
-        maybe_running: dict[str, int] = defaultdict(int)
-        for o in ops:
-            if o.f == "chat" and o.server and (o.completion is None or o.type == "info"):
+        maybe_running: Counter[str] = Counter()
+        for o in chats:
+            if o.server and (o.completion is None or o.type == "info"):
                 maybe_running[o.server.rstrip("/")] += 1
-        for o in ops:
-            if is_stats(o):
-                assert isinstance(o.body, dict)
-                v = _num(o.body.get("inflight"))
-                allowed = maybe_running[(o.server or "").rstrip("/")]
-                if v is not None and v > allowed:
-                    out.append(
+        res: dict[str, Any] = {
+            "out": out,
+            "n_done": n_done,
+            "joined": joined,
+            "gaps": [(len(x), max(x, default=0.0)) for x in (unattributed, unexplained, slow_bodies)],
+            "running": maybe_running,
+            "overhead_ms": overhead_ms,
+        }
+        if part.first:
+            res["stats"] = [
+                (o.invoke_index, o.server, _num(o.body.get("inflight")), o.indices) for o in ops if is_stats(o)
+            ]
+        return res
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        if not context.has_server_logs:
+            return verdict(self.name, [], unknown=["no server logs (external target?)"])
+        head = parts[0]
+        out: list[Keyed] = []
+        running: Counter[str] = Counter()
+        for p in parts:
+            out.extend(p["out"])
+            running.update(p["running"])
+        for at, server, v, indices in head["stats"]:
+            allowed = running[(server or "").rstrip("/")]
+            if v is not None and v > allowed:
+                out.append(
+                    (
+                        (6, at),
                         Violation(
-                            f"final stats of {o.server}: inflight={int(v)} with at most {allowed} chats possibly "
+                            f"final stats of {server}: inflight={int(v)} with at most {allowed} chats possibly "
                             "still running (client timeouts)",
-                            o.indices,
+                            indices,
                             None,
                             "inflight_not_zero",
-                        )
+                        ),
                     )
-        return out
+                )
+        violations = merge_violations([out])
+        (n_un, max_un), (n_ex, max_ex), (n_slow, max_slow) = (
+            (
+                sum(p["gaps"][k][0] for p in parts),
+                max(p["gaps"][k][1] for p in parts if p["gaps"][k][0]) if any(p["gaps"][k][0] for p in parts) else 0.0,
+            )
+            for k in range(3)
+        )
+        gap_notes: list[str] = []
+        if n_un:
+            gap_notes.append(
+                f"{n_un} chat_done line(s) leave up to {max_un:.0f} ms of total_ms in no "
+                "bucket and do not say how long the request body took to arrive (read_body_ms)"
+            )
+        if n_ex:
+            gap_notes.append(
+                f"{n_ex} chat_done line(s) leave up to {max_ex:.0f} ms of the server's own "
+                "handling in no bucket (a CPU-starved server loop waits between phases; not a protocol violation)"
+            )
+        n_done, joined = sum(p["n_done"] for p in parts), sum(p["joined"] for p in parts)
+        notes = f"{n_done} chat_done lines, {joined} joined to the history"
+        if gap_notes:
+            notes += "; " + "; ".join(gap_notes)
+        if n_slow:
+            overhead_ms = head["overhead_ms"]
+            notes += (
+                f"; slow client: {n_slow} request body(ies) took over {overhead_ms:.0f} ms to arrive "
+                f"(max {max_slow:.0f} ms), the client's time, not counted against the server"
+            )
+        return verdict(self.name, violations, unknown=[], notes=notes)
 
 
 class Leaks:

@@ -35,9 +35,12 @@ fault plan has 4xx classes, for ``POST /generate``) is counted, not judged.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.ops import Chaos, Op, by_session, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
 __all__ = ["BACKEND_ROUTES", "Passthrough", "plain_path"]
@@ -88,6 +91,15 @@ class Passthrough:
     name = "passthrough"
 
     def check(self, run: RunData) -> Verdict:
+        return check_whole(self, run)
+
+    # The rules a group of sessions at a time (harness/checkers/stream.py); check() is the one group of them all.
+    # Each request is judged against its own session's create and DELETEs and the run's kills (chaos operations
+    # are in every part) and the scenario's fault plan: nothing of another session. A part judges its sessions'
+    # requests; the reduce adds the counts and merges the violations in the run's operation order.
+
+    def part(self, part: Part) -> dict[str, Any]:
+        run = part.run
         ops = pair_ops(run.history)
         kills = [c for c in chaos_events(ops) if is_kill(c)]
         deletes = by_session(ops, "delete")
@@ -96,10 +108,10 @@ class Passthrough:
             k.startswith(("http_4", "status_4")) or k == "unparsed" for k in fault_kinds(run)
         )
         counts: Counter[str] = Counter()
-        violations: list[Violation] = []
+        out: list[Keyed] = []
         for o in ops:
             sid, method, path = o.session, o.invoke.get("method"), o.invoke.get("path")
-            if sid is None or not isinstance(method, str) or not isinstance(path, str):
+            if sid is None or not isinstance(method, str) or not isinstance(path, str) or not part.mine(sid):
                 continue
             tail = _tail(path, sid)
             if tail is None:
@@ -119,19 +131,25 @@ class Passthrough:
             if target == "/generate" and backend_4xx:
                 counts["backend_may_refuse"] += 1
                 continue
-            violations.append(
-                Violation(
-                    f"{method} {path} (the backend's {method.upper()} {target}) answered {st} on a live session: "
-                    "CONTEXT.md: /sessions/{id}/{path} is a plain pass-through proxy to the backend, and this "
-                    "path is the backend's own, not its control plane",
-                    o.indices,
-                    sid,
-                    "legal_passthrough_refused",
-                )
+            v = Violation(
+                f"{method} {path} (the backend's {method.upper()} {target}) answered {st} on a live session: "
+                "CONTEXT.md: /sessions/{id}/{path} is a plain pass-through proxy to the backend, and this "
+                "path is the backend's own, not its control plane",
+                o.indices,
+                sid,
+                "legal_passthrough_refused",
             )
+            out.append(((o.invoke_index,), v))
+        return {"counts": counts, "out": out}
+
+    def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
+        counts: Counter[str] = Counter()
+        for p in parts:
+            counts.update(p["counts"])
+        violations = merge_violations(p["out"] for p in parts)
         if not counts["judged"]:
             return verdict(self.name, [], notes="no plain pass-through request to a backend route in this run")
-        notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
         return verdict(self.name, violations, notes=notes)
 
     @staticmethod

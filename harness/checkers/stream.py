@@ -42,6 +42,7 @@ from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_che
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, pair_ops
 from harness.checkers.stream_joins import JoinEvidence
+from harness.checkers.stream_index import LogIndex
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
@@ -97,6 +98,8 @@ class Part:
     fuzzed: Callable[[str], bool] = field(default=lambda request_id: False)
     # key -> a number that orders the keys of run.backend_executions as the run's file does (keys do not interleave)
     key_order: dict[str, int] = field(default_factory=dict)
+    # the run's whole server log as a compact index (harness/checkers/stream_index.py), built on first use
+    log_index: Callable[[], LogIndex] = field(default=lambda: LogIndex(()))
 
     def mine(self, session: Any) -> bool:
         return self.first if session is None else str(session) in self.sessions
@@ -128,6 +131,12 @@ class Part:
                 lookups["fuzz"] = {o.request_id for o in pair_ops(run.history) if o.f == "fuzz" and o.request_id}
             return request_id in lookups["fuzz"]
 
+        def log_index() -> LogIndex:
+            if "index" not in lookups:
+                lookups["index"] = LogIndex(run.server_logs)
+            got: LogIndex = lookups["index"]
+            return got
+
         context = RunContext(
             scenario=run.scenario,
             owners=run.owners,
@@ -148,6 +157,7 @@ class Part:
             lambda key: chats().get(key),
             fuzzed,
             {str(k): n for n, k in enumerate(run.backend_executions)},
+            log_index,
         )
 
 
@@ -345,6 +355,7 @@ class Spill:
         self.global_logs: list[tuple[int, dict[str, Any]]] = []
         self.sessions: dict[int, set[str]] = {}
         self.context: RunContext | None = None
+        self._log_index: LogIndex | None = None
         try:
             self._fill()
         except BaseException:
@@ -589,7 +600,14 @@ class Spill:
             self.chat_ops,
             self.fuzzed,
             key_order,
+            self.log_index,
         )
+
+    def log_index(self) -> LogIndex:
+        """The run's server log as a :class:`LogIndex`: one more pass over server_logs.jsonl, on first use."""
+        if self._log_index is None:
+            self._log_index = LogIndex(_jsonl(self.run_dir / RUN_FILES["server_logs"]))
+        return self._log_index
 
     def fuzzed(self, request_id: str) -> bool:
         """Some fuzz operation of the run carries this request id."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_checkers_builders import EPOCH, RunBuilder, clean_run
 
-from harness.checkers import CHECKERS, check_all
+from harness.checkers import CHECKERS, Verdict, check_all
 from harness.checkers.__main__ import main as check_main
 from harness.checkers.stream import TMP_DIR, SessionChecker, check_streaming
 from harness.coverage._compute import BUGS_MODULE
@@ -117,8 +117,25 @@ def test_the_cross_session_clock_settles_a_delete_in_both_paths(runs: list[Path]
     assert "at most 10 ms left" in got[0].notes and "session_deleted" in got[2].notes
 
 
+class WholeOnly:
+    """A checker with no per-session steps (liveness's rule, checked on the loaded run)."""
+
+    name = "whole_only"
+
+    def check(self, run: RunData) -> Verdict:
+        v = CHECKERS["liveness"].check(run)
+        return Verdict(self.name, v.status, v.violations, v.notes)
+
+
+@pytest.fixture
+def whole_only(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A checker that only checks a whole run, registered for the test (every shipped one has per-session steps)."""
+    monkeypatch.setitem(CHECKERS, WholeOnly.name, WholeOnly())
+    return WholeOnly.name
+
+
 def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
-    runs: list[Path], capsys: pytest.CaptureFixture[str]
+    runs: list[Path], capsys: pytest.CaptureFixture[str], whole_only: str
 ) -> None:
     for d in (runs[0], runs[-1]):  # a known-bad run and the cut one (cut operations unknown)
         want = run_checkers(RunData.load(d))
@@ -131,26 +148,26 @@ def test_harness_check_streams_and_writes_the_loaded_runs_verdicts(
         assert code == (1 if any(v["status"] == "invalid" for v in want) else 0)
         assert not (d / TMP_DIR).exists()
     assert any(e.get("error") == CUT_REASON for e in RunData.load(runs[-1]).history)  # its cut ops: info, unknown
-    fc = check_folder(runs[0], ["leaks", "liveness"], per_session=True)  # a selection, in its order
-    assert [v["checker"] for v in fc.verdicts] == ["leaks", "liveness"]
-    assert fc.streamed == ["leaks"] and fc.whole == ["liveness"]
-    small = check_folder(runs[0], ["leaks", "liveness"])  # the default: a run this small is checked whole
-    assert small.verdicts == fc.verdicts and small.streamed == [] and small.whole == ["leaks", "liveness"]
+    fc = check_folder(runs[0], ["leaks", whole_only], per_session=True)  # a selection, in its order
+    assert [v["checker"] for v in fc.verdicts] == ["leaks", whole_only]
+    assert fc.streamed == ["leaks"] and fc.whole == [whole_only]
+    small = check_folder(runs[0], ["leaks", whole_only])  # the default: a run this small is checked whole
+    assert small.verdicts == fc.verdicts and small.streamed == [] and small.whole == ["leaks", whole_only]
     assert small.why_whole.startswith("a small run (") and "under 64 MiB" in small.how()
     check_main([str(runs[0]), "--per-session", "never"])
     assert "checked per session: none; on the whole run:" in capsys.readouterr().out
 
 
 def test_the_default_takes_the_per_session_pass_only_where_it_saves_memory(
-    runs: list[Path], monkeypatch: pytest.MonkeyPatch
+    runs: list[Path], monkeypatch: pytest.MonkeyPatch, whole_only: str
 ) -> None:
     """A big folder (here: any, the threshold at 0) is checked per session only when every selected checker
     can be: one that cannot needs the run loaded whole, and then the pass would cost CPU and save nothing."""
     import harness.verdict as verdict
 
     monkeypatch.setattr(verdict, "PER_SESSION_MIN_BYTES", 0)
-    mixed = check_folder(runs[0], ["leaks", "liveness"])
-    assert mixed.streamed == [] and "loaded whole anyway for liveness" in mixed.why_whole
+    mixed = check_folder(runs[0], ["leaks", whole_only])
+    assert mixed.streamed == [] and f"loaded whole anyway for {whole_only}" in mixed.why_whole
     alone = check_folder(runs[0], ["leaks", "blocking"])
     assert alone.streamed == ["leaks", "blocking"] and alone.why_whole == ""
     assert alone.verdicts == check_folder(runs[0], ["leaks", "blocking"], per_session=False).verdicts
