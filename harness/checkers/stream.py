@@ -41,8 +41,8 @@ from harness.checkers import spill_area
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, pair_ops
-from harness.checkers.stream_joins import JoinEvidence
 from harness.checkers.stream_index import LogIndex
+from harness.checkers.stream_joins import JoinEvidence
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
 __all__ = [
