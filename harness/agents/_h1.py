@@ -23,7 +23,10 @@ against a stock ``httpx.AsyncClient`` on the same raw server answers:
   one, ``Transfer-Encoding`` other than ``chunked`` is refused and wins over a
   length, no body on HEAD/204/304, a body without either ends at close, 1xx
   answers are skipped, bytes after a response wait for the next request on
-  that connection (as in h11, which reads them as the next answer);
+  that connection (as in h11, which reads them as the next answer); the
+  common head (ASCII, final status, no ``Transfer-Encoding``, at most one
+  plain ``Content-Length``) is read in a few C calls with the same grammar,
+  anything else line by line as h11 does;
 - **failures**: httpx's exception classes with h11's and httpcore's messages
   (``RemoteProtocolError: Server disconnected without sending a response.``,
   ``peer closed connection without sending complete message body ...``,
@@ -39,7 +42,8 @@ against a stock ``httpx.AsyncClient`` on the same raw server answers:
   decoders, as httpx would.
 
 Timeouts are the caller's: the agent wraps each call in ``asyncio.timeout``
-(the seams' clock); a cancelled call closes its connection. ``sent`` (the
+(the seams' clock); a cancelled call closes its connection. The runner's
+control client asks for httpx's own timeout per phase instead (``timeout_s``). ``sent`` (the
 agent's ``REQUEST_PROGRESS``) turns True once the request is handed to the
 socket. Plain ``http://`` only (the harness drives loopback servers); any other
 scheme is sent through httpx.
