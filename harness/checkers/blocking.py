@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.clock import CLOCK_SLACK_S, ClientClock, clock_bounds
+from harness.checkers.clock import CLOCK_SLACK_S, ClientClock
 from harness.checkers.ops import (
     Op,
     by_session,
@@ -57,6 +57,7 @@ from harness.checkers.ops import (
     variants,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
+from harness.checkers.stream_index import indexed_clock_bounds
 from harness.rundata import RunData
 
 __all__ = ["MIN_PROXY_MS", "SHARE", "Blocking"]
@@ -148,7 +149,10 @@ class Blocking:
         out: list[Keyed] = []
         n_log, judged_log = self._from_logs(part, out, declared)
         cli = self._from_client(part, ops, declared)
-        cli["bounds"] = clock_bounds(run, ops, part.mine, part.split) if run.server_logs else {}
+        # joined over the whole log (the part's own lines would give a chat whose server request id another
+        # session's chat_start carries too a bound that the whole run skips)
+        mine = lambda o: part.mine(o.session)  # noqa: E731
+        cli["bounds"] = indexed_clock_bounds(part.log_index(), ops, mine, part.split) if run.server_logs else {}
         return {"n_log": n_log, "judged_log": judged_log, "out": out, **cli}
 
     def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
