@@ -34,8 +34,10 @@ re-tokenization. Per session snapshot:
    never the stored history again (CONTEXT.md: "Only the appended messages are tokenized ... Re-rendering
    the stored history is never right"): decoded with the run's tokenizer, they contain the text of the
    message the agent appended (``appended_missing``: a retried tool result that never reached the model)
-   and the first message's text no more often than the appended messages carry it (``history_resent``:
-   the conversation rendered twice), and end with the template's generation prompt
+   and the first message's text no more often than the appended messages carry it, nor the text of an
+   earlier answer of the chain (its completion without special tokens, 16 characters or more, unless the
+   appended message quotes it) (``history_resent``: the conversation rendered twice), and end with the
+   template's generation prompt
    (``no_generation_prompt``: CONTEXT.md renders with ``add_generation_prompt=True``). The agent records
    both texts on the request (``probe``); a request
    without them, or a run whose tokenizer cannot be loaded (an external server's own tokenizer folder
@@ -379,6 +381,7 @@ class TokenState:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
             if chain and extends(chain[-1], ids, trim):
                 self._suffix_rule(chain[-1], ids, trim, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
+                self._resent_rule(chain, starts, ids, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
                 base = chain[-1]
                 if self._joins is not None and ids[: len(base)] == base:
                     doubled = self._joins.doubled(ids, starts[-1], len(base))
@@ -486,6 +489,48 @@ class TokenState:
                         "history_resent",
                     )
                 )
+
+    def _resent_rule(
+        self,
+        chain: list[list[int]],
+        starts: list[int],
+        ids: list[int],
+        op: Op | None,
+        turn: int | None,
+        ops: list[int],
+        sid: str,
+        out: list[Violation],
+    ) -> None:
+        """Rule 5, the stored turns: the added tokens do not render an earlier answer of the chain again."""
+        if self._decode is None or op is None or not isinstance(op.invoke.get("probe"), dict):
+            return
+        added = self._decode(ids[len(chain[-1]) :])
+        if added is None:
+            return
+        last = op.invoke["probe"].get("last")
+        for j, (cp, start) in enumerate(zip(chain, starts, strict=True)):
+            body = self._plain(cp[start:])
+            if body is None or len(body) < 16 or (isinstance(last, str) and body in last):
+                continue
+            if body in added:
+                out.append(
+                    Violation(
+                        f"committed record of turn {turn}: the tokens it adds after the checkpoint render the "
+                        f"answer of checkpoint {j + 1} of {len(chain)} again ({body[:60]!r}): stored turns were "
+                        "tokenized twice",
+                        ops,
+                        sid,
+                        "history_resent",
+                    )
+                )
+                return
+
+    def _plain(self, ids: list[int]) -> str | None:
+        """The text of a completion without special tokens (its content as the template would render it)."""
+        if self._joins is None or self._decode is None:
+            return None
+        text = self._decode([t for t in ids if t not in self._joins.special_ids])
+        return text.strip() if text is not None else None
 
     def _gen_for(self, template_kwargs: Any) -> str | None:
         """The generation prompt for a request that sent these ``chat_template_kwargs`` (cached per value)."""

@@ -90,3 +90,12 @@ def test_a_length_cut_turn_closed_by_the_suffix_is_one_closing() -> None:
     # the model did not generate its stop token (finish_reason length): the suffix brings the closer, once
     closed = f"<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
     assert kinds(run_with(closed, first_answer="Two")) == {}
+
+
+def test_an_earlier_answer_rendered_again_after_the_stored_tokens_is_flagged() -> None:
+    # a cut at the wrong stored message (2a55bb68a016: the first assistant turn) renders stored turns again
+    answer = "Two is the smallest prime number."
+    again = f"\n<|im_start|>assistant\n{answer}<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    assert set(kinds(run_with(again, first_answer=f"{answer}<|im_end|>"))) == {"history_resent"}
+    once = f"\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    assert kinds(run_with(once, first_answer=f"{answer}<|im_end|>")) == {}
