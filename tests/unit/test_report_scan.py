@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_checkers_stream_more import whole_only as _whole_only_fixture  # noqa: F401  (registers whole_only)
+from test_checkers_stream_more import WholeOnly
 
+from harness.checkers import CHECKERS
 from harness.checkers.continuity import BACKEND_PROBE
 from harness.report.buckets import extract
 from harness.report.scan import LeanRun, lean_run
@@ -103,15 +104,17 @@ def test_a_cut_run_reads_as_RunData_load_reads_it(tmp_path: Path) -> None:
 
 
 def test_check_folder_keeps_only_the_lean_run_when_every_checker_ran_per_session(
-    tmp_path: Path, whole_only: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(CHECKERS, WholeOnly.name, WholeOnly())  # every shipped checker has per-session steps
+    whole_only_checker = WholeOnly.name
     d = _write(tmp_path / "run", reset=False, shift=False)
     names = ["ownership", "no_resurrection", "no_unexpected_5xx"]
     fc = check_folder(d, names, per_session=True)
     assert fc.whole == [] and isinstance(fc.run, LeanRun)
     assert fc.verdicts == run_checkers(RunData.load(d), names)
-    mixed = check_folder(d, [*names, whole_only], per_session=True)  # one without steps: loaded whole
-    assert whole_only in mixed.whole and not isinstance(mixed.run, LeanRun)
+    mixed = check_folder(d, [*names, whole_only_checker], per_session=True)  # one without steps: loaded whole
+    assert whole_only_checker in mixed.whole and not isinstance(mixed.run, LeanRun)
 
 
 def test_a_stale_verdicts_file_is_rechecked_by_the_report_and_the_judgement(tmp_path: Path) -> None:
