@@ -248,24 +248,27 @@ def check_folder(run_dir: Path, names: Sequence[str] | None = None, *, per_sessi
         elif whole:
             per_session = False
             why = f"the run is loaded whole anyway for {', '.join(whole)} (no per-session steps)"
+    streamed: list[str] = []
     if steps and per_session is not False:
+        # every step checker's verdict, those check_streaming ran on the whole run included (it loaded the run
+        # for them already: a second load and check here would double the work)
         res = check_streaming(run_dir, steps)
-        why = res.why_whole
-        got = {v.checker: v.to_dict() for v, n in zip(res.verdicts, steps, strict=True) if n in res.streamed}
+        why, streamed = res.why_whole, res.streamed
+        got = {n: v.to_dict() for v, n in zip(res.verdicts, steps, strict=True)}
     elif steps and not why:
         why = "asked for (per_session=False)"
     rest = [n for n in selected if n not in got]
     if rest:
         run: RunData = RunData.load(run_dir)
         got.update((v.checker, v.to_dict()) for v in check_all(run, rest))
-    else:  # every checker ran per session: the judgement's share of the folder, never the whole run
+    else:  # every checker has run: the judgement's share of the folder, never the whole run
         from harness.report.scan import lean_run
 
         run = lean_run(run_dir)
     verdicts = [got[n] for n in selected]
     if names is None:
         verdicts.extend(_untestable(run.scenario))
-    return FolderCheck(verdicts, [n for n in selected if n not in rest], rest, why, run)
+    return FolderCheck(verdicts, streamed, [n for n in selected if n not in streamed], why, run)
 
 
 def _scenario_of(run_dir: Path) -> dict[str, Any]:

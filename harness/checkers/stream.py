@@ -341,8 +341,10 @@ class Spill:
             self._made_area = False
             self.dir = spill_area.make_dir(Path(tempfile.gettempdir()))
         self._closed = False
-        spill_area.guard(id(self), self.close)  # SIGTERM / SIGINT: the files go with the process
         self.db = sqlite3.connect(self.dir / "run.sqlite", isolation_level=None)
+        # SIGTERM / SIGINT: the files go with the process (after the connection exists: close() closes it; a
+        # signal before this line leaves the directory to the next pass, as a SIGKILL does)
+        spill_area.guard(id(self), self.close)
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE events (pos INTEGER PRIMARY KEY, grp INTEGER, line TEXT);"
@@ -358,6 +360,11 @@ class Spill:
         self._log_index: LogIndex | None = None
         try:
             self._fill()
+        except (TypeError, KeyError, AttributeError) as exc:
+            # valid JSON of the wrong shape (a null time, a list where an op id goes): the whole-run path
+            # gives each checker's own verdict of such a run (a crash verdict, named), not a traceback here
+            self.close()
+            raise NotStreamable(f"a record of an unexpected shape ({type(exc).__name__}: {exc})") from exc
         except BaseException:
             self.close()
             raise

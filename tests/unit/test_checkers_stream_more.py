@@ -180,3 +180,29 @@ def test_harness_check_with_replaced_server_logs_runs_whole(
     log.write_text("")
     check_main([str(runs[-1]), "--server-log", str(log)])
     assert "checked on the whole run (--server-log" in capsys.readouterr().out
+
+
+def test_a_history_record_of_the_wrong_shape_is_checked_whole_not_a_traceback(
+    runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid JSON of an unexpected shape (a null time) is the checkers' to judge, as on the loaded run: the
+    per-session pass names it and falls back to the whole run, which it loads once (not again in check_folder)."""
+    import shutil
+
+    import harness.checkers.stream as stream
+
+    d = tmp_path / "odd"
+    shutil.copytree(runs[0], d)
+    hist = d / "history.jsonl"
+    events = [json.loads(ln) for ln in hist.read_text().splitlines()]
+    events[len(events) // 2]["time"] = None
+    hist.write_text("".join(json.dumps(e) + "\n" for e in events))
+    loads: list[Path] = []
+    real = RunData.load
+    monkeypatch.setattr(stream.RunData, "load", lambda p, *a, **k: loads.append(Path(p)) or real(p, *a, **k))
+    fc = check_folder(d, ["leaks", "blocking"], per_session=True)
+    assert fc.streamed == [] and "unexpected shape" in fc.why_whole and fc.whole == ["leaks", "blocking"]
+    assert len(loads) == 1, loads  # check_streaming's whole-run load, and no second one
+    assert not (d / TMP_DIR).exists()
+    monkeypatch.setattr(stream.RunData, "load", real)
+    assert fc.verdicts == run_checkers(RunData.load(d), ["leaks", "blocking"])
