@@ -103,13 +103,17 @@ def clock_bounds(
         ts = _ts(starts[0])
         if ts is None:
             continue
-        key = process_key(starts[0])
-        pairs[key] += 1
-        hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
-        answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
-        if answered and o.seen_end is not None:  # and it started before the client had the answer
-            lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
+        add_bound(pairs, lo, hi, process_key(starts[0]), ts, o)
     return {key: (n, lo.get(key), hi.get(key)) for key, n in pairs.items()}
+
+
+def add_bound(pairs: Counter[str], lo: dict[str, float], hi: dict[str, float], key: str, ts: float, o: Op) -> None:
+    """One chat joined to its ``chat_start`` at server time ``ts`` on process ``key``: the offset bounds it gives."""
+    pairs[key] += 1
+    hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
+    answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
+    if answered and o.seen_end is not None:  # and it started before the client had the answer
+        lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
 
 
 class ClientClock:

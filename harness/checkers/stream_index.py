@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
-from harness.checkers.clock import Bounds
+from harness.checkers.clock import Bounds, add_bound
 from harness.checkers.ops import Op
 
 __all__ = ["LogIndex", "indexed_clock_bounds"]
@@ -443,9 +443,5 @@ def indexed_clock_bounds(
             n, ts, key = index.start_by_caller(o.request_id or "")
         if n != 1 or ts is None:
             continue  # none, or a request the server saw twice (a retry on another connection)
-        pairs[key] += 1
-        hi[key] = min(hi.get(key, ts - o.start), ts - o.start)  # it arrived after the client sent it
-        answered = o.type in ("ok", "fail") and o.status is not None and o.seen_end is not None
-        if answered and o.seen_end is not None:  # and it started before the client had the answer
-            lo[key] = max(lo.get(key, ts - o.seen_end), ts - o.seen_end)
+        add_bound(pairs, lo, hi, key, ts, o)
     return {key: (n, lo.get(key), hi.get(key)) for key, n in pairs.items()}
