@@ -62,6 +62,7 @@ _USER = {"role": "user", "content": "Name one prime number."}
 _BASE = [_SYSTEM, _USER]
 _PARTS_TEXT = "And once more, as content parts."
 _MODEL = "fake-model"
+BIG_BODY = 4 * 1024 * 1024 + 1  # bytes: one past the reference server's default max_body_bytes (config.py)
 
 # The OpenAI chat request: key -> the JSON types it accepts.
 SCHEMA: dict[str, tuple[str, ...]] = {
@@ -567,6 +568,34 @@ class _Fuzzer:
             op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
         )
 
+    async def http_probe(self, victim: str) -> None:
+        """Fixed requests after the cases (the seeded stream is unchanged), each judged by a generic rule.
+
+        - a chat whose ``stream`` is a string: any 4xx, but a 401 must carry ``WWW-Authenticate`` (RFC 9110
+          15.5.2; http_framing);
+        - ``GET v1/models/m1`` through the pass-through: OpenAI's retrieve-model for a model the backend does
+          not serve, a plain read-only path: the backend's 404, never the session server's refusal
+          (passthrough);
+        - ``GET stats`` through the pass-through: the fake's control plane (its whole execution log): a
+          server may refuse it, never relay the backend's 2xx (CONTEXT.md: odd input never reaches the
+          backend's admin endpoints; passthrough);
+        - a ``POST generate`` of ``BIG_BODY`` bytes (past the reference server's 4 MiB limit, under the fake's
+          64 MiB): any 4xx (or the backend's answer), but not a 412, which answers only a request with a
+          precondition header (RFC 9110 15.5.13; http_framing). Its padding is a key the backend ignores.
+        """
+        body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
+        await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
+        head = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}, "pad": ""})
+        big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
+        probes: tuple[tuple[str, str, str, bytes | None], ...] = (
+            ("GET v1/models/m1", "GET", "v1/models/m1", None),
+            ("GET stats (the backend's control plane)", "GET", "stats", None),
+            ("POST generate (huge body)", "POST", "generate", big),
+        )
+        for label, method, tail, raw in probes:
+            path = "/sessions/{victim}/" + tail
+            await self.case(Case(f"passthrough:{label}", "passthrough", method, path, raw, "no_5xx"), victim)
+
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
         r = await self._send(op, "GET", f"{self.server}/sessions/{sid}", None, {})
@@ -628,8 +657,17 @@ def _json(r: httpx.Response) -> Any:
 
 
 def _reply_fields(r: httpx.Response) -> dict[str, Any]:
+    """Status, a few headers, and how often each header came (http_framing's ``framing.header_counts``)."""
     keep = ("x-sglang-aborted", "x-req-id", "content-type")
-    return {"status": r.status_code, "headers": {k: r.headers[k] for k in keep if k in r.headers}}
+    counts: dict[str, int] = {}
+    for k, _ in r.headers.raw:
+        name = k.decode("latin-1").lower()
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        "status": r.status_code,
+        "headers": {k: r.headers[k] for k in keep if k in r.headers},
+        "framing": {"header_counts": counts},
+    }
 
 
 async def run_fuzz(
@@ -650,5 +688,6 @@ async def run_fuzz(
         for case in derive_cases(sc.seed, sc.workload.fuzz):
             await fz.case(case, victim)
         await fz.rollback_probe()
+        await fz.http_probe(victim)
         for sid, role in ((canary, "canary"), (victim, "victim")):
             await fz.snapshot(sid, f"fuzz_{role}_after")

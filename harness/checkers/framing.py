@@ -39,7 +39,17 @@ Rules (RFC 9110 / RFC 9112; the kind in brackets):
   ``connection`` itself and ``transfer-encoding`` are the replying server's
   own (uvicorn sends ``connection: close``, aiohttp chunks its streams)
   [hop_by_hop];
-- a client-side parse error about headers or payload length [parse_error].
+- a client-side parse error about headers or payload length [parse_error];
+- a status code's own requirements (RFC 9110 15), which hold for every server: a
+  401 carries ``WWW-Authenticate`` ("The server generating a 401 response MUST
+  send a WWW-Authenticate header field containing at least one challenge",
+  15.5.2; read from the framing facts' header counts) [unauthorized_without_challenge];
+  a 412 answers only a request that carried a precondition (If-Match,
+  If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range: 412 means
+  "one or more conditions given in the request header fields evaluated to
+  false", 15.5.13, 13.1). The harness's agents and fuzzer send none; an
+  operation that did says so with ``request_headers`` in its invoke
+  [precondition_failed_unasked].
 
 In simulation the reply the agent parses is the app's ``http.response.start``
 header list and the body bytes it sent, plus what the HTTP server layer adds
@@ -63,6 +73,13 @@ from harness.rundata import RunData
 SINGLE = ("server", "date", "content-length")
 NEVER_ON_A_REPLY = ("te", "proxy-connection", "proxy-authorization")
 WITH_CONNECTION_ONLY = ("keep-alive", "upgrade")
+PRECONDITIONS = frozenset({"if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range"})
+
+
+def sent_precondition(invoke: dict[str, Any]) -> bool:
+    """Did the request carry a precondition header (RFC 9110 13.1)? From ``request_headers`` when recorded."""
+    hdrs = invoke.get("request_headers")
+    return isinstance(hdrs, dict) and any(str(k).lower() in PRECONDITIONS for k in hdrs)
 
 
 def hop_by_hop(counts: dict[str, int], status: int | None) -> list[str]:
@@ -186,6 +203,20 @@ class HttpFraming:
                 chunked = bool(counts.get("transfer-encoding"))
                 if cl is not None and body is not None and cl != body and not chunked and not bodyless:
                     add(o, f"content-length {cl} but the body has {body} bytes", "content_length_mismatch")
+                if o.status == 401 and not counts.get("www-authenticate"):
+                    add(
+                        o,
+                        "401 without WWW-Authenticate (RFC 9110 15.5.2: a 401 MUST carry a challenge); "
+                        "a request the server refuses for another reason is a 400 / 403 / 422",
+                        "unauthorized_without_challenge",
+                    )
+            if o.status == 412 and not sent_precondition(o.invoke):
+                add(
+                    o,
+                    "412 Precondition Failed to a request that carried no precondition header (RFC 9110 15.5.13, "
+                    "13.1: 412 answers only If-Match / If-None-Match / If-(Un)Modified-Since / If-Range)",
+                    "precondition_failed_unasked",
+                )
             fr = c.get("framing")
             sse = fr.get("sse_errors") if isinstance(fr, dict) else None
             if isinstance(sse, list) and sse:

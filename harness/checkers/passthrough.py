@@ -22,11 +22,22 @@ the fuzz workload's ``passthrough`` cases, ``[workload] fuzz = N``):
 - it then names one of the fake's non-admin routes with its method (``GET
   /health``, ``/health_generate``, ``/v1/models``, ``/v1/models/fake-sglang``,
   ``/get_model_info``, ``POST /generate``), and is not the chat endpoint (tracked, not passed
-  through);
+  through); or ``GET /v1/models/{model}`` for another model id (one plain
+  segment): OpenAI's retrieve-model route, read-only, whose answer for a model
+  the backend does not serve is the backend's own 404 (the fake's, as
+  OpenAI's and SGLang's): there a 404 is the backend's answer and any other
+  4xx the session server's refusal;
 - the session was live: created, no DELETE of it invoked before the answer,
   no process kill since it was created.
 
-Such a request answered with a 4xx is ``legal_passthrough_refused``; a 5xx
+A plain request to one of the fake's control endpoints (``POST /abort_request``,
+``GET /stats``, ``GET`` / ``PUT /admin/plan``, ``POST /admin/reset``) answered
+2xx reached the backend's admin plane: ``admin_reached`` (a refusal of it is
+any server's right).
+
+Such a request answered with a 4xx other than a resource limit (408, 413,
+429: a body past the server's size limit may be refused) is
+``legal_passthrough_refused``; a 5xx
 or no answer is no_unexpected_5xx's / bad_input's business, a 2xx is the
 backend's answer. A 4xx the backend itself may have given (the scenario's
 fault plan has 4xx classes, for ``POST /generate``) is counted, not judged.
@@ -57,7 +68,21 @@ BACKEND_ROUTES = frozenset(
         ("POST", "/generate"),
     }
 )
+# the fake's control plane: the DELETE cancellation channel (aborts any request, abort_all every one), its
+# fault plan, its reset and /stats (every session's executions). CONTEXT.md: odd input never reaches "the
+# backend's admin endpoints through the session pass-through"; a 2xx from one of them is the backend's answer
+CONTROL_ROUTES = frozenset(
+    {
+        ("POST", "/abort_request"),
+        ("GET", "/stats"),
+        ("GET", "/admin/plan"),
+        ("PUT", "/admin/plan"),
+        ("POST", "/admin/reset"),
+    }
+)
 CHAT = "/v1/chat/completions"
+LIMITS = frozenset({408, 413, 429})  # resource limits a server may set on any request (as refused_legal)
+MODELS = "/v1/models/"  # GET /v1/models/{model}: retrieve-model; an unknown model is the backend's 404
 _ODD = frozenset("%\\?#")
 
 
@@ -78,6 +103,12 @@ def plain_path(tail: str) -> str | None:
             continue
         out.append(seg)
     return "/" + "/".join(out)
+
+
+def _other_model(target: str) -> bool:
+    """``/v1/models/{model}`` for a model id other than the fake's own (one segment, not empty)."""
+    rest = target[len(MODELS) :] if target.startswith(MODELS) else ""
+    return bool(rest) and "/" not in rest and ("GET", target) not in BACKEND_ROUTES
 
 
 def _tail(path: str, sid: str) -> str | None:
@@ -117,13 +148,36 @@ class Passthrough:
             if tail is None:
                 continue
             target = plain_path(tail)
-            if target is None or target == CHAT or (method.upper(), target) not in BACKEND_ROUTES:
+            if target is None or target == CHAT:
+                counts["not_judged"] += 1
+                continue
+            if (method.upper(), target) in CONTROL_ROUTES:
+                counts["control"] += 1
+                if o.status is not None and 200 <= o.status < 300:
+                    v = Violation(
+                        f"{method} {path} (the backend's control endpoint {method.upper()} {target}) answered "
+                        f"{o.status}: relayed to the backend; CONTEXT.md: nothing reaches the backend's admin "
+                        "endpoints through the session pass-through",
+                        o.indices,
+                        sid,
+                        "admin_reached",
+                    )
+                    out.append(((o.invoke_index,), v))
+                continue
+            other_model = method.upper() == "GET" and _other_model(target)
+            if (method.upper(), target) not in BACKEND_ROUTES and not other_model:
                 counts["not_judged"] += 1
                 continue
             counts["judged"] += 1
             st = o.status
             if st is None or not 400 <= st < 500:
                 counts["answered" if st is not None else "no_answer"] += 1
+                continue
+            if st in LIMITS:
+                counts["limit"] += 1  # a resource limit (a body past the server's size limit), not a refusal
+                continue
+            if other_model and st == 404:
+                counts["backend_404"] += 1  # the backend's "no such model"
                 continue
             if self._not_live(o, sid, creates.get(sid), deletes.get(sid, []), kills):
                 counts["not_live"] += 1
@@ -147,7 +201,7 @@ class Passthrough:
         for p in parts:
             counts.update(p["counts"])
         violations = merge_violations(p["out"] for p in parts)
-        if not counts["judged"]:
+        if not counts["judged"] and not counts["control"]:
             return verdict(self.name, [], notes="no plain pass-through request to a backend route in this run")
         notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
         return verdict(self.name, violations, notes=notes)
