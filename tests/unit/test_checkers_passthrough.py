@@ -91,3 +91,16 @@ def test_the_routes_are_the_fake_backends_own_and_answer_2xx() -> None:
     for method, path in sorted(BACKEND_ROUTES):
         assert 200 <= asyncio.run(call(method, path)) < 300, (method, path)
     assert asyncio.run(call("GET", "/v1/models/ab")) == 404  # another model: the backend's own 404, not judged
+
+
+def test_retrieve_model_of_another_id_is_the_backends_404_and_limits_are_not_refusals() -> None:
+    assert _run([("GET", "v1/models/m1", 404), ("POST", "generate", 413)]).status == "valid"
+    v = _run([("GET", "v1/models/m1", 403)])
+    assert [x.kind for x in v.violations] == ["legal_passthrough_refused"]
+    assert _run([("GET", "v1/models/m1/x", 403)]).status == "valid"  # two segments: not the retrieve-model route
+
+
+def test_a_control_endpoint_answered_2xx_reached_the_backends_admin_plane() -> None:
+    v = _run([("GET", "stats", 200), ("POST", "./abort_request", 200), ("GET", "stats", 403)])
+    assert [x.kind for x in v.violations] == ["admin_reached", "admin_reached"]
+    assert _run([("GET", "stats", 404), ("POST", "admin/reset", 403)]).status == "valid"

@@ -47,6 +47,18 @@ def test_framing_fields_on_a_204(counts: dict[str, int], cl: int | None, kind: s
     assert {x.kind for x in v.violations} == ({kind} if kind else set())
 
 
+def test_a_401_needs_a_challenge_and_a_412_a_precondition() -> None:
+    v = _verdict(401, {"server": 1, "content-length": 1}, 2, 2)
+    assert {x.kind for x in v.violations} == {"unauthorized_without_challenge"}
+    assert _verdict(401, {"server": 1, "www-authenticate": 1}, None, 0).status == "valid"
+    assert {x.kind for x in _verdict(412, {"server": 1}, None, 0).violations} == {"precondition_failed_unasked"}
+    b = RunBuilder()
+    sid = b.create()
+    op = b.invoke("chat", session=sid, request_id="r1", request_headers={"If-Match": '"x"'})
+    b.complete(op, status=412, framing={"header_counts": {"server": 1}, "content_length": None, "body_bytes": 0})
+    assert CHECKERS["http_framing"].check(b.build()).status == "valid"
+
+
 def test_hop_by_hop_fields_of_another_connection() -> None:
     assert hop_by_hop({"te": 1, "proxy-connection": 1, "proxy-authorization": 1}, 200) == [
         "te",
