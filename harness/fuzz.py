@@ -40,6 +40,12 @@ text must reach the model, token_state rule 5). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
 connection reset (``x-fake-fault: reset``), and a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
+
+Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, and through
+the pass-through ``GET v1/models/m1`` (a model the backend does not serve: its 404), ``GET stats`` (the
+fake's control plane: never its 2xx) and a ``POST generate`` one byte past 4 MiB; each reply's header counts
+are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
+``WWW-Authenticate``; a 412 answers only a request with a precondition).
 """
 
 from __future__ import annotations
