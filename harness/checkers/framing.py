@@ -49,7 +49,10 @@ Rules (RFC 9110 / RFC 9112; the kind in brackets):
   "one or more conditions given in the request header fields evaluated to
   false", 15.5.13, 13.1). The harness's agents and fuzzer send none; an
   operation that did says so with ``request_headers`` in its invoke
-  [precondition_failed_unasked].
+  [precondition_failed_unasked]. Neither is judged when the scenario's fault
+  plan makes the backend answer that status (``http_401``, ``http_412``: a
+  non-200 backend answer passes through unchanged, CONTEXT.md) or cannot be
+  read.
 
 In simulation the reply the agent parses is the app's ``http.response.start``
 header list and the body bytes it sent, plus what the HTTP server layer adds
@@ -66,7 +69,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, chaos_events, is_kill, pair_ops
+from harness.checkers.ops import Op, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -74,6 +77,21 @@ SINGLE = ("server", "date", "content-length")
 NEVER_ON_A_REPLY = ("te", "proxy-connection", "proxy-authorization")
 WITH_CONNECTION_ONLY = ("keep-alive", "upgrade")
 PRECONDITIONS = frozenset({"if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range"})
+
+
+def backend_statuses(run: RunData) -> set[int] | None:
+    """The statuses the fault plan makes the backend answer (passed through unchanged); None: any may be."""
+    if not faults_applied(run):
+        return set()
+    kinds = fault_kinds(run)
+    if "unparsed" in kinds:
+        return None
+    out: set[int] = set()
+    for k in kinds:
+        for prefix in ("http_", "status_"):
+            if k.startswith(prefix) and k[len(prefix) :].isdigit():
+                out.add(int(k[len(prefix) :]))
+    return out
 
 
 def sent_precondition(invoke: dict[str, Any]) -> bool:
@@ -159,6 +177,10 @@ class HttpFraming:
         killed = [c for c in chaos_events(ops) if is_kill(c)]
         out: list[Keyed] = []
         facts = 0
+        relayed = backend_statuses(part.run)  # a status the backend itself sends passes through: not the server's
+
+        def own(status: int) -> bool:
+            return relayed is not None and status not in relayed
 
         def add(o: Op, msg: str, kind: str) -> None:  # one operation's violations keep their order
             out.append(((o.invoke_index, len(out)), Violation(msg, o.indices, o.session, kind)))
@@ -203,14 +225,14 @@ class HttpFraming:
                 chunked = bool(counts.get("transfer-encoding"))
                 if cl is not None and body is not None and cl != body and not chunked and not bodyless:
                     add(o, f"content-length {cl} but the body has {body} bytes", "content_length_mismatch")
-                if o.status == 401 and not counts.get("www-authenticate"):
+                if o.status == 401 and not counts.get("www-authenticate") and own(401):
                     add(
                         o,
                         "401 without WWW-Authenticate (RFC 9110 15.5.2: a 401 MUST carry a challenge); "
                         "a request the server refuses for another reason is a 400 / 403 / 422",
                         "unauthorized_without_challenge",
                     )
-            if o.status == 412 and not sent_precondition(o.invoke):
+            if o.status == 412 and not sent_precondition(o.invoke) and own(412):
                 add(
                     o,
                     "412 Precondition Failed to a request that carried no precondition header (RFC 9110 15.5.13, "

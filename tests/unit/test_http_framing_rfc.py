@@ -57,6 +57,13 @@ def test_a_401_needs_a_challenge_and_a_412_a_precondition() -> None:
     op = b.invoke("chat", session=sid, request_id="r1", request_headers={"If-Match": '"x"'})
     b.complete(op, status=412, framing={"header_counts": {"server": 1}, "content_length": None, "body_bytes": 0})
     assert CHECKERS["http_framing"].check(b.build()).status == "valid"
+    b = RunBuilder()
+    sid = b.create()
+    op = b.invoke("chat", session=sid, request_id="r1")
+    b.complete(op, status=401, framing={"header_counts": {"server": 1}, "content_length": None, "body_bytes": 0})
+    run = b.build()
+    run = dataclasses.replace(run, scenario={**run.scenario, "backend": {"faults": [{"kind": "http_401"}]}})
+    assert CHECKERS["http_framing"].check(run).status == "valid"  # the backend's own 401, passed through
 
 
 def test_hop_by_hop_fields_of_another_connection() -> None:
