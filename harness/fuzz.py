@@ -36,7 +36,8 @@ sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
 the turn after it with those headers malformed (``x-turn: two``,
 ``x-attempt: -1``; careless input: never a 500, and the backend ignores them)
 and its user message as OpenAI content parts (one ``text`` part, legal: its
-text must reach the model, token_state rule 5). Before its turns, one legal
+text must reach the model, token_state rule 5, unless the chat template drops
+list content). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
 connection reset (``x-fake-fault: reset``), and a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
@@ -516,7 +517,8 @@ class _Fuzzer:
             fuzz="headers:odd_turn_attempt",
             fuzz_category="headers",
             expect="no_5xx",
-            probe={"last": _PARTS_TEXT},  # token_state rule 5: the appended text is in the added tokens
+            # token_state rule 5: the appended text is in the added tokens (when the template renders list content)
+            probe={"last": _PARTS_TEXT, "content_parts": True},
         )
         await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": msgs}), rid, 0, 3, odd=True)
 

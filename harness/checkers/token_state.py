@@ -35,13 +35,20 @@ re-tokenization. Per session snapshot:
    the stored history is never right"): decoded with the run's tokenizer, they contain the text of the
    message the agent appended (``appended_missing``: a retried tool result that never reached the model)
    and the first message's text no more often than the appended messages carry it, nor the text of an
-   earlier answer of the chain (its completion without special tokens, 16 characters or more, unless the
-   appended message quotes it) (``history_resent``: the conversation rendered twice), and end with the
+   earlier answer of the chain (its completion without special tokens, 16 characters or more, unless
+   something the request carries quotes it: any of the messages it appends, its system text, its tool
+   definitions and other fields) (``history_resent``: the conversation rendered twice), and end with the
    template's generation prompt
    (``no_generation_prompt``: CONTEXT.md renders with ``add_generation_prompt=True``). The agent records
-   both texts on the request (``probe``); a request
-   without them, or a run whose tokenizer cannot be loaded (an external server's own tokenizer folder
-   that is not given), is not judged by this rule.
+   both texts on the request (``probe``); the appended messages are read from the record's request
+   (``messages``, the body the server forwarded) and their number from the request's message count; when
+   several messages were appended and their texts are not known, the earlier-answer check is not judged
+   for that turn. A request without the probe, or a run whose tokenizer cannot be loaded (an external
+   server's own tokenizer folder that is not given), is not judged by this rule. A probe marked
+   ``content_parts`` (the appended message's content was OpenAI content parts) is judged for "the text
+   reached the model" only when the chat template renders list content (probed on the template: a user
+   message with one ``text`` part); else that part is unknown with the reason: a template that drops list
+   content leaves it to the server whether the text reaches the model, which CONTEXT.md does not fix.
 
 6. the join closes the stored turn once (``join_doubled``): the special tokens around the checkpoint's end in
    the new prompt (the checkpoint's trailing special / whitespace tokens, the model's stop token among
@@ -135,6 +142,66 @@ def extends(prefix: list[int], ids: list[int], trim: int) -> bool:
         if ids[: len(p)] == p:
             return True
     return False
+
+
+def renders_content_parts(run: RunData) -> bool | None:
+    """Can the run's chat template take a user message's OpenAI content parts and lose their text?
+
+    Rendered a user message with one ``text`` part: True when the text appears (the template renders list
+    content) or the template raises (it cannot take list content, so a server that commits such a turn
+    built the text itself, and the parts' text is the message); False when it renders without raising and
+    without the text (it drops list content: a server that passes the list to the template renders what
+    the template says, one that flattens it renders the text; CONTEXT.md does not choose). None: the
+    tokenizer cannot be loaded.
+    """
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(name if isinstance(name, str) else None)
+    except Exception:
+        return None
+    mark = "Pangolin parts probe"
+    msgs = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": [{"type": "text", "text": mark}]},
+    ]
+    try:
+        return mark in str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    except Exception:  # a template that refuses list content: no server can pass the list to it
+        return True
+
+
+def _strings(v: Any, out: list[str]) -> list[str]:
+    """Every string inside a JSON value (message contents, content parts, tool definitions, arguments)."""
+    if isinstance(v, str):
+        out.append(v)
+    elif isinstance(v, dict):
+        for x in v.values():
+            _strings(x, out)
+    elif isinstance(v, list):
+        for x in v:
+            _strings(x, out)
+    return out
+
+
+def _request_messages(r: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The record's request ``messages`` (the forwarded body), None when absent or empty."""
+    req = r.get("request")
+    msgs = req.get("messages") if isinstance(req, dict) else None
+    if isinstance(msgs, list) and msgs and all(isinstance(m, dict) for m in msgs):
+        return msgs
+    return None
+
+
+def _message_count(r: dict[str, Any], op: Op | None) -> int | None:
+    """How many messages the committed request carried: from its record, else from the agent's op."""
+    msgs = _request_messages(r)
+    if msgs is not None:
+        return len(msgs)
+    n = op.invoke.get("messages") if op is not None else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 _PROBE_SYSTEM, _PROBE_USER, _PROBE_CONTENT, _PROBE_ARG, _PROBE_NEXT = (
@@ -260,6 +327,8 @@ class TokenState:
     _decode: Callable[[list[int]], str | None] | None = None
     _gen: str | None = None
     _gens: dict[str, str | None]
+    _parts: bool | None = None
+    _undecided: dict[str, str]
     _run: RunData
 
     def check(self, run: RunData) -> Verdict:
@@ -274,9 +343,10 @@ class TokenState:
         try:
             return self._part(part)
         finally:  # the registered instance is shared by every run checked: it keeps nothing of this one
-            self._decode = self._gen = self._joins = None
+            self._decode = self._gen = self._joins = self._parts = None
             self.__dict__.pop("_run", None)
             self.__dict__.pop("_gens", None)
+            self.__dict__.pop("_undecided", None)
 
     def _part(self, part: Part) -> dict[str, Any]:
         run = part.run
@@ -288,7 +358,8 @@ class TokenState:
         self._decode = _decoder(run)
         self._gen = generation_prompt(run) if self._decode is not None else None
         self._joins = _load_joins(run) if self._decode is not None else None
-        self._run, self._gens = run, {}
+        self._run, self._gens, self._undecided = run, {}, {}
+        self._parts = renders_content_parts(run) if self._decode is not None else None
         out: list[Keyed] = []
         unknown: list[tuple[str, str]] = []
         n = 0
@@ -302,6 +373,9 @@ class TokenState:
             out.extend(((sid, k), v) for k, v in enumerate(found))
             if problem and len(unknown) < 5:
                 unknown.append((sid, problem))
+        for why, sid in sorted(self._undecided.items(), key=lambda kv: kv[1]):
+            if len(unknown) < 5:
+                unknown.append((sid, why))
         key = next(iter(snaps.values())).token_key if snaps else None
         return {"out": out, "unknown": unknown, "n": n, "key": key, "trim": trim}
 
@@ -367,6 +441,7 @@ class TokenState:
         # the checkpoint chain: each prompt extends the last checkpoint, or rolls back exactly one step
         chain: list[list[int]] = []
         starts: list[int] = []  # where each checkpoint's completion (the model's own tokens) begins
+        counts: list[int | None] = []  # messages the session holds after each checkpoint (its request + answer)
         prev_turn: int | None = None
         for r, cp in zip(committed, cps, strict=True):
             ids = record_input_ids(r) or []
@@ -374,14 +449,16 @@ class TokenState:
             if chain and not extends(chain[-1], ids, trim):
                 later_turn = turn is not None and prev_turn is not None and turn > prev_turn
                 if len(chain) > 1 and extends(chain[-2], ids, trim) and not later_turn:
-                    del chain[-1:], starts[-1:]  # a retry that discards the last assistant step
+                    del chain[-1:], starts[-1:], counts[-1:]  # a retry that discards the last assistant step
                 elif len(chain) == 1 and turn in (0, None):
-                    del chain[:], starts[:]  # a retry of the very first turn starts from the empty checkpoint
+                    del chain[:], starts[:], counts[:]  # a first-turn retry starts from the empty checkpoint
                 else:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
             if chain and extends(chain[-1], ids, trim):
                 self._suffix_rule(chain[-1], ids, trim, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
-                self._resent_rule(chain, starts, ids, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
+                op = by_rid.get(record_rid(r) or "")
+                quotes = self._quotes(r, op, counts[-1])
+                self._resent_rule(chain, starts, ids, op, quotes, turn, idx(r), sid, out)
                 base = chain[-1]
                 if self._joins is not None and ids[: len(base)] == base:
                     doubled = self._joins.doubled(ids, starts[-1], len(base))
@@ -399,6 +476,8 @@ class TokenState:
                         )
             chain.append(cp)
             starts.append(len(ids))
+            n_msgs = _message_count(r, by_rid.get(record_rid(r) or ""))
+            counts.append(n_msgs + 1 if n_msgs is not None else None)
             prev_turn = turn
         na = meta.get("num_assistant")
         if isinstance(na, int) and na != len(chain):
@@ -466,7 +545,14 @@ class TokenState:
                     "no_generation_prompt",
                 )
             )
-        if isinstance(last, str) and last.strip() and last.strip() not in text:
+        parts_undecided = bool(probe.get("content_parts")) and not self._parts
+        if parts_undecided and isinstance(last, str) and last.strip():
+            why = (
+                "the chat template does not render a user message's content parts (list content): whether a "
+                "content-parts turn's text reached the model is the server's choice, not judged"
+            )
+            self._undecided.setdefault(why, sid)
+        elif isinstance(last, str) and last.strip() and last.strip() not in text:
             out.append(
                 Violation(
                     f"committed record of turn {turn}: the {len(ids) - len(base)} tokens it adds after the checkpoint "
@@ -496,21 +582,21 @@ class TokenState:
         starts: list[int],
         ids: list[int],
         op: Op | None,
+        quotes: list[str] | None,
         turn: int | None,
         ops: list[int],
         sid: str,
         out: list[Violation],
     ) -> None:
         """Rule 5, the stored turns: the added tokens do not render an earlier answer of the chain again."""
-        if self._decode is None or op is None or not isinstance(op.invoke.get("probe"), dict):
+        if self._decode is None or op is None or not isinstance(op.invoke.get("probe"), dict) or quotes is None:
             return
         added = self._decode(ids[len(chain[-1]) :])
         if added is None:
             return
-        last = op.invoke["probe"].get("last")
         for j, (cp, start) in enumerate(zip(chain, starts, strict=True)):
             body = self._plain(cp[start:])
-            if body is None or len(body) < 16 or (isinstance(last, str) and body in last):
+            if body is None or len(body) < 16 or any(body in q for q in quotes):
                 continue
             if body in added:
                 out.append(
@@ -524,6 +610,36 @@ class TokenState:
                     )
                 )
                 return
+
+    @staticmethod
+    def _quotes(r: dict[str, Any], op: Op | None, stored: int | None) -> list[str] | None:
+        """The texts a correct rendering of this turn may carry: what the request itself sends to be rendered.
+
+        Every message it appends (after the ``stored`` messages of the checkpoint it extends), its system
+        messages, and every other field (tool definitions, ...), as strings. None when several messages
+        were appended and their texts are not known (the record does not carry the request's messages).
+        """
+        probe = op.invoke.get("probe") if op is not None else None
+        out: list[str] = []
+        req = r.get("request")
+        if isinstance(req, dict):
+            for k, v in req.items():
+                if k not in ("messages", "input_ids"):
+                    _strings(v, out)
+        if isinstance(probe, dict):
+            out.extend(t for t in (probe.get("first"), probe.get("last")) if isinstance(t, str))
+        msgs = _request_messages(r)
+        n = _message_count(r, op)
+        appended = n - stored if n is not None and stored is not None else None
+        if msgs is None:
+            return out if appended is None or appended <= 1 else None
+        if appended is None or appended < 1:  # not known which are appended: every message but the answers
+            picked = [m for m in msgs if m.get("role") != "assistant"]
+        else:
+            picked = [m for m in msgs if m.get("role") == "system"] + msgs[len(msgs) - appended :]
+        for m in picked:
+            _strings(m, out)
+        return out
 
     def _plain(self, ids: list[int]) -> str | None:
         """The text of a completion without special tokens (its content as the template would render it)."""

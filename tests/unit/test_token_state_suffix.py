@@ -99,3 +99,33 @@ def test_an_earlier_answer_rendered_again_after_the_stored_tokens_is_flagged() -
     assert set(kinds(run_with(again, first_answer=f"{answer}<|im_end|>"))) == {"history_resent"}
     once = f"\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
     assert kinds(run_with(once, first_answer=f"{answer}<|im_end|>")) == {}
+
+
+def test_an_appended_message_before_the_last_may_quote_an_earlier_answer() -> None:
+    # two messages appended (a user note quoting the answer, then the question): the quote exemption reads every
+    # appended message of the forwarded request, not only the last one (a correct server, no resend)
+    answer = "Two is the smallest prime number."
+    quote = f"You said: {answer}"
+    suffix = f"\n<|im_start|>user\n{quote}<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    run = run_with(suffix, first_answer=f"{answer}<|im_end|>")
+    msgs0 = [{"role": "system", "content": SYS}, {"role": "user", "content": "Name a prime."}]
+    msgs1 = [
+        *msgs0,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": quote},
+        {"role": "user", "content": "And another one?"},
+    ]
+    st = run.final_states[next(iter(run.final_states))]
+    assert st is not None
+    for rec, msgs in zip(st["records"], (msgs0, msgs1), strict=True):
+        rec["request"]["messages"] = msgs
+    assert kinds(run) == {}
+    # the same prompt with the stored answer rendered again (no message quotes it twice) is still a resend
+    again = f"\n<|im_start|>assistant\n{answer}<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n{GEN}"
+    run = run_with(again, first_answer=f"{answer}<|im_end|>")
+    st = run.final_states[next(iter(run.final_states))]
+    assert st is not None
+    msgs1 = [*msgs0, {"role": "assistant", "content": answer}, {"role": "user", "content": "And another one?"}]
+    for rec, msgs in zip(st["records"], (msgs0, msgs1), strict=True):
+        rec["request"]["messages"] = msgs
+    assert set(kinds(run)) == {"history_resent"}
