@@ -301,14 +301,18 @@ class H1Client:
     async def send(
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
-        try:
-            r = await self.exchange(method, url, json_body=json_body, headers=headers, progress=REQUEST_PROGRESS.get())
-        except httpx.HTTPError as exc:
-            raise _httpx_failure(exc) from exc
-        if r is None:
+        parts = self._split(url)  # ``exchange`` inlined: one coroutine less per request (#15)
+        if parts is None:
             if self._other is None:
                 self._other = HttpxClient()
             return await self._other.send(method, url, json_body=json_body, headers=headers)
+        body = json_bytes(json_body) if json_body is not None else None
+        try:
+            r = await self.pool.request(
+                method, parts[0], parts[1], parts[2], headers, body, REQUEST_PROGRESS.get(), parts[3]
+            )
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from exc
         return Reply.of(r.status, r.headers, r.body)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:

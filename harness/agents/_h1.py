@@ -137,6 +137,7 @@ class _Conn(asyncio.Protocol):
         self.read_paused = False
         self.idle_since = 0.0
         self.timeout_s: float | None = None  # per wait, as httpx's read/write timeouts; None: the caller's bound
+        self._poll: Any = None  # select.poll on the socket, made at the first reuse check
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -181,11 +182,13 @@ class _Conn(asyncio.Protocol):
         t = self.transport
         if self.eof or t is None or t.is_closing() or now - self.idle_since > _KEEPALIVE_S:
             return False
-        sock = t.get_extra_info("socket")
-        if sock is None:
-            return False
-        poll = select.poll()
-        poll.register(sock.fileno(), select.POLLIN)
+        poll = self._poll
+        if poll is None:
+            sock = t.get_extra_info("socket")
+            if sock is None:
+                return False
+            poll = self._poll = select.poll()  # one per connection: registered once, asked before each reuse
+            poll.register(sock.fileno(), select.POLLIN)
         return not poll.poll(0)
 
     def close(self) -> None:
@@ -213,11 +216,15 @@ class _Conn(asyncio.Protocol):
             return httpx.ReadError(str(self.error) or type(self.error).__name__)
         return None
 
-    async def write(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> bool:
+        """Hand ``data`` to the socket; True when the caller must then ``await drain()`` (the buffer is full)."""
         t = self.transport
         if t is None or t.is_closing() or self.error is not None:
-            return  # as httpcore after a failed write: read on, the server may have answered (or EOF says so)
+            return False  # as httpcore after a failed write: read on, the server may have answered (or EOF says so)
         t.write(data)
+        return self.write_paused
+
+    async def drain(self) -> None:
         if self.write_paused:
             d = self.drainer = self.loop.create_future()
             try:
@@ -542,11 +549,13 @@ class H1Pool:
         data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie)
         if progress is not None:
             progress["sent"] = False
-        conn = await self._acquire((host, port), timeout_s)
+        key = (host, port)
+        conn = self._take_idle(key, asyncio.get_running_loop().time()) or await self._acquire(key, timeout_s)
         conn.timeout_s = timeout_s
         reusable = False
         try:
-            await conn.write(data)
+            if conn.write_now(data):
+                await conn.drain()
             if progress is not None:
                 progress["sent"] = True
             status, old, pairs, length, chunked, close, fields = await _read_head(conn)
@@ -581,17 +590,23 @@ class H1Pool:
                     self._cookies.setdefault(host, {})[name.strip()] = rest.split(";", 1)[0].strip()
         return Response(status, pairs, raw)
 
+    def _take_idle(self, key: tuple[str, int], now: float) -> _Conn | None:
+        """The most recently used idle connection to ``key`` that is still good (others on the way are closed)."""
+        stack = self._idle.get(key)
+        while stack:
+            conn = stack.pop()
+            self._n_idle -= 1
+            if conn.usable(now):
+                return conn
+            self._drop(conn)
+        return None
+
     async def _acquire(self, key: tuple[str, int], timeout_s: float | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
         while True:
-            stack = self._idle.get(key)
-            now = loop.time()
-            while stack:
-                conn = stack.pop()
-                self._n_idle -= 1
-                if conn.usable(now):
-                    return conn
-                self._drop(conn)
+            conn = self._take_idle(key, loop.time())
+            if conn is not None:
+                return conn
             if self._n_open < self._max:
                 break
             if self._n_idle:  # full, but another origin has an idle one: close it to make room
