@@ -62,16 +62,22 @@ import httpx
 from h11._headers import CONTENT_LENGTH_MAX_DIGITS, _content_length_re
 from h11._readers import chunk_header_re, header_field_re, obs_fold_re, status_line_re
 
-__all__ = ["H1Pool", "Response", "encode_request", "json_bytes"]
+__all__ = ["H1Pool", "Response", "default_headers", "encode_request", "json_bytes"]
 
 _MAX_HEAD = 100 * 1024  # httpcore's MAX_INCOMPLETE_EVENT_SIZE for h11: a longer unfinished head is refused
 _KEEPALIVE_S = 5.0  # httpx.Limits' default keepalive_expiry
 _READ_CHUNK = 1 << 16
 _READ_HIGH_WATER = 1 << 20
-_DEFAULT_HEADERS = (
-    f"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n"
-    f"User-Agent: python-httpx/{httpx.__version__}\r\n"
-)
+
+
+def default_headers(user_agent: str) -> str:
+    """httpx's default headers in its order, with ``user_agent`` where httpx puts its own (``python-httpx/...``)."""
+    if "\r" in user_agent or "\n" in user_agent:
+        raise ValueError(f"a User-Agent on one line, not {user_agent!r}")
+    return f"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: {user_agent}\r\n"
+
+
+_DEFAULT_HEADERS = default_headers(f"python-httpx/{httpx.__version__}")  # stock httpx's, unless told otherwise
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CRLF = b"\r\n"
 # httpx 0.28 writes compact JSON (no spaces, UTF-8); 0.27 wrote json.dumps' default
@@ -91,13 +97,19 @@ def json_bytes(value: Any) -> bytes:
 
 
 def encode_request(
-    method: str, host: str, target: str, headers: dict[str, str] | None, body: bytes | None, cookie: str | None
+    method: str,
+    host: str,
+    target: str,
+    headers: dict[str, str] | None,
+    body: bytes | None,
+    cookie: str | None,
+    defaults: str = _DEFAULT_HEADERS,
 ) -> bytes:
-    """The bytes httpx writes for this request (see the module docstring)."""
+    """The bytes httpx writes for this request (see the module docstring); ``defaults``: ``default_headers(ua)``."""
     parts = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     if body is None and method in _BODY_METHODS:
         parts.append("Content-Length: 0\r\n")
-    parts.append(_DEFAULT_HEADERS)
+    parts.append(defaults)
     if headers:
         for k, v in headers.items():
             if "\r" in v or "\n" in v or "\r" in k or "\n" in k or ":" in k:
@@ -514,7 +526,8 @@ async def _read_to_eof(conn: _Conn) -> bytes:
 class H1Pool:
     """Keep-alive connections per ``(host, port)`` and the request/response exchange on them."""
 
-    def __init__(self, *, max_connections: int, max_keepalive: int) -> None:
+    def __init__(self, *, max_connections: int, max_keepalive: int, user_agent: str | None = None) -> None:
+        self._defaults = _DEFAULT_HEADERS if user_agent is None else default_headers(user_agent)
         self._max = max_connections
         self._max_idle = min(max_keepalive, max_connections)
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
@@ -546,7 +559,7 @@ class H1Pool:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         jar = self._cookies.get(host)
         cookie = "; ".join(f"{k}={v}" for k, v in jar.items()) if jar else None
-        data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie)
+        data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie, self._defaults)
         if progress is not None:
             progress["sent"] = False
         key = (host, port)

@@ -21,7 +21,7 @@ from typing import IO, Any
 import httpx
 
 from harness.agents import Agent, HttpClient, make_client
-from harness.agents._clients import REQUEST_PROGRESS, H1Client, _trace_extensions
+from harness.agents._clients import REQUEST_PROGRESS, H1Client, _trace_extensions, user_agent
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
@@ -226,14 +226,14 @@ class SocketControl:
     """The runner's control client over sockets, on the agents' HTTP/1.1 client (harness/agents/_h1.py).
 
     It replaces an ``httpx.AsyncClient`` (timeout 10 s) and keeps what the history and the nemesis see of
-    one: the same request bytes, httpx's exception classes and messages, httpx's timeout per phase, the
-    request's ``sent``. Why: the final GET of every session went through httpx's client layers at ~1 ms of
-    CPU each, an eighth of a run's requests (bench_harness.py --agents, #15). A URL that is not plain
-    ``http://`` goes through httpx itself.
+    one: the same request bytes (but for an honest User-Agent, ``user_agent("control")``), httpx's
+    exception classes and messages, httpx's timeout per phase, the request's ``sent``. Why: the final GET
+    of every session went through httpx's client layers at ~1 ms of CPU each, an eighth of a run's
+    requests (bench_harness.py --agents, #15). A URL that is not plain ``http://`` goes through httpx itself.
     """
 
     def __init__(self) -> None:
-        self._h1 = H1Client(max_connections=100, max_keepalive=20)
+        self._h1 = H1Client(max_connections=100, max_keepalive=20, agent=user_agent("control"))
         self._other: httpx.AsyncClient | None = None
 
     async def request(
@@ -243,7 +243,7 @@ class SocketControl:
         if r is not None:
             return ControlReply(r.status, r.body)
         if self._other is None:
-            self._other = httpx.AsyncClient(timeout=_CONTROL_TIMEOUT_S)
+            self._other = httpx.AsyncClient(timeout=_CONTROL_TIMEOUT_S, headers={"User-Agent": user_agent("control")})
         ext = _trace_extensions() if progress is not None else None  # httpx's trace: "sent", as control_request's
         return await self._other.request(method, url, json=json, extensions=ext)
 
