@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import socket
@@ -61,6 +63,7 @@ from harness.agents._clients import (  # noqa: E402
 )
 from harness.agents._clients import make_client as make_client_orig  # noqa: E402
 from harness.history import History  # noqa: E402
+from harness.runner._drive import live_gc  # noqa: E402
 from harness.seams import LoopClock  # noqa: E402
 
 ECHO = r"""
@@ -220,7 +223,15 @@ def make(kind: str, pool: str) -> HttpClient:
     return client
 
 
-async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: str, pool: str) -> dict[str, Any]:
+async def drive(
+    url: str, rate: float, seconds: float, concurrency: int, kind: str, pool: str, gc_mode: str = "live"
+) -> dict[str, Any]:
+    """Open-loop bare requests; ``gc_mode="live"`` runs under ``live_gc`` as the runner's live drive does."""
+    with live_gc() if gc_mode == "live" else contextlib.nullcontext():
+        return await _drive(url, rate, seconds, concurrency, kind, pool)
+
+
+async def _drive(url: str, rate: float, seconds: float, concurrency: int, kind: str, pool: str) -> dict[str, Any]:
     client = make(kind, pool)
     history = History(LoopClock())
     history.now()
@@ -248,6 +259,16 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: s
     await asyncio.gather(*(one(i) for i in range(concurrency)))
     gaps.clear()
     overheads.clear()
+    pauses: list[float] = []  # the cyclic collector's pauses in the measured window, ms (each one a stall)
+    started = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()  # seam-ok: bench tooling
+        else:
+            pauses.append(1000.0 * (time.perf_counter() - started[0]))  # seam-ok: bench tooling
+
+    gc.callbacks.append(on_gc)
     n = int(rate * seconds)
     tasks = []
     c0, w0 = time.process_time(), time.perf_counter()
@@ -260,6 +281,7 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: s
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    gc.callbacks.remove(on_gc)
     await client.aclose()
     return {
         "client": kind,
@@ -272,8 +294,12 @@ async def drive(url: str, rate: float, seconds: float, concurrency: int, kind: s
         "gap_p50_ms": _p(gaps, 0.5),
         "gap_p99_ms": _p(gaps, 0.99),
         "overhead_p50_ms": _p(overheads, 0.5) if overheads else None,
+        "overhead_p90_ms": _p(overheads, 0.9) if overheads else None,
         "overhead_p99_ms": _p(overheads, 0.99) if overheads else None,
+        "overhead_p999_ms": _p(overheads, 0.999) if overheads else None,
         "overhead_max_ms": max(overheads) if overheads else None,
+        "gc_runs": len(pauses),
+        "gc_max_ms": max(pauses, default=0.0),
     }
 
 
@@ -433,6 +459,14 @@ def main() -> None:
     )
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
+        "--gc",
+        default="live",
+        choices=["live", "default"],
+        help="with --rates: live (the runner's live_gc: start-up heap frozen, gen0 threshold raised) or default "
+        "(CPython's thresholds: the before)",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="with --rates: run every rate this many times")
+    ap.add_argument(
         "--agents",
         type=int,
         metavar="N",
@@ -468,13 +502,18 @@ def main_rates(args: argparse.Namespace, server: str) -> None:
             gap = "ovh" if server == "proto" else "gap"
             print(
                 "client   pool      load  offered/s  achieved/s  cpu_ms/req  turns/s/core  harness_cpu  "
-                f"{gap}_p50_ms  {gap}_p99_ms" + ("  ovh_max_ms" if server == "proto" else "")
+                f"{gap}_p50_ms  {gap}_p99_ms"
+                + ("  ovh_p90_ms  ovh_p999_ms  ovh_max_ms  gc_runs  gc_max_ms" if server == "proto" else "")
             )
             pools = ["httpcore", "fast"] if args.pool == "both" else [args.pool]
             for rate in (float(r) for r in args.rates.split(",")):
                 for kind in args.client.split(","):
-                    for pool in pools if kind in ("httpx-lib", "openai") else ["fast"]:
-                        run = drive(url, rate, args.seconds, args.concurrency, kind, pool)
+                    for pool in (
+                        [p for p in pools for _ in range(args.repeat)]
+                        if kind in ("httpx-lib", "openai")
+                        else ["fast"] * args.repeat
+                    ):
+                        run = drive(url, rate, args.seconds, args.concurrency, kind, pool, args.gc)
                         if args.profile:
                             import cProfile
                             import pstats
@@ -495,7 +534,8 @@ def main_rates(args: argparse.Namespace, server: str) -> None:
                             f"{1000.0 / r['cpu_ms_per_req']:12.0f}  {r['cpu_fraction']:10.0%}  "
                             + (
                                 f"{r['overhead_p50_ms']:10.3f}  {r['overhead_p99_ms']:10.3f}  "
-                                f"{r['overhead_max_ms']:10.3f}"
+                                f"{r['overhead_p90_ms']:10.3f}  {r['overhead_p999_ms']:11.3f}  "
+                                f"{r['overhead_max_ms']:10.3f}  {r['gc_runs']:6}  {r['gc_max_ms']:9.2f}"
                                 if r["overhead_p50_ms"] is not None
                                 else f"{r['gap_p50_ms']:10.2f}  {r['gap_p99_ms']:10.2f}"
                             )

@@ -20,6 +20,7 @@ The event format is the contract in ``docs/contracts.md`` ("History").
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -42,8 +43,23 @@ COMPLETION_TYPES: frozenset[str] = frozenset({"ok", "fail", "info"})
 _FUNCTIONS = frozenset({"create", "chat", "get", "delete", "probe", "chaos", "fault", "fuzz"})
 
 
-# One encoder for every sink line: ``json.dumps`` with arguments builds a new ``JSONEncoder`` per call
-_ENCODE_LINE = json.JSONEncoder(sort_keys=True, default=str).encode
+# One encoder for every sink line, the same bytes as ``json.dumps(ev, sort_keys=True, default=str)``: ``json.dumps``
+# with arguments builds a new ``JSONEncoder`` per call, and ``JSONEncoder.encode`` builds a new C encoder (and its
+# circular-reference table) per call; an event is never circular, so the C encoder is built once, without the table
+# (#15: the sink's JSON was the largest single cost of a recorded turn). Where ``_json`` is missing, the stdlib's.
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_ITER = (
+    _C_ENCODER(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", True, False, True)
+    if _C_ENCODER is not None
+    else None
+)
+_ENCODE_SLOW = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
+def _encode_line(ev: dict[str, Any]) -> str:
+    if _ENCODE_ITER is None:  # pragma: no cover - CPython always has _json
+        return _ENCODE_SLOW(ev)
+    return "".join(_ENCODE_ITER(ev, 0))
 
 
 class HistoryError(RuntimeError):
@@ -172,7 +188,7 @@ class History:
         ev["index"] = len(self.events)
         self.events.append(ev)
         if self._sink is not None:
-            self._sink.write(_ENCODE_LINE(ev) + "\n")
+            self._sink.write(_encode_line(ev) + "\n")
             if len(self.events) % self.FLUSH_EVERY == 0:
                 self._sink.flush()
 

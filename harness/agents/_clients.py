@@ -23,6 +23,7 @@ its ``kind``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from contextvars import ContextVar
@@ -44,7 +45,26 @@ __all__ = [
     "Reply",
     "RouteByHost",
     "make_client",
+    "user_agent",
 ]
+
+
+@functools.cache
+def user_agent(kind: str) -> str:
+    """The honest ``User-Agent`` of an agent's client over sockets: ``session-race-harness/<version> (<kind>)``.
+
+    Not the library's own (``python-httpx/0.28.1``, ``Python/3.11 aiohttp/3.x``, ``AsyncOpenAI/Python 1.x``): a
+    server's operator reading their access log should see that the load is the harness's (#15). In simulation
+    (an injected transport) the libraries keep their own, so simulated runs stay what they were.
+    """
+    from importlib import metadata
+
+    try:
+        version = metadata.version("session-race-harness")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        version = "0+unknown"
+    return f"session-race-harness/{version} ({kind})"
+
 
 _LIB_TIMEOUT_S = 3600.0  # the agent's asyncio.timeout is the real bound
 # One client per client kind is shared by every session (as an RL framework shares one client per
@@ -180,6 +200,8 @@ class HttpxClient:
             timeout=_LIB_TIMEOUT_S,
             limits=limits,
         )
+        if transport is None and client is None:  # over sockets: an honest User-Agent, where httpx puts its own
+            self.http.headers["User-Agent"] = user_agent(self.kind)
         self._urls: dict[str, httpx.URL] = {}
         # A client built here has no auth, no event hooks, no redirect following: its send is the transport's
         # call plus the cookie jar, and taking that path directly halves httpx's own client-layer CPU (#15).
@@ -243,8 +265,12 @@ class H1Client:
 
     kind = "httpx->h1"
 
-    def __init__(self, *, max_connections: int = _MAX_CONNECTIONS, max_keepalive: int = _MAX_KEEPALIVE) -> None:
-        self.pool = H1Pool(max_connections=max_connections, max_keepalive=max_keepalive)
+    def __init__(
+        self, *, max_connections: int = _MAX_CONNECTIONS, max_keepalive: int = _MAX_KEEPALIVE, agent: str | None = None
+    ) -> None:
+        """``agent``: the ``User-Agent`` (default ``user_agent(kind)``)."""
+        ua = agent if agent is not None else user_agent(self.kind)
+        self.pool = H1Pool(max_connections=max_connections, max_keepalive=max_keepalive, user_agent=ua)
         self._urls: dict[str, tuple[str, int, str, str] | None] = {}
         self._origins: dict[str, tuple[str, int, str] | None] = {}  # "http://host:port" -> (host, port, Host header)
         self._other: HttpxClient | None = None  # any scheme but plain http (not one the harness drives)
@@ -301,14 +327,18 @@ class H1Client:
     async def send(
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
-        try:
-            r = await self.exchange(method, url, json_body=json_body, headers=headers, progress=REQUEST_PROGRESS.get())
-        except httpx.HTTPError as exc:
-            raise _httpx_failure(exc) from exc
-        if r is None:
+        parts = self._split(url)  # ``exchange`` inlined: one coroutine less per request (#15)
+        if parts is None:
             if self._other is None:
                 self._other = HttpxClient()
             return await self._other.send(method, url, json_body=json_body, headers=headers)
+        body = json_bytes(json_body) if json_body is not None else None
+        try:
+            r = await self.pool.request(
+                method, parts[0], parts[1], parts[2], headers, body, REQUEST_PROGRESS.get(), parts[3]
+            )
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from exc
         return Reply.of(r.status, r.headers, r.body)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
@@ -384,6 +414,8 @@ class OpenAIClient(HttpxClient):
             event_hooks={"request": [trace_request]},
         )
         self._sdk: dict[str, Any] = {}
+        # over sockets an honest User-Agent instead of the SDK's own; in simulation the SDK's, as before
+        self._sdk_headers: dict[str, str] | None = {"User-Agent": user_agent(self.kind)} if transport is None else None
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         import httpx2
@@ -397,7 +429,12 @@ class OpenAIClient(HttpxClient):
             if len(self._sdk) > 256:  # one per live session is plenty; building one costs ~1 ms
                 self._sdk.clear()
             oc = self._sdk[base_url] = openai.AsyncOpenAI(
-                api_key="harness", base_url=base_url, http_client=self.http2, max_retries=0, timeout=_LIB_TIMEOUT_S
+                api_key="harness",
+                base_url=base_url,
+                http_client=self.http2,
+                max_retries=0,
+                timeout=_LIB_TIMEOUT_S,
+                default_headers=self._sdk_headers,
             )
         kwargs = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
         stream = body.get("stream") is True  # streamed through the SDK's AsyncStream (harness/agents/_openai.py)
@@ -446,6 +483,7 @@ class AiohttpClient:
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=2000),
             timeout=aiohttp.ClientTimeout(total=_LIB_TIMEOUT_S),
+            headers={"User-Agent": user_agent(self.kind)},  # instead of aiohttp's "Python/3.x aiohttp/3.x"
         )
 
     async def send(
@@ -508,6 +546,8 @@ def make_client(kind: str, transport: httpx.AsyncBaseTransport | None = None) ->
     if kind == "httpx-lib":
         c = HttpxClient(transport)
         c.kind = "httpx-lib"
+        if transport is None:
+            c.http.headers["User-Agent"] = user_agent(c.kind)
         return c
     if kind == "openai":
         return OpenAIClient(transport)

@@ -90,13 +90,21 @@ def message_probe(messages: list[dict[str, Any]]) -> dict[str, Any]:
     stored history must not be rendered again after the stored tokens); ``last``: the text of the message
     this turn appends (a user message or a tool result: it must reach the model).
     """
-    texts = [m.get("content") if isinstance(m.get("content"), str) else None for m in messages]
     out: dict[str, Any] = {}
-    if texts and texts[0]:
-        out["first"] = texts[0]
-        out["first_n"] = sum(1 for t in texts if t is not None and texts[0] in t)
-    if texts and texts[-1] and messages[-1].get("role") in ("user", "tool"):
-        out["last"] = texts[-1]
+    if not messages:
+        return out
+    first = messages[0].get("content")
+    if isinstance(first, str) and first:
+        out["first"] = first
+        n = 0
+        for m in messages:  # one pass, one lookup per message: this runs on every chat (#15)
+            t = m.get("content")
+            if isinstance(t, str) and first in t:
+                n += 1
+        out["first_n"] = n
+    last = messages[-1].get("content")
+    if isinstance(last, str) and last and messages[-1].get("role") in ("user", "tool"):
+        out["last"] = last
     return out
 
 

@@ -62,16 +62,22 @@ import httpx
 from h11._headers import CONTENT_LENGTH_MAX_DIGITS, _content_length_re
 from h11._readers import chunk_header_re, header_field_re, obs_fold_re, status_line_re
 
-__all__ = ["H1Pool", "Response", "encode_request", "json_bytes"]
+__all__ = ["H1Pool", "Response", "default_headers", "encode_request", "json_bytes"]
 
 _MAX_HEAD = 100 * 1024  # httpcore's MAX_INCOMPLETE_EVENT_SIZE for h11: a longer unfinished head is refused
 _KEEPALIVE_S = 5.0  # httpx.Limits' default keepalive_expiry
 _READ_CHUNK = 1 << 16
 _READ_HIGH_WATER = 1 << 20
-_DEFAULT_HEADERS = (
-    f"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n"
-    f"User-Agent: python-httpx/{httpx.__version__}\r\n"
-)
+
+
+def default_headers(user_agent: str) -> str:
+    """httpx's default headers in its order, with ``user_agent`` where httpx puts its own (``python-httpx/...``)."""
+    if "\r" in user_agent or "\n" in user_agent:
+        raise ValueError(f"a User-Agent on one line, not {user_agent!r}")
+    return f"Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: {user_agent}\r\n"
+
+
+_DEFAULT_HEADERS = default_headers(f"python-httpx/{httpx.__version__}")  # stock httpx's, unless told otherwise
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CRLF = b"\r\n"
 # httpx 0.28 writes compact JSON (no spaces, UTF-8); 0.27 wrote json.dumps' default
@@ -91,13 +97,19 @@ def json_bytes(value: Any) -> bytes:
 
 
 def encode_request(
-    method: str, host: str, target: str, headers: dict[str, str] | None, body: bytes | None, cookie: str | None
+    method: str,
+    host: str,
+    target: str,
+    headers: dict[str, str] | None,
+    body: bytes | None,
+    cookie: str | None,
+    defaults: str = _DEFAULT_HEADERS,
 ) -> bytes:
-    """The bytes httpx writes for this request (see the module docstring)."""
+    """The bytes httpx writes for this request (see the module docstring); ``defaults``: ``default_headers(ua)``."""
     parts = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     if body is None and method in _BODY_METHODS:
         parts.append("Content-Length: 0\r\n")
-    parts.append(_DEFAULT_HEADERS)
+    parts.append(defaults)
     if headers:
         for k, v in headers.items():
             if "\r" in v or "\n" in v or "\r" in k or "\n" in k or ":" in k:
@@ -137,6 +149,7 @@ class _Conn(asyncio.Protocol):
         self.read_paused = False
         self.idle_since = 0.0
         self.timeout_s: float | None = None  # per wait, as httpx's read/write timeouts; None: the caller's bound
+        self._poll: Any = None  # select.poll on the socket, made at the first reuse check
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -181,11 +194,13 @@ class _Conn(asyncio.Protocol):
         t = self.transport
         if self.eof or t is None or t.is_closing() or now - self.idle_since > _KEEPALIVE_S:
             return False
-        sock = t.get_extra_info("socket")
-        if sock is None:
-            return False
-        poll = select.poll()
-        poll.register(sock.fileno(), select.POLLIN)
+        poll = self._poll
+        if poll is None:
+            sock = t.get_extra_info("socket")
+            if sock is None:
+                return False
+            poll = self._poll = select.poll()  # one per connection: registered once, asked before each reuse
+            poll.register(sock.fileno(), select.POLLIN)
         return not poll.poll(0)
 
     def close(self) -> None:
@@ -213,11 +228,15 @@ class _Conn(asyncio.Protocol):
             return httpx.ReadError(str(self.error) or type(self.error).__name__)
         return None
 
-    async def write(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> bool:
+        """Hand ``data`` to the socket; True when the caller must then ``await drain()`` (the buffer is full)."""
         t = self.transport
         if t is None or t.is_closing() or self.error is not None:
-            return  # as httpcore after a failed write: read on, the server may have answered (or EOF says so)
+            return False  # as httpcore after a failed write: read on, the server may have answered (or EOF says so)
         t.write(data)
+        return self.write_paused
+
+    async def drain(self) -> None:
         if self.write_paused:
             d = self.drainer = self.loop.create_future()
             try:
@@ -507,7 +526,8 @@ async def _read_to_eof(conn: _Conn) -> bytes:
 class H1Pool:
     """Keep-alive connections per ``(host, port)`` and the request/response exchange on them."""
 
-    def __init__(self, *, max_connections: int, max_keepalive: int) -> None:
+    def __init__(self, *, max_connections: int, max_keepalive: int, user_agent: str | None = None) -> None:
+        self._defaults = _DEFAULT_HEADERS if user_agent is None else default_headers(user_agent)
         self._max = max_connections
         self._max_idle = min(max_keepalive, max_connections)
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
@@ -539,14 +559,16 @@ class H1Pool:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         jar = self._cookies.get(host)
         cookie = "; ".join(f"{k}={v}" for k, v in jar.items()) if jar else None
-        data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie)
+        data = encode_request(method, host_header or f"{host}:{port}", target, headers, body, cookie, self._defaults)
         if progress is not None:
             progress["sent"] = False
-        conn = await self._acquire((host, port), timeout_s)
+        key = (host, port)
+        conn = self._take_idle(key, asyncio.get_running_loop().time()) or await self._acquire(key, timeout_s)
         conn.timeout_s = timeout_s
         reusable = False
         try:
-            await conn.write(data)
+            if conn.write_now(data):
+                await conn.drain()
             if progress is not None:
                 progress["sent"] = True
             status, old, pairs, length, chunked, close, fields = await _read_head(conn)
@@ -581,17 +603,23 @@ class H1Pool:
                     self._cookies.setdefault(host, {})[name.strip()] = rest.split(";", 1)[0].strip()
         return Response(status, pairs, raw)
 
+    def _take_idle(self, key: tuple[str, int], now: float) -> _Conn | None:
+        """The most recently used idle connection to ``key`` that is still good (others on the way are closed)."""
+        stack = self._idle.get(key)
+        while stack:
+            conn = stack.pop()
+            self._n_idle -= 1
+            if conn.usable(now):
+                return conn
+            self._drop(conn)
+        return None
+
     async def _acquire(self, key: tuple[str, int], timeout_s: float | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
         while True:
-            stack = self._idle.get(key)
-            now = loop.time()
-            while stack:
-                conn = stack.pop()
-                self._n_idle -= 1
-                if conn.usable(now):
-                    return conn
-                self._drop(conn)
+            conn = self._take_idle(key, loop.time())
+            if conn is not None:
+                return conn
             if self._n_open < self._max:
                 break
             if self._n_idle:  # full, but another origin has an idle one: close it to make room

@@ -76,7 +76,7 @@ from harness.agents import Agent, HttpClient, make_client
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
-from harness.history import _ENCODE_LINE, History
+from harness.history import History, _encode_line
 from harness.report.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS
 from harness.runner._drive import (
     DriveResult,
@@ -484,12 +484,12 @@ class HistoryStream:
     def _line(self, ev: dict[str, Any]) -> None:
         ev["index"] = self.written
         self.written += 1
-        self.sink.write(_ENCODE_LINE(ev) + "\n")
+        self.sink.write(_encode_line(ev) + "\n")
 
     def finish(self, merged: list[dict[str, Any]]) -> None:
         """Everything of the final merge not written yet (the stream wrote a prefix of it)."""
         for ev in merged[self.written :]:
-            self.sink.write(_ENCODE_LINE(ev) + "\n")
+            self.sink.write(_encode_line(ev) + "\n")
         self.written = len(merged)
         self.sink.flush()
 

@@ -83,7 +83,7 @@ class MutationConfig:
 @dataclass
 class MutantResult:
     mutant: Mutant
-    status: str  # killed | survived | timeout | equivalent | not_run
+    status: str  # killed | survived | timeout | equivalent | not_run | infra_error (the harness's, not judged)
     stage: str | None = None  # sim | live: the stage that killed (or last ran) it
     killed_by: dict[str, Any] | None = None  # case, checkers, error, first violation
     seconds_to_kill: float | None = None  # kill-test seconds (sum of the cases run, up to the kill)
@@ -127,7 +127,7 @@ class MutationRun:
 
     @property
     def score(self) -> float | None:
-        """killed / (killed + survived + timeout): equivalent and not-run mutants are not counted."""
+        """killed / (killed + survived + timeout): equivalent, not-run and infra_error mutants are not counted."""
         c = self.counts()
         judged = c.get("killed", 0) + c.get("survived", 0) + c.get("timeout", 0)
         return c.get("killed", 0) / judged if judged else None
@@ -327,6 +327,29 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def start_guarded(argv: Sequence[str], **popen: Any) -> tuple[subprocess.Popen[bytes], Any]:
+    """``argv`` in a session of its own, watched by the runner's orphan watchdog (harness/runner/_watchdog.py).
+
+    Why: a process that is SIGKILLed runs no ``except``/``finally``, so ``_kill_group`` never runs for it, and a
+    child in its own session survives it with everything it started: ``ray.cancel(force=True)`` kills a Ray
+    worker so, and a live suite's ``harness run`` (its fake, its servers) went on without it (#15). The watchdog
+    holds a pipe from this process; when this process dies, however, the pipe closes and the watchdog kills the
+    child's group (SIGTERM: the runner stops its servers; SIGKILL after a grace). Returns (child, watchdog);
+    ``release_guarded`` after the child ended (or was killed) tells the watchdog to leave it and stops it.
+    """
+    from harness.runner._procs import _Watchdog
+
+    guard = _Watchdog()
+    proc = subprocess.Popen(list(argv), start_new_session=True, **popen)
+    guard.send(f"+{proc.pid}")
+    return proc, guard
+
+
+def release_guarded(proc: subprocess.Popen[bytes], guard: Any) -> None:
+    guard.send(f"-{proc.pid}")
+    guard.close()
+
+
 def _live_suite(
     root: Path, tree: Path, work: Path, timeout_s: float, suite: Sequence[str] = DEFAULT_LIVE_SUITE
 ) -> dict[str, Any]:
@@ -338,9 +361,8 @@ def _live_suite(
     # only verdicts.json is read: no report.html per run (a quarter of a small run's CPU)
     argv = [sys.executable, "-m", "harness.cli", "run", *suite, "--out", str(out), "--quiet", "--no-report"]
     t0 = time.monotonic()  # seam-ok: tooling
-    proc = subprocess.Popen(
-        argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    # guarded: a force-cancelled Ray task (its worker SIGKILLed) takes the suite's runner with it (start_guarded)
+    proc, guard = start_guarded(argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         rc: int | None = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -349,7 +371,10 @@ def _live_suite(
     except BaseException:  # Ctrl-C, SIGTERM's SystemExit, a cancelled Ray task: the runner must not outlive us
         _kill_group(proc)
         raise
+    finally:
+        release_guarded(proc, guard)
     invalid: dict[str, list[str]] = {}
+    infra = _infra_failure(out) if rc not in (0, None) else None
     for verdicts in sorted(out.glob("*/verdicts.json")):
         try:
             data = json.loads(verdicts.read_text())
@@ -359,7 +384,32 @@ def _live_suite(
         bad = [str(v.get("checker")) for v in rows if isinstance(v, dict) and v.get("status") == "invalid"]
         if bad:
             invalid[verdicts.parent.name] = bad
-    return {"rc": rc, "invalid": invalid, "seconds": round(time.monotonic() - t0, 1)}  # seam-ok: tooling
+    res: dict[str, Any] = {"rc": rc, "invalid": invalid, "seconds": round(time.monotonic() - t0, 1)}  # seam-ok: tooling
+    if infra is not None and not invalid:
+        res["infra"] = infra
+    return res
+
+
+# A run that failed because a server could not take its port: another suite on the node was handed the same free
+# port between the runner's ``bind(0)`` and the server's own bind (#15). The harness's failure, not the mutant's.
+_BIND_FAILED = ("Address already in use", "EADDRINUSE", "[Errno 98]")
+# A server that never answered its health check: a port race too (another process answers, or none), or the tree's
+# own doing; told apart by one retry on fresh ports (``live_test``)
+_NEVER_LISTENING = ("not healthy after",)
+
+
+def _infra_failure(out: Path) -> dict[str, str] | None:
+    """The first run error under ``out`` that says a server could not bind or never listened, else None."""
+    for err in sorted(out.glob("*/error.txt")):
+        try:
+            text = err.read_text(errors="replace")
+        except OSError:
+            continue
+        for kind, signs in (("bind", _BIND_FAILED), ("listen", _NEVER_LISTENING)):
+            for line in text.splitlines():
+                if any(sign in line for sign in signs):
+                    return {"kind": kind, "run": err.parent.name, "line": line.strip()[:200]}
+    return None
 
 
 def live_test(
@@ -373,7 +423,16 @@ def live_test(
     work.mkdir(parents=True)
     t0 = time.monotonic()  # seam-ok: tooling
     try:
-        res = _live_suite(root, _make_tree(root, work, mutant), work, timeout_s, suite)
+        tree = _make_tree(root, work, mutant)
+        res = _live_suite(root, tree, work, timeout_s, suite)
+        first = res.get("infra")
+        if first is not None:  # a server could not bind or never listened: once more, on fresh ports
+            shutil.rmtree(work / "live", ignore_errors=True)
+            res = _live_suite(root, tree, work, timeout_s, suite)
+            res["retried_after"] = first["line"]
+            again = res.get("infra")
+            if again is not None and again["kind"] == "listen" and first["kind"] == "listen":
+                del res["infra"]  # never listening twice on different ports: the tree's own doing, judged as such
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["wall_s"] = time.monotonic() - t0  # seam-ok: tooling
@@ -397,6 +456,10 @@ def _judge_live(r: MutantResult, res: dict[str, Any]) -> None:
     r.stage = "live"
     if res["rc"] is None:
         r.status, r.reason = "timeout", "live default suite"
+    elif res["rc"] != 0 and res.get("infra"):
+        # the harness could not start a server (a port taken between bind(0) and the server's bind): not a kill
+        r.status = "infra_error"
+        r.reason = f"harness infrastructure, not the mutant ({res['infra']['run']}): {res['infra']['line']}"
     elif res["rc"] != 0:
         runs = sorted(res["invalid"])
         r.status = "killed"

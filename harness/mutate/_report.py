@@ -89,6 +89,7 @@ def summary(run: MutationRun, root: Path) -> dict[str, Any]:
         "notes": run.notes,
         "survivors": [r.mutant.id for r in run.results if r.status == "survived"],
         "timeouts": [r.mutant.id for r in run.results if r.status == "timeout"],
+        "infra_errors": [r.mutant.id for r in run.results if r.status == "infra_error"],
     }
 
 
@@ -124,7 +125,7 @@ def _md(run: MutationRun, s: dict[str, Any]) -> str:
         "| id | module | function | operator | status | killed by | s | snippet |",
         "|---|---|---|---|---|---|---:|---|",
     ]
-    order = {"survived": 0, "timeout": 1, "killed": 2, "equivalent": 3, "not_run": 4}
+    order = {"survived": 0, "timeout": 1, "killed": 2, "infra_error": 3, "equivalent": 4, "not_run": 5}
     for r in sorted(run.results, key=lambda r: (order.get(r.status, 9), r.mutant.module, r.mutant.position.line)):
         m = r.mutant
         kb = ""

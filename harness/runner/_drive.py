@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import httpx
 
 from harness.agents import Agent, HttpClient, make_client
-from harness.agents._clients import REQUEST_PROGRESS, H1Client, _trace_extensions
+from harness.agents._clients import REQUEST_PROGRESS, H1Client, _trace_extensions, user_agent
 from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
@@ -31,9 +32,51 @@ from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
 from harness.workload import SessionPlan, WorkloadResult, plan_sessions, run_workload
 
-__all__ = ["Control", "ControlReply", "DriveResult", "Progress", "SocketControl", "control_client", "drive"]
+__all__ = [
+    "Control",
+    "ControlReply",
+    "DriveResult",
+    "Progress",
+    "SocketControl",
+    "control_client",
+    "drive",
+    "live_gc",
+]
 
 Progress = Callable[[int, int], None]  # (sessions finished, sessions planned)
+
+
+LIVE_GC_THRESHOLD0 = 20_000  # the cyclic collector's first generation during a live run (CPython's default: 700)
+_live_gc_depth = 0
+
+
+@contextlib.contextmanager
+def live_gc() -> Iterator[None]:
+    """The cyclic garbage collector kept off the agents' hot path for a live run, and put back after it.
+
+    Why (#15): with CPython's default thresholds a collection ran every ~700 net allocations, ~90 of them per
+    400 agent episodes, 5-8% of the harness's CPU per turn (bench/results_harness.md); each one is also a
+    pause every request in flight waits through. Everything alive at start-up (imports, clients, plans) is
+    moved out of the collector's view (``gc.freeze``) and the first generation's threshold raised, so a
+    collection is rare and never walks the start-up heap. The run's own garbage cycles are still collected
+    (later, in fewer passes); nothing here changes what is recorded. Nested or overlapping runs in one
+    process restore the settings when the last one ends.
+    """
+    global _live_gc_depth
+    old = gc.get_threshold()
+    was_frozen = gc.get_freeze_count() > 0  # someone else froze objects: leave them (and ours) so
+    _live_gc_depth += 1
+    if _live_gc_depth == 1:
+        gc.freeze()
+        gc.set_threshold(max(old[0], LIVE_GC_THRESHOLD0), old[1], old[2])
+    try:
+        yield
+    finally:
+        _live_gc_depth -= 1
+        if _live_gc_depth == 0:
+            gc.set_threshold(*old)
+            if not was_frozen:
+                gc.unfreeze()
 
 
 @dataclass
@@ -68,6 +111,9 @@ async def drive(
     # `import openai` alone blocked the loop for 0.5-2.5 s while other sessions were in flight (#15).
     clients: dict[str, HttpClient] = {k: make_client(k, transport) for k in sorted({p.client for p in plans})}
     control = control_client(transport)
+    gc_guard = contextlib.ExitStack()
+    if transport is None:  # sockets only: never in simulation
+        gc_guard.enter_context(live_gc())
     history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
     history.now()  # t = 0: the run starts now
     if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
@@ -130,6 +176,7 @@ async def drive(
             with contextlib.suppress(Exception):
                 await c.aclose()
         await control.aclose()
+        gc_guard.close()
 
 
 BACKEND_MARKS = ("boot_id", "resets")  # the fake's /stats fields that say whether its execution log is continuous
@@ -179,14 +226,14 @@ class SocketControl:
     """The runner's control client over sockets, on the agents' HTTP/1.1 client (harness/agents/_h1.py).
 
     It replaces an ``httpx.AsyncClient`` (timeout 10 s) and keeps what the history and the nemesis see of
-    one: the same request bytes, httpx's exception classes and messages, httpx's timeout per phase, the
-    request's ``sent``. Why: the final GET of every session went through httpx's client layers at ~1 ms of
-    CPU each, an eighth of a run's requests (bench_harness.py --agents, #15). A URL that is not plain
-    ``http://`` goes through httpx itself.
+    one: the same request bytes (but for an honest User-Agent, ``user_agent("control")``), httpx's
+    exception classes and messages, httpx's timeout per phase, the request's ``sent``. Why: the final GET
+    of every session went through httpx's client layers at ~1 ms of CPU each, an eighth of a run's
+    requests (bench_harness.py --agents, #15). A URL that is not plain ``http://`` goes through httpx itself.
     """
 
     def __init__(self) -> None:
-        self._h1 = H1Client(max_connections=100, max_keepalive=20)
+        self._h1 = H1Client(max_connections=100, max_keepalive=20, agent=user_agent("control"))
         self._other: httpx.AsyncClient | None = None
 
     async def request(
@@ -196,7 +243,7 @@ class SocketControl:
         if r is not None:
             return ControlReply(r.status, r.body)
         if self._other is None:
-            self._other = httpx.AsyncClient(timeout=_CONTROL_TIMEOUT_S)
+            self._other = httpx.AsyncClient(timeout=_CONTROL_TIMEOUT_S, headers={"User-Agent": user_agent("control")})
         ext = _trace_extensions() if progress is not None else None  # httpx's trace: "sent", as control_request's
         return await self._other.request(method, url, json=json, extensions=ext)
 

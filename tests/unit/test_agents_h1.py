@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from harness.agents import ClientFailure, make_client
-from harness.agents._clients import REQUEST_PROGRESS, H1Client, HttpxClient
+from harness.agents._clients import REQUEST_PROGRESS, H1Client, HttpxClient, user_agent
 
 pytestmark = pytest.mark.integration
 
@@ -157,6 +157,12 @@ async def outcome(client: Any, url: str, method: str = "POST") -> tuple[Any, ...
     return ("reply", r.status, r.header_pairs, r.text, r.body_bytes, r.body, progress)
 
 
+def _stock_httpx() -> httpx.AsyncClient:
+    """A stock httpx client told the User-Agent H1Client sends (its own default is ``python-httpx/...``)."""
+    # verify=False: http:// only, and no CA bundle to load (~0.5 s a client on this box)
+    return httpx.AsyncClient(timeout=30.0, verify=False, headers={"User-Agent": user_agent(H1Client.kind)})
+
+
 def normalized(requests: list[bytes], url: str) -> list[bytes]:
     return [r.replace(url.removeprefix("http://").encode(), b"HOST") for r in requests]
 
@@ -165,7 +171,7 @@ def normalized(requests: list[bytes], url: str) -> list[bytes]:
 async def test_same_outcome_and_bytes_as_httpx(answer: str) -> None:
     seen = []
     # verify=False: http:// only, and no CA bundle to load (~0.5 s a client on this box)
-    for client in (HttpxClient(client=httpx.AsyncClient(timeout=30.0, verify=False)), H1Client()):
+    for client in (HttpxClient(client=_stock_httpx()), H1Client()):
         async with Server(answer) as server:
             url = server.url
             got = [await outcome(client, url, m) for m in ("POST", "DELETE", "POST", "GET")]
@@ -174,6 +180,8 @@ async def test_same_outcome_and_bytes_as_httpx(answer: str) -> None:
     (lib, lib_requests), (h1, h1_requests) = seen
     assert h1 == lib
     assert h1_requests == lib_requests
+    # an honest User-Agent, where httpx puts python-httpx/... (#15)
+    assert all(f"\r\nUser-Agent: {user_agent('httpx->h1')}\r\n".encode() in r for r in h1_requests)
 
 
 async def test_default_client_is_h1_over_sockets_and_httpx_on_a_transport() -> None:
@@ -230,7 +238,7 @@ async def test_connection_limit_queues_requests() -> None:
 async def test_same_host_header_and_target_as_httpx_for_other_url_shapes() -> None:
     """``localhost`` and a path httpx percent-encodes: the Host header is the URL's netloc, the target httpx's."""
     seen = []
-    for client in (HttpxClient(client=httpx.AsyncClient(timeout=30.0, verify=False)), H1Client()):
+    for client in (HttpxClient(client=_stock_httpx()), H1Client()):
         async with Server("ok") as server:
             port = server.url.rsplit(":", 1)[1]
             r = await client.send(

@@ -47,3 +47,52 @@ def test_a_default_handler_is_left_to_whatever_came_in() -> None:
         assert signal.getsignal(signal.SIGTERM) is rays
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"  # dead, not yet reaped by its new parent
+    except OSError:
+        return True
+
+
+def test_a_guarded_child_dies_with_a_sigkilled_parent(tmp_path: Any) -> None:
+    """``ray.cancel(force=True)`` SIGKILLs the task's worker: its ``harness run`` (own session) must go too (#15)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import subprocess, sys, time\n"
+        "from harness.mutate._driver import start_guarded\n"
+        "p, _ = start_guarded([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    w = subprocess.Popen([sys.executable, str(worker)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert w.stdout is not None
+        child = int(w.stdout.readline())
+        assert not _gone(child)
+        w.kill()  # as ray.cancel(force=True) does to a worker: no finally, no except runs
+        w.wait()
+        deadline = time.monotonic() + 10.0
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(child), "the child outlived its SIGKILLed parent"
+    finally:
+        w.kill()
+        w.wait()
+        if w.stdout is not None:
+            w.stdout.close()
+        if "child" in locals() and not _gone(child):
+            os.killpg(child, 9)

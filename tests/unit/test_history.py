@@ -121,3 +121,23 @@ def test_save_does_not_write_again_a_history_the_run_appended(tmp_path: Path) ->
     assert path.stat().st_ino != inode and json.loads(path.read_bytes().splitlines()[1])["status"] == 500
     RunData(scenario={}, history=h.events[:2]).save(tmp_path)  # fewer events than the file holds
     assert len(path.read_bytes().splitlines()) == 2
+
+
+def test_sink_line_is_json_dumps_sorted() -> None:
+    """The sink's prebuilt C encoder writes exactly ``json.dumps(ev, sort_keys=True, default=str)`` (#15)."""
+    import json
+
+    from harness.history import _encode_line
+
+    class Odd:
+        def __str__(self) -> str:
+            return "odd"
+
+    events = [
+        {"b": 1, "a": {"z": [1.5, None, True], "y": ()}, "é": 'ü\u2028\x00"\\', "n": float("nan")},
+        {"x": Odd(), "s": b"raw", "f": 0.1 + 0.2},
+        {2: "int key", 1: None},
+        {"inf": float("-inf"), "nested": {"k": {"j": {}}}, "big": 10**30},
+    ]
+    for ev in events:
+        assert _encode_line(ev) == json.dumps(ev, sort_keys=True, default=str)
