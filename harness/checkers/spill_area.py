@@ -19,10 +19,22 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["AREA_MARK", "OWNER", "SPILL_FILES", "clean_stale", "guard", "make_dir", "remove_dir", "unguard"]
+__all__ = [
+    "AREA",
+    "AREA_MARK",
+    "OWNER",
+    "SPILL_FILES",
+    "anonymous_file",
+    "clean_stale",
+    "guard",
+    "make_dir",
+    "remove_dir",
+    "unguard",
+]
 
+AREA = ".harness-tmp"  # a run folder's own temp area
 OWNER = "owner"
 AREA_MARK = "made-by-harness"
 SPILL_FILES = ("run.sqlite", "run.sqlite-journal", "run.sqlite-wal", "run.sqlite-shm", OWNER)
@@ -36,6 +48,28 @@ def make_dir(area: Path) -> Path:
     d = Path(tempfile.mkdtemp(prefix=f"stream-{os.getpid()}-", dir=area))
     (d / OWNER).write_text(f"{os.getpid()}\n")
     return d
+
+
+def anonymous_file(run_dir: Path) -> IO[bytes]:
+    """A temp file with no name, for data too large to hold: in ``run_dir``'s ``.harness-tmp/`` (made and
+    marked if absent, removed again at once if this made it: the file is unlinked as soon as it is open),
+    else in the system's temp directory. Nothing is left on disk whatever ends the process; the space is
+    freed when the file is closed."""
+    import tempfile
+
+    area = Path(run_dir) / AREA
+    made = False
+    try:
+        if not area.exists():
+            area.mkdir()
+            (area / AREA_MARK).touch()
+            made = True
+        return tempfile.TemporaryFile(dir=area)  # unlinked on creation (POSIX)
+    except OSError:
+        return tempfile.TemporaryFile()
+    finally:
+        if made:
+            remove_area(area)
 
 
 def remove_dir(d: Path) -> None:
