@@ -179,6 +179,10 @@ class SpilledRecords(Sequence[Mapping[str, Any]]):
         if self._pending_bytes >= SPILL_CHUNK:
             self._flush()
 
+    def flush(self) -> None:
+        """Write what is buffered (reads do it too)."""
+        self._flush()
+
     def _flush(self) -> None:
         if self._pending:
             self._fh.write(b"".join(self._pending))
@@ -287,12 +291,15 @@ def lean_run(run_dir: Path | str) -> LeanRun:
             done.add(op)
             pending.pop(op, None)
         history.append(_lean_event(ev))
+    history.flush()
     if pending:  # some invoke may be open: the exact test (ops completed before their invoke included)
         _close_cut(history, done, opened)
     del done, opened, pending
     for line in _jsonl(run_dir / RUN_FILES["server_logs"]):
         if line.get("event") == "chat_done":
             logs.append(_lean_log(line))
+    history.flush()
+    logs.flush()
     executions = {k: _lean_executions(v) for k, v in _object_items(run_dir / RUN_FILES["backend_executions"])}
     return LeanRun(
         scenario=_js(run_dir, "scenario", {}),
