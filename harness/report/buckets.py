@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -550,11 +550,10 @@ def client_outcome(completion: dict[str, Any]) -> str:
 
 
 def _pairs(
-    history: Iterable[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]
-) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], int]:
-    """Match invoke and completion events by ``op``; -> (pairs in completion order, unmatched invokes)."""
-    open_: dict[Any, dict[str, Any]] = {}
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    history: Iterable[Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool], open_: dict[Any, Any]
+) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """Match invoke and completion events by ``op``, a pair at a time in completion order (never all at once);
+    the invokes left in ``open_`` after it are the unmatched ones."""
     for ev in history:
         if not keep(ev):
             continue
@@ -563,8 +562,7 @@ def _pairs(
         else:
             inv = open_.pop(ev.get("op"), None)
             if inv is not None:
-                pairs.append((inv, ev))
-    return pairs, len(open_)
+                yield inv, ev
 
 
 def extract(run: RunData) -> LatencyData:
@@ -588,8 +586,8 @@ def extract(run: RunData) -> LatencyData:
             )
         )
 
-    pairs, data.unmatched_invokes = _pairs(run.history, lambda ev: ev.get("f") == "chat")
-    for inv, done in pairs:
+    open_: dict[Any, Any] = {}
+    for inv, done in _pairs(run.history, lambda ev: ev.get("f") == "chat", open_):
         # a history merged from Ray agent actors widens each op by its clock uncertainty (docs/distributed.md):
         # a latency is measured on one clock, so the widening comes off again
         # (``clock_shift``: how far each event moved; older merged histories moved every event by ``u``)
@@ -619,6 +617,8 @@ def extract(run: RunData) -> LatencyData:
             )
         )
 
+    data.unmatched_invokes = len(open_)
+    del open_
     _turns(data)
     _inflight(data)
     for rows in (data.server, data.requests, data.turns):
