@@ -535,7 +535,7 @@ def server_process(line: dict[str, Any]) -> str:
     return f"{pid}@{port}"
 
 
-def client_outcome(completion: dict[str, Any]) -> str:
+def client_outcome(completion: Mapping[str, Any]) -> str:
     kind = completion.get("type")
     if kind == "info":
         return "unknown"
