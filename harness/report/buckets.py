@@ -22,6 +22,7 @@ before it gave up: a lower bound, but dropping them would flatter the tail.
 from __future__ import annotations
 
 import json
+import math
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,6 +238,15 @@ class Column(Sequence[Any]):
             return (table[c] if m else None for c, m in zip(self._vals, self._mask, strict=True))
         read = self._read
         return (read(v, m) for v, m in zip(self._vals, self._mask, strict=True))
+
+    def floats(self) -> np.ndarray:
+        """The values as a float array, NaN where None (a column of floats: no Python object made)."""
+        if self._kind == "f" and self._vals is not None:
+            out = np.frombuffer(self._vals, dtype=float).copy() if len(self._vals) else np.zeros(0)
+            if 0 in self._mask:
+                out[np.frombuffer(bytes(self._mask), dtype=np.uint8) == 0] = np.nan
+            return out
+        return np.array([math.nan if v is None else v for v in self], dtype=float)
 
     def nbytes(self) -> int:
         """Memory of the arrays (not the strings' table, not a fallen-back list's objects)."""
@@ -487,6 +497,24 @@ class LatencyData:
                     t.col("end"), t.col("start"), t.col("outcome"), t.col("variant"), t.col("server"), strict=True
                 )
             ]
+        raise KeyError(f"unknown series {name!r}; known: {', '.join(SERIES)}")
+
+    def array(self, name: str) -> np.ndarray:
+        """:meth:`values` of every request as a float array, NaN where a value is missing."""
+
+        def col(rows: Rows[Any], field: str) -> np.ndarray:
+            c = rows.col(field)
+            return c.floats() if isinstance(c, Column) else np.array([math.nan if v is None else v for v in c], float)
+
+        if name in SERVER_BUCKETS:
+            return col(self.server, name)
+        out: np.ndarray
+        if name == "client_request_ms":
+            out = (col(self.requests, "end") - col(self.requests, "intended")) * 1000.0
+            return out
+        if name == "client_turn_ms":
+            out = (col(self.turns, "end") - col(self.turns, "start")) * 1000.0
+            return out
         raise KeyError(f"unknown series {name!r}; known: {', '.join(SERIES)}")
 
     def values(self, name: str, *, outcome: str | None = None) -> list[float | None]:

@@ -10,7 +10,6 @@ its own backend), no global figure registry to leak between reports.
 from __future__ import annotations
 
 import io
-import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -141,7 +140,8 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
     ax, tail = fig.subplots(1, 2)
     drawn = 0
     for name, raw in series.items():
-        vals = np.sort(np.array([v for v in raw if v is not None and not math.isnan(v) and v >= 0], dtype=float))
+        arr = np.asarray(raw, dtype=float)  # None reads as NaN: dropped with NaN and negatives, as a list filter
+        vals = np.sort(arr[~np.isnan(arr) & (arr >= 0)])
         if vals.size == 0:
             continue
         vals = np.maximum(vals, _FLOOR_MS)
@@ -421,9 +421,10 @@ def plot_run(
         variant_groups[f"{v}\nserver total_ms"] = st
     for v, st in client["client_request_ms"]["by_variant"].items():
         variant_groups[f"{v}\nclient request"] = st
-    cdf_series = {b: data.values(b) for b in SERVER_BUCKETS}
-    cdf_series["client_request_ms"] = data.values("client_request_ms")
-    cdf_series["client_turn_ms"] = data.values("client_turn_ms")
+    # float arrays (NaN: no value), not lists of floats: 8 bytes a sample instead of ~32
+    cdf_series: dict[str, Sequence[float | None]] = {b: data.array(b) for b in SERVER_BUCKETS}  # type: ignore[misc]
+    cdf_series["client_request_ms"] = data.array("client_request_ms")  # type: ignore[assignment]
+    cdf_series["client_turn_ms"] = data.array("client_turn_ms")  # type: ignore[assignment]
     return [
         plot_breakdown(breakdown, plots_dir / PLOT_FILES["breakdown"]),
         plot_cdfs(cdf_series, plots_dir / PLOT_FILES["cdf"]),
