@@ -323,8 +323,8 @@ def _timeline_sampled(data: LatencyData, *, title: str, seed: int) -> Figure:
     frac = pick.size / n if n else 1.0
     head = title or "Latency and load over time"
     ax.set_title(
-        f"{head}: {pick.size:,} of {n:,} requests drawn ({frac:.1%}, seeded sample); faults, chaos and errors "
-        "below: every one, counted per time bin",
+        f"{head}: {pick.size:,} of {n:,} requests drawn ({frac:.1%}, seeded sample)\n"
+        "below: every fault, chaos event and non-ok request, counted per time bin",
         fontsize=9,
     )
     fig.tight_layout()
