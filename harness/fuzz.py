@@ -361,7 +361,7 @@ class _Fuzzer:
         self.attempts = 0
 
     def _rid(self) -> str:
-        return f"fz{self.ids.request_id()}"
+        return f"fz{self.ids.caller_request_id()}"  # 64 bits, as the agents' (32 would collide in long fuzz runs)
 
     async def _send(self, op: int, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
         try:

@@ -1,12 +1,13 @@
 """The per-session pass's temp files: made, marked, removed on a signal, and cleaned after a killed pass.
 
 A :class:`~harness.checkers.stream.Spill` keeps its SQLite file in a directory of its own under the run
-folder's ``.harness-tmp/``: ``stream-<pid>-<random>/`` holding an ``owner`` file (the pid). A pass killed
-by SIGTERM or SIGINT removes it on the way out (:func:`guard`: the handler removes every live spill's
-directory, then lets the signal do what it would have done); one killed by SIGKILL cannot, and the next
-pass on that folder removes it (:func:`clean_stale`): only directories of that name whose ``owner``
-names a process that no longer exists, only the files a spill writes, and the directory only if that
-left it empty. ``.harness-tmp/`` itself carries a ``made-by-harness`` file when a pass created it, so a
+folder's ``.harness-tmp/``: ``stream-<pid>-<random>/`` holding an ``owner`` file (the pid and that
+process's start time). A pass killed by SIGTERM or SIGINT removes it on the way out (:func:`guard`: the
+handler removes every live spill's directory, then lets the signal do what it would have done); one killed
+by SIGKILL cannot, and the next pass on that folder removes it (:func:`clean_stale`): only directories of
+that name whose ``owner`` names a process that no longer exists (or a live pid that started at another
+time: the system has given it to another process since), only the files a spill writes, and the directory
+only if that left it empty. ``.harness-tmp/`` itself carries a ``made-by-harness`` file when a pass created it, so a
 later pass may remove it once nothing else is in it. Nothing else there is touched.
 """
 
@@ -19,13 +20,26 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["AREA_MARK", "OWNER", "SPILL_FILES", "clean_stale", "guard", "make_dir", "remove_dir", "unguard"]
+__all__ = [
+    "AREA",
+    "AREA_MARK",
+    "OWNER",
+    "SPILL_FILES",
+    "anonymous_file",
+    "clean_stale",
+    "guard",
+    "make_dir",
+    "remove_dir",
+    "unguard",
+]
 
+AREA = ".harness-tmp"  # a run folder's own temp area
 OWNER = "owner"
 AREA_MARK = "made-by-harness"
 SPILL_FILES = ("run.sqlite", "run.sqlite-journal", "run.sqlite-wal", "run.sqlite-shm", OWNER)
+_SAME_START_S = 0.05  # two readings of one process's start time agree within this (clock-tick rounding)
 _NAME = re.compile(r"stream-(\d+)-[A-Za-z0-9_]+")
 
 
@@ -34,8 +48,42 @@ def make_dir(area: Path) -> Path:
     import tempfile
 
     d = Path(tempfile.mkdtemp(prefix=f"stream-{os.getpid()}-", dir=area))
-    (d / OWNER).write_text(f"{os.getpid()}\n")
+    start = start_time(os.getpid())
+    (d / OWNER).write_text(f"{os.getpid()}\n" if start is None else f"{os.getpid()} {start!r}\n")
     return d
+
+
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), None if that cannot be told: with the pid it
+    names one process, where a pid alone may have been given to another since."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # no such process, no access, no psutil: not told
+        return None
+
+
+def anonymous_file(run_dir: Path) -> IO[bytes]:
+    """A temp file with no name, for data too large to hold: in ``run_dir``'s ``.harness-tmp/`` (made and
+    marked if absent, removed again at once if this made it: the file is unlinked as soon as it is open),
+    else in the system's temp directory. Nothing is left on disk whatever ends the process; the space is
+    freed when the file is closed."""
+    import tempfile
+
+    area = Path(run_dir) / AREA
+    made = False
+    try:
+        if not area.exists():
+            area.mkdir()
+            (area / AREA_MARK).touch()
+            made = True
+        return tempfile.TemporaryFile(dir=area)  # unlinked on creation (POSIX)
+    except OSError:
+        return tempfile.TemporaryFile()
+    finally:
+        if made:
+            remove_area(area)
 
 
 def remove_dir(d: Path) -> None:
@@ -83,11 +131,18 @@ def clean_stale(area: Path) -> list[Path]:
         if m is None or not d.is_dir():
             continue
         try:
-            owner = int((d / OWNER).read_text().strip())
-        except (OSError, ValueError):
+            fields = (d / OWNER).read_text().split()
+            owner = int(fields[0])
+            started = float(fields[1]) if len(fields) > 1 else None
+        except (OSError, ValueError, IndexError):
             continue  # not marked as a spill's: not ours to judge
-        if owner != int(m.group(1)) or owner == os.getpid() or _alive(owner):
+        if owner != int(m.group(1)) or owner == os.getpid():
             continue
+        if _alive(owner):
+            now = start_time(owner) if started is not None else None
+            if now is None or abs(now - started) < _SAME_START_S:  # type: ignore[operator]
+                continue  # its owner (or a process whose start cannot be told) lives: not stale
+            # the pid is alive but started at another time: given to another process since, the owner is gone
         remove_dir(d)
         if not d.exists():
             gone.append(d)

@@ -415,10 +415,16 @@ class LogIndex:
         return self._inflight
 
     def nbytes(self) -> int:
-        """The index's columns, in bytes (the code table of odd-shaped strings not counted)."""
+        """The index's memory, in bytes: its columns, and the code table of the strings that are not short
+        hex (16-digit caller ids among them: one str, a dict entry and an int code each)."""
+        import sys
+
         n = self._by_req.nbytes() + self._by_caller.nbytes() + self._logged.itemsize * len(self._logged)
         n += self._done_by_req.nbytes() + self._done_by_caller.nbytes()
-        return n + sum(a.itemsize * len(a) for per in self._arrivals.values() for a in per.values())
+        n += sum(a.itemsize * len(a) for per in self._arrivals.values() for a in per.values())
+        n += sys.getsizeof(self._other) + sys.getsizeof(self._names)
+        n += sum(sys.getsizeof(name) for name in self._names)
+        return n + sum(sys.getsizeof(code) for code in self._other.values() if code > 256)  # small ints are shared
 
 
 def indexed_clock_bounds(

@@ -116,7 +116,7 @@ def build_run_report(run_dir: Path | str, *, meta: MetaSource | None = None) -> 
     summary["timeline"] = {"svg": TIMELINE_SVG, **timeline.to_json()}
     plots_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / TIMELINE_SVG).write_text(timeline.svg() + "\n")
-    paths = plot_run(data, summary["latency"], summary["breakdown"], plots_dir)
+    paths = plot_run(data, summary["latency"], summary["breakdown"], plots_dir, seed=_seed(run.scenario))
     summary["plots"] = [p.relative_to(run_dir).as_posix() for p in paths]
     summary = _clean_summary(summary)
     _write_json(run_dir / "summary.json", summary)

@@ -10,7 +10,6 @@ its own backend), no global figure registry to leak between reports.
 from __future__ import annotations
 
 import io
-import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,11 @@ from harness.report.buckets import SERVER_BUCKETS, SERVER_PARTS, LatencyData
 from harness.report.palette import CHAOS_COLOR, CHAOS_EDGE, FAULT_COLOR, outcome_color, series_style
 
 __all__ = [
+    "MAX_CDF_POINTS",
+    "MAX_TIMELINE_MARKS",
+    "MAX_TIMELINE_POINTS",
     "PLOT_FILES",
+    "cdf_ranks",
     "new_figure",
     "plot_breakdown",
     "plot_cdfs",
@@ -34,6 +37,7 @@ __all__ = [
     "plot_timeline",
     "plot_variants",
     "png_bytes",
+    "timeline_sample",
 ]
 
 PLOT_FILES = {
@@ -112,6 +116,19 @@ def _markevery(n: int) -> list[int]:
     return sorted({int(i * (n - 1) / 7) for i in range(8)})
 
 
+MAX_CDF_POINTS = 20_000  # points a CDF line draws; past it, the exact CDF at cdf_ranks()
+
+
+def cdf_ranks(n: int, k: int = MAX_CDF_POINTS) -> np.ndarray:
+    """Which of ``n`` sorted values a CDF line draws: ``k // 2`` ranks spread evenly over all of them plus the
+    top ``k // 2`` (the tail, where 1 - CDF on a log axis needs every value), the last one always."""
+    if n <= k:
+        return np.arange(n)
+    body = np.linspace(0, n - 1, k // 2).round().astype(np.int64)
+    tail = np.arange(n - k // 2, n, dtype=np.int64)
+    return np.unique(np.concatenate([body, tail]))
+
+
 def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title: str = "") -> Path:
     """Per series: the CDF on a log latency axis (left) and the tail, 1 - CDF on log-log (right).
 
@@ -123,16 +140,22 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
     ax, tail = fig.subplots(1, 2)
     drawn = 0
     for name, raw in series.items():
-        vals = np.sort(np.array([v for v in raw if v is not None and not math.isnan(v) and v >= 0], dtype=float))
+        arr = np.asarray(raw, dtype=float)  # None reads as NaN: dropped with NaN and negatives, as a list filter
+        vals = np.sort(arr[~np.isnan(arr) & (arr >= 0)])
         if vals.size == 0:
             continue
         vals = np.maximum(vals, _FLOOR_MS)
         y = np.arange(1, vals.size + 1) / vals.size
+        n_all = vals.size
+        if vals.size > MAX_CDF_POINTS:  # the exact CDF at a bounded set of ranks (its whole tail kept)
+            keep = cdf_ranks(vals.size)
+            vals, y = vals[keep], y[keep]
         color, ls, marker = series_style(name)
         # a line style and a marker per series as well as a colour: overlapping lines stay apart
         style = {"color": color, "ls": ls, "marker": marker, "markevery": _markevery(vals.size), "ms": 4, "lw": 1.3}
-        ax.step(vals, y, where="post", label=f"{name} (n={vals.size})", **style)
-        exceed = 1.0 - y + 1.0 / vals.size  # fraction >= x, never 0 on a log axis
+        drawn_note = "" if vals.size == n_all else f", {vals.size} ranks drawn"
+        ax.step(vals, y, where="post", label=f"{name} (n={n_all}{drawn_note})", **style)
+        exceed = 1.0 - y + 1.0 / n_all  # fraction >= x, never 0 on a log axis
         tail.step(vals, exceed, where="post", **style)
         drawn += 1
     if not drawn:
@@ -159,16 +182,39 @@ def plot_cdfs(series: Mapping[str, Sequence[float | None]], path: Path, *, title
     return _save(fig, path)
 
 
-def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
-    """Client latency (from intended start) over time, in-flight count, and chaos/fault marks."""
+def plot_timeline(data: LatencyData, path: Path, *, title: str = "", seed: int = 0) -> Path:
+    """Client latency (from intended start) over time, in-flight count, and chaos/fault marks.
+
+    Up to :data:`MAX_TIMELINE_POINTS` requests and :data:`MAX_TIMELINE_MARKS` chaos/fault events this draws
+    every one (:func:`_timeline_all`). Past either, a bounded figure (:func:`_timeline_sampled`): a seeded
+    uniform sample of the requests (the same run and seed always draw the same points; the title says what
+    fraction), the in-flight curve as its maximum per time bin, and below it every fault, chaos event and
+    non-ok request of the run counted per time bin, so none is lost to the sample.
+    """
+    n = len(data.requests)
+    if n > MAX_TIMELINE_POINTS or len(data.events) > MAX_TIMELINE_MARKS:
+        fig = _timeline_sampled(data, title=title, seed=seed)
+    else:
+        fig = _timeline_all(data, title=title)
+    return _save(fig, path)
+
+
+MAX_TIMELINE_POINTS = 20_000  # requests the timeline scatter draws (a seeded sample past it)
+MAX_TIMELINE_MARKS = 400  # chaos/fault events drawn one line each (counted per time bin past it)
+TIMELINE_BINS = 200  # time bins of the bounded timeline's counts and in-flight envelope
+_NOT_OK = ("aborted", "http_4xx", "http_5xx", "fail", "unknown")
+
+
+def _timeline_all(data: LatencyData, *, title: str) -> Figure:
     fig = new_figure(9, 4.5)
     ax = fig.add_subplot()
     if not data.requests:
         _no_data(ax, "no chat requests in the history")
     else:
         by_outcome: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        for r in data.requests:
-            by_outcome[r.outcome].append((r.end, max(r.latency_ms, _FLOOR_MS)))
+        r = data.requests
+        for end, intended, outcome in zip(r.col("end"), r.col("intended"), r.col("outcome"), strict=True):
+            by_outcome[outcome].append((end, max((end - intended) * 1000.0, _FLOOR_MS)))
         for outcome, pts in sorted(by_outcome.items()):
             xs, ys = zip(*pts, strict=True)
             ax.scatter(xs, ys, s=6, alpha=0.7, color=outcome_color(outcome), label=f"{outcome} (n={len(pts)})")
@@ -198,7 +244,91 @@ def plot_timeline(data: LatencyData, path: Path, *, title: str = "") -> Path:
         title or "Latency and load over time (chaos: yellow dashed, backend faults: black dotted)", fontsize=10
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def timeline_sample(n: int, k: int, seed: int) -> np.ndarray:
+    """Which of ``n`` requests the bounded timeline draws: ``min(n, k)`` row numbers, sorted, a uniform sample
+    without replacement from a generator seeded by the run's seed and ``n`` (the same run draws the same)."""
+    if n <= k:
+        return np.arange(n)
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, n])
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _bins(t0: float, t1: float) -> np.ndarray:
+    return np.linspace(t0, t1 if t1 > t0 else t0 + 1e-3, TIMELINE_BINS + 1)
+
+
+def _timeline_sampled(data: LatencyData, *, title: str, seed: int) -> Figure:
+    fig = new_figure(9, 5.6)
+    ax, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    r = data.requests
+    n = len(r)
+    end = np.fromiter(r.col("end"), dtype=float, count=n)
+    intended = np.fromiter(r.col("intended"), dtype=float, count=n)
+    outcomes = list(r.col("outcome"))
+    pick = timeline_sample(n, MAX_TIMELINE_POINTS, seed)
+    ev_t = np.array([e.time for e in data.events], dtype=float)
+    finite = np.concatenate([end[np.isfinite(end)], ev_t[np.isfinite(ev_t)]])
+    t0, t1 = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    edges = _bins(t0, t1)
+    if n:
+        lat = np.maximum((end[pick] - intended[pick]) * 1000.0, _FLOOR_MS)
+        totals: dict[str, int] = defaultdict(int)
+        for o in outcomes:
+            totals[o] += 1
+        picked = [outcomes[int(i)] for i in pick]
+        for outcome in sorted(totals):
+            mask = np.array([o == outcome for o in picked], dtype=bool)
+            label = f"{outcome} (n={totals[outcome]}, {int(mask.sum())} drawn)"
+            ax.scatter(end[pick][mask], lat[mask], s=6, alpha=0.7, color=outcome_color(outcome), label=label)
+        ax.set_yscale("log")
+        twin = ax.twinx()
+        if data.inflight:
+            # the in-flight curve: its highest level in each time bin (every step read, a bin's worth drawn)
+            times, levels = data.inflight.times, data.inflight.levels
+            ok = np.isfinite(times)
+            which = np.clip(np.searchsorted(edges, times[ok], side="right") - 1, 0, TIMELINE_BINS - 1)
+            peak = np.zeros(TIMELINE_BINS, dtype=np.int64)
+            np.maximum.at(peak, which, levels[ok])
+            twin.fill_between(edges[:-1], peak, step="post", color="#999", alpha=0.2, lw=0, label="in flight")
+            twin.set_ylim(0, max(int(peak.max()), 1) * 1.1)
+        twin.set_ylabel("chats in flight\n(max per bin, shaded)", fontsize=8)
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.legend(fontsize=7, loc="upper left", markerscale=2)
+    else:
+        _no_data(ax, "no chat requests in the history")
+    ax.set_ylabel("request latency from\nintended start, ms", fontsize=8)
+    # every fault, chaos event and non-ok request of the run, counted per time bin (none sampled away)
+    drawn_any = False
+    rows: list[tuple[str, np.ndarray, str, str]] = []
+    for kind, color, ls in (("fault", FAULT_COLOR, ":"), ("chaos", CHAOS_EDGE, "--")):
+        ts = np.array([e.time for e in data.events if e.kind == kind], dtype=float)
+        if ts.size:
+            rows.append((f"{kind} events", ts, color, ls))
+    for o in _NOT_OK:
+        ts = end[np.array([x == o for x in outcomes], dtype=bool)] if n else np.array([])
+        if ts.size:
+            rows.append((f"{o} requests", ts, outcome_color(o), "-"))
+    for label, ts, color, ls in rows:
+        h, _ = np.histogram(ts[np.isfinite(ts)], bins=edges)
+        counts.step(edges[:-1], h, where="post", color=color, ls=ls, lw=1.0, label=f"{label} ({ts.size})")
+        drawn_any = True
+    counts.set_ylabel(f"count per bin\n({(edges[1] - edges[0]):.3g} s)", fontsize=8)
+    counts.set_xlabel("run time, s (request end)")
+    if drawn_any:
+        counts.legend(fontsize=6, loc="upper left", ncol=3)
+    frac = pick.size / n if n else 1.0
+    head = title or "Latency and load over time"
+    ax.set_title(
+        f"{head}: {pick.size:,} of {n:,} requests drawn ({frac:.1%}, seeded sample)\n"
+        "below: every fault, chaos event and non-ok request, counted per time bin",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def plot_variants(
@@ -240,17 +370,18 @@ def plot_variants(
 
 def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
     """Per server process: chat requests by outcome (bars) and p99 total_ms (dots)."""
-    fig = new_figure(max(6.0, 0.9 * len({r.process for r in data.server}) + 3), 4.5)
+    s = data.server
+    fig = new_figure(max(6.0, 0.9 * len(set(s.col("process"))) + 3), 4.5)
     ax = fig.add_subplot()
     if not data.server:
         _no_data(ax, "no chat_done lines")
     else:
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         totals: dict[str, list[float]] = defaultdict(list)
-        for r in data.server:
-            counts[r.process][r.outcome] += 1
-            if r.buckets.get("total_ms") is not None:
-                totals[r.process].append(float(r.buckets["total_ms"] or 0.0))
+        for process, outcome, total in zip(s.col("process"), s.col("outcome"), s.col("total_ms"), strict=True):
+            counts[process][outcome] += 1
+            if total is not None:
+                totals[process].append(float(total or 0.0))
         procs = sorted(counts)
         outcomes = sorted({o for c in counts.values() for o in c})
         x = np.arange(len(procs))
@@ -275,7 +406,12 @@ def plot_load(data: LatencyData, path: Path, *, title: str = "") -> Path:
 
 
 def plot_run(
-    data: LatencyData, summary_latency: Mapping[str, Any], breakdown: Mapping[str, Any], plots_dir: Path
+    data: LatencyData,
+    summary_latency: Mapping[str, Any],
+    breakdown: Mapping[str, Any],
+    plots_dir: Path,
+    *,
+    seed: int = 0,
 ) -> list[Path]:
     """Every run plot; returns the written paths in report order."""
     server = summary_latency["server"]
@@ -285,13 +421,14 @@ def plot_run(
         variant_groups[f"{v}\nserver total_ms"] = st
     for v, st in client["client_request_ms"]["by_variant"].items():
         variant_groups[f"{v}\nclient request"] = st
-    cdf_series = {b: data.values(b) for b in SERVER_BUCKETS}
-    cdf_series["client_request_ms"] = data.values("client_request_ms")
-    cdf_series["client_turn_ms"] = data.values("client_turn_ms")
+    # float arrays (NaN: no value), not lists of floats: 8 bytes a sample instead of ~32
+    cdf_series: dict[str, Sequence[float | None]] = {b: data.array(b) for b in SERVER_BUCKETS}  # type: ignore[misc]
+    cdf_series["client_request_ms"] = data.array("client_request_ms")  # type: ignore[assignment]
+    cdf_series["client_turn_ms"] = data.array("client_turn_ms")  # type: ignore[assignment]
     return [
         plot_breakdown(breakdown, plots_dir / PLOT_FILES["breakdown"]),
         plot_cdfs(cdf_series, plots_dir / PLOT_FILES["cdf"]),
-        plot_timeline(data, plots_dir / PLOT_FILES["timeline"]),
+        plot_timeline(data, plots_dir / PLOT_FILES["timeline"], seed=seed),
         plot_variants(variant_groups, plots_dir / PLOT_FILES["variants"]),
         plot_load(data, plots_dir / PLOT_FILES["load"]),
     ]

@@ -169,8 +169,10 @@ def breakdown(data: LatencyData, percentiles: tuple[float, ...] = (50.0, 99.0)) 
     least one request) and average each bucket over them. ``other_ms`` is
     total minus the parts: time the server did not attribute to a bucket.
     """
-    rows = [r for r in data.server if r.buckets.get("total_ms") is not None]
-    rows.sort(key=lambda r: r.buckets["total_ms"] or 0.0)
+    cols = {b: data.server.col(b) for b in SERVER_BUCKETS}
+    total_of = cols["total_ms"]
+    rows = [k for k, t in enumerate(total_of) if t is not None]  # row numbers: no request object each
+    rows.sort(key=total_of.__getitem__)
     n = len(rows)
     out: dict[str, Any] = {}
     for p in percentiles:
@@ -181,8 +183,8 @@ def breakdown(data: LatencyData, percentiles: tuple[float, ...] = (50.0, 99.0)) 
         rank = min(max(int(p * n / 100.0 + 0.5), 1), n) - 1
         half = max(1, n // 200)
         window = rows[max(0, rank - half) : min(n, rank + half + 1)]
-        parts = {b: sum(r.buckets.get(b) or 0.0 for r in window) / len(window) for b in SERVER_PARTS}
-        total = sum(r.buckets["total_ms"] or 0.0 for r in window) / len(window)
+        parts = {b: sum(cols[b][k] or 0.0 for k in window) / len(window) for b in SERVER_PARTS}
+        total = sum(total_of[k] or 0.0 for k in window) / len(window)
         out[key] = {
             "n": len(window),
             **{b: round(v, 3) for b, v in parts.items()},
@@ -270,7 +272,7 @@ def _ops(run: RunData) -> dict[str, Any]:
 def _time_span(data: LatencyData) -> dict[str, float | None]:
     if not data.requests:
         return {"start_s": None, "end_s": None}
-    return {"start_s": min(r.intended for r in data.requests), "end_s": max(r.end for r in data.requests)}
+    return {"start_s": min(data.requests.col("intended")), "end_s": max(data.requests.col("end"))}
 
 
 def run_summary(
@@ -325,7 +327,7 @@ def run_summary(
             "unmatched_invokes": data.unmatched_invokes,
             "chaos_events": sum(1 for e in data.events if e.kind == "chaos"),
             "fault_events": sum(1 for e in data.events if e.kind == "fault"),
-            "server_processes": len({r.process for r in data.server}),
+            "server_processes": len(set(data.server.col("process"))),
         },
         "time_span": _time_span(data),
         "harness": _harness_self(run),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,10 +110,11 @@ def _outcome(f: str, completion: Mapping[str, Any] | None) -> str:
     return client_outcome(dict(completion))
 
 
-def ops_from_history(history: Iterable[Mapping[str, Any]]) -> list[Op]:
-    """One :class:`Op` per invoke (and per completion without one), in history order; never completed: ``end`` None."""
-    current: dict[Any, Op] = {}
-    out: list[Op] = []
+def _iter_ops(history: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, Op]]:
+    """``(n, op)`` for every op, ``n`` its place in :func:`ops_from_history`'s order, each yielded once it is
+    final (at its completion, else at the end of the history): only the open ops are held meanwhile."""
+    current: dict[Any, tuple[int, Op]] = {}
+    made = 0
     for pos, ev in enumerate(history):
         idx = ev.get("index")
         index = idx if isinstance(idx, int) and not isinstance(idx, bool) else pos
@@ -122,8 +123,10 @@ def ops_from_history(history: Iterable[Mapping[str, Any]]) -> list[Op]:
             key = ("event", index)
         t = _float(ev.get("time")) or 0.0
         invoke = ev.get("type") == "invoke"
-        op = current.get(key)
-        if invoke or op is None or op.end is not None:
+        got = current.get(key)
+        if invoke or got is None:
+            if got is not None:  # a new invoke of an op still open: the open one is final (never completed)
+                yield got
             op = Op(
                 index=index,
                 indices=[],
@@ -138,8 +141,9 @@ def ops_from_history(history: Iterable[Mapping[str, Any]]) -> list[Op]:
                 attempt=ev.get("attempt"),
                 request_id=ev.get("request_id"),
             )
-            current[key] = op
-            out.append(op)
+            got = current[key] = (made, op)
+            made += 1
+        n, op = got
         op.indices.append(index)
         if ev.get("session") and op.session is None:
             op.session = str(ev.get("session"))
@@ -151,7 +155,14 @@ def ops_from_history(history: Iterable[Mapping[str, Any]]) -> list[Op]:
             status = ev.get("status")
             op.status = status if isinstance(status, int) and not isinstance(status, bool) else None
             op.detail = _detail(ev) or op.detail
-    return out
+            del current[key]  # final: a later event of this key starts a new op
+            yield n, op
+    yield from sorted(current.values(), key=lambda x: x[0])
+
+
+def ops_from_history(history: Iterable[Mapping[str, Any]]) -> list[Op]:
+    """One :class:`Op` per invoke (and per completion without one), in history order; never completed: ``end`` None."""
+    return [op for _, op in sorted(_iter_ops(history), key=lambda x: x[0])]
 
 
 def numbered_violations(verdicts: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, Mapping[str, Any]]]:
@@ -418,6 +429,16 @@ def _assign_tracks(ops: Sequence[Op], t_end: float) -> tuple[list[int], int]:
     return tracks, max(1, len(ends))
 
 
+@dataclass(slots=True)
+class _LaneStats:
+    """What choosing the drawn lanes needs of a session's lane, without its ops."""
+
+    first_seen: int  # the op number that made the lane (lanes in the order the ops made them)
+    ops: int = 0  # bars (not fault marks)
+    first: float | None = None  # earliest start of its ops and marks
+    violated: bool = False
+
+
 def build_timeline(
     history: Sequence[Mapping[str, Any]],
     backend_executions: Mapping[str, Any],
@@ -427,45 +448,91 @@ def build_timeline(
     max_lanes: int = MAX_LANES,
     max_ops: int = MAX_OPS,
 ) -> tuple[Timeline, list[Op]]:
-    """The timeline, and every op (for the op table). ``violation_ops``: history index -> violation numbers."""
-    ops = ops_from_history(history)
-    by_index = {i: op for op in ops for i in op.indices}
-    anchors: dict[int, list[int]] = defaultdict(list)
-    for idx, numbers in violation_ops.items():
-        op = by_index.get(idx)
-        if op is not None:
-            for n in numbers:
-                if n not in anchors[op.index]:
-                    anchors[op.index].append(n)
-    lanes: dict[str, Lane] = {}
-    chaos: list[Op] = []
-    for op in ops:
+    """The timeline, and the ops a violation names (for the op table), in history order.
+    ``violation_ops``: history index -> violation numbers.
+
+    Two walks of the history, never every op at once: the first counts each session's lane (ops, earliest
+    start, whether a violation names it), the run's time span and the ops each violation names; the lanes to
+    draw are chosen from those counts; the second keeps the drawn lanes' ops and the chaos ops only. So the
+    memory is the drawn ops plus a few numbers per session, whatever the run's length."""
+    named = set(violation_ops)
+    anchor_of: dict[int, tuple[int, int]] = {}  # violation index -> (op number, op anchor) of the last op holding it
+    stats: dict[str, _LaneStats] = {}
+    named_ops: list[tuple[int, Op]] = []
+    t0 = t1 = None
+    for n, op in _iter_ops(history):
+        for t in (op.start, op.end):
+            if t is not None:
+                t0 = t if t0 is None or t < t0 else t0
+                t1 = t if t1 is None or t > t1 else t1
+        hit = named.intersection(op.indices)
+        if hit:
+            named_ops.append((n, op))
+            for i in hit:
+                if i not in anchor_of or anchor_of[i][0] < n:
+                    anchor_of[i] = (n, op.index)
         if op.f == "chaos":
-            chaos.append(op)
             continue
         key = op.session or NO_SESSION
-        lane = lanes.setdefault(key, Lane(key))
-        (lane.marks if op.f == "fault" else lane.ops).append(op)
-        if op.index in anchors:
-            lane.violated = True
-    times = [t for op in ops for t in (op.start, op.end) if t is not None]
-    t0, t1 = (min(times), max(times)) if times else (0.0, 1.0)
+        st = stats.get(key)
+        if st is None:
+            st = stats[key] = _LaneStats(n)
+        elif n < st.first_seen:
+            st.first_seen = n
+        if op.f != "fault":
+            st.ops += 1
+        if st.first is None or op.start < st.first:
+            st.first = op.start
+    anchors: dict[int, list[int]] = defaultdict(list)
+    for idx, numbers in violation_ops.items():
+        got = anchor_of.get(idx)
+        if got is not None:
+            for num in numbers:
+                if num not in anchors[got[1]]:
+                    anchors[got[1]].append(num)
+    # a lane is violated when one of its ops is an anchor
+    for _, op in named_ops:
+        if op.index in anchors and op.f != "chaos":
+            stats[op.session or NO_SESSION].violated = True
+    lanes_in_order = sorted(stats.items(), key=lambda kv: kv[1].first_seen)
+    if t0 is None or t1 is None:
+        t0, t1 = 0.0, 1.0
     if t1 <= t0:
         t1 = t0 + 1e-3
+
+    def first_of(kv: tuple[str, _LaneStats]) -> float:
+        return kv[1].first if kv[1].first is not None else 0.0
+
     # named sessions (and the sessionless lane) first; the other slots go to sessions spread evenly over
     # the run (not the earliest ones), so a capped timeline still covers the whole time axis
-    first = sorted((ln for ln in lanes.values() if ln.violated or ln.session == NO_SESSION), key=_priority)
-    rest = sorted((ln for ln in lanes.values() if not (ln.violated or ln.session == NO_SESSION)), key=_first)
+    first = sorted(
+        (kv for kv in lanes_in_order if kv[1].violated or kv[0] == NO_SESSION),
+        key=lambda kv: (not kv[1].violated, kv[0] != NO_SESSION, first_of(kv)),
+    )
+    rest = sorted((kv for kv in lanes_in_order if not (kv[1].violated or kv[0] == NO_SESSION)), key=first_of)
     slots = max(0, max_lanes - len(first))
     if len(rest) > slots:
         rest = [rest[int(k * len(rest) / slots)] for k in range(slots)] if slots else []
-    drawn: list[Lane] = []
+    chosen: list[str] = []
     n_ops = 0
-    for lane in [*first, *rest]:
-        if len(drawn) >= max_lanes or (n_ops + len(lane.ops) > max_ops and not lane.violated and drawn):
+    for key, st in [*first, *rest]:
+        if len(chosen) >= max_lanes or (n_ops + st.ops > max_ops and not st.violated and chosen):
             continue
-        drawn.append(lane)
-        n_ops += len(lane.ops)
+        chosen.append(key)
+        n_ops += st.ops
+    lanes = {key: Lane(key, violated=stats[key].violated) for key in chosen}
+    kept: list[tuple[int, Op]] = []
+    chaos_kept: list[tuple[int, Op]] = []
+    for n, op in _iter_ops(history):
+        if op.f == "chaos":
+            chaos_kept.append((n, op))
+        elif (op.session or NO_SESSION) in lanes:
+            kept.append((n, op))
+    kept.sort(key=lambda x: x[0])
+    for _, op in kept:
+        lane = lanes[op.session or NO_SESSION]
+        (lane.marks if op.f == "fault" else lane.ops).append(op)
+    drawn = list(lanes.values())
     drawn.sort(key=lambda ln: (ln.session != NO_SESSION, _first(ln)))  # drawn in time order, as Jepsen does
     for lane in drawn:
         lane.ops.sort(key=lambda o: (o.start, o.index))
@@ -478,17 +545,17 @@ def build_timeline(
                 faults.append((by_request[ex["request_id"]], str(ex["fault"])))
     tl = Timeline(
         lanes=drawn,
-        chaos=chaos,
+        chaos=[op for _, op in sorted(chaos_kept, key=lambda x: x[0])],
         backend_faults=faults,
         t0=t0,
         t1=t1,
-        sessions=sum(1 for k in lanes if k != NO_SESSION),
-        ops_total=sum(len(ln.ops) for ln in lanes.values()),
+        sessions=sum(1 for k in stats if k != NO_SESSION),
+        ops_total=sum(st.ops for st in stats.values()),
         ops_drawn=n_ops,
         violation_indices=dict(anchors),
         virtual=virtual,
     )
-    return tl, ops
+    return tl, [op for _, op in sorted(named_ops, key=lambda x: x[0])]
 
 
 def _priority(lane: Lane) -> tuple[bool, bool, float]:
