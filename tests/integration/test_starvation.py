@@ -11,7 +11,9 @@ process took to import its libraries under the hogs, which cost most of this
 test's time when the hogs ran throughout (bench/bench_startup.py measures a
 start). Cost: 149 s in CI (2 idle cores, before the idle comparison was added), 520 s on the shared 2-core
 box at load 8.5 with it (the idle part 47 s); one scenario with the hogs throughout took 181 s, with them
-stopped during startup and checking 40 s (load ~12). The full-size suite starved is
+stopped during startup and checking 40 s (load ~12). Pinned to one core with one hog (the other core
+left to the suite's other worker): 143 s alone at load 1-6, 262 s in the whole suite at load ~9 (it was
+419 s there with two hogs, load ~8-17). The full-size suite starved is
 ``bench/bench_flakes.py``'s job.
 
 Expected, as on an idle machine: no invalid verdict anywhere; the checkers
