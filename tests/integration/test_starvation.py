@@ -1,8 +1,9 @@
 """A correct server is never INVALID, even when the machine is starved (issue 16).
 
 The whole default suite runs live on the correct reference server with a
-busy-loop process on every core and the harness and its servers niced below
-them: the client is the slow party, as on a shared CI runner. Each scenario is
+busy-loop process on every core the harness and its servers may use (they are
+pinned to one core, with one hog on it) and them niced below it: the client is
+the slow party, as on a shared CI runner. Each scenario is
 scaled down to the fewest sessions that still run its race (``SESSIONS``,
 ``python -m harness.starve``), and the hogs are stopped while server processes
 start (and restart) and while a finished run is checked: a verdict depends on
