@@ -53,9 +53,12 @@ while time.monotonic() < deadline:  # seam-ok
 
 
 @contextlib.contextmanager
-def cpu_hogs(n: int | None = None, *, max_s: float = 900.0) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``n`` busy-loop processes (default: one per core) for the duration of the block (at most ``max_s``)."""
-    count = n if n is not None else (os.cpu_count() or 2)
+def cpu_hogs(
+    n: int | None = None, *, max_s: float = 900.0, cpus: Sequence[int] = ()
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` busy-loop processes (default: one per core, or per core of ``cpus``) for the duration of the block
+    (at most ``max_s``); with ``cpus``, hog i is pinned to ``cpus[i % len(cpus)]``."""
+    count = n if n is not None else (len(cpus) or os.cpu_count() or 2)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _HOG, str(os.getpid()), str(max_s)],
@@ -65,6 +68,8 @@ def cpu_hogs(n: int | None = None, *, max_s: float = 900.0) -> Iterator[list[sub
         )
         for _ in range(count)
     ]
+    for i, p in enumerate(procs if cpus else ()):
+        os.sched_setaffinity(p.pid, {cpus[i % len(cpus)]})
     try:
         yield procs
     finally:
@@ -101,6 +106,7 @@ def run_scaled_cli(
     nice: int = 0,
     timeout_s: float = 600.0,
     pause: Sequence[subprocess.Popen[bytes]] = (),
+    cpus: Sequence[int] = (),
 ) -> int:
     """Library scenarios ``names`` live at ``sessions`` sessions each (a number, or one per name), every
     variant of a ``compare`` list (``NAME@VARIANT``: that one only), in a child process niced by ``nice``
@@ -111,12 +117,16 @@ def run_scaled_cli(
     it starts or restarts server processes and while it checks a finished run, and resumes (SIGCONT) for the
     workload: a verdict depends on the order of what happened while the sessions ran, never on how long a
     process took to import its libraries or a checker to read a history, and a niced start under the hogs
-    costs ~10x its CPU in wall."""
+    costs ~10x its CPU in wall.
+
+    ``cpus``: the child (and so its servers) may run only on these cores (Linux ``sched_setaffinity``): with
+    hogs pinned to the same cores (:func:`cpu_hogs` ``cpus``) the harness is starved on every core it has,
+    and the other cores stay free for the rest of the machine (a test suite's other workers)."""
     per = sessions if isinstance(sessions, Mapping) else {n: sessions for n in names}
     argv = [sys.executable, "-m", "harness.starve", str(out), *(f"{n}={per[n.partition('@')[0]]}" for n in names)]
     if pause:
         argv += ["--pause", ",".join(str(p.pid) for p in pause)]
-    return _run_child(argv, out, nice=nice, timeout_s=timeout_s)
+    return _run_child(argv, out, nice=nice, timeout_s=timeout_s, cpus=cpus)
 
 
 @contextlib.contextmanager
@@ -151,7 +161,7 @@ def _pause_during_startup(pids: Sequence[int]) -> None:
     ProcessGroup.restart = paused_restart  # type: ignore[method-assign]
 
 
-def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> int:
+def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float, cpus: Sequence[int] = ()) -> int:
     """Run ``argv`` (niced by ``nice``) from the checkout, its output saved in ``out/cli_output.txt``; its exit
     code, or :data:`TIMED_OUT` after ``timeout_s`` (stopped with SIGTERM, the harness's Ctrl-C path that stops
     its servers, so the scenarios it finished keep their verdicts; SIGKILL 60 s later)."""
@@ -159,6 +169,8 @@ def _run_child(argv: list[str], out: Path, *, nice: int, timeout_s: float) -> in
         argv = ["nice", "-n", str(nice), *argv]
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if cpus:  # before the child starts any process of its own (it is still importing): they inherit it
+        os.sched_setaffinity(proc.pid, set(cpus))
     try:
         output, _ = proc.communicate(timeout=timeout_s)
         code = proc.returncode

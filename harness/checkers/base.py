@@ -184,4 +184,7 @@ def check_all(run: RunData, names: Iterable[str] | None = None) -> list[Verdict]
             raise ValueError(f"unknown checker(s) {bad}; allowed: {sorted(CHECKERS)}")
     if not isinstance(run.history, History):  # a run built in memory: its checkers share one pairing too
         run = replace(run, history=History(run.history))
-    return [run_checker(CHECKERS[n], run) for n in selected]
+    from harness.checkers.stream import shared_whole  # (stream imports this module)
+
+    with shared_whole():  # ...and one LogIndex (Part.whole's lookups)
+        return [run_checker(CHECKERS[n], run) for n in selected]

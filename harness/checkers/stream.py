@@ -27,12 +27,14 @@ the whole run: :class:`NotStreamable`.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import sqlite3
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -55,6 +57,7 @@ __all__ = [
     "check_whole",
     "joins_whole",
     "merge_violations",
+    "shared_whole",
 ]
 
 GROUP_BYTES = 8 * 1024 * 1024  # history bytes per group (about): what one Part holds decoded
@@ -115,7 +118,7 @@ class Part:
         sessions = {str(ev["session"]) for ev in run.history if ev.get("session") is not None}
         sessions |= {str(ln["session_id"]) for ln in run.server_logs if ln.get("session_id") is not None}
         sessions |= {str(k) for table in (run.backend_executions, run.final_states, run.owners) for k in table}
-        lookups: dict[str, Any] = {}
+        lookups = _whole_lookups(run)
 
         def chats() -> dict[str, list[int]]:
             if "chats" not in lookups:
@@ -159,6 +162,33 @@ class Part:
             {str(k): n for n, k in enumerate(run.backend_executions)},
             log_index,
         )
+
+
+# Inside :func:`shared_whole` (one ``check_all``: the checkers of one run, run back to back, nothing edits the run
+# between them) the run-wide lookups of :meth:`Part.whole` (the chats and fuzz tables, the LogIndex) are built once
+# per run object and shared; outside it each Part.whole builds its own, so a run edited between two checks is
+# never judged from a stale index. Keyed by id(run) with the run kept alongside, so an id is never reused.
+_WHOLE_LOOKUPS: ContextVar[dict[int, tuple[RunData, dict[str, Any]]] | None] = ContextVar("whole_lookups", default=None)
+
+
+@contextlib.contextmanager
+def shared_whole() -> Iterator[None]:
+    """Within the block, every :meth:`Part.whole` of one run object shares its lookups (built on first use)."""
+    token = _WHOLE_LOOKUPS.set({})
+    try:
+        yield
+    finally:
+        _WHOLE_LOOKUPS.reset(token)
+
+
+def _whole_lookups(run: RunData) -> dict[str, Any]:
+    shared = _WHOLE_LOOKUPS.get()
+    if shared is None:
+        return {}
+    got = shared.get(id(run))
+    if got is None or got[0] is not run:
+        got = shared[id(run)] = (run, {})
+    return got[1]
 
 
 def check_whole(checker: SessionChecker, run: RunData) -> Verdict:
