@@ -1,7 +1,7 @@
 """Explore on Ray against ``--jobs``, for every known-bad variant (issue 15's done-when).
 
 For each known-bad variant of ``reference_impl.config.BAD_VARIANTS`` and the library scenario aimed at it
-(the table of tests/unit/test_sim_teeth.py, with its tokenizer family where the bug needs one), and for each
+(harness/sim/teeth.py, with its tokenizer family where the bug needs one), and for each
 strategy, the same seeds are explored twice: in local processes (``jobs``) and as Ray tasks on a
 private local head bound to 127.0.0.1 (``ray="local"``). Printed per row: the first flagged seed of
 each, and whether every seed's (status, history digest, trace digest) is the same.
@@ -19,22 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.sim.explore import explore
+from harness.sim.teeth import TEETH, TEETH_TOKENIZER
 from reference_impl.config import BAD_VARIANTS
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "scenarios"
-# known-bad variant -> (the library scenario aimed at it, its tokenizer family or None): as test_sim_teeth.py
-TEETH: dict[str, tuple[str, str | None]] = {
-    "auto_create": ("delete_during_proxy", None),
-    "commit_aborted": ("abort_retries_exhausted", None),
-    "no_closing_recheck": ("client_disconnect", None),
-    "no_num_assistant_guard": ("duplicate_inflight_retry", None),
-    "provisional_never_superseded": ("abort_retry_supersede", None),
-    "leak_deleted": ("abort_retries_exhausted", None),
-    "inflight_leak": ("abort_retries_exhausted", None),
-    "echo_upstream_framing": ("abort_retries_exhausted", None),
-    "retokenize_history": ("abort_retry_supersede", "reasoning"),
-}
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def key(rs: list[Any]) -> list[tuple[Any, ...]]:
@@ -61,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"known-bad variants with no scenario here: {missing}")
             bad += len(missing)
-        for variant, (scen, tok) in TEETH.items():
+        for variant, (scen, _) in TEETH.items():
+            tok = TEETH_TOKENIZER.get(variant)
             path = str(SCENARIOS / f"{scen}.toml")
             for strategy in a.strategies.split(","):
                 t0 = time.perf_counter()  # seam-ok: a benchmark measures wall-clock time

@@ -32,21 +32,14 @@ from pathlib import Path
 from harness.scenario import expand_variants, load_scenario, parse_scenario
 from harness.sim.explore import run_seed
 from harness.sim.runner import pct_horizon, with_seed
+from harness.sim.teeth import TEETH as SIM_TEETH
+from harness.sim.teeth import TEETH_TOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 
-# known-bad variant -> the library scenario aimed at it (as tests/unit/test_sim_teeth.py)
-TEETH: dict[str, str] = {
-    "auto_create": "delete_during_proxy",
-    "commit_aborted": "abort_retries_exhausted",
-    "no_closing_recheck": "client_disconnect",
-    "no_num_assistant_guard": "duplicate_inflight_retry",
-    "provisional_never_superseded": "abort_retry_supersede",
-    "leak_deleted": "abort_retries_exhausted",
-    "inflight_leak": "abort_retries_exhausted",
-    "echo_upstream_framing": "abort_retries_exhausted",
-}
+# known-bad variant -> the library scenario aimed at it (harness/sim/teeth.py), those that need no other family
+TEETH: dict[str, str] = {v: scen for v, (scen, _) in SIM_TEETH.items() if v not in TEETH_TOKENIZER}
 
 # Hard mode: the same scenarios with the chaos that opens each race made rare (load_scenario overrides),
 # so the strategies, not the scenario's aim, have to find the window.

@@ -17,25 +17,11 @@ import pytest
 from harness.scenario import load_scenario
 from harness.sim.explore import run_seed
 from harness.sim.runner import with_seed
+from harness.sim.teeth import TEETH, TEETH_TOKENIZER
 from reference_impl.config import BAD_VARIANTS
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 MAX_SEEDS = 5
-
-# known-bad variant -> (the cheapest library scenario that provokes it, the checker that must flag it)
-TEETH: dict[str, tuple[str, str]] = {
-    "auto_create": ("delete_during_proxy", "no_resurrection"),
-    "commit_aborted": ("abort_retries_exhausted", "provisional"),
-    "no_closing_recheck": ("client_disconnect", "no_resurrection"),
-    "no_num_assistant_guard": ("duplicate_inflight_retry", "stale_writers"),
-    "provisional_never_superseded": ("abort_retry_supersede", "provisional"),
-    "leak_deleted": ("abort_retries_exhausted", "leaks"),
-    "inflight_leak": ("abort_retries_exhausted", "log_consistency"),
-    "echo_upstream_framing": ("abort_retries_exhausted", "http_framing"),
-    "retokenize_history": ("abort_retry_supersede", "token_state"),
-}
-# variants whose bug only shows with some chat templates -> the tokenizer family their test runs on
-TEETH_TOKENIZER: dict[str, str] = {"retokenize_history": "reasoning"}
 
 
 def test_every_known_bad_variant_has_a_scenario() -> None:
