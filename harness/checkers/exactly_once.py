@@ -42,7 +42,7 @@ from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
 from harness.checkers.continuity import execution_log_gap
-from harness.checkers.ops import Op, pair_ops, variants
+from harness.checkers.ops import Op, fault_status, pair_ops, variants
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -63,7 +63,7 @@ class ExactlyOnce:
                 o = chats.get(str(ex.get("request_id")))
                 if o is None or o.status != 404 or o.session is None or ex.get("abort_requested"):
                     continue
-                if str(ex.get("fault") or "").startswith("http_"):
+                if fault_status(ex.get("fault")) is not None:
                     continue  # the backend's own 404, passed through (CONTEXT.md): no DELETE cancelled it
                 if not any(t <= o.end for t in deletes.get(o.session, [])):
                     continue  # no DELETE of its session was sent while it was in flight

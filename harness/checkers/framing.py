@@ -69,7 +69,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
+from harness.checkers.ops import Op, chaos_events, fault_kinds, fault_status, faults_applied, is_kill, pair_ops
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -86,12 +86,7 @@ def backend_statuses(run: RunData) -> set[int] | None:
     kinds = fault_kinds(run)
     if "unparsed" in kinds:
         return None
-    out: set[int] = set()
-    for k in kinds:
-        for prefix in ("http_", "status_"):
-            if k.startswith(prefix) and k[len(prefix) :].isdigit():
-                out.add(int(k[len(prefix) :]))
-    return out
+    return {code for code in map(fault_status, kinds) if code is not None}
 
 
 def sent_precondition(invoke: dict[str, Any]) -> bool:

@@ -919,6 +919,20 @@ def max_trim_tokens(run: RunData, default: int = 2) -> int:
     return default
 
 
+def fault_status(name: object) -> int | None:
+    """The HTTP status a fault name stands for: ``http_503`` / ``status_503`` -> 503; else None.
+
+    One parser for the shape the fault plan uses (``http_<code>``) and the one
+    ``fault_kinds`` derives from a rule's ``status`` key (``status_<code>``).
+    """
+    if not isinstance(name, str):
+        return None
+    for prefix in ("http_", "status_"):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return int(name[len(prefix) :])
+    return None
+
+
 def fault_kinds(run: RunData) -> set[str]:
     """Names of the backend fault classes the scenario injects (lower case).
 
