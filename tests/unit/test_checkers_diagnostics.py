@@ -7,17 +7,21 @@ server can only agree by both following the contract (docs/reference_server.md);
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.checkers import CHECKERS
+from harness.checkers import CHECKERS, check_all
 from harness.checkers.ops import REFERENCE_MAX_TRIM
+from harness.checkers.stream import check_streaming
 from harness.rundata import RunData
 from harness.tokenizer import load_tokenizer
 from reference_impl.config import ServerConfig
 from reference_impl.tito import Tito, normalize_messages
 
+MINE = ["diagnostics"]  # compared per session here (tests/unit/test_checkers_stream.py leaves it to this file)
 FAMILIES = ("chatml", "reasoning", "tools", "headers", "trail")
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -97,3 +101,24 @@ def test_no_key_no_messages_and_the_error_form() -> None:
     assert v.status == "unknown" and "messages" in v.notes
     err = _state(msgs, ids[:3], {"error": "token_mismatch could not be computed: ValueError()"})
     assert _check(_run("chatml", {"s": err})) == ("valid", set())
+
+
+@pytest.mark.parametrize("groups", [1, 1_000_003], ids=["one_group", "group_per_session"])
+def test_the_per_session_pass_gives_the_whole_run_verdict(tmp_path: Path, groups: int) -> None:
+    tito = Tito(load_tokenizer("reasoning"))
+    msgs = normalize_messages(MESSAGES)
+    canonical = tito.encode(tito.render(msgs, generation_prompt=False))
+    changed = [*canonical[:5], canonical[6], *canonical[5:]]
+    report = tito.mismatch(msgs, changed)
+    assert report is not None
+    states = {f"s{i}": _state(msgs, changed, report) for i in range(4)}
+    states["s2"] = _state(msgs, changed, {**report, "canonical_tokens": report["canonical_tokens"][:7]})
+    run = _run("reasoning", states)
+    run.save(tmp_path / "run")
+    whole = check_all(RunData.load(tmp_path / "run"), MINE)
+    got = check_streaming(tmp_path / "run", MINE, groups=groups)
+    assert got.streamed == MINE and not got.whole, got.why_whole
+    assert [json.dumps(v.to_dict(), sort_keys=True) for v in got.verdicts] == [
+        json.dumps(v.to_dict(), sort_keys=True) for v in whole
+    ]
+    assert whole[0].status == "invalid" and whole[0].sessions == ["s2"]
