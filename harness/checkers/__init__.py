@@ -32,6 +32,7 @@ from harness.checkers.base import (
     run_checker,
 )
 from harness.checkers.blocking import Blocking
+from harness.checkers.diagnostics import Diagnostics
 from harness.checkers.errors import NoUnexpected5xx
 from harness.checkers.exactly_once import ExactlyOnce
 from harness.checkers.framing import HttpFraming
@@ -77,5 +78,6 @@ if not CHECKERS:
         RefusedLegal(),
         Blocking(),
         Passthrough(),
+        Diagnostics(),
     ):
         register(_c)

@@ -933,6 +933,28 @@ def fault_status(name: object) -> int | None:
     return None
 
 
+REFERENCE_MAX_TRIM = 2  # the reference server's default (``--max-trim-tokens``, docs/reference_server.md)
+
+
+def server_max_trim(run: RunData) -> tuple[int | None, str]:
+    """The server's ``max_trim_tokens`` as far as the run knows it, and where from; (None, why) when not.
+
+    Configured (``checks.options.max_trim_tokens``, ``target.max_trim_tokens``, ``--max-trim-tokens`` in
+    ``target.server_args``); else, for the reference server the harness starts itself (``target.kind``
+    ``"reference"``, not a sim ``--target``: ``sim.target``), its default. Unlike :func:`max_trim_tokens`
+    (a tolerance the checkers may assume), a rule that needs the exact value gets None for any other server.
+    """
+    target = run.scenario.get("target")
+    target = target if isinstance(target, dict) else {}
+    configured = max_trim_tokens(run, default=-1)
+    if configured >= 0:
+        return configured, "configured"
+    sim = run.scenario.get("sim")
+    if target.get("kind", "reference") == "reference" and not (isinstance(sim, dict) and sim.get("target")):
+        return REFERENCE_MAX_TRIM, "the reference server's default"
+    return None, "not configured for this server"
+
+
 def fault_kinds(run: RunData) -> set[str]:
     """Names of the backend fault classes the scenario injects (lower case).
 

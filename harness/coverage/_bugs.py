@@ -21,8 +21,10 @@ from typing import Any
 
 import httpx
 
+from harness.tokenizer import load_tokenizer
 from reference_impl import ServerConfig
 from reference_impl import create_app as create_reference
+from reference_impl.tito import Tito, normalize_messages
 
 __all__ = [
     "BUGS",
@@ -35,6 +37,7 @@ __all__ = [
     "drop_record",
     "forward_hop_by_hop",
     "no_prefix_check",
+    "prompt_mismatch",
     "reference_app",
     "refuse_passthrough",
     "refuse_retries",
@@ -64,10 +67,11 @@ def reference_app(
     pid: int,
     worker_port: int,
     variants: frozenset[str] = frozenset(),
+    tokenizer: str | None = None,
     **_unused: Any,  # the sim offers every seam it has (e.g. seed)
 ) -> Any:
     """The reference server as the sim's ``--target asgi:`` factory builds it: what the bug wrappers wrap."""
-    config = ServerConfig(backend_url=backend_url, variants=variants, worker_port=worker_port)
+    config = ServerConfig(backend_url=backend_url, tokenizer=tokenizer, variants=variants, worker_port=worker_port)
     return create_reference(
         config,
         clock=clock,
@@ -180,6 +184,33 @@ class _CorruptPrompt(_Rewrite):
 def corrupt_prompt(**kw: Any) -> Any:
     """A later turn's prompt does not extend the stored checkpoint (a token of the history dropped)."""
     return _CorruptPrompt(reference_app(**kw))
+
+
+class _GenerationPromptTito(Tito):
+    """Renders every conversation as a prompt (``add_generation_prompt=True``), whatever it is asked."""
+
+    def render(self, messages: Any, *, generation_prompt: bool, kwargs: Any = None) -> str:
+        return super().render(messages, generation_prompt=True, kwargs=kwargs)
+
+
+class _PromptMismatch(_Rewrite):
+    def __init__(self, inner: Any, tokenizer: str | None) -> None:
+        super().__init__(inner)
+        self.tito = _GenerationPromptTito(load_tokenizer(tokenizer))
+
+    def rewrite(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body.get("metadata")
+        if not isinstance(meta, dict) or "token_mismatch" not in meta:
+            return body
+        msgs, ids = meta.get("messages") or [], meta.get("token_ids") or []
+        return {**body, "metadata": {**meta, "token_mismatch": self.tito.mismatch(normalize_messages(msgs), ids)}}
+
+
+def prompt_mismatch(**kw: Any) -> Any:
+    """A diagnostic that renders the stored messages as a prompt (with the generation prompt), not as the
+    conversation: ``token_mismatch`` reports the generation prompt's tokens as a difference, with the wrong
+    lengths and window."""
+    return _PromptMismatch(reference_app(**kw), kw.get("tokenizer"))
 
 
 class _SseWithoutDone(_Wrap):
@@ -394,6 +425,7 @@ BUGS: dict[str, Callable[..., Any]] = {
     "refuse_passthrough": refuse_passthrough,
     "refuse_retries": refuse_retries,
     "slow_delete": slow_delete,
+    "prompt_mismatch": prompt_mismatch,
     "sse_without_done": sse_without_done,
     "wrong_routing_key": wrong_routing_key,
 }

@@ -63,6 +63,7 @@ class Rule:
     facets: tuple[str, ...]
     checkers: dict[str, tuple[str, ...]]
     gap: str | None = None  # a reviewed, known gap: what is missing and how to close it
+    extra: bool = False  # the contract of one of our own extras (docs/reference_server.md), not a CONTEXT.md promise
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ def load_rules(path: Path = RULES_FILE) -> list[Rule]:
         gap = r.get("gap")
         if gap is not None and not isinstance(gap, str):
             raise _err(path, f"{where} ({r['id']})", "'gap' must be a string (what is missing)")
+        extra = r.get("extra", False)
+        if not isinstance(extra, bool):
+            raise _err(path, f"{where} ({r['id']})", "'extra' must be true or false")
         rules.append(
             Rule(
                 id=r["id"],
@@ -145,6 +149,7 @@ def load_rules(path: Path = RULES_FILE) -> list[Rule]:
                 facets=tuple(facets),
                 checkers={str(k): tuple(str(x) for x in v) for k, v in checkers.items()},
                 gap=gap,
+                extra=extra,
             )
         )
     if not rules:

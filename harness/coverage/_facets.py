@@ -301,6 +301,18 @@ def _routed(v: View) -> int:
     return len(v.executions)
 
 
+def _mismatch_reported(v: View) -> int:
+    """GET bodies whose ``metadata.token_mismatch`` (our extra) is a report: the diagnostic had a difference to
+    describe (the reasoning template's dropped think blocks, a trail template's trailing tokens past the trim)."""
+    n = 0
+    for o in v.ops:
+        body = o.body if o.f == "get" and o.status == 200 else None
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("token_mismatch"), dict):
+            n += "error" not in meta["token_mismatch"]
+    return n
+
+
 def _non_append_turns(v: View) -> int:
     return _acked(v, ("next", "tool_retry"), 1) if v.tokenizer() in NON_APPEND_ONLY else 0
 
@@ -422,6 +434,11 @@ FACETS: dict[str, Facet] = {
         Facet("stats", "a final GET /stats snapshot of a server", _stats_probes),
         Facet("fuzz_malformed", "a malformed or hostile request (fuzz workload)", lambda v: _fuzz(v)),
         Facet("passthrough", "a request through /sessions/{id}/{path} (not the chat endpoint)", _passthrough),
+        Facet(
+            "mismatch_reported",
+            "a GET whose metadata.token_mismatch (our extra) reports a difference from the canonical tokenization",
+            _mismatch_reported,
+        ),
     )
 }
 

@@ -53,7 +53,9 @@ def render(cov: Coverage) -> str:
         "when the document is stale or a rule has an undeclared gap; `--from-runs DIR` also counts the facets of",
         "run folders (a live `harness run` output, say); `--scenarios a,b` / `--seeds 0,1` measure a selection.",
         "",
-        "- **Rules**: harness/coverage/rules.toml, our numbered paraphrase of each promise of CONTEXT.md.",
+        "- **Rules**: harness/coverage/rules.toml, our numbered paraphrase of each promise of CONTEXT.md;",
+        "  X-numbered entries are the contracts of our own extras (docs/reference_server.md), not CONTEXT.md",
+        "  promises: judged only when a server offers the extra, unknown when it does not.",
         "- **Exercised by**: the library scenarios (simulation, strategy random) whose runs on the correct",
         "  server actually hit every facet of the rule (the code path ran or the outcome happened; counted",
         "  from the run's history, server logs and the fake's execution log: harness/coverage/_facets.py).",
@@ -97,10 +99,11 @@ def render(cov: Coverage) -> str:
     for r, g in gaps:
         head = "known gap" if r.gap else "GAP"
         lines.append(f"- **{r.id}** ({head}) {r.title}: {'; '.join(g)}." + (f" Known gap: {r.gap}" if r.gap else ""))
-    lines += ["", "## Rule text (paraphrase of CONTEXT.md)", ""]
+    lines += ["", "## Rule text (paraphrase of CONTEXT.md; extras: our own contract)", ""]
     for r in cov.rules:
         facets = ", ".join(f"`{f}`" for f in r.facets)
-        lines.append(f"- **{r.id}** ({r.section}): {r.text} Facets: {facets}.")
+        extra = "our extra, not a CONTEXT.md promise; " if r.extra else ""
+        lines.append(f"- **{r.id}** ({extra}{r.section}): {r.text} Facets: {facets}.")
     lines += [
         "",
         "## Facets: what happened, where (occurrences summed over seeds)",

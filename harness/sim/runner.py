@@ -206,7 +206,10 @@ def simulate(
         error = f"{type(exc).__name__}: {exc}"
         notes.append(traceback.format_exc())
     if data is not None:
-        data.scenario = _plain_json({**data.scenario, "mode": "sim", "sim": _sim_meta(seed, strategy, depth, horizon)})
+        meta = _sim_meta(seed, strategy, depth, horizon)
+        if target:  # a user's own server, not the reference one the scenario's target names
+            meta["target"] = target
+        data.scenario = _plain_json({**data.scenario, "mode": "sim", "sim": meta})
         data.history = _plain_json(data.history)
         data.server_logs = _plain_json(data.server_logs)
         data.final_states = _plain_json(data.final_states)

@@ -36,7 +36,8 @@ on them cannot be found:
 A user's own server (``--target asgi:module:factory``) is built by calling
 the factory with whichever of ``backend_url``, ``backend_transport``,
 ``clock``, ``ids``, ``executor``, ``log_sink``, ``pid``, ``worker_port``,
-``variants`` and ``seed`` it accepts; whatever it does not accept it must not
+``variants``, ``tokenizer`` (the scenario's ``target.tokenizer``, None for the
+default) and ``seed`` it accepts; whatever it does not accept it must not
 need (a factory that reads ``time.time`` itself makes its own runs diverge,
 which the determinism check then reports).
 """
@@ -475,6 +476,7 @@ def load_target(spec: str, sc: Scenario) -> AppFactory:
             "pid": BASE_PID + 100 * index + generation,
             "worker_port": BASE_PORT + index,
             "variants": frozenset(sc.target.variants),
+            "tokenizer": sc.target.tokenizer,  # the family or folder the fake generates with
             "seed": derive_seed(seed, "server", index, generation),
         }
         kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}

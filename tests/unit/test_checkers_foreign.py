@@ -22,6 +22,7 @@ from harness.sim.runner import simulate, with_seed
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TARGET = "asgi:protocol_wrapper:create_app"
 NEEDS_STATS = ("leaks",)  # the protocol promises no /stats
+NEEDS_EXTRAS = ("diagnostics",)  # nor GET's metadata.token_mismatch: the wrapper drops it
 
 
 def verdicts(name: str, seed: int, target: str | None, variant: str | None = None) -> dict[str, Any]:
@@ -44,13 +45,15 @@ def test_a_server_that_differs_only_where_the_protocol_allows_gets_our_verdicts(
     differ = {
         n: (v.status, v.notes, [x.message for x in v.violations][:3])
         for n, v in theirs.items()
-        if v.status != ours[n].status and n not in NEEDS_STATS
+        if v.status != ours[n].status and n not in (*NEEDS_STATS, *NEEDS_EXTRAS)
     }
     assert differ == {}
     for n in NEEDS_STATS:  # without /stats (and no heartbeat in a short run) a leak cannot be seen: said so
         assert theirs[n].status in ("valid", "unknown"), theirs[n].notes
         if theirs[n].status == "unknown":
             assert "stats" in theirs[n].notes
+    for n in NEEDS_EXTRAS:  # our extra is not there: unknown, and says so
+        assert theirs[n].status == "unknown" and "extras" in theirs[n].notes, theirs[n].notes
     token = theirs["token_state"]
     assert "metadata.accumulated_token_ids" in token.notes
 
