@@ -9,8 +9,9 @@ is stopped (SIGTERM, SIGKILL 20 s later: the run's files are written by then) un
 
 Per run and process it prints RSS at start (first sample), middle (the workload's middle), end of the workload,
 end of the run phase (after the collection), peak, and the slope over the second half of the workload (least
-squares of RSS on time, in MB per 1,000 sessions at the run's rate); then, across the run lengths, the slope of
-each role's RSS at the end of the workload against the sessions started.
+squares of RSS on time, in MB per 1,000 sessions at the rate the run achieved: sessions created / duration);
+then, across the run lengths, the slope of each role's RSS at the end of the workload against the sessions
+created.
 
 ``--tracemalloc DIR``: the harness runner runs under ``tracemalloc`` (a wrapper around ``harness.cli``; nothing
 in harness/ changes) and writes the 30 source lines whose allocations grew most since the workload's start to
@@ -198,7 +199,7 @@ def main() -> int:
             wl_end = t_start + dur
             in_wl = [p for p in pts if p[0] <= wl_end]
             second_half = [p for p in in_wl if p[0] >= t_start + dur / 2]
-            s = slope(second_half) * 1000 / args.rate
+            s = slope(second_half) * 1000 / (facts.get("created", sessions) / dur)  # the rate the harness achieved
             end_wl = at(pts, wl_end)
             ends.setdefault(role, []).append((facts.get("created", sessions), end_wl))
             print(
