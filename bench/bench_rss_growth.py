@@ -4,8 +4,9 @@
 arrival rate for two or three run lengths; this process samples with psutil, every ``--sample-s`` seconds, the
 RSS of every process of the run: the harness runner itself, the fake SGLang, each reference-server process. The
 run phase is the time the servers are up (the workload, then the collection of every session's final state);
-once they are gone the harness is checking and reporting, which bench_soak / bench_check_rss measure, so here it
-is stopped (SIGTERM, SIGKILL 20 s later: the run's files are written by then) unless ``--check`` is given.
+once they are gone the harness reads their logs and saves the run folder (sampled too), then checks and reports,
+which bench_soak / bench_check_rss measure, so here it is stopped then (SIGTERM, SIGKILL 20 s later) unless
+``--check`` is given.
 
 Per run and process it prints RSS at start (first sample), middle (the workload's middle), end of the workload,
 end of the run phase (after the collection), peak, and the slope over the second half of the workload (least
@@ -80,7 +81,7 @@ def role_of(p: psutil.Process) -> str | None:
     return None
 
 
-def sample_run(argv: list[str], sample_s: float, check: bool) -> dict[str, Any]:
+def sample_run(argv: list[str], sample_s: float, check: bool, run_dir: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     me = psutil.Process(proc.pid)
@@ -88,6 +89,8 @@ def sample_run(argv: list[str], sample_s: float, check: bool) -> dict[str, Any]:
     roles: dict[int, str] = {}
     seen_servers = False
     run_end: float | None = None
+    saved: float | None = None
+    marker = run_dir / "harness_self.json"  # RunData.save's last file: the run folder is whole
     while proc.poll() is None:
         now = time.monotonic() - t0
         try:
@@ -110,11 +113,13 @@ def sample_run(argv: list[str], sample_s: float, check: bool) -> dict[str, Any]:
                 series.setdefault(roles[k.pid], []).append((now, rss(k) / MB))
         elif seen_servers and run_end is None:
             run_end = now
+        elif run_end is not None and saved is None and marker.exists():
+            saved = now
             if not check:
-                proc.send_signal(signal.SIGTERM)
-        elif run_end is not None and not check and now - run_end > 20:
-            proc.kill()  # a SIGTERM can be swallowed (raised inside a weakref callback): the run's files are written
-        if run_end is not None:  # the servers stopped: their logs read, the folder saved (then checking)
+                proc.send_signal(signal.SIGTERM)  # checking: not measured here
+        elif saved is not None and not check and now - saved > 20:
+            proc.kill()  # a SIGTERM can be swallowed (raised inside a weakref callback); the run's files are written
+        if run_end is not None and saved is None:  # the servers stopped: their logs read, the folder saved
             series.setdefault("harness, after the servers stopped", []).append((now, rss(me) / MB))
         time.sleep(sample_s)
     out = proc.stdout.read() if proc.stdout else ""
@@ -167,7 +172,7 @@ def main() -> int:
         else:
             argv = [sys.executable, "-m", "harness.cli", *run]
         print(f"== {dur:.0f} s at {args.rate}/s ({sessions} sessions planned), concurrency {args.concurrency}")
-        res = sample_run(argv, args.sample_s, args.check)
+        res = sample_run(argv, args.sample_s, args.check, out_dir / "soak")
         facts: dict[str, Any] = {}
         hist = out_dir / "soak" / "history.jsonl"
         if hist.exists():
@@ -191,9 +196,8 @@ def main() -> int:
         print("|---|---:|---:|---:|---:|---:|---:|")
         after = res["series"].pop("harness, after the servers stopped", [])
         if after:
-            tail = ", checked, reported" if args.check else "; stopped 20 s later"
             peak = max(r for _, r in after)
-            print(f"harness RSS after the servers stopped (server logs read, folder saved{tail}): peak {peak:.0f} MB")
+            print(f"harness RSS after the servers stopped, until the run folder was saved: peak {peak:.0f} MB")
         for role, pts in sorted(res["series"].items()):
             t_start = pts[0][0]
             wl_end = t_start + dur

@@ -92,18 +92,20 @@ class DriveResult:
 class _Seen:
     """What the collection needs of a history it does not keep (``drive(stream_to=...)``), gathered as the
     events are appended: each session's owner (the server its create answered ok on; the last one, as the
-    walk over the events found), the sessions a DELETE answered ok, and every session id named."""
+    walk over the events found), the sessions a DELETE answered ok, and (``named``: an external deployment,
+    whose backend log is filtered to this run's sessions) every session id named. ~100 bytes a session each."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, named: bool) -> None:
         self.owners: dict[str, str] = {}
         self.deleted: set[str] = set()
-        self.sessions: set[str] = set()
+        self.sessions: set[str] | None = set() if named else None
 
     def __call__(self, ev: dict[str, Any]) -> None:
         sid = ev.get("session")
         if not sid:
             return
-        self.sessions.add(sid)
+        if self.sessions is not None:
+            self.sessions.add(sid)
         if ev["type"] == "ok":
             if ev["f"] == "create":
                 self.owners[sid] = ev["server"]
@@ -138,7 +140,7 @@ async def drive(
     """
     if stream_to is not None and history_sink is None:
         raise ValueError("drive(stream_to=...) needs the history sink")
-    seen = _Seen() if stream_to is not None else None
+    seen = _Seen(named=processes is None) if stream_to is not None else None
     plans = plan_sessions(sc, len(servers))
     # Every client kind the plans use is built (and its library imported) before t = 0: built lazily,
     # `import openai` alone blocked the loop for 0.5-2.5 s while other sessions were in flight (#15).
