@@ -194,6 +194,7 @@ async def drive(
             concurrency=sc.workload.concurrency,
             duration_s=sc.workload.duration_s,
             on_done=on_done,
+            lazy=stream_to is not None,  # a live run: no waiting task per planned session
         )
         await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         notes.extend(workload.errors[:5])
