@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -75,17 +75,35 @@ class History:
     ``sink`` (an open text file) receives every event as a JSON line as it
     happens, flushed every ``FLUSH_EVERY`` events, so a crashed or killed run
     still leaves its history behind (up to the last batch) for ``harness check``.
+
+    ``keep=False`` (a sink required): the sink is the history; ``events`` stays empty and only the open
+    operations are held, so a live run's memory does not grow with its length (issue 13). ``observe`` is
+    called with every event as it is appended (what the run needs of the history later, e.g. the sessions'
+    owners, is gathered there instead of by walking ``events``). ``count``: the events appended so far.
     """
 
     FLUSH_EVERY = 256
 
-    def __init__(self, clock: Clock, *, start: float | None = None, sink: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        start: float | None = None,
+        sink: IO[str] | None = None,
+        keep: bool = True,
+        observe: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if not keep and sink is None:
+            raise ValueError("History(keep=False) needs a sink: the events would be lost")
         self._clock = clock
         self._start = start
         self._sink = sink
+        self._keep = keep
+        self._observe = observe
         self._next_op = 0
         self._open: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self._count = 0
 
     # -- time ---------------------------------------------------------------
 
@@ -184,12 +202,22 @@ class History:
     def open_ops(self) -> list[int]:
         return sorted(self._open)
 
+    @property
+    def count(self) -> int:
+        return len(self.events) if self._keep else self._count
+
     def _append(self, ev: dict[str, Any]) -> None:
-        ev["index"] = len(self.events)
-        self.events.append(ev)
+        if self._keep:
+            ev["index"] = n = len(self.events)
+            self.events.append(ev)
+        else:
+            ev["index"] = n = self._count
+        self._count = n + 1
+        if self._observe is not None:
+            self._observe(ev)
         if self._sink is not None:
             self._sink.write(_encode_line(ev) + "\n")
-            if len(self.events) % self.FLUSH_EVERY == 0:
+            if (n + 1) % self.FLUSH_EVERY == 0:
                 self._sink.flush()
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
+import tempfile
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 __all__ = [
     "CUT_REASON",
     "RUN_FILES",
+    "FinalStatesFile",
     "History",
     "RunData",
     "StoredBody",
@@ -236,6 +239,43 @@ def _history(events: list[dict[str, Any]]) -> History:
     return events if isinstance(events, History) else History(events)
 
 
+class FinalStatesFile:
+    """``final_states.json`` written without holding every session's state (a live run, issue 13).
+
+    Each state is encoded as it arrives (the bytes ``json.dumps(state, sort_keys=True)`` gives) into an
+    unlinked temp file in the run folder, so nothing is left on disk whatever ends the process; only the
+    offset and length of each session's bytes stay in memory (~100 bytes a session). :meth:`write` puts them
+    together in session order: the same bytes as ``json.dumps(final_states, sort_keys=True)``.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self._tmp = tempfile.TemporaryFile(dir=run_dir)  # noqa: SIM115 - held until write() or close()
+        self._at: dict[str, tuple[int, int]] = {}
+        self._end = 0
+
+    def __setitem__(self, sid: str, state: dict[str, Any] | None) -> None:
+        raw = json.dumps(state, sort_keys=True).encode("utf-8", "surrogatepass")
+        os.pwrite(self._tmp.fileno(), raw, self._end)
+        self._at[sid] = (self._end, len(raw))
+        self._end += len(raw)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def write(self, path: Path) -> None:
+        fd = self._tmp.fileno()
+        with path.open("wb") as fh:
+            fh.write(b"{")
+            for i, sid in enumerate(sorted(self._at)):
+                off, n = self._at[sid]
+                fh.write((", " if i else "").encode() + json.dumps(sid).encode() + b": " + os.pread(fd, n, off))
+            fh.write(b"}")
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.close()
+
+
 LAZY_FILE_BYTES = 16 * 1024 * 1024  # a history this large keeps its GET bodies in the file (RunData.load)
 LAZY_LINE_BYTES = 2048  # ... those whose line is at least this long (a small body costs less than its pointer)
 
@@ -261,18 +301,33 @@ class RunData:
     backend_executions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     server_logs: list[dict[str, Any]] = field(default_factory=list)
     harness: dict[str, Any] = field(default_factory=dict)  # empty: not measured (simulation, older runs)
+    # Files a live run wrote as it went instead of holding them (RUN_FILES key -> the file, issue 13): then
+    # ``history`` / ``final_states`` are empty here and ``streamed_events`` counts the history's events.
+    streamed: dict[str, Path] = field(default_factory=dict)
+    streamed_events: int = 0
+
+    @property
+    def event_count(self) -> int:
+        return self.streamed_events if "history" in self.streamed else len(self.history)
 
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(self.scenario, indent=2, sort_keys=True, default=str))
+        for key, src in self.streamed.items():  # already on disk: copied only if saved elsewhere
+            dst = run_dir / RUN_FILES[key]
+            if not (dst.exists() and os.path.samefile(src, dst)):
+                shutil.copyfile(src, dst)
         hist = run_dir / RUN_FILES["history"]
-        if not _holds(hist, self.history):  # a live run appended it as it went: not written a second time
+        if "history" in self.streamed:
+            pass
+        elif not _holds(hist, self.history):  # a live run appended it as it went: not written a second time
             tmp = hist.with_name(hist.name + ".tmp")  # replaced whole: a StoredBody may still read the old file
             with tmp.open("w") as fh:
                 for ev in self.history:
                     fh.write(_line(ev))
             os.replace(tmp, hist)
-        (run_dir / RUN_FILES["final_states"]).write_text(json.dumps(self.final_states, sort_keys=True))
+        if "final_states" not in self.streamed:
+            (run_dir / RUN_FILES["final_states"]).write_text(json.dumps(self.final_states, sort_keys=True))
         (run_dir / RUN_FILES["owners"]).write_text(json.dumps(self.owners, indent=1, sort_keys=True))
         (run_dir / RUN_FILES["backend_executions"]).write_text(json.dumps(self.backend_executions, sort_keys=True))
         with (run_dir / RUN_FILES["server_logs"]).open("w") as fh:

@@ -16,6 +16,7 @@ import gc
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -26,7 +27,7 @@ from harness.agents._script import ScriptedAgent
 from harness.chaos import Nemesis, ProcessControl
 from harness.fuzz import run_fuzz
 from harness.history import History
-from harness.rundata import RunData
+from harness.rundata import RUN_FILES, FinalStatesFile, RunData
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import Scenario
 from harness.seams import Clock, LoopClock
@@ -85,6 +86,31 @@ class DriveResult:
     workload: WorkloadResult
     sessions: int
     notes: list[str] = field(default_factory=list)
+    session_ids: set[str] | None = None  # every session the history names, when the history was not kept
+
+
+class _Seen:
+    """What the collection needs of a history it does not keep (``drive(stream_to=...)``), gathered as the
+    events are appended: each session's owner (the server its create answered ok on; the last one, as the
+    walk over the events found), the sessions a DELETE answered ok, and (``named``: an external deployment,
+    whose backend log is filtered to this run's sessions) every session id named. ~100 bytes a session each."""
+
+    def __init__(self, *, named: bool) -> None:
+        self.owners: dict[str, str] = {}
+        self.deleted: set[str] = set()
+        self.sessions: set[str] | None = set() if named else None
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        sid = ev.get("session")
+        if not sid:
+            return
+        if self.sessions is not None:
+            self.sessions.add(sid)
+        if ev["type"] == "ok":
+            if ev["f"] == "create":
+                self.owners[sid] = ev["server"]
+            elif ev["f"] == "delete":
+                self.deleted.add(sid)
 
 
 async def drive(
@@ -99,13 +125,22 @@ async def drive(
     faults_applied: bool = True,
     history_sink: IO[str] | None = None,
     self_monitor: SelfMonitor | None = None,
+    stream_to: Path | None = None,
 ) -> DriveResult:
     """Run ``sc``'s sessions against ``servers`` (base URLs) and collect the servers' state.
 
     ``faults_applied`` says whether the scenario's fault plan reached the backend; it and
     ``process_control`` (whether ``processes`` was given) go into ``scenario["target"]``
     for the checkers, which call fault- and kill-driven checks unknown without them.
+
+    ``stream_to`` (a live run's folder; ``history_sink`` is its history.jsonl): nothing of an ended
+    session stays in memory (issue 13): the history is only the sink, the sessions' final states go to
+    the folder's final_states.json as they are collected, and the returned ``RunData`` names both files
+    (``streamed``) instead of holding them. Recorded bytes are the same as without it.
     """
+    if stream_to is not None and history_sink is None:
+        raise ValueError("drive(stream_to=...) needs the history sink")
+    seen = _Seen(named=processes is None) if stream_to is not None else None
     plans = plan_sessions(sc, len(servers))
     # Every client kind the plans use is built (and its library imported) before t = 0: built lazily,
     # `import openai` alone blocked the loop for 0.5-2.5 s while other sessions were in flight (#15).
@@ -114,7 +149,8 @@ async def drive(
     gc_guard = contextlib.ExitStack()
     if transport is None:  # sockets only: never in simulation
         gc_guard.enter_context(live_gc())
-    history = History(clock or LoopClock(), sink=history_sink)  # the sink: a cut run still leaves its history
+    # the sink: a cut run still leaves its history; with stream_to, the history is only the sink
+    history = History(clock or LoopClock(), sink=history_sink, keep=seen is None, observe=seen)
     history.now()  # t = 0: the run starts now
     if self_monitor is not None:  # live only: is the harness itself the bottleneck? (never in simulation)
         self_monitor.start()
@@ -158,6 +194,7 @@ async def drive(
             concurrency=sc.workload.concurrency,
             duration_s=sc.workload.duration_s,
             on_done=on_done,
+            lazy=stream_to is not None,  # a live run: no waiting task per planned session
         )
         await settle_chaos(sc, history, fuzzer, timeline, nemesis, notes)
         notes.extend(workload.errors[:5])
@@ -166,11 +203,11 @@ async def drive(
         saturated = SelfMonitor.note(harness_self)
         if saturated:
             notes.append(saturated)
-        data = await _collect(sc, history, servers, backend_url, control)
+        data = await _collect(sc, history, servers, backend_url, control, seen=seen, stream_to=stream_to)
         data.harness = harness_self
         data.scenario["target"]["process_control"] = processes is not None
         data.scenario["target"]["faults_applied"] = faults_applied
-        return DriveResult(data, workload, len(plans), notes)
+        return DriveResult(data, workload, len(plans), notes, seen.sessions if seen is not None else None)
     finally:
         for c in clients.values():
             with contextlib.suppress(Exception):
@@ -316,16 +353,26 @@ async def backend_probe(history: History, control: Control, backend_url: str | N
 
 
 async def _collect(
-    sc: Scenario, history: History, servers: list[str], backend_url: str | None, control: Control
+    sc: Scenario,
+    history: History,
+    servers: list[str],
+    backend_url: str | None,
+    control: Control,
+    *,
+    seen: _Seen | None = None,
+    stream_to: Path | None = None,
 ) -> RunData:
     owners: dict[str, str] = {}
     deleted: set[str] = set()
-    for ev in history.events:
+    if seen is not None:
+        owners, deleted = seen.owners, seen.deleted
+    for ev in history.events:  # empty when the history is not kept (seen has it)
         if ev["type"] == "ok" and ev["f"] == "create" and ev.get("session"):
             owners[ev["session"]] = ev["server"]
         if ev["type"] == "ok" and ev["f"] == "delete" and ev.get("session"):
             deleted.add(ev["session"])
-    final: dict[str, dict[str, Any] | None] = {}
+    spill = FinalStatesFile(stream_to) if stream_to is not None else None
+    final: dict[str, dict[str, Any] | None] | FinalStatesFile = spill if spill is not None else {}
     sem = asyncio.Semaphore(32)
 
     async def final_get(sid: str, url: str) -> None:
@@ -356,8 +403,20 @@ async def _collect(
             continue
         history.complete(op, "ok" if r.status_code == 200 else "fail", value="stats", status=r.status_code, body=body)
     executions = await backend_probe(history, control, backend_url)
+    scenario = {**sc.to_plain(), "servers": servers, "backend_url": backend_url}
+    if spill is not None and stream_to is not None:
+        spill.write(stream_to / RUN_FILES["final_states"])
+        return RunData(
+            scenario=scenario,
+            history=[],
+            owners=owners,
+            backend_executions=executions,
+            streamed={k: stream_to / RUN_FILES[k] for k in ("history", "final_states")},
+            streamed_events=history.count,
+        )
+    assert isinstance(final, dict)
     return RunData(
-        scenario={**sc.to_plain(), "servers": servers, "backend_url": backend_url},
+        scenario=scenario,
         history=history.events,
         final_states=final,
         owners=owners,

@@ -150,13 +150,13 @@ def run_scenario(
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
         offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
         with (run_dir / RUN_FILES["history"]).open("w") as sink:
-            data = asyncio.run(_run_async(sc, procs, res, progress, sink, ray))
+            data = asyncio.run(_run_async(sc, procs, res, progress, sink, ray, run_dir))
         if server_logs:
             extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
             data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
             res.notes.append(f"--server-log: {stats.summary()}")
         data.save(run_dir)
-        res.events = len(data.history)
+        res.events = data.event_count
     except KeyboardInterrupt:
         res.status, res.error = "error", "interrupted"
         raise
@@ -202,6 +202,7 @@ async def _run_async(
     progress: Progress | None,
     sink: IO[str] | None = None,
     ray: Any = None,
+    run_dir: Path | None = None,
 ) -> RunData:
     try:
         if procs is not None:
@@ -237,6 +238,7 @@ async def _run_async(
                     faults_applied=faults_applied,
                     history_sink=sink,
                     self_monitor=SelfMonitor(),
+                    stream_to=run_dir if sink is not None else None,  # the sink is run_dir's history.jsonl
                 )
         finally:
             if procs is None and faults_applied and backend_url:
@@ -244,7 +246,9 @@ async def _run_async(
         res.sessions, res.workload = out.sessions, out.workload
         res.notes.extend(out.notes)
         if procs is None:  # a deployment's fake serves others too (earlier runs): keep this run's sessions only
-            ours = {str(e["session"]) for e in out.data.history if e.get("session")}
+            ours = out.session_ids
+            if ours is None:
+                ours = {str(e["session"]) for e in out.data.history if e.get("session")}
             out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["BLOCKED_LIMIT", "CPU_LIMIT", "LAG_P99_LIMIT_MS", "MIN_LATE_SAMPLES", "SATURATED_NOTE", "SelfMonitor"]
@@ -47,7 +48,7 @@ CPU_LIMIT = 0.95
 SATURATED_NOTE = "harness saturated: client latency not attributable to the server"
 
 
-def _p(values: list[float], q: float) -> float:
+def _p(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
     s = sorted(values)
@@ -73,7 +74,9 @@ class SelfMonitor:
         self.lag_limit_ms = lag_limit_ms
         self.cpu_limit = cpu_limit
         self.min_late = min_late
-        self.lags_ms: list[float] = []
+        # one sample per interval for the whole run: 8 bytes each in an array (a list of floats is 32; the values
+        # and the summary are the same), ~1.4 MB an hour at 20 ms
+        self.lags_ms: array[float] = array("d")
         self._t0 = 0.0
         self._c0 = 0.0
         self._t1: float | None = None

@@ -141,3 +141,48 @@ def test_sink_line_is_json_dumps_sorted() -> None:
     ]
     for ev in events:
         assert _encode_line(ev) == json.dumps(ev, sort_keys=True, default=str)
+
+
+def test_history_not_kept_writes_the_same_lines_and_holds_only_open_ops(tmp_path: Path) -> None:
+    """``keep=False`` (a live run, issue 13): the sink gets the same bytes, nothing ended stays in memory."""
+
+    def record(h: History, clock: FakeClock) -> None:
+        for i in range(3):
+            op = h.invoke(process=f"agent-{i}", f="create", server="http://x")
+            clock.t += 0.5
+            h.ok(op, session=f"s{i}", status=201, body={"k": [i, 2.5, None, "\ud800"]})
+        h.invoke(process="agent-9", f="chat", session="s1", server="http://x", turn=0)
+        h.close_open("run ended")
+
+    kept, streamed = io.StringIO(), io.StringIO()
+    seen: list[dict[str, object]] = []
+    ca, cb = FakeClock(), FakeClock()
+    a = History(ca, sink=kept)
+    b = History(cb, sink=streamed, keep=False, observe=seen.append)
+    record(a, ca)
+    record(b, cb)
+    assert streamed.getvalue() == kept.getvalue() and seen == a.events
+    assert b.events == [] and b.count == a.count == 8 and b.open_ops == []
+    with pytest.raises(ValueError, match="sink"):
+        History(FakeClock(), keep=False)
+
+
+def test_final_states_file_writes_what_json_dumps_writes(tmp_path: Path) -> None:
+    from harness.rundata import FinalStatesFile
+
+    states: dict[str, object] = {
+        "b" * 32: {"records": [{"input_ids": [1, 2], "lp": -0.25}], "é": "\ud800", "n": None},
+        "a" * 32: None,
+        "c": {"nested": {"z": 1, "a": [True, 1e300]}},
+    }
+    f = FinalStatesFile(tmp_path)
+    for sid, st in states.items():
+        f[sid] = st  # type: ignore[assignment]
+    f["c"] = {"again": 1}  # the last state of a session wins, as in a dict
+    states["c"] = {"again": 1}
+    f.write(tmp_path / "final_states.json")
+    assert (tmp_path / "final_states.json").read_text() == json.dumps(states, sort_keys=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final_states.json"]  # the spill left nothing
+    e = FinalStatesFile(tmp_path)
+    e.write(tmp_path / "empty.json")
+    assert (tmp_path / "empty.json").read_text() == json.dumps({}, sort_keys=True)

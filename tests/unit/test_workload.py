@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from harness.scenario import Scenario, parse_scenario
 from harness.workload import SessionPlan, derive_seed, plan_sessions, run_workload
 
@@ -38,7 +40,8 @@ def test_derive_seed_is_stable_and_separates_purposes() -> None:
     assert derive_seed(1, "a", 2) != derive_seed(1, "b", 2)
 
 
-async def test_concurrency_limit_and_intended_start() -> None:
+@pytest.mark.parametrize("lazy", [False, True])
+async def test_concurrency_limit_and_intended_start(lazy: bool) -> None:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     plans = plan_sessions(scenario(sessions=6, arrival_rate=0), 1)
@@ -54,11 +57,12 @@ async def test_concurrency_limit_and_intended_start() -> None:
         await asyncio.sleep(0.02)
         running -= 1
 
-    res = await run_workload(plans, run, now=lambda: loop.time() - t0, concurrency=2, duration_s=5)
+    res = await run_workload(plans, run, now=lambda: loop.time() - t0, concurrency=2, duration_s=5, lazy=lazy)
     assert peak == 2 and res.finished == 6 and res.not_started == 0 and res.cut_by_bound == 0
 
 
-async def test_duration_bound_cancels_the_rest() -> None:
+@pytest.mark.parametrize("lazy", [False, True])
+async def test_duration_bound_cancels_the_rest(lazy: bool) -> None:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     plans = plan_sessions(scenario(sessions=4), 1)
@@ -66,17 +70,38 @@ async def test_duration_bound_cancels_the_rest() -> None:
     async def run(p: SessionPlan) -> None:
         await asyncio.sleep(10)
 
-    res = await run_workload(plans, run, now=lambda: loop.time() - t0, concurrency=2, duration_s=0.05)
+    res = await run_workload(plans, run, now=lambda: loop.time() - t0, concurrency=2, duration_s=0.05, lazy=lazy)
     assert res.finished == 0 and res.cut_by_bound == 2 and res.not_started == 2
     assert loop.time() - t0 < 1.0
 
 
-async def test_agent_errors_are_reported_not_raised() -> None:
+@pytest.mark.parametrize("lazy", [False, True])
+async def test_agent_errors_are_reported_not_raised(lazy: bool) -> None:
     loop = asyncio.get_running_loop()
     plans = plan_sessions(scenario(sessions=2), 1)
 
     async def run(p: SessionPlan) -> None:
         raise RuntimeError("boom")
 
-    res = await run_workload(plans, run, now=loop.time, concurrency=2, duration_s=5)
+    res = await run_workload(plans, run, now=loop.time, concurrency=2, duration_s=5, lazy=lazy)
     assert len(res.errors) == 2 and "boom" in res.errors[0]
+
+
+async def test_lazy_workload_holds_only_the_sessions_in_flight() -> None:
+    """A live run's workload (issue 13): no task per planned session waits from t = 0; starts keep their times."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    plans = plan_sessions(scenario(sessions=200, arrival_rate=4000), 1)
+    tasks_seen = 0
+    late: list[float] = []
+
+    async def run(p: SessionPlan) -> None:
+        nonlocal tasks_seen
+        tasks_seen = max(tasks_seen, len(asyncio.all_tasks()))
+        late.append(loop.time() - t0 - p.intended_start)
+        await asyncio.sleep(0.001)
+
+    res = await run_workload(plans, run, now=lambda: loop.time() - t0, concurrency=4, duration_s=5, lazy=True)
+    assert res.finished == 200 and res.not_started == 0 and res.cut_by_bound == 0
+    assert tasks_seen <= 4 + 3  # the sessions in flight, the feeder, this test
+    assert min(late) >= 0.0  # never before its intended time
