@@ -18,6 +18,15 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
   checkpoint the session can have stored (the client saw an earlier answer
   of that session at least that long; a first turn has none). Whether the
   prefix really broke when the server commits is token_state's business.
+  Two limits on that excuse, both CONTEXT.md's words: the tolerated tail
+  ("tolerating a few trailing tokens"): when the fake rewrote only the last
+  token of the checkpoint the prompt extends (``retokenized_checkpoint``,
+  ``from_end=1``) and no longer checkpoint can be stored, the 500 is a
+  violation (one token is within "a few" on any reading); and the error
+  ("500 with a tokenization error"): the 500's recorded error must name
+  tokenization or the prefix (loosely: ``tokeniz`` or ``prefix`` anywhere in
+  it), else it is a crash and a violation; a 500 without any error text is
+  unknown (nothing said either way);
   Never by a fault class in the plan, never by a time window:
   a server that answers 500 on invalid JSON from the backend is wrong even
   while an outage is declared;
@@ -42,6 +51,7 @@ verdict is unknown. The notes report counts per status.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -123,13 +133,30 @@ class NoUnexpected5xx:
             if "http_500" in faults:
                 return "backend http_500 passed through", ""
             if "retokenized_prompt" in faults:  # the protocol's answer to a broken prefix (CONTEXT.md: 500)
-                hit, why_not = _retokenized_hit(o, execs, stored.get(o.session or "", []))
-                if hit:
-                    return "backend prompt_token_ids differ from the input_ids sent (tokenization error)", ""
-                return (
-                    "",
-                    f"server error (500) on a chat whose retokenized_prompt fault cannot break the prefix: {why_not}",
-                )
+                answers = stored.get(o.session or "", [])
+                hit, why_not = _retokenized_hit(o, execs, answers)
+                if not hit:
+                    return (
+                        "",
+                        f"server error (500) on a chat whose retokenized_prompt fault cannot break the prefix: "
+                        f"{why_not}",
+                    )
+                tail = _last_token_only(o, execs, answers)
+                if tail:
+                    return "", f"server error (500) on a chat whose backend rewrote {tail}"
+                said = _says_tokenization(o)
+                if said is None:
+                    return "", (
+                        "unknown: a 500 on a broken prefix without an error text: whether it says it is a "
+                        "tokenization error (CONTEXT.md) cannot be told"
+                    )
+                if not said:
+                    text = _error_text(o)
+                    return "", (
+                        "server error (500) on a broken prefix that does not say it is a tokenization error "
+                        f"(CONTEXT.md: 500 with a tokenization error), but: {text[:160]}"
+                    )
+                return "backend prompt_token_ids differ from the input_ids sent (tokenization error)", ""
             return "", "server error (500) on a chat: a tokenization error or a crash, never a backend fault"
         if any(plan_explains(st, {f}) for f in faults):
             return f"backend fault {faults[-1]}", ""
@@ -157,6 +184,7 @@ class NoUnexpected5xx:
         explained: Counter[int] = Counter()
         out: list[Keyed] = []
         unattributed: list[tuple[int, str]] = []
+        undecided: list[tuple[int, str]] = []
         for o in ops:
             st = o.status
             if st is None or st < 500 or o.f in ("chaos", "fault") or not part.mine(o.session):
@@ -167,6 +195,8 @@ class NoUnexpected5xx:
                 explained[st] += 1
             elif reason == "unattributable":
                 unattributed.append((o.invoke_index, f"{o.f} {o.request_id or o.session} answered {st}"))
+            elif reason.startswith(UNKNOWN):
+                undecided.append((o.invoke_index, f"{o.f} {o.request_id or o.session}: {reason[len(UNKNOWN) :]}"))
             else:
                 msg = f"{o.f} answered {st}: {reason}"
                 out.append(((o.invoke_index,), Violation(msg, o.indices, o.session, f"status_{st}")))
@@ -176,6 +206,8 @@ class NoUnexpected5xx:
             "out": out,
             "unattributed": unattributed[:1],
             "n_unattributed": len(unattributed),
+            "undecided": undecided[:1],
+            "n_undecided": len(undecided),
         }
 
     def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
@@ -191,7 +223,63 @@ class NoUnexpected5xx:
         if n:
             first = min(x for p in parts for x in p["unattributed"])[1]
             unknown.append(f"{n} 5xx not attributable without the backend's execution log (e.g. {first})")
+        n = sum(p.get("n_undecided", 0) for p in parts)
+        if n:
+            first = min(x for p in parts for x in p.get("undecided", []))[1]
+            unknown.append(f"{n} 500 not judged (e.g. {first})")
         return verdict(self.name, merge_violations(p["out"] for p in parts), unknown=unknown, notes=per)
+
+
+UNKNOWN = "unknown: "  # an _explain reason that makes the verdict unknown, not a violation
+
+
+def _error_text(o: Op) -> str:
+    """The error the client recorded for a failed answer: the body's ``error`` (an object as JSON), else its text."""
+    err = (o.completion or {}).get("error")
+    if err is None:
+        return ""
+    return err if isinstance(err, str) else json.dumps(err, sort_keys=True, default=str)
+
+
+def _says_tokenization(o: Op) -> bool | None:
+    """Does a 500 say it is a tokenization error? None when the client recorded no error text at all.
+
+    CONTEXT.md promises "500 with a tokenization error", not a body format, so the test is loose: the
+    error text names tokenization (``tokeniz``: TokenizationError, tokenization_error, "failed to
+    tokenize") or the prefix it protects ("prefix invariant broken"). A body that says something else
+    (an internal error, a traceback) is a crash, not that error; an empty one says nothing either way.
+    """
+    text = _error_text(o).strip().lower()
+    if not text:
+        return None
+    return "tokeniz" in text or "prefix" in text
+
+
+def _last_token_only(o: Op, execs: list[dict[str, Any]], answers: list[tuple[float, int | None]]) -> str:
+    """What was rewritten, when the backend rewrote only the last token of the checkpoint the prompt extends
+    (``retokenized_prompt;from_end=1``), else "".
+
+    The fake found that checkpoint among its own answers (``retokenized_checkpoint``: the longest one the
+    sent ids start with) and the client saw no longer answer of the session before this request ended:
+    so the checkpoint the server holds, a prefix of the ids it sent, is that one or a prefix of it, and the
+    new checkpoint differs from it in at most its last token. CONTEXT.md tolerates "a few trailing tokens
+    (e.g. the end-of-turn newline)": one is within a few on any reading, so a 500 there is not the protocol's.
+    """
+    end = o.seen_end if o.seen_end is not None else o.start
+    before = [n for t, n in answers if t < end]
+    if not before or any(n is None for n in before):
+        return ""
+    longest = max(n for n in before if n is not None)
+    for ex in execs:
+        base, at = ex.get("retokenized_checkpoint"), ex.get("retokenized_at")
+        if fault_name(str(ex.get("fault") or "")) != "retokenized_prompt" or ex.get("outcome") != "completed":
+            continue
+        if isinstance(base, int) and isinstance(at, int) and base >= longest and at == base - 1:
+            return (
+                f"only the last token (token {at}) of the {base}-token checkpoint the prompt extends: CONTEXT.md "
+                "tolerates a few trailing tokens"
+            )
+    return ""
 
 
 def _passthrough(o: Op) -> bool:

@@ -514,6 +514,18 @@ def record_output_ids(rec: dict[str, Any]) -> list[int] | None:
     return out
 
 
+def record_reported_prompt(rec: dict[str, Any]) -> list[int] | None:
+    """The prompt ids the backend reported it saw (``meta_info.prompt_token_ids``), when it reported them."""
+    mi = _choice0(rec).get("meta_info")
+    if not isinstance(mi, dict):
+        resp = rec.get("response")
+        mi = resp.get("meta_info") if isinstance(resp, dict) else None
+    ids = mi.get("prompt_token_ids") if isinstance(mi, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+        return None
+    return [int(x) for x in ids]
+
+
 def record_finish_reason(rec: dict[str, Any]) -> str | None:
     fr = _choice0(rec).get("finish_reason")
     if isinstance(fr, dict):

@@ -85,6 +85,7 @@ from harness.checkers.ops import (
     record_checkpoint,
     record_input_ids,
     record_kind,
+    record_reported_prompt,
     record_rid,
     record_turn,
     snapshots,
@@ -403,6 +404,7 @@ class TokenState:
             if cp is None or record_input_ids(r) is None:
                 return f"a committed record of {sid} lacks input_ids or output_token_logprobs"
             cps.append(cp)
+        self._reported_tails(committed, cps, snap.token_ids, trim)
 
         def idx(r: dict[str, Any]) -> list[int]:
             o = by_rid.get(record_rid(r) or "")
@@ -511,6 +513,35 @@ class TokenState:
                 )
             )
         return unknown_tokens
+
+    @staticmethod
+    def _reported_tails(committed: list[dict[str, Any]], cps: list[list[int]], token_ids: Any, trim: int) -> None:
+        """Where a server stored the backend's reported prompt, take that as the record's checkpoint.
+
+        CONTEXT.md: the new checkpoint is ``prompt_token_ids + completion_token_ids`` and the previous one
+        must prefix it "tolerating a few trailing tokens". A backend may report prompt ids other than the
+        input_ids it was sent (``meta_info.prompt_token_ids``); within that tolerated tail a server commits
+        them. So a record's checkpoint is its reported prompt + completion instead of its input_ids +
+        completion when (1) the reported prompt still extends, up to ``trim`` trailing tokens, the checkpoint
+        the sent ids extend (the last or the one before: a rollback), and (2) what follows shows the server
+        kept it: the next committed record's input_ids extend it and not the sent one (or, for the last
+        record, ``metadata.token_ids`` equals it). Otherwise the input_ids stand, as before.
+        """
+        for k, r in enumerate(committed):
+            reported, sent = record_reported_prompt(r), record_input_ids(r) or []
+            if k == 0 or reported is None or reported == sent:
+                continue
+            alt = reported + cps[k][len(sent) :]
+            prev = next((cps[j] for j in (k - 1, k - 2) if j >= 0 and sent[: len(cps[j])] == cps[j]), None)
+            if prev is None or not extends(prev, reported, trim):
+                continue
+            if k + 1 < len(committed):
+                nxt = record_input_ids(committed[k + 1]) or []
+                kept = extends(alt, nxt, trim) and not extends(cps[k], nxt, trim)
+            else:
+                kept = isinstance(token_ids, list) and [int(x) for x in token_ids] == alt
+            if kept:
+                cps[k] = alt
 
     def _suffix_rule(
         self,

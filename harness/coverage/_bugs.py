@@ -411,9 +411,38 @@ def no_prefix_check(**kw: Any) -> Any:
     return app
 
 
+def no_trim_tolerance(**kw: Any) -> Any:
+    """The prefix check tolerates no trailing token (``max_trim_tokens`` 0): a turn whose backend re-tokenized
+    only the end of the stored turn (the end-of-turn token, the newline after it) is refused with 500,
+    though CONTEXT.md tolerates "a few trailing tokens"."""
+    app = reference_app(**kw)
+    app.state.server.tito.max_trim_tokens = 0
+    return app
+
+
+def prefix_crash(**kw: Any) -> Any:
+    """A broken prefix crashes the check (as an arithmetic slip in its error message would) instead of
+    raising the tokenization error: still a 500, but an internal error, not CONTEXT.md's "500 with a
+    tokenization error"."""
+    app = reference_app(**kw)
+    tito = app.state.server.tito
+    check = tito.check_prefix
+
+    def crashing(base_ids: Any, new_ids: list[int]) -> None:
+        try:
+            check(base_ids, new_ids)
+        except Exception as exc:
+            raise ZeroDivisionError("integer division or modulo by zero") from exc
+
+    tito.check_prefix = crashing
+    return app
+
+
 # name -> factory, for proofs.toml (``bug = "NAME"``)
 BUGS: dict[str, Callable[..., Any]] = {
     "no_prefix_check": no_prefix_check,
+    "no_trim_tolerance": no_trim_tolerance,
+    "prefix_crash": prefix_crash,
     "corrupt_prompt": corrupt_prompt,
     "crash_on_bad_json": crash_on_bad_json,
     "crash_on_upstream_error": crash_on_upstream_error,

@@ -34,6 +34,7 @@ from harness.checkers.ops import (
     pair_ops,
     record_checkpoint,
     record_input_ids,
+    record_reported_prompt,
     snapshots,
 )
 from harness.rundata import RunData
@@ -239,22 +240,32 @@ def _backend_status(v: View) -> int:
 
 
 def _trim_used(v: View) -> int:
-    """Committed turns whose prompt extends the previous checkpoint only after dropping trailing tokens."""
+    """Committed turns whose prompt extends the previous checkpoint only after dropping trailing tokens: the
+    prompt sent, or the one the backend reported (``meta_info.prompt_token_ids``, which the new checkpoint is
+    built from) when it differs from the checkpoint in its last few tokens only."""
     trim = max_trim_tokens(v.run)
+
+    def trimmed(prev: list[int], ids: list[int] | None) -> bool:
+        return (
+            ids is not None
+            and ids[: len(prev)] != prev
+            and any(ids[: len(prev) - k] == prev[: len(prev) - k] for k in range(1, trim + 1))
+        )
+
     n = 0
     for snap in v.snaps.values():
         prev: list[int] | None = None
+        kept: list[int] | None = None  # the previous record's reported prompt + completion
         for rec in snap.records:
             if rec.get("kind") != "committed":
                 continue
             ids, cp = record_input_ids(rec), record_checkpoint(rec)
-            if (
-                prev is not None
-                and ids is not None
-                and ids[: len(prev)] != prev
-                and any(ids[: len(prev) - k] == prev[: len(prev) - k] for k in range(1, trim + 1))
-            ):
+            if kept is not None and ids is not None and ids[: len(kept)] == kept:
+                prev = kept  # the server stored the reported prompt: that is the checkpoint this turn extends
+            if prev is not None and (trimmed(prev, ids) or trimmed(prev, record_reported_prompt(rec))):
                 n += 1
+            rep = record_reported_prompt(rec)
+            kept = rep + cp[len(ids) :] if rep is not None and ids is not None and cp is not None else None
             prev = cp
     return n
 

@@ -37,7 +37,7 @@ import asyncio
 import hashlib
 import os
 from array import array
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 64
+ANSWERS_KEPT = 64  # checkpoints remembered per routing key (its retries and rollbacks stay well inside)
 NO_KEY = "-"
 CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
@@ -194,6 +195,25 @@ class FakeSGLang:
         self._seen: dict[str, dict[bytes, int]] = {}
         self._ordinals: dict[str, int] = {}
         self._global_ordinal = 0
+        # per routing key, (length, sha256) of the last few checkpoints it answered (the prompt ids it reported
+        # + the completion): where ``retokenized_prompt;from_end=k`` finds the checkpoint a prompt extends
+        self._answered: dict[str, list[tuple[int, bytes]]] = {}
+
+    def remember_answer(self, key: str, prompt: Sequence[int], completion: Sequence[int]) -> None:
+        """Keep the checkpoint a complete answer lets a session server store (the last ``ANSWERS_KEPT``)."""
+        ids = array("q", [*prompt, *completion])
+        kept = self._answered.setdefault(key, [])
+        kept.append((len(ids), hashlib.sha256(ids.tobytes()).digest()))
+        del kept[:-ANSWERS_KEPT]
+
+    def checkpoint_in(self, key: str, ids: Sequence[int]) -> int | None:
+        """The length of the longest checkpoint answered for ``key`` that ``ids`` extends (None: none does)."""
+        best: int | None = None
+        for n, digest in self._answered.get(key, ()):
+            longer = (best is None or n > best) and n <= len(ids)
+            if longer and hashlib.sha256(array("q", ids[:n]).tobytes()).digest() == digest:
+                best = n
+        return best
 
     # ------------------------------------------------------------ ASGI entry
 
@@ -658,8 +678,11 @@ class _Run:
             "cached_tokens": 0,
             "output_token_logprobs": [[lps[i], t] for i, t in enumerate(ids)],
         }
+        prompt: Sequence[int] = self.req.ids
         if self.fname == "retokenized_prompt":
-            meta["prompt_token_ids"] = self._retokenized()
+            meta["prompt_token_ids"] = prompt = self._retokenized()
+        if finish != "abort":  # an aborted answer is kept provisional: no checkpoint (CONTEXT.md)
+            self.app.remember_answer(self.req.key, prompt, ids)
         return meta
 
     def _retokenized(self) -> list[int]:
@@ -668,9 +691,18 @@ class _Run:
 
         The model "saw" other tokens than the session server sent, so the server's new checkpoint
         (prompt_token_ids + completion) breaks the prefix of the stored one whenever ``at`` falls inside it.
+        ``from_end = k`` counts instead from the end of the checkpoint the prompt extends (the longest
+        checkpoint this fake answered for the routing key that prefixes the sent ids; 1 is its last token,
+        e.g. the end-of-turn token), or from the prompt's end when none does (a first turn); the execution
+        log then also says ``retokenized_checkpoint`` (that checkpoint's length, null when none).
         """
         ids = list(self.req.ids)
         at = self.fault.get("at") if self.fault is not None else 0
+        from_end = self.fault.get("from_end") if self.fault is not None else None
+        if from_end is not None:
+            base = self.app.checkpoint_in(self.req.key, ids)
+            self.entry["retokenized_checkpoint"] = base
+            at = max((base if base is not None else len(ids)) - int(from_end), 0)
         i = min(int(at if at is not None else 0), len(ids) - 1)
         forced = self.fault.get("alt") if self.fault is not None else None
         if forced is not None and int(forced) != ids[i]:

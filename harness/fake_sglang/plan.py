@@ -85,8 +85,10 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "spike": {"ms": (_Float, None)},
     "tool_calls": {"count": (_Int, 1)},
     # a re-tokenizing backend: meta_info.prompt_token_ids differs from the input_ids sent, from token ``at`` on
-    # (replaced by token id ``alt`` when given, else by the first token of " retokenized" that differs)
-    "retokenized_prompt": {"at": (_Int, 0), "alt": (_Int, None)},
+    # (replaced by token id ``alt`` when given, else by the first token of " retokenized" that differs);
+    # ``from_end = k`` (when set, in place of ``at``): the k-th token from the end of the stored checkpoint the
+    # prompt extends (1: its last token, e.g. the end-of-turn token), else of the prompt (docs/fake_sglang.md)
+    "retokenized_prompt": {"at": (_Int, 0), "alt": (_Int, None), "from_end": (_Int, None)},
 }
 # http_<code> for any other 4xx/5xx code is accepted too (see _fault_params).
 
@@ -256,6 +258,8 @@ def _check_param_range(name: str, p: str, v: Any, key: str, source: str) -> None
         raise _err(source, key, f"must be within [0, 1], got {v}")
     if p == "at" and v < 0:
         raise _err(source, key, f"must be >= 0, got {v}")
+    if p == "from_end" and v < 1:
+        raise _err(source, key, f"must be >= 1 (1 is the last token), got {v}")
     if p in ("tokens", "chunks", "count") and v < (1 if p in ("chunks", "count") else 0):
         raise _err(source, key, f"must be >= {1 if p in ('chunks', 'count') else 0}, got {v}")
     if p in ("seconds", "ms") and v < 0:
@@ -267,6 +271,7 @@ def _check_param_range(name: str, p: str, v: Any, key: str, source: str) -> None
         "ms": MAX_MS,
         "tokens": MAX_TOKENS,
         "at": MAX_CONTEXT,
+        "from_end": MAX_CONTEXT,
         "chunks": MAX_CHUNKS,
         "count": MAX_TOOL_CALLS,
     }

@@ -313,6 +313,9 @@ class RunBuilder:
                 completion_tokens=3,
                 content_sha="0" * 40,
             )
+        if status == 500:  # the server's own error, as the agent records it (the body's "error")
+            kind = "TokenizationError" if outcome == "tokenization_error" else "InternalError"
+            done["error"] = {"type": kind, "message": outcome}
         done.update(fields)
         type_ = done.pop("type", "ok" if status == 200 else "fail")
         self.complete(op, type_, at=end, **done)

@@ -372,6 +372,30 @@ def test_a_500_is_explained_by_retokenized_prompt_only_on_the_attempt_it_hit() -
         assert why in v.violations[0].message, v.violations[0].message
 
 
+def test_a_500_on_a_broken_prefix_must_be_a_tokenization_error_and_not_on_a_one_token_tail() -> None:
+    def run(mark: dict[str, Any], **done: Any) -> Verdict:
+        b = RunBuilder(faults=["retokenized_prompt"])
+        sid = b.create()
+        b.chat(sid, 0)  # a stored checkpoint of 4 + 3 tokens
+        b.chat(sid, 1, outcome="tokenization_error", fault="retokenized_prompt", **done)
+        r = b.build()
+        r.backend_executions[sid][-1].update(mark)
+        return run_one(r, "no_unexpected_5xx")
+
+    # CONTEXT.md tolerates "a few trailing tokens": only the checkpoint's last token rewritten is no 500
+    tail = run({"retokenized_at": 6, "retokenized_checkpoint": 7})
+    assert kinds(tail) == {"status_500"} and "only the last token" in tail.violations[0].message
+    assert run({"retokenized_at": 5, "retokenized_checkpoint": 7}).status == "valid"  # two: "a few" decides
+    assert run({"retokenized_at": 4, "retokenized_checkpoint": 5}).status == "valid"  # a longer one was seen
+    # "500 with a tokenization error": a crash's 500 does not say so; an empty one says nothing either way
+    crash = {"error": {"type": "InternalError", "message": "ZeroDivisionError('integer division or modulo by zero')"}}
+    v = run({"retokenized_at": 0}, **crash)
+    assert kinds(v) == {"status_500"} and "does not say it is a tokenization error" in v.violations[0].message
+    assert run({"retokenized_at": 0}, error="").status == "unknown"
+    for said in ({"type": "tokenization_error", "message": "x"}, "prefix invariant broken at token 0"):
+        assert run({"retokenized_at": 0}, error=said).status == "valid"
+
+
 def test_backend_outage_window_explains_502() -> None:
     b = RunBuilder()
     sid = b.create()

@@ -285,3 +285,24 @@ async def test_retokenized_prompt_reports_other_prompt_ids_than_were_sent() -> N
     # no fault: the fake does not report prompt ids at all (the server keeps the ids it sent)
     r, _ = await fault("none")
     assert "prompt_token_ids" not in r.json()["choices"][0]["meta_info"]
+
+
+async def test_retokenized_prompt_from_end_rewrites_the_tail_of_the_checkpoint_the_prompt_extends() -> None:
+    app = create_app(seed=1)
+    ids = TOK.encode(
+        TOK.apply_chat_template(MSGS, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+    )
+    head = {"x-smg-routing-key": "s", "x-fake-fault": "retokenized_prompt;from_end=1"}
+    async with client(app) as c:
+        # a first turn: no checkpoint answered for the key, so counted from the prompt's end
+        r = await c.post("/v1/chat/completions", json={"input_ids": ids, "return_meta_info": True}, headers=head)
+        meta = r.json()["choices"][0]["meta_info"]
+        assert entry(app)["retokenized_at"] == len(ids) - 1 and entry(app)["retokenized_checkpoint"] is None
+        # the checkpoint a server stores: the reported prompt + the completion; a later turn extends it
+        cp = meta["prompt_token_ids"] + [t for _, t in meta["output_token_logprobs"]]
+        nxt = cp + ids[1:]
+        r = await c.post("/v1/chat/completions", json={"input_ids": nxt, "return_meta_info": True}, headers=head)
+    got = r.json()["choices"][0]["meta_info"]["prompt_token_ids"]
+    assert entry(app)["retokenized_checkpoint"] == len(cp) and entry(app)["retokenized_at"] == len(cp) - 1
+    assert got[: len(cp) - 1] == nxt[: len(cp) - 1] and got[len(cp) - 1] != nxt[len(cp) - 1]
+    assert got[len(cp) :] == nxt[len(cp) :]
