@@ -209,6 +209,10 @@ class AgentSpec:
     # sent as the body's chat_template_kwargs (e.g. enable_thinking = false), with this probability per chat
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     template_kwargs_probability: float = 1.0
+    # resend each assistant turn with its reasoning_content (as real agent clients echo a reasoning parser's
+    # field), and open each episode with a worked example exchange whose answer carries its reasoning
+    send_reasoning: bool = False
+    demonstration: bool = False
 
 
 @dataclass(frozen=True)
@@ -838,6 +842,8 @@ def _parse_agent(t: _Table) -> AgentSpec:
         stream_probability=t.prob("stream_probability"),
         chat_template_kwargs=_template_kwargs(t),
         template_kwargs_probability=t.prob("template_kwargs_probability", 1.0),
+        send_reasoning=t.bool_("send_reasoning", False),
+        demonstration=t.bool_("demonstration", False),
     )
     t.done()
     return spec

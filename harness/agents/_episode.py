@@ -280,7 +280,7 @@ class Agent:
         if sid is None:
             self.end_reason = "create_failed"
             return
-        self.messages = [{"role": "system", "content": _SYSTEM}, self._user(0, 0)]
+        self.messages = [{"role": "system", "content": _SYSTEM}, *self._demonstration(), self._user(0, 0)]
         intended = self.history.now()
         turn = 0
         redo_first = p.first_turn_retry
@@ -305,7 +305,7 @@ class Agent:
             if turn == 0 and redo_first:
                 # Redo turn 0 with another user message: the server rolls back past its only checkpoint.
                 redo_first = False
-                self.messages = [self.messages[0], self._user(0, 1)]
+                self.messages = [self.messages[0], *self._demonstration(), self._user(0, 1)]
                 next_attempt = self._attempts_used
                 kind = "first_turn_retry"
                 intended = self.history.now()
@@ -622,6 +622,8 @@ class Agent:
             return ChatOutcome(op, "info", status=r.status, error=err, kind="protocol")
         self.history.ok(op, **fields)
         assistant = {"role": "assistant", "content": content}
+        if self.spec.send_reasoning and isinstance(msg.get("reasoning_content"), str):
+            assistant["reasoning_content"] = msg["reasoning_content"]
         if msg.get("tool_calls"):
             assistant["tool_calls"] = msg["tool_calls"]
         return ChatOutcome(op, "ok", status=r.status, message=assistant, finish_reason=finish, aborted=aborted)
@@ -682,6 +684,25 @@ class Agent:
         pick = " ".join(words[(self.plan.index + turn * 3 + variant + i) % len(words)] for i in range(4))
         alt = " (rephrased)" if variant else ""
         return {"role": "user", "content": f"Turn {turn}{alt}: {pick}."}
+
+    def _demonstration(self) -> list[dict[str, Any]]:
+        """A worked example exchange before the episode's first question (``agent.demonstration``), as few-shot
+        prompts and resumed trajectories carry: a question, a tool call with its reasoning, the tool's result,
+        the final answer. The first turn renders it whole, reasoning included where the template renders it."""
+        if not self.spec.demonstration:
+            return []
+        call = {
+            "id": "call_example0",
+            "type": "function",
+            "function": {"name": "calculator", "arguments": json.dumps({"expression": "17 * 3"})},
+        }
+        think = {"reasoning_content": "The product needs the calculator tool"} if self.spec.send_reasoning else {}
+        return [
+            {"role": "user", "content": "Example question: what is seventeen times three?"},
+            {"role": "assistant", "content": "", "tool_calls": [call], **think},
+            {"role": "tool", "tool_call_id": "call_example0", "content": "51"},
+            {"role": "assistant", "content": "Example answer: fifty one."},
+        ]
 
     def _tool_results(self, calls: list[dict[str, Any]], turn: int, variant: int) -> list[dict[str, Any]]:
         out = []

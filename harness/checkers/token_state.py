@@ -60,6 +60,18 @@ re-tokenization. Per session snapshot:
    no template renders (CONTEXT.md: "take the text after that prefix, and join it to the stored tokens
    at the boundary"). Not judged when the template cannot be probed or the tokenizer is not loadable.
 
+7. a turn rendered from scratch (the first committed record, or a first-turn retry that starts afresh) is the
+   chat template's rendering of the request's messages (``first_turn_render``; CONTEXT.md: "First turn (no
+   stored tokens): render the messages with the tokenizer's chat template (add_generation_prompt=True)"):
+   its prompt, decoded with the run's tokenizer, equals ``apply_chat_template(messages,
+   add_generation_prompt=True)`` of the messages the record's request carries, with or without the request's
+   ``chat_template_kwargs`` and ``tools`` (CONTEXT.md fixes neither), compared after NFC normalization (the
+   tokenizer's own). That rendering is the template's, as Hugging Face defines it: e.g. it fills ``thinking``
+   from ``reasoning_content`` for templates that read that name, so a server that renders through the bare
+   compiled template loses an earlier turn's reasoning. Not judged when the record carries no messages, a
+   message's content is not a string (content parts: how a server flattens them is its choice), the template
+   cannot render them, or the tokenizer is not loadable.
+
 A record without ``input_ids`` or without ``output_token_logprobs`` makes the
 session unknown (the server did not keep what TITO needs). The protocol fixes
 that ``metadata`` holds the accumulated token ids, not the key's name: it is
@@ -71,6 +83,7 @@ record's turn is the turn of the request it is linked to (``ops.Links``).
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,6 +105,18 @@ from harness.checkers.ops import (
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
+
+
+def _tokenizer(run: RunData) -> Any:
+    """The run's tokenizer (the scenario's ``target.tokenizer``), or None when it cannot be loaded here."""
+    target = run.scenario.get("target")
+    name = target.get("tokenizer") if isinstance(target, dict) else None
+    try:
+        from harness.tokenizer import load_tokenizer
+
+        return load_tokenizer(name if isinstance(name, str) else None)
+    except Exception:
+        return None
 
 
 def _decoder(run: RunData) -> Callable[[list[int]], str | None] | None:
@@ -326,6 +351,7 @@ class TokenState:
     name = "token_state"
     _joins: _Joins | None = None
     _decode: Callable[[list[int]], str | None] | None = None
+    _tok: Any = None
     _gen: str | None = None
     _gens: dict[str, str | None]
     _parts: bool | None = None
@@ -344,7 +370,7 @@ class TokenState:
         try:
             return self._part(part)
         finally:  # the registered instance is shared by every run checked: it keeps nothing of this one
-            self._decode = self._gen = self._joins = self._parts = None
+            self._decode = self._gen = self._joins = self._parts = self._tok = None
             self.__dict__.pop("_run", None)
             self.__dict__.pop("_gens", None)
             self.__dict__.pop("_undecided", None)
@@ -357,6 +383,7 @@ class TokenState:
         chats = by_session(ops, "chat")
         trim = max_trim_tokens(run)
         self._decode = _decoder(run)
+        self._tok = _tokenizer(run) if self._decode is not None else None
         self._gen = generation_prompt(run) if self._decode is not None else None
         self._joins = _load_joins(run) if self._decode is not None else None
         self._run, self._gens, self._undecided = run, {}, {}
@@ -456,6 +483,8 @@ class TokenState:
                     del chain[:], starts[:], counts[:]  # a first-turn retry starts from the empty checkpoint
                 else:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
+            if not chain and self._decode is not None:
+                self._first_turn_rule(r, ids, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
             if chain and extends(chain[-1], ids, trim):
                 self._suffix_rule(chain[-1], ids, trim, by_rid.get(record_rid(r) or ""), turn, idx(r), sid, out)
                 op = by_rid.get(record_rid(r) or "")
@@ -606,6 +635,56 @@ class TokenState:
                         "history_resent",
                     )
                 )
+
+    def _first_turn_rule(
+        self,
+        r: dict[str, Any],
+        ids: list[int],
+        op: Op | None,
+        turn: int | None,
+        ops: list[int],
+        sid: str,
+        out: list[Violation],
+    ) -> None:
+        """Rule 7: a prompt rendered from scratch is the template's rendering of the request's messages."""
+        msgs = _request_messages(r)
+        if msgs is None or self._tok is None or any(not isinstance(m.get("content"), str | None) for m in msgs):
+            return
+        text = self._decode(ids) if self._decode is not None else None
+        if text is None:
+            return
+        raw_req = r.get("request")
+        req: dict[str, Any] = raw_req if isinstance(raw_req, dict) else {}
+        kw_sets: list[dict[str, Any]] = [{}]
+        for kw in (req.get("chat_template_kwargs"), op.invoke.get("template_kwargs") if op is not None else None):
+            if isinstance(kw, dict) and kw and kw not in kw_sets:
+                kw_sets.append(kw)
+        tools = req.get("tools") if isinstance(req.get("tools"), list) and req.get("tools") else None
+        renders: list[str] = []
+        for kw in kw_sets:
+            for tl in (None, tools) if tools is not None else (None,):
+                try:
+                    want = str(
+                        self._tok.apply_chat_template(msgs, tools=tl, tokenize=False, add_generation_prompt=True, **kw)
+                    )
+                except Exception:  # a rendering the template refuses is not one the server could have made
+                    continue
+                renders.append(unicodedata.normalize("NFC", want))
+        got = unicodedata.normalize("NFC", text)
+        if not renders or got in renders:
+            return
+        want = renders[0]
+        at = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
+        out.append(
+            Violation(
+                f"committed record of turn {turn}: the prompt rendered from scratch is not the chat template's "
+                f"rendering of the request's {len(msgs)} messages (first difference at character {at}: the "
+                f"template renders {want[at : at + 60]!r}, the prompt has {got[at : at + 60]!r})",
+                ops,
+                sid,
+                "first_turn_render",
+            )
+        )
 
     def _resent_rule(
         self,

@@ -458,7 +458,7 @@ class FakeSGLang:
         fname = fault.name if fault is not None else None
         forced_calls = int(fault.get("count")) if fault is not None and fname == "tool_calls" else None
         thinking = self.model.wants_thoughts(req.ids) if self.model.thinks else None
-        answer = self.model.answer(ident, gen, tool_calls=forced_calls, thinking=thinking)
+        answer = self.model.answer(ident, gen, tool_calls=forced_calls, thinking=thinking, parser=gen.reasoning_parser)
         spike: float | None = None
         if fault is not None and fname == "spike":
             ms = fault.get("ms")
@@ -660,7 +660,19 @@ class _Run:
         if finish == "stop":
             return a.completion_ids(True), a.content, a.tool_calls
         ids = a.completion_ids(True)[:k]
-        return ids, self.model.decode(ids), []
+        text = self.model.decode(ids)
+        if a.reasoning is not None:  # the parser splits what was generated so far
+            text = self.model.split(a, text)[0]
+        return ids, text, []
+
+    def _reasoning(self, finish: str, k: int) -> str | None:
+        """The message's ``reasoning_content`` (reasoning-parser mode), None when there is none."""
+        a = self.answer
+        if a.reasoning is None:
+            return None
+        if finish == "stop":
+            return a.reasoning
+        return self.model.split(a, self.model.decode(a.completion_ids(True)[:k]))[1]
 
     def _meta(self, finish: str, ids: list[int]) -> dict[str, Any]:
         if finish == "stop":
@@ -729,6 +741,9 @@ class _Run:
             return {"text": text, "output_ids": ids, "meta_info": meta}
         oai_finish = "tool_calls" if finish == "stop" and calls else finish
         message: dict[str, Any] = {"role": "assistant", "content": content}
+        reasoning = self._reasoning(finish, k)
+        if reasoning is not None:
+            message["reasoning_content"] = reasoning
         if calls:
             message["tool_calls"] = calls
         return {
@@ -823,6 +838,7 @@ class _Run:
             return
         ids_all = self.answer.completion_ids(True)
         content = self.answer.content
+        parsed = self.answer.reasoning is not None
         created = int(self.app.clock.wall())
 
         def chunk(delta: dict[str, Any], fr: str | None = None, **extra: Any) -> bytes:
@@ -855,6 +871,9 @@ class _Run:
                 finish, k = "abort", i - 1
                 break
             produced = i
+            if parsed:  # the parser's deltas are not token-aligned: the parts go whole after the last token
+                await self._flush(send, frames)
+                continue
             text = self.model.decode(ids_all[:i])
             if finish == "stop":
                 text = text[: len(content)]
@@ -869,6 +888,13 @@ class _Run:
             return
         obj = self._body(finish, k)
         final_text = obj["choices"][0]["message"]["content"]
+        if parsed:
+            thought = obj["choices"][0]["message"].get("reasoning_content")
+            if thought:
+                frames.append(chunk({"reasoning_content": thought}))
+            if finish == "stop" and final_text:
+                frames.append(chunk({"content": final_text}))
+                sent_text = final_text
         if finish != "stop" and final_text and len(final_text) > len(sent_text):
             frames.append(chunk({"content": final_text[len(sent_text) :]}))
         if finish == "stop" and self.answer.tool_calls:

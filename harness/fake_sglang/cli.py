@@ -9,6 +9,7 @@ with a message naming the file and the key, before any port is opened.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn log level (default warning)",
     )
     p.add_argument("--http", default="auto", help="uvicorn HTTP protocol: auto, h11 or httptools")
+    p.add_argument(
+        "--reasoning-parser",
+        action="store_true",
+        help="answer as SGLang with --reasoning-parser: reasoning_content apart from the content, the token ids "
+        "unchanged (the plan's generation.reasoning_parser; default off)",
+    )
     return p
 
 
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plan = load_plan(args.plan) if args.plan else FaultPlan()
+        if args.reasoning_parser:
+            plan = dataclasses.replace(plan, generation=dataclasses.replace(plan.generation, reasoning_parser=True))
         tok = load_tokenizer(args.tokenizer)
         # a restarted process must not look like the one a run started with: its own boot id (not protocol state)
         boot_id = f"{os.getpid():x}-{os.urandom(4).hex()}"

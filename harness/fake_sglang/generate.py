@@ -23,6 +23,16 @@ model would; all of it is read from the chat template, not from a name:
   content; when the prompt already ends with the template's
   ``enable_thinking=False`` block, the answer has no think block.
 
+With SGLang's ``--reasoning-parser`` (``generation.reasoning_parser``, off by
+default) the answer is split as that parser splits it: the message's
+``content`` is the answer and ``reasoning_content`` the thought, while the
+completion ids still hold the whole generated text, think block included. The
+model thinks when the template renders an assistant's reasoning (through
+``apply_chat_template``, which also fills ``thinking`` for templates that read
+that name): the reasoning family's think block, or any other layout's
+reasoning section (the channels scenario tokenizer's ``analysis`` segment),
+always as the template itself renders the turn.
+
 Why a pure function: races are found by replaying a seed, so an answer may
 depend only on the request's identity (seed, routing key, turn, attempt, a
 hash of the prompt ids), never on arrival order or time. Each purpose (answer,
@@ -38,6 +48,7 @@ off (falling back to encoding the text) when it does not hold.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -95,6 +106,7 @@ class Answer:
     logprobs: list[float]  # one per completion token, the end-of-turn token included
     end_id: int
     body_text: str = field(default="", repr=False)  # content + tool-call blocks, as the template renders them
+    reasoning: str | None = None  # the thought, split from the content (reasoning-parser mode only)
 
     def completion_ids(self, complete: bool) -> list[int]:
         return [*self.body_ids, self.end_id] if complete else list(self.body_ids)
@@ -160,6 +172,17 @@ class TokenModel:
             return False
         return "Probe thought" in text
 
+    @functools.cached_property
+    def renders_thought(self) -> bool:
+        """Whether the template renders a last assistant turn's reasoning (``reasoning_content``, or
+        ``thinking`` as apply_chat_template aliases it): a reasoning model, whatever its layout."""
+        msg = {"role": "assistant", "content": "Probe answer", "reasoning_content": "Probe thought"}
+        try:
+            text = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
+        except Exception:  # a template that refuses the extra key is not a reasoning template
+            return False
+        return "Probe thought" in text
+
     def _no_think_tail(self, base: list[dict[str, Any]], with_gen: str) -> str:
         """What the generation prompt gains with ``enable_thinking=False`` (a prompt ending so gets no thoughts)."""
         off = str(self.tok.apply_chat_template(base, tokenize=False, add_generation_prompt=True, enable_thinking=False))
@@ -201,10 +224,12 @@ class TokenModel:
 
     # -- the assistant body, exactly as the template renders it
 
-    def _render_body_slow(self, content: str, tool_calls: list[dict[str, Any]]) -> str:
+    def _render_body_slow(self, content: str, tool_calls: list[dict[str, Any]], reasoning: str | None = None) -> str:
         msg: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             msg["tool_calls"] = tool_calls
+        if reasoning is not None:
+            msg["reasoning_content"] = reasoning
         full = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
         if not full.startswith(self._gen_prefix):
             raise ValueError("chat template renders an assistant turn that does not extend the generation prompt")
@@ -237,13 +262,24 @@ class TokenModel:
     # -- answers
 
     def answer(
-        self, ident: Identity, gen: GenerationSpec, *, tool_calls: int | None = None, thinking: bool | None = None
+        self,
+        ident: Identity,
+        gen: GenerationSpec,
+        *,
+        tool_calls: int | None = None,
+        thinking: bool | None = None,
+        parser: bool = False,
     ) -> Answer:
         """The full answer for this identity. ``tool_calls`` forces that many calls (the fault).
 
         With a reasoning template the answer starts with a think block, in the
         content itself, unless ``thinking=False`` (the prompt switched it off).
+        ``parser`` (SGLang's ``--reasoning-parser``): the thought is returned
+        apart (``Answer.reasoning``) and the content is the answer alone; the
+        token ids are the same whole generated text.
         """
+        if parser and (self.thinks or self.renders_thought):
+            return self._parsed_answer(ident, gen, tool_calls, thinking)
         rng = ident.rng("answer")
         n = len(self.words)
         k = rng.randint(gen.min_words, gen.max_words)
@@ -269,6 +305,48 @@ class TokenModel:
             body = self.body_text(content, calls)
             body_ids = self.encode(body)
         return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body)
+
+    def _parsed_answer(
+        self, ident: Identity, gen: GenerationSpec, tool_calls: int | None, thinking: bool | None
+    ) -> Answer:
+        """What a reasoning parser returns: the same generation as without one, its thought split out."""
+        if self.thinks:  # the think-block family: the very ids of the inline answer, so digests agree
+            a = self.answer(ident, gen, tool_calls=tool_calls, thinking=thinking)
+            if thinking is False:
+                return a
+            rng = ident.rng("answer")
+            n = len(self.words)
+            k = rng.randint(gen.min_words, gen.max_words)
+            content = " ".join([self.words[int(rng.random() * n)] for _ in range(k)])
+            inline = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
+            return Answer(content, a.tool_calls, a.body_ids, a.logprobs, a.end_id, a.body_text, inline)
+        rng = ident.rng("answer")
+        n = len(self.words)
+        k = rng.randint(gen.min_words, gen.max_words)
+        idx = [int(rng.random() * n) for _ in range(k)]
+        content = " ".join([self.words[i] for i in idx])
+        want_tools = rng.random() < gen.tool_call_probability
+        count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
+        calls = [self._tool_call(rng) for _ in range(count)]
+        thought: str | None = None
+        if thinking is not False:
+            thought = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
+        body = self._render_body_slow(content, calls, thought)
+        body_ids = self.encode(body)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body, thought)
+
+    def split(self, answer: Answer, text: str) -> tuple[str, str | None]:
+        """(content, reasoning) a reasoning parser makes of ``text``, a prefix of ``answer.body_text``."""
+        body, thought = answer.body_text, answer.reasoning
+        if not thought:
+            return text, None
+        at = body.find(thought)
+        if at < 0:
+            return text, None
+        reasoning = text[at : at + len(thought)] if len(text) > at else ""
+        c_at = body.find(answer.content, at + len(thought)) if answer.content else -1
+        content = text[c_at:] if c_at >= 0 and len(text) > c_at else ""
+        return content, reasoning or None
 
     def _think(self, ident: Identity) -> str:
         rng = ident.rng("think")  # its own stream: the answer's words do not move

@@ -185,6 +185,9 @@ class GenerationSpec:
     max_words: int = 24
     tool_call_probability: float = 0.0
     context_length: int = 32768
+    # SGLang's --reasoning-parser: a thinking model's message carries ``reasoning_content`` apart from the
+    # content; the completion ids still hold the whole generated text (harness/fake_sglang/generate.py)
+    reasoning_parser: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +210,9 @@ class FaultPlan:
         return {
             "source": self.source,
             "latency": dataclasses.asdict(self.latency),
-            "generation": dataclasses.asdict(self.generation),
+            "generation": {  # the reasoning parser only when on: plans without it describe as before
+                k: v for k, v in dataclasses.asdict(self.generation).items() if k != "reasoning_parser" or v
+            },
             "rules": [
                 {
                     "name": r.name,
@@ -394,7 +399,7 @@ def _parse_latency(raw: Any, source: str) -> LatencySpec:
 def _parse_generation(raw: Any, source: str) -> GenerationSpec:
     if not isinstance(raw, dict):
         raise _err(source, "generation", "expected a table")
-    allowed = ("min_words", "max_words", "tool_call_probability", "context_length")
+    allowed = ("min_words", "max_words", "tool_call_probability", "context_length", "reasoning_parser")
     _check_keys(raw, allowed, "generation", source)
     d = GenerationSpec()
     ints = {}
@@ -411,7 +416,10 @@ def _parse_generation(raw: Any, source: str) -> GenerationSpec:
     p = _num(raw, "tool_call_probability", "generation", source, 0.0)
     if p > 1:
         raise _err(source, "generation.tool_call_probability", f"must be within [0, 1], got {p}")
-    return GenerationSpec(tool_call_probability=p, **ints)
+    parser = raw.get("reasoning_parser", False)
+    if not isinstance(parser, bool):
+        raise _err(source, "generation.reasoning_parser", f"expected true or false, got {parser!r}")
+    return GenerationSpec(tool_call_probability=p, reasoning_parser=parser, **ints)
 
 
 _RULE_KEYS = (

@@ -206,6 +206,48 @@ TRAIL_TEMPLATE = _template(
 """
 )
 
+# Not a shipped family: the template of scenarios/tokenizers/channels (a scenario tokenizer, built by
+# ``python -m harness.tokenizer.build --channels DIR``). A channel layout as gpt-oss-style models render a
+# turn: every message is ``<|start|>role<|message|>text<|end|>``; an assistant turn is one or more segments
+# on named channels (its reasoning on ``analysis``, the answer on ``final``, a preamble and each tool call on
+# ``commentary`` / ``call``). It reads a message's reasoning from ``thinking``, as gpt-oss templates do
+# (transformers' apply_chat_template fills ``thinking`` from ``reasoning_content``; the bare compiled
+# template does not). The reasoning of a tool-call turn is always rendered (the call's analysis); that of a
+# final answer only when the answer is the last message and no generation prompt follows (the model's own
+# output, for training), so earlier answers lose it and the template is not append-only.
+CHANNELS_SPECIAL_TOKENS = ["<|endoftext|>", "<|start|>", "<|end|>", "<|channel|>", "<|message|>"]
+
+CHANNELS_TEMPLATE = _template(
+    """
+{%- for message in messages -%}
+  {%- if message['role'] == 'assistant' -%}
+    {%- set calls = message.get('tool_calls') or [] -%}
+    {%- set body = message.get('content') or '' -%}
+    {%- if message.get('thinking') and (calls or (loop.last and not add_generation_prompt)) -%}
+      {{- '<|start|>assistant<|channel|>analysis<|message|>' + message['thinking'] + '<|end|>' -}}
+    {%- endif -%}
+    {%- if calls -%}
+      {%- if body -%}{{- '<|start|>assistant<|channel|>commentary<|message|>' + body + '<|end|>' -}}{%- endif -%}
+      {%- for tc in calls -%}
+        {%- set fn = tc['function'] if tc.get('function') else tc -%}
+        {{- '<|start|>assistant<|channel|>call<|message|>{"name": "' + fn['name'] + '", "arguments": ' -}}
+        {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}
+        {%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+        {{- '}<|end|>' -}}
+      {%- endfor -%}
+    {%- else -%}
+      {{- '<|start|>assistant<|channel|>final<|message|>' + body + '<|end|>' -}}
+    {%- endif -%}
+  {%- elif message['role'] == 'tool' -%}
+    {{- '<|start|>tool<|message|>' + (message['content'] or '') + '<|end|>' -}}
+  {%- else -%}
+    {{- '<|start|>' + message['role'] + '<|message|>' + (message['content'] or '') + '<|end|>' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<|start|>assistant' -}}{%- endif -%}
+"""
+)
+
 HEADERS_SPECIAL_TOKENS = [
     "<|end_of_text|>",
     "<|begin|>",
@@ -271,6 +313,17 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+CHANNELS = Family(
+    "channels",
+    tuple(CHANNELS_SPECIAL_TOKENS),
+    CHANNELS_TEMPLATE,
+    "<|end|>",
+    "<|endoftext|>",
+    None,
+    "channel segments, reasoning read from `thinking` (scenario tokenizer, not shipped)",
+)
 
 
 def _training_lines() -> list[str]:
@@ -364,7 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--family", action="append", choices=sorted(FAMILIES), help="build only this family (repeatable)"
     )
+    parser.add_argument(
+        "--channels", type=Path, default=None, metavar="DIR", help="write the channels scenario tokenizer to DIR"
+    )
     args = parser.parse_args(argv)
+    if args.channels is not None:
+        write_family(CHANNELS, args.channels)
+        print(f"wrote channels to {args.channels}")
+        return 0
     write(args.out, args.family)
     print(f"wrote {', '.join(args.family or FAMILIES)} to {args.out}")
     return 0

@@ -91,7 +91,7 @@ def clean_messages(raw: Any) -> list[dict[str, Any]]:
             if not isinstance(calls, list):
                 raise BadMessages(f"{where}.tool_calls: a list")
             msg["tool_calls"] = [_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)]
-        for k in ("tool_call_id", "name"):
+        for k in ("tool_call_id", "name", "reasoning_content"):  # the template renders what it reads of them
             v = m.get(k)
             if v is not None:
                 if not isinstance(v, str):
