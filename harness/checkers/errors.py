@@ -67,9 +67,10 @@ from harness.checkers.ops import (
     faults_applied,
     is_kill,
     is_outage,
+    is_passthrough,
     pair_ops,
 )
-from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
+from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations, passthrough_whole
 from harness.rundata import RunData
 
 # fault classes of the fake SGLang (harness.fake_sglang.plan.FAULTS) that make the session
@@ -110,6 +111,8 @@ class NoUnexpected5xx:
     def check(self, run: RunData) -> Verdict:
         return check_whole(self, run)
 
+    whole_when = staticmethod(passthrough_whole)
+
     @staticmethod
     def _explain(
         o: Op,
@@ -125,7 +128,7 @@ class NoUnexpected5xx:
             same = c.server is None or o.server is None or c.server.rstrip("/") == o.server.rstrip("/")
             if is_kill(c) and same and c.covers(o.start, t1, margin=1.0):
                 return f"chaos {c.kind}", ""
-        if o.f != "chat" and not _passthrough(o):
+        if o.f != "chat" and not is_passthrough(o):
             return "", "a request that never reaches the backend, and no kill of its server overlapped it"
         execs = links.executions_of(o) if o.f == "chat" else (passed or {}).get(o.request_id or "", [])
         faults = [fault_name(str(ex["fault"])) for ex in execs if ex.get("fault")]
@@ -282,19 +285,9 @@ def _last_token_only(o: Op, execs: list[dict[str, Any]], answers: list[tuple[flo
     return ""
 
 
-def _passthrough(o: Op) -> bool:
-    """A request through a session's plain pass-through (``/sessions/{id}/{path}``, not the chat): it
-    reaches the backend, so the backend's fault on it explains its gateway error like a chat's."""
-    path = o.invoke.get("path")
-    if not isinstance(path, str) or not isinstance(o.invoke.get("method"), str):
-        return False
-    parts = path.split("?", 1)[0].split("/")
-    return len(parts) > 3 and parts[1] == "sessions" and "/".join(parts[3:]) != "v1/chat/completions"
-
-
 def _passthrough_executions(run: RunData, ops: list[Op]) -> dict[str, list[dict[str, Any]]]:
     """The backend executions of pass-through requests that answered 5xx, by the forwarded x-request-id."""
-    want = {o.request_id for o in ops if o.request_id and (o.status or 0) >= 500 and _passthrough(o)}
+    want = {o.request_id for o in ops if o.request_id and (o.status or 0) >= 500 and is_passthrough(o)}
     out: dict[str, list[dict[str, Any]]] = {}
     if not want:
         return out

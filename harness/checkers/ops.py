@@ -871,6 +871,16 @@ def done_for(
     return []
 
 
+def is_passthrough(o: Op) -> bool:
+    """A request through a session's plain pass-through (``/sessions/{id}/{path}``, not the chat): it
+    reaches the backend, so the backend's fault on it explains its gateway error like a chat's."""
+    path = o.invoke.get("path")
+    if not isinstance(path, str) or not isinstance(o.invoke.get("method"), str):
+        return False
+    parts = path.split("?", 1)[0].split("/")
+    return len(parts) > 3 and parts[1] == "sessions" and "/".join(parts[3:]) != "v1/chat/completions"
+
+
 def process_key(line: dict[str, Any]) -> str:
     """Which server process wrote a log line: pid (a restarted process gets a new one)."""
     return f"{line.get('worker_port', '?')}/{line.get('pid', '?')}"

@@ -9,15 +9,22 @@ that name whose ``owner`` names a process that no longer exists (or a live pid t
 time: the system has given it to another process since), only the files a spill writes, and the directory
 only if that left it empty. ``.harness-tmp/`` itself carries a ``made-by-harness`` file when a pass created it, so a
 later pass may remove it once nothing else is in it. Nothing else there is touched.
+
+Two processes on one folder (a ``harness check`` and a ``harness report`` at the same moment) share the area: each
+holds an exclusive ``flock`` on the area directory while it creates the area, marks it, makes its own entry in it,
+or checks that only the mark is left and removes it (:func:`spill_dir`, :func:`anonymous_file`,
+:func:`remove_area`). Without it the last step of one (mark removed, then ``rmdir``) and the first of the other
+(its directory made in the area it found) could interleave and leave the area unmarked, and so for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -31,7 +38,9 @@ __all__ = [
     "clean_stale",
     "guard",
     "make_dir",
+    "remove_area",
     "remove_dir",
+    "spill_dir",
     "unguard",
 ]
 
@@ -64,6 +73,59 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+@contextlib.contextmanager
+def locked_area(area: Path, *, create: bool = True) -> Iterator[bool | None]:
+    """Hold the exclusive lock of ``area`` (made and marked if absent and ``create``): yields whether this call
+    made it (None: absent and not ``create``). Nothing in the area is made or removed by another holder meanwhile.
+    An area removed between its creation (or lookup) and the lock is made again. OSError: the area cannot be
+    used (not a directory, not writable)."""
+    import fcntl
+
+    for _ in range(64):
+        made = False
+        if create:
+            try:
+                os.mkdir(area)
+                made = True
+            except FileExistsError:
+                pass
+        try:
+            fd = os.open(area, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if create:
+                continue  # removed by its last user meanwhile: make it again
+            yield None
+            return
+        try:
+            with contextlib.suppress(OSError):  # a file system without locks: as before, unlocked
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(area))
+            except FileNotFoundError:
+                same = False
+            if not same:  # removed (or replaced) after it was opened: not the area any more
+                if not create:
+                    yield None
+                    return
+                continue
+            if made:
+                (area / AREA_MARK).touch()
+            yield made
+            return
+        finally:
+            os.close(fd)  # releases the lock
+    raise OSError(f"{area}: made and removed again 64 times by other processes")
+
+
+def spill_dir(area: Path) -> Path:
+    """A new spill directory (:func:`make_dir`) under ``area``, which is made and marked if absent; directories
+    a SIGKILLed pass left there are removed first (:func:`clean_stale`)."""
+    with locked_area(area) as made:
+        if not made:
+            clean_stale(area)  # a pass killed by SIGKILL left its directory
+        return make_dir(area)
+
+
 def anonymous_file(run_dir: Path) -> IO[bytes]:
     """A temp file with no name, for data too large to hold: in ``run_dir``'s ``.harness-tmp/`` (made and
     marked if absent, removed again at once if this made it: the file is unlinked as soon as it is open),
@@ -72,13 +134,10 @@ def anonymous_file(run_dir: Path) -> IO[bytes]:
     import tempfile
 
     area = Path(run_dir) / AREA
-    made = False
+    made: bool | None = False
     try:
-        if not area.exists():
-            area.mkdir()
-            (area / AREA_MARK).touch()
-            made = True
-        return tempfile.TemporaryFile(dir=area)  # unlinked on creation (POSIX)
+        with locked_area(area) as made:
+            return tempfile.TemporaryFile(dir=area)  # unlinked on creation (POSIX)
     except OSError:
         return tempfile.TemporaryFile()
     finally:
@@ -102,9 +161,12 @@ def remove_dir(d: Path) -> None:
 def remove_area(area: Path) -> None:
     """Remove ``.harness-tmp/`` if a pass made it (its mark) and nothing but the mark is in it."""
     try:
-        if sorted(p.name for p in area.iterdir()) == [AREA_MARK]:
-            (area / AREA_MARK).unlink()
-            area.rmdir()  # fails if another pass made its directory meanwhile: left, harmless
+        with locked_area(area, create=False) as there:
+            if there is None:
+                return
+            if sorted(p.name for p in area.iterdir()) == [AREA_MARK]:
+                (area / AREA_MARK).unlink()
+                os.rmdir(area)
     except OSError:
         pass
 

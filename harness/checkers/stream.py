@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 from harness.checkers import spill_area
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
-from harness.checkers.ops import Op, pair_ops
+from harness.checkers.ops import Op, is_passthrough, pair_ops
 from harness.checkers.stream_index import LogIndex
 from harness.checkers.stream_joins import JoinEvidence
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
@@ -57,6 +57,7 @@ __all__ = [
     "check_whole",
     "joins_whole",
     "merge_violations",
+    "passthrough_whole",
     "shared_whole",
 ]
 
@@ -222,6 +223,8 @@ class RunContext:
     # the run's token key (ops.find_token_key) as the spill decided it; None: decide it from the part (the whole run)
     token_key: tuple[str | None, str] | None = None
     joins_whole: str = ""  # why a part's record and log joins may not be the whole run's (stream_joins), "" if exact
+    # why a pass-through request's backend executions may not all be in its part ("" when they are)
+    passthrough_whole: str = ""
 
 
 Keyed = tuple[tuple[Any, ...], Violation]
@@ -231,6 +234,12 @@ def joins_whole(context: RunContext) -> str:
     """A ``whole_when`` for checkers that join records and log lines across a run (stream_joins): why a part's
     joins may not be the whole run's, "" when they are provably the same."""
     return context.joins_whole
+
+
+def passthrough_whole(context: RunContext) -> str:
+    """A ``whole_when`` for checkers that read a pass-through request's backend executions (joined by the
+    ``x-request-id`` it forwards): why some may be in another part than the request, "" when none is."""
+    return context.passthrough_whole
 
 
 def merge_violations(parts: Iterable[Iterable[Keyed]]) -> list[Violation]:
@@ -357,18 +366,9 @@ class Spill:
         hist = self.run_dir / RUN_FILES["history"]
         size = hist.stat().st_size if hist.exists() else 0
         self.groups = groups if groups is not None else max(1, -(-size // GROUP_BYTES))
-        self._made_area = False
-        area = self.run_dir / TMP_DIR
         try:
-            if not area.exists():
-                area.mkdir()
-                (area / spill_area.AREA_MARK).touch()
-                self._made_area = True
-            else:
-                spill_area.clean_stale(area)  # a pass killed by SIGKILL left its directory
-            self.dir = spill_area.make_dir(area)
+            self.dir = spill_area.spill_dir(self.run_dir / TMP_DIR)
         except OSError:
-            self._made_area = False
             self.dir = spill_area.make_dir(Path(tempfile.gettempdir()))
         self._closed = False
         self.db = sqlite3.connect(self.dir / "run.sqlite", isolation_level=None)
@@ -388,6 +388,7 @@ class Spill:
         self.sessions: dict[int, set[str]] = {}
         self.context: RunContext | None = None
         self._log_index: LogIndex | None = None
+        self._passthrough_far: set[str] = set()  # pass-through request ids executed outside the request's group
         try:
             self._fill()
         except (TypeError, KeyError, AttributeError) as exc:
@@ -458,10 +459,15 @@ class Spill:
                 pos += 1
                 continue
             for i, ex in enumerate(value):
-                # with the chat whose x-request-id it carries (Links joins them by it, run-wide), else its key's
+                # with the chat whose x-request-id it carries (Links joins them by it, run-wide), else with the
+                # pass-through request that forwarded it (no_unexpected_5xx joins them by it), else its key's: an
+                # execution under no routing key (the fake's "-") belongs to no session of its own
                 rid = ex.get("request_id") if isinstance(ex, dict) else None
                 home = self._chat_session(f"caller:{rid}") if rid is not None else None
-                rows.append((pos, g if home is None else _group_of(home, self.groups), key, i, json.dumps(ex)))
+                grp = g if home is None else _group_of(home, self.groups)
+                if rid is not None:
+                    grp = self._passthrough_home(str(rid), grp, home is None)
+                rows.append((pos, grp, key, i, json.dumps(ex)))
                 self.joins.execution(ex, rows[-1][1])
                 pos += 1
             if len(rows) >= 1_000:
@@ -478,6 +484,10 @@ class Spill:
                 self._put("finals", rows)
         self._put("finals", rows)
         joins_whole, token_key = self.joins.finish(self.split)
+        far = sorted(self._passthrough_far)[:3]
+        passthrough_whole = (
+            f"pass-through request id(s) {far} executed by the backend in another session group" if far else ""
+        )
         self.db.execute("COMMIT")
         self.db.executescript(
             "CREATE INDEX ev_g ON events (grp, pos); CREATE INDEX lg_g ON logs (grp, pos);"
@@ -492,6 +502,7 @@ class Spill:
             execution_log_gap=execution_log_gap(RunData(scenario, [ev for _, ev in self.global_events])),
             token_key=token_key,
             joins_whole=joins_whole,
+            passthrough_whole=passthrough_whole,
         )
 
     def _history(self) -> None:
@@ -510,10 +521,14 @@ class Spill:
             """A chat operation's run-wide keys (``x-req-id``, ``caller:`` + request id), for :meth:`chat_ops`;
             a fuzz operation's request id (``fuzz:``), for :meth:`Part.fuzzed`."""
             f = str(inv.get("f"))
-            if f not in ("chat", "fuzz"):
+            if f not in ("chat", "fuzz") and "path" not in inv:
                 return
             o = Op(op=inv.get("op"), f=f, invoke_index=inv["index"], invoke=inv)
             o.completion, o.completion_index = done, done["index"]
+            if f not in ("chat", "fuzz"):
+                if o.request_id and is_passthrough(o):  # where its backend executions go (_passthrough_home)
+                    joins.append((f"pass:{o.request_id}", 3, o.invoke_index, "[]", o.session, g))
+                return
             at, sid = json.dumps(o.indices), o.session
             if f == "chat":
                 self.joins.chat(o.request_id, o.req_id)
@@ -608,7 +623,7 @@ class Spill:
         exec_at: dict[str, list[int]] = {}
         key_order: dict[str, int] = {}
         for p, k, i, v in q("SELECT pos, key, at, value FROM execs WHERE grp = ? ORDER BY pos", (g,)):
-            key_order.setdefault(str(k), int(p))
+            key_order.setdefault(str(k), int(p) - max(int(i), 0))  # the key's first place in the run's file
             if i < 0:
                 execs[str(k)] = json.loads(v)
             else:
@@ -656,6 +671,18 @@ class Spill:
             "SELECT session FROM chats WHERE key = ? ORDER BY kind DESC, inv DESC LIMIT 1", (key,)
         ).fetchone()
         return None if got is None or got[0] is None else str(got[0])
+
+    def _passthrough_home(self, rid: str, grp: int, free: bool) -> int:
+        """The group of an execution carrying ``rid``: ``grp``, or (``free``: no chat carries it) the group of the
+        last pass-through request that forwarded it; a pass-through request of another group that carries it too
+        is noted (its part would not see the execution: ``passthrough_whole``)."""
+        q = self.db.execute("SELECT grp FROM chats WHERE key = ? ORDER BY inv DESC", (f"pass:{rid}",))
+        groups = [int(x) for (x,) in q]
+        if groups and free:
+            grp = groups[0]
+        if any(x != grp for x in groups):
+            self._passthrough_far.add(rid)
+        return grp
 
     def chat_ops(self, key: str) -> list[int] | None:
         """The history indices of the chat operation ``key`` names in the whole run, as the checkers'
