@@ -81,6 +81,9 @@ def test_max_trim_tokens_is_judged_only_when_the_run_knows_it() -> None:
     # another server (URLs): its max_trim_tokens is unknown, so a null there is neither right nor wrong
     assert _check(_run("chatml", {"s": _state(msgs, short, None)}, kind="urls")) == ("unknown", set())
     assert _check(_run("chatml", {"s": _state(msgs, short, report)}, kind="urls")) == ("valid", set())
+    user_app = _run("chatml", {"s": _state(msgs, short, None)})  # a sim --target: a user's app, not ours
+    user_app.scenario["sim"] = {"seed": 0, "target": "asgi:their.app:create_app"}
+    assert _check(user_app) == ("unknown", set())
     bad = {**report, "actual_len": 0}
     assert _check(_run("chatml", {"s": _state(msgs, short, bad)}, kind="urls")) == ("invalid", {"mismatch_wrong"})
     # the trim a reference run assumes is the reference server's own default
