@@ -143,6 +143,17 @@ class Diagnostics:
         messages = snap.metadata.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return f"{sid}: metadata.messages not returned, the stored messages are not known"
+        records = snap.records if isinstance(snap.records, list) else []
+        if any(
+            isinstance(r, dict) and isinstance(r.get("request"), dict) and r["request"].get("chat_template_kwargs")
+            for r in records
+        ):
+            # the contract names the template's rendering of the stored messages, not whether the session's
+            # chat_template_kwargs apply to it (CONTEXT.md says nothing of them): not decidable here
+            return (
+                f"{sid}: the session's requests carry chat_template_kwargs; whether the canonical rendering "
+                "applies them is not specified"
+            )
         ids = snap.token_ids
         if snap.token_key is None or not isinstance(ids, list) or not all(isinstance(x, int) for x in ids):
             return f"{sid}: the stored token ids are not found ({snap.token_reason or 'not a list of ints'})"

@@ -40,7 +40,12 @@ def test_command_target_text_output_becomes_server_logs(tmp_path: Path) -> None:
         "text_cmd.toml",
     )
     res = run_scenario(sc, tmp_path, report=False)
-    assert res.status == "valid", (res.error, [v for v in res.verdicts if v["status"] != "valid"])
+    not_valid = [v for v in res.verdicts if v["status"] != "valid"]
+    # diagnostics: a command target's max_trim_tokens is not known to the harness (unknown by design)
+    assert res.error is None and all(v["checker"] == "diagnostics" and v["status"] == "unknown" for v in not_valid), (
+        res.error,
+        not_valid,
+    )
     captured = (tmp_path / "text_cmd" / "server-logs" / "server-0.log").read_text()
     assert " INFO reference_impl pid=" in captured and '{"ts"' not in captured  # text, not JSON
     run = RunData.load(tmp_path / "text_cmd")

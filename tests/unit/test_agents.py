@@ -41,7 +41,7 @@ def verdicts(run: RunData) -> dict[str, str]:
 
 def assert_all_valid(run: RunData) -> None:
     v = verdicts(run)
-    assert all(s == "valid" for s in v.values()), v
+    assert all(s == "valid" for s in v.values()), {c: s for c, s in v.items() if s != "valid"}
 
 
 async def test_happy_episode_create_turns_collect_delete() -> None:
@@ -323,7 +323,9 @@ async def test_chat_template_kwargs_are_sent_where_the_scenario_asks_and_the_tur
     assert len(ops(run, "chat", "ok")) == 6
     records = [r for e in ops(run, "get", "ok") for r in (e.get("body") or {}).get("records", [])]
     assert records and all(r["request"]["chat_template_kwargs"] == {"enable_thinking": False} for r in records)
-    assert_all_valid(run)
+    v = verdicts(run)
+    # diagnostics: whether the canonical rendering applies the session's chat_template_kwargs is unspecified
+    assert v.pop("diagnostics") == "unknown" and all(s == "valid" for s in v.values()), v
 
 
 def test_chat_template_kwargs_must_be_identifiers_with_scalar_values() -> None:
