@@ -148,16 +148,7 @@ async def run_workload(
         if delay > 0:
             await asyncio.sleep(delay)
         async with sem:
-            res.started += 1
-            try:
-                await run_session(p)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an agent bug must not take the run down; it is reported
-                res.errors.append(f"{p.process}: {type(exc).__name__}: {exc}")
-            res.finished += 1
-            if on_done is not None:
-                on_done(p)
+            await _one_session(p, run_session, on_done, res)
 
     tasks = [asyncio.create_task(one(p), name=p.process) for p in plans]
     remaining = duration_s - now()
@@ -170,6 +161,25 @@ async def run_workload(
     res.cut_by_bound = res.started - res.finished
     res.not_started = len(plans) - res.started
     return res
+
+
+async def _one_session(
+    p: SessionPlan,
+    run_session: Callable[[SessionPlan], Awaitable[None]],
+    on_done: Callable[[SessionPlan], None] | None,
+    res: WorkloadResult,
+) -> None:
+    """One session, counted: started, then finished (an agent's error reported, not raised), then ``on_done``."""
+    res.started += 1
+    try:
+        await run_session(p)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # an agent bug must not take the run down; it is reported
+        res.errors.append(f"{p.process}: {type(exc).__name__}: {exc}")
+    res.finished += 1
+    if on_done is not None:
+        on_done(p)
 
 
 async def _run_lazily(
@@ -185,16 +195,7 @@ async def _run_lazily(
 
     async def one(p: SessionPlan) -> None:
         try:
-            res.started += 1
-            try:
-                await run_session(p)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an agent bug must not take the run down; it is reported
-                res.errors.append(f"{p.process}: {type(exc).__name__}: {exc}")
-            res.finished += 1
-            if on_done is not None:
-                on_done(p)
+            await _one_session(p, run_session, on_done, res)
         finally:
             sem.release()
 
