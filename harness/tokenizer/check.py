@@ -6,7 +6,17 @@ them after a fixed stand-in prefix (a stand-in system message, user message
 and an assistant turn shaped like the stored one, tool calls included), takes
 the text after the stand-in assistant's end-of-turn token, encodes it and joins
 it to the stored ids (which end with the end-of-turn token the model
-generated). The check runs exactly the reference server's method
+generated).
+
+Where an assistant turn ends: at the *last* special token of its rendering
+(what follows it is the boundary trail), not at the first special token after
+its content. A template may put text between the content and that token (a
+newline before ``<|im_end|>``, tool-call blocks), and a channel layout renders
+one assistant message as several segments, each closed by the same token
+(``analysis``, ``commentary``, one ``call`` segment per tool call, ``final``):
+the model generates all of them in one completion and stops on the last. The
+template's own rendering of the appended messages is the text after that
+token, and that is what the server's suffix must equal. The check runs exactly the reference server's method
 (``reference_impl.tito.Tito.suffix``), so its verdict is what that server will
 do. The method is right for any template whose rendering of the appended
 messages does not depend on *what* came before them, only on the shape of the
@@ -73,10 +83,12 @@ def _probes() -> list[tuple[str, list[Message]]]:
     """Histories that end with an assistant turn, shortest first (so the first failure is the minimal one)."""
     user = {"role": "user", "content": "the first question"}
     system = {"role": "system", "content": "the real system prompt"}
+    thought = {**_answer(1), "reasoning_content": "a stored thought"}  # a reasoning parser's answer, as stored
     return [
         ("user, assistant", [user, _answer(1)]),
         ("system, user, assistant", [system, user, _answer(1)]),
         ("user, assistant+tool_call", [user, _answer(1, calls=True)]),
+        ("user, assistant+reasoning", [user, thought]),
         (
             "user, assistant+tool_call, tool, assistant",
             [user, _answer(1, calls=True), {"role": "tool", "content": "found it"}, _answer(2)],
@@ -96,24 +108,52 @@ def _probes() -> list[tuple[str, list[Message]]]:
     ]
 
 
-def _stand_in_prefix(stored: Message) -> list[Message]:
-    shaped: Message = {"role": "assistant", "content": STAND_IN_MARK}
-    if stored.get("tool_calls"):
-        shaped["tool_calls"] = stored["tool_calls"]
-    return [
-        {"role": "system", "content": "stand-in system"},
-        {"role": "user", "content": "stand-in user"},
-        shaped,
-    ]
+def _marks(msg: Message) -> list[str]:
+    """The generated parts of an assistant message as a template renders them verbatim: content, arguments."""
+    marks = [str(msg["content"])] if msg.get("content") else []
+    for tc in msg.get("tool_calls") or ():
+        args = tc["function"]["arguments"]
+        marks.append(args if isinstance(args, str) else json.dumps(args))
+    return marks
 
 
-def _after_turn(text: str, content: str, eot: str) -> str | None:
-    """The text after the end-of-turn token that closes the assistant turn whose content is ``content``."""
-    at = text.rfind(content)
-    if at < 0:
+def _closing(block: str, specials: frozenset[str]) -> str:
+    """The special token that ends a rendered assistant turn: the last one in it ('' when there is none).
+
+    The turn's tool-call blocks, a channel layout's several segments and any
+    text before the token are the model's; only what follows the last special
+    token (the trail) is the template's alone.
+    """
+    best: tuple[int, int, str] | None = None
+    for special in specials:
+        at = block.rfind(special)
+        if at >= 0 and (best is None or (at, len(special)) > best[:2]):
+            best = (at, len(special), special)
+    return best[2] if best is not None else ""
+
+
+def _tail(full: str, model_view: str, stored: Message, closer: str) -> str | None:
+    """The template's own text after the stored assistant turn, in ``full`` (the render with the appended
+    messages and the generation prompt); None when the turn or its closing token cannot be found there.
+
+    ``model_view`` is the prompt the model saw plus its completion. When the
+    template is append-only for this history ``full`` starts with it; when not
+    (a think block or analysis segment dropped once messages follow), the turn
+    ends at the first ``closer`` after its last generated part.
+    """
+    if full.startswith(model_view):
+        return full[len(model_view) :]
+    marks = _marks(stored)
+    if not marks:
         return None
-    end = text.find(eot, at + len(content))
-    return None if end < 0 else text[end + len(eot) :]
+    end = -1
+    for mark in marks:
+        at = full.rfind(mark)
+        if at < 0:
+            return None
+        end = max(end, at + len(mark))
+    at = full.find(closer, end)
+    return None if at < 0 else full[at + len(closer) :]
 
 
 def suffix_after(tito: Any, history: list[Message], appended: list[Message], stop_id: int) -> str:
@@ -186,14 +226,16 @@ def _diff(expected: str, got: str) -> str:
     return "\n".join(difflib.unified_diff(exp, new, "template", "suffix", lineterm="", n=1))
 
 
-def _end_of_turn(tok: Any, render: Render) -> str:
-    """The special token right after an assistant message's content, as the template renders it."""
+def _end_of_turn(render: Render, specials: frozenset[str]) -> tuple[str, str, str]:
+    """(end-of-turn token, text between an assistant's content and it, the trail after it), as rendered."""
     text = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": STAND_IN_MARK}], False)
     at = text.rfind(STAND_IN_MARK)
     after = text[at + len(STAND_IN_MARK) :] if at >= 0 else ""
-    added = [str(t) for t in (tok.get_added_vocab() or {})]
-    closing = [t for t in added if t and after.startswith(t)]
-    return max(closing, key=len) if closing else ""
+    eot = _closing(after, specials)
+    if not eot:
+        return "", "", ""
+    cut = after.rfind(eot)
+    return eot, after[:cut], after[cut + len(eot) :]
 
 
 def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
@@ -214,20 +256,24 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
         res.verdict = "fails"
         res.problems.append(f"the template cannot render a single user message: {exc}")
         return res
-    eot = _end_of_turn(tok, r)
+    tito = Tito(tok)
+    specials = tito.special_texts
+    eot, gap, trail = _end_of_turn(r, specials)
     res.end_of_turn = eot
     res.end_of_turn_is_eos = bool(eot) and eot == getattr(tok, "eos_token", None)
     if not eot:
         res.verdict = "fails"
         res.problems.append(
-            "no special token closes an assistant turn right after its content: the model's completion "
+            "no special token closes an assistant turn after its content: the model's completion "
             "cannot be joined to the next turn's suffix at a token boundary"
         )
         return res
-    trail = _after_turn(r(_stand_in_prefix({}), False), STAND_IN_MARK, eot) or ""
     res.trail, res.trail_tokens = trail, len(encode(trail)) if trail else 0
-    tito = Tito(tok)
-    stop_id = int(tok.convert_tokens_to_ids(eot))
+    if gap:
+        res.notes.append(
+            f"the template puts {gap!r} between an assistant's content and {eot}: the model's completion ends "
+            "with the end-of-turn token whether or not it generates that text, and TITO keeps what it generated"
+        )
     probes = _probes()
     # (probe index, role index, headline, the template's text, the method's text): the shortest probe wins
     failures: list[tuple[int, int, str, str, str]] = []
@@ -238,8 +284,8 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
         for pi, (name, history) in enumerate(probes):
             where = f"after [{name}], appending {role}"
             stored = history[-1]
-            if role.startswith("tool") and not any(m.get("tool_calls") for m in history):
-                continue  # tool results follow a tool-calling turn
+            if role.startswith("tool") and not stored.get("tool_calls"):
+                continue  # tool results follow the turn that called the tools (strict templates refuse the rest)
             try:
                 closed = r(history, False)
                 head = r(history[:-1], True)
@@ -253,10 +299,25 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
             # append-only: the stored history's render is a prefix of the render with this message
             grows = full.startswith(closed)
             row.append_only = grows if row.append_only is None else row.append_only and grows
-            # the model's view: prompt up to the generation prompt, the completion, then the suffix
-            tail = _after_turn(full, str(stored["content"]), eot)
+            block = closed[len(head) :] if closed.startswith(head) else None
+            if block is None:
+                failures.append(
+                    (
+                        pi,
+                        ri,
+                        f"{where}: the generation prompt is not a prefix of the rendered assistant turn, so the "
+                        "model's completion does not start where the prompt ends",
+                        closed,
+                        head,
+                    )
+                )
+                continue
+            # the model generates the whole turn, every segment of it, and stops on its closing token
+            closer = _closing(block, specials)
+            completion = block[: block.rfind(closer) + len(closer)] if closer else block
+            tail = _tail(full, head + completion, stored, closer) if closer else None
             try:
-                mine = suffix_after(tito, history, appended, stop_id)
+                mine = suffix_after(tito, history, appended, int(tok.convert_tokens_to_ids(closer or eot)))
             except Exception as exc:  # TitoError: the server refuses it; or the template raised on the stand-in
                 failures.append((pi, ri, f"{where}: the server refuses it: {exc}", tail or full, ""))
                 continue
@@ -274,22 +335,7 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
                         mine,
                     )
                 )
-            block = closed[len(head) :] if closed.startswith(head) else None
-            if block is None:
-                failures.append(
-                    (
-                        pi,
-                        ri,
-                        f"{where}: the generation prompt is not a prefix of the rendered assistant turn, so the "
-                        "model's completion does not start where the prompt ends",
-                        closed,
-                        head,
-                    )
-                )
-                continue
-            body = block[: block.find(eot)] if eot in block else block
-            view = head + body + eot + mine
-            same = view == full
+            same = head + completion + mine == full
             row.reproduces = same if row.reproduces is None else row.reproduces and same
             if not same and mine == tail and not re_render_differs:
                 re_render_differs.append(f"{name} + {role}")
