@@ -48,6 +48,7 @@ off (falling back to encoding the text) when it does not hold.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -129,6 +130,7 @@ class TokenModel:
         self.header_ids = self.encode(with_gen[len(without) :])
         self._header_bytes = array("I", self.header_ids).tobytes()
         self._gen_prefix = with_gen
+        self._segment_start = self._message_start_if_segmented(base, with_gen[len(without) :])
         self.end_id = self._end_id()
         self._end_text = self.tok.convert_ids_to_tokens(self.end_id)
         self.thinks = self._renders_reasoning()
@@ -209,18 +211,80 @@ class TokenModel:
     def render_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         return self.encode(self.render_text(messages, add_generation_prompt=True))
 
+    def _message_start_if_segmented(self, base: list[dict[str, Any]], header: str) -> bytes | None:
+        """The ids every message starts with (``<|start|>``), as bytes, when the template renders one assistant
+        message as several segments that each open with the assistant header (a channel layout: analysis,
+        commentary, one call segment per tool call, final); None for a template that opens a message once."""
+        calls = [
+            {"id": f"call_{i}", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}}
+            for i in (1, 2)
+        ]
+        shapes: list[dict[str, Any]] = [
+            {"role": "assistant", "content": "Probe answer", "tool_calls": calls},
+            {"role": "assistant", "content": "Probe answer", "reasoning_content": "Probe thought"},
+        ]
+        segmented = False
+        for msg in shapes:
+            try:
+                text = self.render_text([*base, msg], add_generation_prompt=False)
+            except Exception:  # a template that refuses this shape (e.g. content and reasoning with calls)
+                continue
+            body = text[len(self._gen_prefix) :] if text.startswith(self._gen_prefix) else ""
+            segmented = segmented or header in body
+        if not segmented:
+            return None
+        try:  # what a user message opens with after an assistant turn, in common with the assistant header
+            answered = [*base, {"role": "assistant", "content": "Probe answer"}]
+            before = self.render_text(answered, add_generation_prompt=False)
+            after = self.render_text([*answered, {"role": "user", "content": "y"}], add_generation_prompt=False)
+        except Exception:
+            return None
+        if not after.startswith(before):
+            return None
+        opened = after[len(before) :].lstrip()
+        n = 0
+        while n < min(len(opened), len(header)) and opened[n] == header[n]:
+            n += 1
+        start = self.encode(opened[:n]) if n else []
+        if not start or self.header_ids[: len(start)] != start or len(start) >= len(self.header_ids):
+            return None
+        return array("I", start).tobytes()
+
+    @staticmethod
+    def _positions(data: bytes, needle: bytes) -> list[int]:
+        """Where ``needle`` occurs in ``data`` at a token boundary (ids are 4-byte items)."""
+        out, pos = [], data.find(needle)
+        while pos >= 0:
+            if pos % 4 == 0:
+                out.append(pos)
+            pos = data.find(needle, pos + 1)
+        return out
+
     def count_turns(self, ids: array[int]) -> int:
-        """Prior assistant turns in a prompt: assistant headers, less the generation prompt's own."""
+        """Prior assistant messages in a prompt: assistant headers, less the generation prompt's own.
+
+        On a channel layout one message is several segments, each opening with
+        the header: a header counts only when another message (a user, tool or
+        system one: the template's message-start ids) opened since the previous
+        header. Consecutive assistant messages are then one turn there; their
+        ids cannot be told from one message's segments.
+        """
         hb = self._header_bytes
         if not hb:
             return 0
         data = ids.tobytes()
-        n, pos = 0, data.find(hb)
-        while pos >= 0:
-            if pos % 4 == 0:
+        heads = self._positions(data, hb)
+        if heads and data.endswith(hb):
+            heads.pop()  # the generation prompt's own header
+        if self._segment_start is None or not heads:
+            return len(heads)
+        starts = self._positions(data, self._segment_start)
+        n, prev = 0, -1
+        for pos in heads:
+            if prev < 0 or bisect.bisect_right(starts, prev) < bisect.bisect_left(starts, pos):
                 n += 1
-            pos = data.find(hb, pos + 1)
-        return max(0, n - 1) if data.endswith(hb) else n
+            prev = pos
+        return n
 
     # -- the assistant body, exactly as the template renders it
 
