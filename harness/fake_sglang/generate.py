@@ -344,14 +344,7 @@ class TokenModel:
         """
         if parser and (self.thinks or self.renders_thought):
             return self._parsed_answer(ident, gen, tool_calls, thinking)
-        rng = ident.rng("answer")
-        n = len(self.words)
-        k = rng.randint(gen.min_words, gen.max_words)
-        idx = [int(rng.random() * n) for _ in range(k)]
-        content = " ".join([self.words[i] for i in idx])
-        want_tools = rng.random() < gen.tool_call_probability
-        count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
-        calls = [self._tool_call(rng) for _ in range(count)]
+        rng, idx, content, calls = self._draw(ident, gen, tool_calls)
         if self.thinks:
             thinking = True if thinking is None else thinking
             if thinking:
@@ -378,20 +371,10 @@ class TokenModel:
             a = self.answer(ident, gen, tool_calls=tool_calls, thinking=thinking)
             if thinking is False:
                 return a
-            rng = ident.rng("answer")
-            n = len(self.words)
-            k = rng.randint(gen.min_words, gen.max_words)
-            content = " ".join([self.words[int(rng.random() * n)] for _ in range(k)])
+            content = self._draw(ident, gen, tool_calls)[2]  # the same words, without the think block
             inline = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
             return Answer(content, a.tool_calls, a.body_ids, a.logprobs, a.end_id, a.body_text, inline)
-        rng = ident.rng("answer")
-        n = len(self.words)
-        k = rng.randint(gen.min_words, gen.max_words)
-        idx = [int(rng.random() * n) for _ in range(k)]
-        content = " ".join([self.words[i] for i in idx])
-        want_tools = rng.random() < gen.tool_call_probability
-        count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
-        calls = [self._tool_call(rng) for _ in range(count)]
+        rng, _, content, calls = self._draw(ident, gen, tool_calls)
         thought: str | None = None
         if thinking is not False:
             thought = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
@@ -411,6 +394,25 @@ class TokenModel:
         c_at = body.find(answer.content, at + len(thought)) if answer.content else -1
         content = text[c_at:] if c_at >= 0 and len(text) > c_at else ""
         return content, reasoning or None
+
+    def _draw(
+        self, ident: Identity, gen: GenerationSpec, tool_calls: int | None
+    ) -> tuple[random.Random, list[int], str, list[dict[str, Any]]]:
+        """An answer's draws from its own stream, in their fixed order: the word count, the words, whether to
+        call tools, how many (unless ``tool_calls`` forces it), the calls. Returns the stream (the log-probs
+        are drawn from it next), the word indices, the content and the calls.
+
+        Every answer path draws through here, so a path cannot reorder the draws and move the digests.
+        """
+        rng = ident.rng("answer")
+        n = len(self.words)
+        k = rng.randint(gen.min_words, gen.max_words)
+        idx = [int(rng.random() * n) for _ in range(k)]
+        content = " ".join([self.words[i] for i in idx])
+        want_tools = rng.random() < gen.tool_call_probability
+        count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
+        calls = [self._tool_call(rng) for _ in range(count)]
+        return rng, idx, content, calls
 
     def _think(self, ident: Identity) -> str:
         rng = ident.rng("think")  # its own stream: the answer's words do not move
