@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, help="seeded sample size (default: every mutant)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sim-seeds", default="0,1")
+    p.add_argument("--hash-seeds", default="0,1", help="PYTHONHASHSEED rounds (later ones re-run survivors)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--budget-s", type=float, default=1500.0)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "mutation")
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds=[int(s) for s in args.sim_seeds.split(",") if s],
         jobs=args.jobs,
         budget_s=args.budget_s,
+        hash_seeds=[int(s) for s in args.hash_seeds.split(",") if s],
     )
     run = run_mutation(cfg, progress=lambda r: print(f"{r.status:9} {r.mutant.id} {r.mutant.module}", flush=True))
     s = write_report(run, args.out, ROOT)
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured with `.venv/bin/python {cmd.strip()}` on commit `{s['commit']}`"
         f"{' (reference_impl/ had uncommitted edits)' if s['dirty'] else ''}, on the shared 2-core box "
         f"({args.jobs} jobs, {s['elapsed_s']} s wall). Kill test: the sim library, seeds {s['sim_seeds']}, "
+        f"PYTHONHASHSEED {s['hash_seeds']}, "
         f"{len(s['cases'])} cases, cheapest first, stop at the first kill; per-mutant timeout {s['timeout_s']} s.",
         "",
         f"Mutants: {s['mutants']} ({'seeded sample of ' + str(s['sample']) if s['sample'] else 'all'}) "

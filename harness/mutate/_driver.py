@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,10 @@ class MutationConfig:
     root: Path = ROOT
     ray: str | None = None  # "local" (a private head) or a cluster address: the kill tests as Ray tasks (#15)
     live_suite: Sequence[str] = DEFAULT_LIVE_SUITE  # stage 2's ``harness run`` selection (tests: a small one)
+    # PYTHONHASHSEED of the kill-test children, one round each: the first judges every mutant, each later one
+    # re-runs only the survivors (a mutant whose behaviour follows a set's iteration order shows in some
+    # processes and not others; a fixed seed makes the verdict reproducible, a second one catches those)
+    hash_seeds: Sequence[int] = (0,)
 
 
 @dataclass
@@ -579,6 +583,112 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@dataclass
+class _Baseline:
+    kept: list[Case]  # the cases the unmutated tree is valid on, cheapest first
+    seconds: dict[str, float]  # every case's baseline seconds
+    excluded: dict[str, str]  # cases dropped (not valid on the unmutated tree), with why
+    timeout: float  # per mutant
+
+
+@contextlib.contextmanager
+def _hash_seed(seed: int) -> Iterator[None]:
+    """Children forked under ``PYTHONHASHSEED=seed``: the fork server is (re)started with it and stopped after.
+
+    Forked children inherit the fork server's hash secret, and the fork server takes this process's
+    environment when it starts; so one fork server per seed.
+    """
+    old = os.environ.get("PYTHONHASHSEED")
+    _stop_forkserver()
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        yield
+    finally:
+        _stop_forkserver()
+        if old is None:
+            os.environ.pop("PYTHONHASHSEED", None)
+        else:
+            os.environ["PYTHONHASHSEED"] = old
+
+
+def _baseline(ctx: Any, pristine: Path, work: Path, cases: list[Case], timeout_s: float | None) -> _Baseline:
+    """The unmutated tree through the same machinery, every case: which cases stay, their cost, the timeout."""
+    events: list[dict[str, Any]] = []
+
+    def keep(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+        if timed_out:
+            raise RuntimeError(f"baseline kill test timed out after {elapsed:.0f} s")
+        events.extend(ev)
+
+    _run_jobs(ctx, pristine, [_Job("baseline", None, work, cases, False, 1800.0)], 1, None, keep)
+    if any(e.get("event") == "isolation_error" for e in events):
+        raise RuntimeError("baseline: reference_impl was not imported from the copied tree")
+    done = {Case(**e["case"]).label: e for e in events if e.get("event") == "case" and e.get("case")}
+    if len(done) != len(cases):
+        raise RuntimeError(f"baseline ran {len(done)} of {len(cases)} cases: {events[-1:] or 'no output'}")
+    excluded = {
+        k: f"{e['status']}: {', '.join(e.get('invalid') or []) or e.get('error')}"
+        for k, e in done.items()
+        if e["status"] in ("invalid", "error")
+    }
+    kept = [c for c in cases if c.label not in excluded]
+    kept.sort(key=lambda c: float(done[c.label]["seconds"]))
+    seconds = {c.label: float(done[c.label]["seconds"]) for c in cases}
+    total = sum(seconds[c.label] for c in kept)
+    # generous: on a shared box a survivor's child (which runs every case) was measured at 10x the
+    # baseline's case seconds, and a survivor reported as "timeout" is a verdict lost to load
+    timeout = timeout_s if timeout_s is not None else 6.0 * total + 60.0
+    return _Baseline(kept, seconds, excluded, timeout)
+
+
+def _sim_round(
+    cfg: MutationConfig,
+    pristine: Path,
+    work: Path,
+    todo: list[Mutant],
+    b: _Baseline,
+    results: dict[str, MutantResult],
+    hash_seed: int,
+    n_round: int,
+    deadline: float | None,
+    progress: Callable[[MutantResult], None] | None,
+) -> None:
+    """One stage-1 round under one hash seed. Round 0 judges every mutant; a later round re-runs survivors, and
+    only a kill changes their verdict (a timeout there leaves them survived, with the reason)."""
+    work.mkdir(parents=True)
+    jobs = [_Job(m.id, m, work / m.id, b.kept, True, b.timeout) for m in todo]
+
+    def judged(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
+        r = results[job.key]
+        if n_round == 0:
+            r.wall_s = elapsed
+            _judge_sim(r, ev, timed_out)
+        else:
+            again = MutantResult(r.mutant, "not_run")
+            _judge_sim(again, ev, timed_out)
+            r.wall_s += elapsed
+            if again.status == "killed":
+                r.status, r.killed_by = "killed", again.killed_by
+                r.seconds_to_kill = round((r.seconds_to_kill or 0.0) + (again.seconds_to_kill or 0.0), 3)
+                r.cases_run += again.cases_run
+            elif again.status == "timeout":
+                r.reason = f"PYTHONHASHSEED={hash_seed}: timeout {again.reason}"
+        if r.status == "killed" and r.killed_by is not None:
+            r.killed_by.setdefault("hash_seed", hash_seed)
+        if progress is not None and (n_round == 0 or r.status == "killed"):
+            progress(r)
+
+    # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
+    random.Random(cfg.seed).shuffle(jobs)
+    if cfg.ray is not None:
+        from harness.distributed.mutate import run_jobs_on_ray
+
+        address = None if cfg.ray == "local" else cfg.ray
+        run_jobs_on_ray(address, pristine, PACKAGE, jobs, cfg.jobs, deadline, judged)
+    else:
+        _run_jobs(_context(), pristine, jobs, cfg.jobs, deadline, judged)
+
+
 def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None] | None = None) -> MutationRun:
     for name in cfg.modules:
         if not name.startswith(PACKAGE + "/") or not (cfg.root / name).is_file():
@@ -598,62 +708,32 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
         pristine = base / "pristine"
         shutil.copytree(cfg.root / PACKAGE, pristine / PACKAGE)
         mutants, n_positions, skipped, rejected = select_mutants(dataclasses.replace(cfg, root=pristine))
-        ctx = _context()
-        # baseline: the unmutated tree through the same machinery, every case
-        events: list[dict[str, Any]] = []
-
-        def keep(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
-            if timed_out:
-                raise RuntimeError(f"baseline kill test timed out after {elapsed:.0f} s")
-            events.extend(ev)
-
-        baseline = _Job("baseline", None, base / "baseline", cases, False, 1800.0)
-        _run_jobs(ctx, pristine, [baseline], 1, None, keep)
-        if any(e.get("event") == "isolation_error" for e in events):
-            raise RuntimeError("baseline: reference_impl was not imported from the copied tree")
-        done = {Case(**e["case"]).label: e for e in events if e.get("event") == "case" and e.get("case")}
-        if len(done) != len(cases):
-            raise RuntimeError(f"baseline ran {len(done)} of {len(cases)} cases: {events[-1:] or 'no output'}")
-        excluded = {
-            k: f"{e['status']}: {', '.join(e.get('invalid') or []) or e.get('error')}"
-            for k, e in done.items()
-            if e["status"] in ("invalid", "error")
-        }
-        kept = [c for c in cases if c.label not in excluded]
-        kept.sort(key=lambda c: float(done[c.label]["seconds"]))
-        seconds = {c.label: float(done[c.label]["seconds"]) for c in cases}
-        total = sum(seconds[c.label] for c in kept)
-        # generous: on a shared box a survivor's child (which runs every case) was measured at 10x the
-        # baseline's case seconds, and a survivor reported as "timeout" is a verdict lost to load
-        timeout = cfg.timeout_s if cfg.timeout_s is not None else 6.0 * total + 60.0
-
         results: dict[str, MutantResult] = {}
-        jobs: list[_Job] = []
         for m in mutants:
             eq = equivalents.get((m.module, m.id))
-            if eq is not None:
-                results[m.id] = MutantResult(m, "equivalent", reason=eq.reason)
-                continue
-            results[m.id] = MutantResult(m, "not_run")
-            jobs.append(_Job(m.id, m, base / m.id, kept, True, timeout))
-
-        def judged(job: _Job, ev: list[dict[str, Any]], timed_out: bool, elapsed: float) -> None:
-            r = results[job.key]
-            r.wall_s = elapsed
-            _judge_sim(r, ev, timed_out)
-            if progress is not None:
-                progress(r)
-
-        # a seeded order: when the budget runs out, the mutants left are a random subset, not the last module
-        random.Random(cfg.seed).shuffle(jobs)
+            results[m.id] = (
+                MutantResult(m, "equivalent", reason=eq.reason) if eq is not None else MutantResult(m, "not_run")
+            )
         deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
-        if cfg.ray is not None:
-            from harness.distributed.mutate import run_jobs_on_ray
-
-            address = None if cfg.ray == "local" else cfg.ray
-            run_jobs_on_ray(address, pristine, PACKAGE, jobs, cfg.jobs, deadline, judged)
-        else:
-            _run_jobs(ctx, pristine, jobs, cfg.jobs, deadline, judged)
+        first: _Baseline | None = None
+        for n_round, hash_seed in enumerate(cfg.hash_seeds):
+            if n_round == 0:
+                todo = [m for m in mutants if results[m.id].status == "not_run"]
+            else:
+                todo = [m for m in mutants if results[m.id].status == "survived"]
+                if not todo:
+                    break
+            with _hash_seed(hash_seed):
+                b = _baseline(_context(), pristine, base / f"baseline-{n_round}", cases, cfg.timeout_s)
+                _sim_round(
+                    cfg, pristine, base / f"round-{n_round}", todo, b, results, hash_seed, n_round, deadline, progress
+                )
+            if first is None:
+                first = b
+            else:
+                first.excluded.update({f"{k} (PYTHONHASHSEED={hash_seed})": v for k, v in b.excluded.items()})
+        assert first is not None
+        kept, seconds, excluded, timeout = first.kept, first.seconds, first.excluded, first.timeout
         run = MutationRun(
             cfg,
             n_positions,

@@ -64,6 +64,7 @@ def summary(run: MutationRun, root: Path) -> dict[str, Any]:
         "sample": cfg.sample,
         "seed": cfg.seed,
         "sim_seeds": list(cfg.seeds),
+        "hash_seeds": list(cfg.hash_seeds),
         "live": cfg.live,
         "budget_s": cfg.budget_s,
         "timeout_s": round(run.timeout_s, 1),
@@ -105,7 +106,8 @@ def _md(run: MutationRun, s: dict[str, Any]) -> str:
         f"({'sample ' + str(s['sample']) + ', seed ' + str(s['seed']) if s['sample'] else 'all'}) of "
         f"{s['positions']} positions ({s['annotation_skipped']} annotation mutations skipped, "
         f"{s['rejected']} rewrites rejected as no-op or not compiling); "
-        f"{s['elapsed_s']} s.",
+        f"{s['elapsed_s']} s; sim seeds {', '.join(map(str, s['sim_seeds']))}; "
+        f"PYTHONHASHSEED {', '.join(map(str, s['hash_seeds']))} (later ones re-run the survivors).",
         "",
         f"**Score: {score}** (killed / (killed + survived + timeout)). "
         + ", ".join(f"{k} {v}" for k, v in sorted(c.items())),

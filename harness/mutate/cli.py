@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, help="a seeded choice of N mutants (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     p.add_argument("--sim-seeds", type=_csv, default=["0", "1"], help="sim seeds per scenario (default 0,1)")
+    p.add_argument(
+        "--hash-seeds",
+        type=_csv,
+        default=["0"],
+        help="PYTHONHASHSEED of the kill tests, a round each; later rounds re-run only the survivors (default 0)",
+    )
     p.add_argument("--scenarios", type=_csv, help="library scenario names for the kill test (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="mutants killed (live suites run) in parallel (default 1)")
     add_ray_option(  # issue 15
@@ -62,6 +68,16 @@ def _line(r: MutantResult) -> str:
     return f"{r.status:9} {m.id} {m.module}:{m.position.line} {m.operator.removeprefix('core/')}{by}"
 
 
+def _hash_seeds(values: list[str]) -> list[int]:
+    try:
+        seeds = [int(v) for v in values]
+    except ValueError:
+        seeds = []
+    if not seeds or any(not 0 <= v <= 4294967295 for v in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--hash-seeds: {','.join(values)!r}: give distinct integers 0..4294967295, e.g. 0,1")
+    return seeds
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     exit_on_sigterm()
@@ -69,6 +85,9 @@ def main(argv: list[str]) -> int:
         print(f"harness mutate: {INSTALL_HINT}", file=sys.stderr)
         return 2
     try:
+        hash_seeds = _hash_seeds(args.hash_seeds)
+        if args.ray is not None and hash_seeds != [0]:
+            raise ValueError("--hash-seeds: with --ray the kill tests run in Ray workers, whose hash seed is theirs")
         cfg = MutationConfig(
             modules=args.modules,
             sample=args.sample,
@@ -83,6 +102,7 @@ def main(argv: list[str]) -> int:
             live=args.live,
             equivalent_file=args.equivalent,
             ray=args.ray,
+            hash_seeds=hash_seeds,
         )
         if args.list:
             mutants, n, skipped, rejected = select_mutants(cfg)

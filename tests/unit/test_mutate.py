@@ -174,3 +174,51 @@ def test_a_child_past_its_timeout_is_killed_and_reported(tmp_path: Path) -> None
     assert not job.proc.is_alive()
     assert result.status == "timeout" and result.reason == "before the first case", result.to_dict()
     assert not (tmp_path / "hang").exists(), "the mutant's temp tree was left behind"
+
+
+def _string_whose_hash_parity_differs() -> str:
+    """A str whose hash is even under PYTHONHASHSEED=0 and odd under 1 (str hashes follow the seed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys\nfor i in range(64): print(hash(f'probe-{i}') % 2)"
+    parity = {}
+    for seed in ("0", "1"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        parity[seed] = out.stdout.split()
+    for i in range(64):
+        if parity["0"][i] == "0" and parity["1"][i] == "1":
+            return f"probe-{i}"
+    raise AssertionError("no probe string with even hash under seed 0 and odd under seed 1")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_mutant_that_follows_the_hash_seed_is_judged_per_seed(tmp_path: Path, monkeypatch: Any) -> None:
+    """Kill-test children run under a fixed PYTHONHASHSEED (reproducible); a later seed re-runs the survivors.
+
+    The hand-made mutant crashes at import only where hash(probe) is odd, as a real mutant that picks the
+    first element of a set of strings behaves differently in different processes.
+    """
+    import harness.mutate._driver as driver
+
+    probe = _string_whose_hash_parity_differs()
+    original = (ROOT / MODULE).read_text(encoding="utf-8")
+    base = _apply_mutants()["killable"]
+    hashdep = dataclasses.replace(
+        base, id="hashdep", source=original + f"\nif hash({probe!r}) % 2:\n    raise RuntimeError('odd')\n"
+    )
+    monkeypatch.setattr(driver, "select_mutants", lambda cfg: ([hashdep], 1, 0, 0))
+    eq = tmp_path / "equivalent.toml"
+    eq.write_text("")
+    cfg = MutationConfig(modules=[MODULE], seeds=[0], scenarios=CHEAP, equivalent_file=eq)
+    once = run_mutation(dataclasses.replace(cfg, hash_seeds=(0,)))
+    assert [r.status for r in once.results] == ["survived"], once.results[0].to_dict()
+    twice = run_mutation(dataclasses.replace(cfg, hash_seeds=(0, 1)))
+    r = twice.results[0]
+    assert r.status == "killed", r.to_dict()
+    assert r.killed_by is not None and r.killed_by["hash_seed"] == 1 and "odd" in str(r.killed_by["error"])
+    s = write_report(twice, tmp_path / "out", ROOT)
+    assert s["hash_seeds"] == [0, 1]
