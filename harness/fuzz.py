@@ -42,7 +42,8 @@ pass-through ``POST generate`` of that session that the fake answers with a
 connection reset (``x-fake-fault: reset``), and a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
 
-Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, and through
+Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, one with
+``chat_template_kwargs`` a string, and through
 the pass-through ``GET v1/models/m1`` (a model the backend does not serve: its 404), ``GET stats`` (the
 fake's control plane: never its 2xx) and a ``POST generate`` one byte past 4 MiB; each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
@@ -581,6 +582,9 @@ class _Fuzzer:
 
         - a chat whose ``stream`` is a string: any 4xx, but a 401 must carry ``WWW-Authenticate`` (RFC 9110
           15.5.2; http_framing);
+        - a chat whose ``chat_template_kwargs`` (the SGLang extension that is an object of template variables,
+          not in OpenAI's schema, so not in ``SCHEMA``) is a string: a wrong type at an optional key, never a
+          5xx (CONTEXT.md: careless input may not produce a 500); a server may ignore the key (200) or refuse it;
         - ``GET v1/models/m1`` through the pass-through: OpenAI's retrieve-model for a model the backend does
           not serve, a plain read-only path: the backend's 404, never the session server's refusal
           (passthrough);
@@ -593,6 +597,9 @@ class _Fuzzer:
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
+        # SGLang's (and vLLM's) chat_template_kwargs is an object; a careless client passes the variable's name
+        body = {"model": _MODEL, "messages": list(_BASE), "chat_template_kwargs": "enable_thinking"}
+        await self.case(_chat_case("http:chat_template_kwargs=string", "wrong_type", body, "no_5xx"), victim)
         head = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}, "pad": ""})
         big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
         probes: tuple[tuple[str, str, str, bytes | None], ...] = (
