@@ -371,8 +371,11 @@ class Tito:
     def encode(self, text: str) -> list[int]:
         if not text:
             return []
-        if self._fast is not None:
-            return list(self._fast.encode(text, add_special_tokens=False).ids)
+        fast = self._fast
+        # the backend applies the truncation / padding a tokenizer.json may enable; ``tok.encode`` turns both
+        # off (and leaves them off on the shared backend), so only a backend with neither set is the same encoding
+        if fast is not None and fast.truncation is None and fast.padding is None:
+            return list(fast.encode(text, add_special_tokens=False).ids)
         return list(self.tok.encode(text, add_special_tokens=False))
 
     def decode(self, ids: list[int]) -> str:
