@@ -111,6 +111,7 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
     port_of,
+    reference_target,
     run_end,
     shared_links,
     variants,
@@ -194,10 +195,7 @@ def reference_backend_timeout(run: RunData) -> float | None:
     behind another chat's hung call.
     """
     target = run.scenario.get("target")
-    sim = run.scenario.get("sim")
-    if not isinstance(target, dict) or target.get("kind") != "reference" or "lock_restore" in variants(run):
-        return None
-    if isinstance(sim, dict) and sim.get("target"):
+    if not reference_target(run) or not isinstance(target, dict) or "lock_restore" in variants(run):
         return None
     args = [str(a) for a in target.get("server_args") or []]
     for i, a in enumerate(args):

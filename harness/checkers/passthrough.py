@@ -62,7 +62,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Chaos, Op, by_session, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
+from harness.checkers.ops import (
+    Chaos,
+    Op,
+    by_session,
+    chaos_events,
+    fault_kinds,
+    faults_applied,
+    is_kill,
+    pair_ops,
+    reference_target,
+)
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -107,10 +117,7 @@ def reference_allowlist(run: RunData) -> tuple[str, ...] | None:
     default list (docs/reference_server.md), as the launcher does.
     """
     target = run.scenario.get("target")
-    sim = run.scenario.get("sim")
-    if not isinstance(target, dict) or target.get("kind") != "reference":
-        return None
-    if isinstance(sim, dict) and sim.get("target"):  # sim against another server (``--target``)
+    if not reference_target(run) or not isinstance(target, dict):
         return None
     args = [str(a) for a in target.get("server_args") or []]
     given: list[str] = []

@@ -135,6 +135,15 @@ def test_the_allowlist_rule_is_the_reference_servers_only_and_follows_its_passth
     relayed = [("GET", "v1/models-list", 404), ("POST", "admin/reset", 404)]
     assert _run(relayed).status == "valid"  # no target: any server may proxy every path (CONTEXT.md)
     assert _run(relayed, target={"kind": "command"}).status == "valid"
+    # a sim --target is another server; the coverage proofs' bug wrappers are the reference app with one bug
+    h = History(Tick())
+    op = h.invoke(process="fuzzer", f="create", server=SRV)
+    h.ok(op, status=200, session="v")
+    op = h.invoke(process="fuzzer", f="fuzz", session="v", server=SRV, method="GET", path="/sessions/v/v1/models-list")
+    h.fail(op, status=404)
+    for sim_target, status in (("asgi:mine:app", "valid"), ("asgi:harness.coverage._bugs:open_passthrough", "invalid")):
+        scenario = {"target": REF, "sim": {"target": sim_target}}
+        assert CHECKERS["passthrough"].check(RunData(scenario=scenario, history=h.events)).status == status
     args = {"kind": "reference", "server_args": ["--passthrough-path", "/v1/models-list", "--passthrough-path=/x/*"]}
     v = _run([*relayed, ("GET", "x/y", 200), ("GET", "x", 404), ("POST", "v1/completions", 404)], target=args)
     assert [x.message.split(" (")[0] for x in v.violations] == [
