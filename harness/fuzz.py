@@ -43,8 +43,10 @@ connection reset (``x-fake-fault: reset``), and a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, one with
-``chat_template_kwargs`` a string, and through
-the pass-through ``GET v1/models/m1`` (a model the backend does not serve: its 404), ``GET stats`` (the
+``chat_template_kwargs`` a string, and through the pass-through ``GET v1/models/m1`` and ``GET v1/models/m``
+(models the backend does not serve: its 404;
+the one-character id is the shortest that extends ``/v1/models/``), ``GET v1/models-list`` (a path that only
+starts like them: off the reference server's allowlist), ``GET stats`` (the
 fake's control plane: never its 2xx) and a ``POST generate`` one byte past 4 MiB; each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
 ``WWW-Authenticate``; a 412 answers only a request with a precondition).
@@ -585,9 +587,13 @@ class _Fuzzer:
         - a chat whose ``chat_template_kwargs`` (the SGLang extension that is an object of template variables,
           not in OpenAI's schema, so not in ``SCHEMA``) is a string: a wrong type at an optional key, never a
           5xx (CONTEXT.md: careless input may not produce a 500); a server may ignore the key (200) or refuse it;
-        - ``GET v1/models/m1`` through the pass-through: OpenAI's retrieve-model for a model the backend does
-          not serve, a plain read-only path: the backend's 404, never the session server's refusal
-          (passthrough);
+        - ``GET v1/models/m1`` and ``GET v1/models/m`` through the pass-through: OpenAI's retrieve-model for a
+          model the backend does not serve, a plain read-only path: the backend's 404, never the session
+          server's refusal (passthrough); ``m`` is the shortest id (one character past ``/v1/models/``), where
+          an off-by-one in a server's prefix-length test refuses it;
+        - ``GET v1/models-list`` through the pass-through: a plain path that only starts like the models routes
+          (not below ``/v1/models/``): any server may relay it (the fake's 404) or refuse it; our reference
+          server's documented allowlist refuses it 403 (passthrough, judged on the reference server only);
         - ``GET stats`` through the pass-through: the fake's control plane (its whole execution log): a
           server may refuse it, never relay the backend's 2xx (CONTEXT.md: odd input never reaches the
           backend's admin endpoints; passthrough);
@@ -604,6 +610,8 @@ class _Fuzzer:
         big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
         probes: tuple[tuple[str, str, str, bytes | None], ...] = (
             ("GET v1/models/m1", "GET", "v1/models/m1", None),
+            ("GET v1/models/m", "GET", "v1/models/m", None),
+            ("GET v1/models-list (beside the models routes)", "GET", "v1/models-list", None),
             ("GET stats (the backend's control plane)", "GET", "stats", None),
             ("POST generate (huge body)", "POST", "generate", big),
         )

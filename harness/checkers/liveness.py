@@ -12,6 +12,10 @@ Rules (times are the history's, from invoke to completion):
   it is only noted;
 - a completed chat slower than the bound is a violation unless a backend
   fault (hang, drip, latency spike) or chaos (outage, process kill) explains it;
+  a hang explains it only up to the server's own backend timeout when the
+  harness knows it (our reference server started with ``--backend-timeout S``,
+  docs/reference_server.md; not under ``lock_restore``): answered more than
+  S + the bound after it was sent is ``backend_timeout_ignored``;
 - a request slower than the bound by less than the harness's own worst
   event-loop stall (``harness_self.json``: a starved client could not read the
   answer for that long) is unknown, not a violation;
@@ -107,8 +111,10 @@ from harness.checkers.ops import (
     is_outage,
     pair_ops,
     port_of,
+    reference_target,
     run_end,
     shared_links,
+    variants,
 )
 from harness.checkers.stream import RUN_WIDE, Keyed, Part, RunContext, check_whole, merge_violations
 from harness.checkers.stream_index import LogIndex, indexed_clock_bounds
@@ -180,6 +186,31 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
     return None
 
 
+def reference_backend_timeout(run: RunData) -> float | None:
+    """``--backend-timeout S`` of our reference server, when the run's target is it and sets it; else None.
+
+    docs/reference_server.md: the backend call's connect and read timeout, after which the call fails (502). Known
+    only for the reference server the harness starts (``target.kind = "reference"``, not a sim ``--target``) with
+    the option in ``target.server_args``; not under ``lock_restore``, where a chat may also wait for the lock
+    behind another chat's hung call.
+    """
+    target = run.scenario.get("target")
+    if not reference_target(run) or not isinstance(target, dict) or "lock_restore" in variants(run):
+        return None
+    args = [str(a) for a in target.get("server_args") or []]
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--backend-timeout=") else None
+        if a == "--backend-timeout" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None:
+            try:
+                t = float(value)
+            except ValueError:
+                return None
+            return t if t > 0 else None
+    return None
+
+
 def _judged_here(part: Part, o: Op) -> bool:
     """The part that judges ``o``: its session's (as the pass groups it), a run-wide operation the first."""
     inv = o.invoke
@@ -236,6 +267,7 @@ class Liveness:
         bound = float(raw) if isinstance(raw, (int, float)) else None
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
+        ref_timeout = reference_backend_timeout(run)
         links = shared_links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
@@ -305,7 +337,20 @@ class Liveness:
                 continue
             if o.f == "chat":
                 faults = [str(ex["fault"]).lower() for ex in links.executions_of(o) if ex.get("fault")]
-                if any(w in f for f in faults for w in SLOW_FAULTS):
+                slow = [f for f in faults if any(w in f for w in SLOW_FAULTS)]
+                if slow and ref_timeout is not None and all("hang" in f for f in slow):
+                    if dur - client_stall_s > ref_timeout + bound:
+                        v = Violation(
+                            f"chat took {dur:.3f}s on a backend hang: the reference server was started with "
+                            f"--backend-timeout {ref_timeout:g} (docs/reference_server.md: the backend call's "
+                            f"timeout), so it should have answered within {ref_timeout:g}s + the bound {bound}s",
+                            o.indices,
+                            o.session,
+                            "backend_timeout_ignored",
+                        )
+                        out.append(((o.invoke_index,), v))
+                    continue
+                if slow:
                     continue
                 if slow_plan and not ctx.has_backend_executions:
                     continue

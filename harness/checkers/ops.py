@@ -977,6 +977,21 @@ def server_max_trim(run: RunData) -> tuple[int | None, str]:
     return None, "not configured for this server"
 
 
+BUG_TARGETS = "asgi:harness.coverage._bugs:"  # the coverage proofs' known-bad servers: the reference app, one bug
+
+
+def reference_target(run: RunData) -> bool:
+    """The run's server is our reference server: ``target.kind = "reference"`` and not a sim ``--target`` of
+    another server. A sim ``--target`` of harness/coverage/_bugs.py counts: each is the reference app with one
+    behaviour broken, standing for a reference server that breaks its documented extras (the coverage proofs)."""
+    target = run.scenario.get("target")
+    if not isinstance(target, dict) or target.get("kind") != "reference":
+        return False
+    sim = run.scenario.get("sim")
+    other = sim.get("target") if isinstance(sim, dict) else None
+    return not other or str(other).startswith(BUG_TARGETS)
+
+
 def fault_kinds(run: RunData) -> set[str]:
     """Names of the backend fault classes the scenario injects (lower case).
 

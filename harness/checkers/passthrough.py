@@ -35,6 +35,18 @@ A plain request to one of the fake's control endpoints (``POST /abort_request``,
 2xx reached the backend's admin plane: ``admin_reached`` (a refusal of it is
 any server's right).
 
+Our reference server's extra, judged only on it (``target.kind = "reference"``,
+not a sim ``--target``; unknown for any other server, which CONTEXT.md lets
+proxy every path): its documented allowlist (docs/reference_server.md,
+"Pass-through", rule 4: the default ``DEFAULT_PASSTHROUGH_PATHS`` or the
+``--passthrough-path`` values of ``target.server_args``; an entry ``/p/*``
+allows everything below ``/p/``). A plain path of the documented characters
+(letters, digits, ``-._~!$&'()*+,;=:@``; anything else may be its 400) that
+is not the chat path and is not on the allowlist, on a live session, is
+answered 403 ``PathNotAllowed`` before the body is read; any other answer
+below 500 (the backend's 404 or 2xx: the request was relayed) is
+``allowlist_bypassed`` (a 2xx of a control endpoint is ``admin_reached`` alone).
+
 Such a request answered with a 4xx other than a resource limit (408, 413,
 429: a body past the server's size limit may be refused) is
 ``legal_passthrough_refused``; a 5xx
@@ -50,7 +62,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Chaos, Op, by_session, chaos_events, fault_kinds, faults_applied, is_kill, pair_ops
+from harness.checkers.ops import (
+    Chaos,
+    Op,
+    by_session,
+    chaos_events,
+    fault_kinds,
+    faults_applied,
+    is_kill,
+    pair_ops,
+    reference_target,
+)
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -84,6 +106,43 @@ CHAT = "/v1/chat/completions"
 LIMITS = frozenset({408, 413, 429})  # resource limits a server may set on any request (as refused_legal)
 MODELS = "/v1/models/"  # GET /v1/models/{model}: retrieve-model; an unknown model is the backend's 404
 _ODD = frozenset("%\\?#")
+# the characters docs/reference_server.md lets a pass-through path segment hold (the rest may be its 400)
+_REF_SEGMENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@")
+
+
+def reference_allowlist(run: RunData) -> tuple[str, ...] | None:
+    """The pass-through allowlist of our reference server when the run's target is it; None for any other server.
+
+    ``--passthrough-path P`` (repeatable, or ``--passthrough-path=P``) in ``target.server_args`` replaces the
+    default list (docs/reference_server.md), as the launcher does.
+    """
+    target = run.scenario.get("target")
+    if not reference_target(run) or not isinstance(target, dict):
+        return None
+    args = [str(a) for a in target.get("server_args") or []]
+    given: list[str] = []
+    for i, a in enumerate(args):
+        if a.startswith("--passthrough-path="):
+            given.append(a.split("=", 1)[1])
+        elif a == "--passthrough-path" and i + 1 < len(args):
+            given.append(args[i + 1])
+    if given:
+        return tuple(given)
+    from reference_impl.config import DEFAULT_PASSTHROUGH_PATHS  # lazily: only a reference-target run needs it
+
+    return tuple(DEFAULT_PASSTHROUGH_PATHS)
+
+
+def on_allowlist(target: str, allowlist: Sequence[str]) -> bool:
+    """docs/reference_server.md: ``target`` equals an entry, or lies below ``/p/`` for an entry ``/p/*``."""
+    for entry in allowlist:
+        if entry.endswith("/*"):
+            below = entry[:-1]  # "/p/"
+            if target.startswith(below) and target[len(below) :] != "":
+                return True
+        elif target == entry:
+            return True
+    return False
 
 
 def plain_path(tail: str) -> str | None:
@@ -138,6 +197,7 @@ class Passthrough:
         backend_4xx = faults_applied(run) and any(
             k.startswith(("http_4", "status_4")) or k == "unparsed" for k in fault_kinds(run)
         )
+        allowlist = reference_allowlist(run)
         counts: Counter[str] = Counter()
         out: list[Keyed] = []
         for o in ops:
@@ -151,6 +211,8 @@ class Passthrough:
             if target is None or target == CHAT:
                 counts["not_judged"] += 1
                 continue
+            if allowlist is not None and set(tail) <= _REF_SEGMENT_CHARS | {"/"}:
+                self._allowlist_rule(o, sid, method, path, target, allowlist, creates, deletes, kills, counts, out)
             if (method.upper(), target) in CONTROL_ROUTES:
                 counts["control"] += 1
                 if o.status is not None and 200 <= o.status < 300:
@@ -201,10 +263,45 @@ class Passthrough:
         for p in parts:
             counts.update(p["counts"])
         violations = merge_violations(p["out"] for p in parts)
-        if not counts["judged"] and not counts["control"]:
+        if not counts["judged"] and not counts["control"] and not counts["off_allowlist"]:
             return verdict(self.name, [], notes="no plain pass-through request to a backend route in this run")
         notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
         return verdict(self.name, violations, notes=notes)
+
+    def _allowlist_rule(
+        self,
+        o: Op,
+        sid: str,
+        method: str,
+        path: str,
+        target: str,
+        allowlist: Sequence[str],
+        creates: dict[str, Op],
+        deletes: dict[str, list[Op]],
+        kills: list[Chaos],
+        counts: Counter[str],
+        out: list[Keyed],
+    ) -> None:
+        """The reference server's allowlist (its extra): a plain path off the list is its 403, never relayed."""
+        if on_allowlist(target, allowlist):
+            return
+        counts["off_allowlist"] += 1
+        st = o.status
+        if st is None or st == 403 or st >= 500:
+            return  # refused as documented; no answer or a 5xx is no_unexpected_5xx's / bad_input's
+        if (method.upper(), target) in CONTROL_ROUTES and 200 <= st < 300:
+            return  # admin_reached says it
+        if self._not_live(o, sid, creates.get(sid), deletes.get(sid, []), kills):
+            return  # a dead session's 404 comes first (rule 1)
+        v = Violation(
+            f"{method} {path} (backend path {target}, not on the reference server's pass-through allowlist "
+            f"{', '.join(allowlist)}) answered {st}, not 403 PathNotAllowed: the request was relayed past the "
+            "documented allowlist (docs/reference_server.md, Pass-through rule 4)",
+            o.indices,
+            sid,
+            "allowlist_bypassed",
+        )
+        out.append(((o.invoke_index,), v))
 
     @staticmethod
     def _not_live(o: Op, sid: str, created: Op | None, deletes: list[Op], kills: list[Chaos]) -> bool:

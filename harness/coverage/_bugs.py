@@ -14,6 +14,7 @@ touch the harness's own records.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -36,7 +37,9 @@ __all__ = [
     "drop_provisional",
     "drop_record",
     "forward_hop_by_hop",
+    "ignore_backend_timeout",
     "no_prefix_check",
+    "open_passthrough",
     "prompt_mismatch",
     "reference_app",
     "refuse_passthrough",
@@ -68,10 +71,13 @@ def reference_app(
     worker_port: int,
     variants: frozenset[str] = frozenset(),
     tokenizer: str | None = None,
+    passthrough_paths: tuple[str, ...] | None = None,
     **_unused: Any,  # the sim offers every seam it has (e.g. seed)
 ) -> Any:
     """The reference server as the sim's ``--target asgi:`` factory builds it: what the bug wrappers wrap."""
     config = ServerConfig(backend_url=backend_url, tokenizer=tokenizer, variants=variants, worker_port=worker_port)
+    if passthrough_paths is not None:
+        config = dataclasses.replace(config, passthrough_paths=passthrough_paths)
     return create_reference(
         config,
         clock=clock,
@@ -438,6 +444,27 @@ def prefix_crash(**kw: Any) -> Any:
     return app
 
 
+def open_passthrough(**kw: Any) -> Any:
+    """A pass-through without its allowlist (configured as ``/*``): every backend path a session names is
+    proxied, paths off the documented list and the engine's control plane included."""
+    return reference_app(**{**kw, "passthrough_paths": ("/*",)})
+
+
+class _NoTimeoutTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions = {**request.extensions, "timeout": {"connect": None, "read": None, "write": None}}
+        return await self.inner.handle_async_request(request)
+
+
+def ignore_backend_timeout(**kw: Any) -> Any:
+    """The backend call loses its timeout on the way (a transport that drops it): a hung backend call waits
+    until the backend lets go, whatever ``--backend-timeout`` says."""
+    return reference_app(**{**kw, "backend_transport": _NoTimeoutTransport(kw["backend_transport"])})
+
+
 # name -> factory, for proofs.toml (``bug = "NAME"``)
 BUGS: dict[str, Callable[..., Any]] = {
     "no_prefix_check": no_prefix_check,
@@ -452,6 +479,8 @@ BUGS: dict[str, Callable[..., Any]] = {
     "drop_record": drop_record,
     "forward_hop_by_hop": forward_hop_by_hop,
     "refuse_passthrough": refuse_passthrough,
+    "open_passthrough": open_passthrough,
+    "ignore_backend_timeout": ignore_backend_timeout,
     "refuse_retries": refuse_retries,
     "slow_delete": slow_delete,
     "prompt_mismatch": prompt_mismatch,

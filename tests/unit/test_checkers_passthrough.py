@@ -23,7 +23,13 @@ class Tick:
         return self.t
 
 
-def _run(cases: list[tuple[str, str, int]], *, delete_first: bool = False, plan: object = None) -> Verdict:
+def _run(
+    cases: list[tuple[str, str, int]],
+    *,
+    delete_first: bool = False,
+    plan: object = None,
+    target: dict[str, object] | None = None,
+) -> Verdict:
     h = History(Tick())
     op = h.invoke(process="fuzzer", f="create", server=SRV)
     h.ok(op, status=200, session="v")
@@ -33,7 +39,9 @@ def _run(cases: list[tuple[str, str, int]], *, delete_first: bool = False, plan:
     for method, tail, status in cases:
         op = h.invoke(process="fuzzer", f="fuzz", session="v", server=SRV, method=method, path=f"/sessions/v/{tail}")
         (h.ok if 200 <= status < 300 else h.fail)(op, status=status)
-    scenario = {} if plan is None else {"backend": {"faults": plan}}
+    scenario: dict[str, object] = {} if plan is None else {"backend": {"faults": plan}}
+    if target is not None:
+        scenario["target"] = target
     return CHECKERS["passthrough"].check(RunData(scenario=scenario, history=h.events))
 
 
@@ -104,3 +112,42 @@ def test_a_control_endpoint_answered_2xx_reached_the_backends_admin_plane() -> N
     v = _run([("GET", "stats", 200), ("POST", "./abort_request", 200), ("GET", "stats", 403)])
     assert [x.kind for x in v.violations] == ["admin_reached", "admin_reached"]
     assert _run([("GET", "stats", 404), ("POST", "admin/reset", 403)]).status == "valid"
+
+
+REF = {"kind": "reference"}
+
+
+def test_the_reference_servers_allowlist_refuses_a_plain_path_off_it_403() -> None:
+    # off the default allowlist: the reference server's 403; relayed (the fake's 404, a 2xx) is a bypass
+    ok = [("GET", "v1/models-list", 403), ("POST", "admin/reset", 403), ("GET", "stats", 403), ("GET", "health", 200)]
+    assert _run(ok, target=REF).status == "valid"
+    v = _run([("GET", "v1/models-list", 404), ("GET", "v1/modelsxy", 200), ("GET", "v1/models/m", 404)], target=REF)
+    assert [x.kind for x in v.violations] == ["allowlist_bypassed", "allowlist_bypassed"]
+    assert "/v1/models-list" in v.violations[0].message and "/v1/models/*" in v.violations[0].message
+    # a control endpoint's 2xx is admin_reached alone; a dead session's 404, a 5xx, odd bytes are not judged
+    v = _run([("POST", "abort_request", 200)], target=REF)
+    assert [x.kind for x in v.violations] == ["admin_reached"]
+    assert _run([("GET", "v1/models-list", 404)], delete_first=True, target=REF).status == "valid"
+    assert _run([("GET", "v1/models-list", 502), ("GET", "a<b/../x", 400)], target=REF).status == "valid"
+
+
+def test_the_allowlist_rule_is_the_reference_servers_only_and_follows_its_passthrough_path_args() -> None:
+    relayed = [("GET", "v1/models-list", 404), ("POST", "admin/reset", 404)]
+    assert _run(relayed).status == "valid"  # no target: any server may proxy every path (CONTEXT.md)
+    assert _run(relayed, target={"kind": "command"}).status == "valid"
+    # a sim --target is another server; the coverage proofs' bug wrappers are the reference app with one bug
+    h = History(Tick())
+    op = h.invoke(process="fuzzer", f="create", server=SRV)
+    h.ok(op, status=200, session="v")
+    op = h.invoke(process="fuzzer", f="fuzz", session="v", server=SRV, method="GET", path="/sessions/v/v1/models-list")
+    h.fail(op, status=404)
+    for sim_target, status in (("asgi:mine:app", "valid"), ("asgi:harness.coverage._bugs:open_passthrough", "invalid")):
+        scenario = {"target": REF, "sim": {"target": sim_target}}
+        assert CHECKERS["passthrough"].check(RunData(scenario=scenario, history=h.events)).status == status
+    args = {"kind": "reference", "server_args": ["--passthrough-path", "/v1/models-list", "--passthrough-path=/x/*"]}
+    v = _run([*relayed, ("GET", "x/y", 200), ("GET", "x", 404), ("POST", "v1/completions", 404)], target=args)
+    assert [x.message.split(" (")[0] for x in v.violations] == [
+        "POST /sessions/v/admin/reset",
+        "GET /sessions/v/x",
+        "POST /sessions/v/v1/completions",
+    ]

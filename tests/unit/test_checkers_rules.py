@@ -614,6 +614,27 @@ def test_slow_chat_is_a_violation_unless_a_fault_explains_it() -> None:
     assert run_one(b2.build(), "liveness").status == "valid"
 
 
+def test_a_hang_excuses_a_slow_chat_only_up_to_the_reference_servers_backend_timeout() -> None:
+    def run(target: dict[str, Any], seconds: float) -> Verdict:
+        b = RunBuilder()
+        b.scenario["target"].update(target)
+        sid = b.create()
+        t = b.tick()
+        b.chat(sid, 0, t0=t, t1=t + seconds, fault=f"hang;seconds={seconds:g}")
+        return run_one(b.build(), "liveness")
+
+    ref = {"kind": "reference", "server_args": ["--backend-timeout", "5"]}
+    # answered after the hang (45 s) although the server's own timeout is 5 s (+ the 30 s bound): ignored
+    v = run(ref, 45)
+    assert kinds(v) == {"backend_timeout_ignored"} and "--backend-timeout 5" in v.violations[0].message
+    assert run({"kind": "reference", "server_args": ["--backend-timeout=5"]}, 45).status == "invalid"
+    assert run(ref, 34).status == "valid"  # within the timeout + the bound
+    # the timeout is known only for our reference server that sets it; lock_restore may queue behind a hang
+    assert run({"kind": "reference"}, 45).status == "valid"
+    assert run({"kind": "command", "server_args": ["--backend-timeout", "5"]}, 45).status == "valid"
+    assert run({**ref, "variants": ["lock_restore"]}, 45).status == "valid"
+
+
 def test_client_timeout_is_indeterminate_not_a_violation_and_no_bound_is_unknown() -> None:
     b = RunBuilder()
     sid = b.create()
