@@ -197,7 +197,8 @@ async def drive(
         self_monitor.start()
     notes: list[str] = []
     try:
-        await backend_probe(history, control, backend_url, into=_Discard())  # where the backend's log starts
+        paged = transport is None  # sockets: the log a page at a time; a simulation asks as it always did
+        await backend_probe(history, control, backend_url, into=_Discard(), paged=paged)  # where the log starts
 
         request = control_request(control)
         nemesis = Nemesis(
@@ -247,7 +248,15 @@ async def drive(
         execs = ExecutionsFile(stream_to) if stream_to is not None else None
         try:
             data = await _collect(
-                sc, history, servers, backend_url, control, seen=seen, stream_to=stream_to, executions_file=execs
+                sc,
+                history,
+                servers,
+                backend_url,
+                control,
+                seen=seen,
+                stream_to=stream_to,
+                executions_file=execs,
+                paged=paged,
             )
         except BaseException:
             if execs is not None:
@@ -398,7 +407,12 @@ class _Only:
 
 
 async def backend_probe(
-    history: History, control: Control, backend_url: str | None, *, into: ExecutionSink | None = None
+    history: History,
+    control: Control,
+    backend_url: str | None,
+    *,
+    into: ExecutionSink | None = None,
+    paged: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """``GET {backend}/stats`` as a ``probe`` op (``value: "backend_stats"``), returning its executions.
 
@@ -414,22 +428,23 @@ async def backend_probe(
     that does not page answers the whole log to the first request (no ``next`` in it: that is all) or refuses
     the query (any non-200: one plain ``GET /stats``, as before). The probe's op is the same either way; its
     ``boot_id`` / ``resets`` are the last page's (a restart or reset while paging shows against the start's).
-    Put only once every page was read: a probe that fails halfway is recorded as before and ``into`` may
-    hold part of the log (the caller drops it).
+    A probe that fails halfway is recorded as before and ``into`` may hold part of the log (the caller
+    drops it). ``paged=False``: one plain GET (a simulation: its in-process fake's requests stay as they were).
     """
     if not backend_url:
         return {}
     collected: dict[str, list[dict[str, Any]]] = {}
-    ok = await _read_backend_log(history, control, backend_url, collected if into is None else into)
+    ok = await _read_backend_log(history, control, backend_url, collected if into is None else into, paged=paged)
     return collected if ok and into is None else {}
 
 
-async def _read_backend_log(history: History, control: Control, backend_url: str, into: ExecutionSink) -> bool:
+async def _read_backend_log(
+    history: History, control: Control, backend_url: str, into: ExecutionSink, *, paged: bool = True
+) -> bool:
     op = history.invoke(process="runner", f="probe", server=backend_url, value="backend_stats")
     count = 0
     marks: dict[str, Any] = {}
     cursor: str | None = None
-    paged = True
     while True:
         url = f"{backend_url}/stats"
         if paged:
@@ -476,6 +491,7 @@ async def _collect(
     seen: _Seen | None = None,
     stream_to: Path | None = None,
     executions_file: ExecutionsFile | None = None,
+    paged: bool = True,
 ) -> RunData:
     """The collection: every session's final GET, each server's /stats, the backend's execution log.
 
@@ -529,11 +545,11 @@ async def _collect(
             sink: ExecutionSink = executions_file
             if seen is not None and seen.sessions is not None:
                 sink = _Only(executions_file, seen.sessions)
-            if backend_url and not await _read_backend_log(history, control, backend_url, sink):
+            if backend_url and not await _read_backend_log(history, control, backend_url, sink, paged=paged):
                 executions_file.drop()  # as before: a probe that failed leaves no executions
             executions: dict[str, list[dict[str, Any]]] = {}
         else:
-            executions = await backend_probe(history, control, backend_url)
+            executions = await backend_probe(history, control, backend_url, paged=paged)
         return RunData(
             scenario=scenario,
             history=[],
@@ -542,7 +558,7 @@ async def _collect(
             streamed={k: stream_to / RUN_FILES[k] for k in ("history", "final_states")},
             streamed_events=history.count,
         )
-    executions = await backend_probe(history, control, backend_url)
+    executions = await backend_probe(history, control, backend_url, paged=paged)
     assert isinstance(final, dict)
     return RunData(
         scenario=scenario,
