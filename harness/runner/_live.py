@@ -198,8 +198,8 @@ def _save(
     them (issue 13): the backend's execution log (``execs``, fetched a page at a time) and the servers' log
     lines (``own_logs``: the processes the runner started; ``extra_logs``: ``--server-log``, from ``offsets``),
     merged as ``read_server_logs`` would (merge_server_logs). Both are written beside the folder's files
-    first (the memory peak of the save is there, before save's own files), then put over save's
-    placeholders (``{}``, an empty file) whole, with ``os.replace``."""
+    first, then put over save's placeholders (``{}``, an empty file) whole, with ``os.replace``; the
+    harness's self-measurement (harness_self.json, the same bytes as save's) is written last, as save does."""
     execs_tmp = run_dir / (RUN_FILES["backend_executions"] + ".tmp")
     logs_tmp = run_dir / (RUN_FILES["server_logs"] + ".merged")
     try:
@@ -222,11 +222,17 @@ def _save(
             res.notes.append(f"server logs: {stats[0].summary()}")
         if extra_logs and stats and stats[-1] is not None:
             res.notes.append(f"--server-log: {stats[-1].summary()}")
-        data.save(run_dir)
+        harness_self, data.harness = data.harness, {}
+        try:
+            data.save(run_dir)
+        finally:
+            data.harness = harness_self
         if execs is not None:
             os.replace(execs_tmp, run_dir / RUN_FILES["backend_executions"])
         if groups:
             os.replace(logs_tmp, run_dir / RUN_FILES["server_logs"])
+        if harness_self:  # save's last file, last here too: once it is there the folder is whole
+            (run_dir / RUN_FILES["harness"]).write_text(json.dumps(harness_self, indent=1, sort_keys=True))
     finally:
         for tmp in (execs_tmp, logs_tmp):
             tmp.unlink(missing_ok=True)
@@ -316,8 +322,7 @@ async def _run_async(
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
             logs = procs.server_log_files()
-        execs = getattr(out, "executions", None)  # drive_on_ray's result holds the log in its RunData
-        return out.data, execs, logs
+        return out.data, out.executions, logs  # executions: None when the RunData holds them (--ray)
     finally:
         if procs is not None:
             procs.stop()
