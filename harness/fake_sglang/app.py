@@ -34,12 +34,14 @@ is all the routing it needs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import os
 from array import array
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from harness.seams import Clock, LoopClock
 from harness.strict_json import BodyTooLarge, JsonInputError, dumps_safe, loads_strict
@@ -58,6 +60,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 64 * 1024 * 1024
+STATS_PAGE_MAX = 100_000  # routing keys in one /stats page at most
+STATS_PAGE_DEFAULT = 1_000  # ... when ``after`` is given without ``limit``
 MAX_JSON_DEPTH = 64
 ANSWERS_KEPT = 64  # checkpoints remembered per routing key (its retries and rollbacks stay well inside)
 NO_KEY = "-"
@@ -191,6 +195,7 @@ class FakeSGLang:
             "faults": {},
         }
         self.executions: dict[str, list[dict[str, Any]]] = {}
+        self._sorted_keys: list[str] = []  # the execution log's keys in order, for /stats pages (rebuilt on growth)
         self._by_rid: dict[str, list[dict[str, Any]]] = {}  # rid -> its executions, for /abort_request's mark
         self._seen: dict[str, dict[bytes, int]] = {}
         self._ordinals: dict[str, int] = {}
@@ -250,18 +255,37 @@ class FakeSGLang:
         await respond.send_json(send, 200, {"status": "ok"})
 
     async def _stats(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _send_safe(
-            send,
-            200,
-            {
-                "counters": self.counters,
-                "executions": self.executions,
-                "seed": self.seed,
-                "plan": self.plan.source,
-                "boot_id": self.boot_id,
-                "resets": self.resets,
-            },
-        )
+        """``GET /stats``: counters, the execution log, the continuity marks; the log a page at a time if asked.
+
+        ``?limit=N`` (routing keys, 1..``STATS_PAGE_MAX``) and/or ``?after=CURSOR`` (the ``next`` of the page
+        before): ``executions`` holds the next N routing keys in code-point order and ``next`` is the cursor
+        to ask for after them (null on the last page), so a reader holds one page and the fake encodes one
+        (issue 13: the whole log was ~1.4 MB of JSON per 1,000 sessions, encoded and parsed in one piece). The
+        cursor is opaque (hex of the last key's UTF-8, lone surrogates passed): any stored key round-trips. A
+        page reflects the log when it was served: keys added behind the cursor are not seen by later pages.
+        Without either parameter the answer is the whole log, as it always was (other readers, old runners).
+        """
+        body: dict[str, Any] = {
+            "counters": self.counters,
+            "executions": self.executions,
+            "seed": self.seed,
+            "plan": self.plan.source,
+            "boot_id": self.boot_id,
+            "resets": self.resets,
+        }
+        page = _page_args(scope.get("query_string", b""))
+        if page is not None:
+            after, limit = page
+            if len(self._sorted_keys) != len(self.executions):  # keys are only ever added (reset_state clears both)
+                self._sorted_keys = sorted(self.executions)
+            keys = self._sorted_keys
+            start = 0 if after is None else bisect.bisect_right(keys, after)
+            chosen = keys[start : start + limit]
+            body["executions"] = {k: self.executions[k] for k in chosen}
+            more = start + limit < len(keys)
+            body["next"] = _cursor(chosen[-1]) if more and chosen else None
+            body["keys"] = len(keys)
+        await _send_safe(send, 200, body)
 
     async def _model_info(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond.send_json(send, 200, {"model_path": MODEL_ID, "is_generation": True})
@@ -958,6 +982,30 @@ async def _read_body(receive: Receive, limit: int = MAX_BODY, declared: str | No
         if not msg.get("more_body", False):
             break
     return b"".join(parts)
+
+
+def _cursor(key: str) -> str:
+    """A /stats page cursor: the key's UTF-8 in hex (lone surrogates passed through: any stored key has one)."""
+    return key.encode("utf-8", "surrogatepass").hex()
+
+
+def _page_args(query: bytes) -> tuple[str | None, int] | None:
+    """``/stats``'s paging parameters (after-key or None, limit), None when neither is given; 400 when malformed."""
+    qs = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+    if "limit" not in qs and "after" not in qs:
+        return None
+    raw_limit = qs.get("limit", [str(STATS_PAGE_DEFAULT)])[-1]
+    ok = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 7
+    if not ok or not 1 <= int(raw_limit) <= STATS_PAGE_MAX:
+        raise BadRequest(f"/stats limit must be an integer in 1..{STATS_PAGE_MAX}, not {raw_limit[:40]!r}")
+    after: str | None = None
+    if "after" in qs:
+        raw = qs["after"][-1]
+        try:
+            after = bytes.fromhex(raw).decode("utf-8", "surrogatepass")
+        except ValueError:
+            raise BadRequest(f"/stats after must be a cursor a page gave (hex), not {raw[:40]!r}") from None
+    return after, int(raw_limit)
 
 
 async def _send_safe(send: Send, status: int, obj: Any) -> None:

@@ -17,7 +17,8 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -37,8 +38,11 @@ __all__ = [
     "Control",
     "ControlReply",
     "DriveResult",
+    "ExecutionSink",
+    "ExecutionsFile",
     "Progress",
     "SocketControl",
+    "backend_probe",
     "control_client",
     "drive",
     "live_gc",
@@ -80,6 +84,41 @@ def live_gc() -> Iterator[None]:
                 gc.unfreeze()
 
 
+class ExecutionsFile:
+    """``backend_executions.json`` without the whole execution log in memory (a live run, issue 13).
+
+    Each routing key's executions are encoded as its ``/stats`` page arrives (``FinalStatesFile``: an unlinked
+    temp file in the run folder, ~100 bytes a key in memory); :meth:`write` gives the bytes ``RunData.save``
+    writes for a ``backend_executions`` dict (``json.dumps(..., sort_keys=True)``), whatever the pages' order.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self._spill: FinalStatesFile | None = FinalStatesFile(run_dir)
+
+    def __setitem__(self, key: str, value: Any, /) -> None:
+        if self._spill is not None:
+            self._spill[key] = value
+
+    def __len__(self) -> int:
+        return len(self._spill) if self._spill is not None else 0
+
+    def drop(self) -> None:
+        """Forget what was put (a probe that failed halfway): :meth:`write` then writes ``{}``."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+    def write(self, path: Path) -> None:
+        if self._spill is None:
+            path.write_text(json.dumps({}))
+        else:
+            self._spill.write(path)
+            self._spill = None
+
+    def close(self) -> None:
+        self.drop()
+
+
 @dataclass
 class DriveResult:
     data: RunData
@@ -87,6 +126,8 @@ class DriveResult:
     sessions: int
     notes: list[str] = field(default_factory=list)
     session_ids: set[str] | None = None  # every session the history names, when the history was not kept
+    # with drive(stream_to=...): the backend's execution log, for the caller to write after RunData.save
+    executions: ExecutionsFile | None = None
 
 
 class _Seen:
@@ -156,7 +197,8 @@ async def drive(
         self_monitor.start()
     notes: list[str] = []
     try:
-        await backend_probe(history, control, backend_url)  # where the backend's execution log starts
+        paged = transport is None  # sockets: the log a page at a time; a simulation asks as it always did
+        await backend_probe(history, control, backend_url, into=_Discard(), paged=paged)  # where the log starts
 
         request = control_request(control)
         nemesis = Nemesis(
@@ -203,11 +245,28 @@ async def drive(
         saturated = SelfMonitor.note(harness_self)
         if saturated:
             notes.append(saturated)
-        data = await _collect(sc, history, servers, backend_url, control, seen=seen, stream_to=stream_to)
+        execs = ExecutionsFile(stream_to) if stream_to is not None else None
+        try:
+            data = await _collect(
+                sc,
+                history,
+                servers,
+                backend_url,
+                control,
+                seen=seen,
+                stream_to=stream_to,
+                executions_file=execs,
+                paged=paged,
+            )
+        except BaseException:
+            if execs is not None:
+                execs.close()
+            raise
         data.harness = harness_self
         data.scenario["target"]["process_control"] = processes is not None
         data.scenario["target"]["faults_applied"] = faults_applied
-        return DriveResult(data, workload, len(plans), notes, seen.sessions if seen is not None else None)
+        ids = seen.sessions if seen is not None else None
+        return DriveResult(data, workload, len(plans), notes, ids, executions=execs)
     finally:
         for c in clients.values():
             with contextlib.suppress(Exception):
@@ -322,7 +381,39 @@ def control_request(control: Control) -> Callable[[str, str, Any], Any]:
     return request
 
 
-async def backend_probe(history: History, control: Control, backend_url: str | None) -> dict[str, list[dict[str, Any]]]:
+STATS_PAGE = 500  # routing keys per /stats page the runner asks for (~2 MB of JSON in bench_soak's runs)
+
+
+class ExecutionSink(Protocol):
+    """Where :func:`backend_probe` puts each routing key's executions (a dict, a ``FinalStatesFile``...)."""
+
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+
+
+class _Discard:
+    def __setitem__(self, key: str, value: Any, /) -> None:
+        pass
+
+
+class _Only:
+    """The keys of this run only (an external deployment's fake also holds earlier runs' sessions)."""
+
+    def __init__(self, into: ExecutionSink, keep: set[str]) -> None:
+        self._into, self._keep = into, keep
+
+    def __setitem__(self, key: str, value: Any, /) -> None:
+        if key in self._keep:
+            self._into[key] = value
+
+
+async def backend_probe(
+    history: History,
+    control: Control,
+    backend_url: str | None,
+    *,
+    into: ExecutionSink | None = None,
+    paged: bool = True,
+) -> dict[str, list[dict[str, Any]]]:
     """``GET {backend}/stats`` as a ``probe`` op (``value: "backend_stats"``), returning its executions.
 
     Taken at the run's start and at its end: the completion's ``body`` keeps only what says
@@ -330,26 +421,64 @@ async def backend_probe(history: History, control: Control, backend_url: str | N
     executions it held), so ``exactly_once`` can tell a log lost to a restart or an
     ``/admin/reset`` from executions that never happened. The executions themselves go to
     ``backend_executions`` (the end's), not into the history.
+
+    The log is read a page of ``STATS_PAGE`` routing keys at a time (``/stats?limit=N&after=CURSOR``, the
+    fake's paging; issue 13: one body was ~1.4 MB of JSON per 1,000 sessions, held whole twice), each page
+    put into ``into`` as it comes (then the return is empty; without it, into the returned dict). A backend
+    that does not page answers the whole log to the first request (no ``next`` in it: that is all) or refuses
+    the query (any non-200: one plain ``GET /stats``, as before). The probe's op is the same either way; its
+    ``boot_id`` / ``resets`` are the last page's (a restart or reset while paging shows against the start's).
+    A probe that fails halfway is recorded as before and ``into`` may hold part of the log (the caller
+    drops it). ``paged=False``: one plain GET (a simulation: its in-process fake's requests stay as they were).
     """
     if not backend_url:
         return {}
+    collected: dict[str, list[dict[str, Any]]] = {}
+    ok = await _read_backend_log(history, control, backend_url, collected if into is None else into, paged=paged)
+    return collected if ok and into is None else {}
+
+
+async def _read_backend_log(
+    history: History, control: Control, backend_url: str, into: ExecutionSink, *, paged: bool = True
+) -> bool:
     op = history.invoke(process="runner", f="probe", server=backend_url, value="backend_stats")
-    try:
-        r = await control.get(f"{backend_url}/stats")
-        body = r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError) as exc:
-        history.info(op, value="backend_stats", error=f"{type(exc).__name__}: {exc}")
-        return {}
-    if not isinstance(body, dict):
-        history.complete(op, "fail", value="backend_stats", status=r.status_code)
-        return {}
-    executions = body.get("executions") or {}
-    if not isinstance(executions, dict):
-        executions = {}
-    marks: dict[str, Any] = {k: body[k] for k in BACKEND_MARKS if k in body}
-    marks["executions"] = sum(len(v) for v in executions.values() if isinstance(v, list))
+    count = 0
+    marks: dict[str, Any] = {}
+    cursor: str | None = None
+    while True:
+        url = f"{backend_url}/stats"
+        if paged:
+            url += f"?limit={STATS_PAGE}" + (f"&after={quote(cursor, safe='')}" if cursor is not None else "")
+        try:
+            r = await control.get(url)
+            if paged and cursor is None and r.status_code != 200:  # no paging here: the plain GET, as before
+                paged = False
+                continue
+            body = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            history.info(op, value="backend_stats", error=f"{type(exc).__name__}: {exc}")
+            return False
+        if not isinstance(body, dict):
+            history.complete(op, "fail", value="backend_stats", status=r.status_code)
+            return False
+        executions = body.get("executions") or {}
+        if not isinstance(executions, dict):
+            executions = {}
+        for key, execs in executions.items():
+            into[key] = execs
+            if isinstance(execs, list):
+                count += len(execs)
+        marks = {k: body[k] for k in BACKEND_MARKS if k in body}
+        nxt = body.get("next") if paged else None
+        if not isinstance(nxt, str) or not nxt:  # the last page, or a backend that answered the whole log
+            break
+        if nxt == cursor:  # a cursor that does not move: stop rather than loop
+            history.info(op, value="backend_stats", error=f"/stats paging did not advance (next {nxt[:40]!r})")
+            return False
+        cursor = nxt
+    marks["executions"] = count
     history.ok(op, value="backend_stats", status=200, body=marks)
-    return executions
+    return True
 
 
 async def _collect(
@@ -361,7 +490,14 @@ async def _collect(
     *,
     seen: _Seen | None = None,
     stream_to: Path | None = None,
+    executions_file: ExecutionsFile | None = None,
+    paged: bool = True,
 ) -> RunData:
+    """The collection: every session's final GET, each server's /stats, the backend's execution log.
+
+    ``executions_file`` (with ``stream_to``): the execution log goes there, a page at a time, instead of
+    into ``RunData.backend_executions``; the caller writes it after ``RunData.save`` (which writes ``{}``).
+    """
     owners: dict[str, str] = {}
     deleted: set[str] = set()
     if seen is not None:
@@ -402,10 +538,18 @@ async def _collect(
             history.info(op, value="stats", error=f"{type(exc).__name__}: {exc}")
             continue
         history.complete(op, "ok" if r.status_code == 200 else "fail", value="stats", status=r.status_code, body=body)
-    executions = await backend_probe(history, control, backend_url)
     scenario = {**sc.to_plain(), "servers": servers, "backend_url": backend_url}
     if spill is not None and stream_to is not None:
         spill.write(stream_to / RUN_FILES["final_states"])
+        if executions_file is not None:  # the execution log a page at a time, never whole in memory (issue 13)
+            sink: ExecutionSink = executions_file
+            if seen is not None and seen.sessions is not None:
+                sink = _Only(executions_file, seen.sessions)
+            if backend_url and not await _read_backend_log(history, control, backend_url, sink, paged=paged):
+                executions_file.drop()  # as before: a probe that failed leaves no executions
+            executions: dict[str, list[dict[str, Any]]] = {}
+        else:
+            executions = await backend_probe(history, control, backend_url, paged=paged)
         return RunData(
             scenario=scenario,
             history=[],
@@ -414,6 +558,7 @@ async def _collect(
             streamed={k: stream_to / RUN_FILES[k] for k in ("history", "final_states")},
             streamed_events=history.count,
         )
+    executions = await backend_probe(history, control, backend_url, paged=paged)
     assert isinstance(final, dict)
     return RunData(
         scenario=scenario,

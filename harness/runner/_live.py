@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import json
+import os
 import shlex
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,17 +36,25 @@ import httpx
 
 from harness.rundata import RUN_FILES, RunData
 from harness.runfolder import prepare_run_dir
-from harness.runner._drive import Progress, drive
+from harness.runner._drive import ExecutionsFile, Progress, drive
 from harness.runner._procs import ProcessGroup
 from harness.runner._selfmon import SelfMonitor
 from harness.scenario import DEFAULT_VARIANT, Scenario
-from harness.serverlog import LogConfig
+from harness.serverlog import LogConfig, LogStats, parse_line
 from harness.serverlog import read_server_logs as read_logs
 from harness.workload import WorkloadResult
 
 Phase = Callable[[str], None]  # "checking", "reporting": what a run is doing after its workload
 
-__all__ = ["RunResult", "apply_overrides", "collect_server_logs", "finish_run", "run_dir_name", "run_scenario"]
+__all__ = [
+    "RunResult",
+    "apply_overrides",
+    "collect_server_logs",
+    "finish_run",
+    "merge_server_logs",
+    "run_dir_name",
+    "run_scenario",
+]
 
 
 @dataclass
@@ -150,12 +162,12 @@ def run_scenario(
         (run_dir / RUN_FILES["scenario"]).write_text(json.dumps(sc.to_plain(), indent=2, sort_keys=True, default=str))
         offsets = {str(p): p.stat().st_size if p.is_file() else 0 for p in map(Path, server_logs)}
         with (run_dir / RUN_FILES["history"]).open("w") as sink:
-            data = asyncio.run(_run_async(sc, procs, res, progress, sink, ray, run_dir))
-        if server_logs:
-            extra, stats = read_logs(list(server_logs), sc.target.logs, offsets=offsets)
-            data.server_logs = sorted([*data.server_logs, *extra], key=lambda ln: float(ln["ts"]))
-            res.notes.append(f"--server-log: {stats.summary()}")
-        data.save(run_dir)
+            data, execs, own_logs = asyncio.run(_run_async(sc, procs, res, progress, sink, ray, run_dir))
+        try:
+            _save(data, run_dir, sc, res, execs, own_logs, list(map(Path, server_logs)), offsets)
+        finally:
+            if execs is not None:
+                execs.close()
         res.events = data.event_count
     except KeyboardInterrupt:
         res.status, res.error = "error", "interrupted"
@@ -170,6 +182,60 @@ def run_scenario(
         res.duration_s = time.perf_counter() - t0  # seam-ok: see above
     finish_run(res, sc, report=report, on_phase=on_phase)
     return res
+
+
+def _save(
+    data: RunData,
+    run_dir: Path,
+    sc: Scenario,
+    res: RunResult,
+    execs: ExecutionsFile | None,
+    own_logs: list[Path],
+    extra_logs: list[Path],
+    offsets: Mapping[str, int],
+) -> None:
+    """The run folder: ``RunData.save``, with the two files that grow with the run written without holding
+    them (issue 13): the backend's execution log (``execs``, fetched a page at a time) and the servers' log
+    lines (``own_logs``: the processes the runner started; ``extra_logs``: ``--server-log``, from ``offsets``),
+    merged as ``read_server_logs`` would (merge_server_logs). Both are written beside the folder's files
+    first, then put over save's placeholders (``{}``, an empty file) whole, with ``os.replace``; the
+    harness's self-measurement (harness_self.json, the same bytes as save's) is written last, as save does."""
+    execs_tmp = run_dir / (RUN_FILES["backend_executions"] + ".tmp")
+    logs_tmp = run_dir / (RUN_FILES["server_logs"] + ".merged")
+    try:
+        if execs is not None:
+            execs.write(execs_tmp)
+        groups: list[tuple[Sequence[Path], Mapping[str, int] | None]] = []
+        if own_logs:
+            groups.append(([f for f in own_logs if f.is_file()], None))
+        if extra_logs:
+            groups.append((extra_logs, offsets))
+
+        def own_unreadable(gi: int, exc: OSError) -> bool:
+            if gi == 0 and own_logs:  # as collect_server_logs: noted, no lines
+                res.notes.append(f"server logs unreadable: {exc}")
+                return True
+            return False  # --server-log: bad input, the run errors (as before)
+
+        stats = merge_server_logs(groups, sc.target.logs, logs_tmp, on_error=own_unreadable) if groups else []
+        if own_logs and stats and stats[0] is not None and stats[0].skipped:
+            res.notes.append(f"server logs: {stats[0].summary()}")
+        if extra_logs and stats and stats[-1] is not None:
+            res.notes.append(f"--server-log: {stats[-1].summary()}")
+        harness_self, data.harness = data.harness, {}
+        try:
+            data.save(run_dir)
+        finally:
+            data.harness = harness_self
+        if execs is not None:
+            os.replace(execs_tmp, run_dir / RUN_FILES["backend_executions"])
+        if groups:
+            os.replace(logs_tmp, run_dir / RUN_FILES["server_logs"])
+        if harness_self:  # save's last file, last here too: once it is there the folder is whole
+            (run_dir / RUN_FILES["harness"]).write_text(json.dumps(harness_self, indent=1, sort_keys=True))
+    finally:
+        for tmp in (execs_tmp, logs_tmp):
+            tmp.unlink(missing_ok=True)
 
 
 def finish_run(res: RunResult, sc: Scenario, *, report: bool, on_phase: Phase | None = None) -> None:
@@ -203,7 +269,9 @@ async def _run_async(
     sink: IO[str] | None = None,
     ray: Any = None,
     run_dir: Path | None = None,
-) -> RunData:
+) -> tuple[RunData, ExecutionsFile | None, list[Path]]:
+    """The run's processes, workload and collection; returns what the collection gathered, the backend's
+    execution log when it was streamed to a file, and the server log files to merge (once every process stopped)."""
     try:
         if procs is not None:
             await procs.start()
@@ -250,10 +318,11 @@ async def _run_async(
             if ours is None:
                 ours = {str(e["session"]) for e in out.data.history if e.get("session")}
             out.data.backend_executions = {k: v for k, v in out.data.backend_executions.items() if k in ours}
+        logs: list[Path] = []
         if procs is not None:
             procs.stop()  # flush the servers' logs before reading them
-            out.data.server_logs = collect_server_logs(procs.server_log_files(), sc.target.logs, res.notes)
-        return out.data
+            logs = procs.server_log_files()
+        return out.data, out.executions, logs  # executions: None when the RunData holds them (--ray)
     finally:
         if procs is not None:
             procs.stop()
@@ -307,6 +376,158 @@ def collect_server_logs(
     if notes is not None and stats.skipped:
         notes.append(f"server logs: {stats.summary()}")
     return lines
+
+
+@dataclass
+class _Spilled:
+    """One group of log files after the first pass: where each sorted run of lines is in the spill file."""
+
+    stats: LogStats
+    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (file index, start, end) in the spill
+    ports: dict[Any, set[Any]] = field(default_factory=dict)  # pid -> worker ports (fill_worker_ports's map)
+    names: list[str] = field(default_factory=list)  # file index -> its name, for "file:line"
+
+
+def _spill_group(
+    files: Sequence[Path], config: LogConfig | None, offsets: Mapping[str, int] | None, spill: IO[bytes]
+) -> _Spilled:
+    """Pass 1 over one group: every line parsed once (harness.serverlog.parse_line), its normalized event
+    encoded as ``json.dumps(ev, sort_keys=True)`` (the dedup key and, but for a filled worker port, the
+    output line) into ``spill`` as ``ts line_no fill key``; a file's lines form one run while their times do
+    not go back (a new run where they do). Raises OSError as read_server_logs does."""
+    out = _Spilled(LogStats())
+    stats, ports = out.stats, out.ports
+    for fi, path in enumerate(files):
+        out.names.append(path.name)
+        start = spill.tell()
+        prev: float | None = None
+        with path.open("rb") as fh:
+            if offsets and str(path) in offsets:
+                fh.seek(offsets[str(path)])
+            for n, raw in enumerate(fh, 1):  # split on b"\n" only, as read_events splits the decoded text
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip():
+                    continue
+                stats.lines += 1
+                ev, reason, fmt = parse_line(line[:-1] if line.endswith("\n") else line, config)
+                if ev is None:
+                    stats.skip(reason or "not_json", f"{path.name}:{n}")
+                    continue
+                stats.formats[fmt] += 1
+                ts = float(ev["ts"])
+                if ev.get("pid") is not None and isinstance(ev.get("worker_port"), int):
+                    ports.setdefault(ev["pid"], set()).add(ev["worker_port"])
+                if prev is not None and ts < prev:  # out of time order: the file's next sorted run starts here
+                    here = spill.tell()
+                    out.runs.append((fi, start, here))
+                    start = here
+                prev = ts
+                key = json.dumps(ev, sort_keys=True, default=str)
+                spill.write(f"{ts!r} {n} {int(ev.get('worker_port') is None)} {key}\n".encode("ascii"))
+        if spill.tell() > start:
+            out.runs.append((fi, start, spill.tell()))
+    return out
+
+
+def _spilled_lines(fd: int, start: int, end: int) -> Iterator[bytes]:
+    """The spill's lines in ``[start, end)``, read 64 KB at a time (a short run reads only its own bytes)."""
+    rest = b""
+    pos = start
+    while pos < end:
+        chunk = os.pread(fd, min(65536, end - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+    if rest:
+        yield rest
+
+
+def merge_server_logs(
+    groups: Sequence[tuple[Sequence[Path], Mapping[str, int] | None]],
+    config: LogConfig | None,
+    out: Path,
+    *,
+    on_error: Callable[[int, OSError], bool] | None = None,
+) -> list[LogStats | None]:
+    """``server_logs.jsonl`` from the servers' log files without holding their lines (issue 13).
+
+    Writes the bytes ``RunData.save`` writes for ``read_server_logs`` of each group (``(files, offsets)``),
+    the groups' lines merged by time (a tie: the earlier group first): each group deduplicated and its
+    worker ports filled within itself, lines ordered by ``ts``, stably. Pass 1 parses every line once into an
+    unlinked spill file beside ``out`` (one JSON line each, as written); pass 2 merges the files' sorted runs
+    (one per file when its times never go back, as a server's own log) with a heap, and dedups among the
+    lines of one timestamp (identical lines have the same ``ts``, so that is where every duplicate is). In
+    memory: one pending line per run, the lines of one timestamp, each process's ports.
+
+    A group whose files cannot be read: ``on_error(index, exc)`` True leaves it out (its stats None), else
+    (or without ``on_error``) the OSError is raised. Returns each group's stats (``used`` = lines written).
+    """
+    with tempfile.TemporaryFile(dir=out.parent) as spill:
+        spilled: list[_Spilled | None] = []
+        for gi, (files, offsets) in enumerate(groups):
+            try:
+                spilled.append(_spill_group(files, config, offsets, spill))
+            except OSError as exc:
+                if on_error is None or not on_error(gi, exc):
+                    raise
+                spilled.append(None)
+        spill.flush()
+        fd = spill.fileno()
+        heap: list[tuple[float, int, int, int, int, bytes, Iterator[bytes]]] = []
+
+        def push(gi: int, fi: int, it: Iterator[bytes]) -> None:
+            raw = next(it, None)
+            if raw is not None:
+                ts, n, fill, key = raw.split(b" ", 3)
+                heapq.heappush(heap, (float(ts), gi, fi, int(n), int(fill), key, it))
+
+        for gi, sp in enumerate(spilled):
+            for fi, start, end in sp.runs if sp is not None else ():
+                push(gi, fi, _spilled_lines(fd, start, end))
+        first_dup: dict[int, tuple[int, int]] = {}
+        tmp = out.with_name(out.name + ".tmp")
+        with tmp.open("wb") as fh:
+            while heap:
+                ts = heap[0][0]
+                same: list[tuple[int, int, int, int, bytes]] = []
+                while heap and heap[0][0] == ts:  # every line of this time, from every run
+                    _, gi, fi, n, fill, key, it = heapq.heappop(heap)
+                    same.append((gi, fi, n, fill, key))
+                    push(gi, fi, it)
+                same.sort()  # group, file, line: read_events's order, kept by its stable sort on ts
+                kept: Counter[bytes] = Counter()  # read_events's dedup, within one timestamp
+                here: Counter[bytes] = Counter()
+                at: tuple[int, int] | None = None
+                for gi, fi, n, fill, key in same:
+                    if at is None or at[0] != gi:
+                        kept, here = Counter(), Counter()
+                    elif at[1] != fi:
+                        for k, c in here.items():
+                            kept[k] = max(kept[k], c)
+                        here = Counter()
+                    at = (gi, fi)
+                    here[key] += 1
+                    sp = spilled[gi]
+                    assert sp is not None
+                    if here[key] <= kept[key]:
+                        sp.stats.skipped["duplicate"] += 1
+                        first_dup[gi] = min(first_dup.get(gi, (fi, n)), (fi, n))
+                        continue
+                    sp.stats.used += 1
+                    if fill:
+                        ev = json.loads(key)
+                        if ev.get("worker_port") is None and len(sp.ports.get(ev.get("pid"), ())) == 1:
+                            ev["worker_port"] = next(iter(sp.ports[ev["pid"]]))
+                            key = json.dumps(ev, sort_keys=True).encode("ascii")
+                    fh.write(key + b"\n")
+        os.replace(tmp, out)
+    for gi, (fi, n) in first_dup.items():
+        sp = spilled[gi]
+        assert sp is not None
+        sp.stats.examples.setdefault("duplicate", f"{sp.names[fi]}:{n}")
+    return [sp.stats if sp is not None else None for sp in spilled]
 
 
 def read_server_logs(files: list[Path], config: LogConfig | None = None) -> list[dict[str, Any]]:

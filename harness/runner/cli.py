@@ -14,6 +14,7 @@ the fix, without a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import signal
 import sys
@@ -107,20 +108,92 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """SIGTERM (a CI job cancelled, ``kill``) takes the Ctrl-C path: every server process is stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+REDELIVER_S = 0.05  # a KeyboardInterrupt Python dropped is raised again this long after (SIGALRM)
 
-    def on_term(signum: int, frame: Any) -> None:
+
+class _Interrupt:
+    """SIGTERM (a CI job cancelled, ``kill``) takes the Ctrl-C path (every server process is stopped), and is
+    never lost.
+
+    Raised straight from the signal handler, the ``KeyboardInterrupt`` landed in whatever frame ran: inside a
+    weakref callback or a ``__del__`` Python prints "Exception ignored in ..." and drops it, and the run went
+    on to check and report (seen in bench_rss_growth, issue 13). So the signal is first remembered
+    (``terminated``), then:
+
+    - while an asyncio loop runs (the workload, the collection), the loop is woken
+      (``call_soon_threadsafe``, its self-pipe) and raises it from its own dispatch, never from a callback
+      deep in a frame; asyncio.run then cancels every task, whose ``finally`` blocks stop the processes;
+    - otherwise (saving, checking, reporting: plain code) it is raised where the handler runs, and if
+      Python drops it (``sys.unraisablehook`` sees a dropped ``KeyboardInterrupt``) it is raised again
+      ``REDELIVER_S`` later from ``SIGALRM``, in another frame;
+    - and a run that ends with a SIGTERM remembered but never raised through (``pending``) ends as
+      interrupted all the same (``_run``).
+    """
+
+    def __init__(self) -> None:
+        self.terminated = False
+        self.delivered = False
+        self._previous: Any = None
+        self._previous_alarm: Any = None
+        self._previous_hook: Any = None
+
+    @property
+    def pending(self) -> bool:
+        return self.terminated and not self.delivered
+
+    def install(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        if hasattr(signal, "setitimer"):
+            self._previous_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._on_unraisable
+        return self.restore
+
+    def restore(self) -> None:
+        if self._previous_alarm is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous_alarm)
+            self._previous_alarm = None
+        if self._previous_hook is not None:
+            sys.unraisablehook = self._previous_hook
+            self._previous_hook = None
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.terminated = True
+        self._deliver()
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._raise)  # raised by the loop's dispatch, not inside this frame
+            return
+        self._raise()
+
+    def _raise(self) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    def _on_unraisable(self, unraisable: Any) -> None:
+        if self._previous_hook is not None:
+            self._previous_hook(unraisable)
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.pending and hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)  # dropped where it landed: again, elsewhere
 
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
 
-    return restore
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """SIGTERM takes the Ctrl-C path and is never lost (:class:`_Interrupt`); returns the undo."""
+    return _Interrupt().install()
 
 
 def _target_from_args(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[str]]:
@@ -450,7 +523,8 @@ def _run(
     out = Path(args.out)
     runs = [(name, one.workload.sessions) for sc in loaded for one, name in expand(sc, args.variant)]
     results: list[RunResult] = []
-    restore = _sigterm_as_interrupt()
+    interrupt = _Interrupt()
+    restore = interrupt.install()
     with _Overall(console, runs, args.quiet) as overall:
 
         def on_done(r: RunResult) -> None:
@@ -485,10 +559,14 @@ def _run(
             print(f"harness run: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt:
+            interrupt.delivered = True
             console.print("[bold red]interrupted[/]: every server process was stopped")
             return 130
         finally:
             restore()
+    if interrupt.pending:  # a SIGTERM whose interrupt Python dropped and the run outran: not lost
+        console.print("[bold red]interrupted[/] (SIGTERM): every server process was stopped")
+        return 130
     return _summarize(console, args, results, out)
 
 
