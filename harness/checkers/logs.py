@@ -24,6 +24,10 @@ log_consistency
   handling. Time missing from *that* is reported in the notes, never a
   violation: a CPU-starved correct server waits between its phases (#16). A
   ``total_ms`` longer than the client waited for the answer is a violation;
+- the proxy bucket holds the backend call: a chat answered 200 from a generation
+  the fake held for ``latency_ms`` (its execution log: no fault, ``stop``,
+  ``completed``) logs ``proxy_elapsed_ms >= latency_ms`` (- 1 ms - 1 %)
+  [proxy_bucket_short];
 - in-flight returns to 0: per process, ``inflight_now`` tracks the number of
   chats started and not yet done, with one constant offset (whether a line
   counts itself is the server's convention); a counter that is only decremented
@@ -109,6 +113,47 @@ def _split_by_session(
                 dst.setdefault((rid, str(sid) if rid in split and sid is not None else ""), []).append(ln)
         out.append(dst)
     return out[0], out[1]
+
+
+def _proxy_short(run: RunData, chats: Sequence[Op], dones: dict[tuple[str, str], list[dict[str, Any]]]) -> list[Keyed]:
+    """A chat answered 200 from a backend generation that held it ``latency_ms`` logs ``proxy_elapsed_ms``
+    of at least that (less 1 ms + 1 % for rounding and clocks): the server's proxy phase is the backend call,
+    and the fake answers only after its planned wait (no fault, finish ``stop``, outcome ``completed``)."""
+    held: dict[str, float] = {}  # request id -> the shortest planned generation that carried it
+    for execs in run.backend_executions.values():
+        for ex in execs if isinstance(execs, list) else []:
+            lat, rid = _num(ex.get("latency_ms")), ex.get("request_id")
+            if lat is None or lat <= 0 or rid is None or ex.get("fault") is not None:
+                continue
+            if ex.get("outcome") != "completed" or ex.get("finish_reason") != "stop" or ex.get("abort_requested"):
+                continue
+            held[str(rid)] = min(lat, held.get(str(rid), lat))
+    if not held:
+        return []
+    by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for lst in dones.values():
+        for ln in lst:
+            if ln.get("caller_request_id"):
+                by_caller[str(ln["caller_request_id"])].append(ln)
+    out: list[Keyed] = []
+    for o in chats:
+        lat = held.get(o.request_id or "")
+        if lat is None or o.status != 200:
+            continue
+        lines = (dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])) if o.req_id else []
+        lines = lines or by_caller.get(o.request_id or "", [])
+        proxy = _num(lines[-1].get("proxy_elapsed_ms")) if len(lines) == 1 else None
+        if proxy is None or proxy >= lat - 1.0 - 0.01 * lat:
+            continue
+        v = Violation(
+            f"chat_done {lines[-1].get('req_id')}: proxy_elapsed_ms {proxy:g} but the backend took {lat:g} ms to "
+            "generate the answer the client got (the proxy bucket must hold the backend call)",
+            o.indices,
+            o.session,
+            "proxy_bucket_short",
+        )
+        out.append(((4, o.invoke_index, 1), v))
+    return out
 
 
 class _Split:
@@ -327,6 +372,8 @@ class LogConsistency:
                     "total_exceeds_client",
                 )
                 out.append(((4, o.invoke_index), v))
+        # the proxy bucket holds the backend's generation: an answer cannot reach the server before it is made
+        out.extend(_proxy_short(run, chats, dones))
         # inflight: every process's walk is the index's; its drifting line is judged where the line is
         walks = index.inflight()
         here = {part.log_pos[i]: ln for i, ln in enumerate(run.server_logs)}
