@@ -39,8 +39,9 @@ and its user message as OpenAI content parts (one ``text`` part, legal: its
 text must reach the model, token_state rule 5, unless the chat template drops
 list content). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
-connection reset (``x-fake-fault: reset``), and a chat whose answer's
-``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
+connection reset (``x-fake-fault: reset``), a chat whose answer's
+``choices`` start with ``null`` (``null_first_choice``) and one whose
+``choices`` are empty (``empty_choices``): a 502 each, never a 500.
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, and through
 the pass-through ``GET v1/models/m1`` (a model the backend does not serve: its 404), ``GET stats`` (the
@@ -574,6 +575,26 @@ class _Fuzzer:
         )
         await self._chat_completion(
             op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
+        )
+        # and one whose choices list is empty (the fake's empty_choices): no choice, no meta_info: 502, never 500
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=0,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(_BASE),
+            stream=False,
+            fuzz="backend:empty_choices",
+            fuzz_category="backend",
+            expect="backend_fault",
+        )
+        await self._chat_completion(
+            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="empty_choices"
         )
 
     async def http_probe(self, victim: str) -> None:
