@@ -45,7 +45,8 @@ connection reset (``x-fake-fault: reset``), a chat whose answer's
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, and through
 the pass-through ``GET v1/models/m1`` (a model the backend does not serve: its 404), ``GET stats`` (the
-fake's control plane: never its 2xx) and a ``POST generate`` one byte past 4 MiB; each reply's header counts
+fake's control plane: never its 2xx), a ``POST generate`` one byte past 4 MiB and a small one whose
+``Content-Length`` has leading zeros (never a 413); each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
 ``WWW-Authenticate``; a 412 answers only a request with a precondition).
 """
@@ -125,6 +126,7 @@ class Case:
     body: bytes | None
     expect: str  # "4xx" | "no_5xx"
     chat: bool = False  # a chat request to the victim (recorded as f="chat")
+    headers: tuple[tuple[str, str], ...] = ()  # sent as well (non-chat cases)
 
 
 def _dumps(x: Any) -> bytes:
@@ -610,7 +612,11 @@ class _Fuzzer:
           backend's admin endpoints; passthrough);
         - a ``POST generate`` of ``BIG_BODY`` bytes (past the reference server's 4 MiB limit, under the fake's
           64 MiB): any 4xx (or the backend's answer), but not a 412, which answers only a request with a
-          precondition header (RFC 9110 15.5.13; http_framing). Its padding is a key the backend ignores.
+          precondition header (RFC 9110 15.5.13; http_framing). Its padding is a key the backend ignores;
+        - a small ``POST generate`` whose ``Content-Length`` is written with leading zeros to 18 digits (odd
+          headers are normal, CONTEXT.md; RFC 9112 ``Content-Length = 1*DIGIT``, h11 and the sim's framing
+          check read it as the number): the length of a few dozen bytes, so a 413 is ``too_large_claimed``
+          (bad_input), as for any body under 1 KiB.
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
@@ -624,6 +630,11 @@ class _Fuzzer:
         for label, method, tail, raw in probes:
             path = "/sessions/{victim}/" + tail
             await self.case(Case(f"passthrough:{label}", "passthrough", method, path, raw, "no_5xx"), victim)
+        small = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}})
+        padded = (("content-length", f"{len(small):018d}"),)
+        label = "passthrough:POST generate (Content-Length with leading zeros)"
+        path = "/sessions/{victim}/generate"
+        await self.case(Case(label, "passthrough", "POST", path, small, "no_5xx", headers=padded), victim)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
@@ -670,6 +681,7 @@ class _Fuzzer:
         headers = {"x-request-id": rid}
         if case.body is not None:
             headers["content-type"] = "application/json"
+        headers.update(case.headers)
         r = await self._send(op, case.method, f"{self.server}{path}", case.body, headers)
         if r is not None:
             if 200 <= r.status_code < 300:
