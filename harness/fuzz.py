@@ -616,7 +616,9 @@ class _Fuzzer:
         - a small ``POST generate`` whose ``Content-Length`` is written with leading zeros to 18 digits (odd
           headers are normal, CONTEXT.md; RFC 9112 ``Content-Length = 1*DIGIT``, h11 and the sim's framing
           check read it as the number): the length of a few dozen bytes, so a 413 is ``too_large_claimed``
-          (bad_input), as for any body under 1 KiB.
+          (bad_input), as for any body under 1 KiB;
+        - a chat of ``BIG_BODY`` bytes (a legal request padded by a key the backend ignores): a server may
+          refuse it as too large or serve it, but a refusal is not a 412 (http_framing, as above).
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
@@ -635,6 +637,9 @@ class _Fuzzer:
         label = "passthrough:POST generate (Content-Length with leading zeros)"
         path = "/sessions/{victim}/generate"
         await self.case(Case(label, "passthrough", "POST", path, small, "no_5xx", headers=padded), victim)
+        head = _dumps({"model": _MODEL, "messages": list(_BASE), "pad": ""})
+        big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
+        await self.case(_chat_case("http:huge chat body", "huge_body", big, "no_5xx"), victim)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
