@@ -618,7 +618,10 @@ class _Fuzzer:
           check read it as the number): the length of a few dozen bytes, so a 413 is ``too_large_claimed``
           (bad_input), as for any body under 1 KiB;
         - a chat of ``BIG_BODY`` bytes (a legal request padded by a key the backend ignores): a server may
-          refuse it as too large or serve it, but a refusal is not a 412 (http_framing, as above).
+          refuse it as too large or serve it, but a refusal is not a 412 (http_framing, as above);
+        - a ``POST generate`` of exactly ``BIG_BODY - 1`` bytes, the reference server's default
+          ``max_body_bytes``: a server may refuse it, but the reference server started by the harness reads a
+          body up to its limit (docs/reference_server.md), so its 413 is ``too_large_claimed`` (bad_input).
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
@@ -640,6 +643,10 @@ class _Fuzzer:
         head = _dumps({"model": _MODEL, "messages": list(_BASE), "pad": ""})
         big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
         await self.case(_chat_case("http:huge chat body", "huge_body", big, "no_5xx"), victim)
+        head = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}, "pad": ""})
+        at_limit = head[:-2] + b"x" * (BIG_BODY - 1 - len(head)) + head[-2:]
+        label = "passthrough:POST generate (a body of exactly 4 MiB)"
+        await self.case(Case(label, "passthrough", "POST", path, at_limit, "no_5xx"), victim)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
