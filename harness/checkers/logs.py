@@ -12,6 +12,9 @@ log_consistency
   with the same status;
 - every bucket (and ``total_ms``, ``read_body_ms``) is a duration, never below 0
   (a sign error in one bucket makes the sum *smaller*, so the sum rule alone misses it);
+- no single bucket is longer than ``total_ms`` (+ 0.5 ms, half the coarsest
+  resolution a server logs at, + 1 %) [bucket_exceeds_total; not said again
+  when the sum below is already too long];
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
   (+ read_body) <= total_ms`` (+ 1 ms + 1 %); what they leave unexplained of
   the server's *own* handling above ``checks.options.log_overhead_ms`` (default
@@ -82,6 +85,14 @@ from harness.rundata import RunData
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
 # a bucket is a duration: below 0 only by a rounding of a 0 (a server that logs -0.0 or -1e-9 is not wrong)
 NEGATIVE_TOLERANCE_MS = 0.001
+# one bucket against total_ms: a server that logs either at whole milliseconds rounds it by at most 0.5 ms
+BUCKET_ROUNDING_MS = 0.5
+
+
+def acc_over(buckets: Sequence[float | None], body_ms: float | None, total: float) -> bool:
+    """The buckets (and the body read) sum to more than ``total_ms`` (+ 1 ms + 1 %)."""
+    acc = sum(p for p in buckets if p is not None) + (body_ms or 0.0)
+    return acc > total + 1.0 + 0.01 * total
 
 
 def _num(x: Any) -> float | None:
@@ -337,11 +348,25 @@ class LogConsistency:
                         "negative_bucket",
                     )
                     out.append(((*at, 1), v))
+                over = [
+                    f"{k}={v:g}"
+                    for k, v in (*zip(BUCKETS, buckets, strict=True), ("read_body_ms", body_ms))
+                    if v is not None and v > total + BUCKET_ROUNDING_MS + 0.01 * total
+                ]
+                if over and not acc_over(buckets, body_ms, total):  # a sum already too long says it
+                    v = Violation(
+                        f"chat_done {ln.get('req_id')}: timing bucket(s) {', '.join(over)} longer than "
+                        f"total_ms {total:g} (each is a part of the request's time)",
+                        op_idx(ln),
+                        ln.get("session_id"),
+                        "bucket_exceeds_total",
+                    )
+                    out.append(((*at, 3), v))
                 acc = sum(p for p in buckets if p is not None) + (body_ms or 0.0)
                 handling = total - (body_ms or 0.0)
                 if body_ms is not None and body_ms > overhead_ms:
                     slow_bodies.append(body_ms)
-                if acc > total + 1.0 + 0.01 * total:
+                if acc_over(buckets, body_ms, total):
                     v = Violation(
                         f"chat_done {ln.get('req_id')}: buckets sum to {acc:.1f} ms > total_ms {total:.1f}",
                         op_idx(ln),

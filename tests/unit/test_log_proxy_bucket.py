@@ -45,3 +45,24 @@ def test_generations_off_their_plan_are_not_judged() -> None:
     assert _kinds(170.0, finish_reason="length") == set()  # cut short: shorter than latency_ms
     assert _kinds(170.0, outcome="aborted", finish_reason="abort") == set()
     assert _kinds(170.0, abort_requested=True) == set()
+
+
+def _one_bucket(total: float, **buckets: float) -> set[str]:
+    """One 404 chat whose chat_done says total_ms ``total`` and the given buckets (the others 0)."""
+    b = RunBuilder()
+    sid = b.create()
+    b.chat(sid, 0, outcome="not_found", t0=1.0, t1=1.0 + total / 1000.0)
+    ln = next(x for x in b.logs if x["event"] == "chat_done")
+    ln.update(lock_wait_ms=0.0, tokenize_in_ms=0.0, proxy_elapsed_ms=0.0, tokenize_out_ms=0.0, read_body_ms=0.0)
+    ln.update(total_ms=total, **buckets)
+    return {v.kind for v in CHECKERS["log_consistency"].check(b.build()).violations}
+
+
+def test_one_bucket_longer_than_the_whole_request_is_flagged() -> None:
+    """Mutant 91906f71fca2 (tokenize_in_ms starts at 1.0): a 404 answered in no time logs 1 ms of tokenization,
+    within the sum rule's 1 ms tolerance but longer than the request itself."""
+    assert _one_bucket(0.0, tokenize_in_ms=1.0) == {"bucket_exceeds_total"}
+    assert _one_bucket(0.2, read_body_ms=0.9) == {"bucket_exceeds_total"}
+    assert _one_bucket(0.0, tokenize_in_ms=0.5) == set()  # a whole-millisecond server's rounding
+    assert _one_bucket(0.3, lock_wait_ms=0.3) == set()
+    assert _one_bucket(10.0, tokenize_in_ms=25.0) == {"buckets_exceed_total"}  # the sum rule says it once
