@@ -39,15 +39,16 @@ and its user message as OpenAI content parts (one ``text`` part, legal: its
 text must reach the model, token_state rule 5, unless the chat template drops
 list content). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
-connection reset (``x-fake-fault: reset``), and a chat whose answer's
-``choices`` start with ``null`` (``null_first_choice``): a 502, never a 500.
+connection reset (``x-fake-fault: reset``), a chat whose answer's
+``choices`` start with ``null`` (``null_first_choice``) and one whose
+``choices`` are empty (``empty_choices``): a 502 each, never a 500.
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, one with
 ``chat_template_kwargs`` a string, and through the pass-through ``GET v1/models/m1`` and ``GET v1/models/m``
-(models the backend does not serve: its 404;
-the one-character id is the shortest that extends ``/v1/models/``), ``GET v1/models-list`` (a path that only
-starts like them: off the reference server's allowlist), ``GET stats`` (the
-fake's control plane: never its 2xx) and a ``POST generate`` one byte past 4 MiB; each reply's header counts
+(models the backend does not serve: its 404; the one-character id is the shortest that extends
+``/v1/models/``), ``GET v1/models-list`` (a path that only starts like them: off the reference server's
+allowlist), ``GET stats`` (the fake's control plane: never its 2xx), a ``POST generate`` one byte past 4 MiB
+and a small one whose ``Content-Length`` has leading zeros (never a 413); each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
 ``WWW-Authenticate``; a 412 answers only a request with a precondition).
 """
@@ -127,6 +128,7 @@ class Case:
     body: bytes | None
     expect: str  # "4xx" | "no_5xx"
     chat: bool = False  # a chat request to the victim (recorded as f="chat")
+    headers: tuple[tuple[str, str], ...] = ()  # sent as well (non-chat cases)
 
 
 def _dumps(x: Any) -> bytes:
@@ -578,6 +580,26 @@ class _Fuzzer:
         await self._chat_completion(
             op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
         )
+        # and one whose choices list is empty (the fake's empty_choices): no choice, no meta_info: 502, never 500
+        rid = self._rid()
+        op = self.history.invoke(
+            process="fuzzer",
+            f="chat",
+            session=sid,
+            server=self.server,
+            turn=0,
+            attempt=0,
+            request_id=rid,
+            intended=self.history.now(),
+            messages=len(_BASE),
+            stream=False,
+            fuzz="backend:empty_choices",
+            fuzz_category="backend",
+            expect="backend_fault",
+        )
+        await self._chat_completion(
+            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="empty_choices"
+        )
 
     async def http_probe(self, victim: str) -> None:
         """Fixed requests after the cases (the seeded stream is unchanged), each judged by a generic rule.
@@ -599,7 +621,16 @@ class _Fuzzer:
           backend's admin endpoints; passthrough);
         - a ``POST generate`` of ``BIG_BODY`` bytes (past the reference server's 4 MiB limit, under the fake's
           64 MiB): any 4xx (or the backend's answer), but not a 412, which answers only a request with a
-          precondition header (RFC 9110 15.5.13; http_framing). Its padding is a key the backend ignores.
+          precondition header (RFC 9110 15.5.13; http_framing). Its padding is a key the backend ignores;
+        - a small ``POST generate`` whose ``Content-Length`` is written with leading zeros to 18 digits (odd
+          headers are normal, CONTEXT.md; RFC 9112 ``Content-Length = 1*DIGIT``, h11 and the sim's framing
+          check read it as the number): the length of a few dozen bytes, so a 413 is ``too_large_claimed``
+          (bad_input), as for any body under 1 KiB;
+        - a chat of ``BIG_BODY`` bytes (a legal request padded by a key the backend ignores): a server may
+          refuse it as too large or serve it, but a refusal is not a 412 (http_framing, as above);
+        - a ``POST generate`` of exactly ``BIG_BODY - 1`` bytes, the reference server's default
+          ``max_body_bytes``: a server may refuse it, but the reference server started by the harness reads a
+          body up to its limit (docs/reference_server.md), so its 413 is ``too_large_claimed`` (bad_input).
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
@@ -618,6 +649,18 @@ class _Fuzzer:
         for label, method, tail, raw in probes:
             path = "/sessions/{victim}/" + tail
             await self.case(Case(f"passthrough:{label}", "passthrough", method, path, raw, "no_5xx"), victim)
+        small = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}})
+        padded = (("content-length", f"{len(small):018d}"),)
+        label = "passthrough:POST generate (Content-Length with leading zeros)"
+        path = "/sessions/{victim}/generate"
+        await self.case(Case(label, "passthrough", "POST", path, small, "no_5xx", headers=padded), victim)
+        head = _dumps({"model": _MODEL, "messages": list(_BASE), "pad": ""})
+        big = head[:-2] + b"x" * (BIG_BODY - len(head)) + head[-2:]
+        await self.case(_chat_case("http:huge chat body", "huge_body", big, "no_5xx"), victim)
+        head = _dumps({"text": "Name one prime number.", "sampling_params": {"max_new_tokens": 4}, "pad": ""})
+        at_limit = head[:-2] + b"x" * (BIG_BODY - 1 - len(head)) + head[-2:]
+        label = "passthrough:POST generate (a body of exactly 4 MiB)"
+        await self.case(Case(label, "passthrough", "POST", path, at_limit, "no_5xx"), victim)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
@@ -664,6 +707,7 @@ class _Fuzzer:
         headers = {"x-request-id": rid}
         if case.body is not None:
             headers["content-type"] = "application/json"
+        headers.update(case.headers)
         r = await self._send(op, case.method, f"{self.server}{path}", case.body, headers)
         if r is not None:
             if 200 <= r.status_code < 300:

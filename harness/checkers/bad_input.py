@@ -16,7 +16,9 @@ that an unknown session is a 404. So, per fuzz operation:
   (``accepted_malformed``), and to a request for a session that was never
   created, ``unknown_session_served`` (an auto-creating server); and any other
   answer outside 4xx to such a request (a 1xx/3xx status) is ``not_a_refusal``;
-- a 413 (content too large) to a body under 1 KiB is ``too_large_claimed``;
+- a 413 (content too large) to a body under 1 KiB is ``too_large_claimed``; so is one to a body within
+  ``max_body_bytes`` of the reference server the harness starts itself (docs/reference_server.md: larger is
+  413; ``ops.server_max_body``; another server's limit is not known);
 - the canary session, which no fuzz request addresses, reads back the same
   before and after (``canary_changed``), compared on what the protocol
   promises: its records and the token id lists in its metadata (a server may
@@ -41,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, pair_ops
+from harness.checkers.ops import Op, pair_ops, server_max_body
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -73,6 +75,8 @@ class BadInput:
         ops = pair_ops(part.run.history)
         fuzz = [o for o in ops if o.invoke.get("fuzz") is not None and part.mine(o.session)]
         out: list[Keyed] = []
+        known = server_max_body(part.run)
+        limit = known if known is not None else -1  # -1: no body is within an unknown limit
         timeouts = 0
         statuses: Counter[str] = Counter()
         for o in fuzz:
@@ -103,6 +107,13 @@ class BadInput:
             elif st == 413 and isinstance(o.invoke.get("body_bytes"), int) and o.invoke["body_bytes"] < SMALL_BODY:
                 # 413 says the body is too large: for a few hundred bytes no server's limit makes that true
                 msg = f"{name}: 413 (too large) for a {o.invoke['body_bytes']}-byte body"
+                out.append((key, Violation(msg, o.indices, o.session, "too_large_claimed")))
+            elif st == 413 and isinstance(o.invoke.get("body_bytes"), int) and o.invoke["body_bytes"] <= limit:
+                # our reference server's documented limit (docs/reference_server.md): a body up to it is read
+                msg = (
+                    f"{name}: 413 (too large) for a {o.invoke['body_bytes']}-byte body, within the reference "
+                    f"server's max_body_bytes {limit}"
+                )
                 out.append((key, Violation(msg, o.indices, o.session, "too_large_claimed")))
             elif not 400 <= st < 500 and o.invoke.get("expect") == "4xx":
                 # a refusal is a 4xx (the HTTP client error class): a 1xx/3xx tells the client nothing usable

@@ -84,6 +84,7 @@ TRANSPORT_FAULTS = (
     "no_meta_info",
     "null_content",
     "null_first_choice",
+    "empty_choices",
     "logprob_mismatch",
     "invalid_json",
     "outage",

@@ -23,7 +23,10 @@ the in-flight proxy of that session (and tells the backend via ``POST
 its session was being deleted was cancelled mid-proxy: the backend must have
 been told to abort that generation by its ``rid`` (the fake marks the execution
 ``abort_requested``). A generation left running for a client that is gone
-burns the GPU the design exists to free (``cancel_not_sent``).
+burns the GPU the design exists to free (``cancel_not_sent``). A chat whose
+generation was in flight for the whole of such a DELETE (bounded from the
+client's times and the fake's ``latency_ms``) and that was answered 200 was
+never cancelled at all (``cancel_not_done``).
 
 A log that is not continuous over the run (the backend restarted, or its log
 was cleared by ``POST /admin/reset``: harness/checkers/continuity.py) proves
@@ -76,6 +79,57 @@ class ExactlyOnce:
                         "cancel_not_sent",
                     )
                 )
+        out.extend(ExactlyOnce._left_running(run, ops, chats))
+        return out
+
+    @staticmethod
+    def _left_running(run: RunData, ops: list[Op], chats: dict[str, Op]) -> list[Violation]:
+        """delete_cancel: a generation in flight across the whole of its session's DELETE was told to abort.
+
+        From the client's times and the fake's own schedule: an execution that ended as planned (no
+        fault, ``stop``, ``completed``) and whose answer the client got (200) held its request for at
+        least ``latency_ms`` (the fake waits that long before it answers). So it reached the backend no
+        later than ``chat end - latency`` and was still generating until at least ``chat start +
+        latency``. If the first is before the DELETE was sent and the second after the DELETE was
+        answered, the chat was in its proxy phase when the server handled the DELETE: the DELETE
+        cancels that proxy and POSTs ``/abort_request`` before answering (CONTEXT.md), so the execution
+        carries ``abort_requested``. Client-side bounds only get looser under load (sends before
+        arrival, answers after the backend's), so a correct server cannot fall inside them.
+        """
+        done: dict[str, list[tuple[float, float]]] = {}  # session -> (sent, answered) of its 2xx DELETEs
+        for d in ops:
+            if d.f == "delete" and d.session and d.status is not None and 200 <= d.status < 300:
+                done.setdefault(d.session, []).append((d.start, d.end))
+        out: list[Violation] = []
+        for _key, execs in sorted(run.backend_executions.items()):
+            for ex in execs:
+                o = chats.get(str(ex.get("request_id")))
+                if o is None or o.session is None or o.completion is None or ex.get("abort_requested"):
+                    continue
+                if o.status != 200:
+                    continue  # only a 200 carries this generation's answer, so it ended before o.end (404: the
+                    # proxy was cancelled, whether the backend was told is cancel_not_sent's)
+                if ex.get("fault") is not None or ex.get("outcome") != "completed":
+                    continue
+                if ex.get("finish_reason") != "stop" or not isinstance(ex.get("latency_ms"), (int, float)):
+                    continue
+                held = max(0.0, float(ex["latency_ms"]) - 0.001) / 1000.0  # latency_ms is rounded to 1 us
+                reached_by, running_until = o.end - held, o.start + held
+                for sent, answered in done.get(o.session, []):
+                    if reached_by < sent and answered < running_until:
+                        out.append(
+                            Violation(
+                                f"chat {o.request_id} was in its proxy phase for the whole of its session's DELETE "
+                                f"(backend reached by {reached_by:.3f}, generating until {running_until:.3f}; "
+                                f"DELETE {sent:.3f}-{answered:.3f}) but was answered 200 and its generation "
+                                f"{ex.get('rid')} ran to completion, never told to abort (delete_cancel: DELETE "
+                                "cancels the in-flight proxy)",
+                                o.indices,
+                                o.session,
+                                "cancel_not_done",
+                            )
+                        )
+                        break
         return out
 
     def check(self, run: RunData) -> Verdict:

@@ -12,6 +12,9 @@ log_consistency
   with the same status;
 - every bucket (and ``total_ms``, ``read_body_ms``) is a duration, never below 0
   (a sign error in one bucket makes the sum *smaller*, so the sum rule alone misses it);
+- no single bucket is longer than ``total_ms`` (+ 0.5 ms, half the coarsest
+  resolution a server logs at, + 1 %) [bucket_exceeds_total; not said again
+  when the sum below is already too long];
 - the buckets add up: ``lock_wait + tokenize_in + proxy_elapsed + tokenize_out
   (+ read_body) <= total_ms`` (+ 1 ms + 1 %); what they leave unexplained of
   the server's *own* handling above ``checks.options.log_overhead_ms`` (default
@@ -24,6 +27,10 @@ log_consistency
   handling. Time missing from *that* is reported in the notes, never a
   violation: a CPU-starved correct server waits between its phases (#16). A
   ``total_ms`` longer than the client waited for the answer is a violation;
+- the proxy bucket holds the backend call: a chat answered 200 from a generation
+  the fake held for ``latency_ms`` (its execution log: no fault, ``stop``,
+  ``completed``) logs ``proxy_elapsed_ms >= latency_ms`` (- 1 ms - 1 %)
+  [proxy_bucket_short];
 - in-flight returns to 0: per process, ``inflight_now`` tracks the number of
   chats started and not yet done, with one constant offset (whether a line
   counts itself is the server's convention); a counter that is only decremented
@@ -78,6 +85,14 @@ from harness.rundata import RunData
 BUCKETS = ("lock_wait_ms", "tokenize_in_ms", "proxy_elapsed_ms", "tokenize_out_ms")
 # a bucket is a duration: below 0 only by a rounding of a 0 (a server that logs -0.0 or -1e-9 is not wrong)
 NEGATIVE_TOLERANCE_MS = 0.001
+# one bucket against total_ms: a server that logs either at whole milliseconds rounds it by at most 0.5 ms
+BUCKET_ROUNDING_MS = 0.5
+
+
+def acc_over(buckets: Sequence[float | None], body_ms: float | None, total: float) -> bool:
+    """The buckets (and the body read) sum to more than ``total_ms`` (+ 1 ms + 1 %)."""
+    acc = sum(p for p in buckets if p is not None) + (body_ms or 0.0)
+    return acc > total + 1.0 + 0.01 * total
 
 
 def _num(x: Any) -> float | None:
@@ -109,6 +124,47 @@ def _split_by_session(
                 dst.setdefault((rid, str(sid) if rid in split and sid is not None else ""), []).append(ln)
         out.append(dst)
     return out[0], out[1]
+
+
+def _proxy_short(run: RunData, chats: Sequence[Op], dones: dict[tuple[str, str], list[dict[str, Any]]]) -> list[Keyed]:
+    """A chat answered 200 from a backend generation that held it ``latency_ms`` logs ``proxy_elapsed_ms``
+    of at least that (less 1 ms + 1 % for rounding and clocks): the server's proxy phase is the backend call,
+    and the fake answers only after its planned wait (no fault, finish ``stop``, outcome ``completed``)."""
+    held: dict[str, float] = {}  # request id -> the shortest planned generation that carried it
+    for execs in run.backend_executions.values():
+        for ex in execs if isinstance(execs, list) else []:
+            lat, rid = _num(ex.get("latency_ms")), ex.get("request_id")
+            if lat is None or lat <= 0 or rid is None or ex.get("fault") is not None:
+                continue
+            if ex.get("outcome") != "completed" or ex.get("finish_reason") != "stop" or ex.get("abort_requested"):
+                continue
+            held[str(rid)] = min(lat, held.get(str(rid), lat))
+    if not held:
+        return []
+    by_caller: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for lst in dones.values():
+        for ln in lst:
+            if ln.get("caller_request_id"):
+                by_caller[str(ln["caller_request_id"])].append(ln)
+    out: list[Keyed] = []
+    for o in chats:
+        lat = held.get(o.request_id or "")
+        if lat is None or o.status != 200:
+            continue
+        lines = (dones.get((o.req_id, ""), []) or dones.get((o.req_id, str(o.session)), [])) if o.req_id else []
+        lines = lines or by_caller.get(o.request_id or "", [])
+        proxy = _num(lines[-1].get("proxy_elapsed_ms")) if len(lines) == 1 else None
+        if proxy is None or proxy >= lat - 1.0 - 0.01 * lat:
+            continue
+        v = Violation(
+            f"chat_done {lines[-1].get('req_id')}: proxy_elapsed_ms {proxy:g} but the backend took {lat:g} ms to "
+            "generate the answer the client got (the proxy bucket must hold the backend call)",
+            o.indices,
+            o.session,
+            "proxy_bucket_short",
+        )
+        out.append(((4, o.invoke_index, 1), v))
+    return out
 
 
 class _Split:
@@ -292,11 +348,25 @@ class LogConsistency:
                         "negative_bucket",
                     )
                     out.append(((*at, 1), v))
+                over = [
+                    f"{k}={v:g}"
+                    for k, v in (*zip(BUCKETS, buckets, strict=True), ("read_body_ms", body_ms))
+                    if v is not None and v > total + BUCKET_ROUNDING_MS + 0.01 * total
+                ]
+                if over and not acc_over(buckets, body_ms, total):  # a sum already too long says it
+                    v = Violation(
+                        f"chat_done {ln.get('req_id')}: timing bucket(s) {', '.join(over)} longer than "
+                        f"total_ms {total:g} (each is a part of the request's time)",
+                        op_idx(ln),
+                        ln.get("session_id"),
+                        "bucket_exceeds_total",
+                    )
+                    out.append(((*at, 3), v))
                 acc = sum(p for p in buckets if p is not None) + (body_ms or 0.0)
                 handling = total - (body_ms or 0.0)
                 if body_ms is not None and body_ms > overhead_ms:
                     slow_bodies.append(body_ms)
-                if acc > total + 1.0 + 0.01 * total:
+                if acc_over(buckets, body_ms, total):
                     v = Violation(
                         f"chat_done {ln.get('req_id')}: buckets sum to {acc:.1f} ms > total_ms {total:.1f}",
                         op_idx(ln),
@@ -327,6 +397,8 @@ class LogConsistency:
                     "total_exceeds_client",
                 )
                 out.append(((4, o.invoke_index), v))
+        # the proxy bucket holds the backend's generation: an answer cannot reach the server before it is made
+        out.extend(_proxy_short(run, chats, dones))
         # inflight: every process's walk is the index's; its drifting line is judged where the line is
         walks = index.inflight()
         here = {part.log_pos[i]: ln for i, ln in enumerate(run.server_logs)}

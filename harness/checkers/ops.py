@@ -992,6 +992,31 @@ def reference_target(run: RunData) -> bool:
     return not other or str(other).startswith(BUG_TARGETS)
 
 
+REFERENCE_MAX_BODY = 4 * 1024 * 1024  # the reference server's default (``--max-body-bytes``, docs/reference_server.md)
+
+
+def server_max_body(run: RunData) -> int | None:
+    """The request body limit of the reference server the harness starts itself (``target.kind``
+    ``"reference"``, not a sim ``--target``): ``--max-body-bytes N`` in ``target.server_args``, else its
+    default; None for any other server (CONTEXT.md fixes no limit: not every server has our extras)."""
+    target = run.scenario.get("target")
+    target = target if isinstance(target, dict) else {}
+    sim = run.scenario.get("sim")
+    if target.get("kind", "reference") != "reference" or (isinstance(sim, dict) and sim.get("target")):
+        return None
+    args = target.get("server_args")
+    if isinstance(args, list):
+        for i, a in enumerate(args):
+            a = str(a)
+            if a.startswith("--max-body-bytes="):
+                a, nxt = "--max-body-bytes", a.split("=", 1)[1]
+            else:
+                nxt = str(args[i + 1]) if i + 1 < len(args) else ""
+            if a == "--max-body-bytes":
+                return int(nxt) if nxt.isdigit() else None
+    return REFERENCE_MAX_BODY
+
+
 def fault_kinds(run: RunData) -> set[str]:
     """Names of the backend fault classes the scenario injects (lower case).
 

@@ -69,7 +69,9 @@ CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
 MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
 MODELS_PREFIX = "/v1/models/"
-_MALFORMED = frozenset({"no_meta_info", "null_content", "null_first_choice", "logprob_mismatch", "invalid_json"})
+_MALFORMED = frozenset(
+    {"no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"}
+)
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
 
@@ -808,6 +810,9 @@ class _Run:
         elif f == "null_first_choice":  # a second choice (n > 1 answers) after a first that is not an object
             if "choices" in obj:
                 obj["choices"] = [None, *obj["choices"]]
+        elif f == "empty_choices":  # a list, but no choice in it (no message, no meta_info)
+            if "choices" in obj:
+                obj["choices"] = []
         elif f == "logprob_mismatch":
             lps = holder["meta_info"]["output_token_logprobs"]
             if lps:

@@ -80,6 +80,7 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "no_meta_info": {},
     "null_content": {},
     "null_first_choice": {},  # choices = [null, the answer]: a malformed body (choices[0] is not an object)
+    "empty_choices": {},  # choices = []: an answer with no choice at all
     "logprob_mismatch": {},
     "invalid_json": {},
     "spike": {"ms": (_Float, None)},

@@ -263,6 +263,9 @@ class Server:
             status = resp.status
         except Refused as exc:
             resp, status, outcome = _error(exc.status, exc.kind, str(exc)), exc.status, exc.outcome
+        except web.HTTPException as exc:  # aiohttp's own answer (413: a body past client_max_size): log it
+            status, outcome = exc.status, "bad_request" if 400 <= exc.status < 500 else "error"
+            raise
         finally:
             self.inflight -= 1
             log.info(

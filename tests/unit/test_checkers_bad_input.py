@@ -57,10 +57,10 @@ class Fuzzed:
         else:
             self.h.fail(op, status=status)
 
-    def run(self, canary_after: Any = BODY) -> Verdict:
+    def run(self, canary_after: Any = BODY, scenario: dict[str, Any] | None = None) -> Verdict:
         self.snapshot("c", "fuzz_canary_after", canary_after)
         self.snapshot("v", "fuzz_victim_after", {**BODY, "session_id": "v"})
-        return CHECKERS["bad_input"].check(RunData(scenario={}, history=self.h.events))
+        return CHECKERS["bad_input"].check(RunData(scenario=scenario or {}, history=self.h.events))
 
 
 def fuzzed() -> Fuzzed:
@@ -100,7 +100,7 @@ def test_a_malformed_request_must_be_refused_with_a_4xx() -> None:
     f = fuzzed()
     f.case("body=array", 399)  # a mutant's off-by-one status: not a refusal any client understands
     f.case("passthrough:GET v1/models", 307, expect="no_5xx", category="passthrough")  # a relayed redirect: fine
-    f.case("passthrough:POST generate", 413, expect="no_5xx", category="passthrough", size=2_000_000)  # fine
+    f.case("passthrough:POST generate", 413, expect="no_5xx", category="passthrough", size=5_000_000)  # fine
     v = f.run()
     assert kinds(v) == {"not_a_refusal"}
     f.case("passthrough:POST generate", 413, expect="no_5xx", category="passthrough", size=80)
@@ -147,3 +147,18 @@ def test_unreadable_after_and_missing_snapshots() -> None:
 def test_no_fuzz_is_valid_and_says_nothing_was_sent() -> None:
     v = CHECKERS["bad_input"].check(RunData(scenario={}, history=[]))
     assert v.status == "valid" and "no fuzz requests" in v.notes
+
+
+def test_a_413_within_the_reference_servers_limit_is_flagged() -> None:
+    """docs/reference_server.md: a body larger than max_body_bytes (default 4 MiB) is 413, so one of exactly
+    the limit is read; only the reference server the harness starts itself has a known limit."""
+    limit = 4 * 1024 * 1024
+    f = fuzzed()
+    f.case("passthrough:POST generate (4 MiB)", 413, expect="no_5xx", category="passthrough", size=limit)
+    assert kinds(f.run()) == {"too_large_claimed"}
+    assert kinds(f.run(scenario={"target": {"kind": "reference", "server_args": ["--max-body-bytes", "100"]}})) == set()
+    assert kinds(f.run(scenario={"target": {"kind": "command"}})) == set()  # another server: its limit is unknown
+    assert kinds(f.run(scenario={"sim": {"target": "asgi:m:f"}})) == set()  # a user's app in sim, not ours
+    f = fuzzed()
+    f.case("passthrough:POST generate (4 MiB + 1)", 413, expect="no_5xx", category="passthrough", size=limit + 1)
+    assert kinds(f.run()) == set()

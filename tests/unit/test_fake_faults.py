@@ -137,6 +137,11 @@ async def test_null_content() -> None:
     assert r.json()["choices"][0]["message"]["content"] is None
 
 
+async def test_empty_choices() -> None:
+    r, app = await fault("empty_choices")
+    assert r.status_code == 200 and r.json()["choices"] == [] and entry(app)["outcome"] == "malformed"
+
+
 async def test_logprob_mismatch() -> None:
     r, _ = await fault("logprob_mismatch")
     meta = r.json()["choices"][0]["meta_info"]

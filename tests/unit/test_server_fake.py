@@ -75,7 +75,9 @@ async def test_abort_provisional_supersede_cycle_with_the_fake() -> None:
         assert st["records"][-1]["attempt"] == 2 and st["metadata"]["token_mismatch"] is None
 
 
-@pytest.mark.parametrize("fault", ["no_meta_info", "null_content", "logprob_mismatch", "invalid_json"])
+@pytest.mark.parametrize(
+    "fault", ["no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"]
+)
 async def test_malformed_fake_answers_are_502(fault: str) -> None:
     async with make_rig(backend_app=create_fake(seed=1)) as r:
         sid = await r.new_session()
