@@ -673,7 +673,7 @@ def _sim_round(
                 r.cases_run += again.cases_run
             elif again.status == "timeout":
                 r.reason = f"PYTHONHASHSEED={hash_seed}: timeout {again.reason}"
-        if r.status == "killed" and r.killed_by is not None:
+        if r.status == "killed" and r.killed_by is not None and cfg.ray is None:  # Ray workers keep their own
             r.killed_by.setdefault("hash_seed", hash_seed)
         if progress is not None and (n_round == 0 or r.status == "killed"):
             progress(r)
