@@ -963,8 +963,9 @@ def server_max_trim(run: RunData) -> tuple[int | None, str]:
 
     Configured (``checks.options.max_trim_tokens``, ``target.max_trim_tokens``, ``--max-trim-tokens`` in
     ``target.server_args``); else, for the reference server the harness starts itself (``target.kind``
-    ``"reference"``, not a sim ``--target``: ``sim.target``), its default. Unlike :func:`max_trim_tokens`
-    (a tolerance the checkers may assume), a rule that needs the exact value gets None for any other server.
+    ``"reference"``, not a sim ``--target`` other than a coverage bug wrapper of it), its default. Unlike
+    :func:`max_trim_tokens` (a tolerance the checkers may assume), a rule that needs the exact value gets None
+    for any other server.
     """
     target = run.scenario.get("target")
     target = target if isinstance(target, dict) else {}
@@ -972,7 +973,8 @@ def server_max_trim(run: RunData) -> tuple[int | None, str]:
     if configured >= 0:
         return configured, "configured"
     sim = run.scenario.get("sim")
-    if target.get("kind", "reference") == "reference" and not (isinstance(sim, dict) and sim.get("target")):
+    other = sim.get("target") if isinstance(sim, dict) else None
+    if target.get("kind", "reference") == "reference" and (not other or str(other).startswith(BUG_TARGETS)):
         return REFERENCE_MAX_TRIM, "the reference server's default"
     return None, "not configured for this server"
 

@@ -101,10 +101,15 @@ from harness.checkers.ops import (
     record_reported_prompt,
     record_rid,
     record_turn,
+    server_max_trim,
     snapshots,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
 from harness.rundata import RunData
+
+# the most trailing tokens a server whose max_trim_tokens the run does not know may drop before a broken prefix is
+# a violation rather than unknown: CONTEXT.md says "a few"; a server configured beyond it must declare its value
+A_FEW = 16
 
 
 def _tokenizer(run: RunData) -> Any:
@@ -356,6 +361,7 @@ class TokenState:
     _gens: dict[str, str | None]
     _parts: bool | None = None
     _undecided: dict[str, str]
+    _trim_known: bool
     _run: RunData
 
     def check(self, run: RunData) -> Verdict:
@@ -382,6 +388,8 @@ class TokenState:
         snaps, _ = snapshots(run, ops, part.context.token_key)
         chats = by_session(ops, "chat")
         trim = max_trim_tokens(run)
+        # a server whose tolerance the run does not know may drop more than the assumed 2 ("a few", CONTEXT.md)
+        self._trim_known = server_max_trim(run)[0] is not None
         self._decode = _decoder(run)
         self._tok = _tokenizer(run) if self._decode is not None else None
         self._gen = generation_prompt(run) if self._decode is not None else None
@@ -431,7 +439,14 @@ class TokenState:
             if cp is None or record_input_ids(r) is None:
                 return f"a committed record of {sid} lacks input_ids or output_token_logprobs"
             cps.append(cp)
-        self._reported_tails(committed, cps, snap.token_ids, trim)
+        loose = None if self._trim_known else A_FEW
+        if self._reported_tails(committed, cps, snap.token_ids, trim, loose):
+            why = (
+                f"the server stored the backend's reported prompt, which drops up to {A_FEW} trailing tokens of the "
+                f"previous checkpoint, more than {trim}: a server with a larger max_trim_tokens may (CONTEXT.md: a "
+                "few); set checks.options.max_trim_tokens to judge it"
+            )
+            self._undecided.setdefault(why, sid)
 
         def idx(r: dict[str, Any]) -> list[int]:
             o = by_rid.get(record_rid(r) or "")
@@ -481,6 +496,13 @@ class TokenState:
                     del chain[-1:], starts[-1:], counts[-1:]  # a retry that discards the last assistant step
                 elif len(chain) == 1 and turn in (0, None):
                     del chain[:], starts[:], counts[:]  # a first-turn retry starts from the empty checkpoint
+                elif not self._trim_known and self._within_a_few(chain[-1], ids):
+                    why = (
+                        f"turn {turn}'s prompt drops up to {A_FEW} trailing tokens of the previous checkpoint, more "
+                        f"than {trim}: a server with a larger max_trim_tokens may (CONTEXT.md: a few); set "
+                        "checks.options.max_trim_tokens to judge it"
+                    )
+                    self._undecided.setdefault(why, sid)
                 else:
                     out.append(self._diverged(chain, starts, ids, turn, trim, idx(r), sid))
             if not chain and self._decode is not None:
@@ -544,7 +566,9 @@ class TokenState:
         return unknown_tokens
 
     @staticmethod
-    def _reported_tails(committed: list[dict[str, Any]], cps: list[list[int]], token_ids: Any, trim: int) -> None:
+    def _reported_tails(
+        committed: list[dict[str, Any]], cps: list[list[int]], token_ids: Any, trim: int, loose: int | None = None
+    ) -> bool:
         """Where a server stored the backend's reported prompt, take that as the record's checkpoint.
 
         CONTEXT.md: the new checkpoint is ``prompt_token_ids + completion_token_ids`` and the previous one
@@ -555,22 +579,33 @@ class TokenState:
         the sent ids extend (the last or the one before: a rollback), and (2) what follows shows the server
         kept it: the next committed record's input_ids extend it and not the sent one (or, for the last
         record, ``metadata.token_ids`` equals it). Otherwise the input_ids stand, as before.
+
+        ``loose`` (a server whose tolerance the run does not know): also up to that many trailing tokens; True
+        when some record was taken only by it (the caller reports unknown, not a verdict on those tokens).
         """
+        beyond = False
         for k, r in enumerate(committed):
             reported, sent = record_reported_prompt(r), record_input_ids(r) or []
             if k == 0 or reported is None or reported == sent:
                 continue
             alt = reported + cps[k][len(sent) :]
             prev = next((cps[j] for j in (k - 1, k - 2) if j >= 0 and sent[: len(cps[j])] == cps[j]), None)
-            if prev is None or not extends(prev, reported, trim):
+            if prev is None:
                 continue
+            tol = trim
+            if not extends(prev, reported, trim):
+                if loose is None or not extends(prev, reported, loose):
+                    continue
+                tol = loose
             if k + 1 < len(committed):
                 nxt = record_input_ids(committed[k + 1]) or []
-                kept = extends(alt, nxt, trim) and not extends(cps[k], nxt, trim)
+                kept = extends(alt, nxt, tol) and not extends(cps[k], nxt, tol)
             else:
                 kept = isinstance(token_ids, list) and [int(x) for x in token_ids] == alt
             if kept:
                 cps[k] = alt
+                beyond = beyond or tol != trim
+        return beyond
 
     def _suffix_rule(
         self,
@@ -766,6 +801,12 @@ class TokenState:
         if key not in self._gens:
             self._gens[key] = generation_prompt(self._run, template_kwargs)
         return self._gens[key]
+
+    @staticmethod
+    def _within_a_few(last: list[int], ids: list[int]) -> bool:
+        """``last`` minus at most ``A_FEW`` trailing tokens is a prefix of ``ids``."""
+        at = next((i for i, (a, b) in enumerate(zip(last, ids, strict=False)) if a != b), min(len(last), len(ids)))
+        return len(last) - at <= A_FEW
 
     @staticmethod
     def _diverged(
