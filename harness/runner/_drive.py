@@ -426,7 +426,9 @@ async def backend_probe(
     fake's paging; issue 13: one body was ~1.4 MB of JSON per 1,000 sessions, held whole twice), each page
     put into ``into`` as it comes (then the return is empty; without it, into the returned dict). A backend
     that does not page answers the whole log to the first request (no ``next`` in it: that is all) or refuses
-    the query (any non-200: one plain ``GET /stats``, as before). The probe's op is the same either way; its
+    the query (any non-200: one plain ``GET /stats``, as before); paging that would never end (a cursor that
+    does not move or goes back, more pages than its ``keys`` take) falls back to that plain GET too, with a
+    ``note`` on the completion (:func:`_read_backend_log`). The probe's op is the same either way; its
     ``boot_id`` / ``resets`` are the last page's (a restart or reset while paging shows against the start's).
     A probe that fails halfway is recorded as before and ``into`` may hold part of the log (the caller
     drops it). ``paged=False``: one plain GET (a simulation: its in-process fake's requests stay as they were).
@@ -441,10 +443,19 @@ async def backend_probe(
 async def _read_backend_log(
     history: History, control: Control, backend_url: str, into: ExecutionSink, *, paged: bool = True
 ) -> bool:
+    """Page through ``{backend}/stats`` into ``into`` (see :func:`backend_probe`); False when the probe failed.
+
+    The fake's cursors are its keys' UTF-8 in hex, keys in order, so they strictly increase, and a log of
+    ``keys`` routing keys takes ``ceil(keys / limit)`` pages. Paging that breaks either (a cursor that does not
+    move or goes back, a cycle A -> B -> A; more than ``PAGE_SLACK`` pages over that count) would never end: the
+    log is then read with one plain ``GET /stats``, as from a backend that refuses paging, and the probe's
+    completion says so (``note``). What the pages gave stays in ``into``, each key overwritten by the whole log.
+    """
     op = history.invoke(process="runner", f="probe", server=backend_url, value="backend_stats")
-    count = 0
+    count = pages = 0
     marks: dict[str, Any] = {}
     cursor: str | None = None
+    note: str | None = None
     while True:
         url = f"{backend_url}/stats"
         if paged:
@@ -472,13 +483,34 @@ async def _read_backend_log(
         nxt = body.get("next") if paged else None
         if not isinstance(nxt, str) or not nxt:  # the last page, or a backend that answered the whole log
             break
-        if nxt == cursor:  # a cursor that does not move: stop rather than loop
-            history.info(op, value="backend_stats", error=f"/stats paging did not advance (next {nxt[:40]!r})")
-            return False
+        pages += 1
+        why = _paging_broken(cursor, nxt, pages, body.get("keys"))
+        if why is not None:  # it would never end: the whole log at once instead
+            note = f"/stats paging {why}: read with one plain GET /stats"
+            paged, cursor, count = False, None, 0
+            continue
         cursor = nxt
     marks["executions"] = count
-    history.ok(op, value="backend_stats", status=200, body=marks)
+    if note is None:
+        history.ok(op, value="backend_stats", status=200, body=marks)
+    else:
+        history.ok(op, value="backend_stats", status=200, body=marks, note=note)
     return True
+
+
+PAGE_SLACK = 2  # pages beyond ceil(keys / limit) before paging counts as endless (keys added while paging)
+
+
+def _paging_broken(cursor: str | None, nxt: str, pages: int, keys: Any) -> str | None:
+    """Why paging on to ``nxt`` (the ``next`` of page ``pages``, asked after ``cursor``) would not end, or None."""
+    if cursor is not None and nxt <= cursor:
+        move = "did not advance" if nxt == cursor else "went back"
+        return f"{move} (next {nxt[:40]!r} after {cursor[:40]!r})"
+    if isinstance(keys, int) and not isinstance(keys, bool) and keys >= 0:
+        most = -(-keys // STATS_PAGE) + PAGE_SLACK
+        if pages >= most:
+            return f"did not end in {most} pages of {STATS_PAGE} for {keys} keys"
+    return None
 
 
 async def _collect(

@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-REDELIVER_S = 0.05  # a KeyboardInterrupt Python dropped is raised again this long after (SIGALRM)
+REDELIVER_S = 0.05  # a KeyboardInterrupt Python dropped is raised again this long after (SIGTERM once more)
 
 
 class _Interrupt:
@@ -124,18 +124,27 @@ class _Interrupt:
       (``call_soon_threadsafe``, its self-pipe) and raises it from its own dispatch, never from a callback
       deep in a frame; asyncio.run then cancels every task, whose ``finally`` blocks stop the processes;
     - otherwise (saving, checking, reporting: plain code) it is raised where the handler runs, and if
-      Python drops it (``sys.unraisablehook`` sees a dropped ``KeyboardInterrupt``) it is raised again
-      ``REDELIVER_S`` later from ``SIGALRM``, in another frame;
+      Python drops it (``sys.unraisablehook`` sees a dropped ``KeyboardInterrupt``) a timer thread sends
+      the main thread SIGTERM again ``REDELIVER_S`` later (``signal.pthread_kill``: it wakes a ``sleep`` or
+      a ``select`` as the first one did), so it is raised once more in another frame;
     - and a run that ends with a SIGTERM remembered but never raised through (``pending``) ends as
       interrupted all the same (``_run``).
+
+    SIGALRM is not touched (it used to carry the re-raise): it is pytest-timeout's and anyone's, with their
+    timer. The timer thread is tooling (this CLI, never protocol code, never in a simulation); it only ever
+    sends a signal, under ``_lock``, while installed and the interrupt is still pending, and ``restore``
+    cancels it.
     """
 
     def __init__(self) -> None:
         self.terminated = False
         self.delivered = False
         self._previous: Any = None
-        self._previous_alarm: Any = None
         self._previous_hook: Any = None
+        self._lock = threading.RLock()  # re-entrant: a weakref callback can run (GC) while it is held
+        self._installed = False
+        self._timer: threading.Timer | None = None
+        self._redelivering = False
 
     @property
     def pending(self) -> bool:
@@ -145,17 +154,17 @@ class _Interrupt:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         self._previous = signal.signal(signal.SIGTERM, self._on_term)
-        if hasattr(signal, "setitimer"):
-            self._previous_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
         self._previous_hook = sys.unraisablehook
         sys.unraisablehook = self._on_unraisable
+        self._installed = True
         return self.restore
 
     def restore(self) -> None:
-        if self._previous_alarm is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._previous_alarm)
-            self._previous_alarm = None
+        with self._lock:  # a redelivery is sent under it: none after this
+            self._installed = False
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if self._previous_hook is not None:
             sys.unraisablehook = self._previous_hook
             self._previous_hook = None
@@ -164,12 +173,12 @@ class _Interrupt:
             self._previous = None
 
     def _on_term(self, signum: int, frame: Any) -> None:
+        if self._redelivering:  # our own SIGTERM again: only if the interrupt is still owed
+            self._redelivering = False
+            if not self.pending:
+                return
         self.terminated = True
         self._deliver()
-
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self.pending:
-            self._deliver()
 
     def _deliver(self) -> None:
         try:
@@ -187,8 +196,31 @@ class _Interrupt:
     def _on_unraisable(self, unraisable: Any) -> None:
         if self._previous_hook is not None:
             self._previous_hook(unraisable)
-        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.pending and hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)  # dropped where it landed: again, elsewhere
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.pending:
+            self._redeliver_later()  # dropped where it landed: again, elsewhere
+
+    def _redeliver_later(self) -> None:
+        with self._lock:
+            if not self._installed or (self._timer is not None and self._timer.is_alive()):
+                return
+            timer = threading.Timer(REDELIVER_S, self._redeliver)  # seam-ok: tooling (the CLI), see the docstring
+            timer.daemon = True
+            self._timer = timer
+        timer.start()
+
+    def _redeliver(self) -> None:
+        main = threading.main_thread().ident
+        with self._lock:
+            self._timer = None
+            if not self._installed or not self.pending or main is None:
+                return
+            self._redelivering = True
+            if hasattr(signal, "pthread_kill"):
+                signal.pthread_kill(main, signal.SIGTERM)  # delivered to the main thread: a sleep there wakes
+            else:  # pragma: no cover - no POSIX threads' signals (Windows): the handler runs at the next bytecode
+                import _thread
+
+                _thread.interrupt_main(signal.SIGTERM)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

@@ -106,6 +106,7 @@ def test_the_runner_pages_through_the_log_and_records_the_probe_as_one_get_did(
     execs, h = _probe(t)
     assert execs == whole and _probe_body(h) == MARKS
     assert len(t.urls) == 3 and all("limit=3" in u for u in t.urls)  # pages, not the whole log at once
+    assert all("note" not in e for e in h.events)  # the fake's cursors end the paging
     spill = ExecutionsFile(tmp_path)
     t = Counting(app)
     assert _probe(t, into=spill)[0] == {}
@@ -139,16 +140,12 @@ def test_a_backend_without_paging_still_gives_its_whole_log(refuse: bool, monkey
     assert backend.urls == (["/stats?limit=3", "/stats?"] if refuse else ["/stats?limit=3"])
 
 
-class Stuck(NoPaging):
-    """Pages whose cursor never moves (a broken backend), or that fail halfway."""
-
-    def __init__(self, fail_second: bool) -> None:
-        super().__init__(refuse=False)
-        self.fail_second = fail_second
+class Failing(NoPaging):
+    """Pages that fail halfway."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.urls.append(scope["query_string"].decode())
-        if self.fail_second and len(self.urls) > 1:
+        if len(self.urls) > 1:
             await send({"type": "http.response.start", "status": 503, "headers": []})
             await send({"type": "http.response.body", "body": b"down"})
             return
@@ -157,15 +154,75 @@ class Stuck(NoPaging):
         await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("fail_second", [False, True])
-def test_paging_that_does_not_finish_is_recorded_as_a_failed_probe(fail_second: bool, tmp_path: Path) -> None:
-    backend = Stuck(fail_second)
+def test_paging_that_fails_halfway_is_recorded_as_a_failed_probe(tmp_path: Path) -> None:
+    backend = Failing(refuse=False)
     spill = ExecutionsFile(tmp_path)
     execs, h = _probe(httpx.ASGITransport(app=backend))
     assert execs == {}
     (done,) = [e for e in h.events if e["type"] != "invoke"]
-    assert done["type"] == ("fail" if fail_second else "info") and "body" not in done
-    assert len(backend.urls) == 2  # no loop on a cursor that does not move
+    assert done["type"] == "fail" and "body" not in done
+    assert len(backend.urls) == 2
     spill.drop()
     spill.write(tmp_path / "e.json")
     assert (tmp_path / "e.json").read_text() == "{}"
+
+
+BROKEN = {  # the ``next`` of paged request n (1, 2, ...): paging that would never end
+    "stuck": lambda n: "6b",  # a cursor that does not move
+    "cycle": lambda n: "61" if n % 2 else "62",  # A -> B -> A -> ...
+    "backwards": lambda n: f"{100 - n:02x}",  # each one before the last
+    "endless": lambda n: "61" * n,  # always after the last, never the end
+}
+
+
+class Broken(NoPaging):
+    """Paged answers whose cursors never end the paging (``BROKEN``); the whole log to a plain GET. After
+    ``GIVE_UP`` paged requests it answers 503, so a runner that loops fails rather than hangs the test."""
+
+    GIVE_UP = 50
+
+    def __init__(self, kind: str, keys: bool) -> None:
+        super().__init__(refuse=False)
+        self.next, self.keys, self.paged = BROKEN[kind], keys, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not scope["query_string"]:
+            await super().__call__(scope, receive, send)  # the whole log
+            return
+        self.urls.append(scope["path"] + "?" + scope["query_string"].decode())
+        self.paged += 1
+        if self.paged > self.GIVE_UP:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"looped"})
+            return
+        k = KEYS[self.paged % len(KEYS)]
+        body: dict[str, Any] = {"boot_id": "boot-7", "resets": 0, "executions": {k: self.app.executions[k]}}
+        body["next"] = self.next(self.paged)
+        if self.keys:
+            body["keys"] = len(KEYS)
+        raw = json.dumps(body).encode("utf-8", "surrogatepass")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [("stuck", False), ("cycle", False), ("cycle", True), ("backwards", True), ("endless", True)],
+)
+def test_paging_that_would_never_end_falls_back_to_one_plain_get(
+    kind: str, keys: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_drive, "STATS_PAGE", 3)
+    whole = asyncio.run(_get(_fake(), "/stats")).json()["executions"]
+    backend = Broken(kind, keys)
+    execs, h = _probe(httpx.ASGITransport(app=backend))
+    assert execs == whole and _probe_body(h) == MARKS  # the whole log, counted once
+    (done,) = [e for e in h.events if e["type"] != "invoke"]
+    assert "plain GET" in done["note"], done
+    assert backend.urls[-1] == "/stats?" and all("limit=3" in u for u in backend.urls[:-1])
+    # the fake's log of 8 keys takes 3 pages of 3: no more than 2 over that, then the plain GET
+    assert len(backend.urls) - 1 <= 3 + _drive.PAGE_SLACK
+    spill = ExecutionsFile(tmp_path)  # streamed: the pages' keys overwritten by the whole log's
+    _probe(httpx.ASGITransport(app=Broken(kind, keys)), into=spill)
+    spill.write(tmp_path / "e.json")
+    assert (tmp_path / "e.json").read_bytes() == json.dumps(whole, sort_keys=True).encode()
