@@ -13,9 +13,12 @@ Rules (times are the history's, from invoke to completion):
 - a completed chat slower than the bound is a violation unless a backend
   fault (hang, drip, latency spike) or chaos (outage, process kill) explains it;
   a hang explains it only up to the server's own backend timeout when the
-  harness knows it (our reference server started with ``--backend-timeout S``,
-  docs/reference_server.md; not under ``lock_restore``): answered more than
-  S + the bound after it was sent is ``backend_timeout_ignored``;
+  harness knows it (X03: our reference server, ``ops.reference_target``,
+  started with ``--backend-timeout S``, docs/reference_server.md; not under
+  ``lock_restore``): after the chaos excuses (an outage, a kill), answered
+  more than 2S + the bound after it was sent (a connect and a read timeout,
+  :func:`backend_timeout_limit`) is ``backend_timeout_ignored``; the notes
+  say how many hung chats were judged so, or why X03 judged none;
 - a request slower than the bound by less than the harness's own worst
   event-loop stall (``harness_self.json``: a starved client could not read the
   answer for that long) is unknown, not a violation;
@@ -113,6 +116,7 @@ from harness.checkers.ops import (
     port_of,
     reference_target,
     run_end,
+    server_options,
     shared_links,
     variants,
 )
@@ -186,29 +190,45 @@ def served_late(run: RunData, ops: list[Op], clock: ClientClock, d: Op, bound: f
     return None
 
 
-def reference_backend_timeout(run: RunData) -> float | None:
-    """``--backend-timeout S`` of our reference server, when the run's target is it and sets it; else None.
+def reference_backend_timeout(run: RunData) -> tuple[float | None, str]:
+    """``--backend-timeout S`` of our reference server, when the run's target is it and sets it; else
+    ``(None, why not)``.
 
     docs/reference_server.md: the backend call's connect and read timeout, after which the call fails (502). Known
-    only for the reference server the harness starts (``target.kind = "reference"``, not a sim ``--target``) with
-    the option in ``target.server_args``; not under ``lock_restore``, where a chat may also wait for the lock
-    behind another chat's hung call.
+    only for our reference server (``ops.reference_target``: the one the harness starts, or a coverage proof's
+    ``harness.coverage._bugs`` wrapper of it) with the option in ``target.server_args``, read as its launcher
+    reads them (``ops.server_options``: the last occurrence wins, abbreviations count); not under
+    ``lock_restore``, where a chat may also wait for the lock behind another chat's hung call.
     """
-    target = run.scenario.get("target")
-    if not reference_target(run) or not isinstance(target, dict) or "lock_restore" in variants(run):
-        return None
-    args = [str(a) for a in target.get("server_args") or []]
-    for i, a in enumerate(args):
-        value = a.split("=", 1)[1] if a.startswith("--backend-timeout=") else None
-        if a == "--backend-timeout" and i + 1 < len(args):
-            value = args[i + 1]
-        if value is not None:
-            try:
-                t = float(value)
-            except ValueError:
-                return None
-            return t if t > 0 else None
-    return None
+    if not reference_target(run):
+        return None, "not our reference server"
+    if "lock_restore" in variants(run):
+        return None, "lock_restore: a chat may also wait for the lock behind another chat's hung call"
+    given, why = server_options(run)
+    if given is None:
+        return None, why
+    t = given.get("backend_timeout")
+    if not isinstance(t, float) or not t > 0 or t == INF:
+        return None, "no --backend-timeout in target.server_args"
+    return t, "--backend-timeout"
+
+
+def backend_timeout_limit(timeout: float, bound: float) -> float:
+    """The latest a correct reference server answers a chat whose backend call hung: ``2 * timeout + bound``.
+
+    Its backend call sets connect, read, write and pool timeouts of ``timeout`` each (reference_impl/proxy.py
+    ``Backend.request``); a hung backend (it took the request and answers nothing) costs at most the connect
+    wait and the wait for the answer's first byte, one timeout each: its pool has no limit (live aiohttp
+    ``limit=0``; the sim's network has no pool) and the request is written at once (the sim buffers it; live,
+    the backend reads it before hanging). One backend call per chat; the rest (tokenize, commit, answer) is
+    within the liveness bound."""
+    return 2.0 * timeout + bound
+
+
+def _slow_faults(links: Any, o: Op) -> list[str]:
+    """The slow faults (hang, drip, latency spike) the backend gave ``o``'s executions, lower case."""
+    faults = [str(ex["fault"]).lower() for ex in links.executions_of(o) if ex.get("fault")]
+    return [f for f in faults if any(w in f for w in SLOW_FAULTS)]
 
 
 def _judged_here(part: Part, o: Op) -> bool:
@@ -267,7 +287,7 @@ class Liveness:
         bound = float(raw) if isinstance(raw, (int, float)) else None
         kinds = fault_kinds(run)
         slow_plan = any(any(w in k for w in SLOW_FAULTS) for k in kinds)
-        ref_timeout = reference_backend_timeout(run)
+        ref_timeout, _why = reference_backend_timeout(run)
         links = shared_links(run, ops)
         chaos = chaos_events(ops)
         kills = [c for c in chaos if is_kill(c)]
@@ -333,17 +353,24 @@ class Liveness:
                     )
                     out.append(((o.invoke_index,), v))
                 continue
-            if bound is None or dur <= bound or killed:
+            if bound is None or killed:
+                continue
+            slow = _slow_faults(links, o) if o.f == "chat" and (dur > bound or ref_timeout is not None) else []
+            x03 = bool(slow) and ref_timeout is not None and all("hang" in f for f in slow)
+            excused = o.f == "chat" and any(c.covers(o.start, t1) for c in outages)
+            if x03 and not excused:
+                n["x03_judged"] += 1  # every hung chat, in time or not: the note shows X03 judged some
+            if dur <= bound:
                 continue
             if o.f == "chat":
-                faults = [str(ex["fault"]).lower() for ex in links.executions_of(o) if ex.get("fault")]
-                slow = [f for f in faults if any(w in f for w in SLOW_FAULTS)]
-                if slow and ref_timeout is not None and all("hang" in f for f in slow):
-                    if dur - client_stall_s > ref_timeout + bound:
+                if x03 and ref_timeout is not None and not excused:  # an outage explains a chat whatever its fault
+                    limit = backend_timeout_limit(ref_timeout, bound)
+                    if dur - client_stall_s > limit:
                         v = Violation(
                             f"chat took {dur:.3f}s on a backend hang: the reference server was started with "
                             f"--backend-timeout {ref_timeout:g} (docs/reference_server.md: the backend call's "
-                            f"timeout), so it should have answered within {ref_timeout:g}s + the bound {bound}s",
+                            f"connect and read timeout), so it should have answered within {limit:g}s (a connect "
+                            f"and a read timeout, 2 x {ref_timeout:g}s, + the bound {bound:g}s)",
                             o.indices,
                             o.session,
                             "backend_timeout_ignored",
@@ -357,7 +384,7 @@ class Liveness:
                 if slow_plan and gap is not None and not links.executions_of(o):
                     n["undecided"] += 1  # its execution (and the fault it got) may be in the part of the log lost
                     continue
-                if any(c.covers(o.start, t1) for c in outages):
+                if excused:
                     continue
             if dur - client_stall_s <= bound:
                 n["stalled"] += 1  # the client itself was frozen that long: the server may have answered in time
@@ -476,6 +503,13 @@ class Liveness:
         notes = f"bound={shown}, {n['timeouts']} client timeouts (indeterminate), {n['open']} without completion"
         if n["dropped"]:
             notes += f", {n['dropped']} DELETE(s) ended by a dropped connection (outcome unknown, not a hang)"
+        ref_timeout, why = reference_backend_timeout(run)
+        if ref_timeout is None:
+            notes += f"; X03 (the reference server's --backend-timeout) not judged: {why}"
+        else:
+            notes += (
+                f"; X03: {n['x03_judged']} chat(s) on a backend hang judged against --backend-timeout {ref_timeout:g}"
+            )
         unknown = [] if bound is not None else ["no checks.liveness_bound_s: durations and hangs not judged"]
         if n["undecided"]:
             unknown.append(

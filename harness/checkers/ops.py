@@ -19,6 +19,7 @@ taken, so rules apply only to what happened before it.
 
 from __future__ import annotations
 
+import argparse
 import math
 import operator
 import weakref
@@ -922,23 +923,63 @@ def option(run: RunData, name: str, default: Any = None) -> Any:
 
 def max_trim_tokens(run: RunData, default: int = 2) -> int:
     """The server's prefix tolerance: ``checks.options.max_trim_tokens``, ``target.max_trim_tokens``,
-    ``--max-trim-tokens N`` in ``target.server_args``, else the reference default (2)."""
+    ``--max-trim-tokens N`` in ``target.server_args`` (as the reference launcher reads them,
+    :func:`server_options`), else the reference default (2)."""
     opts = checks_cfg(run).get("options")
     target = run.scenario.get("target")
     for src in (opts, target, checks_cfg(run)):
         if isinstance(src, dict) and isinstance(src.get("max_trim_tokens"), int):
             return int(src["max_trim_tokens"])
+    given, _why = server_options(run, strict=False)
+    n = given.get("max_trim_tokens") if given else None
+    return n if isinstance(n, int) and n >= 0 else default
+
+
+class _Refused(Exception):
+    """The reference launcher's parser would exit with this message."""
+
+
+def parse_server_args(args: Iterable[object], *, strict: bool = True) -> tuple[dict[str, Any] | None, str]:
+    """``args`` as our reference server's launcher reads them (reference_impl/launcher.py ``build_parser``):
+    ``{dest: value}`` of the options given, by argparse's own rules (the last occurrence wins, an unambiguous
+    abbreviation such as ``--backend-time`` counts, ``--opt=value`` works, repeatable options collect), the
+    defaults left out; ``(None, why)`` when the launcher would refuse them (a bad value, a missing one, an
+    ambiguous abbreviation, or, with ``strict``, an option it does not know: the server would not start).
+    """
+    from reference_impl.launcher import build_parser  # lazily: most checkers never need it
+
+    argv = [str(a) for a in args]
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS  # only what the arguments give
+        action.required = False  # --backend-url is the harness's to add
+
+    def refuse(message: str) -> Any:
+        raise _Refused(message)
+
+    p.error = refuse  # type: ignore[method-assign]
+    try:
+        ns, rest = p.parse_known_args(argv)
+    except _Refused as exc:
+        return None, f"the reference launcher refuses target.server_args {argv!r}: {exc}"
+    except SystemExit:  # --help / -h
+        return None, f"target.server_args {argv!r} ask the reference launcher for its help, not a server"
+    if strict and rest:
+        return None, f"the reference launcher refuses target.server_args {argv!r}: unrecognized {rest!r}"
+    return vars(ns), "target.server_args"
+
+
+def server_options(run: RunData, *, strict: bool = True) -> tuple[dict[str, Any] | None, str]:
+    """:func:`parse_server_args` of the run's ``target.server_args`` (none: ``{}``); one reading for every
+    rule that needs a reference option (``--backend-timeout``, ``--passthrough-path``, ``--max-trim-tokens``,
+    ``--max-body-bytes``)."""
+    target = run.scenario.get("target")
     args = target.get("server_args") if isinstance(target, dict) else None
-    if isinstance(args, list):
-        for i, a in enumerate(args):
-            a = str(a)
-            if a.startswith("--max-trim-tokens="):
-                a, nxt = "--max-trim-tokens", a.split("=", 1)[1]
-            else:
-                nxt = str(args[i + 1]) if i + 1 < len(args) else ""
-            if a == "--max-trim-tokens" and nxt.isdigit():
-                return int(nxt)
-    return default
+    if args is None:
+        return {}, "no target.server_args"
+    if not isinstance(args, (list, tuple)):
+        return None, f"target.server_args is not a list ({type(args).__name__})"
+    return parse_server_args(args, strict=strict)
 
 
 def fault_status(name: object) -> int | None:
@@ -1006,17 +1047,11 @@ def server_max_body(run: RunData) -> int | None:
     sim = run.scenario.get("sim")
     if target.get("kind", "reference") != "reference" or (isinstance(sim, dict) and sim.get("target")):
         return None
-    args = target.get("server_args")
-    if isinstance(args, list):
-        for i, a in enumerate(args):
-            a = str(a)
-            if a.startswith("--max-body-bytes="):
-                a, nxt = "--max-body-bytes", a.split("=", 1)[1]
-            else:
-                nxt = str(args[i + 1]) if i + 1 < len(args) else ""
-            if a == "--max-body-bytes":
-                return int(nxt) if nxt.isdigit() else None
-    return REFERENCE_MAX_BODY
+    given, _why = server_options(run)
+    if given is None:
+        return None
+    n = given.get("max_body_bytes", REFERENCE_MAX_BODY)
+    return n if isinstance(n, int) and n >= 1 else None
 
 
 def fault_kinds(run: RunData) -> set[str]:

@@ -35,11 +35,14 @@ A plain request to one of the fake's control endpoints (``POST /abort_request``,
 2xx reached the backend's admin plane: ``admin_reached`` (a refusal of it is
 any server's right).
 
-Our reference server's extra, judged only on it (``target.kind = "reference"``,
-not a sim ``--target``; unknown for any other server, which CONTEXT.md lets
-proxy every path): its documented allowlist (docs/reference_server.md,
+Our reference server's extra (X02), judged only on it (``ops.reference_target``:
+``target.kind = "reference"`` and no sim ``--target`` other than a coverage
+proof's ``harness.coverage._bugs`` wrapper of the reference app; not judged for
+any other server, which CONTEXT.md lets proxy every path, and the verdict's
+note says so): its documented allowlist (docs/reference_server.md,
 "Pass-through", rule 4: the default ``DEFAULT_PASSTHROUGH_PATHS`` or the
-``--passthrough-path`` values of ``target.server_args``; an entry ``/p/*``
+``--passthrough-path`` values of ``target.server_args``, read by the
+launcher's own parser, ``ops.server_options``; an entry ``/p/*``
 allows everything below ``/p/``). A plain path of the documented characters
 (letters, digits, ``-._~!$&'()*+,;=:@``; anything else may be its 400) that
 is not the chat path and is not on the allowlist, on a live session, is
@@ -72,6 +75,7 @@ from harness.checkers.ops import (
     is_kill,
     pair_ops,
     reference_target,
+    server_options,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
@@ -110,27 +114,25 @@ _ODD = frozenset("%\\?#")
 _REF_SEGMENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@")
 
 
-def reference_allowlist(run: RunData) -> tuple[str, ...] | None:
-    """The pass-through allowlist of our reference server when the run's target is it; None for any other server.
+def reference_allowlist(run: RunData) -> tuple[tuple[str, ...] | None, str]:
+    """The pass-through allowlist of our reference server when the run's target is it (``ops.reference_target``:
+    the reference server the harness starts, or a coverage proof's ``_bugs`` wrapper of it), and why not.
 
-    ``--passthrough-path P`` (repeatable, or ``--passthrough-path=P``) in ``target.server_args`` replaces the
-    default list (docs/reference_server.md), as the launcher does.
+    ``--passthrough-path P`` (repeatable) in ``target.server_args`` replaces the default list
+    (docs/reference_server.md), read as the launcher reads it (``ops.server_options``); ``(None, why)`` for
+    any other server, or arguments the launcher would refuse.
     """
-    target = run.scenario.get("target")
-    if not reference_target(run) or not isinstance(target, dict):
-        return None
-    args = [str(a) for a in target.get("server_args") or []]
-    given: list[str] = []
-    for i, a in enumerate(args):
-        if a.startswith("--passthrough-path="):
-            given.append(a.split("=", 1)[1])
-        elif a == "--passthrough-path" and i + 1 < len(args):
-            given.append(args[i + 1])
-    if given:
-        return tuple(given)
+    if not reference_target(run):
+        return None, "not our reference server"
+    given, why = server_options(run)
+    if given is None:
+        return None, why
+    paths = given.get("passthrough_path")
+    if paths:
+        return tuple(str(p) for p in paths), "--passthrough-path"
     from reference_impl.config import DEFAULT_PASSTHROUGH_PATHS  # lazily: only a reference-target run needs it
 
-    return tuple(DEFAULT_PASSTHROUGH_PATHS)
+    return tuple(DEFAULT_PASSTHROUGH_PATHS), "the reference server's default"
 
 
 def on_allowlist(target: str, allowlist: Sequence[str]) -> bool:
@@ -197,7 +199,7 @@ class Passthrough:
         backend_4xx = faults_applied(run) and any(
             k.startswith(("http_4", "status_4")) or k == "unparsed" for k in fault_kinds(run)
         )
-        allowlist = reference_allowlist(run)
+        allowlist, why = reference_allowlist(run)
         counts: Counter[str] = Counter()
         out: list[Keyed] = []
         for o in ops:
@@ -256,17 +258,20 @@ class Passthrough:
                 "legal_passthrough_refused",
             )
             out.append(((o.invoke_index,), v))
-        return {"counts": counts, "out": out}
+        x02 = "" if allowlist is not None else f"X02 (the reference server's allowlist) not judged: {why}"
+        return {"counts": counts, "out": out, "x02": x02}
 
     def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
         counts: Counter[str] = Counter()
         for p in parts:
             counts.update(p["counts"])
         violations = merge_violations(p["out"] for p in parts)
+        x02 = next((p["x02"] for p in parts if p.get("x02")), "")
         if not counts["judged"] and not counts["control"] and not counts["off_allowlist"]:
-            return verdict(self.name, [], notes="no plain pass-through request to a backend route in this run")
+            notes = "no plain pass-through request to a backend route in this run"
+            return verdict(self.name, [], notes="; ".join(n for n in (notes, x02) if n))
         notes = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-        return verdict(self.name, violations, notes=notes)
+        return verdict(self.name, violations, notes="; ".join(n for n in (notes, x02) if n))
 
     def _allowlist_rule(
         self,

@@ -17,14 +17,15 @@ import asyncio
 import dataclasses
 import json
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import httpx
 
 from harness.tokenizer import load_tokenizer
-from reference_impl import ServerConfig
 from reference_impl import create_app as create_reference
+from reference_impl.launcher import _config as launcher_config
+from reference_impl.launcher import build_parser
 from reference_impl.tito import Tito, normalize_messages
 
 __all__ = [
@@ -72,10 +73,22 @@ def reference_app(
     variants: frozenset[str] = frozenset(),
     tokenizer: str | None = None,
     passthrough_paths: tuple[str, ...] | None = None,
+    server_args: Sequence[str] = (),
     **_unused: Any,  # the sim offers every seam it has (e.g. seed)
 ) -> Any:
-    """The reference server as the sim's ``--target asgi:`` factory builds it: what the bug wrappers wrap."""
-    config = ServerConfig(backend_url=backend_url, tokenizer=tokenizer, variants=variants, worker_port=worker_port)
+    """The reference server as the sim's ``--target asgi:`` factory builds it: what the bug wrappers wrap.
+
+    Configured as harness/sim/world.py ``reference_factory`` configures the built-in one: the scenario's
+    ``target.server_args`` (``--backend-timeout``, ``--passthrough-path``, ``--max-trim-tokens``, ...) through
+    the launcher's own parser, so a wrapper differs from the reference server in its one bug and nothing else.
+    ``passthrough_paths`` (a wrapper's own) replaces the allowlist the arguments give.
+    """
+    argv = ["--backend-url", backend_url, *[str(a) for a in server_args]]
+    if tokenizer:
+        argv += ["--tokenizer", tokenizer]
+    for v in sorted(variants):
+        argv += ["--variant", v]
+    config = launcher_config(build_parser().parse_args(argv), worker_port)
     if passthrough_paths is not None:
         config = dataclasses.replace(config, passthrough_paths=passthrough_paths)
     return create_reference(

@@ -478,6 +478,7 @@ def load_target(spec: str, sc: Scenario) -> AppFactory:
             "variants": frozenset(sc.target.variants),
             "tokenizer": sc.target.tokenizer,  # the family or folder the fake generates with
             "seed": derive_seed(seed, "server", index, generation),
+            "server_args": tuple(sc.target.server_args),  # as `harness serve` would get them (reference options)
         }
         kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}
         return factory(**kwargs)

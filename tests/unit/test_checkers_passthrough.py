@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from harness.checkers import CHECKERS, Verdict
 from harness.checkers.passthrough import BACKEND_ROUTES, plain_path
 from harness.fake_sglang.app import create_app
@@ -65,7 +67,7 @@ def test_hostile_spellings_admin_paths_and_dead_sessions_are_not_judged() -> Non
         ("POST", "v1/chat/completions", 400),  # the tracked chat endpoint
     ]
     v = _run(odd)
-    assert v.status == "valid" and "judged" not in v.notes.replace("not_judged", ""), v.notes
+    assert v.status == "valid" and not re.search(r"(?<!not_)judged \d", v.notes), v.notes
     assert _run([("GET", "health", 404)], delete_first=True).status == "valid"
     assert _run([("POST", "generate", 400)], plan=[{"kind": "http_400"}]).status == "valid"
     assert _run([("GET", "health", 400)], plan=[{"kind": "http_400"}]).status == "invalid"
