@@ -80,24 +80,44 @@ def test_a_torn_history_reads_with_cut_ops_unknown(tmp_path: Path) -> None:
 
 
 def test_a_starved_harness_is_reported_as_saturated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each invoke blocks the agents' loop: the report must not blame the server for the client's lateness."""
+    """Each chat invoke blocks the agents' loop: the report must not blame the server for the client's lateness.
+
+    Deterministic under load: the self-monitor counts one late timer firing per stretch between two of its
+    own wake-ups, so stalls it does not wake between are one stall to it, and one stall is no saturation.
+    Which stalls it wakes between used to be a race (a turn's answer against the monitor's timer, both ready
+    in one loop pass: 1 of 8 runs on a loaded box saw the run's 8 stalls as 1). Here every turn after the
+    first waits a think time first, a timer due later than the monitor's (which expired during the
+    0.15 s stall), so asyncio (timers in due order, wake-ups in FIFO order) wakes the monitor between any
+    two turns of a session: each session's first TURNS - 1 stalls are separate late samples, each late by
+    at least 0.15 s - interval. That is MIN_LATE_SAMPLES and more, so saturation holds as long as they are
+    over 1% of the samples (a round trip per turn under ~2 s), whatever the box's load.
+    """
     from harness.history import History
     from harness.runner import run_scenario
-    from harness.runner._selfmon import SATURATED_NOTE
+    from harness.runner._selfmon import LAG_P99_LIMIT_MS, MIN_LATE_SAMPLES, SATURATED_NOTE
     from harness.scenario import parse_scenario
 
+    turns, stall_s, think_s = 6, 0.15, 0.05
     real = History.invoke
 
     def slow_invoke(self: History, **kw: object) -> int:
         if kw.get("f") == "chat":
-            time.sleep(0.15)  # a CPU-bound client: the loop is blocked, timers fire late
+            time.sleep(stall_s)  # a CPU-bound client: the loop is blocked, timers fire late
         return real(self, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(History, "invoke", slow_invoke)
-    sc = parse_scenario({"name": "starved", "workload": {"sessions": 4, "concurrency": 4, "turns": 2}})
+    sc = parse_scenario(
+        {
+            "name": "starved",
+            "workload": {"sessions": 2, "concurrency": 2, "turns": turns, "think_time_s": think_s},
+        }
+    )
     res = run_scenario(sc, tmp_path)
-    assert any(n.startswith(SATURATED_NOTE) for n in res.notes), res.notes
     summary = json.loads((tmp_path / "starved" / "summary.json").read_text())
-    assert summary["harness"]["saturated"] is True
+    h = summary["harness"]
+    assert h["interval_ms"] / 1000.0 < think_s and stall_s - h["interval_ms"] / 1000.0 > LAG_P99_LIMIT_MS / 1000.0
+    assert h["late_samples"] >= turns - 1 >= MIN_LATE_SAMPLES, h  # what the timer order guarantees
+    assert any(n.startswith(SATURATED_NOTE) for n in res.notes), (res.notes, h)
+    assert h["saturated"] is True
     assert SATURATED_NOTE in (tmp_path / "starved" / "report.md").read_text()
     assert res.status == "valid"  # a slow client is not a server fault
