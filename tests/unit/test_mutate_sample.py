@@ -44,6 +44,8 @@ SCENARIOS = [
     "template_kwargs",  # chat_template_kwargs on the reasoning family, ~5 s a case at load 15
     "length_continue",  # a turn after a length-cut answer (checkpoint without the stop token), ~3 s a case
     "strict_tool_template",  # tool calls on a stricter template (scenarios/tokenizers/strict_tools), ~4 s a case
+    "retokenized_tail",  # a reported prompt that rewrites one token near the checkpoint's end (R07's tail)
+    "reasoning_length_cut",  # a reasoning turn cut by the length limit: the suffix after an unclosed think block
 ]
 # measured on t12-teeth (main f71537f): 26 killed / 13 survived / 1 equivalent = 0.667 (commit 174179b's full
 # sample, 462 s with 2 jobs at load ~13, the old 6-scenario set took 475 s at the same load; plus a60f3cde9426
@@ -60,8 +62,12 @@ SCENARIOS = [
 # t12-triage (58757a8: the fuzz's PUT chat, model route, rollback probe and plain-client turn reach
 # malformed_requests): the same 33 / 5 / 2 = 0.868, 562 s with 2 jobs at load ~12-14 (the 120-sample measurement
 # beside it); seconds to kill in sim median 12.3, p90 45.7, max 74.1 (first figures: the test did not print them).
-MEASURED = 0.868
-FLOOR = 0.81
+# lead, 2026-12-02 (247b4af: Tito.encode's truncation guard adds 4 positions to tito.py, so the seeded sample moved:
+# 27 killed / 8 survived / 5 equivalent = 0.771 with the 13 scenarios above; of its 8 survivors the whole library
+# kills 5b97a1b5fab3 (reasoning_length_cut) and 526c78428e10 (retokenized_tail), so both join the kill set; the
+# other 6 survive the whole library, untriaged: bench/results_mutation.md).
+MEASURED = 0.829
+FLOOR = 0.77
 
 
 @pytest.mark.slow
