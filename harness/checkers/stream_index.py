@@ -13,9 +13,12 @@ part reads it: the whole-run check builds the same index from the loaded run's
 lines (:meth:`LogIndex.of`), so both paths answer from the same facts.
 
 Strings are coded as unsigned 64-bit ints (:meth:`LogIndex.code`): a lower-case
-hex string of 1-15 characters (CONTEXT.md's request ids, the harness's caller
-ids) is its value tagged with its length, exactly; any other string gets a
-serial number from a table (exact too; it grows only with ids of another shape).
+hex string of 1-15 characters (CONTEXT.md's request ids) is its value tagged with
+its length, exactly; one of 16 (the harness's caller ids) gets a serial number
+from :class:`IdTable` (its value in an array: ~20 bytes an id, where a dict of
+the strings took ~150; at 10^5 sessions the ~800,000 request ids of the run's
+operations are coded, by liveness's part steps too); any other string a serial
+number from a dict (exact too; it grows only with ids of another shape).
 
 Memory: about 20 bytes per ``chat_start`` line twice (by request id, by caller
 id), 8 per line that names a caller, 8 per arrival, and the per-process
@@ -36,9 +39,12 @@ from typing import Any
 from harness.checkers.clock import Bounds, add_bound
 from harness.checkers.ops import Op
 
-__all__ = ["LogIndex", "indexed_clock_bounds"]
+__all__ = ["IdSet", "IdTable", "LogIndex", "indexed_clock_bounds"]
 
 _HEX = re.compile(r"[0-9a-f]{1,15}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")  # the harness's caller request ids (IdSource.caller_request_id)
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads any pattern of values over the slots
 _WALKED = {"chat_start": 0, "chat_done": 1, "heartbeat": 2}
 _Walked = tuple[list[tuple[float, int]], tuple[int, float] | None]  # (heartbeats (inflight, open)), drift (pos, by)
 
@@ -79,6 +85,108 @@ def _walk(ts: array[float], pos: array[int], what: bytearray, value: array[float
 
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+class IdTable:
+    """An exact map of 64-bit unsigned ints to serial numbers 0, 1, 2, ... in the order they were first added.
+
+    Open addressing with linear probing in an ``array('i')`` of slots (a serial, -1 when empty) over the values
+    in an ``array('Q')`` (``values[serial]``): 12-21 bytes an entry with the table at most 60% full, where a
+    ``dict`` of the 16-digit strings took about 150 (a 65-byte str, a dict entry, an int). Equal values get one
+    serial, distinct values distinct ones, whatever the values (a value is found by comparing it, the hash only
+    picks where to start looking)."""
+
+    __slots__ = ("_shift", "_slots", "values")
+
+    def __init__(self, size: int = 1024) -> None:
+        bits = max(4, (size - 1).bit_length())
+        self._slots = array("i", [-1]) * (1 << bits)
+        self._shift = 64 - bits
+        self.values = array("Q")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def get(self, value: int) -> int | None:
+        """The value's serial, None if it was never added."""
+        slots, values = self._slots, self.values
+        mask = len(slots) - 1
+        i = ((value * _GOLDEN) & _MASK64) >> self._shift
+        while True:
+            s = slots[i]
+            if s < 0:
+                return None
+            if values[s] == value:
+                return s
+            i = (i + 1) & mask
+
+    def add(self, value: int) -> int:
+        """The value's serial, given the next one if it has none yet."""
+        got = self.get(value)
+        if got is not None:
+            return got
+        if 5 * (len(self.values) + 1) > 3 * len(self._slots):
+            self._grow()
+        got = len(self.values)
+        self.values.append(value)
+        self._place(got)
+        return got
+
+    def _place(self, serial: int) -> None:
+        slots = self._slots
+        mask = len(slots) - 1
+        i = ((self.values[serial] * _GOLDEN) & _MASK64) >> self._shift
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        slots[i] = serial
+
+    def _grow(self) -> None:
+        self._slots = array("i", [-1]) * (2 * len(self._slots))
+        self._shift -= 1
+        for serial in range(len(self.values)):
+            self._place(serial)
+
+    def nbytes(self) -> int:
+        return self._slots.itemsize * len(self._slots) + self.values.itemsize * len(self.values)
+
+
+class IdSet:
+    """A set of ids as a Python ``set`` holds them (``1``, ``1.0`` and ``True`` are one id), the ints of
+    0..2^64-1 (a run's operation ids) in an :class:`IdTable` (~12-21 bytes each, where a set of ints takes
+    ~75: at 10^5 sessions ~800,000 operations, 58 MB), any other id in a ``set``."""
+
+    __slots__ = ("_ints", "_rest")
+
+    def __init__(self) -> None:
+        self._ints = IdTable()
+        self._rest: set[Any] = set()
+
+    @staticmethod
+    def _key(x: Any) -> Any:
+        if isinstance(x, bool) or (isinstance(x, float) and x.is_integer()):
+            return int(x)  # equal to that int, as in a set
+        return x
+
+    def add(self, x: Any) -> bool:
+        """Add ``x``; whether it was not in the set before (TypeError for an unhashable one, as a set)."""
+        k = self._key(x)
+        if type(k) is int and 0 <= k <= _MASK64:
+            n = len(self._ints)
+            self._ints.add(k)
+            return len(self._ints) > n
+        if k in self._rest:
+            return False
+        self._rest.add(k)
+        return True
+
+    def __contains__(self, x: Any) -> bool:
+        k = self._key(x)
+        if type(k) is int and 0 <= k <= _MASK64:
+            return self._ints.get(k) is not None
+        return k in self._rest
+
+    def __len__(self) -> int:
+        return len(self._ints) + len(self._rest)
 
 
 class _Sorted:
@@ -270,8 +378,9 @@ class LogIndex:
     """
 
     def __init__(self, lines: Iterable[dict[str, Any]]) -> None:
-        self._other: dict[str, int] = {}
+        self._other: dict[str, int] = {}  # strings of any other shape -> code (even: 2 x their place in _names)
         self._names: list[str] = []
+        self._hex16 = IdTable()  # 16 lower-case hex digits -> serial (code: 2 x serial + 1)
         self.procs: list[str] = []
         self._proc_ids: dict[str, int] = {}
         self._by_req = _Sorted()
@@ -339,20 +448,29 @@ class LogIndex:
         """The string's code (None: a string of another shape that this index has never coded)."""
         if _HEX.fullmatch(s):
             return int(s, 16) | (len(s) << 60)
+        if _HEX16.fullmatch(s):
+            got = self._hex16.get(int(s, 16))
+            return None if got is None else 2 * got + 1
         return self._other.get(s)
 
     def intern(self, s: str) -> int:
         """The string's code, given one if it has none yet (another shape than short lower-case hex)."""
-        got = self.code(s)
+        if _HEX.fullmatch(s):
+            return int(s, 16) | (len(s) << 60)
+        if _HEX16.fullmatch(s):
+            return 2 * self._hex16.add(int(s, 16)) + 1
+        got = self._other.get(s)
         if got is None:
-            got = self._other[s] = len(self._other)
+            got = self._other[s] = 2 * len(self._names)
             self._names.append(s)
         return got
 
     def name(self, code: int) -> str:
         """The string a code stands for."""
         n = code >> 60
-        return format(code & ((1 << 60) - 1), f"0{n}x") if n else str(self._names[code])
+        if n:
+            return format(code & ((1 << 60) - 1), f"0{n}x")
+        return format(self._hex16.values[code >> 1], "016x") if code & 1 else str(self._names[code >> 1])
 
     def _proc(self, ln: dict[str, Any]) -> int:
         key = f"{ln.get('worker_port', '?')}/{ln.get('pid', '?')}"  # harness.checkers.ops.process_key
@@ -415,14 +533,14 @@ class LogIndex:
         return self._inflight
 
     def nbytes(self) -> int:
-        """The index's memory, in bytes: its columns, and the code table of the strings that are not short
-        hex (16-digit caller ids among them: one str, a dict entry and an int code each)."""
+        """The index's memory, in bytes: its columns, the 16-digit ids' :class:`IdTable` and the code table of
+        the strings of any other shape (one str, a dict entry and an int code each)."""
         import sys
 
         n = self._by_req.nbytes() + self._by_caller.nbytes() + self._logged.itemsize * len(self._logged)
         n += self._done_by_req.nbytes() + self._done_by_caller.nbytes()
         n += sum(a.itemsize * len(a) for per in self._arrivals.values() for a in per.values())
-        n += sys.getsizeof(self._other) + sys.getsizeof(self._names)
+        n += self._hex16.nbytes() + sys.getsizeof(self._other) + sys.getsizeof(self._names)
         n += sum(sys.getsizeof(name) for name in self._names)
         return n + sum(sys.getsizeof(code) for code in self._other.values() if code > 256)  # small ints are shared
 
