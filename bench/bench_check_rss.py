@@ -17,12 +17,18 @@ process, and compares their verdicts (JSON, byte for byte).
 ``--phases`` instead loads the folder in this process and prints RSS after the load, the pairing, the
 shared Links and each checker (where the memory goes).
 
+``--stream-phases`` instead runs ``check_folder(per_session=True)`` (what ``harness check`` runs on a large
+folder) in this process and prints the RSS as the per-session pass goes: each file the spill reads, the LogIndex
+build, parts 0, 1, 2, 5, 10 and every 25th, the reduce and the judgement, each phase's highest RSS (sampled every
+0.1 s) and ``ru_maxrss`` at the end (``--stop-after N``: stop after part N). Where the pass's memory goes.
+
 ``--in-place`` (with ``--stream``): measure on RUN_DIR itself instead of a copy (a 10^5 folder is 2 GB).
 
 ``--report-only``: ``harness report`` alone (a copy without ``verdicts.json`` gets ``[]``, which no command
 re-checks, so the figure is the report's, not a check's).
 
 Run: ``.venv/bin/python bench/bench_check_rss.py RUN_DIR [--replicate 10] [--skip-report] [--report-only] [--phases]
+[--stream-phases [--stop-after N]]
 [--stream NAMES] [--skip-whole] [--in-place]``.
 Not part of the test suite; it prints figures (bench/results_soak.md).
 """
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -83,6 +90,97 @@ def phases(run_dir: Path) -> None:
         say(f"{name} ({v.status})")
 
 
+def stream_phases(run_dir: Path, stop_after: int | None = None) -> None:
+    """RSS as ``check_folder``'s per-session pass goes (/proc/self/statm sampled every 0.1 s by a thread)."""
+    import resource
+    import threading
+
+    import harness.checkers.stream as st
+    from harness.verdict import check_folder
+
+    page = resource.getpagesize()
+    label, t0 = ["imports"], time.perf_counter()
+    peaks: dict[str, float] = {}
+    order: list[str] = []
+    step = ["spill"]  # who reads the files: the spill, then the judgement (lean_run)
+    done = threading.Event()
+
+    def rss() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * page / MB
+
+    def sample() -> None:
+        while not done.is_set():
+            r, at = rss(), label[0]
+            if at not in peaks:
+                order.append(at)
+            peaks[at] = max(peaks.get(at, 0.0), r)
+            done.wait(0.1)
+
+    def phase(what: str) -> None:
+        label[0] = what
+        print(f"{time.perf_counter() - t0:8.1f} s  RSS {rss():6.0f} MB  -> {what}", flush=True)
+
+    def summary() -> None:
+        done.set()
+        print("highest RSS per phase (MB, sampled):")
+        for at in order:
+            print(f"  {peaks[at]:6.0f}  {at}")
+        print(f"ru_maxrss: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} kB", flush=True)
+
+    jsonl, items, history, log_index, parts = (
+        st._jsonl,
+        st._object_items,
+        st.Spill._history,
+        st.Spill.log_index,
+        st.Spill.parts,
+    )
+
+    def read_jsonl(path: Path) -> Any:
+        phase(f"{step[0]}: {path.name}")
+        yield from jsonl(path)
+
+    def read_items(path: Path, *a: Any, **k: Any) -> Any:
+        phase(f"{step[0]}: {path.name}")
+        yield from items(path, *a, **k)
+
+    def hist(self: Any) -> None:
+        phase("spill: history.jsonl")
+        history(self)
+
+    def index(self: Any) -> Any:
+        if self._log_index is not None:
+            return log_index(self)
+        at = label[0]
+        phase("LogIndex build")
+        got = log_index(self)
+        print(f"    LogIndex: {got.n_lines} lines, nbytes {got.nbytes() / MB:.1f} MB", flush=True)
+        phase(f"{at}, after the LogIndex")
+        return got
+
+    def each(self: Any) -> Any:
+        n = sum(len(s) for s in self.sessions.values())
+        phase(f"spill done ({self.groups} groups, {n} sessions, {len(self.global_events)} run-wide events)")
+        for k, part in enumerate(parts(self)):
+            if k in (0, 1, 2, 5, 10) or k % 25 == 0:
+                phase(f"part {k}")
+            yield part
+            if stop_after is not None and k >= stop_after:
+                phase(f"stopped after part {k}")
+                summary()
+                raise SystemExit(0)
+        phase("reduce")
+        step[0] = "judgement"
+
+    st._jsonl, st._object_items = read_jsonl, read_items  # type: ignore[assignment]
+    st.Spill._history, st.Spill.log_index, st.Spill.parts = hist, index, each  # type: ignore[method-assign]
+    threading.Thread(target=sample, daemon=True).start()
+    got = check_folder(run_dir, per_session=True)  # what harness check takes for a large folder (auto)
+    phase("verdicts")
+    print(f"    {sum(v.get('status') != 'valid' for v in got.verdicts)} of {len(got.verdicts)} verdicts not valid")
+    summary()
+
+
 STREAM_CHILD = """
 import json, sys
 from pathlib import Path
@@ -126,6 +224,10 @@ def main() -> int:
         help="harness report only; a copy without verdicts.json gets an empty one (no record: not re-checked)",
     )
     ap.add_argument("--phases", action="store_true", help="RSS after each step of a check, in this process")
+    ap.add_argument(
+        "--stream-phases", action="store_true", help="RSS as harness check's per-session pass goes, in this process"
+    )
+    ap.add_argument("--stop-after", type=int, default=None, metavar="N", help="with --stream-phases: stop after part N")
     ap.add_argument("--stream", default=None, metavar="NAMES", help="per-session pass vs check_all for these")
     ap.add_argument("--skip-whole", action="store_true", help="with --stream: the per-session pass only")
     ap.add_argument("--tmp", type=Path, default=None, help="where the copy goes (default: a temp dir)")
@@ -138,6 +240,9 @@ def main() -> int:
     if args.in_place and args.stream and args.replicate <= 1:
         print(f"input: {args.run_dir} (in place)")
         stream(args.run_dir, args.stream, whole=not args.skip_whole, out_dir=args.tmp or Path(tempfile.gettempdir()))
+        return 0
+    if args.stream_phases and args.replicate <= 1:
+        stream_phases(args.run_dir, args.stop_after)
         return 0
     if args.phases and args.replicate <= 1:
         phases(args.run_dir)

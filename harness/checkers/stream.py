@@ -43,7 +43,7 @@ from harness.checkers import spill_area
 from harness.checkers.base import CHECKERS, Checker, Verdict, Violation, run_checker
 from harness.checkers.continuity import BACKEND_PROBE, execution_log_gap
 from harness.checkers.ops import Op, is_passthrough, pair_ops
-from harness.checkers.stream_index import LogIndex
+from harness.checkers.stream_index import IdSet, LogIndex
 from harness.checkers.stream_joins import JoinEvidence
 from harness.rundata import CUT_REASON, RUN_FILES, History, RunData
 
@@ -484,6 +484,7 @@ class Spill:
                 self._put("finals", rows)
         self._put("finals", rows)
         joins_whole, token_key = self.joins.finish(self.split)
+        del self.joins  # its per-session state (first DELETEs, final snapshots) is not needed by the parts
         far = sorted(self._passthrough_far)[:3]
         passthrough_whole = (
             f"pass-through request id(s) {far} executed by the backend in another session group" if far else ""
@@ -512,7 +513,7 @@ class Spill:
         rows: list[tuple[Any, ...]] = []
         joins: list[tuple[Any, ...]] = []
         open_ops: dict[Any, tuple[int, dict[str, Any]]] = {}
-        seen_ops: set[Any] = set()  # operation ids ever invoked (a reused id is NotStreamable)
+        seen_ops = IdSet()  # operation ids ever invoked (a reused id is NotStreamable); compact for int ids
         end = 0.0
         last_index = -1
         pos = -1
@@ -574,9 +575,8 @@ class Spill:
             if op is None:
                 raise NotStreamable(f"history line {pos + 1} has no operation id")
             if typ == "invoke":
-                if op in seen_ops:
+                if not seen_ops.add(op):
                     raise NotStreamable(f"operation id {op!r} invoked twice")
-                seen_ops.add(op)
                 open_ops[op] = (pos, ev)
             elif typ in ("ok", "fail", "info"):
                 inv = open_ops.pop(op, None)

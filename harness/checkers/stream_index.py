@@ -13,9 +13,12 @@ part reads it: the whole-run check builds the same index from the loaded run's
 lines (:meth:`LogIndex.of`), so both paths answer from the same facts.
 
 Strings are coded as unsigned 64-bit ints (:meth:`LogIndex.code`): a lower-case
-hex string of 1-15 characters (CONTEXT.md's request ids, the harness's caller
-ids) is its value tagged with its length, exactly; any other string gets a
-serial number from a table (exact too; it grows only with ids of another shape).
+hex string of 1-15 characters (CONTEXT.md's request ids) is its value tagged with
+its length, exactly; one of 16 (the harness's caller ids) gets a serial number
+from :class:`IdTable` (its value in an array: ~20 bytes an id, where a dict of
+the strings took ~150; at 10^5 sessions the ~800,000 request ids of the run's
+operations are coded, by liveness's part steps too); any other string a serial
+number from a dict (exact too; it grows only with ids of another shape).
 
 Memory: about 20 bytes per ``chat_start`` line twice (by request id, by caller
 id), 8 per line that names a caller, 8 per arrival, and the per-process
@@ -36,9 +39,12 @@ from typing import Any
 from harness.checkers.clock import Bounds, add_bound
 from harness.checkers.ops import Op
 
-__all__ = ["LogIndex", "indexed_clock_bounds"]
+__all__ = ["IdSet", "IdTable", "LogIndex", "indexed_clock_bounds"]
 
 _HEX = re.compile(r"[0-9a-f]{1,15}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")  # the harness's caller request ids (IdSource.caller_request_id)
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads any pattern of values over the slots
 _WALKED = {"chat_start": 0, "chat_done": 1, "heartbeat": 2}
 _Walked = tuple[list[tuple[float, int]], tuple[int, float] | None]  # (heartbeats (inflight, open)), drift (pos, by)
 
@@ -55,30 +61,141 @@ def _walk(ts: array[float], pos: array[int], what: bytearray, value: array[float
         order = sorted(range(n), key=ts.__getitem__)
     open_ = 0
     beats: list[tuple[float, int]] = []
-    excess: list[tuple[float, int]] = []
+    # (excess, position) of each chat line that carries inflight_now, in walk order: two columns, not a tuple
+    # of a float and an int per line (~110 bytes: 40 MB for one process of a 10^5 run while it is walked)
+    ex_e, ex_p = array("d"), array("q")
     base: float | None = None
     for i in order:
         k = what[i]
         if k == 0:
             open_ += 1
             if has[i]:
-                excess.append((value[i] - open_, pos[i]))
+                ex_e.append(value[i] - open_)
+                ex_p.append(pos[i])
         elif k == 1:
             if has[i]:
-                excess.append((value[i] - (open_ - 1), pos[i]))
+                ex_e.append(value[i] - (open_ - 1))
+                ex_p.append(pos[i])
             open_ = max(0, open_ - 1)
         elif has[i] and value[i] != open_:
             beats.append((value[i], open_))
     drift: tuple[int, float] | None = None
-    if excess:
-        base = min(e for e, _ in excess)
-        first = next(((p, e - base) for e, p in excess if e > base), None)
+    if ex_e:
+        base = min(ex_e)
+        first = next(((p, e - base) for e, p in zip(ex_e, ex_p, strict=True) if e > base), None)
         drift = first
     return beats, drift
 
 
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+class IdTable:
+    """An exact map of 64-bit unsigned ints to serial numbers 0, 1, 2, ... in the order they were first added.
+
+    Open addressing with linear probing in an ``array('i')`` of slots (a serial, -1 when empty) over the values
+    in an ``array('Q')`` (``values[serial]``): 12-21 bytes an entry with the table at most 60% full, where a
+    ``dict`` of the 16-digit strings took about 150 (a 65-byte str, a dict entry, an int). Equal values get one
+    serial, distinct values distinct ones, whatever the values (a value is found by comparing it, the hash only
+    picks where to start looking)."""
+
+    __slots__ = ("_shift", "_slots", "values")
+
+    def __init__(self, size: int = 1024) -> None:
+        bits = max(4, (size - 1).bit_length())
+        self._slots = array("i", [-1]) * (1 << bits)
+        self._shift = 64 - bits
+        self.values = array("Q")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def get(self, value: int) -> int | None:
+        """The value's serial, None if it was never added."""
+        slots, values = self._slots, self.values
+        mask = len(slots) - 1
+        i = ((value * _GOLDEN) & _MASK64) >> self._shift
+        while True:
+            s = slots[i]
+            if s < 0:
+                return None
+            if values[s] == value:
+                return s
+            i = (i + 1) & mask
+
+    def add(self, value: int) -> int:
+        """The value's serial, given the next one if it has none yet."""
+        got = self.get(value)
+        if got is not None:
+            return got
+        if 5 * (len(self.values) + 1) > 3 * len(self._slots):
+            self._grow()
+        got = len(self.values)
+        self.values.append(value)
+        self._place(got)
+        return got
+
+    def _place(self, serial: int) -> None:
+        slots = self._slots
+        mask = len(slots) - 1
+        i = ((self.values[serial] * _GOLDEN) & _MASK64) >> self._shift
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        slots[i] = serial
+
+    def _grow(self) -> None:
+        self._slots = array("i", [-1]) * (2 * len(self._slots))
+        self._shift -= 1
+        for serial in range(len(self.values)):
+            self._place(serial)
+
+    def nbytes(self) -> int:
+        return self._slots.itemsize * len(self._slots) + self.values.itemsize * len(self.values)
+
+
+class IdSet:
+    """A set of ids as a Python ``set`` holds them (``1``, ``1.0`` and ``True`` are one id), the ints of
+    0..2^64-1 (a run's operation ids) in an :class:`IdTable` (~12-21 bytes each, where a set of ints takes
+    ~75: at 10^5 sessions ~800,000 operations, 58 MB), any other id in a ``set``."""
+
+    __slots__ = ("_ints", "_rest")
+
+    def __init__(self) -> None:
+        self._ints = IdTable()
+        self._rest: set[Any] = set()
+
+    @staticmethod
+    def _key(x: Any) -> Any:
+        if isinstance(x, bool) or (isinstance(x, float) and x.is_integer()):
+            return int(x)  # equal to that int, as in a set
+        return x
+
+    def add(self, x: Any) -> bool:
+        """Add ``x``; whether it was not in the set before (TypeError for an unhashable one, as a set)."""
+        k = self._key(x)
+        if type(k) is int and 0 <= k <= _MASK64:
+            n = len(self._ints)
+            self._ints.add(k)
+            return len(self._ints) > n
+        if k in self._rest:
+            return False
+        self._rest.add(k)
+        return True
+
+    def __contains__(self, x: Any) -> bool:
+        k = self._key(x)
+        if type(k) is int and 0 <= k <= _MASK64:
+            return self._ints.get(k) is not None
+        return k in self._rest
+
+    def __len__(self) -> int:
+        return len(self._ints) + len(self._rest)
+
+    def nbytes(self) -> int:
+        import sys
+
+        return self._ints.nbytes() + sys.getsizeof(self._rest) + sum(sys.getsizeof(x) for x in self._rest)
 
 
 class _Sorted:
@@ -270,13 +387,14 @@ class LogIndex:
     """
 
     def __init__(self, lines: Iterable[dict[str, Any]]) -> None:
-        self._other: dict[str, int] = {}
+        self._other: dict[str, int] = {}  # strings of any other shape -> code (even: 2 x their place in _names)
         self._names: list[str] = []
+        self._hex16 = IdTable()  # 16 lower-case hex digits -> serial (code: 2 x serial + 1)
         self.procs: list[str] = []
         self._proc_ids: dict[str, int] = {}
         self._by_req = _Sorted()
         self._by_caller = _Sorted()
-        logged = array("Q")
+        self._logged = IdSet()  # the codes of every caller request id a line names (no sorted list of them)
         arrivals: dict[str, dict[int, list[float]]] = {}
         # log_consistency's in-flight walk: per process, its chat_start / chat_done / heartbeat lines
         walk: dict[int, tuple[array[float], array[int], bytearray, array[float], bytearray]] = {}
@@ -307,7 +425,7 @@ class LogIndex:
             if ev in ("chat_start", "chat_done") and ln.get("req_id") is not None:
                 cols.add(self, pos, ln, ev == "chat_done", caller)
             if caller is not None:
-                logged.append(self.intern(str(caller)))
+                self._logged.add(self.intern(str(caller)))
             if ev == "chat_start":
                 ts = _num(ln.get("ts"))
                 proc = self._proc(ln)
@@ -319,8 +437,6 @@ class LogIndex:
                         arrivals.setdefault(str(ln.get("worker_port")), {}).setdefault(proc, []).append(ts)
         self._by_req.seal()
         self._by_caller.seal()
-        self._logged = array("Q", sorted(logged))
-        del logged
         self._arrivals = {
             port: {proc: array("d", sorted(ts)) for proc, ts in per.items()} for port, per in arrivals.items()
         }
@@ -339,20 +455,29 @@ class LogIndex:
         """The string's code (None: a string of another shape that this index has never coded)."""
         if _HEX.fullmatch(s):
             return int(s, 16) | (len(s) << 60)
+        if _HEX16.fullmatch(s):
+            got = self._hex16.get(int(s, 16))
+            return None if got is None else 2 * got + 1
         return self._other.get(s)
 
     def intern(self, s: str) -> int:
         """The string's code, given one if it has none yet (another shape than short lower-case hex)."""
-        got = self.code(s)
+        if _HEX.fullmatch(s):
+            return int(s, 16) | (len(s) << 60)
+        if _HEX16.fullmatch(s):
+            return 2 * self._hex16.add(int(s, 16)) + 1
+        got = self._other.get(s)
         if got is None:
-            got = self._other[s] = len(self._other)
+            got = self._other[s] = 2 * len(self._names)
             self._names.append(s)
         return got
 
     def name(self, code: int) -> str:
         """The string a code stands for."""
         n = code >> 60
-        return format(code & ((1 << 60) - 1), f"0{n}x") if n else str(self._names[code])
+        if n:
+            return format(code & ((1 << 60) - 1), f"0{n}x")
+        return format(self._hex16.values[code >> 1], "016x") if code & 1 else str(self._names[code >> 1])
 
     def _proc(self, ln: dict[str, Any]) -> int:
         key = f"{ln.get('worker_port', '?')}/{ln.get('pid', '?')}"  # harness.checkers.ops.process_key
@@ -376,8 +501,7 @@ class LogIndex:
         k = self.code(caller)
         if k is None:
             return False
-        i = bisect_left(self._logged, k)
-        return i < len(self._logged) and self._logged[i] == k
+        return k in self._logged
 
     def arrivals(self, port: Any) -> Iterator[tuple[str, array[float]]]:
         """(process key, sorted ts of its chat_start lines naming their caller) for ``str(port)``."""
@@ -415,14 +539,14 @@ class LogIndex:
         return self._inflight
 
     def nbytes(self) -> int:
-        """The index's memory, in bytes: its columns, and the code table of the strings that are not short
-        hex (16-digit caller ids among them: one str, a dict entry and an int code each)."""
+        """The index's memory, in bytes: its columns, the 16-digit ids' :class:`IdTable` and the code table of
+        the strings of any other shape (one str, a dict entry and an int code each)."""
         import sys
 
-        n = self._by_req.nbytes() + self._by_caller.nbytes() + self._logged.itemsize * len(self._logged)
+        n = self._by_req.nbytes() + self._by_caller.nbytes() + self._logged.nbytes()
         n += self._done_by_req.nbytes() + self._done_by_caller.nbytes()
         n += sum(a.itemsize * len(a) for per in self._arrivals.values() for a in per.values())
-        n += sys.getsizeof(self._other) + sys.getsizeof(self._names)
+        n += self._hex16.nbytes() + sys.getsizeof(self._other) + sys.getsizeof(self._names)
         n += sum(sys.getsizeof(name) for name in self._names)
         return n + sum(sys.getsizeof(code) for code in self._other.values() if code > 256)  # small ints are shared
 
