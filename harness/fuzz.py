@@ -561,26 +561,12 @@ class _Fuzzer:
                 self.history.fail(op, **_reply_fields(r))
         # a chat whose answer is malformed past its first choice: choices = [null, the answer] (the fake's
         # null_first_choice), a backend answer without a usable choices[0]: 502, never 500 (CONTEXT.md)
-        rid = self._rid()
-        op = self.history.invoke(
-            process="fuzzer",
-            f="chat",
-            session=sid,
-            server=self.server,
-            turn=0,
-            attempt=0,
-            request_id=rid,
-            intended=self.history.now(),
-            messages=len(_BASE),
-            stream=False,
-            fuzz="backend:null_first_choice",
-            fuzz_category="backend",
-            expect="backend_fault",
-        )
-        await self._chat_completion(
-            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="null_first_choice"
-        )
+        await self._backend_fault_chat(sid, "null_first_choice")
         # and one whose choices list is empty (the fake's empty_choices): no choice, no meta_info: 502, never 500
+        await self._backend_fault_chat(sid, "empty_choices")
+
+    async def _backend_fault_chat(self, sid: str, fault: str) -> None:
+        """A first-turn chat the fake answers with ``fault`` (``x-fake-fault``): the server's 502, never a 500."""
         rid = self._rid()
         op = self.history.invoke(
             process="fuzzer",
@@ -593,13 +579,11 @@ class _Fuzzer:
             intended=self.history.now(),
             messages=len(_BASE),
             stream=False,
-            fuzz="backend:empty_choices",
+            fuzz=f"backend:{fault}",
             fuzz_category="backend",
             expect="backend_fault",
         )
-        await self._chat_completion(
-            op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault="empty_choices"
-        )
+        await self._chat_completion(op, sid, _dumps({"model": _MODEL, "messages": list(_BASE)}), rid, 0, 0, fault=fault)
 
     async def http_probe(self, victim: str) -> None:
         """Fixed requests after the cases (the seeded stream is unchanged), each judged by a generic rule.
