@@ -1008,14 +1008,10 @@ def server_max_trim(run: RunData) -> tuple[int | None, str]:
     :func:`max_trim_tokens` (a tolerance the checkers may assume), a rule that needs the exact value gets None
     for any other server.
     """
-    target = run.scenario.get("target")
-    target = target if isinstance(target, dict) else {}
     configured = max_trim_tokens(run, default=-1)
     if configured >= 0:
         return configured, "configured"
-    sim = run.scenario.get("sim")
-    other = sim.get("target") if isinstance(sim, dict) else None
-    if target.get("kind", "reference") == "reference" and (not other or str(other).startswith(BUG_TARGETS)):
+    if reference_target(run, kind_default="reference"):
         return REFERENCE_MAX_TRIM, "the reference server's default"
     return None, "not configured for this server"
 
@@ -1023,16 +1019,19 @@ def server_max_trim(run: RunData) -> tuple[int | None, str]:
 BUG_TARGETS = "asgi:harness.coverage._bugs:"  # the coverage proofs' known-bad servers: the reference app, one bug
 
 
-def reference_target(run: RunData) -> bool:
+def reference_target(run: RunData, *, kind_default: str | None = None, bug_wrappers: bool = True) -> bool:
     """The run's server is our reference server: ``target.kind = "reference"`` and not a sim ``--target`` of
-    another server. A sim ``--target`` of harness/coverage/_bugs.py counts: each is the reference app with one
-    behaviour broken, standing for a reference server that breaks its documented extras (the coverage proofs)."""
+    another server. A sim ``--target`` of harness/coverage/_bugs.py counts (unless ``bug_wrappers`` is False):
+    each is the reference app with one behaviour broken, standing for a reference server that breaks its
+    documented extras (the coverage proofs). ``kind_default``: the kind of a target that names none (an old
+    run folder); None = not ours."""
     target = run.scenario.get("target")
-    if not isinstance(target, dict) or target.get("kind") != "reference":
+    target = target if isinstance(target, dict) else {}
+    if target.get("kind", kind_default) != "reference":
         return False
     sim = run.scenario.get("sim")
     other = sim.get("target") if isinstance(sim, dict) else None
-    return not other or str(other).startswith(BUG_TARGETS)
+    return not other or (bug_wrappers and str(other).startswith(BUG_TARGETS))
 
 
 REFERENCE_MAX_BODY = 4 * 1024 * 1024  # the reference server's default (``--max-body-bytes``, docs/reference_server.md)
@@ -1042,10 +1041,7 @@ def server_max_body(run: RunData) -> int | None:
     """The request body limit of the reference server the harness starts itself (``target.kind``
     ``"reference"``, not a sim ``--target``): ``--max-body-bytes N`` in ``target.server_args``, else its
     default; None for any other server (CONTEXT.md fixes no limit: not every server has our extras)."""
-    target = run.scenario.get("target")
-    target = target if isinstance(target, dict) else {}
-    sim = run.scenario.get("sim")
-    if target.get("kind", "reference") != "reference" or (isinstance(sim, dict) and sim.get("target")):
+    if not reference_target(run, kind_default="reference", bug_wrappers=False):
         return None
     given, _why = server_options(run)
     if given is None:
