@@ -71,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"**Score: {score}** = killed / (killed + survived + timeout).",
         "",
+        (
+            f"Within the contract: {100 * s['score_in_contract']:.1f}%, without the "
+            f"{len(s['out_of_contract']['survived'])} survivor(s) listed in harness/mutate/out_of_contract.toml "
+            f"(observable, but CONTEXT.md does not fix it); listed but killed: "
+            f"{', '.join(s['out_of_contract']['killed']) or 'none'}."
+            if s["score_in_contract"] is not None
+            else ""
+        ),
+        "",
         *_table([[k, str(v)] for k, v in sorted(s["counts"].items())], ["status", "mutants"]),
         "",
         f"Seconds to kill in sim (kill-test seconds up to the killing case): median {stk['median']}, "

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, load_equivalents
+from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, DEFAULT_OUT_OF_CONTRACT_FILE, load_equivalents
 from harness.mutate._generate import PROTOCOL_MODULES, Mutant, Position, enumerate_positions, materialize
 from harness.mutate._kill import Case, child_main
 
@@ -75,6 +75,7 @@ class MutationConfig:
     live: bool = False
     live_timeout_s: float = 900.0
     equivalent_file: Path = DEFAULT_EQUIVALENT_FILE
+    out_of_contract_file: Path = DEFAULT_OUT_OF_CONTRACT_FILE
     root: Path = ROOT
     ray: str | None = None  # "local" (a private head) or a cluster address: the kill tests as Ray tasks (#15)
     live_suite: Sequence[str] = DEFAULT_LIVE_SUITE  # stage 2's ``harness run`` selection (tests: a small one)
@@ -94,6 +95,7 @@ class MutantResult:
     cases_run: int = 0
     wall_s: float = 0.0
     reason: str | None = None  # equivalent: why; timeout: in which case
+    contract: str | None = None  # listed as out of contract: the promise CONTEXT.md does not make
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +107,7 @@ class MutantResult:
             "cases_run": self.cases_run,
             "wall_s": round(self.wall_s, 3),
             "reason": self.reason,
+            "out_of_contract": self.contract,
         }
 
 
@@ -134,6 +137,14 @@ class MutationRun:
         """killed / (killed + survived + timeout): equivalent, not-run and infra_error mutants are not counted."""
         c = self.counts()
         judged = c.get("killed", 0) + c.get("survived", 0) + c.get("timeout", 0)
+        return c.get("killed", 0) / judged if judged else None
+
+    @property
+    def score_in_contract(self) -> float | None:
+        """The score without the survivors listed as out of contract (observable, but nothing CONTEXT.md fixes)."""
+        c = self.counts()
+        judged = c.get("killed", 0) + c.get("survived", 0) + c.get("timeout", 0)
+        judged -= sum(1 for r in self.results if r.status == "survived" and r.contract is not None)
         return c.get("killed", 0) / judged if judged else None
 
 
@@ -695,6 +706,13 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             raise ValueError(f"--modules: {name!r} is not a module under {PACKAGE}/ (e.g. {PROTOCOL_MODULES[0]})")
     t_start = time.monotonic()  # seam-ok: tooling
     equivalents = load_equivalents(cfg.equivalent_file)
+    uncontracted = load_equivalents(cfg.out_of_contract_file)
+    both = sorted(set(equivalents) & set(uncontracted))
+    if both:
+        raise ValueError(
+            f"{cfg.out_of_contract_file}: {', '.join(f'{m} {i}' for m, i in both)} also in {cfg.equivalent_file}; "
+            "a mutant is either unobservable (equivalent) or observable but unconstrained (out of contract)"
+        )
     cases = library_cases(cfg.root, cfg.scenarios, cfg.seeds)
     base = Path(tempfile.mkdtemp(prefix="harness-mutate-"))
     head = contextlib.ExitStack()
@@ -714,6 +732,8 @@ def run_mutation(cfg: MutationConfig, *, progress: Callable[[MutantResult], None
             results[m.id] = (
                 MutantResult(m, "equivalent", reason=eq.reason) if eq is not None else MutantResult(m, "not_run")
             )
+            oc = uncontracted.get((m.module, m.id))
+            results[m.id].contract = None if oc is None else oc.reason
         deadline = None if cfg.budget_s is None else t_start + cfg.budget_s
         first: _Baseline | None = None
         for n_round, hash_seed in enumerate(cfg.hash_seeds):

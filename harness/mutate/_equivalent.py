@@ -26,9 +26,19 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_EQUIVALENT_FILE", "Equivalent", "EquivalentError", "load_equivalents"]
+__all__ = [
+    "DEFAULT_EQUIVALENT_FILE",
+    "DEFAULT_OUT_OF_CONTRACT_FILE",
+    "Equivalent",
+    "EquivalentError",
+    "load_equivalents",
+]
 
 DEFAULT_EQUIVALENT_FILE = Path(__file__).with_name("equivalent.toml")
+# observable changes that CONTEXT.md does not constrain (the words of an error message): same format, `reason`
+# says which promise is missing. They are still run and still count as survivors in the score; the summary
+# adds a second figure without them, and names any that a checker killed (a checker judging beyond CONTEXT.md)
+DEFAULT_OUT_OF_CONTRACT_FILE = Path(__file__).with_name("out_of_contract.toml")
 _REQUIRED = ("module", "id", "reason")
 _OPTIONAL = ("operator", "function", "before", "after", "reviewed")
 

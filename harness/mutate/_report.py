@@ -75,6 +75,12 @@ def summary(run: MutationRun, root: Path) -> dict[str, Any]:
         "mutants": len(run.results),
         "counts": run.counts(),
         "score": None if run.score is None else round(run.score, 4),
+        "score_in_contract": None if run.score_in_contract is None else round(run.score_in_contract, 4),
+        "out_of_contract": {
+            "survived": [r.mutant.id for r in run.results if r.contract is not None and r.status == "survived"],
+            # a kill of a listed mutant: some checker judges what CONTEXT.md does not promise (or the list is wrong)
+            "killed": [r.mutant.id for r in run.results if r.contract is not None and r.status == "killed"],
+        },
         "seconds_to_kill_sim": {
             "median": None if not sim_kills else round(statistics.median(sim_kills), 3),
             "p90": percentile(sim_kills, 90),
@@ -112,6 +118,22 @@ def _md(run: MutationRun, s: dict[str, Any]) -> str:
         f"**Score: {score}** (killed / (killed + survived + timeout)). "
         + ", ".join(f"{k} {v}" for k, v in sorted(c.items())),
         "",
+    ]
+    oc = s["out_of_contract"]
+    if oc["survived"] or oc["killed"]:
+        in_c = "n/a" if s["score_in_contract"] is None else f"{100 * s['score_in_contract']:.1f}%"
+        lines += [
+            f"Within the contract: {in_c}, leaving out {len(oc['survived'])} survivor(s) listed as out of contract "
+            "(harness/mutate/out_of_contract.toml: observable, but CONTEXT.md does not fix it).",
+            "",
+        ]
+        if oc["killed"]:
+            lines += [
+                f"**Killed although listed as out of contract: {', '.join(oc['killed'])}**: a checker judges "
+                "something CONTEXT.md does not promise, or the entry is wrong. Read the kill.",
+                "",
+            ]
+    lines += [
         f"Seconds to kill in sim: median {stk['median']}, p90 {stk['p90']}, max {stk['max']}.",
         "",
         "Kills by checker: " + (", ".join(f"{k} {v}" for k, v in s["kills_by_checker"].items()) or "none"),
@@ -140,7 +162,7 @@ def _md(run: MutationRun, s: dict[str, Any]) -> str:
         op = m.operator.removeprefix("core/")
         lines.append(
             f"| {m.id} | {m.module.removeprefix('reference_impl/')} | {m.position.function} | {op} "
-            f"| {r.status} | {kb} | {secs} | {snippet} |"
+            f"| {r.status}{' (out of contract)' if r.contract is not None else ''} | {kb} | {secs} | {snippet} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness.distributed import add_ray_option
 from harness.distributed.pool import INSTALL_HINT, RayUnavailable, ray_available
 from harness.mutate._driver import MutantResult, MutationConfig, exit_on_sigterm, run_mutation, select_mutants
-from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, EquivalentError
+from harness.mutate._equivalent import DEFAULT_EQUIVALENT_FILE, DEFAULT_OUT_OF_CONTRACT_FILE, EquivalentError
 from harness.mutate._generate import PROTOCOL_MODULES
 from harness.mutate._report import write_report
 
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", type=_csv, help="only mutants inside these functions (e.g. Session.apply)")
     p.add_argument("--live", action="store_true", help="stage 2: the live default suite for every sim survivor")
     p.add_argument("--equivalent", type=Path, default=DEFAULT_EQUIVALENT_FILE, help="the equivalent-mutant list")
+    p.add_argument(
+        "--out-of-contract",
+        type=Path,
+        default=DEFAULT_OUT_OF_CONTRACT_FILE,
+        help="observable changes CONTEXT.md does not constrain: still run and scored; a second score leaves them out",
+    )
     p.add_argument("--out", type=Path, default=Path("reports/mutation"), help="output folder")
     p.add_argument("--min-score", type=float, help="exit 1 when the score is below this (0..1)")
     p.add_argument("--list", action="store_true", help="list the selected mutants (id, module, snippet) and exit")
@@ -65,7 +71,8 @@ def _line(r: MutantResult) -> str:
         by = f" by {r.killed_by['case']} ({', '.join(r.killed_by.get('checkers') or []) or 'crash'})"
     elif r.reason:
         by = f" ({r.reason[:60]})"
-    return f"{r.status:9} {m.id} {m.module}:{m.position.line} {m.operator.removeprefix('core/')}{by}"
+    oc = " [out of contract]" if r.contract is not None else ""
+    return f"{r.status:9} {m.id} {m.module}:{m.position.line} {m.operator.removeprefix('core/')}{by}{oc}"
 
 
 def _hash_seeds(values: list[str]) -> list[int]:
@@ -101,6 +108,7 @@ def main(argv: list[str]) -> int:
             functions=args.functions,
             live=args.live,
             equivalent_file=args.equivalent,
+            out_of_contract_file=args.out_of_contract,
             ray=args.ray,
             hash_seeds=hash_seeds,
         )
@@ -118,6 +126,12 @@ def main(argv: list[str]) -> int:
     s = write_report(run, args.out, cfg.root)
     score = "n/a" if s["score"] is None else f"{100 * s['score']:.1f}%"
     print(f"score {score}: " + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    oc = s["out_of_contract"]
+    if oc["survived"] or oc["killed"]:
+        in_c = "n/a" if s["score_in_contract"] is None else f"{100 * s['score_in_contract']:.1f}%"
+        print(f"within the contract {in_c}: {len(oc['survived'])} survivor(s) listed as out of contract left out")
+        if oc["killed"]:
+            print(f"killed although listed as out of contract (read the kill): {', '.join(oc['killed'])}")
     print(f"report: {args.out}/summary.md")
     if args.min_score is not None and (s["score"] is None or s["score"] < args.min_score):
         return 1

@@ -222,3 +222,52 @@ def test_a_mutant_that_follows_the_hash_seed_is_judged_per_seed(tmp_path: Path, 
     assert r.killed_by is not None and r.killed_by["hash_seed"] == 1 and "odd" in str(r.killed_by["error"])
     s = write_report(twice, tmp_path / "out", ROOT)
     assert s["hash_seeds"] == [0, 1]
+
+
+def test_out_of_contract_survivors_get_a_second_score_and_a_kill_of_one_is_named(tmp_path: Path) -> None:
+    """A listed survivor still counts in the score; the second figure leaves it out; a listed kill is named."""
+    from harness.mutate import MutationRun
+
+    ms = materialize(ROOT, [p for p in enumerate_positions(ROOT, [MODULE])[0] if p.function == FUNCTION])[:4]
+    assert len(ms) == 4
+    results = [
+        MutantResult(ms[0], "killed", stage="sim", killed_by={"case": "c#0", "scenario": "c", "checkers": ["x"]}),
+        MutantResult(ms[1], "survived", contract="only a message's words"),
+        MutantResult(ms[2], "survived"),
+        MutantResult(ms[3], "killed", stage="sim", killed_by={"case": "c#0", "scenario": "c", "checkers": ["y"]}),
+    ]
+    results[3].contract = "listed, yet killed"
+    run = MutationRun(MutationConfig(modules=[MODULE]), 4, 0, 0, results, [], {}, {}, 60.0, 1.0)
+    assert run.score == 0.5 and run.score_in_contract == 2 / 3
+    s = write_report(run, tmp_path / "out", ROOT)
+    assert s["score"] == 0.5 and s["score_in_contract"] == 0.6667
+    assert s["out_of_contract"] == {"survived": [ms[1].id], "killed": [ms[3].id]}
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "Within the contract: 66.7%" in md and f"Killed although listed as out of contract: {ms[3].id}" in md
+    assert "survived (out of contract)" in md
+
+
+def test_a_mutant_cannot_be_both_equivalent_and_out_of_contract(tmp_path: Path) -> None:
+    eq = tmp_path / "eq.toml"
+    oc = tmp_path / "oc.toml"
+    for f in (eq, oc):
+        f.write_text(f'[[mutant]]\nmodule = "{MODULE}"\nid = "abcdef012345"\nreason = "listed in both files"\n')
+    cfg = MutationConfig(modules=[MODULE], seeds=[0], scenarios=CHEAP, equivalent_file=eq, out_of_contract_file=oc)
+    with pytest.raises(ValueError, match="also in"):
+        run_mutation(cfg)
+
+
+def test_the_shipped_out_of_contract_list_names_current_mutants() -> None:
+    """An entry whose line changed no longer matches a mutant: it must be re-read, not silently kept."""
+    from harness.mutate._driver import select_mutants
+    from harness.mutate._equivalent import DEFAULT_OUT_OF_CONTRACT_FILE
+
+    listed = load_equivalents(DEFAULT_OUT_OF_CONTRACT_FILE)
+    assert listed, "the shipped list is empty"
+    assert not set(listed) & set(load_equivalents()), "a mutant in both lists"
+    for module in sorted({m for m, _ in listed}):
+        ids = [i for m, i in listed if m == module]
+        found = select_mutants(MutationConfig(modules=[module], ids=ids))[0]
+        assert sorted(m.id for m in found) == sorted(ids)
+        for m in found:
+            assert listed[(module, m.id)].after == m.after, m.id
