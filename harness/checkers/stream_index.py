@@ -234,7 +234,10 @@ class _Sorted:
         return sum(a.itemsize * len(a) for a in (self.keys, self.ts, self.proc)) + len(self.has_ts)
 
 
-_NO = (1 << 64) - 1  # no caller: a code no string gets (hex codes carry a length of 1-15 in the top bits)
+# no caller: a code no string gets. Short hex codes carry their length (1-15) in the top 4 bits, so every value
+# with a non-zero top nibble is some string's (2**64 - 1 is 15 f's); with a zero nibble an odd code is a 16-digit
+# id's table serial (2 x serial + 1), and no table holds 2**59 ids
+_NO = (1 << 60) - 1
 _Done = tuple[int, float | None, float | None, int]  # chat_done lines, the last's status, total_ms, request id
 
 

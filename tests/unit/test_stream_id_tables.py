@@ -63,3 +63,25 @@ def test_log_index_codes_of_16_digit_ids_are_exact() -> None:
     assert [ix.code(s) for s in strings] == codes
     assert ix.code(format((5 << 40) + 1, "016x")) is None  # a 16-digit id never coded
     assert ix.code("ABCDEF0123456789") is None and ix.code("0123456789abcdef0") is None
+
+
+def test_a_caller_id_of_fifteen_fs_is_not_taken_for_no_caller() -> None:
+    """15 hex digits of f coded to 2**64 - 1, the "no caller" marker: its chat_done was dropped from by_caller."""
+    caller = "f" * 15
+    lines = [
+        {"event": "chat_start", "ts": 1.0, "pid": 1, "req_id": "r1", "session_id": "s", "caller_request_id": caller},
+        {
+            "event": "chat_done",
+            "ts": 2.0,
+            "pid": 1,
+            "req_id": "r1",
+            "session_id": "s",
+            "caller_request_id": caller,
+            "status": 200,
+            "total_ms": 5.0,
+        },
+    ]
+    index = LogIndex(lines)
+    assert index.logged(caller)
+    done = index.done_by_caller(caller)
+    assert done is not None and done[:2] == (1, 200.0)
