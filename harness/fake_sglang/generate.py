@@ -144,7 +144,10 @@ class TokenModel:
     # -- tokenizer primitives
 
     def _end_id(self) -> int:
-        """The special token the template closes an assistant turn with, right after the content."""
+        """The special token the template closes an assistant turn with: the first after the content.
+
+        Templates may put whitespace between the content and that token (a newline before the end of turn that
+        the model never generates, CONTEXT.md); the model stops right after its content, with that token."""
         probe = "Probe end"
         full = self.render_text(
             [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], add_generation_prompt=False
@@ -152,6 +155,7 @@ class TokenModel:
         cut = full.rfind(probe)
         after = full[cut + len(probe) :] if cut >= 0 else ""
         added = {str(t): int(i) for t, i in (self.tok.get_added_vocab() or {}).items()}
+        after = after.lstrip()
         closing = [t for t in added if t and after.startswith(t)]
         if closing:
             return added[max(closing, key=len)]
