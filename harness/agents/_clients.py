@@ -173,10 +173,12 @@ class Upload:
             "upload_reader": self.reader,
         }
 
-    def headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+    def headers(self, headers: dict[str, str] | None, *, declared: bool = True) -> dict[str, str]:
+        """``headers`` with this body's ``Content-Length`` (``declared``), or none: httpx then frames it chunked."""
         out = {k: v for k, v in (headers or {}).items() if k.lower() != "content-length"}
         out.setdefault("content-type", "application/json")
-        out["content-length"] = str(self.size)
+        if declared:
+            out["content-length"] = str(self.size)
         return out
 
 
