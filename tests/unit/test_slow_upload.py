@@ -19,10 +19,10 @@ from test_checkers_builders import RunBuilder
 from test_checkers_rules import kinds, run_one
 
 import reference_impl.app as server_app
-from reference_impl.config import ServerConfig
 from harness.agents import Upload
 from harness.scenario import load_scenario
 from harness.sim.runner import check, simulate, with_seed
+from reference_impl.config import ServerConfig
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
