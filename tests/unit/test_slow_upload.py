@@ -154,3 +154,11 @@ def test_a_server_that_reads_a_declared_oversized_body_is_flagged_on_the_referen
     _, verdicts = _fuzz_run()
     assert verdicts["bad_input"]["status"] == "invalid", verdicts["bad_input"]
     assert "read_before_refusal" in str(verdicts["bad_input"])
+
+
+def test_shrink_tries_the_bodies_at_once() -> None:
+    from harness.sim.shrink import _candidates
+
+    d = {"workload": {"sessions": 2}, "agent": {"upload_chunks": 4, "upload_ms": [60, 240]}}
+    got = {label: cand for label, cand, _ in _candidates(d, "random", 3)}
+    assert got["agent.upload_chunks 4 -> 1"]["agent"]["upload_chunks"] == 1
