@@ -55,6 +55,7 @@ are recorded (``framing``), so http_framing judges what RFC 9110 requires of the
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ from typing import Any
 
 import httpx
 
+from harness.agents._clients import Upload
 from harness.history import History
 from harness.scenario import Scenario
 from harness.seams import IdSource
@@ -129,6 +131,11 @@ class Case:
     expect: str  # "4xx" | "no_5xx"
     chat: bool = False  # a chat request to the victim (recorded as f="chat")
     headers: tuple[tuple[str, str], ...] = ()  # sent as well (non-chat cases)
+    # a slow link (harness.agents.Upload): the body in ``pieces`` over ``upload_s``, its Content-Length
+    # declared, or (``chunked``) framed chunked with no length; 1 piece: the body at once
+    pieces: int = 1
+    upload_s: float = 0.0
+    chunked: bool = False
 
 
 def _dumps(x: Any) -> bytes:
@@ -364,18 +371,33 @@ class _Fuzzer:
         self.http = http
         self.ids = IdSource(derive_seed(sc.seed, "fuzz", "ids"))
         self.attempts = 0
+        self.reader = "socket"  # who takes a slow body's pieces: the in-process app ("server") or a socket
 
     def _rid(self) -> str:
         return f"fz{self.ids.caller_request_id()}"  # 64 bits, as the agents' (32 would collide in long fuzz runs)
 
-    async def _send(self, op: int, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
+    async def _send(
+        self,
+        op: int,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        up: Upload | None = None,
+        chunked: bool = False,
+    ) -> Any:
         try:
-            r = await self.http.request(method, url, content=body, headers=headers)
+            if up is None:
+                r = await self.http.request(method, url, content=body, headers=headers)
+            else:
+                r = await self.http.request(
+                    method, url, content=up.stream(), headers=up.headers(headers, declared=not chunked)
+                )
         except httpx.TimeoutException as exc:
-            self.history.info(op, error=f"{type(exc).__name__}: {exc}")
+            self.history.info(op, error=f"{type(exc).__name__}: {exc}", **_upload_facts(up))
             return None
         except Exception as exc:  # a dropped connection, or (in process) the app raising: no answer
-            self.history.info(op, error=f"{type(exc).__name__}: {exc}"[:500], dropped=True)
+            self.history.info(op, error=f"{type(exc).__name__}: {exc}"[:500], dropped=True, **_upload_facts(up))
             return None
         return r
 
@@ -420,6 +442,8 @@ class _Fuzzer:
         plain: bool = False,
         odd: bool = False,
         fault: str | None = None,
+        up: Upload | None = None,
+        chunked: bool = False,
     ) -> Any:
         """Send one chat; the assistant message of a 200 answer that was not aborted (else None).
 
@@ -433,10 +457,11 @@ class _Fuzzer:
             headers.update({"x-turn": str(turn), "x-attempt": str(attempt)})
         if fault is not None:
             headers["x-fake-fault"] = fault
-        r = await self._send(op, "POST", f"{self.server}/sessions/{sid}/v1/chat/completions", body, headers)
+        url = f"{self.server}/sessions/{sid}/v1/chat/completions"
+        r = await self._send(op, "POST", url, body, headers, up, chunked)
         if r is None:
             return None
-        fields = _reply_fields(r)
+        fields = _reply_fields(r, up)
         if r.status_code != 200:
             self.history.fail(op, **fields, error=r.text[:300])
             return None
@@ -645,6 +670,16 @@ class _Fuzzer:
         at_limit = head[:-2] + b"x" * (BIG_BODY - 1 - len(head)) + head[-2:]
         label = "passthrough:POST generate (a body of exactly 4 MiB)"
         await self.case(Case(label, "passthrough", "POST", path, at_limit, "no_5xx"), victim)
+        # A slow link (CONTEXT.md: huge bodies are normal): a chat body of twice BIG_BODY sent in 8 pieces over
+        # 0.4 s, with its Content-Length, then framed chunked with none. Any server may refuse or serve it; our
+        # reference server refuses a declared length past max_body_bytes before reading a byte of the body, and
+        # a chunked one as soon as the limit is passed, reading nothing past it (docs/reference_server.md;
+        # bad_input ``read_before_refusal`` / ``read_past_limit``, judged on the reference server only).
+        head = _dumps({"model": _MODEL, "messages": list(_BASE), "pad": ""})
+        huge = head[:-2] + b"x" * (2 * BIG_BODY - len(head)) + head[-2:]
+        for label, chunked in (("sent slowly", False), ("chunked, sent slowly", True)):
+            slow = _chat_case(f"http:huge chat body, {label}", "huge_body", huge, "no_5xx")
+            await self.case(dataclasses.replace(slow, pieces=8, upload_s=0.4, chunked=chunked), victim)
 
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
@@ -661,6 +696,11 @@ class _Fuzzer:
         rid = self._rid()
         tags: dict[str, Any] = {"fuzz": case.name, "fuzz_category": case.category, "expect": case.expect}
         tags["body_bytes"] = len(case.body) if case.body is not None else 0
+        up: Upload | None = None
+        if case.pieces > 1 and case.body:
+            up = Upload.split(case.body, case.pieces, case.upload_s, self.history.now)
+            up.reader = self.reader
+            tags.update(upload_chunks=len(up.chunks), upload_piece=len(up.chunks[0]), upload_declared=not case.chunked)
         if case.chat:
             self.attempts += 1
             op = self.history.invoke(
@@ -675,7 +715,7 @@ class _Fuzzer:
                 stream=False,
                 **tags,
             )
-            await self._chat_completion(op, victim, case.body, rid, self.attempts, turn)
+            await self._chat_completion(op, victim, case.body, rid, self.attempts, turn, up=up, chunked=case.chunked)
             return
         addressed = victim if "{victim}" in case.path else None
         op = self.history.invoke(
@@ -692,12 +732,12 @@ class _Fuzzer:
         if case.body is not None:
             headers["content-type"] = "application/json"
         headers.update(case.headers)
-        r = await self._send(op, case.method, f"{self.server}{path}", case.body, headers)
+        r = await self._send(op, case.method, f"{self.server}{path}", case.body, headers, up, case.chunked)
         if r is not None:
             if 200 <= r.status_code < 300:
-                self.history.ok(op, **_reply_fields(r))
+                self.history.ok(op, **_reply_fields(r, up))
             else:
-                self.history.fail(op, **_reply_fields(r))
+                self.history.fail(op, **_reply_fields(r, up))
 
 
 def _json(r: httpx.Response) -> Any:
@@ -707,8 +747,13 @@ def _json(r: httpx.Response) -> Any:
         return None
 
 
-def _reply_fields(r: httpx.Response) -> dict[str, Any]:
-    """Status, a few headers, and how often each header came (http_framing's ``framing.header_counts``)."""
+def _upload_facts(up: Upload | None) -> dict[str, Any]:
+    return {} if up is None else up.facts()
+
+
+def _reply_fields(r: httpx.Response, up: Upload | None = None) -> dict[str, Any]:
+    """Status, a few headers, and how often each header came (http_framing's ``framing.header_counts``);
+    for a body sent slowly, how much of it was taken (``Upload.facts``)."""
     keep = ("x-sglang-aborted", "x-req-id", "content-type")
     counts: dict[str, int] = {}
     for k, _ in r.headers.raw:
@@ -718,6 +763,7 @@ def _reply_fields(r: httpx.Response) -> dict[str, Any]:
         "status": r.status_code,
         "headers": {k: r.headers[k] for k in keep if k in r.headers},
         "framing": {"header_counts": counts},
+        **_upload_facts(up),
     }
 
 
@@ -729,6 +775,7 @@ async def run_fuzz(
         return
     async with httpx.AsyncClient(transport=transport, timeout=sc.agent.timeout_s) as http:
         fz = _Fuzzer(sc, servers[0], history, http)
+        fz.reader = "server" if transport is not None else "socket"
         canary = await fz.create("canary")
         victim = await fz.create("victim")
         if canary is None or victim is None:

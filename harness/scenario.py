@@ -213,6 +213,11 @@ class AgentSpec:
     # field), and open each episode with a worked example exchange whose answer carries its reasoning
     send_reasoning: bool = False
     demonstration: bool = False
+    # a slow link: a chat's body goes in ``upload_chunks`` pieces spread over a seeded draw from ``upload_ms``
+    # (first piece to last), Content-Length declared; 1 piece (the default) is the body at once
+    upload_chunks: int = 1
+    upload_ms: tuple[float, float] = (0.0, 0.0)
+    upload_probability: float = 1.0  # per chat, when upload_chunks > 1
 
 
 @dataclass(frozen=True)
@@ -844,7 +849,16 @@ def _parse_agent(t: _Table) -> AgentSpec:
         template_kwargs_probability=t.prob("template_kwargs_probability", 1.0),
         send_reasoning=t.bool_("send_reasoning", False),
         demonstration=t.bool_("demonstration", False),
+        upload_chunks=t.int_("upload_chunks", 1, 1, 64),
+        upload_ms=t.frange("upload_ms", (0.0, 0.0)),
+        upload_probability=t.prob("upload_probability", 1.0),
     )
+    if spec.upload_ms[1] > 10_000.0:
+        raise t.err("upload_ms", f"a slow upload is bounded: at most 10000 ms, got {spec.upload_ms[1]:g}")
+    if spec.upload_ms[1] / 1000.0 >= spec.timeout_s:
+        raise t.err(
+            "upload_ms", f"must stay below the client timeout ({spec.timeout_s:g} s): the upload is the request"
+        )
     t.done()
     return spec
 

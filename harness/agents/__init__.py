@@ -18,6 +18,7 @@ from harness.agents._clients import (
     OpenAIClient,
     Reply,
     RouteByHost,
+    Upload,
     make_client,
 )
 from harness.agents._episode import (
@@ -40,6 +41,7 @@ __all__ = [
     "OpenAIClient",
     "Reply",
     "RouteByHost",
+    "Upload",
     "committed_choice",
     "framing_facts",
     "make_client",

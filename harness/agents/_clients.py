@@ -23,9 +23,11 @@ its ``kind``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ __all__ = [
     "OpenAIClient",
     "Reply",
     "RouteByHost",
+    "Upload",
     "make_client",
     "user_agent",
 ]
@@ -122,6 +125,63 @@ class Reply:
         return None
 
 
+@dataclass
+class Upload:
+    """A request body sent the way a client on a slow link sends it: in pieces, over time.
+
+    ``Content-Length`` is declared up front (the client knows the body; its link is what is slow), the first
+    piece goes with the headers and each later one ``gap_s`` after the previous. ``sent`` counts the pieces
+    taken so far and ``done_at`` (the history's clock, ``clock``) is when the last one was taken: whoever pulls
+    the body takes them, the server's ASGI ``receive`` in process (``reader == "server"``: then ``sent`` is what
+    the server read), the HTTP library writing to the socket live (``"socket"``: the server has read at most
+    that much). Either way the server cannot have the whole body before ``done_at``.
+    """
+
+    chunks: list[bytes]
+    gap_s: float
+    clock: Callable[[], float]
+    reader: str = "server"
+    sent: int = 0
+    done_at: float | None = None
+
+    @classmethod
+    def split(cls, raw: bytes, pieces: int, span_s: float, clock: Callable[[], float]) -> Upload:
+        """``raw`` in ``pieces`` (at most one per byte) of about equal size, the last ``span_s`` after the first."""
+        n = max(1, min(pieces, len(raw)))
+        step = -(-len(raw) // n) if raw else 0
+        chunks = [raw[i : i + step] for i in range(0, len(raw), step)] if raw else [b""]
+        return cls(chunks, span_s / (len(chunks) - 1) if len(chunks) > 1 else 0.0, clock)
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(self.chunks):
+            if i and self.gap_s > 0:
+                await asyncio.sleep(self.gap_s)
+            self.sent = i + 1
+            if self.sent == len(self.chunks):
+                self.done_at = self.clock()
+            yield chunk
+
+    def facts(self) -> dict[str, Any]:
+        """For the history's completion: how much of the body was taken, and when the last piece went."""
+        return {
+            "upload_sent": self.sent,
+            "upload_done": None if self.done_at is None else round(self.done_at, 6),
+            "upload_reader": self.reader,
+        }
+
+    def headers(self, headers: dict[str, str] | None, *, declared: bool = True) -> dict[str, str]:
+        """``headers`` with this body's ``Content-Length`` (``declared``), or none: httpx then frames it chunked."""
+        out = {k: v for k, v in (headers or {}).items() if k.lower() != "content-length"}
+        out.setdefault("content-type", "application/json")
+        if declared:
+            out["content-length"] = str(self.size)
+        return out
+
+
 class ClientFailure(Exception):
     """The call produced no usable response. ``outcome``: "fail" (never happened) or "info" (unknown)."""
 
@@ -139,6 +199,10 @@ class HttpClient(Protocol):
     ) -> Reply: ...
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply: ...
+
+    async def upload(self, method: str, url: str, up: Upload, headers: dict[str, str] | None = None) -> Reply:
+        """``up``'s body sent in its pieces over time (a slow link), with its Content-Length."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -172,7 +236,7 @@ def _parse_json_text(text: str) -> Any:
         return None
 
 
-def _chat_url(server: str, session_id: str) -> str:
+def chat_url(server: str, session_id: str) -> str:
     return f"{server}/sessions/{session_id}/v1/chat/completions"
 
 
@@ -206,6 +270,7 @@ class HttpxClient:
         # A client built here has no auth, no event hooks, no redirect following: its send is the transport's
         # call plus the cookie jar, and taking that path directly halves httpx's own client-layer CPU (#15).
         self._lean = client is None
+        self._in_process = transport is not None  # an ASGI app reads the body itself (sim, tests)
 
     def _url(self, url: str) -> httpx.URL:
         """``url`` parsed once: httpx parses a ``str`` on every request (~10% of its cost), a ``URL`` it reuses."""
@@ -249,7 +314,19 @@ class HttpxClient:
         return resp
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
+        return await self.send("POST", chat_url(server, session_id), json_body=body, headers=headers)
+
+    async def upload(self, method: str, url: str, up: Upload, headers: dict[str, str] | None = None) -> Reply:
+        if not self._in_process:
+            up.reader = "socket"
+        try:
+            request = self.http.build_request(
+                method, self._url(url), content=up.stream(), headers=up.headers(headers), extensions=_trace_extensions()
+            )
+            resp = await (self._send_lean(request) if self._lean else self.http.send(request))
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from exc
+        return _from_httpx(resp)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -342,7 +419,13 @@ class H1Client:
         return Reply.of(r.status, r.headers, r.body)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
+        return await self.send("POST", chat_url(server, session_id), json_body=body, headers=headers)
+
+    async def upload(self, method: str, url: str, up: Upload, headers: dict[str, str] | None = None) -> Reply:
+        """A body sent over time is the httpx library's (a streamed request body); this pool writes bytes."""
+        if self._other is None:
+            self._other = HttpxClient()
+        return await self._other.upload(method, url, up, headers)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -485,6 +568,7 @@ class AiohttpClient:
             timeout=aiohttp.ClientTimeout(total=_LIB_TIMEOUT_S),
             headers={"User-Agent": user_agent(self.kind)},  # instead of aiohttp's "Python/3.x aiohttp/3.x"
         )
+        self._streamer: HttpxClient | None = None
 
     async def send(
         self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None
@@ -506,10 +590,18 @@ class AiohttpClient:
         return Reply.of(status, pairs, raw)
 
     async def chat(self, server: str, session_id: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        return await self.send("POST", _chat_url(server, session_id), json_body=body, headers=headers)
+        return await self.send("POST", chat_url(server, session_id), json_body=body, headers=headers)
+
+    async def upload(self, method: str, url: str, up: Upload, headers: dict[str, str] | None = None) -> Reply:
+        """A body sent over time goes through the httpx library (a streamed body with its Content-Length)."""
+        if self._streamer is None:
+            self._streamer = HttpxClient()
+        return await self._streamer.upload(method, url, up, headers)
 
     async def aclose(self) -> None:
         await self.http.close()
+        if self._streamer is not None:
+            await self._streamer.aclose()
 
 
 class RouteByHost(httpx.AsyncBaseTransport):

@@ -18,6 +18,11 @@ rollout code has:
   the history is resent without the last assistant + tool messages, which
   forces the server to roll back one assistant checkpoint; the first turn can
   be redone the same way with a different user message.
+- **slow upload** (``agent.upload_chunks`` > 1): the body goes in pieces over
+  ``upload_ms``, as from a rollout worker on a slow or congested link; the
+  history records how much was sent and when the last piece went
+  (``upload_done``): a request whose body is still on its way has not
+  arrived, so a DELETE answered meanwhile must win (no_resurrection).
 - **chaos** hooks (see harness.chaos): duplicate in-flight copies, a
   disconnect followed by DELETE, a DELETE fired by the nemesis while the chat
   is in its proxy phase, a probe of a process that does not own the session.
@@ -36,7 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.agents._clients import REQUEST_PROGRESS, ClientFailure, HttpClient, Reply
+from harness.agents._clients import REQUEST_PROGRESS, ClientFailure, HttpClient, Reply, Upload, chat_url
+from harness.agents._h1 import json_bytes
 from harness.chaos import Nemesis
 from harness.history import History
 from harness.scenario import AgentSpec, WorkloadSpec
@@ -478,7 +484,9 @@ class Agent:
             h["x-attempt"] = str(attempt)
         return h
 
-    async def _call(self, op: int, coro: Any, cancel_after: float | None = None) -> Reply | ChatOutcome:
+    async def _call(
+        self, op: int, coro: Any, cancel_after: float | None = None, up: Upload | None = None
+    ) -> Reply | ChatOutcome:
         limit = self.spec.timeout_s if cancel_after is None else min(cancel_after, self.spec.timeout_s)
         progress: dict[str, bool] = {}  # the client's "sent" (REQUEST_PROGRESS), recorded when it gave up
         token = REQUEST_PROGRESS.set(progress)
@@ -487,10 +495,11 @@ class Agent:
                 reply: Reply = await coro
         except TimeoutError:
             err = "client disconnected (chaos)" if cancel_after is not None else f"timeout after {limit:g} s"
-            self.history.info(op, error=err, **progress)
+            self.history.info(op, error=err, **progress, **(up.facts() if up is not None else {}))
             return ChatOutcome(op, "info", error=err, kind="disconnected" if cancel_after is not None else "timeout")
         except ClientFailure as exc:
-            self.history.complete(op, "fail" if exc.outcome == "fail" else "info", error=str(exc))
+            facts = up.facts() if up is not None else {}
+            self.history.complete(op, "fail" if exc.outcome == "fail" else "info", error=str(exc), **facts)
             return ChatOutcome(op, exc.outcome, error=str(exc), kind=exc.kind)
         except asyncio.CancelledError:
             self.history.info(op, error="cancelled (run ended)")
@@ -555,6 +564,7 @@ class Agent:
         forced = self.plan.chaos.forced_fault(turn) if attempt == 0 else None
         if forced:
             headers["x-fake-fault"] = forced
+        up = self._upload(body)
         now = self.history.now()
         op = self.history.invoke(
             process=self.plan.process,
@@ -573,15 +583,37 @@ class Agent:
             **({"template_kwargs": body["chat_template_kwargs"]} if "chat_template_kwargs" in body else {}),
             forced_fault=forced,
             **(how or {}),
+            **({} if up is None else {"upload_chunks": len(up.chunks), "upload_bytes": up.size}),
         )
         self.nemesis.chat_sent(session=sid, server=self.server, turn=turn, chaos=self.plan.chaos)
-        r = await self._call(op, self.client.chat(self.server, sid, body, headers), cancel_after)
+        if up is None:
+            sending = self.client.chat(self.server, sid, body, headers)
+        else:
+            sending = self.client.upload("POST", chat_url(self.server, sid), up, headers)
+        r = await self._call(op, sending, cancel_after, up)
         if isinstance(r, ChatOutcome):
             return r
-        return self._chat_reply(op, r, stream=bool(body.get("stream")))
+        return self._chat_reply(op, r, stream=bool(body.get("stream")), up=up)
 
-    def _chat_reply(self, op: int, r: Reply, *, stream: bool = False) -> ChatOutcome:
+    def _upload(self, body: dict[str, Any]) -> Upload | None:
+        """This chat's body as a slow link sends it (``agent.upload_chunks``), or None: all at once.
+
+        No draw is made unless the scenario asks for slow uploads, so every other scenario's stream of
+        draws (and its history) is what it was.
+        """
+        spec = self.spec
+        if spec.upload_chunks <= 1:
+            return None
+        if spec.upload_probability < 1.0 and self._draw() >= spec.upload_probability:
+            return None
+        lo, hi = spec.upload_ms
+        span = (lo + (hi - lo) * self._draw()) / 1000.0
+        return Upload.split(json_bytes(body), spec.upload_chunks, span, self.history.now)
+
+    def _chat_reply(self, op: int, r: Reply, *, stream: bool = False, up: Upload | None = None) -> ChatOutcome:
         facts = framing_facts(r)
+        if up is not None:
+            facts.update(up.facts())
         if stream and r.status == 200:
             # Strict like a real streaming client: the OpenAI SSE rules, the terminator required.
             json_body = ["stream=true answered with a JSON body, not an event stream"]

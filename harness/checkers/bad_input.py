@@ -19,6 +19,14 @@ that an unknown session is a 404. So, per fuzz operation:
 - a 413 (content too large) to a body under 1 KiB is ``too_large_claimed``; so is one to a body within
   ``max_body_bytes`` of the reference server the harness starts itself (docs/reference_server.md: larger is
   413; ``ops.server_max_body``; another server's limit is not known);
+- a body sent slowly (``upload_chunks``, the fuzz's huge chat bodies on a slow link) and refused 413 by our
+  reference server (``ops.reference_target``, the coverage bug wrappers included; docs/reference_server.md:
+  "a content-length above the limit is refused before reading, a chunked body as soon as the limit is passed
+  (nothing past it is read or buffered)"): a declared length past ``max_body_bytes`` refused after the server
+  read a piece of the body is ``read_before_refusal``; a chunked one refused after it read more pieces than
+  it takes to pass the limit is ``read_past_limit``. Judged only where the pieces counted are the ones the
+  server read (``upload_reader = "server"``: in process, the app's ASGI ``receive`` takes them); over a socket
+  the count is what the client wrote, and another server's limit and reading are its own (a note says so);
 - the canary session, which no fuzz request addresses, reads back the same
   before and after (``canary_changed``), compared on what the protocol
   promises: its records and the token id lists in its metadata (a server may
@@ -43,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.checkers.base import Verdict, Violation, verdict
-from harness.checkers.ops import Op, pair_ops, server_max_body
+from harness.checkers.ops import REFERENCE_MAX_BODY, Op, pair_ops, reference_target, server_max_body, server_options
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.rundata import RunData
 
@@ -77,6 +85,8 @@ class BadInput:
         out: list[Keyed] = []
         known = server_max_body(part.run)
         limit = known if known is not None else -1  # -1: no body is within an unknown limit
+        read_limit = _reading_limit(part.run)
+        slow_unjudged = 0
         timeouts = 0
         statuses: Counter[str] = Counter()
         for o in fuzz:
@@ -92,6 +102,12 @@ class BadInput:
                     timeouts += 1
                 continue
             statuses[f"{st // 100}xx"] += 1
+            if st == 413 and isinstance(o.invoke.get("upload_chunks"), int):
+                found = _read_too_much(o, read_limit)
+                if found is None:
+                    slow_unjudged += 1
+                elif found:
+                    out.append((key, Violation(f"{name}: {found[1]}", o.indices, o.session, found[0])))
             if st >= 500:
                 # a request the backend was told to fail (expect "backend_fault") may get a gateway error:
                 # no_unexpected_5xx attributes its status to the fault the backend applied
@@ -124,6 +140,7 @@ class BadInput:
             "fuzz": len(fuzz),
             "out": out,
             "timeouts": timeouts,
+            "slow_unjudged": slow_unjudged,
             "statuses": statuses,
             "acked": list({o.session for o in fuzz if o.acknowledged}),  # the sessions of accepted cases (few)
             "snaps": {r: _snap(o) for r, o in self._snapshots(mine).items()},
@@ -183,6 +200,12 @@ class BadInput:
         said = [f"{n_fuzz} fuzz requests", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))]
         if timeouts:
             said.append(f"{timeouts} timed out (not judged)")
+        slow = sum(p.get("slow_unjudged", 0) for p in parts)
+        if slow:
+            said.append(
+                f"{slow} slowly sent bodies refused 413 not judged on how much was read before the refusal "
+                "(only our reference server documents it, and only in process is the count the server's reads)"
+            )
         return verdict(self.name, violations, unknown=unknown, notes="; ".join(p for p in said if p))
 
     @staticmethod
@@ -197,6 +220,51 @@ class BadInput:
             if (o.type == "ok") if not broken else failed:
                 out[reason] = o
         return out
+
+
+def _reading_limit(run: RunData) -> int | None:
+    """``max_body_bytes`` of our reference server (its coverage bug wrappers too), whose reading of a body it
+    refuses is documented (docs/reference_server.md); None for any other server."""
+    if not reference_target(run, kind_default="reference"):
+        return None
+    given, _why = server_options(run)
+    n = given.get("max_body_bytes", REFERENCE_MAX_BODY) if given is not None else None
+    return n if isinstance(n, int) and n >= 1 else None
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _read_too_much(o: Op, limit: int | None) -> tuple[str, str] | tuple[()] | None:
+    """A 413 to a slowly sent body: (kind, message) when the server read more of it than documented, () when it
+    did not, None when that cannot be judged (not our server, or the pieces counted are the client's writes)."""
+    comp = o.completion or {}
+    sent, piece, size = comp.get("upload_sent"), o.invoke.get("upload_piece"), o.invoke.get("body_bytes")
+    if limit is None or comp.get("upload_reader") != "server":
+        return None
+    if not (_count(sent) and _count(piece) and _count(size)):
+        return None
+    assert isinstance(sent, int) and isinstance(piece, int) and isinstance(size, int)
+    if piece < 1:
+        return None
+    pieces = o.invoke["upload_chunks"]
+    if o.invoke.get("upload_declared", True):
+        if size > limit and sent > 0:
+            return (
+                "read_before_refusal",
+                f"413 for a declared Content-Length of {size} past max_body_bytes {limit} came after the server "
+                f"read {sent} of its {pieces} pieces: the reference server refuses such a length before reading",
+            )
+        return ()
+    needed = min(pieces, limit // piece + 1)  # pieces it takes to pass the limit
+    if sent > needed:
+        return (
+            "read_past_limit",
+            f"413 for a chunked body came after the server read {sent} of its {pieces} pieces of {piece} bytes, "
+            f"though {needed} pass max_body_bytes {limit}: the reference server stops reading at the limit",
+        )
+    return ()
 
 
 def _snap(o: Op) -> dict[str, Any]:

@@ -107,6 +107,15 @@ class Op:
         return float(self.completion.get("time", self.start))
 
     @property
+    def arrived(self) -> float:
+        """When the whole request had been sent: the start, or for a body sent slowly (``agent.upload_chunks``)
+        the time its last piece went (``upload_done``). Before that no server can have parsed the body."""
+        done = None if self.completion is None else self.completion.get("upload_done")
+        if isinstance(done, int | float) and not isinstance(done, bool):
+            return max(self.start, float(done))
+        return self.start
+
+    @property
     def intended(self) -> float:
         return float(self.invoke.get("intended", self.start))
 

@@ -7,8 +7,14 @@ silently starting a fresh episode under the old id; its records then mix into
 training data as if they belonged to the deleted episode.
 
 Rule: after a DELETE answered 204 (the client saw the 204 at time T), every
-operation on that session invoked after T (chat, get, probe, delete) gets 404,
-and the session's final state is 404 (``final_states[sid] is None``). A server
+operation on that session that arrived after T (chat, get, probe, delete) gets
+404, and the session's final state is 404 (``final_states[sid] is None``). A
+request arrives when it has been sent whole: its invocation, or for a body sent
+slowly (``agent.upload_chunks``) when its last piece went (``upload_done``).
+A chat whose body was still on its way when the 204 came cannot have passed
+Phase 1 (which parses the body, under the lock, after re-checking
+``closing``) before the DELETE set ``closing``: served, it was proxied for a
+removed session (a Phase 1 without the closing re-check). A server
 log showing ``session_created`` twice for one id is also a resurrection, and
 so is a ``chat_done`` that committed (or kept a provisional) after that
 process logged ``session_deleted`` for the session: the write went into a
@@ -51,15 +57,24 @@ class NoResurrection:
                 continue
             d = deleted[sid]
             t_del = d.seen_end
-            if t_del is None or o.start <= t_del:
+            if t_del is None or o.arrived <= t_del:
                 continue
             st = o.status
             if st is None or st == 404 or st >= 500:
                 continue
-            msg = (
-                f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
-                f"not 404: the session came back"
-            )
+            if o.start <= t_del:  # invoked before the 204, but its body's last piece went after it
+                if not 200 <= st < 300:  # only a served one is judged: a 4xx may refuse the body before the lock
+                    continue
+                msg = (
+                    f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
+                    f"not 404, though its body was still being sent until t={o.arrived:.3f}: served for a "
+                    "removed session (Phase 1 must re-check closing under the lock)"
+                )
+            else:
+                msg = (
+                    f"{o.f} on session deleted at t={t_del:.3f} (history {d.completion_index}) answered {st}, "
+                    f"not 404: the session came back"
+                )
             out.append(((0, o.invoke_index), Violation(msg, d.indices + o.indices, sid, "resurrected")))
         no_final: list[str] = []
         for sid, d in sorted(deleted.items()):

@@ -141,6 +141,9 @@ def _candidates(d: Data, strategy: str, depth: int) -> Iterator[tuple[str, Data,
     ag = _tbl(d, "agent")
     if ag.get("stream_probability"):
         yield "agent.stream_probability -> 0", put("agent", "stream_probability", 0.0), depth
+    up = ag.get("upload_chunks")
+    if isinstance(up, int) and up > 1:  # bodies at once: the failure did not need a slow link
+        yield f"agent.upload_chunks {up} -> 1", put("agent", "upload_chunks", 1), depth
     yield from _template_kwargs_candidates(d, depth)
     client = ag.get("client")
     if isinstance(client, dict) and len([k for k, v in client.items() if v]) > 1:
