@@ -41,7 +41,8 @@ list content). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
 connection reset (``x-fake-fault: reset``), a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``) and one whose
-``choices`` are empty (``empty_choices``): a 502 each, never a 500.
+``choices`` are empty (``empty_choices``) and one whose message holds a
+tool call without a name (``bad_tool_call``): a 502 each, never a 500.
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, one with
 ``chat_template_kwargs`` a string, and through the pass-through ``GET v1/models/m1`` and ``GET v1/models/m``
@@ -564,6 +565,9 @@ class _Fuzzer:
         await self._backend_fault_chat(sid, "null_first_choice")
         # and one whose choices list is empty (the fake's empty_choices): no choice, no meta_info: 502, never 500
         await self._backend_fault_chat(sid, "empty_choices")
+        # and one whose assistant message holds a tool call without a name (the fake's bad_tool_call): a message
+        # that cannot be stored as a turn (the template must render it back next turn): 502, never 500
+        await self._backend_fault_chat(sid, "bad_tool_call")
 
     async def _backend_fault_chat(self, sid: str, fault: str) -> None:
         """A first-turn chat the fake answers with ``fault`` (``x-fake-fault``): the server's 502, never a 500."""

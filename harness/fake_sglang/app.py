@@ -70,7 +70,15 @@ GENERATE = "/generate"
 MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
 MODELS_PREFIX = "/v1/models/"
 _MALFORMED = frozenset(
-    {"no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"}
+    {
+        "no_meta_info",
+        "null_content",
+        "null_first_choice",
+        "empty_choices",
+        "bad_tool_call",
+        "logprob_mismatch",
+        "invalid_json",
+    }
 )
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
@@ -813,6 +821,10 @@ class _Run:
         elif f == "empty_choices":  # a list, but no choice in it (no message, no meta_info)
             if "choices" in obj:
                 obj["choices"] = []
+        elif f == "bad_tool_call":  # a tool call without a name: a message no chat template can render back
+            if "message" in holder:
+                call = {"id": "call_bad", "type": "function", "function": {"name": None, "arguments": "{}"}}
+                holder["message"]["tool_calls"] = [call]
         elif f == "logprob_mismatch":
             lps = holder["meta_info"]["output_token_logprobs"]
             if lps:

@@ -142,6 +142,12 @@ async def test_empty_choices() -> None:
     assert r.status_code == 200 and r.json()["choices"] == [] and entry(app)["outcome"] == "malformed"
 
 
+async def test_bad_tool_call() -> None:
+    r, app = await fault("bad_tool_call")
+    calls = r.json()["choices"][0]["message"]["tool_calls"]
+    assert r.status_code == 200 and calls[0]["function"]["name"] is None and entry(app)["outcome"] == "malformed"
+
+
 async def test_logprob_mismatch() -> None:
     r, _ = await fault("logprob_mismatch")
     meta = r.json()["choices"][0]["meta_info"]

@@ -76,7 +76,16 @@ async def test_abort_provisional_supersede_cycle_with_the_fake() -> None:
 
 
 @pytest.mark.parametrize(
-    "fault", ["no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"]
+    "fault",
+    [
+        "no_meta_info",
+        "null_content",
+        "null_first_choice",
+        "empty_choices",
+        "bad_tool_call",
+        "logprob_mismatch",
+        "invalid_json",
+    ],
 )
 async def test_malformed_fake_answers_are_502(fault: str) -> None:
     async with make_rig(backend_app=create_fake(seed=1)) as r:
