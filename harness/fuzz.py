@@ -27,8 +27,9 @@ correct server can accept the request (not JSON, not an object, no usable
 server may forward it and the backend decide (a wrong type at an optional
 key, an odd role or content part).
 
-After the cases, a *rollback probe* on a third session: two committed turns,
-then a request that diverges before the first assistant turn, which would
+After the cases, a *rollback probe* on a third session: two committed turns
+(the first asks for ``n = 2`` choices and the session goes on from
+``choices[0]``, the one a server records), then a request that diverges before the first assistant turn, which would
 discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
 ``"4xx"``; then the next legal turn of that session as a plain OpenAI client
 sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
@@ -476,7 +477,9 @@ class _Fuzzer:
                 messages=len(msgs),
                 stream=False,
             )
-            body = _dumps({"model": _MODEL, "messages": msgs})
+            # turn 0 asks for two choices (OpenAI ``n``; the fake answers n): the session continues from
+            # choices[0], the one CONTEXT.md records, as every OpenAI client reads it
+            body = _dumps({"model": _MODEL, "messages": msgs, **({"n": 2} if turn == 0 else {})})
             reply = await self._chat_completion(op, sid, body, rid, 0, turn)
             if reply is None:
                 return  # a fault or an abort: no two committed steps to roll back
