@@ -597,6 +597,8 @@ class _Fuzzer:
 
         - a chat whose ``stream`` is a string: any 4xx, but a 401 must carry ``WWW-Authenticate`` (RFC 9110
           15.5.2; http_framing);
+        - ``GET`` of the chat path with a well-formed chat body: not the tracked chat (only POST is), so the
+          pass-through, where the backend's chat route refuses it: any 4xx, never a turn served (bad_input);
         - a chat whose ``chat_template_kwargs`` (the SGLang extension that is an object of template variables,
           not in OpenAI's schema, so not in ``SCHEMA``) is a string: a wrong type at an optional key, never a
           5xx (CONTEXT.md: careless input may not produce a 500); a server may ignore the key (200) or refuse it;
@@ -625,6 +627,12 @@ class _Fuzzer:
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
+        # a well-formed chat body sent with GET to the chat path: only POST is the tracked chat (CONTEXT.md), any
+        # other method is the plain pass-through, where the backend's POST-only chat route refuses it (405) as the
+        # server itself may: a 4xx, never a turn served (GET is a safe method, RFC 9110 9.2.1)
+        raw = _dumps({"model": _MODEL, "messages": list(_BASE)})
+        path = "/sessions/{victim}/v1/chat/completions"
+        await self.case(Case("method:GET chat path (a chat body)", "wrong_method", "GET", path, raw, "4xx"), victim)
         # SGLang's (and vLLM's) chat_template_kwargs is an object; a careless client passes the variable's name
         body = {"model": _MODEL, "messages": list(_BASE), "chat_template_kwargs": "enable_thinking"}
         await self.case(_chat_case("http:chat_template_kwargs=string", "wrong_type", body, "no_5xx"), victim)
