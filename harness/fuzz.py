@@ -630,9 +630,10 @@ class _Fuzzer:
         # a well-formed chat body sent with GET to the chat path: only POST is the tracked chat (CONTEXT.md), any
         # other method is the plain pass-through, where the backend's POST-only chat route refuses it (405) as the
         # server itself may: a 4xx, never a turn served (GET is a safe method, RFC 9110 9.2.1)
-        raw = _dumps({"model": _MODEL, "messages": list(_BASE)})
-        path = "/sessions/{victim}/v1/chat/completions"
-        await self.case(Case("method:GET chat path (a chat body)", "wrong_method", "GET", path, raw, "4xx"), victim)
+        chat_body = _dumps({"model": _MODEL, "messages": list(_BASE)})
+        chat_path = "/sessions/{victim}/v1/chat/completions"
+        label = "method:GET chat path (a chat body)"
+        await self.case(Case(label, "wrong_method", "GET", chat_path, chat_body, "4xx"), victim)
         # SGLang's (and vLLM's) chat_template_kwargs is an object; a careless client passes the variable's name
         body = {"model": _MODEL, "messages": list(_BASE), "chat_template_kwargs": "enable_thinking"}
         await self.case(_chat_case("http:chat_template_kwargs=string", "wrong_type", body, "no_5xx"), victim)
