@@ -41,6 +41,14 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
   pass-through (``/sessions/{id}/{path}``) does, and is judged as a chat is
   for the statuses other than 500.
 
+On our reference server (``ops.reference_target``) the same rules judge the
+``chat_done`` status of a chat whose client got no answer (it timed out or
+lost the connection): a logged 500 there is a crash too (the reference logs
+``cancelled`` / 499 for a client that left, docs/reference_server.md); other
+servers' lines of such requests are not judged (CONTEXT.md fixes what a
+server answers, not what it logs for a request nobody got an answer to).
+Kind ``logged_status_<n>``.
+
 Requests are matched to the backend's executions through the fake's own log
 (the forwarded ``x-request-id``, else routing key + turn + attempt:
 ``ops.Links``), never by time. Without an execution log a 5xx the chaos does

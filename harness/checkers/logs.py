@@ -36,6 +36,9 @@ log_consistency
   counts itself is the server's convention); a counter that is only decremented
   on the happy path (``inflight_leak``) drifts upward after the first error. The
   last heartbeat and the final ``stats`` snapshot of each process say 0.
+- on our reference server (``/stats`` is our extra), the final ``stats``
+  snapshot's ``reqs_total`` is at least the chats answered before it whose one
+  ``chat_start`` is on that process [reqs_total_short]; not in a run with a kill.
 
 leaks
 
