@@ -27,8 +27,9 @@ correct server can accept the request (not JSON, not an object, no usable
 server may forward it and the backend decide (a wrong type at an optional
 key, an odd role or content part).
 
-After the cases, a *rollback probe* on a third session: two committed turns,
-then a request that diverges before the first assistant turn, which would
+After the cases, a *rollback probe* on a third session: two committed turns
+(the first asks for ``n = 2`` choices and the session goes on from
+``choices[0]``, the one a server records), then a request that diverges before the first assistant turn, which would
 discard two assistant steps (CONTEXT.md: at most one, else 400): ``expect``
 ``"4xx"``; then the next legal turn of that session as a plain OpenAI client
 sends it, without the harness's ``x-turn`` / ``x-attempt`` headers
@@ -41,7 +42,8 @@ list content). Before its turns, one legal
 pass-through ``POST generate`` of that session that the fake answers with a
 connection reset (``x-fake-fault: reset``), a chat whose answer's
 ``choices`` start with ``null`` (``null_first_choice``) and one whose
-``choices`` are empty (``empty_choices``): a 502 each, never a 500.
+``choices`` are empty (``empty_choices``) and one whose message holds a
+tool call without a name (``bad_tool_call``): a 502 each, never a 500.
 
 Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stream`` a string, one with
 ``chat_template_kwargs`` a string, and through the pass-through ``GET v1/models/m1`` and ``GET v1/models/m``
@@ -500,7 +502,9 @@ class _Fuzzer:
                 messages=len(msgs),
                 stream=False,
             )
-            body = _dumps({"model": _MODEL, "messages": msgs})
+            # turn 0 asks for two choices (OpenAI ``n``; the fake answers n): the session continues from
+            # choices[0], the one CONTEXT.md records, as every OpenAI client reads it
+            body = _dumps({"model": _MODEL, "messages": msgs, **({"n": 2} if turn == 0 else {})})
             reply = await self._chat_completion(op, sid, body, rid, 0, turn)
             if reply is None:
                 return  # a fault or an abort: no two committed steps to roll back
@@ -589,6 +593,9 @@ class _Fuzzer:
         await self._backend_fault_chat(sid, "null_first_choice")
         # and one whose choices list is empty (the fake's empty_choices): no choice, no meta_info: 502, never 500
         await self._backend_fault_chat(sid, "empty_choices")
+        # and one whose assistant message holds a tool call without a name (the fake's bad_tool_call): a message
+        # that cannot be stored as a turn (the template must render it back next turn): 502, never 500
+        await self._backend_fault_chat(sid, "bad_tool_call")
 
     async def _backend_fault_chat(self, sid: str, fault: str) -> None:
         """A first-turn chat the fake answers with ``fault`` (``x-fake-fault``): the server's 502, never a 500."""
@@ -615,6 +622,8 @@ class _Fuzzer:
 
         - a chat whose ``stream`` is a string: any 4xx, but a 401 must carry ``WWW-Authenticate`` (RFC 9110
           15.5.2; http_framing);
+        - ``GET`` of the chat path with a well-formed chat body: not the tracked chat (only POST is), so the
+          pass-through, where the backend's chat route refuses it: any 4xx, never a turn served (bad_input);
         - a chat whose ``chat_template_kwargs`` (the SGLang extension that is an object of template variables,
           not in OpenAI's schema, so not in ``SCHEMA``) is a string: a wrong type at an optional key, never a
           5xx (CONTEXT.md: careless input may not produce a 500); a server may ignore the key (200) or refuse it;
@@ -643,6 +652,13 @@ class _Fuzzer:
         """
         body = {"model": _MODEL, "messages": list(_BASE), "stream": "yes"}
         await self.case(_chat_case("http:stream=string", "wrong_type", body, "no_5xx"), victim)
+        # a well-formed chat body sent with GET to the chat path: only POST is the tracked chat (CONTEXT.md), any
+        # other method is the plain pass-through, where the backend's POST-only chat route refuses it (405) as the
+        # server itself may: a 4xx, never a turn served (GET is a safe method, RFC 9110 9.2.1)
+        chat_body = _dumps({"model": _MODEL, "messages": list(_BASE)})
+        chat_path = "/sessions/{victim}/v1/chat/completions"
+        label = "method:GET chat path (a chat body)"
+        await self.case(Case(label, "wrong_method", "GET", chat_path, chat_body, "4xx"), victim)
         # SGLang's (and vLLM's) chat_template_kwargs is an object; a careless client passes the variable's name
         body = {"model": _MODEL, "messages": list(_BASE), "chat_template_kwargs": "enable_thinking"}
         await self.case(_chat_case("http:chat_template_kwargs=string", "wrong_type", body, "no_5xx"), victim)

@@ -41,6 +41,14 @@ chat is a tokenization error (the prefix invariant broke) or a crash. So:
   pass-through (``/sessions/{id}/{path}``) does, and is judged as a chat is
   for the statuses other than 500.
 
+On our reference server (``ops.reference_target``) the same rules judge the
+``chat_done`` status of a chat whose client got no answer (it timed out or
+lost the connection): a logged 500 there is a crash too (the reference logs
+``cancelled`` / 499 for a client that left, docs/reference_server.md); other
+servers' lines of such requests are not judged (CONTEXT.md fixes what a
+server answers, not what it logs for a request nobody got an answer to).
+Kind ``logged_status_<n>``.
+
 Requests are matched to the backend's executions through the fake's own log
 (the forwarded ``x-request-id``, else routing key + turn + attempt:
 ``ops.Links``), never by time. Without an execution log a 5xx the chaos does
@@ -69,6 +77,7 @@ from harness.checkers.ops import (
     is_outage,
     is_passthrough,
     pair_ops,
+    reference_target,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations, passthrough_whole
 from harness.rundata import RunData
@@ -85,6 +94,7 @@ TRANSPORT_FAULTS = (
     "null_content",
     "null_first_choice",
     "empty_choices",
+    "bad_tool_call",
     "logprob_mismatch",
     "invalid_json",
     "outage",
@@ -204,7 +214,16 @@ class NoUnexpected5xx:
             else:
                 msg = f"{o.f} answered {st}: {reason}"
                 out.append(((o.invoke_index,), Violation(msg, o.indices, o.session, f"status_{st}")))
+        logged = 0
+        for o, st in _logged_only(part, ops):
+            logged += 1
+            why, reason = self._explain(o, st, chaos, links, stored, passed)
+            if why or reason == "unattributable" or reason.startswith(UNKNOWN):
+                continue  # nothing to say either way about a line no client saw
+            msg = f"chat_done says status {st} for a chat whose client got no answer: {reason}"
+            out.append(((o.invoke_index,), Violation(msg, o.indices, o.session, f"logged_status_{st}")))
         return {
+            "logged": logged,
             "counts": counts,
             "explained": explained,
             "out": out,
@@ -218,6 +237,9 @@ class NoUnexpected5xx:
         counts: Counter[int] = sum((p["counts"] for p in parts), Counter())
         explained: Counter[int] = sum((p["explained"] for p in parts), Counter())
         per = ", ".join(f"{s}: {counts[s]} ({explained[s]} explained)" for s in sorted(counts)) or "no 5xx"
+        logged = sum(p.get("logged", 0) for p in parts)
+        if logged:
+            per += f"; {logged} logged 5xx of chats whose client got no answer"
         run = RunData(scenario=context.scenario, history=[])
         if not faults_applied(run) and fault_kinds(run):
             unknown = ["target.faults_applied is false: the scenario's backend faults were not applied"]
@@ -235,6 +257,31 @@ class NoUnexpected5xx:
 
 
 UNKNOWN = "unknown: "  # an _explain reason that makes the verdict unknown, not a violation
+
+
+def _logged_only(part: Part, ops: list[Op]) -> list[tuple[Op, int]]:
+    """The chats of this part whose client got no status (it timed out or lost the connection) but whose
+    ``chat_done`` line says the server answered 5xx, with that status: on our reference server only.
+
+    The server's own account of such a request is held to the rules of an answered one: a logged 500
+    is a tokenization error or a crash, a logged 502 a backend fault, and so on. CONTEXT.md fixes what
+    a server answers, not what it logs for a request nobody got an answer to (499, 500, nothing: servers
+    differ), so another server's lines are not judged; docs/reference_server.md says a chat whose
+    client left is logged ``cancelled`` / 499. Joined by the caller's ``x-request-id``, and only where
+    exactly one ``chat_start`` carries it (a duplicate retry that reuses it would join the other line).
+    """
+    if not part.context.has_server_logs or not reference_target(part.run):
+        return []
+    index = part.log_index()
+    out: list[tuple[Op, int]] = []
+    for o in ops:
+        if o.f != "chat" or o.status is not None or not o.request_id or not part.mine(o.session):
+            continue
+        done = index.done_by_caller(o.request_id)
+        if done is None or done[1] is None or done[1] < 500 or index.start_by_caller(o.request_id)[0] != 1:
+            continue
+        out.append((o, int(done[1])))
+    return out
 
 
 def _error_text(o: Op) -> str:

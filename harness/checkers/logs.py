@@ -36,6 +36,9 @@ log_consistency
   counts itself is the server's convention); a counter that is only decremented
   on the happy path (``inflight_leak``) drifts upward after the first error. The
   last heartbeat and the final ``stats`` snapshot of each process say 0.
+- on our reference server (``/stats`` is our extra), the final ``stats``
+  snapshot's ``reqs_total`` is at least the chats answered before it whose one
+  ``chat_start`` is on that process [reqs_total_short]; not in a run with a kill.
 
 leaks
 
@@ -77,6 +80,7 @@ from harness.checkers.ops import (
     pair_ops,
     port_of,
     process_key,
+    reference_target,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
 from harness.checkers.stream_index import LogIndex
@@ -441,6 +445,13 @@ class LogConsistency:
             res["stats"] = [
                 (o.invoke_index, o.server, _num(o.body.get("inflight")), o.indices) for o in ops if is_stats(o)
             ]
+        res["reqs"] = _reqs_lower_bounds(part, ops, chats, killed)
+        if part.first and not killed and reference_target(run):
+            res["reqs_at"] = {
+                o.invoke_index: (o.server, int(o.body["reqs_total"]), o.indices)
+                for o in ops
+                if is_stats(o) and isinstance(o.body.get("reqs_total"), int)
+            }
         return res
 
     def reduce(self, parts: Sequence[dict[str, Any]], context: RunContext) -> Verdict:
@@ -464,6 +475,21 @@ class LogConsistency:
                             indices,
                             None,
                             "inflight_not_zero",
+                        ),
+                    )
+                )
+        for at, (server, reqs_total, indices) in sorted(head.get("reqs_at", {}).items()):
+            lower = sum(p.get("reqs", {}).get(at, 0) for p in parts)
+            if reqs_total < lower:
+                out.append(
+                    (
+                        (6, at, 1),
+                        Violation(
+                            f"final stats of {server}: reqs_total={reqs_total} but that process logged chat_start "
+                            f"for {lower} chats answered before the snapshot (a request the counter missed)",
+                            indices,
+                            None,
+                            "reqs_total_short",
                         ),
                     )
                 )
@@ -497,6 +523,36 @@ class LogConsistency:
                 f"(max {max_slow:.0f} ms), the client's time, not counted against the server"
             )
         return verdict(self.name, violations, unknown=[], notes=notes)
+
+
+def _reqs_lower_bounds(part: Part, ops: Sequence[Op], chats: Sequence[Op], killed: bool) -> dict[int, int]:
+    """Per final ``GET /stats`` snapshot (by its invoke index): how many of this part's chats were answered
+    before it was taken and have their one ``chat_start`` on the very process it describes (its
+    ``worker_port`` / ``pid``). Each is a request that process received, so its ``reqs_total`` is at least
+    their sum over the parts. Our reference server only (``/stats`` is our extra, docs/reference_server.md;
+    CONTEXT.md names the counter, not where it is read), and not in a run with a kill (a restarted process
+    may reuse a pid in simulation). The snapshots themselves go to the first part's ``reqs_at``."""
+    if killed or not reference_target(part.run):
+        return {}
+    snaps: list[tuple[int, float, str]] = []
+    for o in ops:
+        if not is_stats(o) or not isinstance(o.body.get("reqs_total"), int):
+            continue
+        snaps.append((o.invoke_index, o.start, process_key(o.body)))
+    if not snaps:
+        return {}
+    index = part.log_index()
+    out: dict[int, int] = {}
+    for o in chats:
+        if o.status is None or o.seen_end is None or not o.request_id:
+            continue
+        n, _ts, proc = index.start_by_caller(o.request_id)
+        if n != 1:
+            continue
+        for at, t, key in snaps:
+            if proc == key and o.seen_end < t:
+                out[at] = out.get(at, 0) + 1
+    return out
 
 
 class Leaks:

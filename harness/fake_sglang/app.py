@@ -39,7 +39,7 @@ import hashlib
 import os
 from array import array
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -70,7 +70,15 @@ GENERATE = "/generate"
 MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
 MODELS_PREFIX = "/v1/models/"
 _MALFORMED = frozenset(
-    {"no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"}
+    {
+        "no_meta_info",
+        "null_content",
+        "null_first_choice",
+        "empty_choices",
+        "bad_tool_call",
+        "logprob_mismatch",
+        "invalid_json",
+    }
 )
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
@@ -106,6 +114,10 @@ class _Req:
     attempt: int | None
     request_id: str | None
     fault: FaultSpec | None
+    n: int = 1  # choices to answer (OpenAI ``n``): an integer 2..MAX_CHOICES, else 1
+
+
+MAX_CHOICES = 8
 
 
 def _error(status: int, type_: str, message: str) -> tuple[int, dict[str, Any]]:
@@ -427,7 +439,9 @@ class FakeSGLang:
                     fault = parse_fault_header(value.decode("latin-1"))
                 except PlanError as exc:
                     raise BadRequest(str(exc), type_="fault_header_error") from None
-        return _Req(path, ids, len(ids), max_tokens, stream, model, rid, key, turn, attempt, request_id, fault)
+        n = body.get("n") if path == CHAT else None
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= MAX_CHOICES else 1
+        return _Req(path, ids, len(ids), max_tokens, stream, model, rid, key, turn, attempt, request_id, fault, choices)
 
     def _identify(self, req: _Req) -> tuple[Identity, int, int]:
         prompt_digest = hashlib.sha256(req.ids.tobytes()).digest()
@@ -523,6 +537,16 @@ class FakeSGLang:
         self._flights.setdefault(rid, []).append(flight)
         try:
             run = _Run(self, req, ident, answer, delay, fault, rid, flight, entry)
+            run.extra = [  # choices 1.. of an n > 1 request: other samples of the same prompt
+                self.model.answer(
+                    replace(ident, prompt_sha=f"{ident.prompt_sha}/choice{i}"),
+                    gen,
+                    tool_calls=forced_calls,
+                    thinking=thinking,
+                    parser=gen.reasoning_parser,
+                )
+                for i in range(1, req.n)
+            ]
             await run.execute(receive, send)
         except BaseException:
             if entry["outcome"] == "inflight":
@@ -565,6 +589,7 @@ class _Run:
         self.start = app.clock.monotonic() if not delay.is_zero or self.fname == "hang" else 0.0
         hdrs = [(b"x-fake-fault-applied", self.fname.encode())] if self.fname else []
         self.headers: list[tuple[bytes, bytes]] = hdrs
+        self.extra: list[Answer] = []  # the other choices of an n > 1 request (complete generations)
 
     # -- timing
 
@@ -772,26 +797,51 @@ class _Run:
             message["reasoning_content"] = reasoning
         if calls:
             message["tool_calls"] = calls
+        first = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": oai_finish,
+            "matched_stop": self.answer.end_id if finish == "stop" else None,
+            "meta_info": meta,
+        }
         return {
             "id": self.rid,
             "object": "chat.completion",
             "created": int(self.app.clock.wall()),
             "model": self.req.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": oai_finish,
-                    "matched_stop": self.answer.end_id if finish == "stop" else None,
-                    "meta_info": meta,
-                }
-            ],
+            "choices": [first, *(self._other_choice(i, a) for i, a in enumerate(self.extra, 1))],
             "usage": {
                 "prompt_tokens": self.req.prompt_tokens,
                 "completion_tokens": len(ids),
                 "total_tokens": self.req.prompt_tokens + len(ids),
             },
+        }
+
+    def _other_choice(self, index: int, a: Answer) -> dict[str, Any]:
+        """Choice ``index`` of an n > 1 answer: a complete generation of its own (faults, aborts, ``length``
+        and the execution log are choice 0's; ``usage`` stays choice 0's too: docs/fake_sglang.md)."""
+        ids = a.completion_ids(True)
+        message: dict[str, Any] = {"role": "assistant", "content": a.content}
+        if a.reasoning is not None:
+            message["reasoning_content"] = a.reasoning
+        if a.tool_calls:
+            message["tool_calls"] = a.tool_calls
+        meta = {
+            "id": self.rid,
+            "finish_reason": {"type": "stop", "matched": a.end_id},
+            "prompt_tokens": self.req.prompt_tokens,
+            "completion_tokens": len(ids),
+            "cached_tokens": 0,
+            "output_token_logprobs": [[a.logprobs[i], t] for i, t in enumerate(ids)],
+        }
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": "tool_calls" if a.tool_calls else "stop",
+            "matched_stop": a.end_id,
+            "meta_info": meta,
         }
 
     def _malform(self, obj: dict[str, Any]) -> None:
@@ -813,6 +863,10 @@ class _Run:
         elif f == "empty_choices":  # a list, but no choice in it (no message, no meta_info)
             if "choices" in obj:
                 obj["choices"] = []
+        elif f == "bad_tool_call":  # a tool call without a name: a message no chat template can render back
+            if "message" in holder:
+                call = {"id": "call_bad", "type": "function", "function": {"name": None, "arguments": "{}"}}
+                holder["message"]["tool_calls"] = [call]
         elif f == "logprob_mismatch":
             lps = holder["meta_info"]["output_token_logprobs"]
             if lps:

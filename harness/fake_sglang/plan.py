@@ -81,6 +81,8 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     "null_content": {},
     "null_first_choice": {},  # choices = [null, the answer]: a malformed body (choices[0] is not an object)
     "empty_choices": {},  # choices = []: an answer with no choice at all
+    # the message's tool_calls hold a call whose function.name is null (a tool-call parser that lost the name)
+    "bad_tool_call": {},
     "logprob_mismatch": {},
     "invalid_json": {},
     "spike": {"ms": (_Float, None)},

@@ -435,6 +435,10 @@ def _validated(data: bytes) -> tuple[dict[str, Any], list[int], bool]:
         raise bad(f"{len(pairs)} logprobs for completion_tokens={meta.get('completion_tokens')!r}")
     if choice["message"].get("content") is None:
         raise bad("assistant content is null")
+    try:  # the message is stored as the session's next assistant turn: one the template cannot read is malformed
+        clean_messages([{**choice["message"], "role": "assistant"}])
+    except BadMessages as exc:
+        raise bad(f"assistant message: {exc}") from None
     ids: list[int] = []
     for p in pairs:
         if not isinstance(p, list) or len(p) < 2 or not isinstance(p[1], int) or isinstance(p[1], bool):

@@ -142,6 +142,12 @@ async def test_empty_choices() -> None:
     assert r.status_code == 200 and r.json()["choices"] == [] and entry(app)["outcome"] == "malformed"
 
 
+async def test_bad_tool_call() -> None:
+    r, app = await fault("bad_tool_call")
+    calls = r.json()["choices"][0]["message"]["tool_calls"]
+    assert r.status_code == 200 and calls[0]["function"]["name"] is None and entry(app)["outcome"] == "malformed"
+
+
 async def test_logprob_mismatch() -> None:
     r, _ = await fault("logprob_mismatch")
     meta = r.json()["choices"][0]["meta_info"]
@@ -311,3 +317,23 @@ async def test_retokenized_prompt_from_end_rewrites_the_tail_of_the_checkpoint_t
     assert entry(app)["retokenized_checkpoint"] == len(cp) and entry(app)["retokenized_at"] == len(cp) - 1
     assert got[: len(cp) - 1] == nxt[: len(cp) - 1] and got[len(cp) - 1] != nxt[len(cp) - 1]
     assert got[len(cp) :] == nxt[len(cp) :]
+
+
+async def test_n_answers_that_many_choices_the_first_unchanged() -> None:
+    async def ask(body: dict[str, Any]) -> dict[str, Any]:
+        async with client(create_app(seed=1)) as c:
+            r = await c.post("/v1/chat/completions", json=body, headers={"x-smg-routing-key": "s"})
+        assert r.status_code == 200
+        out: dict[str, Any] = r.json()
+        return out
+
+    one = await ask({"messages": MSGS})
+    two = await ask({"messages": MSGS, "n": 2})
+    assert [ch["index"] for ch in two["choices"]] == [0, 1]
+    assert two["choices"][0] == one["choices"][0]  # choice 0 is the answer an n = 1 request gets
+    other = two["choices"][1]
+    ids = [t for _, t in other["meta_info"]["output_token_logprobs"]]
+    assert other["message"]["content"] != one["choices"][0]["message"]["content"]
+    assert other["meta_info"]["completion_tokens"] == len(ids) and ids[-1] == IM_END
+    for odd in (1, 0, -1, True, "2", 10**30):  # not an integer 2..8: one choice, as before
+        assert len((await ask({"messages": MSGS, "n": odd}))["choices"]) == 1

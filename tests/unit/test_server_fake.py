@@ -8,6 +8,7 @@ bodies and transport faults as the fake produces them.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -76,7 +77,16 @@ async def test_abort_provisional_supersede_cycle_with_the_fake() -> None:
 
 
 @pytest.mark.parametrize(
-    "fault", ["no_meta_info", "null_content", "null_first_choice", "empty_choices", "logprob_mismatch", "invalid_json"]
+    "fault",
+    [
+        "no_meta_info",
+        "null_content",
+        "null_first_choice",
+        "empty_choices",
+        "bad_tool_call",
+        "logprob_mismatch",
+        "invalid_json",
+    ],
 )
 async def test_malformed_fake_answers_are_502(fault: str) -> None:
     async with make_rig(backend_app=create_fake(seed=1)) as r:
@@ -151,3 +161,30 @@ async def test_concurrent_sessions_with_tokenization_in_threads() -> None:
     for st in states:
         assert st["metadata"]["num_assistant"] == 4 and st["metadata"]["token_mismatch"] is None
     assert len(logs.events("chat_done")) == 64 and {e["outcome"] for e in logs.events("chat_done")} == {"committed"}
+
+
+async def test_an_n2_answer_commits_choices_0_and_the_session_goes_on_from_it() -> None:
+    """CONTEXT.md records choices[0]: the tokens stored are its, and the next turn, which extends choices[0]'s
+    message (what every OpenAI client reads), appends to that checkpoint without a rollback."""
+    async with make_rig(backend_app=create_fake(seed=1)) as r:
+        sid = await r.new_session()
+        first = await r.chat(sid, [user("hi")], headers=hdr(0), n=2)
+        assert first.status_code == 200
+        c0, c1 = first.json()["choices"]
+        assert c0["message"]["content"] != c1["message"]["content"]
+        st = await r.state(sid)
+        ids0 = [t for _, t in c0["meta_info"]["output_token_logprobs"]]
+        assert st["metadata"]["token_ids"][-len(ids0) :] == ids0
+        reply = {"role": "assistant", "content": c0["message"]["content"]}
+        nxt = await r.chat(sid, [user("hi"), reply, user("more")], headers=hdr(1))
+        assert nxt.status_code == 200
+        assert [x["kind"] for x in (await r.state(sid))["records"]] == ["committed", "committed"]
+
+
+async def test_a_get_of_the_chat_path_with_a_chat_body_is_no_turn() -> None:
+    async with make_rig(backend_app=create_fake(seed=1)) as r:
+        sid = await r.new_session()
+        body = json.dumps({"model": "m", "messages": [user("hi")]})
+        resp = await r.client.request("GET", f"/sessions/{sid}/v1/chat/completions", content=body)
+        assert 400 <= resp.status_code < 500
+        assert (await r.state(sid))["records"] == []
