@@ -213,6 +213,10 @@ class AgentSpec:
     # field), and open each episode with a worked example exchange whose answer carries its reasoning
     send_reasoning: bool = False
     demonstration: bool = False
+    # resend each earlier assistant tool call with its arguments re-serialized (the same JSON value, written
+    # compact with sorted keys, as a client that parsed them into a map writes them back, e.g. Go's
+    # encoding/json), per chat with this probability
+    reserialize_tool_arguments: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -844,6 +848,7 @@ def _parse_agent(t: _Table) -> AgentSpec:
         template_kwargs_probability=t.prob("template_kwargs_probability", 1.0),
         send_reasoning=t.bool_("send_reasoning", False),
         demonstration=t.bool_("demonstration", False),
+        reserialize_tool_arguments=t.prob("reserialize_tool_arguments"),
     )
     t.done()
     return spec
