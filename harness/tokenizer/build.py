@@ -394,8 +394,16 @@ def write_bos_truncation(out_dir: Path) -> None:
 # tokenizer is Python code ship them: transformers' byte-level ``ByT5Tokenizer``, which needs no vocabulary
 # file and, T5-style, appends ``</s>`` to every ``encode(text)`` with special tokens on (the default), while
 # the template closes each assistant turn with ``</s>`` itself. The template is bos_truncation's without
-# the BOS (this tokenizer has none).
-SLOW_BYTES_TEMPLATE = _template(_BRACKET_ROLES)
+# the BOS (this tokenizer has none), and it writes a tool call's ``arguments`` by string concatenation, as
+# templates written for OpenAI's string arguments do: an ``arguments`` object is an error there.
+SLOW_BYTES_TEMPLATE = _template(
+    _BRACKET_ROLES.replace(
+        """    {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}
+    {%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+    {{- '}' -}}""",
+        """    {{- fn['arguments'] + '}' -}}""",
+    )
+)
 
 
 def write_slow_bytes(out_dir: Path) -> None:

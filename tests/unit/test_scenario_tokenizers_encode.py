@@ -5,16 +5,20 @@
   tokenizer.json enables truncation (16) and padding (24), which the backend applies and
   ``tokenizer.encode`` turns off (the reference bug found by triage of 6e09fbb3053f);
 - ``slow_bytes`` (scenario slow_tokenizer_template): no Rust backend at all (ByT5Tokenizer), and
-  ``encode`` with special tokens on appends ``</s>``.
+  ``encode`` with special tokens on appends ``</s>``; its template writes tool-call arguments by string
+  concatenation (OpenAI's string arguments only), so a stand-in turn whose arguments are an object where
+  the stored call's are a string cannot be rendered.
 
 A server that encodes with special tokens on, through the backend as configured, or only through the
 backend, is flagged on them; the reference server passes. Mutants of ``Tito.encode`` they kill:
 99e82c53dd5f (``add_special_tokens=True``), e25842fe2338 (``and`` -> ``or`` in the fast-path guard) and
-5cc269e38023 (``is not`` -> ``is``: the guard reads the missing backend).
+5cc269e38023 (``is not`` -> ``is``: the guard reads the missing backend); and 0e75e9fdc33c (``_stand_in``:
+the stand-in's arguments of the other type than the stored call's).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +86,17 @@ def _backend_only(self: Any, text: str) -> list[int]:
     return list(self._fast.encode(text, add_special_tokens=False).ids) if text else []
 
 
+_real_stand_in = ref_tito._stand_in
+
+
+def _stand_in_with_objects(last: Any) -> Any:
+    msg, marks = _real_stand_in(last)
+    for tc in msg.get("tool_calls") or ():
+        fn = tc["function"]
+        fn["arguments"] = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
+    return msg, marks
+
+
 def _verdicts(name: str) -> dict[str, str]:
     sc = with_seed(load_scenario(SCENARIOS / f"{name}.toml"), 0)
     out = simulate(sc, 0, "random", trace=False)
@@ -104,6 +119,12 @@ def test_a_server_that_encodes_otherwise_is_flagged(
     monkeypatch.setattr(ref_tito.Tito, "encode", encode)
     v = _verdicts(name)
     assert v[flagged] == "invalid", v
+
+
+def test_a_stand_in_shaped_otherwise_than_the_stored_call_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ref_tito, "_stand_in", _stand_in_with_objects)
+    v = _verdicts("slow_tokenizer_template")
+    assert v["refused_legal"] == "invalid", v
 
 
 @pytest.mark.parametrize("name", ["bos_truncation_template", "slow_tokenizer_template"])
