@@ -18,7 +18,7 @@ from tests.unit.test_agents import run_inproc, verdicts
 
 _SPEC = {
     "target": {"tokenizer": "reasoning"},
-    "workload": {"sessions": 2, "turns": 2},
+    "workload": {"sessions": 1, "turns": 2},
     "agent": {"chat_template_kwargs": {"enable_thinking": False}},
 }
 
