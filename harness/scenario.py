@@ -218,6 +218,10 @@ class AgentSpec:
     upload_chunks: int = 1
     upload_ms: tuple[float, float] = (0.0, 0.0)
     upload_probability: float = 1.0  # per chat, when upload_chunks > 1
+    # resend each earlier assistant tool call with its arguments re-serialized (the same JSON value, written
+    # compact with sorted keys, as a client that parsed them into a map writes them back, e.g. Go's
+    # encoding/json), per chat with this probability
+    reserialize_tool_arguments: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -852,6 +856,7 @@ def _parse_agent(t: _Table) -> AgentSpec:
         upload_chunks=t.int_("upload_chunks", 1, 1, 64),
         upload_ms=t.frange("upload_ms", (0.0, 0.0)),
         upload_probability=t.prob("upload_probability", 1.0),
+        reserialize_tool_arguments=t.prob("reserialize_tool_arguments"),
     )
     if spec.upload_ms[1] > 10_000.0:
         raise t.err("upload_ms", f"a slow upload is bounded: at most 10000 ms, got {spec.upload_ms[1]:g}")

@@ -89,6 +89,31 @@ def committed_choice(records: Any, candidates: Sequence[dict[str, Any]]) -> dict
     return None
 
 
+def _respelled(args: Any) -> Any:
+    """``args`` (a JSON string) as the same value written compact with sorted keys; else unchanged."""
+    if not isinstance(args, str):
+        return args
+    try:
+        value = json.loads(args)
+    except ValueError:
+        return args
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def reserialized(m: dict[str, Any]) -> dict[str, Any]:
+    """An assistant message with its tool calls' arguments re-serialized (``agent.reserialize_tool_arguments``)."""
+    calls = m.get("tool_calls")
+    if m.get("role") != "assistant" or not isinstance(calls, list) or not calls:
+        return m
+    out = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict) and "arguments" in fn:
+            c = {**c, "function": {**fn, "arguments": _respelled(fn["arguments"])}}
+        out.append(c)
+    return {**m, "tool_calls": out}
+
+
 def message_probe(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """What token_state needs to see that a turn's tokens are the appended messages only (CONTEXT.md, TITO).
 
@@ -270,6 +295,7 @@ class Agent:
         self._last_create_kind: str | None = None  # ClientFailure kind of the last create
         self._attempts_used = 0  # attempts of the last turn run: a redo of it continues the count
         self._hedged: list[dict[str, Any]] = []  # the good answers of the last hedged request, in arrival order
+        self._respelled = False  # the last body resent earlier tool calls with re-serialized arguments
 
     # -- the episode -------------------------------------------------------------
 
@@ -367,7 +393,9 @@ class Agent:
         why: str | None = None
         while True:
             body = self._body()
-            how = {"request_kind": kind if why is None else "retry", "retry_after": why}
+            how: dict[str, Any] = {"request_kind": kind if why is None else "retry", "retry_after": why}
+            if self._respelled:  # the request resends earlier tool calls with their arguments re-serialized
+                how["reserialized_tool_arguments"] = True
             if chaos.disconnect_turn == turn and attempt == first_attempt:
                 await self._disconnect(sid, turn, attempt, body, intended, how)
                 return None
@@ -704,6 +732,11 @@ class Agent:
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in self.messages]}
         if self.spec.stream_probability > 0 and self._draw() < self.spec.stream_probability:
             body["stream"] = True
+        self._respelled = False
+        if self.spec.reserialize_tool_arguments > 0 and self._draw() < self.spec.reserialize_tool_arguments:
+            sent = [reserialized(m) for m in body["messages"]]
+            self._respelled = sent != body["messages"]
+            body["messages"] = sent
         kw = self.spec.chat_template_kwargs
         if kw and (
             self.spec.template_kwargs_probability >= 1.0 or self._draw() < self.spec.template_kwargs_probability

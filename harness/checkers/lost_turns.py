@@ -27,7 +27,13 @@ be missing:
   chat_start and chat_done on the same process (e.g. a starved client's late
   copy of the previous turn, which rolled that turn back and re-committed it
   while this turn was in its proxy phase);
-- turns acknowledged after the state snapshot was taken.
+- turns acknowledged after the state snapshot was taken;
+- on a server other than ours, a turn missing after a later request that resent earlier tool calls with
+  their arguments re-serialized (``agent.reserialize_tool_arguments``; the invoke's
+  ``reserialized_tool_arguments``): CONTEXT.md does not say how a resent assistant turn is compared with
+  the stored one, so rolling it back may be that server's rule (unknown, with the reason). Our reference
+  server compares tool-call arguments as canonical JSON (docs/reference_server.md): on it
+  (``ops.reference_target``) the request extends the history and the missing turn is lost.
 
 Order is the server's commit order (:class:`ops.ServerOrder`): a record is out
 of order only when it precedes one whose writer had finished its update before
@@ -60,6 +66,7 @@ from harness.checkers.ops import (
     pair_ops,
     record_kind,
     record_rid,
+    reference_target,
     snapshots,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, joins_whole, merge_violations
@@ -206,6 +213,8 @@ class LostTurns:
         deleted = deletes_204(ops)
         kills = [c for c in chaos_events(ops) if is_kill(c)]
         order = ServerOrder(run, ops)
+        # docs/reference_server.md: ours compares tool-call arguments as canonical JSON (a respelled resend extends)
+        ours = reference_target(run)
         # a DELETE whose outcome the client never learnt (timeout) may have deleted the session
         maybe_deleted = {o.session for o in ops if o.f == "delete" and o.session and o.end == float("inf")}
         maybe_deleted |= {str(ln.get("session_id")) for ln in run.server_logs if ln.get("event") == "session_deleted"}
@@ -316,6 +325,17 @@ class LostTurns:
                             f"turn {acked[0].turn} of {sid} acknowledged by {[o.request_id for o in acked]} is not "
                             "in the records, and without the server's order (chat_start/chat_done lines, backend "
                             "execution log) a later or unseen copy may have rolled it back legitimately"
+                        )
+                        continue
+                    respelled = [
+                        b for b in chats if b.start >= acked[0].end and b.invoke.get("reserialized_tool_arguments")
+                    ]
+                    if respelled and not ours:
+                        unknown(
+                            f"turn {acked[0].turn} of {sid} is not in the records, and a later request "
+                            f"({respelled[0].request_id}) resent earlier tool calls with their arguments "
+                            "re-serialized: CONTEXT.md does not say how a server compares them with the stored "
+                            "ones, so a rollback there may be its rule"
                         )
                         continue
                     violation(

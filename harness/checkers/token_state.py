@@ -65,12 +65,14 @@ re-tokenization. Per session snapshot:
    stored tokens): render the messages with the tokenizer's chat template (add_generation_prompt=True)"):
    its prompt, decoded with the run's tokenizer, equals ``apply_chat_template(messages,
    add_generation_prompt=True)`` of the messages the record's request carries, with or without the request's
-   ``chat_template_kwargs`` and ``tools`` (CONTEXT.md fixes neither), compared after NFC normalization (the
-   tokenizer's own). That rendering is the template's, as Hugging Face defines it: e.g. it fills ``thinking``
-   from ``reasoning_content`` for templates that read that name, so a server that renders through the bare
-   compiled template loses an earlier turn's reasoning. Not judged when the record carries no messages, a
-   message's content is not a string (content parts: how a server flattens them is its choice), the template
-   cannot render them, or the tokenizer is not loadable.
+   ``chat_template_kwargs`` and ``tools`` (CONTEXT.md fixes neither; on our reference server, whose docs say a
+   request's ``chat_template_kwargs`` reach the template on every render of the turn, only the rendering with
+   the kwargs the client sent counts, here and for rule 5's generation prompt: ``ops.reference_target``),
+   compared after NFC normalization (the tokenizer's own). That rendering is the template's, as Hugging Face
+   defines it: e.g. it fills ``thinking`` from ``reasoning_content`` for templates that read that name, so a
+   server that renders through the bare compiled template loses an earlier turn's reasoning. Not judged when
+   the record carries no messages, a message's content is not a string (content parts: how a server flattens
+   them is its choice), the template cannot render them, or the tokenizer is not loadable.
 
 A record without ``input_ids`` or without ``output_token_logprobs`` makes the
 session unknown (the server did not keep what TITO needs). The protocol fixes
@@ -101,6 +103,7 @@ from harness.checkers.ops import (
     record_reported_prompt,
     record_rid,
     record_turn,
+    reference_target,
     server_max_trim,
     snapshots,
 )
@@ -395,6 +398,8 @@ class TokenState:
         self._gen = generation_prompt(run) if self._decode is not None else None
         self._joins = _load_joins(run) if self._decode is not None else None
         self._run, self._gens, self._undecided = run, {}, {}
+        # docs/reference_server.md: our server applies a request's chat_template_kwargs on every render of the turn
+        self._kwargs_promised = reference_target(run)
         self._parts = renders_content_parts(run) if self._decode is not None else None
         out: list[Keyed] = []
         unknown: list[tuple[str, str]] = []
@@ -626,15 +631,18 @@ class TokenState:
         if text is None:
             return
         last, first, first_n = probe.get("last"), probe.get("first"), probe.get("first_n")
-        # with chat_template_kwargs either rendering is the server's right: CONTEXT.md does not say it must apply them
-        gens = [
-            g for g in (self._gen, self._gen_for(op.invoke.get("template_kwargs") if op is not None else None)) if g
-        ]
+        # with chat_template_kwargs either rendering is the server's right: CONTEXT.md does not say it must apply them;
+        # our reference server documents that it does (docs/reference_server.md), so on it only theirs counts
+        kw = op.invoke.get("template_kwargs") if op is not None else None
+        with_kw = self._gen_for(kw)
+        promised = self._kwargs_promised and isinstance(kw, dict) and bool(kw) and bool(with_kw)
+        gens = [g for g in ((with_kw,) if promised else (self._gen, with_kw)) if g]
         if gens and not any(text.endswith(g) for g in gens):
+            why = f" with the request's chat_template_kwargs {kw!r} (our server applies them)" if promised else ""
             out.append(
                 Violation(
                     f"committed record of turn {turn}: the prompt does not end with the template's generation "
-                    f"prompt {gens[-1]!r} (ends {text[-40:]!r}): the model was not asked to answer",
+                    f"prompt{why} {gens[-1]!r} (ends {text[-40:]!r}): the model was not asked to answer",
                     ops,
                     sid,
                     "no_generation_prompt",
@@ -694,6 +702,9 @@ class TokenState:
         for kw in (req.get("chat_template_kwargs"), op.invoke.get("template_kwargs") if op is not None else None):
             if isinstance(kw, dict) and kw and kw not in kw_sets:
                 kw_sets.append(kw)
+        sent = op.invoke.get("template_kwargs") if op is not None else req.get("chat_template_kwargs")
+        if self._kwargs_promised and isinstance(sent, dict) and sent:
+            kw_sets = [sent]  # our server applies the kwargs the client sent (docs/reference_server.md)
         tools = req.get("tools") if isinstance(req.get("tools"), list) and req.get("tools") else None
         renders: list[str] = []
         for kw in kw_sets:

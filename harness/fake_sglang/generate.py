@@ -60,7 +60,7 @@ from typing import Any
 
 from harness.tokenizer import WORDS_FILE
 
-from .plan import GenerationSpec
+from .plan import TOOL_ARGUMENT_KEYS, GenerationSpec
 
 __all__ = ["Answer", "Identity", "TokenModel"]
 
@@ -415,7 +415,7 @@ class TokenModel:
         content = " ".join([self.words[i] for i in idx])
         want_tools = rng.random() < gen.tool_call_probability
         count = tool_calls if tool_calls is not None else (1 + (rng.random() < 0.25) if want_tools else 0)
-        calls = [self._tool_call(rng) for _ in range(count)]
+        calls = [self._tool_call(rng, gen.tool_argument_keys) for _ in range(count)]
         return rng, idx, content, calls
 
     def _think(self, ident: Identity) -> str:
@@ -424,11 +424,12 @@ class TokenModel:
         thought = " ".join(self.words[int(rng.random() * n)] for _ in range(rng.randint(3, 12)))
         return f"<think>\n{thought}\n</think>\n\n"
 
-    def _tool_call(self, rng: random.Random) -> dict[str, Any]:
+    def _tool_call(self, rng: random.Random, keys: int = 1) -> dict[str, Any]:
         name = TOOL_NAMES[int(rng.random() * len(TOOL_NAMES))]
         query = " ".join(self.words[int(rng.random() * len(self.words))] for _ in range(3))
+        args: dict[str, Any] = {"query": query, **dict(TOOL_ARGUMENT_KEYS[1:keys])}
         return {
             "id": f"call_{rng.getrandbits(64):016x}",
             "type": "function",
-            "function": {"name": name, "arguments": json.dumps({"query": query})},
+            "function": {"name": name, "arguments": json.dumps(args)},
         }

@@ -180,6 +180,10 @@ class LatencySpec:
     spike_ms: float = 0.0
 
 
+# the arguments after ``query`` of a tool call with ``generation.tool_argument_keys`` > 1, in the model's order
+TOOL_ARGUMENT_KEYS: tuple[tuple[str, object], ...] = (("query", ""), ("limit", 5), ("offset", 0), ("format", "text"))
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationSpec:
     """What answers look like: length in words, how often tool calls, the context limit."""
@@ -191,6 +195,9 @@ class GenerationSpec:
     # SGLang's --reasoning-parser: a thinking model's message carries ``reasoning_content`` apart from the
     # content; the completion ids still hold the whole generated text (harness/fake_sglang/generate.py)
     reasoning_parser: bool = False
+    # keys of a tool call's arguments: ``query`` and then ``limit``, ``offset``, ``format`` (fixed values, no
+    # draw), in that order: not sorted, as a model writes them
+    tool_argument_keys: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +409,14 @@ def _parse_latency(raw: Any, source: str) -> LatencySpec:
 def _parse_generation(raw: Any, source: str) -> GenerationSpec:
     if not isinstance(raw, dict):
         raise _err(source, "generation", "expected a table")
-    allowed = ("min_words", "max_words", "tool_call_probability", "context_length", "reasoning_parser")
+    allowed = (
+        "min_words",
+        "max_words",
+        "tool_call_probability",
+        "context_length",
+        "reasoning_parser",
+        "tool_argument_keys",
+    )
     _check_keys(raw, allowed, "generation", source)
     d = GenerationSpec()
     ints = {}
@@ -422,7 +436,10 @@ def _parse_generation(raw: Any, source: str) -> GenerationSpec:
     parser = raw.get("reasoning_parser", False)
     if not isinstance(parser, bool):
         raise _err(source, "generation.reasoning_parser", f"expected true or false, got {parser!r}")
-    return GenerationSpec(tool_call_probability=p, reasoning_parser=parser, **ints)
+    keys = raw.get("tool_argument_keys", 1)
+    if isinstance(keys, bool) or not isinstance(keys, int) or not 1 <= keys <= len(TOOL_ARGUMENT_KEYS):
+        raise _err(source, "generation.tool_argument_keys", f"expected 1..{len(TOOL_ARGUMENT_KEYS)}, got {keys!r}")
+    return GenerationSpec(tool_call_probability=p, reasoning_parser=parser, tool_argument_keys=keys, **ints)
 
 
 _RULE_KEYS = (

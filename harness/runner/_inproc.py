@@ -34,17 +34,25 @@ async def run_inprocess(
     """Run ``sc`` against in-process apps; ``result.data`` is a complete RunData (server logs included)."""
     from harness.fake_sglang import create_app as fake_app
     from harness.fake_sglang import parse_plan
+    from harness.tokenizer import load_tokenizer
     from reference_impl import ServerConfig, create_app
     from reference_impl.logs import ListSink
 
-    fake = fake_app(seed=sc.backend.seed, plan=parse_plan(sc.backend.plan()), clock=clock)
+    # the scenario's tokenizer for the fake and every server, as sim and live runs use it (and the checkers read it)
+    tok = load_tokenizer(sc.target.tokenizer)
+    fake = fake_app(seed=sc.backend.seed, plan=parse_plan(sc.backend.plan()), tokenizer=tok, clock=clock)
     fake_t = httpx.ASGITransport(app=fake)
     routes: dict[str, httpx.AsyncBaseTransport] = {"backend": fake_t}
     sinks: list[Any] = []
     apps: list[Any] = []
     for i in range(sc.target.processes):
         sink = ListSink()
-        cfg = ServerConfig(backend_url="http://backend", variants=frozenset(sc.target.variants), worker_port=9000 + i)
+        cfg = ServerConfig(
+            backend_url="http://backend",
+            variants=frozenset(sc.target.variants),
+            worker_port=9000 + i,
+            tokenizer=sc.target.tokenizer,
+        )
         app = create_app(
             cfg,
             clock=clock,

@@ -326,6 +326,101 @@ CHANNELS = Family(
 )
 
 
+# Not a shipped family: scenarios/tokenizers/bos_truncation (a scenario tokenizer, built by
+# ``python -m harness.tokenizer.build --bos-truncation DIR``). Two things real checkpoints carry that our
+# families do not: (1) the Llama-style begin-of-sequence token written twice over, by the chat template
+# (``bos_token`` at the start of every rendering) and by the tokenizer's post-processor (a
+# ``TemplateProcessing`` that puts ``<s>`` before every ``encode(text)`` with special tokens on), so a server
+# that encodes a rendering with the default ``add_special_tokens=True`` sends a double BOS, and a suffix
+# encoded that way carries a BOS in the middle of the conversation (the classic double-BOS bug); (2) a
+# ``truncation`` (max_length 16) and a ``padding`` left enabled in tokenizer.json, as training scripts save
+# them: the backend applies both, ``tokenizer.encode`` turns them off, and the rendering is what the model
+# must see, whole. The template: each message is a ``[role]`` line and its text; an assistant turn ends
+# with ``</s>`` (EOS); tool calls are ``call:`` JSON lines after the content, as in tagged_roles.
+BOS_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
+
+_BRACKET_ROLES = """
+{%- for message in messages -%}
+  {{- '[' + message['role'] + ']\\n' -}}
+  {%- set body = message['content'] if message['content'] is string else '' -%}
+  {{- body -}}
+  {%- for tc in message.get('tool_calls') or [] -%}
+    {%- set fn = tc['function'] if tc.get('function') else tc -%}
+    {%- if body or loop.index0 > 0 -%}{{- '\\n' -}}{%- endif -%}
+    {{- 'call: {"name": "' + fn['name'] + '", "arguments": ' -}}
+    {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}
+    {%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+    {{- '}' -}}
+  {%- endfor -%}
+  {%- if message['role'] == 'assistant' -%}{{- eos_token -}}{%- endif -%}
+  {{- '\\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '[assistant]\\n' -}}{%- endif -%}
+"""
+
+BOS_TEMPLATE = _template("{{- bos_token -}}" + _BRACKET_ROLES)
+
+BOS_TRUNCATION = Family(
+    "bos_truncation",
+    tuple(BOS_SPECIAL_TOKENS),
+    BOS_TEMPLATE,
+    "</s>",
+    "<unk>",
+    "<s>",
+    "BOS written by the template and added by the post-processor; truncation and padding enabled "
+    "(scenario tokenizer, not shipped)",
+)
+
+
+def write_bos_truncation(out_dir: Path) -> None:
+    """The bos_truncation scenario tokenizer: the family's files, then its post-processor, truncation, padding."""
+    write_family(BOS_TRUNCATION, out_dir)
+    path = out_dir / "tokenizer.json"
+    tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]),
+        ]
+    )
+    tok.enable_truncation(max_length=16)
+    tok.enable_padding(pad_id=tok.token_to_id("<unk>"), pad_token="<unk>", length=24)
+    path.write_text(tok.to_str(pretty=True) + "\n", encoding="utf-8")
+
+
+# Not a shipped family: scenarios/tokenizers/slow_bytes (``python -m harness.tokenizer.build --slow-bytes DIR``).
+# A tokenizer with no Rust ``tokenizers`` backend (``backend_tokenizer`` is None), as checkpoints whose
+# tokenizer is Python code ship them: transformers' byte-level ``ByT5Tokenizer``, which needs no vocabulary
+# file and, T5-style, appends ``</s>`` to every ``encode(text)`` with special tokens on (the default), while
+# the template closes each assistant turn with ``</s>`` itself. The template is bos_truncation's without
+# the BOS (this tokenizer has none), and it writes a tool call's ``arguments`` by string concatenation, as
+# templates written for OpenAI's string arguments do: an ``arguments`` object is an error there.
+SLOW_BYTES_TEMPLATE = _template(
+    _BRACKET_ROLES.replace(
+        """    {%- if fn['arguments'] is string -%}{{- fn['arguments'] -}}
+    {%- else -%}{{- fn['arguments'] | tojson -}}{%- endif -%}
+    {{- '}' -}}""",
+        """    {{- fn['arguments'] + '}' -}}""",
+    )
+)
+
+
+def write_slow_bytes(out_dir: Path) -> None:
+    """The slow_bytes scenario tokenizer: a tokenizer_config.json naming ByT5Tokenizer, with the template."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "chat_template": SLOW_BYTES_TEMPLATE,
+        "eos_token": "</s>",
+        "extra_ids": 0,
+        "model_max_length": 32768,
+        "pad_token": "<pad>",
+        "tokenizer_class": "ByT5Tokenizer",
+        "unk_token": "<unk>",
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _training_lines() -> list[str]:
     corpus = (HERE / "corpus.txt").read_text(encoding="utf-8").splitlines()
     words = (HERE / "words.txt").read_text(encoding="utf-8").split()
@@ -420,7 +515,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--channels", type=Path, default=None, metavar="DIR", help="write the channels scenario tokenizer to DIR"
     )
+    parser.add_argument(
+        "--bos-truncation",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the bos_truncation scenario tokenizer to DIR",
+    )
+    parser.add_argument(
+        "--slow-bytes", type=Path, default=None, metavar="DIR", help="write the slow_bytes scenario tokenizer to DIR"
+    )
     args = parser.parse_args(argv)
+    if args.slow_bytes is not None:
+        write_slow_bytes(args.slow_bytes)
+        print(f"wrote slow_bytes to {args.slow_bytes}")
+        return 0
+    if args.bos_truncation is not None:
+        write_bos_truncation(args.bos_truncation)
+        print(f"wrote bos_truncation to {args.bos_truncation}")
+        return 0
     if args.channels is not None:
         write_family(CHANNELS, args.channels)
         print(f"wrote channels to {args.channels}")
