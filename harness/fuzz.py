@@ -50,7 +50,12 @@ Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stre
 allowlist), ``GET stats`` (the fake's control plane: never its 2xx), a ``POST generate`` one byte past 4 MiB
 and a small one whose ``Content-Length`` has leading zeros (never a 413); each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
-``WWW-Authenticate``; a 412 answers only a request with a precondition).
+``WWW-Authenticate``; a 412 answers only a request with a precondition). Then a *template probe*
+(``_Fuzzer.template_probe``): a chat ending in a tool result that no tool call precedes, which a strict chat
+template refuses (a 4xx) and a lenient one renders (a turn), never a 5xx.
+
+Each category's shapes are drawn in turn from a seeded start (``_cycle``), so a run sends every shape of a
+category once the category has had as many cases as it has shapes.
 """
 
 from __future__ import annotations
@@ -665,6 +670,19 @@ class _Fuzzer:
         label = "passthrough:POST generate (a body of exactly 4 MiB)"
         await self.case(Case(label, "passthrough", "POST", path, at_limit, "no_5xx"), victim)
 
+    async def template_probe(self, victim: str) -> None:
+        """A chat whose messages the chat template itself may refuse: a tool result with no tool call before it.
+
+        Real templates validate the conversation with ``raise_exception`` (roles must alternate; a tool result
+        must follow an assistant turn with tool calls; scenarios/tokenizers/strict_tools), and a careless agent
+        that dropped the assistant turn sends exactly this. A template that renders it makes it a legal turn
+        (the other checkers judge it); one that refuses it makes it the client's error: a 4xx, never a 5xx
+        (CONTEXT.md: careless input may not produce a 500). ``expect = "no_5xx"``.
+        """
+        orphan = {"role": "tool", "tool_call_id": "call_0000000000000000", "content": "a result nobody asked for"}
+        body = {"model": _MODEL, "messages": [*_BASE, orphan]}
+        await self.case(_chat_case("template:tool result without a tool call", "template", body, "no_5xx"), victim)
+
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
         r = await self._send(op, "GET", f"{self.server}/sessions/{sid}", None, {})
@@ -759,5 +777,6 @@ async def run_fuzz(
             await fz.case(case, victim)
         await fz.rollback_probe()
         await fz.http_probe(victim)
+        await fz.template_probe(victim)
         for sid, role in ((canary, "canary"), (victim, "victim")):
             await fz.snapshot(sid, f"fuzz_{role}_after")
