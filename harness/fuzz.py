@@ -52,7 +52,12 @@ Last, an *HTTP probe* on the victim (``_Fuzzer.http_probe``): a chat with ``stre
 allowlist), ``GET stats`` (the fake's control plane: never its 2xx), a ``POST generate`` one byte past 4 MiB
 and a small one whose ``Content-Length`` has leading zeros (never a 413); each reply's header counts
 are recorded (``framing``), so http_framing judges what RFC 9110 requires of the status (a 401 carries
-``WWW-Authenticate``; a 412 answers only a request with a precondition).
+``WWW-Authenticate``; a 412 answers only a request with a precondition). Then a *template probe*
+(``_Fuzzer.template_probe``): a chat ending in a tool result that no tool call precedes, which a strict chat
+template refuses (a 4xx) and a lenient one renders (a turn), never a 5xx.
+
+Each category's shapes are drawn in turn from a seeded start (``_cycle``), so a run sends every shape of a
+category once the category has had as many cases as it has shapes.
 """
 
 from __future__ import annotations
@@ -146,6 +151,23 @@ def _dumps(x: Any) -> bytes:
     return json.dumps(x, ensure_ascii=False).encode("utf-8")
 
 
+def _cycle(rng: random.Random, table: list[Any] | tuple[Any, ...], key: str) -> Any:
+    """The next entry of ``table`` for this run: a seeded start, then the table in turn.
+
+    A plain ``rng.choice`` leaves some shapes undrawn at one seed however long the run (at seed 0 the library
+    never sent the pass-through's ``x/../`` spelling or the PUT to the chat path, so the server code they reach
+    ran in no scenario); in turn, every shape of a category is sent once the category has had ``len(table)``
+    cases. It takes the same one draw from ``rng`` that ``choice`` does, so the other categories' cases (and
+    every case of a run shorter than one turn round the table) are unchanged.
+    """
+    draw = rng.randrange(len(table))
+    state: dict[str, list[int]] = rng.__dict__.setdefault("_fuzz_cycle", {})
+    at = state.setdefault(key, [draw, 0])
+    i = (at[0] + at[1]) % len(table)
+    at[1] += 1
+    return table[i]
+
+
 def _chat_case(name: str, category: str, body: Any, expect: str) -> Case:
     raw = body if isinstance(body, bytes) else _dumps(body)
     return Case(name, category, "POST", "/sessions/{victim}/v1/chat/completions", raw, expect, chat=True)
@@ -184,7 +206,7 @@ def _messages_shape(rng: random.Random) -> Case:
         ("number", 7),
         ("null", "NULL"),
     ]
-    label, value = rng.choice(shapes)
+    label, value = _cycle(rng, shapes, "messages_shape")
     body: dict[str, Any] = {"model": _MODEL}
     if label == "null":
         body["messages"] = None
@@ -213,7 +235,7 @@ def _bad_role(rng: random.Random) -> Case:
         ("array", ["user"]),
         ("spaces", " user "),
     ]
-    label, value = rng.choice(roles)
+    label, value = _cycle(rng, roles, "bad_role")
     msg: dict[str, Any] = {"content": "hi"}
     if label == "null":
         msg["role"] = None
@@ -233,7 +255,7 @@ def _bad_content(rng: random.Random) -> Case:
         ("boolean", True),
         ("nested", [[{"type": "text", "text": "hi"}]]),
     ]
-    label, value = rng.choice(contents)
+    label, value = _cycle(rng, contents, "bad_content")
     msgs = [_SYSTEM, {"role": "user", "content": value}]
     return _chat_case(f"content:{label}", "bad_content", {"model": _MODEL, "messages": msgs}, "no_5xx")
 
@@ -246,7 +268,7 @@ def _bad_tool_calls(rng: random.Random) -> Case:
         ("name_int", [{"id": "c1", "type": "function", "function": {"name": 1, "arguments": "{}"}}]),
         ("arguments_int", [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": 5}}]),
     ]
-    label, value = rng.choice(calls)
+    label, value = _cycle(rng, calls, "bad_tool_calls")
     msgs = [*_BASE, {"role": "assistant", "content": "", "tool_calls": value}, {"role": "user", "content": "go"}]
     return _chat_case(f"tool_calls:{label}", "bad_tool_calls", {"model": _MODEL, "messages": msgs}, "no_5xx")
 
@@ -268,17 +290,18 @@ def _not_json(rng: random.Random) -> Case:
         ("deep_nesting", b'{"model": "m", "messages": ' + b"[" * 20000 + b"]" * 20000 + b"}", "no_5xx"),
         ("trailing_garbage", base + b" }{", "4xx"),
     ]
-    label, raw, expect = rng.choice(bodies)
+    label, raw, expect = _cycle(rng, bodies, "not_json")
     return _chat_case(f"not_json:{label}", "not_json", raw, expect)
 
 
 def _body_not_object(rng: random.Random) -> Case:
-    value = rng.choice([[], ["messages"], "messages", 1, None, True])
+    value = _cycle(rng, [[], ["messages"], "messages", 1, None, True], "body_not_object")
     return _chat_case(f"body={_json_type(value)}", "body_not_object", value, "4xx")
 
 
 def _wrong_method(rng: random.Random) -> Case:
-    method, path = rng.choice(
+    method, path = _cycle(
+        rng,
         [
             ("PUT", "/sessions"),
             ("DELETE", "/sessions"),
@@ -288,7 +311,8 @@ def _wrong_method(rng: random.Random) -> Case:
             # a well-formed chat body, but PUT: only POST is the tracked chat; any other method falls to the plain
             # pass-through, where the backend's chat route refuses it (405) as the server itself may
             ("PUT", "/sessions/{victim}/v1/chat/completions"),
-        ]
+        ],
+        "wrong_method",
     )
     body = {"model": _MODEL, "messages": _BASE} if path.endswith("/completions") else {}
     return Case(f"method:{method} {path}", "wrong_method", method, path, _dumps(body), "4xx")
@@ -331,7 +355,7 @@ _PASSTHROUGH: tuple[tuple[str, str, Any], ...] = (
 
 
 def _passthrough(rng: random.Random) -> Case:
-    method, tail, body = rng.choice(_PASSTHROUGH)
+    method, tail, body = _cycle(rng, _PASSTHROUGH, "passthrough")
     raw = None if body is None else _dumps(body)
     return Case(f"passthrough:{method} {tail}", "passthrough", method, "/sessions/{victim}/" + tail, raw, "no_5xx")
 
@@ -697,6 +721,19 @@ class _Fuzzer:
             slow = _chat_case(f"http:huge chat body, {label}", "huge_body", huge, "no_5xx")
             await self.case(dataclasses.replace(slow, pieces=8, upload_s=0.4, chunked=chunked), victim)
 
+    async def template_probe(self, victim: str) -> None:
+        """A chat whose messages the chat template itself may refuse: a tool result with no tool call before it.
+
+        Real templates validate the conversation with ``raise_exception`` (roles must alternate; a tool result
+        must follow an assistant turn with tool calls; scenarios/tokenizers/strict_tools), and a careless agent
+        that dropped the assistant turn sends exactly this. A template that renders it makes it a legal turn
+        (the other checkers judge it); one that refuses it makes it the client's error: a 4xx, never a 5xx
+        (CONTEXT.md: careless input may not produce a 500). ``expect = "no_5xx"``.
+        """
+        orphan = {"role": "tool", "tool_call_id": "call_0000000000000000", "content": "a result nobody asked for"}
+        body = {"model": _MODEL, "messages": [*_BASE, orphan]}
+        await self.case(_chat_case("template:tool result without a tool call", "template", body, "no_5xx"), victim)
+
     async def snapshot(self, sid: str, reason: str) -> None:
         op = self.history.invoke(process="fuzzer", f="get", session=sid, server=self.server, reason=reason)
         r = await self._send(op, "GET", f"{self.server}/sessions/{sid}", None, {})
@@ -803,5 +840,6 @@ async def run_fuzz(
             await fz.case(case, victim)
         await fz.rollback_probe()
         await fz.http_probe(victim)
+        await fz.template_probe(victim)
         for sid, role in ((canary, "canary"), (victim, "victim")):
             await fz.snapshot(sid, f"fuzz_{role}_after")

@@ -143,7 +143,10 @@ class Tokens:
         self.max_trim_tokens = max_trim_tokens
 
     def _render(self, messages: list[dict[str, Any]], gen: bool) -> str:
-        return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen))
+        try:
+            return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen))
+        except Exception as exc:  # a template's raise_exception ("roles must alternate"): the client's input, 400
+            raise BadMessages(f"the chat template refuses these messages: {exc}") from exc
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))

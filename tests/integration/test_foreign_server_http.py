@@ -329,3 +329,19 @@ async def test_every_shipped_template_family_extends_the_tokens_at_the_boundary(
         rendered = tok.apply_chat_template(rec["request"]["messages"], tokenize=False, add_generation_prompt=True)
         tail = rendered[rendered.rindex(last_user) :]
         assert tok.decode(prompt, skip_special_tokens=False).endswith(tail)  # the template's own words for it
+
+
+async def test_a_template_that_refuses_the_messages_is_the_client_error() -> None:
+    """A chat template's raise_exception (strict_tools: a tool result with no tool call before it) is a 400.
+
+    The fuzz's template probe sends exactly this; the server answered 500 before its render mapped template
+    errors to BadMessages (CONTEXT.md: careless input never produces a 500).
+    """
+    strict = str(ROOT / "scenarios" / "tokenizers" / "strict_tools")
+    orphan = {"role": "tool", "tool_call_id": "call_0", "content": "a result nobody asked for"}
+    async with deployment(tokenizer=strict) as d, httpx.AsyncClient() as http:
+        c = Client(http, d.urls[0])
+        sid = await c.create()
+        r = await c.chat(sid, [SYSTEM, user(0), orphan])
+        assert r.status_code == 400, r.text[:300]
+        assert (await c.chat(sid, [SYSTEM, user(0)])).status_code == 200  # the session still serves

@@ -47,6 +47,7 @@ SCENARIOS = [
     "retokenized_tail",  # a reported prompt that rewrites one token near the checkpoint's end (R07's tail)
     "reasoning_length_cut",  # a reasoning turn cut by the length limit: the suffix after an unclosed think block
     "slow_tokenizer_template",  # a tokenizer with no Rust backend: how Tito.encode and the stand-in encode, ~1 s a case
+    "empty_answers:tools",  # empty assistant content (with and without tool calls): _stand_in's marks, ~0.3 s a case
 ]
 # measured on t12-teeth (main f71537f): 26 killed / 13 survived / 1 equivalent = 0.667 (commit 174179b's full
 # sample, 462 s with 2 jobs at load ~13, the old 6-scenario set took 475 s at the same load; plus a60f3cde9426
