@@ -620,6 +620,9 @@ class _Fuzzer:
         # and one whose assistant message holds a tool call without a name (the fake's bad_tool_call): a message
         # that cannot be stored as a turn (the template must render it back next turn): 502, never 500
         await self._backend_fault_chat(sid, "bad_tool_call")
+        # and one whose output_token_logprobs entries are objects, not [logprob, token_id] pairs (the fake's
+        # logprob_objects): no completion token ids to store: 502, never 500
+        await self._backend_fault_chat(sid, "logprob_objects")
 
     async def _backend_fault_chat(self, sid: str, fault: str) -> None:
         """A first-turn chat the fake answers with ``fault`` (``x-fake-fault``): the server's 502, never a 500."""

@@ -156,10 +156,11 @@ def parse_answer(raw: bytes, max_depth: int = 64) -> BackendAnswer:
             f"meta_info.output_token_logprobs has {len(pairs)} entries but completion_tokens is "
             f"{meta.get('completion_tokens')!r}"
         )
-    try:
-        completion_ids = [int(p[1]) for p in pairs]
-    except (TypeError, ValueError, IndexError):
-        raise BadGateway("meta_info.output_token_logprobs entries must be [logprob, token_id]") from None
+    completion_ids: list[int] = []
+    for p in pairs:  # [logprob, token_id, ...]: an object entry, a string or a fractional id is not a token id
+        if not isinstance(p, list) or len(p) < 2 or not isinstance(p[1], int) or isinstance(p[1], bool):
+            raise BadGateway("meta_info.output_token_logprobs entries must be [logprob, token_id]")
+        completion_ids.append(p[1])
     finish = choice.get("finish_reason")
     if finish is None and isinstance(meta.get("finish_reason"), dict):
         finish = meta["finish_reason"].get("type")

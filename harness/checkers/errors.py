@@ -96,6 +96,7 @@ TRANSPORT_FAULTS = (
     "empty_choices",
     "bad_tool_call",
     "logprob_mismatch",
+    "logprob_objects",
     "invalid_json",
     "outage",
     "transport",

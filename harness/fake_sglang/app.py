@@ -77,6 +77,7 @@ _MALFORMED = frozenset(
         "empty_choices",
         "bad_tool_call",
         "logprob_mismatch",
+        "logprob_objects",
         "invalid_json",
     }
 )
@@ -867,6 +868,9 @@ class _Run:
             if "message" in holder:
                 call = {"id": "call_bad", "type": "function", "function": {"name": None, "arguments": "{}"}}
                 holder["message"]["tool_calls"] = [call]
+        elif f == "logprob_objects":  # the count still matches; only each entry's shape is not [logprob, token_id]
+            lps = holder["meta_info"]["output_token_logprobs"]
+            holder["meta_info"]["output_token_logprobs"] = [{"logprob": p[0], "token_id": p[1]} for p in lps]
         elif f == "logprob_mismatch":
             lps = holder["meta_info"]["output_token_logprobs"]
             if lps:

@@ -84,6 +84,8 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     # the message's tool_calls hold a call whose function.name is null (a tool-call parser that lost the name)
     "bad_tool_call": {},
     "logprob_mismatch": {},
+    # output_token_logprobs entries as objects ({"logprob": x, "token_id": n}, another engine's shape), not pairs
+    "logprob_objects": {},
     "invalid_json": {},
     "spike": {"ms": (_Float, None)},
     "tool_calls": {"count": (_Int, 1)},

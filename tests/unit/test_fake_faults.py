@@ -148,6 +148,14 @@ async def test_bad_tool_call() -> None:
     assert r.status_code == 200 and calls[0]["function"]["name"] is None and entry(app)["outcome"] == "malformed"
 
 
+async def test_logprob_objects() -> None:
+    r, app = await fault("logprob_objects")
+    meta = r.json()["choices"][0]["meta_info"]
+    entries = meta["output_token_logprobs"]
+    assert entries and all(set(e) == {"logprob", "token_id"} for e in entries)
+    assert len(entries) == meta["completion_tokens"] and entry(app)["outcome"] == "malformed"
+
+
 async def test_logprob_mismatch() -> None:
     r, _ = await fault("logprob_mismatch")
     meta = r.json()["choices"][0]["meta_info"]

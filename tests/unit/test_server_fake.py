@@ -85,6 +85,7 @@ async def test_abort_provisional_supersede_cycle_with_the_fake() -> None:
         "empty_choices",
         "bad_tool_call",
         "logprob_mismatch",
+        "logprob_objects",
         "invalid_json",
     ],
 )
