@@ -303,7 +303,32 @@ class TokenModel:
             raise ValueError("chat template renders an assistant turn that does not extend the generation prompt")
         body = full[len(self._gen_prefix) :]
         cut = body.rfind(self._end_text)
+        if cut < 0 and tool_calls:  # a tool-call turn the template closes with another token (see end_for)
+            cut = body.rfind(self.tok.convert_ids_to_tokens(self.end_for(tool_calls)))
         return body[:cut] if cut >= 0 else body
+
+    def end_for(self, tool_calls: list[dict[str, Any]]) -> int:
+        """The token the model stops on after this turn: ``end_id``, unless the template closes a tool-call
+        turn rendered last without it (a harmony-style template closes only the last final answer with
+        ``<|return|>``, a tool call with ``<|end|>``): then the last special token of that turn's rendering."""
+        if not tool_calls:
+            return self.end_id
+        return self._call_end_id
+
+    @functools.cached_property
+    def _call_end_id(self) -> int:
+        call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}}
+        msg = {"role": "assistant", "content": "Probe answer", "tool_calls": [call]}
+        try:
+            full = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
+        except Exception:  # a template that refuses the probe call: keep the one end token
+            return self.end_id
+        tail = full[full.rfind('"x"}') + len('"x"}') :] if '"x"}' in full else ""
+        if not tail or self._end_text in tail:
+            return self.end_id
+        added = {str(t): int(i) for t, i in (self.tok.get_added_vocab() or {}).items() if t}
+        found = [(tail.rfind(t), len(t), t) for t in added if t in tail]
+        return added[max(found)[2]] if found else self.end_id
 
     def body_text(self, content: str, tool_calls: list[dict[str, Any]]) -> str:
         if not tool_calls and self._plain_body:
@@ -365,7 +390,7 @@ class TokenModel:
         else:
             body = self.body_text(content, calls)
             body_ids = self.encode(body)
-        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_for(calls), body)
 
     def _parsed_answer(
         self, ident: Identity, gen: GenerationSpec, tool_calls: int | None, thinking: bool | None
@@ -384,7 +409,7 @@ class TokenModel:
             thought = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
         body = self._render_body_slow(content, calls, thought)
         body_ids = self.encode(body)
-        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body, thought)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_for(calls), body, thought)
 
     def split(self, answer: Answer, text: str) -> tuple[str, str | None]:
         """(content, reasoning) a reasoning parser makes of ``text``, a prefix of ``answer.body_text``."""
