@@ -25,7 +25,11 @@ to and including its stop token (the last completion token); the suffix is
 the text after that token's first occurrence there. A completion that did not
 end on such a token (``length``) gets the template's whole closing: from the
 template's end-of-turn token (the last special token after the markers when
-the stand-in turn is rendered last) on. Stored history is never re-rendered.
+the stand-in turn is rendered last) on. A template whose closer depends on
+``loop.last`` (gpt-oss-style: ``<|return|>`` closes the last final answer,
+``<|end|>`` an earlier one) has another special token in that place once
+messages follow: the model's stop token (the last turn's closer) stands for
+it, and the suffix starts after it. Stored history is never re-rendered.
 
 What the method assumes, and refuses (docs/reference_server.md, "TITO"): the
 rendering of the appended messages depends on the stored history only through
@@ -476,7 +480,9 @@ class Tito:
         closer = self._closer(stand_in, marks, head, kwargs)
         close_at = full.find(closer, after)
         last_closer = None
-        if close_at < 0:  # closed by another token when more messages follow (gpt-oss: <|return|>, <|end|>)
+        # a template whose closer depends on loop.last closes it with another token when more messages follow
+        # (gpt-oss-style: <|return|> ends the last final answer, <|end|> an earlier one)
+        if close_at < 0:
             last_closer = closer
             close_at, closer = self._followed_closer(full, after, closer, stand_in, marks, head, kwargs)
         start = close_at
