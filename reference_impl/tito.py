@@ -25,7 +25,11 @@ to and including its stop token (the last completion token); the suffix is
 the text after that token's first occurrence there. A completion that did not
 end on such a token (``length``) gets the template's whole closing: from the
 template's end-of-turn token (the last special token after the markers when
-the stand-in turn is rendered last) on. Stored history is never re-rendered.
+the stand-in turn is rendered last) on. A template whose closer depends on
+``loop.last`` (gpt-oss-style: ``<|return|>`` closes the last final answer,
+``<|end|>`` an earlier one) has another special token in that place once
+messages follow: the model's stop token (the last turn's closer) stands for
+it, and the suffix starts after it. Stored history is never re-rendered.
 
 What the method assumes, and refuses (docs/reference_server.md, "TITO"): the
 rendering of the appended messages depends on the stored history only through
@@ -475,17 +479,20 @@ class Tito:
         after = self._after_marks(full, len(head_text), marks)
         closer = self._closer(stand_in, marks, head, kwargs)
         close_at = full.find(closer, after)
+        last_closer = None
+        # a template whose closer depends on loop.last closes it with another token when more messages follow
+        # (gpt-oss-style: <|return|> ends the last final answer, <|end|> an earlier one)
         if close_at < 0:
-            raise TitoError(
-                f"the chat template does not close an assistant turn with {closer!r} when more messages follow "
-                "(it does when the turn is last); TITO cannot find where the stored tokens end"
-            )
+            last_closer = closer
+            close_at, closer = self._followed_closer(full, after, closer, stand_in, marks, head, kwargs)
         start = close_at
         stop = self.special_ids.get(last_token) if last_token is not None else None
         if stop is not None:
             at = full.find(stop, after, close_at + len(closer))
             if at >= 0:  # the model generated the template's text up to and including its stop token
                 start = at + len(stop)
+            elif stop == last_closer:  # it stopped on the last turn's closer, which stands for this one's
+                start = close_at + len(closer)
         text = full[start:]
         if STAND_IN in text:
             raise TitoError(
@@ -531,6 +538,38 @@ class Tito:
             )
         self._closers[key] = best[2]
         return best[2]
+
+    def _followed_closer(
+        self,
+        full: str,
+        after: int,
+        closer: str,
+        stand_in: Message,
+        marks: tuple[str, ...],
+        head: list[Message],
+        kwargs: Mapping[str, Any] | None,
+    ) -> tuple[int, str]:
+        """Where, and with which special token, ``full`` closes the stand-in turn that more messages follow.
+
+        For a template whose closer depends on ``loop.last``: the turn rendered last
+        closes with ``closer`` and an earlier one with another special token at the
+        same place, after the same text. The stored tokens end with the model's
+        stop token (the last turn's closer) and are kept as they are; the suffix
+        starts after the earlier turn's closer.
+        """
+        text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
+        tail = text[self._after_marks(text, len(self.render(head, generation_prompt=False, kwargs=kwargs)), marks) :]
+        lead = tail[: tail.rfind(closer)]
+        at = after + len(lead)
+        if full.startswith(lead, after):
+            found = [s for s in self.special_texts if full.startswith(s, at)]
+            if found:
+                return at, max(found, key=len)
+        raise TitoError(
+            f"the chat template does not close an assistant turn with {closer!r} or another special token in its "
+            "place when more messages follow (it does when the turn is last); TITO cannot find where the stored "
+            "tokens end"
+        )
 
     # -- Phase 3 --------------------------------------------------------------------
     def check_prefix(self, base_ids: tuple[int, ...] | list[int], new_ids: list[int]) -> None:

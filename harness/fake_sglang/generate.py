@@ -243,9 +243,14 @@ class TokenModel:
             after = self.render_text([*answered, {"role": "user", "content": "y"}], add_generation_prompt=False)
         except Exception:
             return None
-        if not after.startswith(before):
-            return None
-        opened = after[len(before) :].lstrip()
+        if after.startswith(before):
+            opened = after[len(before) :].lstrip()
+        else:  # the last turn's closer differs from a followed one's (harmony: <|return|>, <|end|>): skip that
+            at = after.rfind("Probe answer") + len("Probe answer")
+            added = [str(t) for t in (self.tok.get_added_vocab() or {}) if t and after.startswith(str(t), at)]
+            if at < len("Probe answer") or not added or before[:at] != after[:at]:
+                return None
+            opened = after[at + len(max(added, key=len)) :].lstrip()
         n = 0
         while n < min(len(opened), len(header)) and opened[n] == header[n]:
             n += 1
@@ -303,7 +308,32 @@ class TokenModel:
             raise ValueError("chat template renders an assistant turn that does not extend the generation prompt")
         body = full[len(self._gen_prefix) :]
         cut = body.rfind(self._end_text)
+        if cut < 0 and tool_calls:  # a tool-call turn the template closes with another token (see end_for)
+            cut = body.rfind(self.tok.convert_ids_to_tokens(self.end_for(tool_calls)))
         return body[:cut] if cut >= 0 else body
+
+    def end_for(self, tool_calls: list[dict[str, Any]]) -> int:
+        """The token the model stops on after this turn: ``end_id``, unless the template closes a tool-call
+        turn rendered last without it (a harmony-style template closes only the last final answer with
+        ``<|return|>``, a tool call with ``<|end|>``): then the last special token of that turn's rendering."""
+        if not tool_calls:
+            return self.end_id
+        return self._call_end_id
+
+    @functools.cached_property
+    def _call_end_id(self) -> int:
+        call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"query": "x"}'}}
+        msg = {"role": "assistant", "content": "Probe answer", "tool_calls": [call]}
+        try:
+            full = self.render_text([{"role": "user", "content": "x"}, msg], add_generation_prompt=False)
+        except Exception:  # a template that refuses the probe call: keep the one end token
+            return self.end_id
+        tail = full[full.rfind('"x"}') + len('"x"}') :] if '"x"}' in full else ""
+        if not tail or self._end_text in tail:
+            return self.end_id
+        added = {str(t): int(i) for t, i in (self.tok.get_added_vocab() or {}).items() if t}
+        found = [(tail.rfind(t), len(t), t) for t in added if t in tail]
+        return added[max(found)[2]] if found else self.end_id
 
     def body_text(self, content: str, tool_calls: list[dict[str, Any]]) -> str:
         if not tool_calls and self._plain_body:
@@ -365,7 +395,7 @@ class TokenModel:
         else:
             body = self.body_text(content, calls)
             body_ids = self.encode(body)
-        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_for(calls), body)
 
     def _parsed_answer(
         self, ident: Identity, gen: GenerationSpec, tool_calls: int | None, thinking: bool | None
@@ -384,7 +414,7 @@ class TokenModel:
             thought = self._think(ident)[len("<think>\n") : -len("\n</think>\n\n")]
         body = self._render_body_slow(content, calls, thought)
         body_ids = self.encode(body)
-        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_id, body, thought)
+        return Answer(content, calls, body_ids, _logprobs(rng, len(body_ids) + 1), self.end_for(calls), body, thought)
 
     def split(self, answer: Answer, text: str) -> tuple[str, str | None]:
         """(content, reasoning) a reasoning parser makes of ``text``, a prefix of ``answer.body_text``."""

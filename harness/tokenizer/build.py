@@ -248,6 +248,20 @@ CHANNELS_TEMPLATE = _template(
 """
 )
 
+# Not a shipped family: the template of scenarios/tokenizers/harmony (built by ``python -m harness.tokenizer.build
+# --harmony DIR``). The channel layout above with one more special token, ``<|return|>``: as in gpt-oss-style
+# templates, the final answer of an assistant turn that is the last message (no generation prompt after it:
+# the model's own output, where it stopped generating) closes with ``<|return|>``, every earlier one with
+# ``<|end|>``. So the model stops on a token the template never renders once more messages follow: a server
+# that looks for the last turn's closer in the render with the appended messages cannot find it.
+HARMONY_SPECIAL_TOKENS = [*CHANNELS_SPECIAL_TOKENS, "<|return|>"]
+
+HARMONY_TEMPLATE = CHANNELS_TEMPLATE.replace(
+    "{{- '<|start|>assistant<|channel|>final<|message|>' + body + '<|end|>' -}}",
+    "{{- '<|start|>assistant<|channel|>final<|message|>' + body -}}"
+    "{{- '<|return|>' if loop.last and not add_generation_prompt else '<|end|>' -}}",
+)
+
 HEADERS_SPECIAL_TOKENS = [
     "<|end_of_text|>",
     "<|begin|>",
@@ -421,6 +435,17 @@ def write_slow_bytes(out_dir: Path) -> None:
     (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+HARMONY = Family(
+    "harmony",
+    tuple(HARMONY_SPECIAL_TOKENS),
+    HARMONY_TEMPLATE,
+    "<|end|>",
+    "<|endoftext|>",
+    None,
+    "channel segments, the last final answer closed by <|return|> (scenario tokenizer, not shipped)",
+)
+
+
 def _training_lines() -> list[str]:
     corpus = (HERE / "corpus.txt").read_text(encoding="utf-8").splitlines()
     words = (HERE / "words.txt").read_text(encoding="utf-8").split()
@@ -525,7 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slow-bytes", type=Path, default=None, metavar="DIR", help="write the slow_bytes scenario tokenizer to DIR"
     )
+    parser.add_argument(
+        "--harmony", type=Path, default=None, metavar="DIR", help="write the harmony scenario tokenizer to DIR"
+    )
     args = parser.parse_args(argv)
+    if args.harmony is not None:
+        write_family(HARMONY, args.harmony)
+        print(f"wrote harmony to {args.harmony}")
+        return 0
     if args.slow_bytes is not None:
         write_slow_bytes(args.slow_bytes)
         print(f"wrote slow_bytes to {args.slow_bytes}")

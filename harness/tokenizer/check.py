@@ -132,14 +132,18 @@ def _closing(block: str, specials: frozenset[str]) -> str:
     return best[2] if best is not None else ""
 
 
-def _tail(full: str, model_view: str, stored: Message, closer: str) -> str | None:
+def _tail(full: str, model_view: str, stored: Message, closer: str, specials: frozenset[str]) -> str | None:
     """The template's own text after the stored assistant turn, in ``full`` (the render with the appended
     messages and the generation prompt); None when the turn or its closing token cannot be found there.
 
     ``model_view`` is the prompt the model saw plus its completion. When the
     template is append-only for this history ``full`` starts with it; when not
     (a think block or analysis segment dropped once messages follow), the turn
-    ends at the first ``closer`` after its last generated part.
+    ends at the first ``closer`` after its last generated part. A template whose
+    closer depends on ``loop.last`` (gpt-oss: ``<|return|>`` closes the last
+    answer, ``<|end|>`` an earlier one) renders another special token in that
+    place, after the same text: the model's stop token stands for it, and the
+    template's own text is what follows it.
     """
     if full.startswith(model_view):
         return full[len(model_view) :]
@@ -153,7 +157,14 @@ def _tail(full: str, model_view: str, stored: Message, closer: str) -> str | Non
             return None
         end = max(end, at + len(mark))
     at = full.find(closer, end)
-    return None if at < 0 else full[at + len(closer) :]
+    if at >= 0:
+        return full[at + len(closer) :]
+    view_end = max(model_view.rfind(mark) + len(mark) for mark in marks)
+    lead = model_view[view_end : len(model_view) - len(closer)]
+    if not full.startswith(lead, end):
+        return None
+    found = [s for s in specials if full.startswith(s, end + len(lead))]
+    return full[end + len(lead) + max(map(len, found)) :] if found else None
 
 
 def suffix_after(tito: Any, history: list[Message], appended: list[Message], stop_id: int) -> str:
@@ -315,7 +326,7 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
             # the model generates the whole turn, every segment of it, and stops on its closing token
             closer = _closing(block, specials)
             completion = block[: block.rfind(closer) + len(closer)] if closer else block
-            tail = _tail(full, head + completion, stored, closer) if closer else None
+            tail = _tail(full, head + completion, stored, closer, specials) if closer else None
             try:
                 mine = suffix_after(tito, history, appended, int(tok.convert_tokens_to_ids(closer or eot)))
             except Exception as exc:  # TitoError: the server refuses it; or the template raised on the stand-in

@@ -192,9 +192,27 @@ class Tokens:
         at_p, at_f = prefix.rfind(MARKER), full.find(MARKER)
         close = prefix[at_p + len(MARKER) :] if at_p >= 0 else ""
         end = at_f + len(MARKER) + len(close)
-        if at_p < 0 or at_f < 0 or full[at_f + len(MARKER) : end] != close:
+        if at_p < 0 or at_f < 0:
             raise BadMessages("the chat template renders the appended messages in a way this server cannot join")
+        if full[at_f + len(MARKER) : end] != close:
+            return self.encode(full[self._closed_otherwise(close, tail, full, at_f + len(MARKER)) :])
         return self.encode(_not_generated(close, tail) + full[end:])
+
+    def _closed_otherwise(self, close: str, tail: str, full: str, at: int) -> int:
+        """Where the turn ends in ``full`` when the template closes a last turn with one special token and a
+        turn that more messages follow with another (harmony-style: ``<|return|>`` ends generation, ``<|end|>``
+        only the turn). The model stopped on the last turn's token, which stands for the other one: the
+        stored tokens stay as they are and the suffix is what follows the other token."""
+        specials = sorted({str(t) for t in self.tok.all_special_tokens if t}, key=len, reverse=True)
+        ends = [(close.rfind(t), t) for t in specials if t in close]
+        if ends:
+            cut, last = max(ends, key=lambda e: e[0])
+            lead = close[:cut]
+            if tail.endswith(last) and full.startswith(lead, at):
+                other = next((t for t in specials if full.startswith(t, at + len(lead))), None)
+                if other is not None:
+                    return at + len(lead) + len(other)
+        raise BadMessages("the chat template renders the appended messages in a way this server cannot join")
 
     def check(self, base: tuple[int, ...], new_ids: list[int]) -> None:
         n = min(len(base), len(new_ids))
