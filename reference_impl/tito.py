@@ -558,11 +558,15 @@ class Tito:
         starts after the earlier turn's closer.
         """
         text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
-        tail = text[self._after_marks(text, len(self.render(head, generation_prompt=False, kwargs=kwargs)), marks) :]
+        before = self.render(head, generation_prompt=False, kwargs=kwargs)
+        tail = text[self._after_marks(text, len(before), marks) :]
         lead = tail[: tail.rfind(closer)]
         at = after + len(lead)
         if full.startswith(lead, after):
-            found = [s for s in self.special_texts if full.startswith(s, at)]
+            # a token that closes the messages before the turn too: not the next message's opener (a template
+            # that writes no closer between turns would otherwise have the opener taken for one and dropped)
+            ended = before.rstrip()
+            found = [s for s in self.special_texts if full.startswith(s, at) and ended.endswith(s)]
             if found:
                 return at, max(found, key=len)
         raise TitoError(

@@ -26,7 +26,10 @@ What may legitimately refuse such a request:
 
 - **404** once the session is closing or gone: a DELETE of it (by the agent or
   the chaos) invoked before the chat's answer, a kill of its server since the
-  session was created, or a request sent to a process that does not own it;
+  session was created, or a request sent to a process that does not own it.
+  After a DELETE only 404 is (CONTEXT.md: "a request that arrives for a closing
+  or removed session gets 404"; one past Phase 1 gets the backend's answer): a
+  403, 400 or 410 there is ``refused_<status>_after_delete``;
 - **409** only under the declared ``conflict_409`` design, and only when
   another chat of the session overlapped it (someone could have committed
   during its proxy phase);
@@ -124,7 +127,8 @@ class RefusedLegal:
                     counts["passed_through"] += 1
                     continue
                 end = o.seen_end if o.seen_end is not None else o.start
-                if any(d.start <= end for d in deletes.get(sid, [])):
+                deleted = any(d.start <= end for d in deletes.get(sid, []))
+                if deleted and (st == 404 or (st == 409 and conflict)):
                     counts["after_delete"] += 1
                     continue
                 created = creates.get(sid)
@@ -166,6 +170,14 @@ class RefusedLegal:
                         "of the session was in flight: nothing could have changed its state"
                     )
                     out.append((key, Violation(msg, o.indices, sid, "conflict_without_race")))
+                    continue
+                if deleted:
+                    msg = (
+                        f"chat turn {o.turn} attempt {o.attempt} ({what}) answered {st} after a DELETE of its "
+                        "session was sent: a request for a closing or removed session gets 404, and one already "
+                        "past Phase 1 gets the backend's answer (CONTEXT.md)"
+                    )
+                    out.append((key, Violation(msg, o.indices, sid, f"refused_{st}_after_delete")))
                     continue
                 live = "no DELETE, no kill of its server, sent to its owner"
                 msg = (

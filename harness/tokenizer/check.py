@@ -132,7 +132,9 @@ def _closing(block: str, specials: frozenset[str]) -> str:
     return best[2] if best is not None else ""
 
 
-def _tail(full: str, model_view: str, stored: Message, closer: str, specials: frozenset[str]) -> str | None:
+def _tail(
+    full: str, model_view: str, stored: Message, closer: str, specials: frozenset[str], before: str = ""
+) -> str | None:
     """The template's own text after the stored assistant turn, in ``full`` (the render with the appended
     messages and the generation prompt); None when the turn or its closing token cannot be found there.
 
@@ -163,7 +165,9 @@ def _tail(full: str, model_view: str, stored: Message, closer: str, specials: fr
     lead = model_view[view_end : len(model_view) - len(closer)]
     if not full.startswith(lead, end):
         return None
-    found = [s for s in specials if full.startswith(s, end + len(lead))]
+    # the token in that place must close the messages before the turn too (``before``: their render), not open
+    # the next message (a template that writes nothing between turns)
+    found = [s for s in specials if full.startswith(s, end + len(lead)) and before.rstrip().endswith(s)]
     return full[end + len(lead) + max(map(len, found)) :] if found else None
 
 
@@ -326,7 +330,8 @@ def check_tokenizer(tok: Any, label: str = "") -> CheckResult:
             # the model generates the whole turn, every segment of it, and stops on its closing token
             closer = _closing(block, specials)
             completion = block[: block.rfind(closer) + len(closer)] if closer else block
-            tail = _tail(full, head + completion, stored, closer, specials) if closer else None
+            before = r(history[:-1], False)
+            tail = _tail(full, head + completion, stored, closer, specials, before) if closer else None
             try:
                 mine = suffix_after(tito, history, appended, int(tok.convert_tokens_to_ids(closer or eot)))
             except Exception as exc:  # TitoError: the server refuses it; or the template raised on the stand-in

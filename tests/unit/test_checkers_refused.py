@@ -75,6 +75,17 @@ def test_404_after_a_delete_or_a_kill_is_legal_but_not_on_a_live_session() -> No
     assert kinds(judge(b.build())) == {"refused_404"}
 
 
+def test_after_a_delete_only_404_is_legal() -> None:
+    """CONTEXT.md: a request for a closing or removed session gets 404 (a 403 there passed as "after delete")."""
+    for status, outcome in ((403, "bad_request"), (410, "bad_request"), (400, "bad_request")):
+        b = RunBuilder()
+        sid = b.create()
+        b.chat(sid, 0, request_kind="first")
+        b.delete(sid, process="nemesis")
+        b.chat(sid, 1, outcome=outcome, status=status, request_kind="next")
+        assert kinds(judge(b.build())) == {f"refused_{status}_after_delete"}, status
+
+
 def test_a_kill_before_the_session_existed_does_not_excuse_its_404() -> None:
     b = RunBuilder()
     b.chaos({"action": "kill", "process": 0}, server=S0)

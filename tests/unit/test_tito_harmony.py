@@ -84,6 +84,22 @@ def test_another_closing_in_its_place_must_be_a_special_token(tmp_path: Path) ->
         Tito(tok).suffix(ANSWER, [NEXT], _id("<|return|>"), system=False)
 
 
+def test_the_next_messages_opener_is_not_taken_for_a_closer(tmp_path: Path) -> None:
+    """A template that writes nothing between turns: the special token after the turn is the next message's
+    ``<|start|>``, which closes nothing. Taking it for the closer dropped it from the prompt (review finding:
+    ``...one<|return|>user<|message|>...``) and the tokenizer check called that safe; both refuse it now."""
+    shutil.copytree(HARMONY, tmp_path / "tok")
+    cfg_path = tmp_path / "tok" / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["chat_template"] = HARMONY_TEMPLATE.replace("else '<|end|>'", "else ''")
+    assert cfg["chat_template"] != HARMONY_TEMPLATE
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    tok = load_tokenizer(str(tmp_path / "tok"))
+    with pytest.raises(TitoError, match="another special token in its place"):
+        Tito(tok).suffix(ANSWER, [NEXT], _id("<|return|>"), system=False)
+    assert check_tokenizer(tok, str(tmp_path / "tok")).exit_code != 0
+
+
 def test_tokenizer_check_holds_and_reports_the_return_token() -> None:
     res = check_tokenizer(TOK, "harmony")
     assert res.exit_code == 0, res.text()
