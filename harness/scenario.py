@@ -858,6 +858,10 @@ def _parse_agent(t: _Table) -> AgentSpec:
         upload_probability=t.prob("upload_probability", 1.0),
         reserialize_tool_arguments=t.prob("reserialize_tool_arguments"),
     )
+    if spec.upload_chunks == 1:  # a knob of the slow upload without the slow upload: it would silently do nothing
+        for k in ("upload_ms", "upload_probability"):
+            if t.has(k):
+                raise t.err(k, "applies only to a slow upload: set agent.upload_chunks > 1 too (4, say)")
     if spec.upload_ms[1] > 10_000.0:
         raise t.err("upload_ms", f"a slow upload is bounded: at most 10000 ms, got {spec.upload_ms[1]:g}")
     if spec.upload_ms[1] / 1000.0 >= spec.timeout_s:

@@ -327,12 +327,12 @@ class LostTurns:
                             "execution log) a later or unseen copy may have rolled it back legitimately"
                         )
                         continue
-                    respelled = [
-                        b for b in chats if b.start >= acked[0].end and b.invoke.get("reserialized_tool_arguments")
-                    ]
+                    # any request of the session, before or after: a respelled request that committed stores the
+                    # new spelling, and the next one, in the original spelling, then diverges from it
+                    respelled = [b for b in chats if b.invoke.get("reserialized_tool_arguments")]
                     if respelled and not ours:
                         unknown(
-                            f"turn {acked[0].turn} of {sid} is not in the records, and a later request "
+                            f"turn {acked[0].turn} of {sid} is not in the records, and a request of the session "
                             f"({respelled[0].request_id}) resent earlier tool calls with their arguments "
                             "re-serialized: CONTEXT.md does not say how a server compares them with the stored "
                             "ones, so a rollback there may be its rule"

@@ -70,6 +70,7 @@ from harness.checkers.ops import (
     faults_applied,
     is_kill,
     pair_ops,
+    reference_target,
     variants,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations
@@ -107,6 +108,7 @@ class RefusedLegal:
         links.has_executions = part.context.has_backend_executions and part.context.execution_log_gap is None
         plan = fault_kinds(run) if faults_applied(run) else set()
         conflict = "conflict_409" in variants(run)
+        ours = reference_target(run)
         owners = {str(k): str(v).rstrip("/") for k, v in run.owners.items() if isinstance(v, str)}
         chats = {sid: cl for sid, cl in by_session(ops, "chat").items() if part.mine(sid)}
         deletes = by_session(ops, "delete")
@@ -140,17 +142,33 @@ class RefusedLegal:
                 if owner is not None and o.server is not None and o.server.rstrip("/") != owner:
                     counts["wrong_process"] += 1
                     continue
+                if not ours and any(c.invoke.get("reserialized_tool_arguments") for c in cl if c.start <= o.start):
+                    undecided.append(
+                        (
+                            key,
+                            f"chat {o.request_id} (turn {o.turn}) answered {st} after the session's tool calls were "
+                            "resent with re-serialized arguments: CONTEXT.md does not say how a server compares "
+                            "them with the stored ones, so a divergence (400) may be its rule",
+                        )
+                    )
+                    continue
                 kind = _field(o, "request_kind")
                 if kind is None:
                     first = o.turn == 0 and o.attempt == 0 and not any(c.start < o.start for c in cl if c is not o)
                     if not first:
                         undecided.append(
-                            (key, f"chat {o.request_id} (turn {o.turn}, attempt {o.attempt}) answered {st}")
+                            (
+                                key,
+                                f"chat {o.request_id} (turn {o.turn}, attempt {o.attempt}) answered {st} without a "
+                                "request_kind: the history does not say what was sent",
+                            )
                         )
                         continue
                     kind = "first"
                 if str(kind) not in LEGAL_KINDS:
-                    undecided.append((key, f"chat {o.request_id} of request_kind {kind!r} answered {st}"))
+                    undecided.append(
+                        (key, f"chat {o.request_id} of request_kind {kind!r} answered {st}: not a kind it can judge")
+                    )
                     continue
                 after = _field(o, "retry_after")
                 what = f"{kind}" + (f" after {after}" if after else "")
@@ -194,10 +212,7 @@ class RefusedLegal:
         n = sum(p["n_undecided"] for p in parts)
         if n:
             first = min(x for p in parts for x in p["undecided"])[1]
-            unknown.append(
-                f"{n} refused chat(s) without a request_kind the checker can judge "
-                f"(e.g. {first}): the history does not say what was sent"
-            )
+            unknown.append(f"{n} refused chat(s) the checker cannot judge (e.g. {first})")
         return verdict(self.name, merge_violations(p["out"] for p in parts), unknown=unknown, notes=notes)
 
     @staticmethod

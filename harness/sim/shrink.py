@@ -143,7 +143,14 @@ def _candidates(d: Data, strategy: str, depth: int) -> Iterator[tuple[str, Data,
         yield "agent.stream_probability -> 0", put("agent", "stream_probability", 0.0), depth
     up = ag.get("upload_chunks")
     if isinstance(up, int) and up > 1:  # bodies at once: the failure did not need a slow link
-        yield f"agent.upload_chunks {up} -> 1", put("agent", "upload_chunks", 1), depth
+
+        def whole(x: Data) -> None:  # the body at once: the slow upload's other knobs go with it (else refused)
+            a = x.setdefault("agent", {})
+            a["upload_chunks"] = 1
+            a.pop("upload_ms", None)
+            a.pop("upload_probability", None)
+
+        yield f"agent.upload_chunks {up} -> 1", edit(whole), depth
     yield from _template_kwargs_candidates(d, depth)
     client = ag.get("client")
     if isinstance(client, dict) and len([k for k, v in client.items() if v]) > 1:

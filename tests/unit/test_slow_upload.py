@@ -161,4 +161,14 @@ def test_shrink_tries_the_bodies_at_once() -> None:
 
     d = {"workload": {"sessions": 2}, "agent": {"upload_chunks": 4, "upload_ms": [60, 240]}}
     got = {label: cand for label, cand, _ in _candidates(d, "random", 3)}
-    assert got["agent.upload_chunks 4 -> 1"]["agent"]["upload_chunks"] == 1
+    assert got["agent.upload_chunks 4 -> 1"]["agent"] == {"upload_chunks": 1}  # a valid scenario: no upload_ms
+
+
+def test_a_slow_upload_knob_without_the_slow_upload_is_refused(tmp_path: Path) -> None:
+    from harness.scenario import ScenarioError
+
+    for extra in ("upload_ms = [100, 500]", "upload_probability = 0.5"):
+        p = tmp_path / "s.toml"
+        p.write_text(f'name = "s"\n[agent]\n{extra}\n', encoding="utf-8")
+        with pytest.raises(ScenarioError, match="upload_chunks > 1"):
+            load_scenario(p)

@@ -36,9 +36,9 @@ def _key_order(args: Any) -> str:  # parses them, but compares the keys in the o
     return json.dumps(json.loads(args) if isinstance(args, str) else args, separators=(",", ":"))
 
 
-def _run(target: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    sc = with_seed(load_scenario(SCENARIO), 0)
-    out = simulate(sc, 0, "random", target=target, trace=False)
+def _run(target: str | None, seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    sc = with_seed(load_scenario(SCENARIO), seed)
+    out = simulate(sc, seed, "random", target=target, trace=False)
     assert out.error is None and out.data is not None, out.error
     invokes = [e for e in out.data.history if e["type"] == "invoke" and e["f"] == "chat"]
     return {v.checker: v for v in check_all(out.data)}, invokes
@@ -78,8 +78,15 @@ def test_a_reference_server_that_compares_the_spelling_loses_turns(monkeypatch: 
     assert v["lost_turns"].status == "invalid", v["lost_turns"]
 
 
-def test_on_another_server_the_same_rollback_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_another_server_the_same_rollback_is_unknown(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Never invalid, whichever request the respelling lands on (review: at seeds 1-5 a respelled request
+    committed first, the next one in the original spelling was refused 400 / rolled back, and refused_legal /
+    lost_turns called that invalid)."""
     monkeypatch.setattr(ref_tito, "_canon_args", _spelling)
-    v, _ = _run(FOREIGN)
-    assert v["lost_turns"].status == "unknown" and "re-serialized" in str(v["lost_turns"].notes), v["lost_turns"]
-    assert not [c for c, x in v.items() if x.status == "invalid"], {c: x.status for c, x in v.items()}
+    v, _ = _run(FOREIGN, seed)
+    assert not [c for c, x in v.items() if x.status == "invalid"], {
+        c: (x.status, x.violations[:1]) for c, x in v.items()
+    }
+    judged = [c for c in ("lost_turns", "refused_legal") if v[c].status == "unknown"]
+    assert judged and all("re-serialized" in str(v[c].notes) for c in judged), {c: v[c].notes for c in judged}
