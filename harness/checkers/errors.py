@@ -80,6 +80,7 @@ from harness.checkers.ops import (
     reference_target,
 )
 from harness.checkers.stream import Keyed, Part, RunContext, check_whole, merge_violations, passthrough_whole
+from harness.fake_sglang.plan import MALFORMED_FAULTS
 from harness.rundata import RunData
 
 # fault classes of the fake SGLang (harness.fake_sglang.plan.FAULTS) that make the session
@@ -90,14 +91,7 @@ TRANSPORT_FAULTS = (
     "sse_cut",
     "hang",
     "slow_drip",
-    "no_meta_info",
-    "null_content",
-    "null_first_choice",
-    "empty_choices",
-    "bad_tool_call",
-    "logprob_mismatch",
-    "logprob_objects",
-    "invalid_json",
+    *MALFORMED_FAULTS,
     "outage",
     "transport",
     "unparsed",

@@ -50,7 +50,7 @@ from harness.tokenizer import load_tokenizer
 from . import respond
 from .generate import Answer, Identity, TokenModel
 from .latency import ZERO, Delay, draw_delay, tokens_at
-from .plan import FaultPlan, FaultSpec, PlanError, parse_fault_header, plan_from_text
+from .plan import MALFORMED_FAULTS, FaultPlan, FaultSpec, PlanError, parse_fault_header, plan_from_text
 
 __all__ = ["FakeSGLang", "create_app"]
 
@@ -69,18 +69,7 @@ CHAT = "/v1/chat/completions"
 GENERATE = "/generate"
 MODEL_ID = "fake-sglang"  # the one model this backend serves (/v1/models, /v1/models/{model})
 MODELS_PREFIX = "/v1/models/"
-_MALFORMED = frozenset(
-    {
-        "no_meta_info",
-        "null_content",
-        "null_first_choice",
-        "empty_choices",
-        "bad_tool_call",
-        "logprob_mismatch",
-        "logprob_objects",
-        "invalid_json",
-    }
-)
+_MALFORMED = frozenset(MALFORMED_FAULTS)
 _DROPS = frozenset({"reset", "close_mid_body", "sse_cut", "hang"})
 _SSE_CT = (b"content-type", b"text/event-stream")
 

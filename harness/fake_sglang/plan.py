@@ -31,6 +31,7 @@ from harness.strict_json import JsonInputError, loads_strict
 
 __all__ = [
     "FAULTS",
+    "MALFORMED_FAULTS",
     "FaultPlan",
     "FaultSpec",
     "GenerationSpec",
@@ -95,6 +96,18 @@ FAULTS: dict[str, dict[str, tuple[type, Any]]] = {
     # prompt extends (1: its last token, e.g. the end-of-turn token), else of the prompt (docs/fake_sglang.md)
     "retokenized_prompt": {"at": (_Int, 0), "alt": (_Int, None), "from_end": (_Int, None)},
 }
+# the faults whose 200 answer is malformed (the session server must answer 502, never 500): one list for the fake,
+# the checkers (harness/checkers/errors.py TRANSPORT_FAULTS) and the tests
+MALFORMED_FAULTS = (
+    "no_meta_info",
+    "null_content",
+    "null_first_choice",
+    "empty_choices",
+    "bad_tool_call",
+    "logprob_mismatch",
+    "logprob_objects",
+    "invalid_json",
+)
 # http_<code> for any other 4xx/5xx code is accepted too (see _fault_params).
 
 

@@ -16,6 +16,7 @@ import pytest
 from server_fixtures import SYSTEM, make_rig, user
 
 from harness.fake_sglang import create_app as create_fake
+from harness.fake_sglang.plan import MALFORMED_FAULTS
 from harness.tokenizer import load_tokenizer
 
 TOK = load_tokenizer(None)
@@ -76,19 +77,7 @@ async def test_abort_provisional_supersede_cycle_with_the_fake() -> None:
         assert st["records"][-1]["attempt"] == 2 and st["metadata"]["token_mismatch"] is None
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        "no_meta_info",
-        "null_content",
-        "null_first_choice",
-        "empty_choices",
-        "bad_tool_call",
-        "logprob_mismatch",
-        "logprob_objects",
-        "invalid_json",
-    ],
-)
+@pytest.mark.parametrize("fault", MALFORMED_FAULTS)
 async def test_malformed_fake_answers_are_502(fault: str) -> None:
     async with make_rig(backend_app=create_fake(seed=1)) as r:
         sid = await r.new_session()
