@@ -113,12 +113,29 @@ class Answer:
         return [*self.body_ids, self.end_id] if complete else list(self.body_ids)
 
 
+def _plain_backend(backend: Any) -> Any:
+    """The Rust backend as ``tokenizer.encode`` (what SGLang calls) uses it: no truncation, no padding.
+
+    A tokenizer.json may enable both, and the backend applies them. ``tok.encode``
+    switches them off on the backend it shares with everyone else in the process,
+    which would make a server's encoding right or wrong by who encoded first; a
+    backend with either set is copied and the copy switched off, the shared one
+    left as loaded.
+    """
+    if backend is None or (backend.truncation is None and backend.padding is None):
+        return backend
+    plain = type(backend).from_str(backend.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
 class TokenModel:
     """The tokenizer-facing half of the fake: prompts in, answer token ids out."""
 
     def __init__(self, tokenizer: Any, words: Sequence[str] | None = None) -> None:
         self.tok = tokenizer
-        self._raw = getattr(tokenizer, "_tokenizer", None)  # the Rust tokenizer, when there is one
+        self._raw = _plain_backend(getattr(tokenizer, "_tokenizer", None))  # the Rust tokenizer, when there is one
         words = list(words) if words is not None else WORDS_FILE.read_text(encoding="utf-8").split()
         self.words = words
         # The assistant header the template emits for add_generation_prompt, as ids.

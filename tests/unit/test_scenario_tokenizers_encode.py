@@ -67,6 +67,23 @@ def test_bos_truncation_adds_a_second_bos_and_truncates_through_the_backend() ->
     assert list(tok.encode(text)) == [tok.bos_token_id, *plain]  # the double BOS
 
 
+def test_the_fake_encodes_like_tokenizer_encode_whoever_encoded_first() -> None:
+    # SGLang encodes with ``tokenizer.encode``, which applies neither truncation nor padding; the fake read the
+    # Rust backend directly, so on a fresh tokenizer its prompts were cut to 16 and padded to 24 ids, and right
+    # only once something else in the process had called ``tok.encode`` (an order-dependent test failure).
+    # It must not switch them off on the shared backend either: the server under test shares it in sim.
+    from harness.fake_sglang.generate import TokenModel
+
+    tok = AutoTokenizer.from_pretrained(str(BOS), local_files_only=True)
+    model = TokenModel(tok)
+    text = str(tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True))
+    first = model.encode(text)
+    assert tok.backend_tokenizer.truncation is not None  # the shared backend is left as loaded
+    assert len(tok.backend_tokenizer.encode(text, add_special_tokens=False).ids) == 24
+    assert first == list(tok.encode(text, add_special_tokens=False))
+    assert len(first) > 24
+
+
 def test_slow_bytes_has_no_backend_and_appends_eos() -> None:
     tok = AutoTokenizer.from_pretrained(str(SLOW), local_files_only=True)
     assert getattr(tok, "backend_tokenizer", None) is None
