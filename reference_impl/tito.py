@@ -484,7 +484,7 @@ class Tito:
         # (gpt-oss-style: <|return|> ends the last final answer, <|end|> an earlier one)
         if close_at < 0:
             last_closer = closer
-            close_at, closer = self._followed_closer(full, after, closer, stand_in, marks, head, kwargs)
+            close_at, closer = self._followed_closer(full, after, closer, stand_in, marks, head, head_text, kwargs)
         start = close_at
         stop = self.special_ids.get(last_token) if last_token is not None else None
         if stop is not None:
@@ -547,6 +547,7 @@ class Tito:
         stand_in: Message,
         marks: tuple[str, ...],
         head: list[Message],
+        before: str,
         kwargs: Mapping[str, Any] | None,
     ) -> tuple[int, str]:
         """Where, and with which special token, ``full`` closes the stand-in turn that more messages follow.
@@ -555,10 +556,10 @@ class Tito:
         closes with ``closer`` and an earlier one with another special token at the
         same place, after the same text. The stored tokens end with the model's
         stop token (the last turn's closer) and are kept as they are; the suffix
-        starts after the earlier turn's closer.
+        starts after the earlier turn's closer. ``before`` is ``head`` rendered on
+        its own (the caller has it already).
         """
         text = self.render([*head, stand_in], generation_prompt=False, kwargs=kwargs)
-        before = self.render(head, generation_prompt=False, kwargs=kwargs)
         tail = text[self._after_marks(text, len(before), marks) :]
         lead = tail[: tail.rfind(closer)]
         at = after + len(lead)
